@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Helpers shared by the project's scripts: check for tools and install missing Debian packages when root.
+
+# The machine's Rust toolchain is a precondition; nothing here can install it.
+require_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install Rust (https://rustup.rs) first" >&2
+    exit 2
+  fi
+}
+
+# ensure_commands CMD:PACKAGE ...: installs PACKAGE with apt-get when CMD is missing (as root), or says what to
+# install otherwise.
+ensure_commands() {
+  local missing=() pair cmd pkg
+  for pair in "$@"; do
+    cmd=${pair%%:*}
+    pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: missing packages: ${missing[*]} (install them, or run this script as root on Debian)" >&2
+    exit 2
+  fi
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

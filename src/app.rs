@@ -1,0 +1,182 @@
+//! One running instance: binds both listeners, wires the proxy, the exchange pipeline and the admin routes, and
+//! runs until told to stop.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeArgs;
+use crate::exchange::{Exchange, Target};
+use crate::metrics::Metrics;
+use crate::pipeline;
+use crate::proxy::Proxy;
+use crate::proxy::upstream::{ClientError, UpstreamClient};
+use crate::web;
+
+/// Why the instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr} for the {listener} listener: {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("upstream client: {0}")]
+    Client(#[from] ClientError),
+}
+
+/// A built instance, listening but not yet serving.
+pub struct Application {
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    /// The caller's path, shared by every connection.
+    proxy: Arc<Proxy>,
+    /// Counters of this instance (each instance has its own, so tests in one process do not mix).
+    metrics: Arc<Metrics>,
+    /// The receiving end of the exchange queue, until someone takes it or `run_until` consumes it.
+    exchanges: Option<mpsc::Receiver<Exchange>>,
+    shutdown_grace: Duration,
+    shadow_timeout: Duration,
+}
+
+impl Application {
+    /// Binds the listeners (port 0 picks a free port) and builds every part.
+    pub async fn build(args: ServeArgs) -> Result<Self, StartupError> {
+        let proxy_listener = bind("proxy", args.proxy.listen).await?;
+        let admin_listener = bind("admin", args.admin.admin_listen).await?;
+        let client = UpstreamClient::new(&args.upstreams)?;
+        let metrics = Arc::new(Metrics::new());
+
+        let max_inflight = args.proxy.max_shadow_inflight as usize;
+        let inflight = Target::ALL.map(|_| Arc::new(Semaphore::new(max_inflight)));
+        let permits = inflight.clone();
+        metrics.register_scrape_gauge(
+            "shadow_inflight",
+            "Background (shadow) requests in flight per upstream",
+            "target",
+            Box::new(move || {
+                Target::ALL
+                    .iter()
+                    .map(|target| {
+                        let in_use = max_inflight - permits[target.index()].available_permits();
+                        (target.as_str(), in_use as i64)
+                    })
+                    .collect()
+            }),
+        );
+
+        let (sink, exchanges) =
+            pipeline::channel(args.proxy.exchange_queue as usize, metrics.clone());
+        let depth = sink.depth_reader();
+        metrics.register_scrape_gauge(
+            "exchange_queue_depth",
+            "Completed exchanges waiting for analysis",
+            "",
+            Box::new(move || vec![("", depth() as i64)]),
+        );
+
+        let proxy = Arc::new(Proxy::new(&args, client, inflight, sink, metrics.clone()));
+        Ok(Self {
+            proxy_listener,
+            admin_listener,
+            proxy,
+            metrics,
+            exchanges: Some(exchanges),
+            shutdown_grace: args.proxy.shutdown_grace,
+            shadow_timeout: args.upstreams.shadow_timeout,
+        })
+    }
+
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Takes the receiving end of the exchange queue, to consume exchanges elsewhere; `run_until` then starts no
+    /// consumer of its own.
+    pub fn take_exchanges(&mut self) -> Option<mpsc::Receiver<Exchange>> {
+        self.exchanges.take()
+    }
+
+    /// Serves until `shutdown` resolves; then lets in-flight caller requests finish (up to `--shutdown-grace`),
+    /// waits for background requests (up to `--shadow-timeout`) and drains the exchange queue.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let stop = CancellationToken::new();
+        let consumer = self
+            .exchanges
+            .map(|rx| tokio::spawn(pipeline::consume(rx, stop.clone(), pipeline::log_exchange)));
+        let draining = CancellationToken::new();
+        let admin_router = web::router(web::AdminState {
+            metrics: self.metrics.clone(),
+            draining: draining.clone(),
+        });
+        let admin_stop = stop.clone();
+        let admin_listener = self.admin_listener;
+        let admin = tokio::spawn(async move {
+            let served = axum::serve(admin_listener, admin_router)
+                .with_graceful_shutdown(admin_stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "admin listener failed");
+            }
+        });
+
+        let shutdown = async move {
+            shutdown.await;
+            draining.cancel();
+        };
+        crate::proxy::server::serve(
+            self.proxy_listener,
+            self.proxy.clone(),
+            shutdown,
+            self.shutdown_grace,
+        )
+        .await;
+
+        let tasks = self.proxy.tasks();
+        tasks.close();
+        if tokio::time::timeout(self.shadow_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                still_running = tasks.len(),
+                "background requests still running at shutdown; their exchanges are lost"
+            );
+        }
+        stop.cancel();
+        if let Some(consumer) = consumer {
+            let _ = consumer.await;
+        }
+        let _ = admin.await;
+        tracing::info!("shadowdiff stopped");
+    }
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}

@@ -1,0 +1,289 @@
+//! Every setting with its default: command-line flags, each also read from a `SHADOWDIFF_*` environment variable.
+
+pub mod value;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use http::HeaderName;
+
+use crate::exchange::Target;
+use crate::proxy::endpoint::EndpointPattern;
+pub use value::{ByteSize, Fraction, MethodList, UpstreamUrl, parse_duration};
+
+/// Defaults, written once; the flags below refer to them.
+pub mod defaults {
+    pub const LISTEN: &str = "0.0.0.0:8880";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:8888";
+    pub const SHADOW_METHODS: &str = "GET,HEAD,OPTIONS";
+    pub const SAMPLE_RATE: &str = "1";
+    pub const MAX_BODY: &str = "8MiB";
+    pub const MAX_SHADOW_INFLIGHT: &str = "1024";
+    pub const SHADOW_TIMEOUT: &str = "5s";
+    pub const RESPONSE_TIMEOUT: &str = "30s";
+    pub const CONNECT_TIMEOUT: &str = "2s";
+    pub const EXCHANGE_QUEUE: &str = "8192";
+    pub const SHUTDOWN_GRACE: &str = "30s";
+    pub const LOG: &str = "info";
+}
+
+/// shadowdiff: send each request to primary, secondary and candidate; report what the candidate changed.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "shadowdiff",
+    version,
+    propagate_version = true,
+    max_term_width = 110
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Run the shadow proxy: answer callers from one upstream, compare all three in the background.
+    Serve(ServeArgs),
+}
+
+/// How log lines are written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Logging")]
+pub struct TelemetryArgs {
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SHADOWDIFF_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Which log lines to keep, in tracing's filter syntax (e.g. `info` or `shadowdiff=debug,hyper=warn`).
+    #[arg(long, global = true, env = "SHADOWDIFF_LOG", default_value = defaults::LOG)]
+    pub log: String,
+}
+
+/// Everything `serve` needs.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub upstreams: UpstreamArgs,
+
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Where the three upstreams are and how they are reached.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Upstreams")]
+pub struct UpstreamArgs {
+    /// The current version; its response goes back to the caller by default. http:// or https://, with an
+    /// optional path prefix.
+    #[arg(long, value_name = "URL", env = "SHADOWDIFF_PRIMARY")]
+    pub primary: UpstreamUrl,
+
+    /// A second instance of the current version: what differs between it and primary is noise.
+    #[arg(long, value_name = "URL", env = "SHADOWDIFF_SECONDARY")]
+    pub secondary: UpstreamUrl,
+
+    /// The new version under test.
+    #[arg(long, value_name = "URL", env = "SHADOWDIFF_CANDIDATE")]
+    pub candidate: UpstreamUrl,
+
+    /// Speak HTTP/2 to the upstreams (h2c prior knowledge for http://, ALPN for https://) instead of HTTP/1.1.
+    #[arg(long, env = "SHADOWDIFF_UPSTREAM_HTTP2", value_parser = BoolishValueParser::new())]
+    pub upstream_http2: bool,
+
+    /// A PEM file of extra CA certificates trusted for https:// upstreams, besides the system's.
+    #[arg(long, value_name = "FILE", env = "SHADOWDIFF_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Time allowed to open a connection to an upstream.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_CONNECT_TIMEOUT",
+          default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time allowed for the upstream that answers the caller to send its response headers; past it the caller
+    /// gets 502.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_RESPONSE_TIMEOUT",
+          default_value = defaults::RESPONSE_TIMEOUT, value_parser = parse_duration)]
+    pub response_timeout: Duration,
+
+    /// Time allowed for a whole shadow request (connect, headers and body); past it the shadow counts as a
+    /// timeout.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_SHADOW_TIMEOUT",
+          default_value = defaults::SHADOW_TIMEOUT, value_parser = parse_duration)]
+    pub shadow_timeout: Duration,
+}
+
+impl UpstreamArgs {
+    pub fn url(&self, target: Target) -> &UpstreamUrl {
+        match target {
+            Target::Primary => &self.primary,
+            Target::Secondary => &self.secondary,
+            Target::Candidate => &self.candidate,
+        }
+    }
+}
+
+/// Which upstream's response the caller receives.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResponseMode {
+    /// Primary's response (inline proxy).
+    Primary,
+    /// Secondary's response.
+    Secondary,
+    /// Candidate's response.
+    Candidate,
+    /// 200 with no body at once, before any upstream answers (mirror target behind Envoy, nginx or GoReplay).
+    Empty,
+}
+
+impl ResponseMode {
+    /// The upstream whose response the caller waits for, if any.
+    pub fn responder(self) -> Option<Target> {
+        match self {
+            ResponseMode::Primary => Some(Target::Primary),
+            ResponseMode::Secondary => Some(Target::Secondary),
+            ResponseMode::Candidate => Some(Target::Candidate),
+            ResponseMode::Empty => None,
+        }
+    }
+}
+
+/// The proxy listener and what it shadows.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Proxy")]
+pub struct ProxyArgs {
+    /// Address the proxy listens on for callers.
+    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_LISTEN", default_value = defaults::LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Which upstream's response the caller gets.
+    #[arg(
+        long,
+        value_enum,
+        env = "SHADOWDIFF_RESPONSE_MODE",
+        default_value = "primary"
+    )]
+    pub response_mode: ResponseMode,
+
+    /// Shadow every method, including POST, PUT, PATCH and DELETE (their side effects then happen three times).
+    #[arg(long, env = "SHADOWDIFF_ALLOW_SIDE_EFFECTS", value_parser = BoolishValueParser::new())]
+    pub allow_side_effects: bool,
+
+    /// Methods that are shadowed; other methods go to primary only.
+    #[arg(long, value_name = "LIST", env = "SHADOWDIFF_SHADOW_METHODS", default_value = defaults::SHADOW_METHODS)]
+    pub shadow_methods: MethodList,
+
+    /// Share of requests that are shadowed, from 0 to 1 (or a percentage).
+    #[arg(long, value_name = "RATE", env = "SHADOWDIFF_SAMPLE_RATE", default_value = defaults::SAMPLE_RATE)]
+    pub sample_rate: Fraction,
+
+    /// Sample by a hash of this request header's value, so that one key (a user id, a session) is always in or
+    /// always out; requests without the header are sampled at random.
+    #[arg(long, value_name = "NAME", env = "SHADOWDIFF_SAMPLE_KEY_HEADER")]
+    pub sample_key_header: Option<HeaderName>,
+
+    /// Append `-shadow` to the Host sent to secondary and candidate (Envoy/Istio convention), so that services
+    /// can tell shadow traffic and skip writes.
+    #[arg(long, env = "SHADOWDIFF_SHADOW_HOST_SUFFIX", value_parser = BoolishValueParser::new())]
+    pub shadow_host_suffix: bool,
+
+    /// Send the caller's Host header to the upstreams instead of each upstream's own host.
+    #[arg(long, env = "SHADOWDIFF_PRESERVE_HOST", value_parser = BoolishValueParser::new())]
+    pub preserve_host: bool,
+
+    /// Largest request or response body kept for comparison; a larger one still reaches its destination whole,
+    /// streamed, and is marked too large.
+    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MAX_BODY", default_value = defaults::MAX_BODY)]
+    pub max_body: ByteSize,
+
+    /// Most shadow requests in flight per upstream; beyond it a shadow request is shed and counted.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_MAX_SHADOW_INFLIGHT",
+          default_value = defaults::MAX_SHADOW_INFLIGHT, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_shadow_inflight: u32,
+
+    /// Endpoint template that wins over the automatic one, such as `/users/{id}/orders` or
+    /// `GET /search/{term}`; repeat the flag (or comma-separate) for several.
+    #[arg(
+        long = "endpoint",
+        value_name = "PATTERN",
+        env = "SHADOWDIFF_ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<EndpointPattern>,
+
+    /// Completed exchanges waiting for analysis; when full, new ones are dropped and counted.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_EXCHANGE_QUEUE",
+          default_value = defaults::EXCHANGE_QUEUE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub exchange_queue: u32,
+
+    /// On SIGINT or SIGTERM, time allowed for in-flight caller requests to finish.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_SHUTDOWN_GRACE",
+          default_value = defaults::SHUTDOWN_GRACE, value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// The admin listener: health, metrics and (later) the report.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Admin")]
+pub struct AdminArgs {
+    /// Address of the admin listener (health, metrics, dashboard); loopback by default.
+    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_ADMIN_LISTEN", default_value = defaults::ADMIN_LISTEN)]
+    pub admin_listen: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_are_the_documented_ones() {
+        let cli = Cli::try_parse_from([
+            "shadowdiff",
+            "serve",
+            "--primary",
+            "http://127.0.0.1:1",
+            "--secondary",
+            "http://127.0.0.1:2",
+            "--candidate",
+            "https://candidate.internal/v2",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.proxy.listen.to_string(), "0.0.0.0:8880");
+        assert_eq!(args.admin.admin_listen.to_string(), "127.0.0.1:8888");
+        assert_eq!(args.proxy.max_body, ByteSize(8 << 20));
+        assert_eq!(args.proxy.max_shadow_inflight, 1024);
+        assert_eq!(args.upstreams.shadow_timeout, Duration::from_secs(5));
+        assert_eq!(args.proxy.shadow_methods.to_string(), "GET,HEAD,OPTIONS");
+        assert_eq!(args.proxy.response_mode, ResponseMode::Primary);
+        assert_eq!(args.upstreams.candidate.prefix(), "/v2");
+    }
+}

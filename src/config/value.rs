@@ -1,0 +1,307 @@
+//! Parsers for the values flags take: upstream URLs, byte sizes, durations, method lists and rates.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Uri};
+
+/// The base URL of an upstream: `http` or `https`, a host, and an optional path prefix that every forwarded
+/// path is appended to (`http://10.0.0.5:8080/api` sends `/users/1` to `/api/users/1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    scheme: Scheme,
+    authority: Authority,
+    /// The path prefix without a trailing slash; empty when the URL has no path.
+    prefix: String,
+}
+
+impl UpstreamUrl {
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// The absolute URI of `path_and_query` on this upstream, with the prefix in front.
+    pub fn join(&self, path_and_query: &str) -> Uri {
+        let mut joined = String::with_capacity(self.prefix.len() + path_and_query.len() + 1);
+        joined.push_str(&self.prefix);
+        if !path_and_query.starts_with('/') {
+            joined.push('/');
+        }
+        joined.push_str(path_and_query);
+        let path_and_query = PathAndQuery::from_maybe_shared(joined)
+            // The caller's path already passed hyper's URI parser and the prefix passed ours; joining two valid
+            // paths yields a valid path, so this falls back to the bare prefix only on an impossible input.
+            .unwrap_or_else(|_| PathAndQuery::from_static("/"));
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .unwrap_or_else(|_| Uri::from_static("/"))
+    }
+}
+
+impl FromStr for UpstreamUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|e| format!("not a URL ({e}); expected e.g. http://10.0.0.5:8080"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| "missing scheme; expected http:// or https://".to_string())?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(format!(
+                "unsupported scheme `{scheme}`; expected http or https"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| "missing host".to_string())?;
+        if authority.host().is_empty() {
+            return Err("missing host".to_string());
+        }
+        if authority.as_str().contains('@') {
+            return Err("credentials in the URL are not supported".to_string());
+        }
+        if uri.query().is_some() {
+            return Err("a query string is not allowed in an upstream URL".to_string());
+        }
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(Self {
+            scheme,
+            authority,
+            prefix,
+        })
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.prefix)
+    }
+}
+
+/// A size in bytes written as `8MiB`, `512KiB`, `1GiB`, `64kB` or a bare number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// The size as a `usize`, saturating on 32-bit targets.
+    pub fn as_usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| {
+            format!("`{text}` is not a size; expected e.g. 8MiB, 512KiB or 1048576")
+        })?;
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "kb" => 1_000,
+            "m" | "mib" => 1 << 20,
+            "mb" => 1_000_000,
+            "g" | "gib" => 1 << 30,
+            "gb" => 1_000_000_000,
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}`; use B, KiB, MiB or GiB"
+                ));
+            }
+        };
+        number
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        for (size, unit) in UNITS {
+            if self.0 >= size && self.0.is_multiple_of(size) {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+/// Parses a duration written as `5s`, `250ms`, `2m` or `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); expected e.g. 5s, 250ms or 2m"))
+}
+
+/// A fraction in [0, 1], written as `0.25` or `25%`.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Fraction(pub f64);
+
+impl FromStr for Fraction {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let value = match text.strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+            None => text.parse::<f64>(),
+        }
+        .map_err(|_| {
+            format!("`{text}` is not a fraction; expected a number from 0 to 1, or a percentage")
+        })?;
+        if !(0.0..=1.0).contains(&value) {
+            return Err(format!(
+                "`{text}` is out of range; expected 0 to 1 (or 0% to 100%)"
+            ));
+        }
+        Ok(Self(value))
+    }
+}
+
+impl fmt::Display for Fraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A comma-separated list of HTTP methods, such as `GET,HEAD,OPTIONS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodList(pub Vec<Method>);
+
+impl MethodList {
+    pub fn contains(&self, method: &Method) -> bool {
+        self.0.contains(method)
+    }
+}
+
+impl FromStr for MethodList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut methods = Vec::new();
+        for name in text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
+            let method = Method::from_bytes(name.to_ascii_uppercase().as_bytes())
+                .map_err(|_| format!("`{name}` is not an HTTP method"))?;
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+        }
+        if methods.is_empty() {
+            return Err("the method list is empty".to_string());
+        }
+        Ok(Self(methods))
+    }
+}
+
+impl fmt::Display for MethodList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(Method::as_str).collect();
+        write!(f, "{}", names.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_url_keeps_a_path_prefix_and_joins_paths() {
+        let url: UpstreamUrl = "http://10.0.0.5:8080/api/".parse().unwrap();
+        assert_eq!(url.prefix(), "/api");
+        assert_eq!(
+            url.join("/users/1?x=2").to_string(),
+            "http://10.0.0.5:8080/api/users/1?x=2"
+        );
+        let bare: UpstreamUrl = "https://example.com".parse().unwrap();
+        assert!(bare.is_https());
+        assert_eq!(bare.prefix(), "");
+        assert_eq!(bare.join("/").to_string(), "https://example.com/");
+    }
+
+    #[test]
+    fn upstream_url_rejects_what_it_cannot_forward_to() {
+        for (text, reason) in [
+            ("localhost:8080", "scheme"),
+            ("ftp://example.com", "unsupported scheme"),
+            ("http://", "URL"),
+            ("http://example.com/?q=1", "query"),
+            ("http://user:pw@example.com", "credentials"),
+            ("not a url", "URL"),
+        ] {
+            let error = text.parse::<UpstreamUrl>().unwrap_err();
+            assert!(error.contains(reason), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn byte_sizes_in_binary_and_decimal_units() {
+        assert_eq!("8MiB".parse::<ByteSize>().unwrap(), ByteSize(8 << 20));
+        assert_eq!("512kib".parse::<ByteSize>().unwrap(), ByteSize(512 << 10));
+        assert_eq!("64kB".parse::<ByteSize>().unwrap(), ByteSize(64_000));
+        assert_eq!("1024".parse::<ByteSize>().unwrap(), ByteSize(1024));
+        assert!("8 parsecs".parse::<ByteSize>().is_err());
+        assert!("99999999999999GiB".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(8 << 20).to_string(), "8MiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000B");
+    }
+
+    #[test]
+    fn fractions_accept_decimals_and_percentages() {
+        assert_eq!("0.25".parse::<Fraction>().unwrap(), Fraction(0.25));
+        assert_eq!("5%".parse::<Fraction>().unwrap(), Fraction(0.05));
+        assert!("1.5".parse::<Fraction>().is_err());
+        assert!("-1".parse::<Fraction>().is_err());
+        assert!("half".parse::<Fraction>().is_err());
+    }
+
+    #[test]
+    fn method_lists_are_case_insensitive_and_deduplicated() {
+        let list: MethodList = "get, POST,get".parse().unwrap();
+        assert_eq!(list.0, vec![Method::GET, Method::POST]);
+        assert!(",".parse::<MethodList>().is_err());
+        assert!("GE T".parse::<MethodList>().is_err());
+    }
+
+    #[test]
+    fn durations_in_human_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! The Exchange: one request and what primary, secondary and candidate made of it, handed to analysis.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use uuid::Uuid;
+
+/// One of the three upstreams.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// The current version.
+    Primary,
+    /// A second instance of the current version; its differences from primary are noise.
+    Secondary,
+    /// The new version under test.
+    Candidate,
+}
+
+impl Target {
+    pub const ALL: [Target; 3] = [Target::Primary, Target::Secondary, Target::Candidate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Primary => "primary",
+            Target::Secondary => "secondary",
+            Target::Candidate => "candidate",
+        }
+    }
+
+    /// Position in [`Target::ALL`], for per-target arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request as the caller sent it (before header hygiene), with its body.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: Method,
+    /// Path and query as received.
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A body kept for comparison.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CapturedBody {
+    /// The whole body.
+    Complete(Bytes),
+    /// The body was larger than `--max-body`: it reached its destination, but was not kept.
+    TooLarge {
+        /// The cap that was exceeded, in bytes.
+        limit: u64,
+    },
+}
+
+impl CapturedBody {
+    /// The bytes, when the whole body was kept.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            CapturedBody::Complete(bytes) => Some(bytes),
+            CapturedBody::TooLarge { .. } => None,
+        }
+    }
+
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, CapturedBody::TooLarge { .. })
+    }
+}
+
+/// What an upstream answered.
+#[derive(Clone, Debug)]
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: CapturedBody,
+}
+
+/// Why an upstream gave no usable response.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be opened (refused, unreachable, TLS handshake failed, connect timeout).
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// No complete answer within the allowed time.
+    #[error("no complete answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection closed or reset before the response was complete.
+    #[error("connection reset: {0}")]
+    Reset(String),
+    /// The upstream answered something that is not valid HTTP.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Not sent: the upstream already had `--max-shadow-inflight` shadow requests in flight.
+    #[error("shed: too many shadow requests in flight")]
+    Shed,
+    /// The caller went away before the response body was read to its end, so the copy is incomplete.
+    #[error("caller went away before the body was complete")]
+    Abandoned,
+}
+
+impl UpstreamError {
+    /// A short stable name, used as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Reset(_) => "reset",
+            UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Shed => "shed",
+            UpstreamError::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// The result of sending the request to one upstream.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// From sending the request to the end of the response body (or the failure).
+    pub elapsed: Duration,
+    pub result: Result<UpstreamResponse, UpstreamError>,
+}
+
+impl Outcome {
+    pub fn response(&self) -> Option<&UpstreamResponse> {
+        self.result.as_ref().ok()
+    }
+
+    pub fn error(&self) -> Option<&UpstreamError> {
+        self.result.as_ref().err()
+    }
+
+    pub fn failed(error: UpstreamError, elapsed: Duration) -> Self {
+        Self {
+            elapsed,
+            result: Err(error),
+        }
+    }
+}
+
+/// One request and its three outcomes.
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    /// Time-ordered unique id (UUIDv7), unique across proxy replicas.
+    pub id: Uuid,
+    pub started_at: SystemTime,
+    /// `METHOD /path/template`, see [`crate::proxy::endpoint`].
+    pub endpoint: String,
+    pub request: RecordedRequest,
+    pub primary: Outcome,
+    pub secondary: Outcome,
+    pub candidate: Outcome,
+}
+
+impl Exchange {
+    pub fn outcome(&self, target: Target) -> &Outcome {
+        match target {
+            Target::Primary => &self.primary,
+            Target::Secondary => &self.secondary,
+            Target::Candidate => &self.candidate,
+        }
+    }
+}

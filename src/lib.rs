@@ -1,0 +1,12 @@
+//! shadowdiff: a shadow proxy that sends each request to primary, secondary and candidate, and reports the
+//! differences of the candidate that noise does not explain.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod exchange;
+pub mod metrics;
+pub mod pipeline;
+pub mod proxy;
+pub mod telemetry;
+pub mod web;

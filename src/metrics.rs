@@ -1,0 +1,381 @@
+//! The process's counters and gauges, kept per instance and rendered as Prometheus text on `/metrics`.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::exchange::{Target, UpstreamError};
+
+/// Why a caller's request was not shadowed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UnshadowedReason {
+    /// Its method is not in `--shadow-methods` (and `--allow-side-effects` is off).
+    Method,
+    /// `--sample-rate` left it out.
+    SampledOut,
+    /// Its body is larger than `--max-body`.
+    BodyTooLarge,
+    /// Its body could not be read from the caller.
+    BodyUnreadable,
+}
+
+impl UnshadowedReason {
+    pub const ALL: [UnshadowedReason; 4] = [
+        UnshadowedReason::Method,
+        UnshadowedReason::SampledOut,
+        UnshadowedReason::BodyTooLarge,
+        UnshadowedReason::BodyUnreadable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnshadowedReason::Method => "method",
+            UnshadowedReason::SampledOut => "sampled_out",
+            UnshadowedReason::BodyTooLarge => "body_too_large",
+            UnshadowedReason::BodyUnreadable => "body_unreadable",
+        }
+    }
+}
+
+/// Why a completed exchange never reached analysis.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The exchange queue was full.
+    QueueFull,
+    /// The pipeline had already shut down.
+    Closed,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabel {
+    target: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetKindLabels {
+    target: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SideLabel {
+    side: &'static str,
+}
+
+/// A value read at scrape time (a queue depth, permits in use), rendered as a gauge per label.
+pub type GaugeReader = Box<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>;
+
+struct ScrapeGauge {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    read: GaugeReader,
+}
+
+impl fmt::Debug for ScrapeGauge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScrapeGauge")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Collector for ScrapeGauge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let values = (self.read)();
+        let mut metric = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        if self.label.is_empty() {
+            let value = values.first().map_or(0, |(_, value)| *value);
+            return ConstGauge::new(value).encode(metric);
+        }
+        for (value_label, value) in values {
+            let label = [(self.label, value_label)];
+            ConstGauge::new(value).encode(metric.encode_family(&label)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every counter of one running instance. Counters the proxy touches per request are resolved once here, so
+/// the caller's path increments an atomic and never looks up a label set.
+pub struct Metrics {
+    /// Behind a lock so that parts built after the metrics (queues, pools) can add scrape-time gauges.
+    registry: Mutex<Registry>,
+    requests: Counter,
+    unshadowed: [Counter; UnshadowedReason::ALL.len()],
+    shed: [Counter; 3],
+    upstream_errors: Family<TargetKindLabels, Counter>,
+    bodies_too_large: Family<SideLabel, Counter>,
+    exchanges_queued: Counter,
+    exchanges_dropped: Family<ReasonLabel, Counter>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("shadowdiff");
+
+        let requests = Counter::default();
+        registry.register(
+            "requests",
+            "Caller requests received by the proxy",
+            requests.clone(),
+        );
+
+        let unshadowed_family = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "unshadowed_requests",
+            "Caller requests sent to primary only, by reason",
+            unshadowed_family.clone(),
+        );
+        let unshadowed = UnshadowedReason::ALL.map(|reason| {
+            unshadowed_family
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .clone()
+        });
+
+        let shed_family = Family::<TargetLabel, Counter>::default();
+        registry.register(
+            "shadow_shed",
+            "Shadow requests not sent because the upstream had --max-shadow-inflight in flight",
+            shed_family.clone(),
+        );
+        let shed = Target::ALL.map(|target| {
+            shed_family
+                .get_or_create(&TargetLabel {
+                    target: target.as_str(),
+                })
+                .clone()
+        });
+
+        let upstream_errors = Family::<TargetKindLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream requests without a usable response, by upstream and kind",
+            upstream_errors.clone(),
+        );
+
+        let bodies_too_large = Family::<SideLabel, Counter>::default();
+        registry.register(
+            "bodies_too_large",
+            "Bodies larger than --max-body, forwarded but not kept (side: request or an upstream)",
+            bodies_too_large.clone(),
+        );
+
+        let exchanges_queued = Counter::default();
+        registry.register(
+            "exchanges_queued",
+            "Completed exchanges handed to analysis",
+            exchanges_queued.clone(),
+        );
+
+        let exchanges_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "exchanges_dropped",
+            "Completed exchanges dropped before analysis, by reason",
+            exchanges_dropped.clone(),
+        );
+
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            unshadowed,
+            shed,
+            upstream_errors,
+            bodies_too_large,
+            exchanges_queued,
+            exchanges_dropped,
+        }
+    }
+
+    /// Adds a gauge whose values are read at each scrape, one per label value (`label` empty: no label).
+    pub fn register_scrape_gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        read: GaugeReader,
+    ) {
+        let mut registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        registry.register_collector(Box::new(ScrapeGauge {
+            name,
+            help,
+            label,
+            read,
+        }));
+    }
+
+    /// The Prometheus text exposition (OpenMetrics flavour) of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+
+    pub fn request_received(&self) {
+        self.requests.inc();
+    }
+
+    pub fn unshadowed(&self, reason: UnshadowedReason) {
+        self.unshadowed[reason as usize].inc();
+    }
+
+    pub fn shadow_shed(&self, target: Target) {
+        self.shed[target.index()].inc();
+    }
+
+    pub fn upstream_error(&self, target: Target, error: &UpstreamError) {
+        self.upstream_errors
+            .get_or_create(&TargetKindLabels {
+                target: target.as_str(),
+                kind: error.kind(),
+            })
+            .inc();
+    }
+
+    pub fn body_too_large(&self, side: &'static str) {
+        self.bodies_too_large
+            .get_or_create(&SideLabel { side })
+            .inc();
+    }
+
+    pub fn exchange_queued(&self) {
+        self.exchanges_queued.inc();
+    }
+
+    pub fn exchange_dropped(&self, reason: DropReason) {
+        self.exchanges_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    // Readers, for tests and for the report.
+
+    pub fn requests(&self) -> u64 {
+        self.requests.get()
+    }
+
+    pub fn unshadowed_count(&self, reason: UnshadowedReason) -> u64 {
+        self.unshadowed[reason as usize].get()
+    }
+
+    pub fn shed_count(&self, target: Target) -> u64 {
+        self.shed[target.index()].get()
+    }
+
+    pub fn upstream_error_count(&self, target: Target, kind: &'static str) -> u64 {
+        self.upstream_errors
+            .get(&TargetKindLabels {
+                target: target.as_str(),
+                kind,
+            })
+            .map_or(0, |counter| counter.get())
+    }
+
+    pub fn too_large_count(&self, side: &'static str) -> u64 {
+        self.bodies_too_large
+            .get(&SideLabel { side })
+            .map_or(0, |counter| counter.get())
+    }
+
+    pub fn exchanges_queued(&self) -> u64 {
+        self.exchanges_queued.get()
+    }
+
+    pub fn exchanges_dropped(&self, reason: DropReason) -> u64 {
+        self.exchanges_dropped
+            .get(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .map_or(0, |counter| counter.get())
+    }
+}
+
+/// Shared handle to the metrics of one instance.
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_scrape_gauges_render_as_prometheus_text() {
+        let metrics = Metrics::new();
+        metrics.register_scrape_gauge(
+            "shadow_inflight",
+            "Shadow requests in flight",
+            "target",
+            Box::new(|| vec![("candidate", 3)]),
+        );
+        metrics.request_received();
+        metrics.unshadowed(UnshadowedReason::Method);
+        metrics.upstream_error(Target::Candidate, &UpstreamError::Reset("closed".into()));
+        let text = metrics.render();
+        assert!(text.contains("shadowdiff_requests_total 1"), "{text}");
+        assert!(
+            text.contains("shadowdiff_unshadowed_requests_total{reason=\"method\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "shadowdiff_upstream_errors_total{target=\"candidate\",kind=\"reset\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("shadowdiff_shadow_inflight{target=\"candidate\"} 3"),
+            "{text}"
+        );
+        assert_eq!(metrics.unshadowed_count(UnshadowedReason::Method), 1);
+        assert_eq!(metrics.upstream_error_count(Target::Candidate, "reset"), 1);
+        assert_eq!(metrics.upstream_error_count(Target::Primary, "reset"), 0);
+    }
+}

@@ -1,0 +1,12 @@
+//! The shadow proxy: answers each caller from one upstream and reaches the others in the background.
+
+pub mod capture;
+pub mod endpoint;
+pub mod fanout;
+pub mod headers;
+pub mod policy;
+pub mod request_body;
+pub mod server;
+pub mod upstream;
+
+pub use fanout::Proxy;

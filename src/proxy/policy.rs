@@ -1,0 +1,176 @@
+//! Which requests are shadowed: the method policy (side effects) and sampling, consistent by a key header.
+
+use http::{HeaderMap, HeaderName, Method};
+
+use crate::config::{MethodList, ProxyArgs};
+use crate::metrics::UnshadowedReason;
+
+/// Methods whose requests may be sent three times.
+#[derive(Clone, Debug)]
+enum MethodPolicy {
+    /// `--allow-side-effects`: every method.
+    All,
+    /// `--shadow-methods`: only these.
+    Only(MethodList),
+}
+
+/// Decides, before anything is sent, whether a request is shadowed.
+#[derive(Clone, Debug)]
+pub struct ShadowPolicy {
+    methods: MethodPolicy,
+    sample_rate: f64,
+    sample_key_header: Option<HeaderName>,
+}
+
+impl ShadowPolicy {
+    pub fn new(args: &ProxyArgs) -> Self {
+        let methods = if args.allow_side_effects {
+            MethodPolicy::All
+        } else {
+            MethodPolicy::Only(args.shadow_methods.clone())
+        };
+        Self {
+            methods,
+            sample_rate: args.sample_rate.0,
+            sample_key_header: args.sample_key_header.clone(),
+        }
+    }
+
+    /// `Ok` when the request is shadowed, otherwise why not.
+    pub fn decide(&self, method: &Method, headers: &HeaderMap) -> Result<(), UnshadowedReason> {
+        if let MethodPolicy::Only(list) = &self.methods
+            && !list.contains(method)
+        {
+            return Err(UnshadowedReason::Method);
+        }
+        if self.sample_rate >= 1.0 {
+            return Ok(());
+        }
+        let position = match self
+            .sample_key_header
+            .as_ref()
+            .and_then(|name| headers.get(name))
+        {
+            Some(key) => key_position(key.as_bytes()),
+            None => fastrand::f64(),
+        };
+        if position < self.sample_rate {
+            Ok(())
+        } else {
+            Err(UnshadowedReason::SampledOut)
+        }
+    }
+}
+
+/// A stable position in [0, 1) for a sampling key: the same key lands in the same place in every process and
+/// every release, so that replicas agree on which keys are shadowed (FNV-1a, which unlike the standard
+/// library's hasher is fixed by its definition).
+pub fn key_position(key: &[u8]) -> f64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for byte in key {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    // FNV's low bits mix poorly for short keys; fold the high half in before taking 53 bits.
+    hash ^= hash >> 32;
+    hash = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (hash >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use http::HeaderValue;
+
+    fn policy(extra: &[&str]) -> ShadowPolicy {
+        let mut args = vec![
+            "shadowdiff",
+            "serve",
+            "--primary",
+            "http://127.0.0.1:1",
+            "--secondary",
+            "http://127.0.0.1:2",
+            "--candidate",
+            "http://127.0.0.1:3",
+        ];
+        args.extend_from_slice(extra);
+        let crate::config::Command::Serve(serve) = crate::config::Cli::parse_from(args).command;
+        ShadowPolicy::new(&serve.proxy)
+    }
+
+    #[test]
+    fn only_safe_methods_by_default() {
+        let policy = policy(&[]);
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+            assert_eq!(policy.decide(&method, &HeaderMap::new()), Ok(()));
+        }
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            assert_eq!(
+                policy.decide(&method, &HeaderMap::new()),
+                Err(UnshadowedReason::Method)
+            );
+        }
+    }
+
+    #[test]
+    fn side_effects_and_method_lists() {
+        let all = policy(&["--allow-side-effects"]);
+        assert_eq!(all.decide(&Method::DELETE, &HeaderMap::new()), Ok(()));
+        let listed = policy(&["--shadow-methods", "GET,POST"]);
+        assert_eq!(listed.decide(&Method::POST, &HeaderMap::new()), Ok(()));
+        assert_eq!(
+            listed.decide(&Method::PUT, &HeaderMap::new()),
+            Err(UnshadowedReason::Method)
+        );
+    }
+
+    #[test]
+    fn keyed_sampling_is_stable_and_near_the_rate() {
+        let policy = policy(&["--sample-rate", "0.3", "--sample-key-header", "x-user"]);
+        let mut shadowed = 0;
+        for user in 0..10_000 {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "x-user",
+                HeaderValue::from_str(&format!("user-{user}")).unwrap(),
+            );
+            let first = policy.decide(&Method::GET, &headers);
+            for _ in 0..3 {
+                assert_eq!(policy.decide(&Method::GET, &headers), first);
+            }
+            shadowed += usize::from(first.is_ok());
+        }
+        assert!(
+            (2_700..3_300).contains(&shadowed),
+            "{shadowed} of 10000 shadowed at rate 0.3"
+        );
+    }
+
+    #[test]
+    fn key_positions_are_fixed_values() {
+        // Pinned so that a change of hash (which would reshuffle every replica's sample) fails loudly.
+        for (key, expected) in [
+            (&b""[..], 0.521_253_724_777),
+            (&b"user-1"[..], 0.367_430_909_419),
+            (&b"shadowdiff"[..], 0.157_116_494_721),
+        ] {
+            assert!((key_position(key) - expected).abs() < 1e-12, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn rate_zero_shadows_nothing_and_rate_one_everything() {
+        let none = policy(&["--sample-rate", "0"]);
+        let all = policy(&[]);
+        for _ in 0..100 {
+            assert_eq!(
+                none.decide(&Method::GET, &HeaderMap::new()),
+                Err(UnshadowedReason::SampledOut)
+            );
+            assert_eq!(all.decide(&Method::GET, &HeaderMap::new()), Ok(()));
+        }
+    }
+}

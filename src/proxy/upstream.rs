@@ -1,0 +1,242 @@
+//! The pooled HTTP client that reaches the upstreams (hyper-util, keep-alive, HTTP/1.1 or h2c), and the
+//! translation of its failures into typed upstream errors.
+
+use std::collections::VecDeque;
+use std::error::Error as StdError;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamArgs;
+use crate::exchange::UpstreamError;
+
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The body of a request to an upstream: the shared buffered bytes, or the caller's body streamed through.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A buffered body, cheap to clone for the three requests.
+pub fn buffered(bytes: Bytes) -> UpstreamBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// The caller's body, streamed through as it arrives.
+pub fn streamed(body: Incoming) -> UpstreamBody {
+    body.map_err(BoxError::from).boxed_unsync()
+}
+
+/// The part of the caller's body already read, then the rest as it arrives.
+pub fn prefixed(prefix: Vec<Bytes>, rest: Incoming) -> UpstreamBody {
+    PrefixedBody {
+        prefix: prefix.into(),
+        rest,
+    }
+    .boxed_unsync()
+}
+
+struct PrefixedBody {
+    prefix: VecDeque<Bytes>,
+    rest: Incoming,
+}
+
+impl Body for PrefixedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(chunk) = self.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        Pin::new(&mut self.rest)
+            .poll_frame(cx)
+            .map_err(BoxError::from)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self.prefix.iter().map(|chunk| chunk.len() as u64).sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + buffered);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + buffered);
+        }
+        hint
+    }
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read --upstream-ca {path}: {source}")]
+    CaFile { path: String, source: io::Error },
+    #[error("--upstream-ca {path} holds no usable certificate")]
+    NoCertificate { path: String },
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+}
+
+/// One pooled client for all three upstreams (the pool keeps connections per host and port).
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    version: Version,
+}
+
+impl UpstreamClient {
+    pub fn new(args: &UpstreamArgs) -> Result<Self, ClientError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(args.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(args.upstream_ca.as_deref())?)
+            .https_or_http();
+        // ALPN offers exactly the version spoken, so an https upstream cannot pick another one.
+        let https = if args.upstream_http2 {
+            tls.enable_http2().wrap_connector(http)
+        } else {
+            tls.enable_http1().wrap_connector(http)
+        };
+
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            // A shadow request is never retried on another connection: the upstream may have acted on it.
+            .retry_canceled_requests(false)
+            .set_host(false)
+            .http2_only(args.upstream_http2);
+        Ok(Self {
+            client: builder.build(https),
+            version: if args.upstream_http2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            },
+        })
+    }
+
+    /// The HTTP version requests to upstreams are sent with.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Sends a request and returns the response head with its body still to read.
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.client
+            .request(request)
+            .await
+            .map_err(|error| classify_request_error(&error))
+    }
+}
+
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    // The system's trust store first; an image without one falls back to Mozilla's roots.
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    if let Some(path) = ca_file {
+        let display = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|source| ClientError::CaFile {
+            path: display.clone(),
+            source,
+        })?;
+        let certs: Vec<_> = rustls_pki_types::pem::PemObject::pem_slice_iter(&pem)
+            .filter_map(Result::ok)
+            .collect();
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(ClientError::NoCertificate { path: display });
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The error and its causes on one line: `a: b: c`.
+pub fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Maps a failed request (before a response head arrived) to its kind.
+fn classify_request_error(error: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let message = error_chain(error);
+    if error.is_connect() {
+        return UpstreamError::Connect(message);
+    }
+    match find_cause::<hyper::Error>(error) {
+        Some(cause) => classify_hyper(cause, message),
+        None => UpstreamError::Reset(message),
+    }
+}
+
+/// Maps a failure while reading a response body to its kind.
+pub fn classify_body_error(error: &hyper::Error) -> UpstreamError {
+    classify_hyper(error, error_chain(error))
+}
+
+fn classify_hyper(error: &hyper::Error, message: String) -> UpstreamError {
+    if error.is_parse() || error.is_parse_status() || error.is_parse_too_large() {
+        UpstreamError::Protocol(message)
+    } else {
+        // Incomplete messages, closed channels and I/O errors: the connection went away under us.
+        UpstreamError::Reset(message)
+    }
+}
+
+fn find_cause<'a, E: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a E> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(candidate) = current {
+        if let Some(found) = candidate.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = candidate.source();
+    }
+    None
+}

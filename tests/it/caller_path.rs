@@ -1,0 +1,288 @@
+//! The caller's path never waits for the shadows, and nothing a shadow does changes what the caller receives.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use shadowdiff::exchange::{Target, UpstreamError};
+
+use crate::support::stub::{
+    Gate, Misbehaviour, RawPeer, Stub, channel_body, json_response, refused_url,
+};
+use crate::support::{TestApp, client, patience};
+
+const PRIMARY_BODY: &str = r#"{"user":{"id":1,"name":"ada"}}"#;
+
+#[tokio::test]
+async fn caller_gets_primary_while_the_candidate_holds_its_answer() {
+    let primary = Stub::json(PRIMARY_BODY).await;
+    let secondary = Stub::json(PRIMARY_BODY).await;
+    let gate = Gate::new();
+    let held = gate.clone();
+    let candidate = Stub::start(move |_| {
+        let held = held.clone();
+        async move {
+            held.wait().await;
+            json_response(StatusCode::OK, r#"{"user":{"id":1,"name":"bob"}}"#)
+        }
+    })
+    .await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+
+    let response = client().get(app.url("/users/1")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), PRIMARY_BODY);
+
+    // The candidate has the request and is still holding its answer: the exchange cannot be complete.
+    let seen = candidate.next_request().await;
+    assert_eq!(seen.headers["x-shadowdiff-role"], "candidate");
+    assert!(
+        app.try_exchange().is_none(),
+        "exchange completed before the candidate answered"
+    );
+
+    gate.open();
+    let exchange = app.next_exchange().await;
+    assert_eq!(exchange.endpoint, "GET /users/{id}");
+    let body = |target: Target| {
+        exchange
+            .outcome(target)
+            .response()
+            .and_then(|response| response.body.bytes().cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(body(Target::Primary), PRIMARY_BODY.as_bytes());
+    assert_eq!(body(Target::Secondary), PRIMARY_BODY.as_bytes());
+    assert_eq!(
+        body(Target::Candidate),
+        &br#"{"user":{"id":1,"name":"bob"}}"#[..]
+    );
+}
+
+/// Sends `/users/1` through a proxy whose candidate is `candidate_url` and checks the caller sees primary's
+/// answer, byte for byte.
+async fn caller_unaffected(app: &TestApp) {
+    for _ in 0..3 {
+        let response = client().get(app.url("/users/1")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(response.text().await.unwrap(), PRIMARY_BODY);
+    }
+}
+
+#[tokio::test]
+async fn a_dead_candidate_changes_nothing_for_the_caller() {
+    let primary = Stub::json(PRIMARY_BODY).await;
+    let secondary = Stub::json(PRIMARY_BODY).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &refused_url().await, &[]).await;
+    caller_unaffected(&app).await;
+    let exchange = app.next_exchange().await;
+    assert!(
+        matches!(exchange.candidate.error(), Some(UpstreamError::Connect(_))),
+        "{:?}",
+        exchange.candidate
+    );
+    assert!(exchange.primary.response().is_some());
+    for _ in 0..2 {
+        app.next_exchange().await;
+    }
+    assert_eq!(
+        app.metrics
+            .upstream_error_count(Target::Candidate, "connect"),
+        3
+    );
+    assert_eq!(
+        app.metrics.upstream_error_count(Target::Primary, "connect"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_candidate_that_never_answers_changes_nothing_for_the_caller() {
+    let primary = Stub::json(PRIMARY_BODY).await;
+    let secondary = Stub::json(PRIMARY_BODY).await;
+    let candidate = RawPeer::start(Misbehaviour::BlackHole).await;
+    // A shadow timeout far longer than the test: the caller's answers cannot be waiting for it.
+    let mut app = TestApp::start(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--shadow-timeout", "1h"],
+    )
+    .await;
+    caller_unaffected(&app).await;
+    assert!(app.try_exchange().is_none());
+    let metrics = client()
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("shadowdiff_shadow_inflight{target=\"candidate\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_black_holed_candidate_times_out_in_the_background() {
+    let primary = Stub::json(PRIMARY_BODY).await;
+    let secondary = Stub::json(PRIMARY_BODY).await;
+    let candidate = RawPeer::start(Misbehaviour::BlackHole).await;
+    let mut app = TestApp::start(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--shadow-timeout", "200ms"],
+    )
+    .await;
+    caller_unaffected(&app).await;
+    for _ in 0..3 {
+        let exchange = app.next_exchange().await;
+        assert_eq!(
+            exchange.candidate.error().map(UpstreamError::kind),
+            Some("timeout")
+        );
+        assert!(exchange.secondary.response().is_some());
+    }
+    assert_eq!(
+        app.metrics
+            .upstream_error_count(Target::Candidate, "timeout"),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_candidate_resetting_mid_body_changes_nothing_for_the_caller() {
+    let primary = Stub::json(PRIMARY_BODY).await;
+    let secondary = Stub::json(PRIMARY_BODY).await;
+    let candidate = RawPeer::start(Misbehaviour::ResetMidBody).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    caller_unaffected(&app).await;
+    for _ in 0..3 {
+        let exchange = app.next_exchange().await;
+        assert_eq!(
+            exchange.candidate.error().map(UpstreamError::kind),
+            Some("reset"),
+            "{:?}",
+            exchange.candidate
+        );
+    }
+    assert_eq!(candidate.accepted(), 3);
+}
+
+#[tokio::test]
+async fn a_candidate_speaking_garbage_is_a_protocol_error() {
+    let primary = Stub::json(PRIMARY_BODY).await;
+    let secondary = Stub::json(PRIMARY_BODY).await;
+    let candidate = RawPeer::start(Misbehaviour::Garbage).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    caller_unaffected(&app).await;
+    let exchange = app.next_exchange().await;
+    assert_eq!(
+        exchange.candidate.error().map(UpstreamError::kind),
+        Some("protocol"),
+        "{:?}",
+        exchange.candidate
+    );
+}
+
+#[tokio::test]
+async fn primary_body_streams_to_the_caller_and_is_kept_for_comparison() {
+    let (chunks_tx, body) = channel_body();
+    let body = std::sync::Mutex::new(Some(body));
+    let primary = Stub::start(move |_| {
+        let body = body.lock().unwrap().take().expect("one request");
+        async move {
+            Response::builder()
+                .header("content-type", "text/plain")
+                .body(body)
+                .unwrap()
+        }
+    })
+    .await;
+    let secondary = Stub::json("{}").await;
+    let candidate = Stub::json("{}").await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+
+    let mut response = client().get(app.url("/stream")).send().await.unwrap();
+    chunks_tx
+        .send(Bytes::from_static(b"first chunk;"))
+        .await
+        .unwrap();
+    // The first chunk reaches the caller while primary has not finished its body.
+    let first = patience("the first chunk", response.chunk())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, &b"first chunk;"[..]);
+    chunks_tx
+        .send(Bytes::from_static(b"second chunk"))
+        .await
+        .unwrap();
+    drop(chunks_tx);
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(rest, b"second chunk");
+
+    let exchange = app.next_exchange().await;
+    let kept = exchange
+        .primary
+        .response()
+        .unwrap()
+        .body
+        .bytes()
+        .cloned()
+        .unwrap();
+    assert_eq!(kept, &b"first chunk;second chunk"[..]);
+}
+
+#[tokio::test]
+async fn shadows_over_the_in_flight_bound_are_shed_and_counted() {
+    let primary = Stub::json(PRIMARY_BODY).await;
+    let secondary = Stub::json(PRIMARY_BODY).await;
+    let gate = Gate::new();
+    let held = gate.clone();
+    let candidate = Stub::start(move |_| {
+        let held = held.clone();
+        async move {
+            held.wait().await;
+            json_response(StatusCode::OK, PRIMARY_BODY)
+        }
+    })
+    .await;
+    let mut app = TestApp::start(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--max-shadow-inflight", "1"],
+    )
+    .await;
+
+    caller_unaffected_once(&app, "/users/1").await;
+    candidate.next_request().await;
+    // The candidate's one permit is held: the next two shadow requests for it are shed.
+    caller_unaffected_once(&app, "/users/2").await;
+    caller_unaffected_once(&app, "/users/3").await;
+    assert_eq!(app.metrics.shed_count(Target::Candidate), 2);
+
+    let mut shed = 0;
+    for _ in 0..2 {
+        let exchange = app.next_exchange().await;
+        assert_eq!(exchange.candidate.error(), Some(&UpstreamError::Shed));
+        shed += 1;
+    }
+    gate.open();
+    let last = app.next_exchange().await;
+    assert!(last.candidate.response().is_some());
+    assert_eq!(shed, 2);
+    assert_eq!(candidate.hits(), 1);
+}
+
+async fn caller_unaffected_once(app: &TestApp, path: &str) {
+    let response = client().get(app.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), PRIMARY_BODY);
+}

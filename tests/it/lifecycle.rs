@@ -1,0 +1,236 @@
+//! The process around the proxy: graceful shutdown, the command line, environment variables and exit codes.
+
+use std::process::Stdio;
+
+use clap::CommandFactory;
+use http::StatusCode;
+use shadowdiff::config::Cli;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Command;
+
+use crate::support::stub::{Gate, Stub, json_response};
+use crate::support::{TestApp, client, patience};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shadowdiff");
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_drains_exchanges() {
+    let gate = Gate::new();
+    let held = gate.clone();
+    let primary = Stub::start(move |_| {
+        let held = held.clone();
+        async move {
+            held.wait().await;
+            json_response(StatusCode::OK, r#"{"slow":true}"#)
+        }
+    })
+    .await;
+    let secondary = Stub::json(r#"{"slow":true}"#).await;
+    let candidate = Stub::json(r#"{"slow":true}"#).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+
+    let url = app.url("/slow");
+    let in_flight = tokio::spawn(async move {
+        client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    primary.next_request().await;
+
+    let stopped = app.begin_shutdown();
+    let readyz = app.admin_url("/readyz");
+    patience("readiness to report draining", async {
+        loop {
+            let response = client().get(&readyz).send().await.unwrap();
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+
+    gate.open();
+    let body = patience("the in-flight response", in_flight).await.unwrap();
+    assert_eq!(body, r#"{"slow":true}"#);
+    patience("the instance to stop", stopped).await.unwrap();
+    assert!(
+        TcpStream::connect(app.proxy).await.is_err(),
+        "proxy still accepting after shutdown"
+    );
+    let exchange = app.next_exchange().await;
+    assert_eq!(exchange.endpoint, "GET /slow");
+}
+
+#[tokio::test]
+async fn every_serve_flag_is_documented_with_its_env_variable_and_default() {
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let command = Cli::command();
+    let serve = command.find_subcommand("serve").unwrap();
+    let mut checked = 0;
+    for arg in serve.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(long, "help" | "version") {
+            continue;
+        }
+        assert!(
+            help.contains(&format!("--{long}")),
+            "--{long} missing from help"
+        );
+        assert!(arg.get_help().is_some(), "--{long} has no help text");
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("--{long} has no environment variable"));
+        let env = env.to_str().unwrap();
+        assert!(env.starts_with("SHADOWDIFF_"), "{env}");
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "{env} missing from help"
+        );
+        for default in arg.get_default_values() {
+            let shown = format!("[default: {}]", default.to_str().unwrap());
+            assert!(help.contains(&shown), "--{long}: {shown} missing from help");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} flags checked");
+    for documented in [
+        "[default: 0.0.0.0:8880]",
+        "[default: 127.0.0.1:8888]",
+        "[default: 8MiB]",
+        "[default: 1024]",
+        "[default: 5s]",
+    ] {
+        assert!(help.contains(documented), "{documented} missing");
+    }
+}
+
+async fn run_serve(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_bad_url_is_a_one_line_error_and_exit_code_2() {
+    let (code, stderr) = run_serve(&[
+        "--primary",
+        "ftp://files.internal",
+        "--secondary",
+        "http://127.0.0.1:1",
+        "--candidate",
+        "http://127.0.0.1:2",
+    ])
+    .await;
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--primary") && stderr.contains("unsupported scheme"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[tokio::test]
+async fn a_taken_port_is_a_one_line_error_and_exit_code_2() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run_serve(&[
+        "--primary",
+        "http://127.0.0.1:1",
+        "--secondary",
+        "http://127.0.0.1:1",
+        "--candidate",
+        "http://127.0.0.1:2",
+        "--listen",
+        &addr,
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&addr) && stderr.contains("proxy listener"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn settings_come_from_the_environment_and_sigterm_stops_cleanly() {
+    let primary = Stub::json(r#"{"from":"env"}"#).await;
+    let secondary = Stub::json(r#"{"from":"env"}"#).await;
+    let candidate = Stub::json(r#"{"from":"env"}"#).await;
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("SHADOWDIFF_PRIMARY", primary.url())
+        .env("SHADOWDIFF_SECONDARY", secondary.url())
+        .env("SHADOWDIFF_CANDIDATE", format!("{}/next", candidate.url()))
+        .env("SHADOWDIFF_LISTEN", "127.0.0.1:0")
+        .env("SHADOWDIFF_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SHADOWDIFF_LOG_FORMAT", "json")
+        .env("SHADOWDIFF_SHADOW_HOST_SUFFIX", "true")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = patience("the serving log line", async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("process exited before serving");
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if event["message"] == "shadowdiff serving" {
+                return event;
+            }
+        }
+    })
+    .await;
+    let proxy = started["proxy"].as_str().unwrap().to_string();
+
+    let response = client()
+        .get(format!("http://{proxy}/ping"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), r#"{"from":"env"}"#);
+    let seen = candidate.next_request().await;
+    assert_eq!(seen.uri.path(), "/next/ping");
+    assert!(seen.headers["host"].to_str().unwrap().contains("-shadow:"));
+
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = patience("the process to exit", child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}

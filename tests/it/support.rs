@@ -1,0 +1,134 @@
+//! Test support: the app started in process on port 0, stub upstreams, and a guard against hangs.
+
+pub mod stub;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use shadowdiff::app::Application;
+use shadowdiff::config::{Cli, Command, ServeArgs};
+use shadowdiff::exchange::Exchange;
+use shadowdiff::metrics::Metrics;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// How long a test waits for something that should happen before calling it a hang. Not a speed assertion:
+/// it only turns a deadlock into a failure with a message.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Awaits `future`, failing the test with `what` if it never completes.
+pub async fn patience<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("gave up waiting for {what}"),
+    }
+}
+
+/// Parses `serve` flags as the command line would.
+pub fn serve_args(primary: &str, secondary: &str, candidate: &str, extra: &[&str]) -> ServeArgs {
+    let mut args = vec![
+        "shadowdiff",
+        "serve",
+        "--primary",
+        primary,
+        "--secondary",
+        secondary,
+        "--candidate",
+        candidate,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    match Cli::try_parse_from(args) {
+        Ok(Cli {
+            command: Command::Serve(args),
+            ..
+        }) => args,
+        Err(error) => panic!("bad test flags: {error}"),
+    }
+}
+
+/// A running instance whose exchanges the test reads.
+pub struct TestApp {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    exchanges: mpsc::Receiver<Exchange>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn start(primary: &str, secondary: &str, candidate: &str, extra: &[&str]) -> TestApp {
+        let mut app = Application::build(serve_args(primary, secondary, candidate, extra))
+            .await
+            .expect("app starts");
+        let exchanges = app.take_exchanges().expect("exchanges not taken yet");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let proxy = app.proxy_addr();
+        let admin = app.admin_addr();
+        let metrics = app.metrics();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            proxy,
+            admin,
+            metrics,
+            exchanges,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// The next completed exchange.
+    pub async fn next_exchange(&mut self) -> Exchange {
+        patience("an exchange", self.exchanges.recv())
+            .await
+            .expect("exchange queue open")
+    }
+
+    /// An exchange already queued, if any, without waiting.
+    pub fn try_exchange(&mut self) -> Option<Exchange> {
+        self.exchanges.try_recv().ok()
+    }
+
+    /// Starts a graceful shutdown and returns the task that completes when the instance has stopped.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().expect("not shut down yet")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// An HTTP client that never goes through a system proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,314 @@
+//! Stub upstreams on port 0: a programmable HTTP server that records what it receives, and raw TCP peers that
+//! misbehave (refuse, never answer, reset mid-body, speak garbage).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use super::patience;
+
+/// A request as a stub received it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a stub answers with: a whole body, or chunks pushed by the test.
+pub type StubBody = BoxBody<Bytes, Infallible>;
+type Handler = Arc<dyn Fn(Seen) -> BoxFuture<Response<StubBody>> + Send + Sync>;
+
+/// An HTTP upstream that answers with a handler and records every request it receives.
+pub struct Stub {
+    addr: SocketAddr,
+    seen: Mutex<mpsc::UnboundedReceiver<Seen>>,
+    hits: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stub {
+    /// Starts a stub whose answers come from `handler` (which may wait, to hold an answer back).
+    pub async fn start<F, Fut>(handler: F) -> Stub
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<StubBody>> + Send + 'static,
+    {
+        Self::start_with(handler, false).await
+    }
+
+    /// Like `start`, but speaking HTTP/2 only (h2c prior knowledge).
+    pub async fn start_h2<F, Fut>(handler: F) -> Stub
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<StubBody>> + Send + 'static,
+    {
+        Self::start_with(handler, true).await
+    }
+
+    async fn start_with<F, Fut>(handler: F, h2_only: bool) -> Stub
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<StubBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let handler: Handler = Arc::new(move |seen| Box::pin(handler(seen)));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handler = handler.clone();
+                let tx = tx.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let tx = tx.clone();
+                        let counter = counter.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let seen = Seen {
+                                method: parts.method,
+                                uri: parts.uri,
+                                version: parts.version,
+                                headers: parts.headers,
+                                body,
+                            };
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let _ = tx.send(seen.clone());
+                            Ok::<_, Infallible>(handler(seen).await)
+                        }
+                    });
+                    let builder = if h2_only {
+                        auto::Builder::new(TokioExecutor::new()).http2_only()
+                    } else {
+                        auto::Builder::new(TokioExecutor::new())
+                    };
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Stub {
+            addr,
+            seen: Mutex::new(rx),
+            hits,
+            task,
+        }
+    }
+
+    /// A stub that always answers 200 with this JSON body.
+    pub async fn json(body: &'static str) -> Stub {
+        Self::start(move |_| async move { json_response(StatusCode::OK, body) }).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// The next request this stub received, waiting for it.
+    pub async fn next_request(&self) -> Seen {
+        let mut seen = self.seen.lock().await;
+        patience("a request to reach the stub", seen.recv())
+            .await
+            .expect("stub channel open")
+    }
+}
+
+pub fn json_response(status: StatusCode, body: &str) -> Response<StubBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(body.as_bytes().to_vec()))
+        .unwrap()
+}
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> StubBody {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A body whose chunks the test sends, ending when the sender is dropped.
+pub fn channel_body() -> (mpsc::Sender<Bytes>, StubBody) {
+    let (tx, rx) = mpsc::channel(16);
+    (tx, ChannelBody(rx).boxed())
+}
+
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+/// A gate a stub handler waits at until the test opens it.
+#[derive(Clone)]
+pub struct Gate(Arc<Semaphore>);
+
+impl Gate {
+    pub fn new() -> Self {
+        Self(Arc::new(Semaphore::new(0)))
+    }
+
+    pub async fn wait(&self) {
+        let permit = self.0.acquire().await.expect("gate semaphore open");
+        // Leave the permit for the next waiter: once open, the gate stays open.
+        drop(permit);
+    }
+
+    pub fn open(&self) {
+        self.0.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+/// A URL where nothing listens: connections are refused.
+pub async fn refused_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// A raw TCP peer: accepts connections and does `behaviour` with each.
+pub struct RawPeer {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a raw peer treats a connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Misbehaviour {
+    /// Reads the request and never answers (the connection stays open).
+    BlackHole,
+    /// Sends a head promising 100 000 bytes, 100 of them, then resets the connection.
+    ResetMidBody,
+    /// Answers bytes that are not HTTP.
+    Garbage,
+}
+
+impl RawPeer {
+    pub async fn start(misbehaviour: Misbehaviour) -> RawPeer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held: Vec<TcpStream> = Vec::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                read_head(&mut stream).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                match misbehaviour {
+                    Misbehaviour::BlackHole => held.push(stream),
+                    Misbehaviour::ResetMidBody => {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n")
+                            .await;
+                        let _ = stream.write_all(&[b'x'; 100]).await;
+                        let _ = stream.flush().await;
+                        let _ = stream.set_zero_linger();
+                        drop(stream);
+                    }
+                    Misbehaviour::Garbage => {
+                        let _ = stream
+                            .write_all(b"\x00\x01 this is not HTTP at all \xff\xfe\r\n\r\n")
+                            .await;
+                        let _ = stream.shutdown().await;
+                    }
+                }
+            }
+        });
+        RawPeer {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Connections that sent a request head so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads until the end of a request head (a blank line), or until the peer stops sending.
+async fn read_head(stream: &mut TcpStream) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+}
