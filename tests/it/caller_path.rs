@@ -286,3 +286,56 @@ async fn caller_unaffected_once(app: &TestApp, path: &str) {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), PRIMARY_BODY);
 }
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_kept_alive() {
+    let primary = Stub::json(PRIMARY_BODY).await;
+    let secondary = Stub::json(PRIMARY_BODY).await;
+    let candidate = Stub::json(PRIMARY_BODY).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    for _ in 0..10 {
+        caller_unaffected_once(&app, "/users/1").await;
+        // Waiting for each exchange makes the requests sequential, so one connection per upstream suffices.
+        app.next_exchange().await;
+    }
+    assert_eq!(primary.hits(), 10);
+    assert_eq!(primary.connections(), 1);
+    assert_eq!(secondary.connections(), 1);
+    assert_eq!(candidate.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_full_exchange_queue_drops_and_counts_without_delaying_callers() {
+    use shadowdiff::metrics::DropReason;
+
+    let primary = Stub::json(PRIMARY_BODY).await;
+    let secondary = Stub::json(PRIMARY_BODY).await;
+    let candidate = Stub::json(PRIMARY_BODY).await;
+    let mut app = TestApp::start(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--exchange-queue", "1"],
+    )
+    .await;
+    let metrics = app.metrics.clone();
+    let offered = |n: u64| {
+        let metrics = metrics.clone();
+        patience("exchanges to be offered", async move {
+            while metrics.exchanges_queued() + metrics.exchanges_dropped(DropReason::QueueFull) < n
+            {
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    // Nobody reads the queue: the first exchange fills it, the next two are dropped; callers are served.
+    caller_unaffected_once(&app, "/users/1").await;
+    offered(1).await;
+    caller_unaffected_once(&app, "/users/2").await;
+    caller_unaffected_once(&app, "/users/3").await;
+    offered(3).await;
+    assert_eq!(app.metrics.exchanges_queued(), 1);
+    assert_eq!(app.metrics.exchanges_dropped(DropReason::QueueFull), 2);
+    assert_eq!(app.next_exchange().await.request.uri.path(), "/users/1");
+    assert!(app.try_exchange().is_none());
+}

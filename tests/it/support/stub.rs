@@ -46,6 +46,7 @@ pub struct Stub {
     addr: SocketAddr,
     seen: Mutex<mpsc::UnboundedReceiver<Seen>>,
     hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -85,11 +86,14 @@ impl Stub {
         let hits = Arc::new(AtomicUsize::new(0));
         let handler: Handler = Arc::new(move |seen| Box::pin(handler(seen)));
         let counter = hits.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let handler = handler.clone();
                 let tx = tx.clone();
                 let counter = counter.clone();
@@ -132,6 +136,7 @@ impl Stub {
             addr,
             seen: Mutex::new(rx),
             hits,
+            connections,
             task,
         }
     }
@@ -152,6 +157,11 @@ impl Stub {
     /// Requests received so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// The next request this stub received, waiting for it.
