@@ -1,6 +1,7 @@
 //! shadowdiff: a shadow proxy that sends each request to primary, secondary and candidate, and reports the
 //! differences of the candidate that noise does not explain.
 
+pub mod analysis;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -7,3 +7,4 @@ mod lifecycle;
 mod modes;
 mod policy;
 mod support;
+mod verdicts;

@@ -1,0 +1,432 @@
+//! The analysis core, pure (no sockets, no database): an Exchange in, classified differences out; counts in,
+//! verdicts out.
+
+pub mod aggregate;
+pub mod compat;
+pub mod decode;
+pub mod diff;
+pub mod headers;
+pub mod json;
+pub mod latency;
+pub mod noise;
+pub mod rules;
+pub mod text;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::analysis::compat::Compat;
+use crate::analysis::decode::{ContentKind, DecodeError};
+use crate::analysis::diff::{DiffKind, Difference};
+use crate::analysis::headers::HeaderOptions;
+use crate::analysis::json::JsonOptions;
+use crate::analysis::rules::{EndpointRules, RuleSet};
+use crate::exchange::{CapturedBody, Exchange, Outcome, Target, UpstreamError, UpstreamResponse};
+
+/// Everything that decides how exchanges are compared.
+#[derive(Clone, Debug)]
+pub struct AnalysisConfig {
+    /// Largest body after undoing its Content-Encoding (`--max-decoded-body`).
+    pub max_decoded_body: usize,
+    pub json: JsonOptions,
+    pub headers: HeaderOptions,
+    /// Time allowed for one text line diff before it falls back to coarser regions.
+    pub text_timeout: Duration,
+    pub rules: RuleSet,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            max_decoded_body: 32 << 20,
+            json: JsonOptions::default(),
+            headers: HeaderOptions::default(),
+            text_timeout: Duration::from_millis(100),
+            rules: RuleSet::default(),
+        }
+    }
+}
+
+/// Why an exchange was not compared at all.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// Primary gave no response: nothing to compare against.
+    PrimaryFailed,
+    /// Secondary was shed by the in-flight bound: without it, noise cannot be told apart.
+    SecondaryShed,
+    /// The candidate was shed by the in-flight bound.
+    CandidateShed,
+    /// The caller went away before the answering upstream's body was complete.
+    Abandoned,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::PrimaryFailed => "primary_failed",
+            SkipReason::SecondaryShed => "secondary_shed",
+            SkipReason::CandidateShed => "candidate_shed",
+            SkipReason::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// The differences of one exchange.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Compared {
+    /// Primary vs candidate.
+    pub candidate: Vec<Difference>,
+    /// Primary vs secondary: noise.
+    pub noise: Vec<Difference>,
+    /// Bodies that were not compared, and why (`too_large`, `decoded_too_large`, `json_too_deep`, ...); the
+    /// status and headers of these were.
+    pub body_skipped: Vec<(Target, &'static str)>,
+}
+
+impl Compared {
+    /// Generalised paths where secondary differed.
+    pub fn noise_paths(&self) -> BTreeSet<&str> {
+        self.noise.iter().map(|d| d.generalised.as_str()).collect()
+    }
+
+    /// Generalised paths where the candidate differed, each with its worst (compatibility, kind).
+    pub fn candidate_paths(&self) -> BTreeMap<&str, (Compat, DiffKind)> {
+        let mut paths: BTreeMap<&str, (Compat, DiffKind)> = BTreeMap::new();
+        for difference in &self.candidate {
+            let entry = paths
+                .entry(difference.generalised.as_str())
+                .or_insert((difference.compat, difference.kind));
+            if (difference.compat, difference.kind) > *entry {
+                *entry = (difference.compat, difference.kind);
+            }
+        }
+        paths
+    }
+
+    /// A candidate difference is cancelled when secondary differs at the same generalised path in the same
+    /// request.
+    pub fn is_cancelled(&self, difference: &Difference) -> bool {
+        self.noise
+            .iter()
+            .any(|noise| noise.generalised == difference.generalised)
+    }
+
+    /// The sorted set of generalised paths where the candidate differs and secondary does not: what the diff
+    /// rate counts requests by.
+    pub fn signature(&self) -> Vec<String> {
+        let noise = self.noise_paths();
+        let paths: BTreeSet<&str> = self
+            .candidate
+            .iter()
+            .map(|d| d.generalised.as_str())
+            .filter(|path| !noise.contains(path))
+            .collect();
+        paths.into_iter().map(str::to_string).collect()
+    }
+}
+
+/// An exchange with what the analysis made of it.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub exchange: Exchange,
+    pub result: Result<Compared, SkipReason>,
+}
+
+impl Analysis {
+    pub fn compared(&self) -> Option<&Compared> {
+        self.result.as_ref().ok()
+    }
+}
+
+/// Compares exchanges under one configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Analyzer {
+    config: AnalysisConfig,
+}
+
+impl Analyzer {
+    pub fn new(config: AnalysisConfig) -> Self {
+        Self { config }
+    }
+
+    pub fn config(&self) -> &AnalysisConfig {
+        &self.config
+    }
+
+    /// Compares primary with candidate, and primary with secondary.
+    pub fn analyse(&self, exchange: Exchange) -> Analysis {
+        let result = self.compare_exchange(&exchange);
+        Analysis { exchange, result }
+    }
+
+    fn compare_exchange(&self, exchange: &Exchange) -> Result<Compared, SkipReason> {
+        let primary = match &exchange.primary.result {
+            Ok(response) => response,
+            Err(UpstreamError::Abandoned) => return Err(SkipReason::Abandoned),
+            Err(_) => return Err(SkipReason::PrimaryFailed),
+        };
+        for (outcome, shed) in [
+            (&exchange.secondary, SkipReason::SecondaryShed),
+            (&exchange.candidate, SkipReason::CandidateShed),
+        ] {
+            match outcome.error() {
+                Some(UpstreamError::Shed) => return Err(shed),
+                Some(UpstreamError::Abandoned) => return Err(SkipReason::Abandoned),
+                _ => {}
+            }
+        }
+        let rules = self.config.rules.for_endpoint(&exchange.endpoint);
+        let mut reference = Reference::new(primary);
+        let mut body_skipped = Vec::new();
+        let (candidate, skipped) = self.compare(&mut reference, &exchange.candidate, &rules);
+        body_skipped.extend(skipped.map(|reason| (Target::Candidate, reason)));
+        let (noise, skipped) = self.compare(&mut reference, &exchange.secondary, &rules);
+        body_skipped.extend(skipped.map(|reason| (Target::Secondary, reason)));
+        Ok(Compared {
+            candidate,
+            noise,
+            body_skipped,
+        })
+    }
+
+    /// Differences between primary (the reference) and another outcome, and why the bodies were not compared
+    /// if they were not.
+    fn compare(
+        &self,
+        reference: &mut Reference<'_>,
+        other: &Outcome,
+        rules: &EndpointRules<'_>,
+    ) -> (Vec<Difference>, Option<&'static str>) {
+        let other = match &other.result {
+            Ok(response) => response,
+            Err(_) if !rules.is_empty() && rules.ignores("error") => return (Vec::new(), None),
+            Err(error) => {
+                let difference = Difference::at(
+                    "error",
+                    DiffKind::ValueChanged,
+                    Some("response".to_string()),
+                    Some(error.kind().to_string()),
+                );
+                return (vec![difference], None);
+            }
+        };
+        let mut differences = Vec::new();
+        differences.extend(headers::diff_status(
+            reference.response.status,
+            other.status,
+            rules,
+        ));
+        differences.extend(headers::diff_headers(
+            &reference.response.headers,
+            &other.headers,
+            &self.config.headers,
+            rules,
+        ));
+        let mut body_skipped = None;
+        if rules.is_empty() || !rules.ignores("body") {
+            match self.compare_bodies(reference, other, rules) {
+                Ok(found) => differences.extend(found),
+                Err(reason) => body_skipped = Some(reason),
+            }
+        }
+        (differences, body_skipped)
+    }
+
+    fn compare_bodies(
+        &self,
+        reference: &mut Reference<'_>,
+        other: &UpstreamResponse,
+        rules: &EndpointRules<'_>,
+    ) -> Result<Vec<Difference>, &'static str> {
+        let (CapturedBody::Complete(primary_raw), CapturedBody::Complete(other_raw)) =
+            (&reference.response.body, &other.body)
+        else {
+            return Err("too_large");
+        };
+        // Byte-identical bodies under the same encoding and type are equal: the common case costs no parsing.
+        if primary_raw == other_raw
+            && same_header(
+                &reference.response.headers,
+                &other.headers,
+                http::header::CONTENT_ENCODING,
+            )
+            && same_header(
+                &reference.response.headers,
+                &other.headers,
+                http::header::CONTENT_TYPE,
+            )
+        {
+            return Ok(Vec::new());
+        }
+        let limit = self.config.max_decoded_body;
+        let primary_kind = reference.decoded(limit).map_err(|error| error.reason())?.1;
+        let other_bytes =
+            decode::decode(&other.headers, other_raw, limit).map_err(|error| error.reason())?;
+        let other_kind = decode::content_kind(&other.headers, &other_bytes);
+
+        match (primary_kind, other_kind) {
+            (ContentKind::Empty, ContentKind::Empty) => Ok(Vec::new()),
+            (ContentKind::Json, ContentKind::Json) => {
+                let other_json = parse_json(&other_bytes);
+                let options = self.config.json;
+                match (reference.parsed(limit), other_json) {
+                    (Ok(primary_json), Ok(other_json)) => {
+                        Ok(
+                            json::diff(primary_json, &other_json, options, rules, "body")
+                                .iter()
+                                .map(json::JsonChange::to_difference)
+                                .collect(),
+                        )
+                    }
+                    (Err(JsonFailure::TooDeep), _) | (_, Err(JsonFailure::TooDeep)) => {
+                        Err("json_too_deep")
+                    }
+                    (Ok(_), Err(JsonFailure::Invalid)) => {
+                        Ok(vec![body_kind_change("json", "invalid json")])
+                    }
+                    (Err(JsonFailure::Invalid), Ok(_)) => {
+                        Ok(vec![body_kind_change("invalid json", "json")])
+                    }
+                    (Err(JsonFailure::Invalid), Err(JsonFailure::Invalid)) => {
+                        let other_text = String::from_utf8_lossy(&other_bytes);
+                        Ok(text::diff_lines(
+                            reference.text(limit),
+                            &other_text,
+                            self.config.text_timeout,
+                        ))
+                    }
+                }
+            }
+            (ContentKind::Html, ContentKind::Html) => {
+                let other_html = text::normalise_html(&String::from_utf8_lossy(&other_bytes));
+                Ok(text::diff_lines(
+                    reference.normalised_html(limit),
+                    &other_html,
+                    self.config.text_timeout,
+                ))
+            }
+            (ContentKind::Text | ContentKind::Html, ContentKind::Text | ContentKind::Html) => {
+                let other_text = String::from_utf8_lossy(&other_bytes);
+                Ok(text::diff_lines(
+                    reference.text(limit),
+                    &other_text,
+                    self.config.text_timeout,
+                ))
+            }
+            (ContentKind::Binary, ContentKind::Binary) => {
+                let primary_bytes = reference.decoded(limit).map_err(|e| e.reason())?.0;
+                Ok(text::diff_binary(primary_bytes, &other_bytes)
+                    .into_iter()
+                    .collect())
+            }
+            (primary_kind, other_kind) => Ok(vec![body_kind_change(
+                primary_kind.as_str(),
+                other_kind.as_str(),
+            )]),
+        }
+    }
+}
+
+fn body_kind_change(primary: &str, other: &str) -> Difference {
+    Difference::at(
+        "body",
+        DiffKind::TypeChanged,
+        Some(primary.to_string()),
+        Some(other.to_string()),
+    )
+}
+
+fn same_header(a: &http::HeaderMap, b: &http::HeaderMap, name: http::HeaderName) -> bool {
+    a.get_all(&name).iter().eq(b.get_all(&name).iter())
+}
+
+/// Why a body that claims to be JSON could not be read as JSON.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum JsonFailure {
+    /// Nested deeper than the parser's limit (128 levels): not compared, and counted.
+    TooDeep,
+    /// Not valid JSON.
+    Invalid,
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, JsonFailure> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        if error.to_string().contains("recursion limit") {
+            JsonFailure::TooDeep
+        } else {
+            JsonFailure::Invalid
+        }
+    })
+}
+
+/// Primary's response, decoded and parsed at most once for both comparisons.
+struct Reference<'a> {
+    response: &'a UpstreamResponse,
+    decoded: Option<Result<(Cow<'a, [u8]>, ContentKind), DecodeError>>,
+    parsed: Option<Result<Value, JsonFailure>>,
+    text: Option<String>,
+    html: Option<String>,
+}
+
+impl<'a> Reference<'a> {
+    fn new(response: &'a UpstreamResponse) -> Self {
+        Self {
+            response,
+            decoded: None,
+            parsed: None,
+            text: None,
+            html: None,
+        }
+    }
+
+    fn decoded(&mut self, limit: usize) -> Result<(&[u8], ContentKind), DecodeError> {
+        let response = self.response;
+        let decoded = self.decoded.get_or_insert_with(|| {
+            let raw: &'a [u8] = response.body.bytes().map_or(&[], |bytes| &bytes[..]);
+            let bytes = decode::decode(&response.headers, raw, limit)?;
+            let kind = decode::content_kind(&response.headers, &bytes);
+            Ok((bytes, kind))
+        });
+        match decoded {
+            Ok((bytes, kind)) => Ok((&bytes[..], *kind)),
+            Err(error) => Err(error.clone()),
+        }
+    }
+
+    fn parsed(&mut self, limit: usize) -> Result<&Value, JsonFailure> {
+        if self.parsed.is_none() {
+            let parsed = match self.decoded(limit) {
+                Ok((bytes, _)) => parse_json(bytes),
+                Err(_) => Err(JsonFailure::Invalid),
+            };
+            self.parsed = Some(parsed);
+        }
+        match self.parsed.as_ref() {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(failure)) => Err(*failure),
+            None => Err(JsonFailure::Invalid),
+        }
+    }
+
+    fn text(&mut self, limit: usize) -> &str {
+        if self.text.is_none() {
+            let text = self
+                .decoded(limit)
+                .map(|(bytes, _)| String::from_utf8_lossy(bytes).into_owned())
+                .unwrap_or_default();
+            self.text = Some(text);
+        }
+        self.text.as_deref().unwrap_or_default()
+    }
+
+    fn normalised_html(&mut self, limit: usize) -> &str {
+        if self.html.is_none() {
+            let html = text::normalise_html(self.text(limit));
+            self.html = Some(html);
+        }
+        self.html.as_deref().unwrap_or_default()
+    }
+}

@@ -1,0 +1,158 @@
+//! Compatibility class of a difference, for rewrites: would it break clients, add to what they get, or only
+//! change a value?
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::diff::DiffKind;
+
+/// Ordered from mildest to worst, so that `max` picks the worst of several.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compat {
+    /// Same type, another value: clients still parse it.
+    Changed,
+    /// Something new (an extra field or header): clients that ignore unknown fields are unaffected.
+    Additive,
+    /// A field missing, a type changed, the status class or content type changed, no response at all.
+    Breaking,
+}
+
+impl Compat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compat::Changed => "changed",
+            Compat::Additive => "additive",
+            Compat::Breaking => "breaking",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Compat::Changed, Compat::Additive, Compat::Breaking]
+            .into_iter()
+            .find(|compat| compat.as_str() == text)
+    }
+
+    /// The class of a difference of `kind` at `path` between the rendered values.
+    pub fn classify(
+        kind: DiffKind,
+        path: &str,
+        primary: Option<&str>,
+        other: Option<&str>,
+    ) -> Compat {
+        match kind {
+            DiffKind::Missing | DiffKind::TypeChanged => Compat::Breaking,
+            DiffKind::Extra => Compat::Additive,
+            DiffKind::ArrayLength | DiffKind::ArrayOrder => Compat::Changed,
+            DiffKind::ValueChanged => match path {
+                // No response where primary answered (or the other way round).
+                "error" => Compat::Breaking,
+                "status" if status_class(primary) != status_class(other) => Compat::Breaking,
+                "header/content-type" if media_type(primary) != media_type(other) => {
+                    Compat::Breaking
+                }
+                _ => Compat::Changed,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Compat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `2` for `"204"`.
+fn status_class(status: Option<&str>) -> Option<u8> {
+    status.and_then(|s| s.trim().bytes().next())
+}
+
+/// `application/json` for `"application/json; charset=utf-8"`.
+fn media_type(content_type: Option<&str>) -> Option<String> {
+    content_type.map(|value| {
+        value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structural_changes_break_clients_and_additions_do_not() {
+        assert_eq!(
+            Compat::classify(DiffKind::Missing, "body/name", Some("\"a\""), None),
+            Compat::Breaking
+        );
+        assert_eq!(
+            Compat::classify(DiffKind::TypeChanged, "body/id", Some("1"), Some("\"1\"")),
+            Compat::Breaking
+        );
+        assert_eq!(
+            Compat::classify(DiffKind::Extra, "body/nickname", None, Some("\"b\"")),
+            Compat::Additive
+        );
+        assert_eq!(
+            Compat::classify(
+                DiffKind::ValueChanged,
+                "body/name",
+                Some("\"a\""),
+                Some("\"b\"")
+            ),
+            Compat::Changed
+        );
+        assert_eq!(
+            Compat::classify(DiffKind::ArrayOrder, "body/tags", None, None),
+            Compat::Changed
+        );
+    }
+
+    #[test]
+    fn status_class_and_media_type_changes_break_clients() {
+        let status = |a, b| Compat::classify(DiffKind::ValueChanged, "status", Some(a), Some(b));
+        assert_eq!(status("200", "500"), Compat::Breaking);
+        assert_eq!(status("200", "201"), Compat::Changed);
+        let content_type = |a, b| {
+            Compat::classify(
+                DiffKind::ValueChanged,
+                "header/content-type",
+                Some(a),
+                Some(b),
+            )
+        };
+        assert_eq!(
+            content_type("application/json", "text/html; charset=utf-8"),
+            Compat::Breaking
+        );
+        assert_eq!(
+            content_type("application/json", "application/json; charset=utf-8"),
+            Compat::Changed
+        );
+        assert_eq!(
+            Compat::classify(
+                DiffKind::ValueChanged,
+                "error",
+                Some("response"),
+                Some("timeout")
+            ),
+            Compat::Breaking
+        );
+    }
+
+    #[test]
+    fn worst_class_is_the_maximum() {
+        assert_eq!(
+            [Compat::Changed, Compat::Breaking, Compat::Additive]
+                .into_iter()
+                .max(),
+            Some(Compat::Breaking)
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! Response bodies made comparable: decoded from their Content-Encoding (gzip, deflate, br) under a size cap,
+//! and classified as JSON, HTML, text or binary.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use http::HeaderMap;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+
+/// What a body holds, for choosing how to compare it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ContentKind {
+    Empty,
+    Json,
+    Html,
+    Text,
+    Binary,
+}
+
+impl ContentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentKind::Empty => "empty",
+            ContentKind::Json => "json",
+            ContentKind::Html => "html",
+            ContentKind::Text => "text",
+            ContentKind::Binary => "binary",
+        }
+    }
+}
+
+/// Why a body could not be decoded; the body is then not compared, and the reason counted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("decoded body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("unsupported content-encoding `{0}`")]
+    Unsupported(String),
+    #[error("corrupt {encoding} body: {detail}")]
+    Corrupt {
+        encoding: &'static str,
+        detail: String,
+    },
+}
+
+impl DecodeError {
+    /// A short stable name, for counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } => "decoded_too_large",
+            DecodeError::Unsupported(_) => "unsupported_encoding",
+            DecodeError::Corrupt { .. } => "corrupt_encoding",
+        }
+    }
+}
+
+/// The body with every Content-Encoding undone (last applied, first undone), at most `limit` bytes.
+pub fn decode<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+    limit: usize,
+) -> Result<Cow<'a, [u8]>, DecodeError> {
+    let encodings: Vec<String> = headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|coding| coding.trim().to_ascii_lowercase())
+        .filter(|coding| !coding.is_empty() && coding != "identity")
+        .collect();
+    if encodings.is_empty() {
+        return Ok(Cow::Borrowed(body));
+    }
+    let mut current: Vec<u8> = body.to_vec();
+    for coding in encodings.iter().rev() {
+        current = match coding.as_str() {
+            "gzip" | "x-gzip" => read_capped(
+                "gzip",
+                flate2::read::MultiGzDecoder::new(&current[..]),
+                limit,
+            )?,
+            "deflate" => match read_capped(
+                "deflate",
+                flate2::read::ZlibDecoder::new(&current[..]),
+                limit,
+            ) {
+                // Some servers send raw deflate under this name, without the zlib wrapper.
+                Err(DecodeError::Corrupt { .. }) => read_capped(
+                    "deflate",
+                    flate2::read::DeflateDecoder::new(&current[..]),
+                    limit,
+                )?,
+                other => other?,
+            },
+            "br" => read_capped("br", brotli::Decompressor::new(&current[..], 4096), limit)?,
+            other => return Err(DecodeError::Unsupported(other.to_string())),
+        };
+    }
+    Ok(Cow::Owned(current))
+}
+
+/// Reads a decoder to its end, stopping one byte past the limit: a decompression bomb costs at most `limit`.
+fn read_capped(
+    encoding: &'static str,
+    reader: impl Read,
+    limit: usize,
+) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|error| DecodeError::Corrupt {
+            encoding,
+            detail: error.to_string(),
+        })?;
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// The kind of a decoded body: from its Content-Type, and by sniffing when the type is missing or generic.
+pub fn content_kind(headers: &HeaderMap, body: &[u8]) -> ContentKind {
+    if body.is_empty() {
+        return ContentKind::Empty;
+    }
+    let media_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if media_type == "application/json"
+        || media_type.ends_with("+json")
+        || media_type == "text/json"
+    {
+        return ContentKind::Json;
+    }
+    if media_type == "text/html" || media_type == "application/xhtml+xml" {
+        return ContentKind::Html;
+    }
+    if media_type.starts_with("image/")
+        || media_type.starts_with("audio/")
+        || media_type.starts_with("video/")
+    {
+        return ContentKind::Binary;
+    }
+    sniff(body, &media_type)
+}
+
+/// Undeclared, generic or textual types: JSON if it looks like JSON, text if it is UTF-8, binary otherwise.
+fn sniff(body: &[u8], media_type: &str) -> ContentKind {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return ContentKind::Binary;
+    };
+    if text.contains('\0') {
+        return ContentKind::Binary;
+    }
+    let start = text.trim_start();
+    if matches!(start.bytes().next(), Some(b'{' | b'[')) {
+        return ContentKind::Json;
+    }
+    let doctype = start
+        .get(..14)
+        .is_some_and(|head| head.eq_ignore_ascii_case("<!doctype html"));
+    if media_type.is_empty() && doctype {
+        return ContentKind::Html;
+    }
+    ContentKind::Text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use std::io::Write;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_deflate_and_brotli_are_undone() {
+        let json = br#"{"a":1}"#;
+        assert_eq!(
+            &*decode(&headers(&[("content-encoding", "gzip")]), &gzip(json), 1024).unwrap(),
+            json
+        );
+
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(json).unwrap();
+        assert_eq!(
+            &*decode(
+                &headers(&[("content-encoding", "deflate")]),
+                &zlib.finish().unwrap(),
+                1024
+            )
+            .unwrap(),
+            json
+        );
+
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        raw.write_all(json).unwrap();
+        assert_eq!(
+            &*decode(
+                &headers(&[("content-encoding", "deflate")]),
+                &raw.finish().unwrap(),
+                1024
+            )
+            .unwrap(),
+            json
+        );
+
+        let mut br = Vec::new();
+        brotli::CompressorWriter::new(&mut br, 4096, 5, 22)
+            .write_all(json)
+            .unwrap();
+        assert_eq!(
+            &*decode(&headers(&[("content-encoding", "br")]), &br, 1024).unwrap(),
+            json
+        );
+    }
+
+    #[test]
+    fn stacked_encodings_are_undone_in_reverse_order() {
+        let json = br#"{"stacked":true}"#;
+        let twice = gzip(&gzip(json));
+        assert_eq!(
+            &*decode(
+                &headers(&[("content-encoding", "gzip, gzip")]),
+                &twice,
+                1024
+            )
+            .unwrap(),
+            json
+        );
+        assert_eq!(
+            &*decode(&headers(&[("content-encoding", "identity")]), json, 1024).unwrap(),
+            json
+        );
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_cap() {
+        let bomb = gzip(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 1 << 20, "bomb is {} bytes", bomb.len());
+        let error = decode(&headers(&[("content-encoding", "gzip")]), &bomb, 1 << 20).unwrap_err();
+        assert_eq!(error, DecodeError::TooLarge { limit: 1 << 20 });
+        assert_eq!(error.reason(), "decoded_too_large");
+    }
+
+    #[test]
+    fn corrupt_and_unknown_encodings_are_errors() {
+        let error =
+            decode(&headers(&[("content-encoding", "gzip")]), b"not gzip", 1024).unwrap_err();
+        assert_eq!(error.reason(), "corrupt_encoding");
+        let error = decode(&headers(&[("content-encoding", "zstd")]), b"x", 1024).unwrap_err();
+        assert_eq!(error, DecodeError::Unsupported("zstd".into()));
+    }
+
+    #[test]
+    fn kinds_from_the_header_or_by_sniffing() {
+        assert_eq!(
+            content_kind(&headers(&[("content-type", "application/json")]), b"{}"),
+            ContentKind::Json
+        );
+        assert_eq!(
+            content_kind(
+                &headers(&[("content-type", "application/problem+json")]),
+                b"{}"
+            ),
+            ContentKind::Json
+        );
+        assert_eq!(
+            content_kind(
+                &headers(&[("content-type", "text/html; charset=utf-8")]),
+                b"<p>"
+            ),
+            ContentKind::Html
+        );
+        assert_eq!(
+            content_kind(&headers(&[("content-type", "text/plain")]), br#"{"a":1}"#),
+            ContentKind::Json
+        );
+        assert_eq!(
+            content_kind(&HeaderMap::new(), b"  [1,2]"),
+            ContentKind::Json
+        );
+        assert_eq!(
+            content_kind(&HeaderMap::new(), b"plain words"),
+            ContentKind::Text
+        );
+        assert_eq!(
+            content_kind(&HeaderMap::new(), b"<!DOCTYPE html><html>"),
+            ContentKind::Html
+        );
+        assert_eq!(
+            content_kind(&HeaderMap::new(), &[0xff, 0xfe, 0x00]),
+            ContentKind::Binary
+        );
+        assert_eq!(
+            content_kind(&headers(&[("content-type", "image/png")]), b"{"),
+            ContentKind::Binary
+        );
+        assert_eq!(content_kind(&HeaderMap::new(), b""), ContentKind::Empty);
+    }
+}

@@ -1,0 +1,163 @@
+//! The typed difference: a path in the project's scheme, a kind, a compatibility class and both values.
+//!
+//! Paths: `status`, `error`, `header/<lowercase-name>`, `body` followed by an RFC 6901 JSON Pointer
+//! (`body/user/name`), or `body/line/<n>` for text bodies. Each difference keeps its concrete path (array
+//! indices as they are) and its generalised path (indices as `*`), which is what aggregates count.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::analysis::compat::Compat;
+
+/// Longest rendering of a value kept with a difference.
+pub const MAX_VALUE_LEN: usize = 256;
+
+/// What kind of difference.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffKind {
+    /// Same type, another value.
+    ValueChanged,
+    /// Another JSON type (a number became a string), or another kind of body or outcome.
+    TypeChanged,
+    /// Present in primary, absent from the other side.
+    Missing,
+    /// Absent from primary, present on the other side.
+    Extra,
+    /// An array of another length (its elements are compared too).
+    ArrayLength,
+    /// The same elements in another order.
+    ArrayOrder,
+}
+
+impl DiffKind {
+    pub const ALL: [DiffKind; 6] = [
+        DiffKind::ValueChanged,
+        DiffKind::TypeChanged,
+        DiffKind::Missing,
+        DiffKind::Extra,
+        DiffKind::ArrayLength,
+        DiffKind::ArrayOrder,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiffKind::ValueChanged => "value_changed",
+            DiffKind::TypeChanged => "type_changed",
+            DiffKind::Missing => "missing",
+            DiffKind::Extra => "extra",
+            DiffKind::ArrayLength => "array_length",
+            DiffKind::ArrayOrder => "array_order",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// The kind seen from the other side (primary and the other swapped).
+    pub fn mirrored(self) -> Self {
+        match self {
+            DiffKind::Missing => DiffKind::Extra,
+            DiffKind::Extra => DiffKind::Missing,
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for DiffKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One difference between primary and another upstream's response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Difference {
+    /// Concrete path, array indices kept (`body/items/3/price`).
+    pub path: String,
+    /// Generalised path, array indices as `*` (`body/items/*/price`).
+    pub generalised: String,
+    pub kind: DiffKind,
+    pub compat: Compat,
+    /// Primary's value, rendered and truncated; `None` when absent.
+    pub primary: Option<String>,
+    /// The other side's value, rendered and truncated; `None` when absent.
+    pub other: Option<String>,
+}
+
+impl Difference {
+    /// A difference whose generalised path is its concrete path (status, headers, text lines).
+    pub fn at(
+        path: impl Into<String>,
+        kind: DiffKind,
+        primary: Option<String>,
+        other: Option<String>,
+    ) -> Self {
+        let path = path.into();
+        let compat = Compat::classify(kind, &path, primary.as_deref(), other.as_deref());
+        Self {
+            generalised: path.clone(),
+            path,
+            kind,
+            compat,
+            primary: primary.map(truncate),
+            other: other.map(truncate),
+        }
+    }
+}
+
+/// Cuts a rendering to [`MAX_VALUE_LEN`] bytes (on a character boundary), marking the cut with `…`.
+pub fn truncate(mut text: String) -> String {
+    if text.len() > MAX_VALUE_LEN {
+        let mut cut = MAX_VALUE_LEN;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// A JSON value rendered compactly for storage.
+pub fn render_json(value: &Value) -> String {
+    // Rendering a Value to a String cannot fail.
+    truncate(serde_json::to_string(value).unwrap_or_default())
+}
+
+/// The JSON type name of a value.
+pub fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_on_a_character_boundary() {
+        let cut = truncate("é".repeat(300));
+        assert!(cut.len() <= MAX_VALUE_LEN + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate("short".into()), "short");
+    }
+
+    #[test]
+    fn kinds_round_trip_and_mirror() {
+        for kind in DiffKind::ALL {
+            assert_eq!(DiffKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(kind.mirrored().mirrored(), kind);
+        }
+        assert_eq!(DiffKind::Missing.mirrored(), DiffKind::Extra);
+    }
+}

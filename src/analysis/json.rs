@@ -1,0 +1,581 @@
+//! Structural JSON diff: typed differences at JSON Pointer paths, with the endpoint's rules applied on the way.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use serde_json::{Map, Number, Value};
+
+use crate::analysis::compat::Compat;
+use crate::analysis::diff::{DiffKind, Difference, json_type, render_json};
+use crate::analysis::rules::{EndpointRules, RuleAction};
+
+/// How JSON values are compared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JsonOptions {
+    /// `1` and `1.0` differ (by default numbers of equal value are equal, whatever their notation).
+    pub strict_numbers: bool,
+}
+
+/// A difference found in JSON, borrowing both values in full (for patches and for rendering).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonChange<'a> {
+    /// Concrete path, starting with the prefix given to [`diff`] (`body/items/3/price`).
+    pub path: String,
+    /// The same with array indices as `*`.
+    pub generalised: String,
+    pub kind: DiffKind,
+    /// Primary's value (for `array_length` and `array_order`, the whole array).
+    pub left: Option<&'a Value>,
+    /// The other side's value.
+    pub right: Option<&'a Value>,
+}
+
+impl JsonChange<'_> {
+    /// The stored form: values rendered and truncated, compatibility class decided.
+    pub fn to_difference(&self) -> Difference {
+        let render = |value: Option<&Value>| {
+            value.map(|value| match (self.kind, value) {
+                (DiffKind::ArrayLength, Value::Array(items)) => items.len().to_string(),
+                (DiffKind::TypeChanged, value) => {
+                    format!("{} {}", json_type(value), render_json(value))
+                }
+                _ => render_json(value),
+            })
+        };
+        let primary = render(self.left);
+        let other = render(self.right);
+        Difference {
+            path: self.path.clone(),
+            generalised: self.generalised.clone(),
+            kind: self.kind,
+            compat: Compat::classify(self.kind, &self.path, primary.as_deref(), other.as_deref()),
+            primary,
+            other,
+        }
+    }
+}
+
+/// Compares two JSON documents; paths start with `prefix` (`body`).
+pub fn diff<'a>(
+    left: &'a Value,
+    right: &'a Value,
+    options: JsonOptions,
+    rules: &EndpointRules<'_>,
+    prefix: &str,
+) -> Vec<JsonChange<'a>> {
+    let mut walker = Walker {
+        options,
+        rules,
+        path: prefix.to_string(),
+        generalised: prefix.to_string(),
+        out: Vec::new(),
+    };
+    walker.node(left, right);
+    walker.out
+}
+
+struct Walker<'r, 'a> {
+    options: JsonOptions,
+    rules: &'r EndpointRules<'r>,
+    path: String,
+    generalised: String,
+    out: Vec<JsonChange<'a>>,
+}
+
+impl<'a> Walker<'_, 'a> {
+    fn emit(&mut self, kind: DiffKind, left: Option<&'a Value>, right: Option<&'a Value>) {
+        self.out.push(JsonChange {
+            path: self.path.clone(),
+            generalised: self.generalised.clone(),
+            kind,
+            left,
+            right,
+        });
+    }
+
+    fn rule(&self) -> Option<RuleAction> {
+        if self.rules.is_empty() {
+            None
+        } else {
+            self.rules.at(&self.generalised).cloned()
+        }
+    }
+
+    fn node(&mut self, a: &'a Value, b: &'a Value) {
+        match self.rule() {
+            Some(RuleAction::Ignore | RuleAction::PresenceOnly) => return,
+            Some(RuleAction::TypeOnly) => {
+                if json_type(a) != json_type(b) {
+                    self.emit(DiffKind::TypeChanged, Some(a), Some(b));
+                }
+                return;
+            }
+            Some(RuleAction::Tolerance { absolute, relative }) => {
+                if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64())
+                    && RuleAction::within_tolerance(absolute, relative, x, y)
+                {
+                    return;
+                }
+            }
+            Some(RuleAction::Unordered) => {
+                if let (Value::Array(x), Value::Array(y)) = (a, b) {
+                    self.unordered(a, b, x, y);
+                    return;
+                }
+            }
+            Some(RuleAction::Noise) | None => {}
+        }
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => self.objects(x, y),
+            (Value::Array(x), Value::Array(y)) => self.arrays(a, b, x, y),
+            (Value::Number(x), Value::Number(y)) => {
+                if !numbers_equal(x, y, self.options.strict_numbers) {
+                    self.emit(DiffKind::ValueChanged, Some(a), Some(b));
+                }
+            }
+            (Value::String(x), Value::String(y)) => {
+                if x != y {
+                    self.emit(DiffKind::ValueChanged, Some(a), Some(b));
+                }
+            }
+            (Value::Bool(x), Value::Bool(y)) => {
+                if x != y {
+                    self.emit(DiffKind::ValueChanged, Some(a), Some(b));
+                }
+            }
+            (Value::Null, Value::Null) => {}
+            _ => self.emit(DiffKind::TypeChanged, Some(a), Some(b)),
+        }
+    }
+
+    /// Emits a missing or extra value unless a rule ignores this path.
+    fn presence(&mut self, kind: DiffKind, left: Option<&'a Value>, right: Option<&'a Value>) {
+        if !matches!(self.rule(), Some(RuleAction::Ignore)) {
+            self.emit(kind, left, right);
+        }
+    }
+
+    fn objects(&mut self, x: &'a Map<String, Value>, y: &'a Map<String, Value>) {
+        for (key, a) in x {
+            let mark = self.push_key(key);
+            match y.get(key) {
+                Some(b) => self.node(a, b),
+                None => self.presence(DiffKind::Missing, Some(a), None),
+            }
+            self.pop(mark);
+        }
+        for (key, b) in y {
+            if !x.contains_key(key) {
+                let mark = self.push_key(key);
+                self.presence(DiffKind::Extra, None, Some(b));
+                self.pop(mark);
+            }
+        }
+    }
+
+    fn arrays(&mut self, a: &'a Value, b: &'a Value, x: &'a [Value], y: &'a [Value]) {
+        let common = x.len().min(y.len());
+        let mark_out = self.out.len();
+        for index in 0..common {
+            let mark = self.push_index(index);
+            self.node(&x[index], &y[index]);
+            self.pop(mark);
+        }
+        if x.len() == y.len() {
+            // Element-wise differences that are only a reordering are one difference, not many.
+            if self.out.len() > mark_out && same_multiset(x, y, self.options.strict_numbers) {
+                self.out.truncate(mark_out);
+                self.emit(DiffKind::ArrayOrder, Some(a), Some(b));
+            }
+            return;
+        }
+        self.emit(DiffKind::ArrayLength, Some(a), Some(b));
+        // Removals from the end backwards, so that the differences apply as a patch in order.
+        for index in (common..x.len()).rev() {
+            let mark = self.push_index(index);
+            self.presence(DiffKind::Missing, Some(&x[index]), None);
+            self.pop(mark);
+        }
+        for index in common..y.len() {
+            let mark = self.push_index(index);
+            self.presence(DiffKind::Extra, None, Some(&y[index]));
+            self.pop(mark);
+        }
+    }
+
+    /// Compares arrays as multisets: elements without an equal counterpart are missing or extra.
+    fn unordered(&mut self, a: &'a Value, b: &'a Value, x: &'a [Value], y: &'a [Value]) {
+        let strict = self.options.strict_numbers;
+        let mut unmatched_right: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (index, value) in y.iter().enumerate().rev() {
+            unmatched_right
+                .entry(canonical_hash(value, strict))
+                .or_default()
+                .push(index);
+        }
+        let mut missing = Vec::new();
+        for (index, value) in x.iter().enumerate() {
+            let matched = unmatched_right
+                .get_mut(&canonical_hash(value, strict))
+                .and_then(Vec::pop);
+            if matched.is_none() {
+                missing.push(index);
+            }
+        }
+        let mut extra: Vec<usize> = unmatched_right.into_values().flatten().collect();
+        extra.sort_unstable();
+        if x.len() != y.len() {
+            self.emit(DiffKind::ArrayLength, Some(a), Some(b));
+        }
+        for index in missing.into_iter().rev() {
+            let mark = self.push_index(index);
+            self.emit(DiffKind::Missing, Some(&x[index]), None);
+            self.pop(mark);
+        }
+        for index in extra {
+            let mark = self.push_index(index);
+            self.emit(DiffKind::Extra, None, Some(&y[index]));
+            self.pop(mark);
+        }
+    }
+
+    /// Appends an object key (escaped per RFC 6901) to both paths; returns the lengths to restore.
+    fn push_key(&mut self, key: &str) -> (usize, usize) {
+        let mark = (self.path.len(), self.generalised.len());
+        for path in [&mut self.path, &mut self.generalised] {
+            path.push('/');
+            escape_into(path, key);
+        }
+        mark
+    }
+
+    /// Appends an array index: the number to the concrete path, `*` to the generalised one.
+    fn push_index(&mut self, index: usize) -> (usize, usize) {
+        let mark = (self.path.len(), self.generalised.len());
+        // Writing into a String cannot fail.
+        let _ = write!(self.path, "/{index}");
+        self.generalised.push_str("/*");
+        mark
+    }
+
+    fn pop(&mut self, (path, generalised): (usize, usize)) {
+        self.path.truncate(path);
+        self.generalised.truncate(generalised);
+    }
+}
+
+fn escape_into(out: &mut String, key: &str) {
+    if !key.contains(['~', '/']) {
+        out.push_str(key);
+        return;
+    }
+    for c in key.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Numbers of equal value are equal; with `strict`, `1` and `1.0` are not. Integers compare exactly (no
+/// rounding through `f64` for large values).
+pub fn numbers_equal(x: &Number, y: &Number, strict: bool) -> bool {
+    if strict {
+        return x == y;
+    }
+    if let (Some(a), Some(b)) = (x.as_i64(), y.as_i64()) {
+        return a == b;
+    }
+    if let (Some(a), Some(b)) = (x.as_u64(), y.as_u64()) {
+        return a == b;
+    }
+    match (x.as_f64(), y.as_f64()) {
+        (Some(a), Some(b)) => a == b,
+        _ => x == y,
+    }
+}
+
+fn same_multiset(x: &[Value], y: &[Value], strict: bool) -> bool {
+    let mut left: Vec<u64> = x.iter().map(|v| canonical_hash(v, strict)).collect();
+    let mut right: Vec<u64> = y.iter().map(|v| canonical_hash(v, strict)).collect();
+    left.sort_unstable();
+    right.sort_unstable();
+    left == right
+}
+
+/// A hash under which values that compare equal hash equal (objects key-ordered, numbers by value unless strict).
+fn canonical_hash(value: &Value, strict: bool) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hash_into(value, strict, &mut hasher);
+    hasher.finish()
+}
+
+fn hash_into(value: &Value, strict: bool, hasher: &mut DefaultHasher) {
+    match value {
+        Value::Null => 0u8.hash(hasher),
+        Value::Bool(b) => (1u8, b).hash(hasher),
+        Value::Number(n) => {
+            2u8.hash(hasher);
+            if strict {
+                n.to_string().hash(hasher);
+            } else if let Some(i) = n.as_i64() {
+                (i as f64).to_bits().hash(hasher);
+            } else if let Some(u) = n.as_u64() {
+                (u as f64).to_bits().hash(hasher);
+            } else {
+                let f = n.as_f64().unwrap_or(0.0);
+                // -0.0 equals 0.0.
+                (if f == 0.0 { 0.0f64 } else { f }).to_bits().hash(hasher);
+            }
+        }
+        Value::String(s) => (3u8, s).hash(hasher),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(hasher);
+            for item in items {
+                hash_into(item, strict, hasher);
+            }
+        }
+        Value::Object(map) => {
+            (5u8, map.len()).hash(hasher);
+            for (key, item) in map {
+                key.hash(hasher);
+                hash_into(item, strict, hasher);
+            }
+        }
+    }
+}
+
+/// The changes as an RFC 6902 patch that turns primary's document into the other side's (paths without the
+/// prefix). `array_length` needs no operation of its own: its element removals and additions carry it.
+pub fn as_patch(changes: &[JsonChange<'_>], prefix: &str) -> Vec<PatchOperation> {
+    changes
+        .iter()
+        .filter_map(|change| {
+            let pointer = change.path.strip_prefix(prefix).unwrap_or(&change.path);
+            let path = PointerBuf::parse(pointer).ok()?;
+            match change.kind {
+                DiffKind::ValueChanged | DiffKind::TypeChanged | DiffKind::ArrayOrder => {
+                    Some(PatchOperation::Replace(ReplaceOperation {
+                        path,
+                        value: change.right?.clone(),
+                    }))
+                }
+                DiffKind::Missing => Some(PatchOperation::Remove(RemoveOperation { path })),
+                DiffKind::Extra => Some(PatchOperation::Add(AddOperation {
+                    path,
+                    value: change.right?.clone(),
+                })),
+                DiffKind::ArrayLength => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::rules::{RuleSet, RuleSpec};
+    use serde_json::json;
+
+    fn changes(a: &Value, b: &Value) -> Vec<(String, String, DiffKind)> {
+        diff(
+            a,
+            b,
+            JsonOptions::default(),
+            &EndpointRules::default(),
+            "body",
+        )
+        .into_iter()
+        .map(|c| (c.path, c.generalised, c.kind))
+        .collect()
+    }
+
+    fn kinds_at(a: &Value, b: &Value) -> Vec<(String, DiffKind)> {
+        changes(a, b)
+            .into_iter()
+            .map(|(path, _, kind)| (path, kind))
+            .collect()
+    }
+
+    #[test]
+    fn typed_differences_at_pointer_paths() {
+        let a = json!({"user": {"name": "ada", "age": 36, "tags": ["x"], "id": 1}, "gone": true});
+        let b = json!({"user": {"name": "bob", "age": "36", "tags": ["x"], "id": 1}, "new": null});
+        let mut found = kinds_at(&a, &b);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                ("body/gone".to_string(), DiffKind::Missing),
+                ("body/new".to_string(), DiffKind::Extra),
+                ("body/user/age".to_string(), DiffKind::TypeChanged),
+                ("body/user/name".to_string(), DiffKind::ValueChanged),
+            ]
+        );
+    }
+
+    #[test]
+    fn array_indices_are_generalised_and_lengths_reported() {
+        let a = json!({"items": [{"price": 1}, {"price": 2}, {"price": 3}]});
+        let b = json!({"items": [{"price": 1}, {"price": 5}]});
+        let found = changes(&a, &b);
+        assert!(found.contains(&(
+            "body/items/1/price".into(),
+            "body/items/*/price".into(),
+            DiffKind::ValueChanged
+        )));
+        assert!(found.contains(&(
+            "body/items".into(),
+            "body/items".into(),
+            DiffKind::ArrayLength
+        )));
+        assert!(found.contains(&(
+            "body/items/2".into(),
+            "body/items/*".into(),
+            DiffKind::Missing
+        )));
+        assert_eq!(found.len(), 3);
+    }
+
+    #[test]
+    fn a_reordering_is_one_array_order_difference() {
+        let a = json!({"tags": ["a", "b", "c"]});
+        let b = json!({"tags": ["c", "a", "b"]});
+        assert_eq!(
+            kinds_at(&a, &b),
+            vec![("body/tags".to_string(), DiffKind::ArrayOrder)]
+        );
+        // Same length but another element: element-wise, not an order change.
+        let c = json!({"tags": ["c", "a", "z"]});
+        assert!(
+            kinds_at(&a, &c)
+                .iter()
+                .all(|(_, kind)| *kind == DiffKind::ValueChanged)
+        );
+    }
+
+    #[test]
+    fn integers_and_floats_of_equal_value_are_equal_unless_strict() {
+        let a = json!({"n": 1, "big": 9007199254740993u64});
+        let b = json!({"n": 1.0, "big": 9007199254740992u64});
+        assert_eq!(
+            kinds_at(&a, &b),
+            vec![("body/big".to_string(), DiffKind::ValueChanged)]
+        );
+        let strict = diff(
+            &a,
+            &b,
+            JsonOptions {
+                strict_numbers: true,
+            },
+            &EndpointRules::default(),
+            "body",
+        );
+        assert_eq!(strict.len(), 2);
+    }
+
+    #[test]
+    fn keys_are_escaped_per_rfc_6901() {
+        let a = json!({"a/b": 1, "m~n": 2});
+        let b = json!({"a/b": 2, "m~n": 3});
+        let mut found = kinds_at(&a, &b);
+        found.sort();
+        assert_eq!(found[0].0, "body/a~1b");
+        assert_eq!(found[1].0, "body/m~0n");
+    }
+
+    #[test]
+    fn rules_apply_during_the_walk() {
+        let rules = RuleSet::new(
+            [
+                r#"{"path":"body/updated","action":"ignore"}"#,
+                r#"{"path":"body/prices/*","action":"tolerance","absolute":0.01}"#,
+                r#"{"path":"body/tags","action":"unordered"}"#,
+                r#"{"path":"body/session","action":"presence-only"}"#,
+                r#"{"path":"body/score","action":"type-only"}"#,
+            ]
+            .iter()
+            .map(|text| {
+                crate::analysis::rules::Rule::new(serde_json::from_str::<RuleSpec>(text).unwrap())
+                    .unwrap()
+            })
+            .collect(),
+        );
+        let rules = rules.for_endpoint("GET /x");
+        let a = json!({"updated": 1, "prices": [1.0, 2.0], "tags": ["a", "b", "b"], "session": "s1", "score": 1});
+        let b = json!({"updated": 2, "prices": [1.005, 2.5], "tags": ["b", "a", "c"], "session": "s2", "score": 2});
+        let mut found: Vec<(String, DiffKind)> =
+            diff(&a, &b, JsonOptions::default(), &rules, "body")
+                .into_iter()
+                .map(|c| (c.path, c.kind))
+                .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                ("body/prices/1".to_string(), DiffKind::ValueChanged),
+                ("body/tags/2".to_string(), DiffKind::Missing),
+                ("body/tags/2".to_string(), DiffKind::Extra),
+            ]
+        );
+        let missing_session =
+            json!({"updated": 1, "prices": [1.0, 2.0], "tags": ["a", "b", "b"], "score": "x"});
+        let found: Vec<(String, DiffKind)> =
+            diff(&a, &missing_session, JsonOptions::default(), &rules, "body")
+                .into_iter()
+                .map(|c| (c.path, c.kind))
+                .collect();
+        assert!(found.contains(&("body/session".to_string(), DiffKind::Missing)));
+        assert!(found.contains(&("body/score".to_string(), DiffKind::TypeChanged)));
+    }
+
+    #[test]
+    fn differences_render_with_compatibility_classes() {
+        let a = json!({"id": 7, "items": [1, 2]});
+        let b = json!({"id": "7", "items": [1, 2, 3]});
+        let found = diff(
+            &a,
+            &b,
+            JsonOptions::default(),
+            &EndpointRules::default(),
+            "body",
+        );
+        let rendered: Vec<Difference> = found.iter().map(JsonChange::to_difference).collect();
+        let id = rendered.iter().find(|d| d.path == "body/id").unwrap();
+        assert_eq!(id.compat, Compat::Breaking);
+        assert_eq!(id.primary.as_deref(), Some("number 7"));
+        assert_eq!(id.other.as_deref(), Some("string \"7\""));
+        let length = rendered
+            .iter()
+            .find(|d| d.kind == DiffKind::ArrayLength)
+            .unwrap();
+        assert_eq!(
+            (length.primary.as_deref(), length.other.as_deref()),
+            (Some("2"), Some("3"))
+        );
+        let extra = rendered.iter().find(|d| d.kind == DiffKind::Extra).unwrap();
+        assert_eq!(extra.compat, Compat::Additive);
+    }
+
+    #[test]
+    fn the_patch_turns_primary_into_the_other_side() {
+        let a = json!({"a": [1, 2, 3, 4], "b": {"c": 1}, "d": "x"});
+        let b = json!({"a": [1, 9], "b": {"c": [1]}, "e": {"f": 2}});
+        let found = diff(
+            &a,
+            &b,
+            JsonOptions {
+                strict_numbers: true,
+            },
+            &EndpointRules::default(),
+            "body",
+        );
+        let mut patched = a.clone();
+        json_patch::patch(&mut patched, &as_patch(&found, "body")).unwrap();
+        assert_eq!(patched, b);
+    }
+}

@@ -1,0 +1,599 @@
+//! User rules, per endpoint pattern and path pattern: ignore, noise, numeric tolerance, unordered array,
+//! presence-only and type-only; read from a TOML file (`--rules`) or added through the API.
+//!
+//! ```toml
+//! [[rule]]
+//! endpoint = "GET /users/{id}"   # optional: every endpoint when absent
+//! path = "body/updated_at"
+//! action = "noise"
+//!
+//! [[rule]]
+//! path = "body/items/*/price"
+//! action = "tolerance"
+//! absolute = 0.01                # and/or relative = 0.001
+//! ```
+//!
+//! In patterns, `*` matches one segment (or, inside a segment, any characters) and `**` any number of segments.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// What a rule does at the paths it matches.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleAction {
+    /// Never compare these paths (nor anything below them).
+    Ignore,
+    /// Differences here are noise, whatever the counts say.
+    Noise,
+    /// Numbers within the tolerance are equal: `|a - b| <= absolute` or `|a - b| <= relative * max(|a|, |b|)`.
+    Tolerance {
+        absolute: Option<f64>,
+        relative: Option<f64>,
+    },
+    /// The array here is compared as a multiset: order does not matter.
+    Unordered,
+    /// Only presence matters: a value here may change in any way.
+    PresenceOnly,
+    /// Only the JSON type matters: a value here may change as long as its type does not.
+    TypeOnly,
+}
+
+impl RuleAction {
+    pub fn name(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    fn kind(&self) -> ActionKind {
+        match self {
+            RuleAction::Ignore => ActionKind::Ignore,
+            RuleAction::Noise => ActionKind::Noise,
+            RuleAction::Tolerance { .. } => ActionKind::Tolerance,
+            RuleAction::Unordered => ActionKind::Unordered,
+            RuleAction::PresenceOnly => ActionKind::PresenceOnly,
+            RuleAction::TypeOnly => ActionKind::TypeOnly,
+        }
+    }
+
+    /// Whether two numbers count as equal under a tolerance.
+    pub fn within_tolerance(absolute: Option<f64>, relative: Option<f64>, a: f64, b: f64) -> bool {
+        let delta = (a - b).abs();
+        absolute.is_some_and(|tolerance| delta <= tolerance)
+            || relative.is_some_and(|tolerance| delta <= tolerance * a.abs().max(b.abs()))
+    }
+}
+
+/// The action names a rule may give.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    Ignore,
+    Noise,
+    Tolerance,
+    Unordered,
+    PresenceOnly,
+    TypeOnly,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Ignore => "ignore",
+            ActionKind::Noise => "noise",
+            ActionKind::Tolerance => "tolerance",
+            ActionKind::Unordered => "unordered",
+            ActionKind::PresenceOnly => "presence-only",
+            ActionKind::TypeOnly => "type-only",
+        }
+    }
+}
+
+/// A rule as written in a rules file or sent to the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Endpoint pattern; every endpoint when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Path pattern.
+    pub path: String,
+    pub action: ActionKind,
+    /// Tolerance rules only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute: Option<f64>,
+    /// Tolerance rules only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative: Option<f64>,
+}
+
+impl RuleSpec {
+    /// A rule without tolerance values.
+    pub fn new(endpoint: Option<String>, path: impl Into<String>, action: ActionKind) -> Self {
+        Self {
+            endpoint,
+            path: path.into(),
+            action,
+            absolute: None,
+            relative: None,
+        }
+    }
+
+    fn to_action(&self) -> Result<RuleAction, String> {
+        let has_tolerance = self.absolute.is_some() || self.relative.is_some();
+        Ok(match self.action {
+            ActionKind::Tolerance => {
+                if !has_tolerance {
+                    return Err("a tolerance rule needs `absolute` or `relative`".to_string());
+                }
+                if [self.absolute, self.relative]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| !t.is_finite() || t < 0.0)
+                {
+                    return Err("a tolerance must be a finite number of 0 or more".to_string());
+                }
+                RuleAction::Tolerance {
+                    absolute: self.absolute,
+                    relative: self.relative,
+                }
+            }
+            _ if has_tolerance => {
+                return Err(format!(
+                    "`absolute` and `relative` apply to tolerance rules, not to {}",
+                    self.action.as_str()
+                ));
+            }
+            ActionKind::Ignore => RuleAction::Ignore,
+            ActionKind::Noise => RuleAction::Noise,
+            ActionKind::Unordered => RuleAction::Unordered,
+            ActionKind::PresenceOnly => RuleAction::PresenceOnly,
+            ActionKind::TypeOnly => RuleAction::TypeOnly,
+        })
+    }
+}
+
+/// A glob over `/`-separated segments: `*` one segment, `**` any number, `*` inside a segment any characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Glob {
+    segments: Vec<String>,
+}
+
+impl Glob {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim().trim_start_matches('/');
+        if text.is_empty() {
+            return Err("the pattern is empty".to_string());
+        }
+        Ok(Self {
+            segments: text.split('/').map(str::to_string).collect(),
+        })
+    }
+
+    /// Whether the pattern matches the whole path.
+    pub fn matches(&self, path: &str) -> bool {
+        let path: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        matches_from(&self.segments, &path)
+    }
+
+    /// Whether the pattern matches the path or one of its ancestors (`body/meta` covers `body/meta/id`).
+    pub fn covers(&self, path: &str) -> bool {
+        let path: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        (1..=path.len()).any(|len| matches_from(&self.segments, &path[..len]))
+    }
+}
+
+fn matches_from(pattern: &[String], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((first, rest)) if first == "**" => {
+            (0..=path.len()).any(|skip| matches_from(rest, &path[skip..]))
+        }
+        Some((first, rest)) => match path.split_first() {
+            Some((segment, path_rest)) => {
+                segment_matches(first, segment) && matches_from(rest, path_rest)
+            }
+            None => false,
+        },
+    }
+}
+
+/// `*` inside a segment matches any run of characters (`x-request-*` matches `x-request-id`).
+fn segment_matches(pattern: &str, segment: &str) -> bool {
+    if !pattern.contains('*') {
+        return pattern == segment;
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !segment.starts_with(first)
+        || segment.len() < first.len() + last.len()
+        || !segment.ends_with(last)
+    {
+        return false;
+    }
+    let mut rest = &segment[first.len()..segment.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Which endpoints a rule applies to: `GET /users/{id}`, `* /users/**`, `/users/*` (any method), or all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointGlob {
+    method: Option<String>,
+    path: Option<Glob>,
+}
+
+impl EndpointGlob {
+    pub fn any() -> Self {
+        Self {
+            method: None,
+            path: None,
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() || text == "*" || text == "**" {
+            return Ok(Self::any());
+        }
+        let (method, path) = match text.split_once(' ') {
+            Some((method, path)) => (Some(method.trim()), path.trim()),
+            None if text.starts_with('/') => (None, text),
+            None => {
+                return Err(format!(
+                    "`{text}` is not an endpoint pattern; expected e.g. `GET /users/{{id}}`"
+                ));
+            }
+        };
+        let method = method
+            .filter(|m| *m != "*")
+            .map(|m| {
+                if m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    Ok(m.to_ascii_uppercase())
+                } else {
+                    Err(format!("`{m}` is not an HTTP method"))
+                }
+            })
+            .transpose()?;
+        Ok(Self {
+            method,
+            path: Some(Glob::parse(path)?),
+        })
+    }
+
+    pub fn matches(&self, endpoint: &str) -> bool {
+        let (method, path) = endpoint.split_once(' ').unwrap_or(("", endpoint));
+        self.method.as_deref().is_none_or(|m| m == method)
+            && self.path.as_ref().is_none_or(|glob| glob.matches(path))
+    }
+}
+
+/// A parsed rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub spec: RuleSpec,
+    action: RuleAction,
+    endpoint: EndpointGlob,
+    path: Glob,
+}
+
+impl Rule {
+    pub fn new(spec: RuleSpec) -> Result<Self, String> {
+        let endpoint = match &spec.endpoint {
+            Some(text) => EndpointGlob::parse(text)?,
+            None => EndpointGlob::any(),
+        };
+        let path = Glob::parse(&spec.path)?;
+        let root = spec
+            .path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if !matches!(root, "status" | "error" | "header" | "body" | "*" | "**") {
+            return Err(format!(
+                "path `{}` must start with status, error, header/ or body (or a wildcard)",
+                spec.path
+            ));
+        }
+        let action = spec.to_action()?;
+        Ok(Self {
+            spec,
+            action,
+            endpoint,
+            path,
+        })
+    }
+
+    pub fn action(&self) -> &RuleAction {
+        &self.action
+    }
+
+    pub fn applies_to_endpoint(&self, endpoint: &str) -> bool {
+        self.endpoint.matches(endpoint)
+    }
+}
+
+/// Why a rules file was rejected: which line, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct RulesError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// Every rule in force, in order; the first rule that matches a path decides.
+#[derive(Clone, Debug, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rule: Vec<toml::Spanned<RuleSpec>>,
+}
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self { rules }
+    }
+
+    /// Reads a rules file, rejecting it with the line and reason of the first problem.
+    pub fn load(path: &Path) -> Result<Self, RulesError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| RulesError {
+            file: file.clone(),
+            line: 0,
+            message: format!("cannot read the rules file: {error}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Self, RulesError> {
+        let error_at = |offset: usize, message: String| RulesError {
+            file: file.to_string(),
+            line: text[..offset.min(text.len())].matches('\n').count() + 1,
+            message,
+        };
+        let parsed: RulesFile = toml::from_str(text).map_err(|error| {
+            let offset = error.span().map_or(0, |span| span.start);
+            error_at(offset, error.message().trim().to_string())
+        })?;
+        let mut rules = Vec::with_capacity(parsed.rule.len());
+        for spanned in parsed.rule {
+            let offset = spanned.span().start;
+            let rule =
+                Rule::new(spanned.into_inner()).map_err(|message| error_at(offset, message))?;
+            rules.push(rule);
+        }
+        Ok(Self { rules })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The rules that apply to one endpoint, for the analysis of its exchanges.
+    pub fn for_endpoint(&self, endpoint: &str) -> EndpointRules<'_> {
+        EndpointRules {
+            rules: self
+                .rules
+                .iter()
+                .filter(|rule| rule.applies_to_endpoint(endpoint))
+                .collect(),
+        }
+    }
+}
+
+/// The rules of one endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointRules<'a> {
+    rules: Vec<&'a Rule>,
+}
+
+impl EndpointRules<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The action of the first rule whose pattern matches this exact path.
+    pub fn at(&self, generalised_path: &str) -> Option<&RuleAction> {
+        self.rules
+            .iter()
+            .find(|rule| rule.path.matches(generalised_path))
+            .map(|rule| rule.action())
+    }
+
+    /// The action of the first ignore or noise rule covering this path or one of its ancestors.
+    pub fn verdict_override(&self, generalised_path: &str) -> Option<&RuleAction> {
+        self.rules
+            .iter()
+            .filter(|rule| matches!(rule.action(), RuleAction::Ignore | RuleAction::Noise))
+            .find(|rule| rule.path.covers(generalised_path))
+            .map(|rule| rule.action())
+    }
+
+    pub fn ignores(&self, generalised_path: &str) -> bool {
+        matches!(
+            self.verdict_override(generalised_path),
+            Some(RuleAction::Ignore)
+        )
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} at {}",
+            self.spec.action.as_str(),
+            self.spec.endpoint.as_deref().unwrap_or("*"),
+            self.spec.path
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_segments_and_depths() {
+        let glob = Glob::parse("body/items/*/price").unwrap();
+        assert!(glob.matches("body/items/*/price"));
+        assert!(glob.matches("body/items/3/price"));
+        assert!(!glob.matches("body/items/*/price/cents"));
+        assert!(glob.covers("body/items/*/price/cents"));
+        let deep = Glob::parse("body/**/updated_at").unwrap();
+        assert!(deep.matches("body/updated_at"));
+        assert!(deep.matches("body/a/b/c/updated_at"));
+        assert!(!deep.matches("body/a/created_at"));
+        let header = Glob::parse("header/x-request-*").unwrap();
+        assert!(header.matches("header/x-request-id"));
+        assert!(!header.matches("header/x-trace-id"));
+        assert!(segment_matches("a*b*c", "a-x-b-y-c"));
+        assert!(!segment_matches("a*b*c", "a-x-c"));
+        assert!(!segment_matches("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn endpoint_globs() {
+        let exact = EndpointGlob::parse("GET /users/{id}").unwrap();
+        assert!(exact.matches("GET /users/{id}"));
+        assert!(!exact.matches("POST /users/{id}"));
+        let any_method = EndpointGlob::parse("/users/**").unwrap();
+        assert!(any_method.matches("DELETE /users/{id}/orders"));
+        let star = EndpointGlob::parse("* /users/*").unwrap();
+        assert!(star.matches("PUT /users/{id}"));
+        assert!(EndpointGlob::parse("*").unwrap().matches("GET /"));
+        assert!(EndpointGlob::parse("users").is_err());
+    }
+
+    #[test]
+    fn a_rules_file_with_every_action() {
+        let text = r#"
+[[rule]]
+endpoint = "GET /users/{id}"
+path = "body/updated_at"
+action = "noise"
+
+[[rule]]
+path = "body/items/*/price"
+action = "tolerance"
+absolute = 0.01
+
+[[rule]]
+path = "body/tags"
+action = "unordered"
+
+[[rule]]
+path = "body/session"
+action = "presence-only"
+
+[[rule]]
+path = "body/score"
+action = "type-only"
+
+[[rule]]
+path = "header/x-request-id"
+action = "ignore"
+"#;
+        let rules = RuleSet::parse(text, "rules.toml").unwrap();
+        assert_eq!(rules.rules().len(), 6);
+        let users = rules.for_endpoint("GET /users/{id}");
+        assert_eq!(users.at("body/updated_at"), Some(&RuleAction::Noise));
+        assert!(users.ignores("header/x-request-id"));
+        let orders = rules.for_endpoint("GET /orders");
+        assert_eq!(orders.at("body/updated_at"), None);
+        assert_eq!(
+            orders.at("body/items/*/price"),
+            Some(&RuleAction::Tolerance {
+                absolute: Some(0.01),
+                relative: None
+            })
+        );
+        assert_eq!(orders.verdict_override("body/items/*/price"), None);
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_the_reason() {
+        let unknown_action = "[[rule]]\npath = \"body/a\"\naction = \"ignor\"\n";
+        let error = RuleSet::parse(unknown_action, "rules.toml").unwrap_err();
+        assert_eq!(error.line, 3, "{error}");
+        assert!(error.to_string().starts_with("rules.toml:3:"), "{error}");
+        assert!(error.message.contains("ignor"), "{error}");
+
+        let syntax = "[[rule]]\npath = \"body/a\"\naction = noise\n";
+        let error = RuleSet::parse(syntax, "rules.toml").unwrap_err();
+        assert_eq!(error.line, 3, "{error}");
+
+        let no_tolerance = "\n\n[[rule]]\npath = \"body/a\"\naction = \"tolerance\"\n";
+        let error = RuleSet::parse(no_tolerance, "r.toml").unwrap_err();
+        assert_eq!(error.line, 3, "{error}");
+        assert!(error.message.contains("absolute"), "{error}");
+
+        let bad_root = "[[rule]]\npath = \"payload/a\"\naction = \"ignore\"\n";
+        assert!(
+            RuleSet::parse(bad_root, "r.toml")
+                .unwrap_err()
+                .message
+                .contains("must start with")
+        );
+
+        let unknown_field = "[[rule]]\npath = \"body/a\"\naction = \"ignore\"\ncolour = \"red\"\n";
+        let error = RuleSet::parse(unknown_field, "r.toml").unwrap_err();
+        assert!(error.message.contains("colour"), "{error}");
+
+        let stray_tolerance = "[[rule]]\npath = \"body/a\"\naction = \"noise\"\nabsolute = 1\n";
+        assert!(
+            RuleSet::parse(stray_tolerance, "r.toml")
+                .unwrap_err()
+                .message
+                .contains("tolerance")
+        );
+    }
+
+    #[test]
+    fn tolerance_is_absolute_or_relative() {
+        assert!(RuleAction::within_tolerance(Some(0.01), None, 1.0, 1.005));
+        assert!(!RuleAction::within_tolerance(Some(0.01), None, 1.0, 1.02));
+        assert!(RuleAction::within_tolerance(
+            None,
+            Some(0.01),
+            1000.0,
+            1009.0
+        ));
+        assert!(!RuleAction::within_tolerance(
+            None,
+            Some(0.01),
+            1000.0,
+            1011.0
+        ));
+    }
+
+    #[test]
+    fn rules_round_trip_through_json_for_the_api() {
+        let spec = RuleSpec {
+            relative: Some(0.5),
+            ..RuleSpec::new(Some("GET /a".into()), "body/x", ActionKind::Tolerance)
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(
+            json,
+            r#"{"endpoint":"GET /a","path":"body/x","action":"tolerance","relative":0.5}"#
+        );
+        assert_eq!(serde_json::from_str::<RuleSpec>(&json).unwrap(), spec);
+    }
+}
