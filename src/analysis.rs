@@ -362,10 +362,13 @@ fn parse_json(bytes: &[u8]) -> Result<Value, JsonFailure> {
     })
 }
 
+/// A body with its encoding undone, and what it holds.
+type Decoded<'a> = Result<(Cow<'a, [u8]>, ContentKind), DecodeError>;
+
 /// Primary's response, decoded and parsed at most once for both comparisons.
 struct Reference<'a> {
     response: &'a UpstreamResponse,
-    decoded: Option<Result<(Cow<'a, [u8]>, ContentKind), DecodeError>>,
+    decoded: Option<Decoded<'a>>,
     parsed: Option<Result<Value, JsonFailure>>,
     text: Option<String>,
     html: Option<String>,

@@ -16,7 +16,7 @@ use crate::exchange::{Exchange, Target};
 use crate::metrics::Metrics;
 use crate::pipeline;
 use crate::proxy::Proxy;
-use crate::proxy::upstream::{ClientError, UpstreamClient};
+use crate::proxy::upstream::{ClientError, UpstreamClient, tls_config};
 use crate::web;
 
 /// Why the instance could not start.
@@ -30,6 +30,8 @@ pub enum StartupError {
     },
     #[error("upstream client: {0}")]
     Client(#[from] ClientError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A built instance, listening but not yet serving.
@@ -49,9 +51,18 @@ pub struct Application {
 impl Application {
     /// Binds the listeners (port 0 picks a free port) and builds every part.
     pub async fn build(args: ServeArgs) -> Result<Self, StartupError> {
+        if args.upstreams.upstream_http2
+            && (args.proxy.preserve_host || args.proxy.shadow_host_suffix)
+        {
+            // Over HTTP/2 the host is the :authority, which must name the host connected to.
+            return Err(StartupError::Config(
+                "--preserve-host and --shadow-host-suffix need HTTP/1.1 upstreams; drop --upstream-http2".into(),
+            ));
+        }
+        let tls = tls_config(args.upstreams.upstream_ca.as_deref())?;
+        let clients = Target::ALL.map(|_| UpstreamClient::new(&args.upstreams, tls.clone()));
         let proxy_listener = bind("proxy", args.proxy.listen).await?;
         let admin_listener = bind("admin", args.admin.admin_listen).await?;
-        let client = UpstreamClient::new(&args.upstreams)?;
         let metrics = Arc::new(Metrics::new());
 
         let max_inflight = args.proxy.max_shadow_inflight as usize;
@@ -82,7 +93,7 @@ impl Application {
             Box::new(move || vec![("", depth() as i64)]),
         );
 
-        let proxy = Arc::new(Proxy::new(&args, client, inflight, sink, metrics.clone()));
+        let proxy = Arc::new(Proxy::new(&args, clients, inflight, sink, metrics.clone()));
         Ok(Self {
             proxy_listener,
             admin_listener,

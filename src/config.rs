@@ -25,6 +25,7 @@ pub mod defaults {
     pub const SHADOW_TIMEOUT: &str = "5s";
     pub const RESPONSE_TIMEOUT: &str = "30s";
     pub const CONNECT_TIMEOUT: &str = "2s";
+    pub const UPSTREAM_IDLE_TIMEOUT: &str = "4s";
     pub const EXCHANGE_QUEUE: &str = "8192";
     pub const SHUTDOWN_GRACE: &str = "30s";
     pub const LOG: &str = "info";
@@ -121,6 +122,12 @@ pub struct UpstreamArgs {
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_CONNECT_TIMEOUT",
           default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_duration)]
     pub connect_timeout: Duration,
+
+    /// How long an idle pooled connection to an upstream is kept; keep it below the upstreams' own keep-alive
+    /// timeout so that a connection is never reused just as the upstream closes it.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_UPSTREAM_IDLE_TIMEOUT",
+          default_value = defaults::UPSTREAM_IDLE_TIMEOUT, value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
 
     /// Time allowed for the upstream that answers the caller to send its response headers; past it the caller
     /// gets 502.

@@ -104,13 +104,19 @@ pub enum UpstreamError {
     /// Not sent: the upstream already had `--max-shadow-inflight` shadow requests in flight.
     #[error("shed: too many shadow requests in flight")]
     Shed,
-    /// The caller went away before the response body was read to its end, so the copy is incomplete.
+    /// The caller went away before the response body was read to its end (or did not read it within the
+    /// capture deadline), so the copy is incomplete.
     #[error("caller went away before the body was complete")]
     Abandoned,
 }
 
 impl UpstreamError {
     /// A short stable name, used as a metric label.
+    /// Whether the upstream is to blame (shed and abandoned are not the upstream's doing).
+    pub fn is_upstream_fault(&self) -> bool {
+        !matches!(self, UpstreamError::Shed | UpstreamError::Abandoned)
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Connect(_) => "connect",
@@ -126,7 +132,8 @@ impl UpstreamError {
 /// The result of sending the request to one upstream.
 #[derive(Clone, Debug)]
 pub struct Outcome {
-    /// From sending the request to the end of the response body (or the failure).
+    /// From sending the request until the response head arrived (or the failure). Measured the same way for
+    /// all three upstreams: how fast the caller reads the body does not count.
     pub elapsed: Duration,
     pub result: Result<UpstreamResponse, UpstreamError>,
 }

@@ -23,14 +23,20 @@ pub enum UnshadowedReason {
     BodyTooLarge,
     /// Its body could not be read from the caller.
     BodyUnreadable,
+    /// A protocol upgrade (WebSocket): tunnelled to primary alone.
+    Upgrade,
+    /// Its URI is too long to forward with an upstream's path prefix; answered 414.
+    UriTooLong,
 }
 
 impl UnshadowedReason {
-    pub const ALL: [UnshadowedReason; 4] = [
+    pub const ALL: [UnshadowedReason; 6] = [
         UnshadowedReason::Method,
         UnshadowedReason::SampledOut,
         UnshadowedReason::BodyTooLarge,
         UnshadowedReason::BodyUnreadable,
+        UnshadowedReason::Upgrade,
+        UnshadowedReason::UriTooLong,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +45,8 @@ impl UnshadowedReason {
             UnshadowedReason::SampledOut => "sampled_out",
             UnshadowedReason::BodyTooLarge => "body_too_large",
             UnshadowedReason::BodyUnreadable => "body_unreadable",
+            UnshadowedReason::Upgrade => "upgrade",
+            UnshadowedReason::UriTooLong => "uri_too_long",
         }
     }
 }

@@ -199,9 +199,9 @@ impl<'a> Walker<'_, 'a> {
             self.presence(DiffKind::Missing, Some(&x[index]), None);
             self.pop(mark);
         }
-        for index in common..y.len() {
+        for (index, value) in y.iter().enumerate().skip(common) {
             let mark = self.push_index(index);
-            self.presence(DiffKind::Extra, None, Some(&y[index]));
+            self.presence(DiffKind::Extra, None, Some(value));
             self.pop(mark);
         }
     }

@@ -7,6 +7,8 @@ use crate::cli::EXIT_USAGE;
 use crate::config::ServeArgs;
 
 pub async fn run(args: ServeArgs) -> ExitCode {
+    // Listen for signals before anything else: a SIGTERM during start-up then still means a clean stop.
+    let shutdown = shutdown_signal();
     let response_mode = args.proxy.response_mode;
     let app = match Application::build(args).await {
         Ok(app) => app,
@@ -21,34 +23,55 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         ?response_mode,
         "shadowdiff serving"
     );
-    app.run_until(shutdown_signal()).await;
+    app.run_until(shutdown).await;
     ExitCode::SUCCESS
 }
 
-/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
+    let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
+            Ok(signal) => Some(signal),
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+                None
+            }
+        };
+    #[cfg(unix)]
+    let mut interrupt =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGINT");
+                None
+            }
+        };
+    async move {
+        #[cfg(unix)]
+        {
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let interrupted = async {
+                match interrupt.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = terminated => tracing::info!("SIGTERM received; shutting down"),
+                _ = interrupted => tracing::info!("SIGINT received; shutting down"),
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received; shutting down");
+        }
     }
 }

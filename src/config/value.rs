@@ -34,24 +34,22 @@ impl UpstreamUrl {
         self.scheme == Scheme::HTTPS
     }
 
-    /// The absolute URI of `path_and_query` on this upstream, with the prefix in front.
-    pub fn join(&self, path_and_query: &str) -> Uri {
+    /// The absolute URI of `path_and_query` on this upstream, with the prefix in front; `None` when the result
+    /// is not a valid URI (longer than a URI may be).
+    pub fn join(&self, path_and_query: &str) -> Option<Uri> {
         let mut joined = String::with_capacity(self.prefix.len() + path_and_query.len() + 1);
         joined.push_str(&self.prefix);
         if !path_and_query.starts_with('/') {
             joined.push('/');
         }
         joined.push_str(path_and_query);
-        let path_and_query = PathAndQuery::from_maybe_shared(joined)
-            // The caller's path already passed hyper's URI parser and the prefix passed ours; joining two valid
-            // paths yields a valid path, so this falls back to the bare prefix only on an impossible input.
-            .unwrap_or_else(|_| PathAndQuery::from_static("/"));
+        let path_and_query = PathAndQuery::from_maybe_shared(joined).ok()?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
-            .unwrap_or_else(|_| Uri::from_static("/"))
+            .ok()
     }
 }
 
@@ -245,13 +243,14 @@ mod tests {
         let url: UpstreamUrl = "http://10.0.0.5:8080/api/".parse().unwrap();
         assert_eq!(url.prefix(), "/api");
         assert_eq!(
-            url.join("/users/1?x=2").to_string(),
+            url.join("/users/1?x=2").unwrap().to_string(),
             "http://10.0.0.5:8080/api/users/1?x=2"
         );
+        assert!(url.join(&format!("/{}", "a".repeat(70_000))).is_none());
         let bare: UpstreamUrl = "https://example.com".parse().unwrap();
         assert!(bare.is_https());
         assert_eq!(bare.prefix(), "");
-        assert_eq!(bare.join("/").to_string(), "https://example.com/");
+        assert_eq!(bare.join("/").unwrap().to_string(), "https://example.com/");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
@@ -82,8 +82,8 @@ pub fn concat(mut chunks: Vec<Bytes>, len: usize) -> Bytes {
 /// joined by whoever receives it, so the caller's path never copies a body.
 #[derive(Debug)]
 pub struct TeeReport {
-    pub started: Instant,
-    pub finished: Instant,
+    /// Time until the response head arrived (or the failure).
+    pub elapsed: Duration,
     pub result: Result<TeeCapture, UpstreamError>,
 }
 
@@ -97,22 +97,23 @@ pub struct TeeCapture {
 
 impl TeeReport {
     /// The responder failed before a response head arrived.
-    pub fn failed(started: Instant, error: UpstreamError) -> Self {
+    pub fn failed(elapsed: Duration, error: UpstreamError) -> Self {
         Self {
-            started,
-            finished: Instant::now(),
+            elapsed,
             result: Err(error),
         }
     }
 
     pub fn into_outcome(self) -> Outcome {
-        let elapsed = self.finished.duration_since(self.started);
         let result = self.result.map(|capture| UpstreamResponse {
             status: capture.status,
             headers: capture.headers,
             body: capture.body.finish(),
         });
-        Outcome { elapsed, result }
+        Outcome {
+            elapsed: self.elapsed,
+            result,
+        }
     }
 }
 
@@ -120,7 +121,7 @@ struct TeeState {
     capture: BodyCapture,
     status: StatusCode,
     headers: HeaderMap,
-    started: Instant,
+    elapsed: Duration,
     report: oneshot::Sender<TeeReport>,
 }
 
@@ -129,27 +130,39 @@ struct TeeState {
 pub struct TeeBody {
     inner: Incoming,
     state: Option<TeeState>,
+    /// A response that cannot have a body (to HEAD, or 1xx, 204, 304): complete as soon as it is sent.
+    bodiless: bool,
+    /// The length the upstream announced, and what has passed so far: the server may drop a body that has
+    /// reached its announced length without polling it again.
+    announced: Option<u64>,
+    passed: u64,
 }
 
 impl TeeBody {
-    /// `headers` are the upstream's response headers as received (before hop-by-hop removal), for comparison.
+    /// `headers` are the upstream's response headers as received (before hop-by-hop removal), for comparison;
+    /// `elapsed` is the time the head took.
     pub fn new(
         inner: Incoming,
         limit: usize,
+        bodiless: bool,
         status: StatusCode,
         headers: HeaderMap,
-        started: Instant,
+        elapsed: Duration,
         report: oneshot::Sender<TeeReport>,
     ) -> Self {
+        let announced = inner.size_hint().exact();
         Self {
             inner,
             state: Some(TeeState {
                 capture: BodyCapture::new(limit),
                 status,
                 headers,
-                started,
+                elapsed,
                 report,
             }),
+            bodiless,
+            announced,
+            passed: 0,
         }
     }
 
@@ -163,13 +176,17 @@ impl TeeBody {
                 }),
                 Some(error) => Err(error),
             };
-            // The receiver is gone only if the exchange was abandoned; nothing to report then.
+            // The receiver is gone only if the exchange was given up; nothing to report then.
             let _ = state.report.send(TeeReport {
-                started: state.started,
-                finished: Instant::now(),
+                elapsed: state.elapsed,
                 result,
             });
         }
+    }
+
+    /// Whether everything the caller will get has passed.
+    fn complete(&self) -> bool {
+        self.bodiless || self.inner.is_end_stream() || self.announced == Some(self.passed)
     }
 }
 
@@ -185,10 +202,19 @@ impl Body for TeeBody {
         let polled = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &polled {
             Some(Ok(frame)) => {
-                if let (Some(data), Some(state)) = (frame.data_ref(), this.state.as_mut()) {
-                    state.capture.push(data);
+                if let Some(data) = frame.data_ref() {
+                    this.passed += data.len() as u64;
+                    if let Some(state) = this.state.as_mut() {
+                        if state.report.is_closed() {
+                            // The exchange was given up (its deadline passed): stop keeping a copy.
+                            this.state = None;
+                        } else {
+                            state.capture.push(data);
+                        }
+                    }
                 }
-                if this.inner.is_end_stream() {
+                // Trailers come last.
+                if frame.is_trailers() || this.complete() {
                     this.finish(None);
                 }
             }
@@ -209,9 +235,8 @@ impl Body for TeeBody {
 
 impl Drop for TeeBody {
     fn drop(&mut self) {
-        // The server may drop a body it knows is complete (HEAD, 204, a Content-Length reached) without polling
-        // it to its end; anything else dropped early means the caller went away mid-body.
-        if self.inner.is_end_stream() {
+        // Dropped before its end: the caller went away mid-body, so the copy is incomplete.
+        if self.complete() {
             self.finish(None);
         } else {
             self.finish(Some(UpstreamError::Abandoned));

@@ -9,11 +9,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -33,6 +36,8 @@ use crate::proxy::request_body::{self, RequestBody};
 use crate::proxy::upstream::{UpstreamBody, UpstreamClient, buffered, streamed};
 
 /// The body the caller receives.
+// One per response, for its whole life; boxing the tee would add an allocation to every request.
+#[allow(clippy::large_enum_variant)]
 pub enum CallerBody {
     /// The responder's body, copied for comparison on its way through.
     Tee(TeeBody),
@@ -78,52 +83,72 @@ impl Body for CallerBody {
 
 pub type CallerResponse = Response<CallerBody>;
 
-/// The caller's request after header hygiene, ready to be addressed to any upstream.
+/// The caller's request after header hygiene, addressed to each upstream.
 struct Forward {
     method: Method,
     /// The caller's HTTP version, which the response is given back in.
     version: Version,
-    path_and_query: String,
+    /// The request URI on each upstream (its path prefix in front), indexed by [`Target::index`].
+    uris: [Uri; 3],
     headers: HeaderMap,
     caller_host: Option<HeaderValue>,
 }
 
 impl Forward {
-    fn new(parts: &http::request::Parts, caller: IpAddr) -> Self {
+    /// `None` when the URI, with an upstream's path prefix in front, is too long to be a URI.
+    fn new(
+        parts: &http::request::Parts,
+        caller: IpAddr,
+        upstreams: &[UpstreamUrl; 3],
+    ) -> Option<Self> {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let [primary, secondary, candidate] = upstreams
+            .each_ref()
+            .map(|upstream| upstream.join(path_and_query));
+        let uris = [primary?, secondary?, candidate?];
         let mut headers = parts.headers.clone();
-        // HTTP/2 callers name the host in :authority rather than a Host header.
-        let caller_host = headers.get(HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
-        });
+        // The authority of an absolute-form request (or HTTP/2's :authority) names the host; Host otherwise.
+        let caller_host = parts
+            .uri
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+            .or_else(|| headers.get(HOST).cloned());
         strip_hop_by_hop(&mut headers);
         headers.remove(HOST);
         // A caller must not be able to pose as a shadow copy.
         headers.remove(ROLE_HEADER);
+        // The caller has been told to continue already, and a buffered body has nothing left to wait for.
+        headers.remove(EXPECT);
         add_forwarded(&mut headers, caller, caller_host.as_ref());
-        Self {
+        Some(Self {
             method: parts.method.clone(),
             version: parts.version,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
+            uris,
             headers,
             caller_host,
-        }
+        })
+    }
+
+    /// Methods that may be sent again when a pooled connection turned out to be dead (RFC 9110 §9.2.2).
+    fn is_idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        )
     }
 }
 
 /// How one upstream takes part in an exchange.
-// Three of these live in one task per exchange; boxing the request would only add an allocation.
-#[allow(clippy::large_enum_variant)]
 enum Plan {
     /// It answers the caller; its tee reports on this channel.
     Responder(oneshot::Receiver<TeeReport>),
     /// It is reached in the background, holding one of its in-flight permits.
-    Send(OwnedSemaphorePermit, Request<UpstreamBody>),
+    Send(OwnedSemaphorePermit),
     /// Over its in-flight bound: not sent.
     Shed,
 }
@@ -132,13 +157,16 @@ enum Plan {
 pub struct Proxy {
     /// Base URLs, indexed by [`Target::index`].
     upstreams: [UpstreamUrl; 3],
-    client: UpstreamClient,
+    /// One pooled client per upstream, indexed likewise.
+    clients: [UpstreamClient; 3],
     policy: ShadowPolicy,
     /// The upstream whose response the caller gets; `None` answers at once with an empty 200.
     responder: Option<Target>,
     max_body: usize,
     response_timeout: Duration,
     shadow_timeout: Duration,
+    /// Longest wait for the responder's body to reach its end before the exchange is given up.
+    capture_deadline: Duration,
     preserve_host: bool,
     shadow_host_suffix: bool,
     /// Background requests in flight per upstream, bounded by `--max-shadow-inflight`.
@@ -153,19 +181,22 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(
         args: &ServeArgs,
-        client: UpstreamClient,
+        clients: [UpstreamClient; 3],
         inflight: [Arc<Semaphore>; 3],
         sink: ExchangeSink,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let response_timeout = args.upstreams.response_timeout;
+        let shadow_timeout = args.upstreams.shadow_timeout;
         Self {
             upstreams: Target::ALL.map(|target| args.upstreams.url(target).clone()),
-            client,
+            clients,
             policy: ShadowPolicy::new(&args.proxy),
             responder: args.proxy.response_mode.responder(),
             max_body: args.proxy.max_body.as_usize(),
-            response_timeout: args.upstreams.response_timeout,
-            shadow_timeout: args.upstreams.shadow_timeout,
+            response_timeout,
+            shadow_timeout,
+            capture_deadline: response_timeout.max(shadow_timeout),
             preserve_host: args.proxy.preserve_host,
             shadow_host_suffix: args.proxy.shadow_host_suffix,
             inflight,
@@ -188,14 +219,24 @@ impl Proxy {
         caller: SocketAddr,
     ) -> CallerResponse {
         self.metrics.request_received();
-        let (parts, body) = request.into_parts();
-        if parts.method == Method::CONNECT {
+        if request.method() == Method::CONNECT {
             return plain_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "shadowdiff: CONNECT is not proxied\n",
             );
         }
-        let forward = Forward::new(&parts, caller.ip());
+        if request.method() == Method::OPTIONS && request.uri().path() == "*" {
+            // A server-wide probe (`OPTIONS *`) is about the proxy itself: it has no path to forward.
+            return empty_ok();
+        }
+        if is_upgrade(request.headers()) {
+            return self.tunnel(request, caller.ip()).await;
+        }
+        let (parts, body) = request.into_parts();
+        let Some(forward) = Forward::new(&parts, caller.ip(), &self.upstreams) else {
+            self.metrics.unshadowed(UnshadowedReason::UriTooLong);
+            return plain_response(StatusCode::URI_TOO_LONG, "shadowdiff: URI too long\n");
+        };
         if let Err(reason) = self.policy.decide(&parts.method, &parts.headers) {
             self.metrics.unshadowed(reason);
             return self.primary_only(&forward, streamed(body)).await;
@@ -227,7 +268,7 @@ impl Proxy {
             return empty_ok();
         }
         let request = self.upstream_request(Target::Primary, forward, body);
-        match self.send_for_caller(request).await {
+        match self.send_for_caller(Target::Primary, request).await {
             Ok(response) => {
                 let (head, body) = response.into_parts();
                 for_caller(head, forward.version, CallerBody::Direct(body))
@@ -238,6 +279,56 @@ impl Proxy {
                 bad_gateway(Target::Primary, &error)
             }
         }
+    }
+
+    /// A protocol upgrade (WebSocket) is tunnelled to primary alone: a connection cannot be compared, and
+    /// three upgraded connections would each expect their own client.
+    async fn tunnel(&self, mut request: Request<Incoming>, caller: IpAddr) -> CallerResponse {
+        self.metrics.unshadowed(UnshadowedReason::Upgrade);
+        if self.responder.is_none() {
+            return empty_ok();
+        }
+        let protocol = request.headers().get(UPGRADE).cloned();
+        let caller_upgrade = hyper::upgrade::on(&mut request);
+        let (parts, body) = request.into_parts();
+        let Some(forward) = Forward::new(&parts, caller, &self.upstreams) else {
+            return plain_response(StatusCode::URI_TOO_LONG, "shadowdiff: URI too long\n");
+        };
+        let mut upstream_request = self.upstream_request(Target::Primary, &forward, streamed(body));
+        if let Some(protocol) = protocol {
+            upstream_request.headers_mut().insert(UPGRADE, protocol);
+            upstream_request
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        let mut response = match self
+            .send_for_caller(Target::Primary, upstream_request)
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                self.metrics.upstream_error(Target::Primary, &error);
+                return bad_gateway(Target::Primary, &error);
+            }
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (head, body) = response.into_parts();
+            return for_caller(head, forward.version, CallerBody::Direct(body));
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(caller_upgrade, upstream_upgrade) {
+                Ok((caller, upstream)) => {
+                    let (mut caller, mut upstream) = (TokioIo::new(caller), TokioIo::new(upstream));
+                    let _ = tokio::io::copy_bidirectional(&mut caller, &mut upstream).await;
+                }
+                Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+            }
+        });
+        // The switching response keeps its Connection and Upgrade headers: they are the point of it.
+        let (mut head, _) = response.into_parts();
+        head.version = forward.version;
+        Response::from_parts(head, CallerBody::Full(Full::new(Bytes::new())))
     }
 
     async fn fan_out(
@@ -256,67 +347,97 @@ impl Proxy {
                 return Plan::Responder(rx);
             }
             match self.inflight[target.index()].clone().try_acquire_owned() {
-                Ok(permit) => Plan::Send(
-                    permit,
-                    self.upstream_request(target, &forward, buffered(body.clone())),
-                ),
+                Ok(permit) => Plan::Send(permit),
                 Err(_) => {
                     self.metrics.shadow_shed(target);
                     Plan::Shed
                 }
             }
         });
-        let responder_request = self.responder.map(|target| {
-            (
-                target,
-                self.upstream_request(target, &forward, buffered(body.clone())),
-            )
-        });
+        let forward = Arc::new(forward);
         let recorded = RecordedRequest {
             method: parts.method,
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
-            body,
+            body: body.clone(),
         };
         let span = tracing::info_span!("exchange", %id, endpoint = tracing::field::Empty);
-        self.tasks.spawn(
+        let background =
             self.clone()
-                .complete_exchange(id, SystemTime::now(), recorded, plans)
-                .instrument(span),
-        );
+                .complete_exchange(id, SystemTime::now(), recorded, forward.clone(), plans);
+        self.tasks.spawn(background.instrument(span));
 
-        let Some((target, request)) = responder_request else {
+        let Some(target) = self.responder else {
             return empty_ok();
         };
         let started = Instant::now();
-        match self.send_for_caller(request).await {
+        match self.send_buffered(target, &forward, &body, true).await {
             Ok(response) => {
+                let elapsed = started.elapsed();
                 let (head, incoming) = response.into_parts();
                 let upstream_headers = head.headers.clone();
+                let bodiless = forward.method == Method::HEAD
+                    || head.status.is_informational()
+                    || head.status == StatusCode::NO_CONTENT
+                    || head.status == StatusCode::NOT_MODIFIED;
                 let tee = TeeBody::new(
                     incoming,
                     self.max_body,
+                    bodiless,
                     head.status,
                     upstream_headers,
-                    started,
+                    elapsed,
                     report_tx,
                 );
                 for_caller(head, forward.version, CallerBody::Tee(tee))
             }
             Err(error) => {
-                let _ = report_tx.send(TeeReport::failed(started, error.clone()));
+                let _ = report_tx.send(TeeReport::failed(started.elapsed(), error.clone()));
                 bad_gateway(target, &error)
             }
+        }
+    }
+
+    /// Sends a buffered request; an idempotent one whose connection closed before any response came back is
+    /// sent once more (a pooled connection that the upstream had just closed is the usual cause). Bounded by
+    /// `--response-timeout` for the caller's upstream.
+    async fn send_buffered(
+        &self,
+        target: Target,
+        forward: &Forward,
+        body: &Bytes,
+        for_caller: bool,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let attempt = || async {
+            let request = self.upstream_request(target, forward, buffered(body.clone()));
+            if for_caller {
+                self.send_for_caller(target, request).await
+            } else {
+                self.clients[target.index()].send(request).await
+            }
+        };
+        match attempt().await {
+            Err(UpstreamError::Reset(reason)) if forward.is_idempotent() => {
+                tracing::debug!(%target, %reason, "connection closed before a response; sending once more");
+                attempt().await
+            }
+            other => other,
         }
     }
 
     /// Sends the request whose response the caller gets, waiting at most `--response-timeout` for its head.
     async fn send_for_caller(
         &self,
+        target: Target,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.send(request)).await {
+        match tokio::time::timeout(
+            self.response_timeout,
+            self.clients[target.index()].send(request),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
         }
@@ -343,10 +464,11 @@ impl Proxy {
         if is_copy {
             headers.insert(ROLE_HEADER, HeaderValue::from_static(target.as_str()));
         }
+        let client = &self.clients[target.index()];
         let mut request = Request::new(body);
         *request.method_mut() = forward.method.clone();
-        *request.uri_mut() = upstream.join(&forward.path_and_query);
-        *request.version_mut() = self.client.version();
+        *request.uri_mut() = forward.uris[target.index()].clone();
+        *request.version_mut() = client.version();
         *request.headers_mut() = headers;
         request
     }
@@ -356,13 +478,14 @@ impl Proxy {
         id: Uuid,
         started_at: SystemTime,
         request: RecordedRequest,
+        forward: Arc<Forward>,
         plans: [Plan; 3],
     ) {
         let [primary, secondary, candidate] = plans;
         let (primary, secondary, candidate) = tokio::join!(
-            self.outcome(primary),
-            self.outcome(secondary),
-            self.outcome(candidate)
+            self.outcome(Target::Primary, primary, &forward, &request.body),
+            self.outcome(Target::Secondary, secondary, &forward, &request.body),
+            self.outcome(Target::Candidate, candidate, &forward, &request.body),
         );
         for (target, outcome) in [
             (Target::Primary, &primary),
@@ -373,11 +496,11 @@ impl Proxy {
                 Ok(response) if response.body.is_too_large() => {
                     self.metrics.body_too_large(target.as_str())
                 }
-                Ok(_) | Err(UpstreamError::Shed) => {}
-                Err(error) => {
+                Err(error) if error.is_upstream_fault() => {
                     self.metrics.upstream_error(target, error);
                     tracing::debug!(%target, %error, "upstream gave no usable response");
                 }
+                _ => {}
             }
         }
         let endpoint = self
@@ -395,16 +518,24 @@ impl Proxy {
         });
     }
 
-    async fn outcome(&self, plan: Plan) -> Outcome {
+    async fn outcome(
+        &self,
+        target: Target,
+        plan: Plan,
+        forward: &Forward,
+        body: &Bytes,
+    ) -> Outcome {
         match plan {
-            Plan::Responder(report) => match report.await {
-                Ok(report) => report.into_outcome(),
-                // The tee is dropped without a report only if the response was never built.
-                Err(_) => Outcome::failed(UpstreamError::Abandoned, Duration::ZERO),
+            Plan::Responder(report) => match tokio::time::timeout(self.capture_deadline, report)
+                .await
+            {
+                Ok(Ok(report)) => report.into_outcome(),
+                // Not read to its end in time (a stalled caller, a stream that never ends), or never built.
+                Ok(Err(_)) | Err(_) => Outcome::failed(UpstreamError::Abandoned, Duration::ZERO),
             },
             Plan::Shed => Outcome::failed(UpstreamError::Shed, Duration::ZERO),
-            Plan::Send(permit, request) => {
-                let outcome = self.background_request(request).await;
+            Plan::Send(permit) => {
+                let outcome = self.background_request(target, forward, body).await;
                 drop(permit);
                 outcome
             }
@@ -412,10 +543,12 @@ impl Proxy {
     }
 
     /// One background request, whole (connect, head and body up to the cap) within `--shadow-timeout`.
-    async fn background_request(&self, request: Request<UpstreamBody>) -> Outcome {
+    async fn background_request(&self, target: Target, forward: &Forward, body: &Bytes) -> Outcome {
         let started = Instant::now();
+        let mut head_elapsed = None;
         let exchange = async {
-            let response = self.client.send(request).await?;
+            let response = self.send_buffered(target, forward, body, false).await?;
+            head_elapsed = Some(started.elapsed());
             let (head, body) = response.into_parts();
             let body = read_capped(body, self.max_body).await?;
             Ok(UpstreamResponse {
@@ -429,10 +562,21 @@ impl Proxy {
             Err(_) => Err(UpstreamError::Timeout(self.shadow_timeout)),
         };
         Outcome {
-            elapsed: started.elapsed(),
+            elapsed: head_elapsed.unwrap_or_else(|| started.elapsed()),
             result,
         }
     }
+}
+
+/// Whether the request asks to switch protocols (`Connection: upgrade` with an `Upgrade` header).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// An upstream's response head made fit for the caller: hop-by-hop headers removed, in the caller's HTTP version
@@ -442,6 +586,11 @@ fn for_caller(
     version: Version,
     body: CallerBody,
 ) -> CallerResponse {
+    // A message with both Transfer-Encoding and Content-Length is framed by the former (RFC 9112 §6.1); the
+    // stale length must not reach the caller, who would cut the body short.
+    if head.headers.contains_key(TRANSFER_ENCODING) {
+        head.headers.remove(CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut head.headers);
     head.version = version;
     Response::from_parts(head, body)

@@ -49,11 +49,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Sets the X-Forwarded-* headers: the caller's address is appended to X-Forwarded-For; X-Forwarded-Proto and
 /// X-Forwarded-Host are set unless a proxy in front already set them.
 pub fn add_forwarded(headers: &mut HeaderMap, caller: IpAddr, original_host: Option<&HeaderValue>) {
-    let caller = caller.to_string();
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {caller}"),
-        _ => caller,
-    };
+    // Every X-Forwarded-For line counts, in order.
+    let mut chain: Vec<String> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).trim().to_string())
+        .filter(|value| !value.is_empty())
+        .collect();
+    chain.push(caller.to_string());
+    let forwarded_for = chain.join(", ");
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -134,10 +138,15 @@ mod tests {
         assert_eq!(headers[X_FORWARDED_HOST], "api.example");
 
         let mut behind_lb = HeaderMap::new();
-        behind_lb.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        behind_lb.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
+        behind_lb.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
         behind_lb.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         add_forwarded(&mut behind_lb, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), None);
-        assert_eq!(behind_lb[X_FORWARDED_FOR], "203.0.113.9, 10.0.0.2");
+        assert_eq!(
+            behind_lb[X_FORWARDED_FOR],
+            "198.51.100.1, 203.0.113.9, 10.0.0.2"
+        );
+        assert_eq!(behind_lb.get_all(X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(behind_lb[X_FORWARDED_PROTO], "https");
         assert!(!behind_lb.contains_key(X_FORWARDED_HOST));
     }

@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
 
@@ -32,6 +33,8 @@ pub async fn serve(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    // Cancelled when the grace runs out: connections still open are then closed.
+    let cut = CancellationToken::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -52,11 +55,17 @@ pub async fn serve(
                     let proxy = proxy.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(request, caller).await) }
                 });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
                 let connection = graceful.watch(connection);
+                let cut = cut.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%caller, error = %error, "caller connection ended with an error");
+                    tokio::select! {
+                        served = connection => if let Err(error) = served {
+                            tracing::debug!(%caller, error = %error, "caller connection ended with an error");
+                        },
+                        () = cut.cancelled() => tracing::debug!(%caller, "caller connection cut at the end of the grace"),
                     }
                 });
             }

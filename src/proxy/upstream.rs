@@ -98,7 +98,8 @@ pub enum ClientError {
     Tls(String),
 }
 
-/// One pooled client for all three upstreams (the pool keeps connections per host and port).
+/// A pooled client for one upstream. Each upstream has its own pool, so that a stalled shadow can never hold
+/// connections (or HTTP/2 streams) that the caller's upstream needs, even when they share a host.
 #[derive(Clone)]
 pub struct UpstreamClient {
     client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
@@ -106,7 +107,8 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(args: &UpstreamArgs) -> Result<Self, ClientError> {
+    /// `tls` comes from [`tls_config`], built once for the three clients.
+    pub fn new(args: &UpstreamArgs, tls: rustls::ClientConfig) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -114,7 +116,7 @@ impl UpstreamClient {
         http.set_keepalive(Some(Duration::from_secs(60)));
 
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(args.upstream_ca.as_deref())?)
+            .with_tls_config(tls)
             .https_or_http();
         // ALPN offers exactly the version spoken, so an https upstream cannot pick another one.
         let https = if args.upstream_http2 {
@@ -127,19 +129,19 @@ impl UpstreamClient {
         builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            // A shadow request is never retried on another connection: the upstream may have acted on it.
-            .retry_canceled_requests(false)
+            // Shorter than the keep-alive timeout of common upstream servers (Node.js: 5 s), so that a pooled
+            // connection is not reused just as the upstream closes it.
+            .pool_idle_timeout(args.upstream_idle_timeout)
             .set_host(false)
             .http2_only(args.upstream_http2);
-        Ok(Self {
+        Self {
             client: builder.build(https),
             version: if args.upstream_http2 {
                 Version::HTTP_2
             } else {
                 Version::HTTP_11
             },
-        })
+        }
     }
 
     /// The HTTP version requests to upstreams are sent with.
@@ -159,7 +161,8 @@ impl UpstreamClient {
     }
 }
 
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+/// The TLS settings for https upstreams: the system's roots (Mozilla's when the system has none) plus `ca_file`.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     // The system's trust store first; an image without one falls back to Mozilla's roots.

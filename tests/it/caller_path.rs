@@ -5,7 +5,7 @@ use http::{Response, StatusCode};
 use shadowdiff::exchange::{Target, UpstreamError};
 
 use crate::support::stub::{
-    Gate, Misbehaviour, RawPeer, Stub, channel_body, json_response, refused_url,
+    Gate, Misbehaviour, RawPeer, Refusing, Stub, channel_body, json_response,
 };
 use crate::support::{TestApp, client, patience};
 
@@ -72,7 +72,8 @@ async fn caller_unaffected(app: &TestApp) {
 async fn a_dead_candidate_changes_nothing_for_the_caller() {
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &refused_url().await, &[]).await;
+    let refused = Refusing::new();
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &refused.url(), &[]).await;
     caller_unaffected(&app).await;
     let exchange = app.next_exchange().await;
     assert!(
@@ -268,16 +269,13 @@ async fn shadows_over_the_in_flight_bound_are_shed_and_counted() {
     caller_unaffected_once(&app, "/users/3").await;
     assert_eq!(app.metrics.shed_count(Target::Candidate), 2);
 
-    let mut shed = 0;
     for _ in 0..2 {
         let exchange = app.next_exchange().await;
         assert_eq!(exchange.candidate.error(), Some(&UpstreamError::Shed));
-        shed += 1;
     }
     gate.open();
     let last = app.next_exchange().await;
     assert!(last.candidate.response().is_some());
-    assert_eq!(shed, 2);
     assert_eq!(candidate.hits(), 1);
 }
 

@@ -2,6 +2,7 @@
 
 mod bodies;
 mod caller_path;
+mod edges;
 mod hygiene;
 mod lifecycle;
 mod modes;

@@ -3,7 +3,7 @@
 use http::StatusCode;
 use shadowdiff::exchange::{Target, UpstreamError};
 
-use crate::support::stub::{Gate, Misbehaviour, RawPeer, Stub, json_response, refused_url};
+use crate::support::stub::{Gate, Misbehaviour, RawPeer, Refusing, Stub, json_response};
 use crate::support::{TestApp, client};
 
 async fn named_stub(name: &'static str) -> Stub {
@@ -146,7 +146,8 @@ async fn empty_mode_sends_unshadowed_requests_nowhere() {
 async fn a_failing_responder_gives_502_naming_it() {
     let secondary = named_stub("secondary").await;
     let candidate = named_stub("candidate").await;
-    let dead = refused_url().await;
+    let refused = Refusing::new();
+    let dead = refused.url();
     let mut app = TestApp::start(&dead, &secondary.url(), &candidate.url(), &[]).await;
     let response = client().get(app.url("/x")).send().await.unwrap();
     assert_eq!(response.status(), 502);

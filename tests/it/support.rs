@@ -124,11 +124,12 @@ impl Drop for TestApp {
     }
 }
 
-/// An HTTP client that never goes through a system proxy.
+/// An HTTP client that never goes through a system proxy, and gives up (failing the test) rather than hang.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
+        .timeout(PATIENCE)
         .build()
         .unwrap()
 }

@@ -127,7 +127,7 @@ fn timestamps_and_request_ids_are_noise() {
     let mut rng = fastrand::Rng::with_seed(7);
     let exchanges = (0..300)
         .map(|i| {
-            let mut side = |rng: &mut fastrand::Rng| {
+            let side = |rng: &mut fastrand::Rng| {
                 json!({"id": i, "generated_at": 1_700_000_000 + rng.u64(..100_000), "request_id": uuid_like(rng)})
             };
             json_exchange(side(&mut rng), side(&mut rng), side(&mut rng))
@@ -148,7 +148,7 @@ fn a_random_boolean_is_noise_though_cancellation_misses_half_of_it() {
     let mut rng = fastrand::Rng::with_seed(11);
     let exchanges = (0..400)
         .map(|i| {
-            let mut side = |rng: &mut fastrand::Rng| json!({"id": i, "featured": rng.bool()});
+            let side = |rng: &mut fastrand::Rng| json!({"id": i, "featured": rng.bool()});
             json_exchange(side(&mut rng), side(&mut rng), side(&mut rng))
         })
         .collect();
@@ -224,7 +224,7 @@ fn all_cases_together_name_only_the_regressions() {
     let mut rng = fastrand::Rng::with_seed(3);
     let exchanges = (0..500)
         .map(|i| {
-            let mut side = |rng: &mut fastrand::Rng, candidate: bool| {
+            let side = |rng: &mut fastrand::Rng, candidate: bool| {
                 let mut tags = vec!["a", "b", "c"];
                 rng.shuffle(&mut tags);
                 let mut side = json!({

@@ -228,12 +228,27 @@ impl Gate {
     }
 }
 
-/// A URL where nothing listens: connections are refused.
-pub async fn refused_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+/// An address where connections are refused: a socket bound but not listening, held so that no other test
+/// can take its port while this one runs.
+pub struct Refusing {
+    addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl Refusing {
+    pub fn new() -> Refusing {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        Refusing {
+            addr,
+            _socket: socket,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 /// A raw TCP peer: accepts connections and does `behaviour` with each.
@@ -258,6 +273,10 @@ pub enum Misbehaviour {
     ResetMidBody,
     /// Answers bytes that are not HTTP.
     Garbage,
+    /// Answers `hello world` framed by both Transfer-Encoding and a wrong Content-Length.
+    ChunkedWithLength,
+    /// Answers a proper keep-alive response, then closes the connection without saying so.
+    CloseAfterResponse,
 }
 
 impl RawPeer {
@@ -290,6 +309,23 @@ impl RawPeer {
                             .write_all(b"\x00\x01 this is not HTTP at all \xff\xfe\r\n\r\n")
                             .await;
                         let _ = stream.shutdown().await;
+                    }
+                    Misbehaviour::ChunkedWithLength => {
+                        let _ = stream
+                            .write_all(
+                                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\
+                                  transfer-encoding: chunked\r\n\r\nb\r\nhello world\r\n0\r\n\r\n",
+                            )
+                            .await;
+                        let _ = stream.shutdown().await;
+                    }
+                    Misbehaviour::CloseAfterResponse => {
+                        let _ = stream
+                            .write_all(
+                                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+                            )
+                            .await;
+                        drop(stream);
                     }
                 }
             }
