@@ -1,4 +1,4 @@
-//! One running instance: binds both listeners, wires the proxy, the exchange pipeline and the admin routes, and
+//! One running instance: binds both listeners, wires the proxy, the analysis stage and the admin routes, and
 //! runs until told to stop.
 
 use std::future::Future;
@@ -11,10 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServeArgs;
+use crate::analysis::headers::HeaderOptions;
+use crate::analysis::json::JsonOptions;
+use crate::analysis::rules::{RuleSet, RulesError};
+use crate::analysis::{Analysis, AnalysisConfig, Analyzer};
+use crate::config::{AnalysisArgs, ServeArgs};
 use crate::exchange::{Exchange, Target};
-use crate::metrics::Metrics;
-use crate::pipeline;
+use crate::metrics::{Metrics, Queue};
+use crate::pipeline::{self, AnalysisSink};
 use crate::proxy::Proxy;
 use crate::proxy::upstream::{ClientError, UpstreamClient, tls_config};
 use crate::web;
@@ -30,8 +34,27 @@ pub enum StartupError {
     },
     #[error("upstream client: {0}")]
     Client(#[from] ClientError),
+    #[error("rules file {0}")]
+    Rules(#[from] RulesError),
     #[error("{0}")]
     Config(String),
+}
+
+/// The comparison settings from the flags, with the rules file read.
+pub fn analysis_config(args: &AnalysisArgs) -> Result<AnalysisConfig, RulesError> {
+    let rules = match &args.rules {
+        Some(path) => RuleSet::load(path)?,
+        None => RuleSet::default(),
+    };
+    Ok(AnalysisConfig {
+        max_decoded_body: args.max_decoded_body.as_usize(),
+        json: JsonOptions {
+            strict_numbers: args.strict_number_types,
+        },
+        headers: HeaderOptions::new(args.exclude_all_headers, &args.exclude_headers),
+        text_timeout: args.text_diff_timeout,
+        rules,
+    })
 }
 
 /// A built instance, listening but not yet serving.
@@ -42,8 +65,13 @@ pub struct Application {
     proxy: Arc<Proxy>,
     /// Counters of this instance (each instance has its own, so tests in one process do not mix).
     metrics: Arc<Metrics>,
-    /// The receiving end of the exchange queue, until someone takes it or `run_until` consumes it.
+    analyzer: Arc<Analyzer>,
+    analysis_workers: usize,
+    /// The receiving end of the exchange queue, until someone takes it or `run_until` analyses it.
     exchanges: Option<mpsc::Receiver<Exchange>>,
+    analyses_sink: AnalysisSink,
+    /// The receiving end of the analysis queue, until someone takes it or `run_until` consumes it.
+    analyses: Option<mpsc::Receiver<Analysis>>,
     shutdown_grace: Duration,
     shadow_timeout: Duration,
 }
@@ -59,6 +87,7 @@ impl Application {
                 "--preserve-host and --shadow-host-suffix need HTTP/1.1 upstreams; drop --upstream-http2".into(),
             ));
         }
+        let analyzer = Arc::new(Analyzer::new(analysis_config(&args.analysis)?));
         let tls = tls_config(args.upstreams.upstream_ca.as_deref())?;
         let clients = Target::ALL.map(|_| UpstreamClient::new(&args.upstreams, tls.clone()));
         let proxy_listener = bind("proxy", args.proxy.listen).await?;
@@ -83,23 +112,47 @@ impl Application {
             }),
         );
 
-        let (sink, exchanges) =
-            pipeline::channel(args.proxy.exchange_queue as usize, metrics.clone());
-        let depth = sink.depth_reader();
+        let (exchange_sink, exchanges) = pipeline::channel(
+            Queue::Exchanges,
+            args.proxy.exchange_queue as usize,
+            metrics.clone(),
+        );
+        let (analyses_sink, analyses) = pipeline::channel(
+            Queue::Analyses,
+            args.analysis.analysis_queue as usize,
+            metrics.clone(),
+        );
+        let exchange_depth = exchange_sink.depth_reader();
+        let analysis_depth = analyses_sink.depth_reader();
         metrics.register_scrape_gauge(
-            "exchange_queue_depth",
-            "Completed exchanges waiting for analysis",
-            "",
-            Box::new(move || vec![("", depth() as i64)]),
+            "queue_depth",
+            "Items waiting in each queue between stages",
+            "queue",
+            Box::new(move || {
+                vec![
+                    (Queue::Exchanges.as_str(), exchange_depth() as i64),
+                    (Queue::Analyses.as_str(), analysis_depth() as i64),
+                ]
+            }),
         );
 
-        let proxy = Arc::new(Proxy::new(&args, clients, inflight, sink, metrics.clone()));
+        let proxy = Arc::new(Proxy::new(
+            &args,
+            clients,
+            inflight,
+            exchange_sink,
+            metrics.clone(),
+        ));
         Ok(Self {
             proxy_listener,
             admin_listener,
             proxy,
             metrics,
+            analyzer,
+            analysis_workers: args.analysis.workers(),
             exchanges: Some(exchanges),
+            analyses_sink,
+            analyses: Some(analyses),
             shutdown_grace: args.proxy.shutdown_grace,
             shadow_timeout: args.upstreams.shadow_timeout,
         })
@@ -121,25 +174,46 @@ impl Application {
         self.metrics.clone()
     }
 
-    /// Takes the receiving end of the exchange queue, to consume exchanges elsewhere; `run_until` then starts no
-    /// consumer of its own.
+    /// Takes the exchange queue, to consume raw exchanges elsewhere; `run_until` then analyses nothing.
     pub fn take_exchanges(&mut self) -> Option<mpsc::Receiver<Exchange>> {
         self.exchanges.take()
     }
 
+    /// Takes the analysis queue, to consume analysed exchanges elsewhere; `run_until` then stores nothing.
+    pub fn take_analyses(&mut self) -> Option<mpsc::Receiver<Analysis>> {
+        self.analyses.take()
+    }
+
     /// Serves until `shutdown` resolves; then lets in-flight caller requests finish (up to `--shutdown-grace`),
-    /// waits for background requests (up to `--shadow-timeout`) and drains the exchange queue.
+    /// waits for background requests (up to `--shadow-timeout`), and drains each stage in turn.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        let stop = CancellationToken::new();
-        let consumer = self
-            .exchanges
-            .map(|rx| tokio::spawn(pipeline::consume(rx, stop.clone(), pipeline::log_exchange)));
+        let stop_analysis = CancellationToken::new();
+        let stop_consumer = CancellationToken::new();
+        let analysis = self.exchanges.map(|rx| {
+            tokio::spawn(pipeline::analyse(
+                rx,
+                stop_analysis.clone(),
+                self.analyzer.clone(),
+                self.analysis_workers,
+                self.metrics.clone(),
+                self.analyses_sink.clone(),
+            ))
+        });
+        drop(self.analyses_sink);
+        let consumer = self.analyses.map(|rx| {
+            tokio::spawn(pipeline::consume(
+                rx,
+                stop_consumer.clone(),
+                pipeline::log_analysis,
+            ))
+        });
+
         let draining = CancellationToken::new();
         let admin_router = web::router(web::AdminState {
             metrics: self.metrics.clone(),
             draining: draining.clone(),
         });
-        let admin_stop = stop.clone();
+        let admin_stop = stop_consumer.clone();
         let admin_listener = self.admin_listener;
         let admin = tokio::spawn(async move {
             let served = axum::serve(admin_listener, admin_router)
@@ -173,7 +247,11 @@ impl Application {
                 "background requests still running at shutdown; their exchanges are lost"
             );
         }
-        stop.cancel();
+        stop_analysis.cancel();
+        if let Some(analysis) = analysis {
+            let _ = analysis.await;
+        }
+        stop_consumer.cancel();
         if let Some(consumer) = consumer {
             let _ = consumer.await;
         }

@@ -29,6 +29,12 @@ pub mod defaults {
     pub const EXCHANGE_QUEUE: &str = "8192";
     pub const SHUTDOWN_GRACE: &str = "30s";
     pub const LOG: &str = "info";
+    pub const MAX_DECODED_BODY: &str = "32MiB";
+    pub const TEXT_DIFF_TIMEOUT: &str = "100ms";
+    pub const THRESHOLD_RELATIVE: &str = "20";
+    pub const THRESHOLD_ABSOLUTE: &str = "0.03";
+    pub const LATENCY_FACTOR: &str = "1.5";
+    pub const ANALYSIS_QUEUE: &str = "8192";
 }
 
 /// shadowdiff: send each request to primary, secondary and candidate; report what the candidate changed.
@@ -90,7 +96,126 @@ pub struct ServeArgs {
     pub proxy: ProxyArgs,
 
     #[command(flatten)]
+    pub analysis: AnalysisArgs,
+
+    #[command(flatten)]
+    pub verdicts: VerdictArgs,
+
+    #[command(flatten)]
     pub admin: AdminArgs,
+}
+
+/// How responses are compared.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Analysis")]
+pub struct AnalysisArgs {
+    /// Rules file (TOML): paths to ignore or treat as noise, numeric tolerances, unordered arrays, presence-only
+    /// and type-only comparisons, per endpoint; see the README.
+    #[arg(long, value_name = "FILE", env = "SHADOWDIFF_RULES")]
+    pub rules: Option<PathBuf>,
+
+    /// Largest response body after undoing its Content-Encoding; a larger one is not compared (counted).
+    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MAX_DECODED_BODY", default_value = defaults::MAX_DECODED_BODY)]
+    pub max_decoded_body: ByteSize,
+
+    /// Treat `1` and `1.0` as different (by default JSON numbers of equal value are equal).
+    #[arg(long, env = "SHADOWDIFF_STRICT_NUMBER_TYPES", value_parser = BoolishValueParser::new())]
+    pub strict_number_types: bool,
+
+    /// A response header never compared, besides the built-in per-connection ones (Date, Connection,
+    /// Content-Length, ...); repeat the flag (or comma-separate) for several.
+    #[arg(
+        long = "exclude-header",
+        value_name = "NAME",
+        env = "SHADOWDIFF_EXCLUDE_HEADER",
+        value_delimiter = ','
+    )]
+    pub exclude_headers: Vec<HeaderName>,
+
+    /// Compare no response headers at all.
+    #[arg(long, env = "SHADOWDIFF_EXCLUDE_ALL_HEADERS", value_parser = BoolishValueParser::new())]
+    pub exclude_all_headers: bool,
+
+    /// Time allowed for one line diff of a text body; past it the diff reports coarser regions.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_TEXT_DIFF_TIMEOUT",
+          default_value = defaults::TEXT_DIFF_TIMEOUT, value_parser = parse_duration)]
+    pub text_diff_timeout: Duration,
+
+    /// Exchanges analysed at once (default: the number of CPU cores).
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_ANALYSIS_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub analysis_workers: Option<u32>,
+
+    /// Analysed exchanges waiting to be stored; when full, new ones are dropped and counted.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_ANALYSIS_QUEUE",
+          default_value = defaults::ANALYSIS_QUEUE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub analysis_queue: u32,
+}
+
+impl AnalysisArgs {
+    pub fn workers(&self) -> usize {
+        self.analysis_workers
+            .map(|n| n as usize)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+/// How counts become verdicts.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Verdicts")]
+pub struct VerdictArgs {
+    /// A path is a regression only if |raw - noise| / (raw + noise) exceeds this percentage (Diffy's relative
+    /// threshold).
+    #[arg(long, value_name = "PERCENT", env = "SHADOWDIFF_THRESHOLD_RELATIVE",
+          default_value = defaults::THRESHOLD_RELATIVE, value_parser = parse_percent)]
+    pub threshold_relative: f64,
+
+    /// ... and |raw - noise| / requests exceeds this percentage (Diffy's absolute threshold).
+    #[arg(long, value_name = "PERCENT", env = "SHADOWDIFF_THRESHOLD_ABSOLUTE",
+          default_value = defaults::THRESHOLD_ABSOLUTE, value_parser = parse_percent)]
+    pub threshold_absolute: f64,
+
+    /// An endpoint has a latency regression when the candidate's p99 exceeds this many times primary's, while
+    /// secondary's does not (at least 100 samples each).
+    #[arg(long, value_name = "FACTOR", env = "SHADOWDIFF_LATENCY_FACTOR",
+          default_value = defaults::LATENCY_FACTOR, value_parser = parse_factor)]
+    pub latency_factor: f64,
+}
+
+impl VerdictArgs {
+    pub fn settings(&self) -> crate::analysis::aggregate::VerdictSettings {
+        crate::analysis::aggregate::VerdictSettings {
+            thresholds: crate::analysis::noise::Thresholds::from_percent(
+                self.threshold_relative,
+                self.threshold_absolute,
+            ),
+            latency_factor: self.latency_factor,
+        }
+    }
+}
+
+/// A percentage from 0 to 100 (`20` or `20%`).
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{text}` is not a percentage"))?;
+    if !(0.0..=100.0).contains(&value) {
+        return Err(format!("`{text}` is out of range; expected 0 to 100"));
+    }
+    Ok(value)
+}
+
+/// A factor of 1 or more.
+fn parse_factor(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if !value.is_finite() || value < 1.0 {
+        return Err(format!("`{text}` must be a number of 1 or more"));
+    }
+    Ok(value)
 }
 
 /// Where the three upstreams are and how they are reached.

@@ -51,12 +51,30 @@ impl UnshadowedReason {
     }
 }
 
-/// Why a completed exchange never reached analysis.
+/// The bounded queues between the stages: proxy to analysis, analysis to storage.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Queue {
+    /// Completed exchanges waiting for analysis.
+    Exchanges,
+    /// Analysed exchanges waiting to be stored.
+    Analyses,
+}
+
+impl Queue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Queue::Exchanges => "exchanges",
+            Queue::Analyses => "analyses",
+        }
+    }
+}
+
+/// Why an item was dropped from a queue.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
-    /// The exchange queue was full.
+    /// The queue was full.
     QueueFull,
-    /// The pipeline had already shut down.
+    /// The consuming stage had already shut down.
     Closed,
 }
 
@@ -88,6 +106,28 @@ struct TargetKindLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SideLabel {
     side: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueReasonLabels {
+    queue: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetReasonLabels {
+    target: &'static str,
+    reason: &'static str,
 }
 
 /// A value read at scrape time (a queue depth, permits in use), rendered as a gauge per label.
@@ -139,8 +179,12 @@ pub struct Metrics {
     shed: [Counter; 3],
     upstream_errors: Family<TargetKindLabels, Counter>,
     bodies_too_large: Family<SideLabel, Counter>,
-    exchanges_queued: Counter,
-    exchanges_dropped: Family<ReasonLabel, Counter>,
+    queued: Family<QueueLabel, Counter>,
+    dropped: Family<QueueReasonLabels, Counter>,
+    analysed: Family<ResultLabel, Counter>,
+    differences: Family<SideLabel, Counter>,
+    bodies_not_compared: Family<TargetReasonLabels, Counter>,
+    analysis_failures: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -208,18 +252,46 @@ impl Metrics {
             bodies_too_large.clone(),
         );
 
-        let exchanges_queued = Counter::default();
+        let queued = Family::<QueueLabel, Counter>::default();
         registry.register(
-            "exchanges_queued",
-            "Completed exchanges handed to analysis",
-            exchanges_queued.clone(),
+            "queued",
+            "Items handed to the next stage: exchanges to analysis, analyses to storage",
+            queued.clone(),
         );
 
-        let exchanges_dropped = Family::<ReasonLabel, Counter>::default();
+        let dropped = Family::<QueueReasonLabels, Counter>::default();
         registry.register(
-            "exchanges_dropped",
-            "Completed exchanges dropped before analysis, by reason",
-            exchanges_dropped.clone(),
+            "dropped",
+            "Items dropped because the next stage's queue was full (or closed), by queue and reason",
+            dropped.clone(),
+        );
+
+        let analysed = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "exchanges_analysed",
+            "Exchanges analysed: compared, or skipped with the reason",
+            analysed.clone(),
+        );
+
+        let differences = Family::<SideLabel, Counter>::default();
+        registry.register(
+            "differences",
+            "Differences found: primary vs candidate (candidate) and primary vs secondary (noise)",
+            differences.clone(),
+        );
+
+        let bodies_not_compared = Family::<TargetReasonLabels, Counter>::default();
+        registry.register(
+            "bodies_not_compared",
+            "Response bodies not compared (status and headers were), by upstream and reason",
+            bodies_not_compared.clone(),
+        );
+
+        let analysis_failures = Counter::default();
+        registry.register(
+            "analysis_failures",
+            "Exchanges whose analysis failed unexpectedly (a bug: see the log)",
+            analysis_failures.clone(),
         );
 
         Self {
@@ -229,8 +301,12 @@ impl Metrics {
             shed,
             upstream_errors,
             bodies_too_large,
-            exchanges_queued,
-            exchanges_dropped,
+            queued,
+            dropped,
+            analysed,
+            differences,
+            bodies_not_compared,
+            analysis_failures,
         }
     }
 
@@ -293,16 +369,50 @@ impl Metrics {
             .inc();
     }
 
-    pub fn exchange_queued(&self) {
-        self.exchanges_queued.inc();
+    pub fn queued(&self, queue: Queue) {
+        self.queued
+            .get_or_create(&QueueLabel {
+                queue: queue.as_str(),
+            })
+            .inc();
     }
 
-    pub fn exchange_dropped(&self, reason: DropReason) {
-        self.exchanges_dropped
-            .get_or_create(&ReasonLabel {
+    pub fn dropped(&self, queue: Queue, reason: DropReason) {
+        self.dropped
+            .get_or_create(&QueueReasonLabels {
+                queue: queue.as_str(),
                 reason: reason.as_str(),
             })
             .inc();
+    }
+
+    /// Counts one analysed exchange: its result, its differences and the bodies it could not compare.
+    pub fn analysed(&self, analysis: &crate::analysis::Analysis) {
+        let result = match &analysis.result {
+            Ok(_) => "compared",
+            Err(reason) => reason.as_str(),
+        };
+        self.analysed.get_or_create(&ResultLabel { result }).inc();
+        if let Ok(compared) = &analysis.result {
+            self.differences
+                .get_or_create(&SideLabel { side: "candidate" })
+                .inc_by(compared.candidate.len() as u64);
+            self.differences
+                .get_or_create(&SideLabel { side: "noise" })
+                .inc_by(compared.noise.len() as u64);
+            for (target, reason) in &compared.body_skipped {
+                self.bodies_not_compared
+                    .get_or_create(&TargetReasonLabels {
+                        target: target.as_str(),
+                        reason,
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    pub fn analysis_failed(&self) {
+        self.analysis_failures.inc();
     }
 
     // Readers, for tests and for the report.
@@ -334,16 +444,31 @@ impl Metrics {
             .map_or(0, |counter| counter.get())
     }
 
-    pub fn exchanges_queued(&self) -> u64 {
-        self.exchanges_queued.get()
+    pub fn queued_count(&self, queue: Queue) -> u64 {
+        self.queued
+            .get(&QueueLabel {
+                queue: queue.as_str(),
+            })
+            .map_or(0, |counter| counter.get())
     }
 
-    pub fn exchanges_dropped(&self, reason: DropReason) -> u64 {
-        self.exchanges_dropped
-            .get(&ReasonLabel {
+    pub fn dropped_count(&self, queue: Queue, reason: DropReason) -> u64 {
+        self.dropped
+            .get(&QueueReasonLabels {
+                queue: queue.as_str(),
                 reason: reason.as_str(),
             })
             .map_or(0, |counter| counter.get())
+    }
+
+    pub fn analysed_count(&self, result: &'static str) -> u64 {
+        self.analysed
+            .get(&ResultLabel { result })
+            .map_or(0, |counter| counter.get())
+    }
+
+    pub fn analysis_failures(&self) -> u64 {
+        self.analysis_failures.get()
     }
 }
 

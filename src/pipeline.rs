@@ -1,42 +1,63 @@
-//! The bounded hand-off of completed exchanges from the proxy to their consumer; a full queue drops and counts,
-//! it never makes anyone wait.
+//! The stages after the proxy, joined by bounded queues that drop and count when full (nobody ever waits on
+//! them): completed exchanges to analysis, analysed exchanges to their consumer (the store).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::exchange::{Exchange, Target};
-use crate::metrics::{DropReason, Metrics};
+use crate::analysis::{Analysis, Analyzer};
+use crate::exchange::Exchange;
+use crate::metrics::{DropReason, Metrics, Queue};
 
-/// The sending side, held by the proxy (and later by replay).
-#[derive(Clone)]
-pub struct ExchangeSink {
-    tx: mpsc::Sender<Exchange>,
+/// The sending side of a bounded queue.
+pub struct Sink<T> {
+    tx: mpsc::Sender<T>,
+    queue: Queue,
     metrics: Arc<Metrics>,
 }
 
-/// Creates the queue: the sink and the receiving end.
-pub fn channel(capacity: usize, metrics: Arc<Metrics>) -> (ExchangeSink, mpsc::Receiver<Exchange>) {
-    let (tx, rx) = mpsc::channel(capacity);
-    (ExchangeSink { tx, metrics }, rx)
+impl<T> Clone for Sink<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            queue: self.queue,
+            metrics: self.metrics.clone(),
+        }
+    }
 }
 
-impl ExchangeSink {
-    /// Hands an exchange on without waiting: queued, or dropped and counted.
-    pub fn offer(&self, exchange: Exchange) {
-        match self.tx.try_send(exchange) {
-            Ok(()) => self.metrics.exchange_queued(),
-            Err(TrySendError::Full(exchange)) => {
-                self.metrics.exchange_dropped(DropReason::QueueFull);
-                tracing::debug!(id = %exchange.id, "exchange queue full; exchange dropped");
+/// Completed exchanges, from the proxy (or replay) to analysis.
+pub type ExchangeSink = Sink<Exchange>;
+/// Analysed exchanges, from analysis to the store.
+pub type AnalysisSink = Sink<Analysis>;
+
+/// Creates a queue: the sink and the receiving end.
+pub fn channel<T>(
+    queue: Queue,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+) -> (Sink<T>, mpsc::Receiver<T>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (Sink { tx, queue, metrics }, rx)
+}
+
+impl<T: Send + 'static> Sink<T> {
+    /// Hands an item on without waiting: queued, or dropped and counted.
+    pub fn offer(&self, item: T) {
+        match self.tx.try_send(item) {
+            Ok(()) => self.metrics.queued(self.queue),
+            Err(TrySendError::Full(_)) => {
+                self.metrics.dropped(self.queue, DropReason::QueueFull);
+                tracing::debug!(queue = self.queue.as_str(), "queue full; item dropped");
             }
-            Err(TrySendError::Closed(_)) => self.metrics.exchange_dropped(DropReason::Closed),
+            Err(TrySendError::Closed(_)) => self.metrics.dropped(self.queue, DropReason::Closed),
         }
     }
 
-    /// Reads the number of exchanges waiting, without keeping the queue open.
+    /// Reads the number of items waiting, without keeping the queue open.
     pub fn depth_reader(&self) -> impl Fn() -> usize + Send + Sync + 'static {
         let weak = self.tx.downgrade();
         move || {
@@ -46,49 +67,99 @@ impl ExchangeSink {
     }
 }
 
-/// Receives exchanges until `stop` is cancelled, then drains what is already queued and returns.
-pub async fn consume<F>(mut rx: mpsc::Receiver<Exchange>, stop: CancellationToken, mut handle: F)
+/// Receives items until `stop` is cancelled, then drains what is already queued and returns.
+pub async fn consume<T, F>(mut rx: mpsc::Receiver<T>, stop: CancellationToken, mut handle: F)
 where
-    F: FnMut(Exchange),
+    F: FnMut(T),
 {
+    let mut closed = false;
     loop {
-        tokio::select! {
+        let received = tokio::select! {
             biased;
-            received = rx.recv() => match received {
-                Some(exchange) => handle(exchange),
-                None => return,
-            },
-            () = stop.cancelled() => break,
+            received = rx.recv() => received,
+            () = stop.cancelled(), if !closed => {
+                rx.close();
+                closed = true;
+                continue;
+            }
+        };
+        match received {
+            Some(item) => handle(item),
+            None => return,
         }
-    }
-    rx.close();
-    while let Some(exchange) = rx.recv().await {
-        handle(exchange);
     }
 }
 
-/// The consumer used until analysis is wired in: one log line per exchange.
-pub fn log_exchange(exchange: Exchange) {
-    let describe = |target: Target| -> String {
-        let outcome = exchange.outcome(target);
-        match &outcome.result {
-            Ok(response) if response.body.is_too_large() => {
-                format!(
-                    "{} (body too large) in {:?}",
-                    response.status.as_u16(),
-                    outcome.elapsed
-                )
+/// Analyses exchanges on blocking worker threads, at most `workers` at a time (CPU work kept off the threads
+/// that serve callers), and hands each result to `out`. A full `out` drops and counts; a panic in the analysis
+/// of one exchange is caught, counted and logged. When `stop` is cancelled, queued exchanges are still analysed
+/// and the function returns once the last one is done.
+pub async fn analyse(
+    mut rx: mpsc::Receiver<Exchange>,
+    stop: CancellationToken,
+    analyzer: Arc<Analyzer>,
+    workers: usize,
+    metrics: Arc<Metrics>,
+    out: AnalysisSink,
+) {
+    let workers = workers.max(1);
+    let permits = Arc::new(Semaphore::new(workers));
+    let mut closed = false;
+    loop {
+        let received = tokio::select! {
+            biased;
+            received = rx.recv() => received,
+            () = stop.cancelled(), if !closed => {
+                rx.close();
+                closed = true;
+                continue;
             }
-            Ok(response) => format!("{} in {:?}", response.status.as_u16(), outcome.elapsed),
-            Err(error) => format!("{error}"),
+        };
+        let Some(exchange) = received else { break };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (analyzer, metrics, out) = (analyzer.clone(), metrics.clone(), out.clone());
+        tokio::task::spawn_blocking(move || {
+            let id = exchange.id;
+            let analysed =
+                std::panic::catch_unwind(AssertUnwindSafe(|| analyzer.analyse(exchange)));
+            drop(permit);
+            match analysed {
+                Ok(analysis) => {
+                    metrics.analysed(&analysis);
+                    out.offer(analysis);
+                }
+                Err(_) => {
+                    metrics.analysis_failed();
+                    tracing::error!(%id, "analysis of an exchange failed; it is skipped");
+                }
+            }
+        });
+    }
+    // Every permit back means every analysis has finished.
+    let _ = permits.acquire_many(workers as u32).await;
+}
+
+/// The consumer used when nothing stores analyses: one debug line per exchange.
+pub fn log_analysis(analysis: Analysis) {
+    match &analysis.result {
+        Ok(compared) => {
+            let signature = compared.signature();
+            tracing::debug!(
+                id = %analysis.exchange.id,
+                endpoint = %analysis.exchange.endpoint,
+                candidate = compared.candidate.len(),
+                noise = compared.noise.len(),
+                uncancelled = ?signature,
+                "exchange analysed"
+            );
         }
-    };
-    tracing::info!(
-        id = %exchange.id,
-        endpoint = %exchange.endpoint,
-        primary = %describe(Target::Primary),
-        secondary = %describe(Target::Secondary),
-        candidate = %describe(Target::Candidate),
-        "exchange"
-    );
+        Err(reason) => tracing::debug!(
+            id = %analysis.exchange.id,
+            endpoint = %analysis.exchange.endpoint,
+            skipped = reason.as_str(),
+            "exchange not compared"
+        ),
+    }
 }

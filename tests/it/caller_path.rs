@@ -304,7 +304,7 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
 
 #[tokio::test]
 async fn a_full_exchange_queue_drops_and_counts_without_delaying_callers() {
-    use shadowdiff::metrics::DropReason;
+    use shadowdiff::metrics::{DropReason, Queue};
 
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
@@ -320,7 +320,9 @@ async fn a_full_exchange_queue_drops_and_counts_without_delaying_callers() {
     let offered = |n: u64| {
         let metrics = metrics.clone();
         patience("exchanges to be offered", async move {
-            while metrics.exchanges_queued() + metrics.exchanges_dropped(DropReason::QueueFull) < n
+            while metrics.queued_count(Queue::Exchanges)
+                + metrics.dropped_count(Queue::Exchanges, DropReason::QueueFull)
+                < n
             {
                 tokio::task::yield_now().await;
             }
@@ -332,8 +334,12 @@ async fn a_full_exchange_queue_drops_and_counts_without_delaying_callers() {
     caller_unaffected_once(&app, "/users/2").await;
     caller_unaffected_once(&app, "/users/3").await;
     offered(3).await;
-    assert_eq!(app.metrics.exchanges_queued(), 1);
-    assert_eq!(app.metrics.exchanges_dropped(DropReason::QueueFull), 2);
+    assert_eq!(app.metrics.queued_count(Queue::Exchanges), 1);
+    assert_eq!(
+        app.metrics
+            .dropped_count(Queue::Exchanges, DropReason::QueueFull),
+        2
+    );
     assert_eq!(app.next_exchange().await.request.uri.path(), "/users/1");
     assert!(app.try_exchange().is_none());
 }

@@ -1,9 +1,11 @@
 //! Integration tests: the app and stub upstreams on port 0, in one process.
 
+mod analysed;
 mod bodies;
 mod caller_path;
 mod edges;
 mod hygiene;
+mod json_properties;
 mod lifecycle;
 mod modes;
 mod policy;

@@ -64,7 +64,11 @@ async fn side_effect_methods_go_to_primary_only_by_default() {
     assert_eq!(upstreams.candidate.next_request().await.method, Method::GET);
     assert_eq!(upstreams.secondary.hits(), 1);
     assert_eq!(upstreams.candidate.hits(), 1);
-    assert_eq!(app.metrics.exchanges_queued(), 1);
+    assert_eq!(
+        app.metrics
+            .queued_count(shadowdiff::metrics::Queue::Exchanges),
+        1
+    );
 }
 
 #[tokio::test]

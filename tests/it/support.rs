@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use shadowdiff::analysis::Analysis;
 use shadowdiff::app::Application;
 use shadowdiff::config::{Cli, Command, ServeArgs};
 use shadowdiff::exchange::Exchange;
@@ -54,22 +55,55 @@ pub fn serve_args(primary: &str, secondary: &str, candidate: &str, extra: &[&str
     }
 }
 
-/// A running instance whose exchanges the test reads.
+/// Where a test taps the pipeline.
+enum Tap {
+    /// Raw exchanges, before analysis.
+    Exchanges(mpsc::Receiver<Exchange>),
+    /// Analysed exchanges, after analysis.
+    Analyses(mpsc::Receiver<Analysis>),
+}
+
+/// A running instance whose exchanges (or analyses) the test reads.
 pub struct TestApp {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub metrics: Arc<Metrics>,
-    exchanges: mpsc::Receiver<Exchange>,
+    tap: Tap,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl TestApp {
+    /// An instance whose raw exchanges the test reads (nothing is analysed).
     pub async fn start(primary: &str, secondary: &str, candidate: &str, extra: &[&str]) -> TestApp {
+        Self::start_tapped(primary, secondary, candidate, extra, false).await
+    }
+
+    /// An instance whose analysed exchanges the test reads.
+    pub async fn start_analysed(
+        primary: &str,
+        secondary: &str,
+        candidate: &str,
+        extra: &[&str],
+    ) -> TestApp {
+        Self::start_tapped(primary, secondary, candidate, extra, true).await
+    }
+
+    async fn start_tapped(
+        primary: &str,
+        secondary: &str,
+        candidate: &str,
+        extra: &[&str],
+        analysed: bool,
+    ) -> TestApp {
         let mut app = Application::build(serve_args(primary, secondary, candidate, extra))
             .await
             .expect("app starts");
-        let exchanges = app.take_exchanges().expect("exchanges not taken yet");
+        let tap = if analysed {
+            Tap::Analyses(app.take_analyses().expect("analyses not taken yet"))
+        } else {
+            Tap::Exchanges(app.take_exchanges().expect("exchanges not taken yet"))
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let proxy = app.proxy_addr();
         let admin = app.admin_addr();
@@ -81,7 +115,7 @@ impl TestApp {
             proxy,
             admin,
             metrics,
-            exchanges,
+            tap,
             stop: Some(stop),
             task: Some(task),
         }
@@ -97,14 +131,30 @@ impl TestApp {
 
     /// The next completed exchange.
     pub async fn next_exchange(&mut self) -> Exchange {
-        patience("an exchange", self.exchanges.recv())
+        let Tap::Exchanges(exchanges) = &mut self.tap else {
+            panic!("this instance taps analyses; use next_analysis")
+        };
+        patience("an exchange", exchanges.recv())
             .await
             .expect("exchange queue open")
     }
 
     /// An exchange already queued, if any, without waiting.
     pub fn try_exchange(&mut self) -> Option<Exchange> {
-        self.exchanges.try_recv().ok()
+        match &mut self.tap {
+            Tap::Exchanges(exchanges) => exchanges.try_recv().ok(),
+            Tap::Analyses(_) => panic!("this instance taps analyses"),
+        }
+    }
+
+    /// The next analysed exchange.
+    pub async fn next_analysis(&mut self) -> Analysis {
+        let Tap::Analyses(analyses) = &mut self.tap else {
+            panic!("this instance taps raw exchanges; use next_exchange")
+        };
+        patience("an analysis", analyses.recv())
+            .await
+            .expect("analysis queue open")
     }
 
     /// Starts a graceful shutdown and returns the task that completes when the instance has stopped.

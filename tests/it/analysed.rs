@@ -1,0 +1,285 @@
+//! The proxy feeding the analysis: real traffic through stubs, analysed off the caller's path.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use shadowdiff::analysis::SkipReason;
+use shadowdiff::analysis::diff::DiffKind;
+use shadowdiff::exchange::Target;
+
+use crate::support::stub::{Gate, Stub, full, json_response};
+use crate::support::{TestApp, client};
+
+/// An upstream answering a user document; `renamed` uses `full_name` for `name`; every answer carries its own
+/// clock reading, which is noise (each upstream's clock starts elsewhere).
+async fn users(clock_start: u64, renamed: bool) -> Stub {
+    let clock = Arc::new(AtomicU64::new(clock_start));
+    Stub::start(move |seen| {
+        let tick = clock.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let id = seen
+                .uri
+                .path()
+                .rsplit('/')
+                .next()
+                .unwrap_or("0")
+                .to_string();
+            let name_key = if renamed { "full_name" } else { "name" };
+            let body = format!(r#"{{"id":{id},"{name_key}":"ada","served_at":{tick}}}"#);
+            json_response(StatusCode::OK, &body)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn exchanges_through_the_proxy_are_analysed() {
+    let primary = users(0, false).await;
+    let secondary = users(500, false).await;
+    let candidate = users(1_000_000, true).await;
+    let mut app =
+        TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    for id in 1..=5 {
+        let body = client()
+            .get(app.url(&format!("/users/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.contains(r#""name":"ada""#), "{body}");
+    }
+    for _ in 1..=5 {
+        let analysis = app.next_analysis().await;
+        assert_eq!(analysis.exchange.endpoint, "GET /users/{id}");
+        let compared = analysis.compared().expect("compared");
+        let mut candidate: Vec<(&str, DiffKind)> = compared
+            .candidate
+            .iter()
+            .map(|d| (d.path.as_str(), d.kind))
+            .collect();
+        candidate.sort();
+        assert_eq!(
+            candidate,
+            vec![
+                ("body/full_name", DiffKind::Extra),
+                ("body/name", DiffKind::Missing),
+                ("body/served_at", DiffKind::ValueChanged)
+            ]
+        );
+        let noise: Vec<&str> = compared.noise.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(noise, vec!["body/served_at"]);
+        assert_eq!(
+            compared.signature(),
+            vec!["body/full_name".to_string(), "body/name".to_string()]
+        );
+    }
+    let metrics = client()
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"shadowdiff_exchanges_analysed_total{result="compared"} 5"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"shadowdiff_differences_total{side="candidate"} 15"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"shadowdiff_differences_total{side="noise"} 5"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_rules_file_applies_to_the_analysis() {
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        rules.path(),
+        "[[rule]]\nendpoint = \"GET /users/*\"\npath = \"body/served_at\"\naction = \"ignore\"\n",
+    )
+    .unwrap();
+    let primary = users(0, false).await;
+    let secondary = users(500, false).await;
+    let candidate = users(1_000_000, true).await;
+    let mut app = TestApp::start_analysed(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--rules", rules.path().to_str().unwrap()],
+    )
+    .await;
+    client().get(app.url("/users/9")).send().await.unwrap();
+    let analysis = app.next_analysis().await;
+    let compared = analysis.compared().unwrap();
+    assert!(compared.noise.is_empty());
+    assert_eq!(compared.candidate.len(), 2);
+}
+
+#[tokio::test]
+async fn an_invalid_rules_file_stops_the_start_with_its_line() {
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        rules.path(),
+        "[[rule]]\npath = \"body/a\"\naction = \"tolerance\"\n",
+    )
+    .unwrap();
+    let args = crate::support::serve_args(
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "http://127.0.0.1:3",
+        &["--rules", rules.path().to_str().unwrap()],
+    );
+    let error = shadowdiff::app::Application::build(args)
+        .await
+        .err()
+        .expect("refused");
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("{}:1:", rules.path().display())),
+        "{text}"
+    );
+    assert!(text.contains("absolute"), "{text}");
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args([
+            "serve",
+            "--primary",
+            "http://127.0.0.1:1",
+            "--secondary",
+            "http://127.0.0.1:2",
+        ])
+        .args([
+            "--candidate",
+            "http://127.0.0.1:3",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--rules", rules.path().to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(":1:") && stderr.contains("tolerance"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn bodies_the_analysis_cannot_read_do_not_touch_the_caller() {
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b' '; 48 << 20]).unwrap();
+    let bomb = Bytes::from(bomb.finish().unwrap());
+    let deep_body = deep.clone();
+    let bomb_body = bomb.clone();
+    let candidate = Stub::start(move |seen| {
+        let (deep, bomb) = (deep_body.clone(), bomb_body.clone());
+        async move {
+            if seen.uri.path() == "/deep" {
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(full(deep))
+                    .unwrap()
+            } else {
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(full(bomb))
+                    .unwrap()
+            }
+        }
+    })
+    .await;
+    let primary = Stub::json("[]").await;
+    let secondary = Stub::json("[]").await;
+    let mut app = TestApp::start_analysed(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--max-decoded-body", "4MiB"],
+    )
+    .await;
+
+    let deep_answer = client()
+        .get(app.url("/deep"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(deep_answer, "[]");
+    let analysis = app.next_analysis().await;
+    assert!(
+        analysis
+            .compared()
+            .unwrap()
+            .body_skipped
+            .contains(&(Target::Candidate, "json_too_deep"))
+    );
+
+    let bomb_answer = client()
+        .get(app.url("/bomb"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(bomb_answer, "[]");
+    let analysis = app.next_analysis().await;
+    assert_eq!(
+        analysis.compared().unwrap().body_skipped,
+        vec![(Target::Candidate, "decoded_too_large")]
+    );
+    assert_eq!(app.metrics.analysis_failures(), 0);
+}
+
+#[tokio::test]
+async fn shed_shadows_are_counted_skips() {
+    let primary = Stub::json("{}").await;
+    let secondary = Stub::json("{}").await;
+    let gate = Gate::new();
+    let held = gate.clone();
+    let candidate = Stub::start(move |_| {
+        let held = held.clone();
+        async move {
+            held.wait().await;
+            json_response(StatusCode::OK, "{}")
+        }
+    })
+    .await;
+    let mut app = TestApp::start_analysed(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--max-shadow-inflight", "1"],
+    )
+    .await;
+    client().get(app.url("/first")).send().await.unwrap();
+    candidate.next_request().await;
+    client().get(app.url("/second")).send().await.unwrap();
+    let shed = app.next_analysis().await;
+    assert_eq!(shed.exchange.request.uri.path(), "/second");
+    assert_eq!(shed.result.unwrap_err(), SkipReason::CandidateShed);
+    gate.open();
+    let first = app.next_analysis().await;
+    assert!(first.compared().unwrap().candidate.is_empty());
+    assert_eq!(app.metrics.analysed_count("candidate_shed"), 1);
+    assert_eq!(app.metrics.analysed_count("compared"), 1);
+}

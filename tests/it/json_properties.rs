@@ -1,0 +1,181 @@
+//! Properties of the JSON diff over arbitrary documents: no differences with itself, the two directions mirror
+//! each other, and the differences found are exactly where the documents differ (applying them as a JSON
+//! Patch turns one into the other).
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use shadowdiff::analysis::diff::DiffKind;
+use shadowdiff::analysis::json::{JsonChange, JsonOptions, as_patch, diff};
+use shadowdiff::analysis::rules::EndpointRules;
+
+const STRICT: JsonOptions = JsonOptions {
+    strict_numbers: true,
+};
+const LENIENT: JsonOptions = JsonOptions {
+    strict_numbers: false,
+};
+
+/// Arbitrary JSON, with a small key alphabet so that two documents share keys and nest into each other, and
+/// keys with `~` and `/` to exercise pointer escaping.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-3i64..3).prop_map(|n| json!(n)),
+        any::<i64>().prop_map(|n| json!(n)),
+        (-2.0f64..2.0).prop_map(|f| json!(f)),
+        Just(json!(1.0)),
+        "[ab~/]{0,3}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 48, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map("[abc~/]{1,2}", inner, 0..5)
+                .prop_map(|map| Value::Object(map.into_iter().collect::<Map<String, Value>>())),
+        ]
+    })
+}
+
+/// Two documents: unrelated, or the second a variation of the first (so that most of them is shared).
+fn json_pair() -> impl Strategy<Value = (Value, Value)> {
+    prop_oneof![
+        (json_value(), json_value()),
+        (json_value(), json_value(), any::<prop::sample::Index>()).prop_map(|(a, graft, at)| {
+            let b = graft_into(&a, graft, at);
+            (a, b)
+        }),
+        // The same elements in other orders, for array_order.
+        (json_value(), any::<prop::sample::Index>()).prop_map(|(a, at)| {
+            let b = graft_into(&a, rotated(&a, at), at);
+            (a, b)
+        }),
+    ]
+}
+
+/// The node of `a` picked by `at`, with its array (if it is one) rotated by one, and its inner arrays reversed.
+fn rotated(a: &Value, at: prop::sample::Index) -> Value {
+    let mut pointers = Vec::new();
+    collect_pointers(a, String::new(), &mut pointers);
+    let pointer: &String = at.get(&pointers);
+    let node = a.pointer(pointer).cloned().unwrap_or(Value::Null);
+    fn reverse_inner(value: Value) -> Value {
+        match value {
+            Value::Array(items) => {
+                Value::Array(items.into_iter().rev().map(reverse_inner).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, reverse_inner(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    match node {
+        Value::Array(mut items) => {
+            if !items.is_empty() {
+                items.rotate_left(1);
+            }
+            Value::Array(items)
+        }
+        other => reverse_inner(other),
+    }
+}
+
+/// `a` with one of its nodes (picked by `at`) replaced by `graft`.
+fn graft_into(a: &Value, graft: Value, at: prop::sample::Index) -> Value {
+    let mut pointers = Vec::new();
+    collect_pointers(a, String::new(), &mut pointers);
+    let pointer = at.get(&pointers).clone();
+    let mut b = a.clone();
+    if let Some(node) = b.pointer_mut(&pointer) {
+        *node = graft;
+    }
+    b
+}
+
+fn collect_pointers(value: &Value, here: String, out: &mut Vec<String>) {
+    out.push(here.clone());
+    match value {
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                collect_pointers(item, format!("{here}/{index}"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let escaped = key.replace('~', "~0").replace('/', "~1");
+                collect_pointers(item, format!("{here}/{escaped}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn changes<'a>(a: &'a Value, b: &'a Value, options: JsonOptions) -> Vec<JsonChange<'a>> {
+    diff(a, b, options, &EndpointRules::default(), "body")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn a_document_does_not_differ_from_itself(a in json_value()) {
+        prop_assert!(changes(&a, &a, STRICT).is_empty());
+        prop_assert!(changes(&a, &a, LENIENT).is_empty());
+    }
+
+    #[test]
+    fn the_two_directions_mirror_each_other((a, b) in json_pair()) {
+        let forward: BTreeSet<(String, DiffKind, Option<String>, Option<String>)> = changes(&a, &b, STRICT)
+            .iter()
+            .map(|c| (c.path.clone(), c.kind, c.left.map(Value::to_string), c.right.map(Value::to_string)))
+            .collect();
+        let backward: BTreeSet<(String, DiffKind, Option<String>, Option<String>)> = changes(&b, &a, STRICT)
+            .iter()
+            .map(|c| (c.path.clone(), c.kind.mirrored(), c.right.map(Value::to_string), c.left.map(Value::to_string)))
+            .collect();
+        prop_assert_eq!(forward, backward);
+    }
+
+    #[test]
+    fn applying_the_differences_turns_one_document_into_the_other((a, b) in json_pair()) {
+        let found = changes(&a, &b, STRICT);
+        prop_assert_eq!(found.is_empty(), a == b);
+        let mut patched = a.clone();
+        json_patch::patch(&mut patched, &as_patch(&found, "body")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&patched, &b);
+
+        // Leniently, numbers of equal value are equal: what remains after the patch is only such numbers.
+        let lenient = changes(&a, &b, LENIENT);
+        let mut patched = a.clone();
+        json_patch::patch(&mut patched, &as_patch(&lenient, "body")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(changes(&patched, &b, LENIENT).is_empty());
+    }
+
+    #[test]
+    fn every_difference_points_where_the_documents_differ((a, b) in json_pair()) {
+        for change in changes(&a, &b, STRICT) {
+            let pointer = change.path.strip_prefix("body").unwrap();
+            match change.kind {
+                DiffKind::Missing => {
+                    prop_assert_eq!(a.pointer(pointer), change.left);
+                    prop_assert!(b.pointer(pointer).is_none() || matches!(b.pointer(pointer.rsplit_once('/').unwrap().0), Some(Value::Array(_))));
+                }
+                DiffKind::Extra => {
+                    prop_assert_eq!(b.pointer(pointer), change.right);
+                }
+                _ => {
+                    prop_assert_eq!(a.pointer(pointer), change.left);
+                    prop_assert_eq!(b.pointer(pointer), change.right);
+                    prop_assert_ne!(change.left, change.right);
+                }
+            }
+            // The generalised path is the concrete one with array indices as `*`.
+            let segments = change.path.split('/').count();
+            prop_assert_eq!(change.generalised.split('/').count(), segments);
+        }
+    }
+}
