@@ -64,6 +64,13 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    pub const ALL: [SkipReason; 4] = [
+        SkipReason::PrimaryFailed,
+        SkipReason::SecondaryShed,
+        SkipReason::CandidateShed,
+        SkipReason::Abandoned,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SkipReason::PrimaryFailed => "primary_failed",
@@ -72,7 +79,16 @@ impl SkipReason {
             SkipReason::Abandoned => "abandoned",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
+    }
 }
+
+/// Where a difference is counted: its generalised path and its kind. A candidate difference is explained by
+/// noise only when secondary differs at the same path *in the same way* (a value that varies does not explain
+/// a field that disappears).
+pub type PathKey = (String, DiffKind);
 
 /// The differences of one exchange.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -81,50 +97,53 @@ pub struct Compared {
     pub candidate: Vec<Difference>,
     /// Primary vs secondary: noise.
     pub noise: Vec<Difference>,
-    /// Bodies that were not compared, and why (`too_large`, `decoded_too_large`, `json_too_deep`, ...); the
-    /// status and headers of these were.
+    /// Bodies that were not compared, and why (`too_large`, `decoded_too_large`, `json_too_deep`, ...), by the
+    /// upstream whose body it was.
     pub body_skipped: Vec<(Target, &'static str)>,
 }
 
 impl Compared {
-    /// Generalised paths where secondary differed.
-    pub fn noise_paths(&self) -> BTreeSet<&str> {
-        self.noise.iter().map(|d| d.generalised.as_str()).collect()
-    }
-
-    /// Generalised paths where the candidate differed, each with its worst (compatibility, kind).
-    pub fn candidate_paths(&self) -> BTreeMap<&str, (Compat, DiffKind)> {
-        let mut paths: BTreeMap<&str, (Compat, DiffKind)> = BTreeMap::new();
-        for difference in &self.candidate {
-            let entry = paths
-                .entry(difference.generalised.as_str())
-                .or_insert((difference.compat, difference.kind));
-            if (difference.compat, difference.kind) > *entry {
-                *entry = (difference.compat, difference.kind);
-            }
-        }
-        paths
-    }
-
-    /// A candidate difference is cancelled when secondary differs at the same generalised path in the same
-    /// request.
-    pub fn is_cancelled(&self, difference: &Difference) -> bool {
+    /// Where secondary differed.
+    pub fn noise_keys(&self) -> BTreeSet<(&str, DiffKind)> {
         self.noise
             .iter()
-            .any(|noise| noise.generalised == difference.generalised)
+            .map(|d| (d.generalised.as_str(), d.kind))
+            .collect()
     }
 
-    /// The sorted set of generalised paths where the candidate differs and secondary does not: what the diff
-    /// rate counts requests by.
-    pub fn signature(&self) -> Vec<String> {
-        let noise = self.noise_paths();
-        let paths: BTreeSet<&str> = self
+    /// Where the candidate differed, each with its worst compatibility class.
+    pub fn candidate_keys(&self) -> BTreeMap<(&str, DiffKind), Compat> {
+        let mut keys: BTreeMap<(&str, DiffKind), Compat> = BTreeMap::new();
+        for difference in &self.candidate {
+            let compat = keys
+                .entry((difference.generalised.as_str(), difference.kind))
+                .or_insert(difference.compat);
+            *compat = (*compat).max(difference.compat);
+        }
+        keys
+    }
+
+    /// A candidate difference is cancelled when secondary differs at the same generalised path, in the same
+    /// way, in the same request.
+    pub fn is_cancelled(&self, difference: &Difference) -> bool {
+        self.noise.iter().any(|noise| {
+            noise.kind == difference.kind && noise.generalised == difference.generalised
+        })
+    }
+
+    /// The sorted set of places where the candidate differs and secondary does not: what the diff rate counts
+    /// requests by.
+    pub fn signature(&self) -> Vec<PathKey> {
+        let noise = self.noise_keys();
+        let keys: BTreeSet<(&str, DiffKind)> = self
             .candidate
             .iter()
-            .map(|d| d.generalised.as_str())
-            .filter(|path| !noise.contains(path))
+            .map(|d| (d.generalised.as_str(), d.kind))
+            .filter(|key| !noise.contains(key))
             .collect();
-        paths.into_iter().map(str::to_string).collect()
+        keys.into_iter()
+            .map(|(path, kind)| (path.to_string(), kind))
+            .collect()
     }
 }
 
@@ -139,6 +158,26 @@ impl Analysis {
     pub fn compared(&self) -> Option<&Compared> {
         self.result.as_ref().ok()
     }
+}
+
+/// One side's comparison with primary.
+struct SideComparison {
+    differences: Vec<Difference>,
+    /// The side gave no response.
+    failed: bool,
+    /// The side's body could not be read (too large, undecodable, too deep) while primary's could.
+    body_unreadable: Option<&'static str>,
+    /// Primary's body could not be read.
+    primary_unreadable: Option<&'static str>,
+}
+
+/// What comparing two bodies gave.
+enum BodyComparison {
+    Compared(Vec<Difference>),
+    /// Primary's body cannot be read: nothing to compare against.
+    PrimaryUnreadable(&'static str),
+    /// The other side's body cannot be read: a difference in itself.
+    OtherUnreadable(&'static str, Difference),
 }
 
 /// Compares exchanges under one configuration.
@@ -180,59 +219,91 @@ impl Analyzer {
         }
         let rules = self.config.rules.for_endpoint(&exchange.endpoint);
         let mut reference = Reference::new(primary);
+        let mut candidate = self.compare(&mut reference, &exchange.candidate, &rules);
+        let mut noise = self.compare(&mut reference, &exchange.secondary, &rules);
+
+        // Without secondary's answer (or body), what the candidate did cannot be told apart from noise: only
+        // the outcome itself (an error, or none) is compared then.
+        if noise.failed {
+            candidate.differences.retain(|d| d.path == "error");
+        } else if noise.body_unreadable.is_some() {
+            candidate
+                .differences
+                .retain(|d| !d.path.starts_with("body"));
+        }
+        text::limit_regions(&mut candidate.differences, &mut noise.differences);
+
         let mut body_skipped = Vec::new();
-        let (candidate, skipped) = self.compare(&mut reference, &exchange.candidate, &rules);
-        body_skipped.extend(skipped.map(|reason| (Target::Candidate, reason)));
-        let (noise, skipped) = self.compare(&mut reference, &exchange.secondary, &rules);
-        body_skipped.extend(skipped.map(|reason| (Target::Secondary, reason)));
+        if let Some(reason) = candidate.primary_unreadable.or(noise.primary_unreadable) {
+            body_skipped.push((Target::Primary, reason));
+        }
+        body_skipped.extend(
+            noise
+                .body_unreadable
+                .map(|reason| (Target::Secondary, reason)),
+        );
+        body_skipped.extend(
+            candidate
+                .body_unreadable
+                .map(|reason| (Target::Candidate, reason)),
+        );
         Ok(Compared {
-            candidate,
-            noise,
+            candidate: candidate.differences,
+            noise: noise.differences,
             body_skipped,
         })
     }
 
-    /// Differences between primary (the reference) and another outcome, and why the bodies were not compared
-    /// if they were not.
+    /// Differences between primary (the reference) and another outcome.
     fn compare(
         &self,
         reference: &mut Reference<'_>,
         other: &Outcome,
         rules: &EndpointRules<'_>,
-    ) -> (Vec<Difference>, Option<&'static str>) {
+    ) -> SideComparison {
+        let mut side = SideComparison {
+            differences: Vec::new(),
+            failed: false,
+            body_unreadable: None,
+            primary_unreadable: None,
+        };
         let other = match &other.result {
             Ok(response) => response,
-            Err(_) if !rules.is_empty() && rules.ignores("error") => return (Vec::new(), None),
             Err(error) => {
-                let difference = Difference::at(
-                    "error",
-                    DiffKind::ValueChanged,
-                    Some("response".to_string()),
-                    Some(error.kind().to_string()),
-                );
-                return (vec![difference], None);
+                side.failed = true;
+                if rules.is_empty() || !rules.ignores("error") {
+                    side.differences.push(Difference::at(
+                        "error",
+                        DiffKind::ValueChanged,
+                        Some("response".to_string()),
+                        Some(error.kind().to_string()),
+                    ));
+                }
+                return side;
             }
         };
-        let mut differences = Vec::new();
-        differences.extend(headers::diff_status(
+        side.differences.extend(headers::diff_status(
             reference.response.status,
             other.status,
             rules,
         ));
-        differences.extend(headers::diff_headers(
+        side.differences.extend(headers::diff_headers(
             &reference.response.headers,
             &other.headers,
             &self.config.headers,
             rules,
         ));
-        let mut body_skipped = None;
         if rules.is_empty() || !rules.ignores("body") {
             match self.compare_bodies(reference, other, rules) {
-                Ok(found) => differences.extend(found),
-                Err(reason) => body_skipped = Some(reason),
+                BodyComparison::Compared(found) => side.differences.extend(found),
+                BodyComparison::PrimaryUnreadable(reason) => side.primary_unreadable = Some(reason),
+                BodyComparison::OtherUnreadable(reason, difference) => {
+                    side.body_unreadable = Some(reason);
+                    side.differences.push(difference);
+                }
             }
         }
-        (differences, body_skipped)
+        side
     }
 
     fn compare_bodies(
@@ -240,11 +311,16 @@ impl Analyzer {
         reference: &mut Reference<'_>,
         other: &UpstreamResponse,
         rules: &EndpointRules<'_>,
-    ) -> Result<Vec<Difference>, &'static str> {
-        let (CapturedBody::Complete(primary_raw), CapturedBody::Complete(other_raw)) =
-            (&reference.response.body, &other.body)
-        else {
-            return Err("too_large");
+    ) -> BodyComparison {
+        let limit = self.config.max_decoded_body;
+        let CapturedBody::Complete(primary_raw) = &reference.response.body else {
+            return BodyComparison::PrimaryUnreadable("too_large");
+        };
+        let CapturedBody::Complete(other_raw) = &other.body else {
+            return match reference.decoded(limit) {
+                Ok((_, kind)) => unreadable(kind.as_str(), "too_large"),
+                Err(error) => BodyComparison::PrimaryUnreadable(error.reason()),
+            };
         };
         // Byte-identical bodies under the same encoding and type are equal: the common case costs no parsing.
         if primary_raw == other_raw
@@ -259,75 +335,72 @@ impl Analyzer {
                 http::header::CONTENT_TYPE,
             )
         {
-            return Ok(Vec::new());
+            return BodyComparison::Compared(Vec::new());
         }
-        let limit = self.config.max_decoded_body;
-        let primary_kind = reference.decoded(limit).map_err(|error| error.reason())?.1;
-        let other_bytes =
-            decode::decode(&other.headers, other_raw, limit).map_err(|error| error.reason())?;
+        let primary_kind = match reference.decoded(limit) {
+            Ok((_, kind)) => kind,
+            Err(error) => return BodyComparison::PrimaryUnreadable(error.reason()),
+        };
+        let other_bytes = match decode::decode(&other.headers, other_raw, limit) {
+            Ok(bytes) => bytes,
+            Err(error) => return unreadable(primary_kind.as_str(), error.reason()),
+        };
         let other_kind = decode::content_kind(&other.headers, &other_bytes);
+        let timeout = self.config.text_timeout;
 
-        match (primary_kind, other_kind) {
-            (ContentKind::Empty, ContentKind::Empty) => Ok(Vec::new()),
+        let found = match (primary_kind, other_kind) {
+            (ContentKind::Empty, ContentKind::Empty) => Vec::new(),
             (ContentKind::Json, ContentKind::Json) => {
                 let other_json = parse_json(&other_bytes);
                 let options = self.config.json;
                 match (reference.parsed(limit), other_json) {
-                    (Ok(primary_json), Ok(other_json)) => {
-                        Ok(
-                            json::diff(primary_json, &other_json, options, rules, "body")
-                                .iter()
-                                .map(json::JsonChange::to_difference)
-                                .collect(),
-                        )
+                    (Err(JsonFailure::TooDeep), _) => {
+                        return BodyComparison::PrimaryUnreadable("json_too_deep");
                     }
-                    (Err(JsonFailure::TooDeep), _) | (_, Err(JsonFailure::TooDeep)) => {
-                        Err("json_too_deep")
+                    (_, Err(JsonFailure::TooDeep)) => return unreadable("json", "json_too_deep"),
+                    (Ok(primary_json), Ok(other_json)) => {
+                        json::diff(primary_json, &other_json, options, rules, "body")
+                            .iter()
+                            .map(json::JsonChange::to_difference)
+                            .collect()
                     }
                     (Ok(_), Err(JsonFailure::Invalid)) => {
-                        Ok(vec![body_kind_change("json", "invalid json")])
+                        vec![body_kind_change("json", "invalid json")]
                     }
                     (Err(JsonFailure::Invalid), Ok(_)) => {
-                        Ok(vec![body_kind_change("invalid json", "json")])
+                        vec![body_kind_change("invalid json", "json")]
                     }
                     (Err(JsonFailure::Invalid), Err(JsonFailure::Invalid)) => {
                         let other_text = String::from_utf8_lossy(&other_bytes);
-                        Ok(text::diff_lines(
-                            reference.text(limit),
-                            &other_text,
-                            self.config.text_timeout,
-                        ))
+                        text::diff_lines(reference.text(limit), &other_text, timeout)
                     }
                 }
             }
             (ContentKind::Html, ContentKind::Html) => {
                 let other_html = text::normalise_html(&String::from_utf8_lossy(&other_bytes));
-                Ok(text::diff_lines(
-                    reference.normalised_html(limit),
-                    &other_html,
-                    self.config.text_timeout,
-                ))
+                text::diff_lines(reference.normalised_html(limit), &other_html, timeout)
             }
             (ContentKind::Text | ContentKind::Html, ContentKind::Text | ContentKind::Html) => {
                 let other_text = String::from_utf8_lossy(&other_bytes);
-                Ok(text::diff_lines(
-                    reference.text(limit),
-                    &other_text,
-                    self.config.text_timeout,
-                ))
+                text::diff_lines(reference.text(limit), &other_text, timeout)
             }
-            (ContentKind::Binary, ContentKind::Binary) => {
-                let primary_bytes = reference.decoded(limit).map_err(|e| e.reason())?.0;
-                Ok(text::diff_binary(primary_bytes, &other_bytes)
+            (ContentKind::Binary, ContentKind::Binary) => match reference.decoded(limit) {
+                Ok((primary_bytes, _)) => text::diff_binary(primary_bytes, &other_bytes)
                     .into_iter()
-                    .collect())
+                    .collect(),
+                Err(error) => return BodyComparison::PrimaryUnreadable(error.reason()),
+            },
+            (primary_kind, other_kind) => {
+                vec![body_kind_change(primary_kind.as_str(), other_kind.as_str())]
             }
-            (primary_kind, other_kind) => Ok(vec![body_kind_change(
-                primary_kind.as_str(),
-                other_kind.as_str(),
-            )]),
-        }
+        };
+        BodyComparison::Compared(found)
     }
+}
+
+/// The other side's body cannot be read where primary's can: that is a difference of its own.
+fn unreadable(primary_kind: &str, reason: &'static str) -> BodyComparison {
+    BodyComparison::OtherUnreadable(reason, body_kind_change(primary_kind, reason))
 }
 
 fn body_kind_change(primary: &str, other: &str) -> Difference {
@@ -346,7 +419,7 @@ fn same_header(a: &http::HeaderMap, b: &http::HeaderMap, name: http::HeaderName)
 /// Why a body that claims to be JSON could not be read as JSON.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum JsonFailure {
-    /// Nested deeper than the parser's limit (128 levels): not compared, and counted.
+    /// Nested deeper than the parser's limit (128 levels).
     TooDeep,
     /// Not valid JSON.
     Invalid,

@@ -50,6 +50,7 @@ pub fn analysis_config(args: &AnalysisArgs) -> Result<AnalysisConfig, RulesError
         max_decoded_body: args.max_decoded_body.as_usize(),
         json: JsonOptions {
             strict_numbers: args.strict_number_types,
+            ..JsonOptions::default()
         },
         headers: HeaderOptions::new(args.exclude_all_headers, &args.exclude_headers),
         text_timeout: args.text_diff_timeout,

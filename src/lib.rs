@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod exchange;
+pub mod identifier;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

@@ -11,35 +11,29 @@ use crate::analysis::diff::DiffKind;
 use crate::analysis::latency::{Latencies, LatencySummary};
 use crate::analysis::noise::{self, Thresholds, Verdict};
 use crate::analysis::rules::{RuleAction, RuleSet};
-use crate::analysis::{Analysis, SkipReason};
+use crate::analysis::{Analysis, PathKey, SkipReason};
 use crate::exchange::{Target, UpstreamError};
 
-/// Counts for one generalised path of one endpoint.
+/// Counts for one place (generalised path and kind) of one endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PathCounts {
-    /// Requests where the candidate differed here, by the (kind, class) of that request's worst difference.
-    pub raw: BTreeMap<(DiffKind, Compat), u64>,
+    /// Requests where the candidate differed here, by the worst compatibility class of that request's
+    /// differences here (indexed by `Compat as usize`).
+    pub raw: [u64; 3],
     /// Requests where secondary differed here.
     pub noise: u64,
 }
 
 impl PathCounts {
     pub fn raw_total(&self) -> u64 {
-        self.raw.values().sum()
+        self.raw.iter().sum()
     }
 
-    /// The most frequent kind, and the worst class seen.
-    pub fn dominant(&self) -> Option<(DiffKind, Compat)> {
-        let mut by_kind: BTreeMap<DiffKind, u64> = BTreeMap::new();
-        for ((kind, _), count) in &self.raw {
-            *by_kind.entry(*kind).or_default() += count;
-        }
-        let kind = by_kind
-            .iter()
-            .max_by_key(|(kind, count)| (**count, std::cmp::Reverse(**kind)))?
-            .0;
-        let compat = self.raw.keys().map(|(_, compat)| *compat).max()?;
-        Some((*kind, compat))
+    /// The worst class seen.
+    pub fn worst(&self) -> Option<Compat> {
+        [Compat::Breaking, Compat::Additive, Compat::Changed]
+            .into_iter()
+            .find(|compat| self.raw[*compat as usize] > 0)
     }
 }
 
@@ -54,16 +48,16 @@ pub struct EndpointCounts {
     pub skipped: BTreeMap<SkipReason, u64>,
     /// Upstream failures, by target and kind.
     pub errors: BTreeMap<(Target, &'static str), u64>,
-    /// Bodies not compared (status and headers were), by target and reason.
+    /// Bodies not compared, by the upstream whose body it was and the reason.
     pub body_skipped: BTreeMap<(Target, &'static str), u64>,
     /// Compared exchanges where secondary differed from primary anywhere.
     pub noisy: u64,
-    pub paths: BTreeMap<String, PathCounts>,
-    /// Compared exchanges by their set of uncancelled candidate paths (empty sets are not kept).
-    pub signatures: BTreeMap<Vec<String>, u64>,
+    pub paths: BTreeMap<PathKey, PathCounts>,
+    /// Compared exchanges by their set of uncancelled candidate differences (empty sets are not kept).
+    pub signatures: BTreeMap<Vec<PathKey>, u64>,
     pub latency: Latencies,
-    /// The first exchange with a candidate difference at each path.
-    pub samples: BTreeMap<String, Uuid>,
+    /// An exchange showing each candidate difference, uncancelled where one was seen.
+    pub samples: BTreeMap<PathKey, (Uuid, bool)>,
 }
 
 impl EndpointCounts {
@@ -75,7 +69,13 @@ impl EndpointCounts {
             match &outcome.result {
                 Ok(_) => self.latency.record(target, outcome.elapsed),
                 Err(UpstreamError::Shed | UpstreamError::Abandoned) => {}
-                Err(error) => *self.errors.entry((target, error.kind())).or_default() += 1,
+                Err(error) => {
+                    // A timeout took that long: leaving it out would make a slow upstream look fast.
+                    if matches!(error, UpstreamError::Timeout(_)) {
+                        self.latency.record(target, outcome.elapsed);
+                    }
+                    *self.errors.entry((target, error.kind())).or_default() += 1;
+                }
             }
         }
         let compared = match &analysis.result {
@@ -92,20 +92,24 @@ impl EndpointCounts {
         if !compared.noise.is_empty() {
             self.noisy += 1;
         }
-        for path in compared.noise_paths() {
-            self.paths.entry(path.to_string()).or_default().noise += 1;
-        }
-        for (path, (compat, kind)) in compared.candidate_paths() {
-            *self
-                .paths
-                .entry(path.to_string())
+        for (path, kind) in compared.noise_keys() {
+            self.paths
+                .entry((path.to_string(), kind))
                 .or_default()
-                .raw
-                .entry((kind, compat))
-                .or_default() += 1;
-            self.samples
-                .entry(path.to_string())
-                .or_insert(analysis.exchange.id);
+                .noise += 1;
+        }
+        let noise = compared.noise_keys();
+        for ((path, kind), compat) in compared.candidate_keys() {
+            let key = (path.to_string(), kind);
+            self.paths.entry(key.clone()).or_default().raw[compat as usize] += 1;
+            let uncancelled = !noise.contains(&(path, kind));
+            let sample = self
+                .samples
+                .entry(key)
+                .or_insert((analysis.exchange.id, uncancelled));
+            if uncancelled && !sample.1 {
+                *sample = (analysis.exchange.id, true);
+            }
         }
         let signature = compared.signature();
         if !signature.is_empty() {
@@ -127,19 +131,22 @@ impl EndpointCounts {
         for (key, count) in &other.body_skipped {
             *self.body_skipped.entry(*key).or_default() += count;
         }
-        for (path, counts) in &other.paths {
-            let mine = self.paths.entry(path.clone()).or_default();
+        for (key, counts) in &other.paths {
+            let mine = self.paths.entry(key.clone()).or_default();
             mine.noise += counts.noise;
-            for (key, count) in &counts.raw {
-                *mine.raw.entry(*key).or_default() += count;
+            for (slot, count) in mine.raw.iter_mut().zip(counts.raw) {
+                *slot += count;
             }
         }
         for (signature, count) in &other.signatures {
             *self.signatures.entry(signature.clone()).or_default() += count;
         }
         self.latency.merge(&other.latency);
-        for (path, id) in &other.samples {
-            self.samples.entry(path.clone()).or_insert(*id);
+        for (key, sample) in &other.samples {
+            let mine = self.samples.entry(key.clone()).or_insert(*sample);
+            if sample.1 && !mine.1 {
+                *mine = *sample;
+            }
         }
     }
 }
@@ -161,7 +168,7 @@ impl Default for VerdictSettings {
     }
 }
 
-/// A path judged a regression.
+/// A place (path and kind) judged a regression.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RegressionReport {
     pub path: String,
@@ -175,10 +182,11 @@ pub struct RegressionReport {
     pub sample: Option<String>,
 }
 
-/// A path judged noise.
+/// A place judged noise.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NoiseReport {
     pub path: String,
+    pub kind: DiffKind,
     pub raw: u64,
     pub noise: u64,
 }
@@ -224,57 +232,60 @@ pub fn report(
             count as f64 / compared as f64
         }
     };
-    let mut regression_paths: BTreeSet<&str> = BTreeSet::new();
+    let mut regression_keys: BTreeSet<&PathKey> = BTreeSet::new();
     let mut noise = Vec::new();
     let mut judged = Vec::new();
-    for (path, path_counts) in &counts.paths {
-        let overridden = rules.verdict_override(path);
-        if matches!(overridden, Some(RuleAction::Ignore)) {
+    for (key, path_counts) in &counts.paths {
+        let (path, kind) = key;
+        if !rules.counts(path, *kind) {
             continue;
         }
         let raw = path_counts.raw_total();
-        let verdict = match overridden {
+        let verdict = match rules.verdict_override(path) {
             Some(RuleAction::Noise) => Verdict::Noise,
             _ => noise::verdict(raw, path_counts.noise, compared, settings.thresholds),
         };
-        match (verdict, path_counts.dominant()) {
-            (Verdict::Regression, Some((kind, compat))) => {
-                regression_paths.insert(path);
-                judged.push((path, kind, compat, raw, path_counts.noise));
+        match (verdict, path_counts.worst()) {
+            (Verdict::Regression, Some(compat)) => {
+                regression_keys.insert(key);
+                judged.push((key, compat, raw, path_counts.noise));
             }
             _ => noise.push(NoiseReport {
                 path: path.clone(),
+                kind: *kind,
                 raw,
                 noise: path_counts.noise,
             }),
         }
     }
     let mut failing = 0;
-    let mut uncancelled: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut uncancelled: BTreeMap<&PathKey, u64> = BTreeMap::new();
     for (signature, count) in &counts.signatures {
-        if signature
-            .iter()
-            .any(|path| regression_paths.contains(path.as_str()))
-        {
+        if signature.iter().any(|key| regression_keys.contains(key)) {
             failing += count;
         }
-        for path in signature {
-            *uncancelled.entry(path.as_str()).or_default() += count;
+        for key in signature {
+            *uncancelled.entry(key).or_default() += count;
         }
     }
     let mut regressions: Vec<RegressionReport> = judged
         .into_iter()
-        .map(|(path, kind, compat, raw, noise)| RegressionReport {
-            path: path.clone(),
-            kind,
+        .map(|(key, compat, raw, noise)| RegressionReport {
+            path: key.0.clone(),
+            kind: key.1,
             compat,
             raw,
             noise,
-            rate: fraction(uncancelled.get(path.as_str()).copied().unwrap_or(0)),
-            sample: counts.samples.get(path).map(Uuid::to_string),
+            rate: fraction(uncancelled.get(key).copied().unwrap_or(0)),
+            sample: counts.samples.get(key).map(|(id, _)| id.to_string()),
         })
         .collect();
-    regressions.sort_by(|a, b| b.rate.total_cmp(&a.rate).then_with(|| a.path.cmp(&b.path)));
+    regressions.sort_by(|a, b| {
+        b.rate
+            .total_cmp(&a.rate)
+            .then_with(|| a.path.cmp(&b.path))
+            .then_with(|| a.kind.cmp(&b.kind))
+    });
     noise.sort_by(|a, b| b.noise.cmp(&a.noise).then_with(|| a.path.cmp(&b.path)));
     EndpointReport {
         endpoint: endpoint.to_string(),

@@ -60,6 +60,10 @@ pub fn decode<'a>(
     body: &'a [u8],
     limit: usize,
 ) -> Result<Cow<'a, [u8]>, DecodeError> {
+    // No body at all (HEAD, 204, 304) is no body under any encoding.
+    if body.is_empty() {
+        return Ok(Cow::Borrowed(body));
+    }
     let encodings: Vec<String> = headers
         .get_all(CONTENT_ENCODING)
         .iter()
@@ -263,6 +267,14 @@ mod tests {
         let error = decode(&headers(&[("content-encoding", "gzip")]), &bomb, 1 << 20).unwrap_err();
         assert_eq!(error, DecodeError::TooLarge { limit: 1 << 20 });
         assert_eq!(error.reason(), "decoded_too_large");
+    }
+
+    #[test]
+    fn an_empty_body_needs_no_decoding() {
+        for encoding in ["gzip", "deflate", "br", "zstd"] {
+            let header = headers(&[("content-encoding", encoding)]);
+            assert_eq!(&*decode(&header, b"", 1024).unwrap(), b"", "{encoding}");
+        }
     }
 
     #[test]

@@ -122,10 +122,38 @@ pub fn truncate(mut text: String) -> String {
     text
 }
 
-/// A JSON value rendered compactly for storage.
+/// A JSON value rendered compactly for storage, at most [`MAX_VALUE_LEN`] bytes: rendering stops there, so a
+/// huge value costs no more than a small one.
 pub fn render_json(value: &Value) -> String {
-    // Rendering a Value to a String cannot fail.
-    truncate(serde_json::to_string(value).unwrap_or_default())
+    let mut writer = Bounded {
+        bytes: Vec::with_capacity(64),
+        limit: MAX_VALUE_LEN + 4,
+    };
+    // Stopping early is reported as an error; what was written up to then is what is kept.
+    let _ = serde_json::to_writer(&mut writer, value);
+    truncate(String::from_utf8_lossy(&writer.bytes).into_owned())
+}
+
+/// A writer that accepts bytes up to a limit and fails past it.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        if room == 0 {
+            return Err(std::io::Error::other("rendering limit reached"));
+        }
+        let taken = buf.len().min(room);
+        self.bytes.extend_from_slice(&buf[..taken]);
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The JSON type name of a value.
@@ -150,6 +178,16 @@ mod tests {
         assert!(cut.len() <= MAX_VALUE_LEN + '…'.len_utf8());
         assert!(cut.ends_with('…'));
         assert_eq!(truncate("short".into()), "short");
+    }
+
+    #[test]
+    fn huge_values_render_to_the_limit() {
+        let huge = Value::Array((0..100_000).map(Value::from).collect());
+        let rendered = render_json(&huge);
+        assert!(rendered.starts_with("[0,1,2,3"));
+        assert!(rendered.ends_with('…'));
+        assert!(rendered.len() <= MAX_VALUE_LEN + '…'.len_utf8());
+        assert_eq!(render_json(&serde_json::json!({"a": "é"})), r#"{"a":"é"}"#);
     }
 
     #[test]

@@ -1,4 +1,9 @@
 //! Structural JSON diff: typed differences at JSON Pointer paths, with the endpoint's rules applied on the way.
+//!
+//! Arrays compare element by element (a tail that grew or shrank is `array_length` plus `extra`/`missing`
+//! elements; the same elements in another order are one `array_order`); with an `unordered` rule they compare
+//! as multisets under the rules of their elements. Generalised paths replace array indices with `*` and
+//! identifier-like object keys (`"123"`, UUIDs) with `{id}`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -11,20 +16,39 @@ use serde_json::{Map, Number, Value};
 use crate::analysis::compat::Compat;
 use crate::analysis::diff::{DiffKind, Difference, json_type, render_json};
 use crate::analysis::rules::{EndpointRules, RuleAction};
+use crate::identifier::is_identifier;
 
 /// How JSON values are compared.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JsonOptions {
     /// `1` and `1.0` differ (by default numbers of equal value are equal, whatever their notation).
     pub strict_numbers: bool,
+    /// Concrete differences kept per (generalised path, kind); the rest only count. `None` keeps all (a
+    /// document whose array gained an element at the front would otherwise give one difference per field
+    /// of every element).
+    pub examples_per_path: Option<usize>,
 }
+
+impl Default for JsonOptions {
+    fn default() -> Self {
+        Self {
+            strict_numbers: false,
+            examples_per_path: Some(DEFAULT_EXAMPLES_PER_PATH),
+        }
+    }
+}
+
+/// Concrete differences kept per (generalised path, kind) by default.
+pub const DEFAULT_EXAMPLES_PER_PATH: usize = 3;
+/// Distinct (generalised path, kind) pairs kept per document; a document past this is compared no further.
+pub const MAX_DISTINCT_PATHS: usize = 1024;
 
 /// A difference found in JSON, borrowing both values in full (for patches and for rendering).
 #[derive(Clone, Debug, PartialEq)]
 pub struct JsonChange<'a> {
     /// Concrete path, starting with the prefix given to [`diff`] (`body/items/3/price`).
     pub path: String,
-    /// The same with array indices as `*`.
+    /// The same with array indices as `*` and identifier-like keys as `{id}`.
     pub generalised: String,
     pub kind: DiffKind,
     /// Primary's value (for `array_length` and `array_order`, the whole array).
@@ -69,9 +93,13 @@ pub fn diff<'a>(
     let mut walker = Walker {
         options,
         rules,
+        rule_cache: HashMap::new(),
         path: prefix.to_string(),
         generalised: prefix.to_string(),
         out: Vec::new(),
+        examples: HashMap::new(),
+        found: 0,
+        probing: false,
     };
     walker.node(left, right);
     walker.out
@@ -80,13 +108,36 @@ pub fn diff<'a>(
 struct Walker<'r, 'a> {
     options: JsonOptions,
     rules: &'r EndpointRules<'r>,
+    /// The rule at each generalised path seen, so that patterns are matched once per path, not per node.
+    rule_cache: HashMap<String, Option<RuleAction>>,
     path: String,
     generalised: String,
     out: Vec<JsonChange<'a>>,
+    /// Differences kept per (generalised path, kind).
+    examples: HashMap<(String, DiffKind), usize>,
+    /// Differences found, kept or not.
+    found: usize,
+    /// Only finding out whether two values differ: nothing is kept.
+    probing: bool,
 }
 
 impl<'a> Walker<'_, 'a> {
     fn emit(&mut self, kind: DiffKind, left: Option<&'a Value>, right: Option<&'a Value>) {
+        self.found += 1;
+        if self.probing {
+            return;
+        }
+        if let Some(limit) = self.options.examples_per_path {
+            let distinct = self.examples.len();
+            match self.examples.get_mut(&(self.generalised.clone(), kind)) {
+                Some(kept) if *kept >= limit => return,
+                Some(kept) => *kept += 1,
+                None if distinct >= MAX_DISTINCT_PATHS => return,
+                None => {
+                    self.examples.insert((self.generalised.clone(), kind), 1);
+                }
+            }
+        }
         self.out.push(JsonChange {
             path: self.path.clone(),
             generalised: self.generalised.clone(),
@@ -96,12 +147,26 @@ impl<'a> Walker<'_, 'a> {
         });
     }
 
-    fn rule(&self) -> Option<RuleAction> {
-        if self.rules.is_empty() {
-            None
-        } else {
-            self.rules.at(&self.generalised).cloned()
+    /// Drops the differences kept since `mark` (and gives their example slots back).
+    fn discard_since(&mut self, mark: usize) {
+        for change in self.out.drain(mark..) {
+            if let Some(kept) = self.examples.get_mut(&(change.generalised, change.kind)) {
+                *kept -= 1;
+            }
         }
+    }
+
+    fn rule(&mut self) -> Option<RuleAction> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        if let Some(cached) = self.rule_cache.get(&self.generalised) {
+            return cached.clone();
+        }
+        let rule = self.rules.at(&self.generalised).cloned();
+        self.rule_cache
+            .insert(self.generalised.clone(), rule.clone());
+        rule
     }
 
     fn node(&mut self, a: &'a Value, b: &'a Value) {
@@ -178,7 +243,7 @@ impl<'a> Walker<'_, 'a> {
 
     fn arrays(&mut self, a: &'a Value, b: &'a Value, x: &'a [Value], y: &'a [Value]) {
         let common = x.len().min(y.len());
-        let mark_out = self.out.len();
+        let (mark_out, found_before) = (self.out.len(), self.found);
         for index in 0..common {
             let mark = self.push_index(index);
             self.node(&x[index], &y[index]);
@@ -186,8 +251,9 @@ impl<'a> Walker<'_, 'a> {
         }
         if x.len() == y.len() {
             // Element-wise differences that are only a reordering are one difference, not many.
-            if self.out.len() > mark_out && same_multiset(x, y, self.options.strict_numbers) {
-                self.out.truncate(mark_out);
+            if self.found > found_before && self.same_multiset(x, y) {
+                self.discard_since(mark_out);
+                self.found = found_before;
                 self.emit(DiffKind::ArrayOrder, Some(a), Some(b));
             }
             return;
@@ -206,23 +272,32 @@ impl<'a> Walker<'_, 'a> {
         }
     }
 
-    /// Compares arrays as multisets: elements without an equal counterpart are missing or extra.
+    /// Compares arrays as multisets (under the rules of their elements): elements are matched with an equal
+    /// counterpart; the elements left over are paired in order and compared, and the rest are missing or extra.
     fn unordered(&mut self, a: &'a Value, b: &'a Value, x: &'a [Value], y: &'a [Value]) {
-        let strict = self.options.strict_numbers;
         let mut unmatched_right: HashMap<u64, Vec<usize>> = HashMap::new();
         for (index, value) in y.iter().enumerate().rev() {
-            unmatched_right
-                .entry(canonical_hash(value, strict))
-                .or_default()
-                .push(index);
+            let hash = self.element_hash(index, value);
+            unmatched_right.entry(hash).or_default().push(index);
         }
         let mut missing = Vec::new();
         for (index, value) in x.iter().enumerate() {
-            let matched = unmatched_right
-                .get_mut(&canonical_hash(value, strict))
-                .and_then(Vec::pop);
-            if matched.is_none() {
-                missing.push(index);
+            let hash = self.element_hash(index, value);
+            let candidates = unmatched_right.get(&hash).cloned().unwrap_or_default();
+            // Equal hashes are confirmed by comparing: a tolerance makes unequal numbers hash alike.
+            let matched = candidates.iter().rev().copied().find(|&other| {
+                let mark = self.push_index(index);
+                let equal = self.probe_equal(value, &y[other]);
+                self.pop(mark);
+                equal
+            });
+            match matched {
+                Some(other) => {
+                    if let Some(list) = unmatched_right.get_mut(&hash) {
+                        list.retain(|&i| i != other);
+                    }
+                }
+                None => missing.push(index),
             }
         }
         let mut extra: Vec<usize> = unmatched_right.into_values().flatten().collect();
@@ -230,24 +305,135 @@ impl<'a> Walker<'_, 'a> {
         if x.len() != y.len() {
             self.emit(DiffKind::ArrayLength, Some(a), Some(b));
         }
-        for index in missing.into_iter().rev() {
+        let paired = missing.len().min(extra.len());
+        for (&left, &right) in missing.iter().zip(extra.iter()) {
+            let mark = self.push_index(left);
+            self.node(&x[left], &y[right]);
+            self.pop(mark);
+        }
+        for &index in missing[paired..].iter().rev() {
             let mark = self.push_index(index);
             self.emit(DiffKind::Missing, Some(&x[index]), None);
             self.pop(mark);
         }
-        for index in extra {
+        for &index in &extra[paired..] {
             let mark = self.push_index(index);
             self.emit(DiffKind::Extra, None, Some(&y[index]));
             self.pop(mark);
         }
     }
 
-    /// Appends an object key (escaped per RFC 6901) to both paths; returns the lengths to restore.
+    /// Whether two values compare equal here, under the rules; nothing is emitted.
+    fn probe_equal(&mut self, a: &'a Value, b: &'a Value) -> bool {
+        let (probing, found) = (self.probing, self.found);
+        self.probing = true;
+        self.node(a, b);
+        let equal = self.found == found;
+        self.probing = probing;
+        self.found = found;
+        equal
+    }
+
+    /// Whether the two arrays hold the same elements (under the rules), in whatever order.
+    fn same_multiset(&mut self, x: &'a [Value], y: &'a [Value]) -> bool {
+        let mut unmatched: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (index, value) in y.iter().enumerate() {
+            let hash = self.element_hash(index, value);
+            unmatched.entry(hash).or_default().push(index);
+        }
+        for (index, value) in x.iter().enumerate() {
+            let hash = self.element_hash(index, value);
+            let Some(candidates) = unmatched.get(&hash).cloned() else {
+                return false;
+            };
+            // Without rules equal hashes mean equal values; under rules (a tolerance) they are confirmed.
+            let matched = if self.rules.is_empty() {
+                candidates.last().copied()
+            } else {
+                candidates.iter().copied().find(|&other| {
+                    let mark = self.push_index(index);
+                    let equal = self.probe_equal(value, &y[other]);
+                    self.pop(mark);
+                    equal
+                })
+            };
+            match matched {
+                Some(other) => {
+                    if let Some(list) = unmatched.get_mut(&hash) {
+                        list.retain(|&i| i != other);
+                    }
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The hash of an array element under the rules at its path.
+    fn element_hash(&mut self, index: usize, value: &Value) -> u64 {
+        if self.rules.is_empty() {
+            return canonical_hash(value, self.options.strict_numbers);
+        }
+        let mark = self.push_index(index);
+        let mut hasher = DefaultHasher::new();
+        self.hash_under_rules(value, &mut hasher);
+        self.pop(mark);
+        hasher.finish()
+    }
+
+    /// Hashes a value so that values equal under the rules hash alike: ignored and presence-only parts count as
+    /// present, type-only parts by their type, numbers under a tolerance as numbers, unordered arrays as
+    /// multisets.
+    fn hash_under_rules(&mut self, value: &Value, hasher: &mut DefaultHasher) {
+        match self.rule() {
+            Some(RuleAction::Ignore | RuleAction::PresenceOnly) => return 0xf0u8.hash(hasher),
+            Some(RuleAction::TypeOnly) => return (0xf1u8, json_type(value)).hash(hasher),
+            Some(RuleAction::Tolerance { .. }) if value.is_number() => return 0xf2u8.hash(hasher),
+            Some(RuleAction::Unordered) if value.is_array() => {
+                let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+                let mut hashes: Vec<u64> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| self.element_hash(i, v))
+                    .collect();
+                hashes.sort_unstable();
+                return (0xf3u8, hashes).hash(hasher);
+            }
+            _ => {}
+        }
+        match value {
+            Value::Array(items) => {
+                (4u8, items.len()).hash(hasher);
+                for (index, item) in items.iter().enumerate() {
+                    let mark = self.push_index(index);
+                    self.hash_under_rules(item, hasher);
+                    self.pop(mark);
+                }
+            }
+            Value::Object(map) => {
+                (5u8, map.len()).hash(hasher);
+                for (key, item) in map {
+                    let mark = self.push_key(key);
+                    key.hash(hasher);
+                    self.hash_under_rules(item, hasher);
+                    self.pop(mark);
+                }
+            }
+            scalar => hash_into(scalar, self.options.strict_numbers, hasher),
+        }
+    }
+
+    /// Appends an object key (escaped per RFC 6901) to both paths (`{id}` in the generalised one for
+    /// identifier-like keys); returns the lengths to restore.
     fn push_key(&mut self, key: &str) -> (usize, usize) {
         let mark = (self.path.len(), self.generalised.len());
-        for path in [&mut self.path, &mut self.generalised] {
-            path.push('/');
-            escape_into(path, key);
+        self.path.push('/');
+        escape_into(&mut self.path, key);
+        if is_identifier(key) {
+            self.generalised.push_str("/{id}");
+        } else {
+            self.generalised.push('/');
+            escape_into(&mut self.generalised, key);
         }
         mark
     }
@@ -281,33 +467,36 @@ fn escape_into(out: &mut String, key: &str) {
     }
 }
 
+/// An integer value of a number, exactly: integers as they are, floats with no fractional part.
+fn exact_integer(number: &Number) -> Option<i128> {
+    if let Some(i) = number.as_i64() {
+        return Some(i128::from(i));
+    }
+    if let Some(u) = number.as_u64() {
+        return Some(i128::from(u));
+    }
+    let f = number.as_f64()?;
+    (f.fract() == 0.0 && f.abs() < 1.0e38).then_some(f as i128)
+}
+
 /// Numbers of equal value are equal; with `strict`, `1` and `1.0` are not. Integers compare exactly (no
 /// rounding through `f64` for large values).
 pub fn numbers_equal(x: &Number, y: &Number, strict: bool) -> bool {
     if strict {
         return x == y;
     }
-    if let (Some(a), Some(b)) = (x.as_i64(), y.as_i64()) {
-        return a == b;
-    }
-    if let (Some(a), Some(b)) = (x.as_u64(), y.as_u64()) {
-        return a == b;
-    }
-    match (x.as_f64(), y.as_f64()) {
+    match (exact_integer(x), exact_integer(y)) {
         (Some(a), Some(b)) => a == b,
-        _ => x == y,
+        (Some(_), None) | (None, Some(_)) => false,
+        (None, None) => match (x.as_f64(), y.as_f64()) {
+            (Some(a), Some(b)) => a == b,
+            _ => x == y,
+        },
     }
 }
 
-fn same_multiset(x: &[Value], y: &[Value], strict: bool) -> bool {
-    let mut left: Vec<u64> = x.iter().map(|v| canonical_hash(v, strict)).collect();
-    let mut right: Vec<u64> = y.iter().map(|v| canonical_hash(v, strict)).collect();
-    left.sort_unstable();
-    right.sort_unstable();
-    left == right
-}
-
-/// A hash under which values that compare equal hash equal (objects key-ordered, numbers by value unless strict).
+/// A hash under which values that compare equal hash equal (objects key-ordered, numbers by value unless
+/// strict). Equal hashes are trusted to mean equal values: a 64-bit collision is not a practical risk here.
 fn canonical_hash(value: &Value, strict: bool) -> u64 {
     let mut hasher = DefaultHasher::new();
     hash_into(value, strict, &mut hasher);
@@ -320,17 +509,7 @@ fn hash_into(value: &Value, strict: bool, hasher: &mut DefaultHasher) {
         Value::Bool(b) => (1u8, b).hash(hasher),
         Value::Number(n) => {
             2u8.hash(hasher);
-            if strict {
-                n.to_string().hash(hasher);
-            } else if let Some(i) = n.as_i64() {
-                (i as f64).to_bits().hash(hasher);
-            } else if let Some(u) = n.as_u64() {
-                (u as f64).to_bits().hash(hasher);
-            } else {
-                let f = n.as_f64().unwrap_or(0.0);
-                // -0.0 equals 0.0.
-                (if f == 0.0 { 0.0f64 } else { f }).to_bits().hash(hasher);
-            }
+            hash_number(n, strict, hasher);
         }
         Value::String(s) => (3u8, s).hash(hasher),
         Value::Array(items) => {
@@ -346,6 +525,30 @@ fn hash_into(value: &Value, strict: bool, hasher: &mut DefaultHasher) {
                 hash_into(item, strict, hasher);
             }
         }
+    }
+}
+
+/// Numbers hash by value: integers (and, unless strict, integral floats) exactly; other floats by their bits,
+/// with -0.0 as 0.0.
+fn hash_number(number: &Number, strict: bool, hasher: &mut DefaultHasher) {
+    let float_bits = |f: f64| {
+        if f == 0.0 {
+            0.0f64.to_bits()
+        } else {
+            f.to_bits()
+        }
+    };
+    if strict {
+        match (number.as_i64(), number.as_u64(), number.as_f64()) {
+            (Some(i), _, _) => ('i', i128::from(i)).hash(hasher),
+            (None, Some(u), _) => ('i', i128::from(u)).hash(hasher),
+            (_, _, f) => ('f', float_bits(f.unwrap_or(0.0))).hash(hasher),
+        }
+        return;
+    }
+    match exact_integer(number) {
+        Some(integer) => ('i', integer).hash(hasher),
+        None => ('f', float_bits(number.as_f64().unwrap_or(0.0))).hash(hasher),
     }
 }
 
@@ -471,6 +674,7 @@ mod tests {
             &b,
             JsonOptions {
                 strict_numbers: true,
+                examples_per_path: None,
             },
             &EndpointRules::default(),
             "body",
@@ -518,8 +722,8 @@ mod tests {
             found,
             vec![
                 ("body/prices/1".to_string(), DiffKind::ValueChanged),
-                ("body/tags/2".to_string(), DiffKind::Missing),
-                ("body/tags/2".to_string(), DiffKind::Extra),
+                // The element left over on each side of the unordered array, paired and compared.
+                ("body/tags/2".to_string(), DiffKind::ValueChanged),
             ]
         );
         let missing_session =
@@ -570,6 +774,7 @@ mod tests {
             &b,
             JsonOptions {
                 strict_numbers: true,
+                examples_per_path: None,
             },
             &EndpointRules::default(),
             "body",

@@ -20,6 +20,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::diff::DiffKind;
+
 /// What a rule does at the paths it matches.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RuleAction {
@@ -165,36 +167,55 @@ impl Glob {
         if text.is_empty() {
             return Err("the pattern is empty".to_string());
         }
-        Ok(Self {
-            segments: text.split('/').map(str::to_string).collect(),
-        })
+        let mut segments: Vec<String> = Vec::new();
+        for segment in text.split('/') {
+            // `**/**` means no more than `**`, and would only slow matching down.
+            if segment == "**" && segments.last().is_some_and(|last| last == "**") {
+                continue;
+            }
+            segments.push(segment.to_string());
+        }
+        Ok(Self { segments })
     }
 
     /// Whether the pattern matches the whole path.
     pub fn matches(&self, path: &str) -> bool {
-        let path: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        matches_from(&self.segments, &path)
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        *self.prefix_matches(&segments).last().unwrap_or(&false)
     }
 
     /// Whether the pattern matches the path or one of its ancestors (`body/meta` covers `body/meta/id`).
     pub fn covers(&self, path: &str) -> bool {
-        let path: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        (1..=path.len()).any(|len| matches_from(&self.segments, &path[..len]))
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        self.prefix_matches(&segments)
+            .iter()
+            .skip(1)
+            .any(|matched| *matched)
     }
-}
 
-fn matches_from(pattern: &[String], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=path.len()).any(|skip| matches_from(rest, &path[skip..]))
-        }
-        Some((first, rest)) => match path.split_first() {
-            Some((segment, path_rest)) => {
-                segment_matches(first, segment) && matches_from(rest, path_rest)
+    /// For each prefix length of `path` (0 to all of it), whether the pattern matches that prefix: one pass of
+    /// dynamic programming over pattern segments, linear in both (no backtracking on `**`).
+    fn prefix_matches(&self, path: &[&str]) -> Vec<bool> {
+        let mut reachable = vec![false; path.len() + 1];
+        reachable[0] = true;
+        for pattern in &self.segments {
+            let mut next = vec![false; path.len() + 1];
+            if pattern == "**" {
+                let mut any = false;
+                for (length, slot) in next.iter_mut().enumerate() {
+                    any |= reachable[length];
+                    *slot = any;
+                }
+            } else {
+                for (length, segment) in path.iter().enumerate() {
+                    if reachable[length] && segment_matches(pattern, segment) {
+                        next[length + 1] = true;
+                    }
+                }
             }
-            None => false,
-        },
+            reachable = next;
+        }
+        reachable
     }
 }
 
@@ -431,6 +452,28 @@ impl EndpointRules<'_> {
             Some(RuleAction::Ignore)
         )
     }
+
+    /// Whether differences of `kind` at this path count, under the rules that can be applied to counts after
+    /// the fact: ignore (nothing at or below the path counts), presence-only (at the path only presence counts,
+    /// below it nothing) and type-only (at the path only type and presence count, below it nothing). Noise is
+    /// decided by [`Self::verdict_override`]; tolerance and unordered apply to comparisons only.
+    pub fn counts(&self, generalised_path: &str, kind: DiffKind) -> bool {
+        let presence = matches!(kind, DiffKind::Missing | DiffKind::Extra);
+        let typed = presence || kind == DiffKind::TypeChanged;
+        for rule in &self.rules {
+            if !rule.path.covers(generalised_path) {
+                continue;
+            }
+            let exact = rule.path.matches(generalised_path);
+            match rule.action() {
+                RuleAction::Ignore => return false,
+                RuleAction::PresenceOnly => return exact && presence,
+                RuleAction::TypeOnly => return exact && typed,
+                _ => {}
+            }
+        }
+        true
+    }
 }
 
 impl fmt::Display for Rule {
@@ -460,6 +503,11 @@ mod tests {
         assert!(deep.matches("body/updated_at"));
         assert!(deep.matches("body/a/b/c/updated_at"));
         assert!(!deep.matches("body/a/created_at"));
+        let many = Glob::parse("body/**/**/**/**/**/zz").unwrap();
+        assert_eq!(many.segments.len(), 3);
+        let deep_path = format!("body/{}zz", "a/".repeat(120));
+        assert!(many.matches(&deep_path));
+        assert!(!many.matches(&format!("body/{}zy", "a/".repeat(120))));
         let header = Glob::parse("header/x-request-*").unwrap();
         assert!(header.matches("header/x-request-id"));
         assert!(!header.matches("header/x-trace-id"));

@@ -75,7 +75,10 @@ async fn exchanges_through_the_proxy_are_analysed() {
         assert_eq!(noise, vec!["body/served_at"]);
         assert_eq!(
             compared.signature(),
-            vec!["body/full_name".to_string(), "body/name".to_string()]
+            vec![
+                ("body/full_name".to_string(), DiffKind::Extra),
+                ("body/name".to_string(), DiffKind::Missing)
+            ]
         );
     }
     let metrics = client()

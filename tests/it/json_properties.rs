@@ -12,9 +12,11 @@ use shadowdiff::analysis::rules::EndpointRules;
 
 const STRICT: JsonOptions = JsonOptions {
     strict_numbers: true,
+    examples_per_path: None,
 };
 const LENIENT: JsonOptions = JsonOptions {
     strict_numbers: false,
+    examples_per_path: None,
 };
 
 /// Arbitrary JSON, with a small key alphabet so that two documents share keys and nest into each other, and
@@ -27,12 +29,15 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|n| json!(n)),
         (-2.0f64..2.0).prop_map(|f| json!(f)),
         Just(json!(1.0)),
+        // Integers too large for f64 to tell apart.
+        Just(json!(1234567890123456789u64)),
+        Just(json!(1234567890123456790u64)),
         "[ab~/]{0,3}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 48, 5, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map("[abc~/]{1,2}", inner, 0..5)
+            prop::collection::btree_map("[ab1~/]{1,2}", inner, 0..5)
                 .prop_map(|map| Value::Object(map.into_iter().collect::<Map<String, Value>>())),
         ]
     })
@@ -156,6 +161,22 @@ proptest! {
     }
 
     #[test]
+    fn keeping_a_few_examples_per_place_loses_no_place((a, b) in json_pair()) {
+        let key = |c: &JsonChange<'_>| (c.generalised.clone(), c.kind);
+        let all: BTreeSet<(String, DiffKind)> = changes(&a, &b, STRICT).iter().map(key).collect();
+        let capped_options = JsonOptions { examples_per_path: Some(1), ..STRICT };
+        let capped = diff(&a, &b, capped_options, &EndpointRules::default(), "body");
+        let kept: BTreeSet<(String, DiffKind)> = capped.iter().map(key).collect();
+        prop_assert_eq!(kept, all);
+        for (place, count) in capped.iter().map(key).fold(std::collections::BTreeMap::new(), |mut m, k| {
+            *m.entry(k).or_insert(0) += 1;
+            m
+        }) {
+            prop_assert_eq!(count, 1, "{:?}", place);
+        }
+    }
+
+    #[test]
     fn every_difference_points_where_the_documents_differ((a, b) in json_pair()) {
         for change in changes(&a, &b, STRICT) {
             let pointer = change.path.strip_prefix("body").unwrap();
@@ -173,9 +194,31 @@ proptest! {
                     prop_assert_ne!(change.left, change.right);
                 }
             }
-            // The generalised path is the concrete one with array indices as `*`.
-            let segments = change.path.split('/').count();
-            prop_assert_eq!(change.generalised.split('/').count(), segments);
+            // The generalised path is the concrete one with array indices as `*` (and identifier-like keys as
+            // `{id}`), segment by segment.
+            let concrete: Vec<&str> = change.path.split('/').collect();
+            let generalised: Vec<&str> = change.generalised.split('/').collect();
+            prop_assert_eq!(concrete.len(), generalised.len());
+            let mut node = Some(&a);
+            for (position, (c, g)) in concrete.iter().zip(&generalised).enumerate().skip(1) {
+                let in_array = matches!(node, Some(Value::Array(_)));
+                match *g {
+                    "*" => prop_assert!(in_array && c.parse::<usize>().is_ok(), "{} in {}", g, change.path),
+                    "{id}" => prop_assert!(!in_array && shadowdiff::identifier::is_identifier(c)),
+                    _ => prop_assert_eq!(c, g),
+                }
+                let pointer = format!("/{}", concrete[1..=position].join("/"));
+                node = a.pointer(&pointer).or_else(|| b.pointer(&pointer));
+            }
+            if change.kind == DiffKind::ArrayOrder {
+                let sorted = |value: Option<&Value>| {
+                    let mut items: Vec<String> =
+                        value.and_then(Value::as_array).into_iter().flatten().map(Value::to_string).collect();
+                    items.sort();
+                    items
+                };
+                prop_assert_eq!(sorted(change.left), sorted(change.right));
+            }
         }
     }
 }

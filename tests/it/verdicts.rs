@@ -606,3 +606,308 @@ fn rules_decide_verdicts_at_query_time() {
     assert_eq!(noise_paths(&judged), BTreeSet::from(["body/name"]));
     assert_eq!(judged.diff_rate, 0.0);
 }
+
+/// A timestamp that differs on every call, on every upstream.
+fn stamp(rng: &mut fastrand::Rng) -> u64 {
+    1_700_000_000 + rng.u64(..1_000_000)
+}
+
+#[test]
+fn a_noisy_field_that_disappears_or_changes_type_is_still_a_regression() {
+    let mut rng = fastrand::Rng::with_seed(5);
+    let exchanges = (0..300)
+        .map(|i| {
+            let primary =
+                json!({"id": i, "updated_at": stamp(&mut rng), "version": stamp(&mut rng)});
+            let secondary =
+                json!({"id": i, "updated_at": stamp(&mut rng), "version": stamp(&mut rng)});
+            // The rewrite drops one noisy field and turns the other into a string.
+            let candidate = json!({"id": i, "version": stamp(&mut rng).to_string()});
+            json_exchange(primary, secondary, candidate)
+        })
+        .collect();
+    let (report, _) = judge(exchanges);
+    let mut regressions: Vec<(&str, DiffKind)> = report
+        .regressions
+        .iter()
+        .map(|r| (r.path.as_str(), r.kind))
+        .collect();
+    regressions.sort();
+    assert_eq!(
+        regressions,
+        vec![
+            ("body/updated_at", DiffKind::Missing),
+            ("body/version", DiffKind::TypeChanged)
+        ]
+    );
+    assert_eq!(report.diff_rate, 1.0);
+    // The values varying is still noise.
+    assert!(
+        report
+            .noise
+            .iter()
+            .any(|n| n.path == "body/updated_at" && n.kind == DiffKind::ValueChanged)
+    );
+}
+
+#[test]
+fn a_failing_secondary_does_not_turn_noise_into_regressions() {
+    let mut rng = fastrand::Rng::with_seed(9);
+    let timeout = Outcome::failed(
+        UpstreamError::Timeout(Duration::from_secs(5)),
+        Duration::from_secs(5),
+    );
+    let mut counts = EndpointCounts::default();
+    let analyzer = Analyzer::default();
+    for i in 0..300 {
+        let side = |rng: &mut fastrand::Rng| json!({"id": i, "ts": stamp(rng)});
+        let primary = json_response(&side(&mut rng));
+        let secondary = if i % 5 < 2 {
+            timeout.clone()
+        } else {
+            json_response(&side(&mut rng))
+        };
+        let candidate = json_response(&side(&mut rng));
+        counts.record(&analyzer.analyse(exchange_of(ENDPOINT, primary, secondary, candidate)));
+    }
+    let judged = report(
+        ENDPOINT,
+        &counts,
+        &VerdictSettings::default(),
+        &RuleSet::default(),
+    );
+    assert!(judged.regressions.is_empty(), "{:?}", judged.regressions);
+    assert_eq!(judged.diff_rate, 0.0);
+}
+
+#[test]
+fn a_candidate_timing_out_as_often_as_secondary_is_noise() {
+    let ok = json!({"ok": true});
+    let timeout = Outcome::failed(
+        UpstreamError::Timeout(Duration::from_secs(5)),
+        Duration::from_secs(5),
+    );
+    let mut rng = fastrand::Rng::with_seed(21);
+    let analyzer = Analyzer::default();
+    let mut counts = EndpointCounts::default();
+    for _ in 0..400 {
+        let mut side = || {
+            if rng.f64() < 0.1 {
+                timeout.clone()
+            } else {
+                json_response(&ok)
+            }
+        };
+        let (secondary, candidate) = (side(), side());
+        counts.record(&analyzer.analyse(exchange_of(
+            ENDPOINT,
+            json_response(&ok),
+            secondary,
+            candidate,
+        )));
+    }
+    let judged = report(
+        ENDPOINT,
+        &counts,
+        &VerdictSettings::default(),
+        &RuleSet::default(),
+    );
+    assert!(judged.regressions.is_empty(), "{:?}", judged.regressions);
+    assert!(judged.noise.iter().any(|n| n.path == "error"));
+}
+
+#[test]
+fn a_body_only_one_side_can_read_is_a_difference_not_a_skip() {
+    let ok = json!({"page": 1});
+    let analyzer = Analyzer::default();
+    let too_large = Outcome {
+        elapsed: Duration::from_millis(10),
+        result: Ok(UpstreamResponse {
+            status: StatusCode::OK,
+            headers: json_response(&ok).response().unwrap().headers.clone(),
+            body: CapturedBody::TooLarge { limit: 8 << 20 },
+        }),
+    };
+    let mut corrupt = response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from_static(b"not gzip at all"),
+    );
+    if let Ok(response) = &mut corrupt.result {
+        response
+            .headers
+            .insert("content-encoding", HeaderValue::from_static("gzip"));
+    }
+    for (other, reason) in [(too_large, "too_large"), (corrupt, "corrupt_encoding")] {
+        let analysis = analyzer.analyse(exchange_of(
+            ENDPOINT,
+            json_response(&ok),
+            json_response(&ok),
+            other,
+        ));
+        let compared = analysis.compared().unwrap();
+        let body = compared
+            .candidate
+            .iter()
+            .find(|d| d.path == "body")
+            .expect("a body difference");
+        assert_eq!(
+            (body.kind, body.other.as_deref()),
+            (DiffKind::TypeChanged, Some(reason))
+        );
+        assert_eq!(compared.body_skipped, vec![(Target::Candidate, reason)]);
+    }
+    // Primary's own body unreadable: nothing to compare, and it is primary's.
+    let deep = response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from("[".repeat(500) + &"]".repeat(500)),
+    );
+    let analysis = analyzer.analyse(exchange_of(
+        ENDPOINT,
+        deep,
+        json_response(&ok),
+        json_response(&ok),
+    ));
+    let compared = analysis.compared().unwrap();
+    assert_eq!(
+        compared.body_skipped,
+        vec![(Target::Primary, "json_too_deep")]
+    );
+    assert!(
+        compared
+            .candidate
+            .iter()
+            .all(|d| !d.path.starts_with("body"))
+    );
+}
+
+#[test]
+fn a_change_far_down_a_noisy_text_is_a_regression() {
+    let page = |seed: u64, changed: bool| {
+        let text: String = (0..5_000)
+            .map(|line| match line {
+                l if l % 40 == 0 => format!("<p>rendered at {}</p>\n", seed + l),
+                4_021 if changed => "<p>Total: 12.00 EUR</p>\n".to_string(),
+                l => format!("<p>line {l}</p>\n"),
+            })
+            .collect();
+        response(StatusCode::OK, "text/html", Bytes::from(text))
+    };
+    let exchanges = (0..100)
+        .map(|i| {
+            exchange_of(
+                ENDPOINT,
+                page(i * 3, false),
+                page(i * 3 + 1, false),
+                page(i * 3 + 2, true),
+            )
+        })
+        .collect();
+    let (report, _) = judge(exchanges);
+    let regressions = regression_paths(&report);
+    assert_eq!(
+        regressions,
+        vec!["body/lines/unshared"],
+        "{:?}",
+        report.regressions
+    );
+    assert_eq!(report.diff_rate, 1.0);
+}
+
+#[test]
+fn unordered_arrays_respect_the_rules_of_their_elements() {
+    let rules = RuleSet::parse(
+        "[[rule]]\npath = \"body/items\"\naction = \"unordered\"\n\
+         [[rule]]\npath = \"body/items/*/ts\"\naction = \"ignore\"\n",
+        "rules.toml",
+    )
+    .unwrap();
+    let analyzer = Analyzer::new(AnalysisConfig {
+        rules: rules.clone(),
+        ..AnalysisConfig::default()
+    });
+    let mut rng = fastrand::Rng::with_seed(1);
+    let mut counts = EndpointCounts::default();
+    for i in 0..300 {
+        let mut side = |price: u64| {
+            let mut items = vec![
+                json!({"sku": "a", "price": 5, "ts": rng.u64(..)}),
+                json!({"sku": "b", "price": price, "ts": rng.u64(..)}),
+            ];
+            rng.shuffle(&mut items);
+            json!({"id": i, "items": items})
+        };
+        let (primary, secondary, candidate) = (side(7), side(7), side(999));
+        counts.record(&analyzer.analyse(json_exchange(primary, secondary, candidate)));
+    }
+    let judged = report(ENDPOINT, &counts, &VerdictSettings::default(), &rules);
+    let regressions: Vec<(&str, DiffKind)> = judged
+        .regressions
+        .iter()
+        .map(|r| (r.path.as_str(), r.kind))
+        .collect();
+    assert_eq!(
+        regressions,
+        vec![("body/items/*/price", DiffKind::ValueChanged)]
+    );
+    assert_eq!(judged.diff_rate, 1.0);
+    assert!(judged.noise.is_empty(), "{:?}", judged.noise);
+}
+
+#[test]
+fn large_integers_compare_exactly() {
+    let analyzer = Analyzer::default();
+    let analysis = analyzer.analyse(json_exchange(
+        json!({"ids": [1234567890123456789u64]}),
+        json!({"ids": [1234567890123456789u64]}),
+        json!({"ids": [1234567890123456790u64]}),
+    ));
+    let found: Vec<(&str, DiffKind)> = analysis
+        .compared()
+        .unwrap()
+        .candidate
+        .iter()
+        .map(|d| (d.path.as_str(), d.kind))
+        .collect();
+    assert_eq!(found, vec![("body/ids/0", DiffKind::ValueChanged)]);
+}
+
+#[test]
+fn merged_counts_report_like_one_pass() {
+    let mut rng = fastrand::Rng::with_seed(77);
+    let analyzer = Analyzer::default();
+    let analyses: Vec<Analysis> = (0..400)
+        .map(|i| {
+            let side = |rng: &mut fastrand::Rng, changed: bool| {
+                json!({"id": i, "ts": stamp(rng), "flag": rng.bool(), "name": if changed && i % 3 == 0 { "x" } else { "y" }})
+            };
+            let (p, s, c) = (side(&mut rng, false), side(&mut rng, false), side(&mut rng, true));
+            analyzer.analyse(json_exchange(p, s, c))
+        })
+        .collect();
+    let mut whole = EndpointCounts::default();
+    let (mut first, mut second) = (EndpointCounts::default(), EndpointCounts::default());
+    for (i, analysis) in analyses.iter().enumerate() {
+        whole.record(analysis);
+        if i % 7 < 3 {
+            first.record(analysis)
+        } else {
+            second.record(analysis)
+        }
+    }
+    first.merge(&second);
+    let settings = VerdictSettings::default();
+    let one_pass = report(ENDPOINT, &whole, &settings, &RuleSet::default());
+    let merged = report(ENDPOINT, &first, &settings, &RuleSet::default());
+    // Samples may differ (either half may hold the first one); everything counted must not.
+    let strip = |mut r: EndpointReport| {
+        for regression in &mut r.regressions {
+            regression.sample = None;
+        }
+        r
+    };
+    assert_eq!(strip(merged), strip(one_pass));
+    assert_eq!(first.paths, whole.paths);
+    assert_eq!(first.signatures, whole.signatures);
+}
