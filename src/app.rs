@@ -21,6 +21,9 @@ use crate::metrics::{Metrics, Queue};
 use crate::pipeline::{self, AnalysisSink};
 use crate::proxy::Proxy;
 use crate::proxy::upstream::{ClientError, UpstreamClient, tls_config};
+use crate::redact::Redactor;
+use crate::store::writer::{Writer, WriterConfig};
+use crate::store::{Store, StoreError};
 use crate::web;
 
 /// Why the instance could not start.
@@ -36,6 +39,8 @@ pub enum StartupError {
     Client(#[from] ClientError),
     #[error("rules file {0}")]
     Rules(#[from] RulesError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
     #[error("{0}")]
     Config(String),
 }
@@ -71,8 +76,11 @@ pub struct Application {
     /// The receiving end of the exchange queue, until someone takes it or `run_until` analyses it.
     exchanges: Option<mpsc::Receiver<Exchange>>,
     analyses_sink: AnalysisSink,
-    /// The receiving end of the analysis queue, until someone takes it or `run_until` consumes it.
+    /// The receiving end of the analysis queue, until someone takes it or `run_until` stores it.
     analyses: Option<mpsc::Receiver<Analysis>>,
+    store: Store,
+    writer_config: WriterConfig,
+    redactor: Redactor,
     shutdown_grace: Duration,
     shadow_timeout: Duration,
 }
@@ -88,11 +96,40 @@ impl Application {
                 "--preserve-host and --shadow-host-suffix need HTTP/1.1 upstreams; drop --upstream-http2".into(),
             ));
         }
-        let analyzer = Arc::new(Analyzer::new(analysis_config(&args.analysis)?));
+        let analysis = analysis_config(&args.analysis)?;
+        let analyzer = Arc::new(Analyzer::new(analysis));
         let tls = tls_config(args.upstreams.upstream_ca.as_deref())?;
         let clients = Target::ALL.map(|_| UpstreamClient::new(&args.upstreams, tls.clone()));
         let proxy_listener = bind("proxy", args.proxy.listen).await?;
         let admin_listener = bind("admin", args.admin.admin_listen).await?;
+        let store =
+            Store::connect(&args.database.database_url, args.database.store_connections).await?;
+        store.migrate().await?;
+        let redaction_key = store
+            .redaction_key(args.store.redaction_key.as_deref())
+            .await?;
+        let redactor = Redactor::new(redaction_key, &args.store.redact_json_fields);
+        let started_ms = crate::store::now_ms();
+        let label = args
+            .store
+            .run
+            .clone()
+            .unwrap_or_else(|| default_run_label(&args));
+        let urls = Target::ALL.map(|target| args.upstreams.url(target).to_string());
+        let run_id = store
+            .ensure_run(&label, [&urls[0], &urls[1], &urls[2]], started_ms)
+            .await?;
+        tracing::info!(run = %label, store = store.backend().as_str(), "storing comparisons");
+        let writer_config = WriterConfig {
+            run_id,
+            writer_id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
+            flush_interval: args.store.store_flush_interval,
+            batch_rows: args.store.store_batch_rows,
+            max_pending_rows: args.store.store_buffer_rows,
+            samples_per_path: args.store.samples_per_path,
+            max_decoded_body: analyzer.config().max_decoded_body,
+            retention: (!args.store.retention.is_zero()).then_some(args.store.retention),
+        };
         let metrics = Arc::new(Metrics::new());
 
         let max_inflight = args.proxy.max_shadow_inflight as usize;
@@ -154,6 +191,9 @@ impl Application {
             exchanges: Some(exchanges),
             analyses_sink,
             analyses: Some(analyses),
+            store,
+            writer_config,
+            redactor,
             shutdown_grace: args.proxy.shutdown_grace,
             shadow_timeout: args.upstreams.shadow_timeout,
         })
@@ -180,6 +220,16 @@ impl Application {
         self.exchanges.take()
     }
 
+    /// The store this instance writes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The id of the run this instance stores into.
+    pub fn run_id(&self) -> i64 {
+        self.writer_config.run_id
+    }
+
     /// Takes the analysis queue, to consume analysed exchanges elsewhere; `run_until` then stores nothing.
     pub fn take_analyses(&mut self) -> Option<mpsc::Receiver<Analysis>> {
         self.analyses.take()
@@ -201,18 +251,21 @@ impl Application {
             ))
         });
         drop(self.analyses_sink);
-        let consumer = self.analyses.map(|rx| {
-            tokio::spawn(pipeline::consume(
-                rx,
-                stop_consumer.clone(),
-                pipeline::log_analysis,
-            ))
-        });
+        let writer = Writer::new(
+            self.store.clone(),
+            self.writer_config.clone(),
+            self.redactor.clone(),
+            self.metrics.clone(),
+        );
+        let consumer = self
+            .analyses
+            .map(|rx| tokio::spawn(writer.run(rx, stop_consumer.clone())));
 
         let draining = CancellationToken::new();
         let admin_router = web::router(web::AdminState {
             metrics: self.metrics.clone(),
             draining: draining.clone(),
+            store: Some(self.store.clone()),
         });
         let admin_stop = stop_consumer.clone();
         let admin_listener = self.admin_listener;
@@ -259,6 +312,12 @@ impl Application {
         let _ = admin.await;
         tracing::info!("shadowdiff stopped");
     }
+}
+
+/// `candidate-host:port@2026-11-23T10:15:00Z`: which candidate, since when.
+fn default_run_label(args: &ServeArgs) -> String {
+    let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    format!("{}@{started}", args.upstreams.candidate.authority())
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {

@@ -1,5 +1,6 @@
 //! The subcommands, each a thin wiring of the parts for one job, and the process's exit codes.
 
+pub mod migrate;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Migrate(args) => runtime.block_on(migrate::run(args)),
     }
 }
 

@@ -35,6 +35,13 @@ pub mod defaults {
     pub const THRESHOLD_ABSOLUTE: &str = "0.03";
     pub const LATENCY_FACTOR: &str = "1.5";
     pub const ANALYSIS_QUEUE: &str = "8192";
+    pub const DATABASE_URL: &str = "sqlite://shadowdiff.db";
+    pub const SAMPLES_PER_PATH: &str = "5";
+    pub const RETENTION: &str = "7d";
+    pub const STORE_FLUSH_INTERVAL: &str = "1s";
+    pub const STORE_BATCH_ROWS: &str = "5000";
+    pub const STORE_BUFFER_ROWS: &str = "200000";
+    pub const STORE_CONNECTIONS: &str = "8";
 }
 
 /// shadowdiff: send each request to primary, secondary and candidate; report what the candidate changed.
@@ -57,6 +64,30 @@ pub struct Cli {
 pub enum Command {
     /// Run the shadow proxy: answer callers from one upstream, compare all three in the background.
     Serve(ServeArgs),
+    /// Apply the store's migrations and exit.
+    Migrate(MigrateArgs),
+}
+
+/// Everything `migrate` needs.
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Which database holds the report.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Store")]
+pub struct DatabaseArgs {
+    /// The store: `postgres://user:password@host/db` (several proxies can share one), or `sqlite://PATH` (a file,
+    /// created if missing).
+    #[arg(long, value_name = "URL", env = "SHADOWDIFF_DATABASE_URL", default_value = defaults::DATABASE_URL)]
+    pub database_url: String,
+
+    /// Connections to the database (PostgreSQL; SQLite uses at most 4).
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_CONNECTIONS",
+          default_value = defaults::STORE_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub store_connections: u32,
 }
 
 /// How log lines are written.
@@ -102,7 +133,66 @@ pub struct ServeArgs {
     pub verdicts: VerdictArgs,
 
     #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    #[command(flatten)]
     pub admin: AdminArgs,
+}
+
+/// What is stored, and how.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Store")]
+pub struct StoreArgs {
+    /// Label of this run; comparisons with the same label add up (several replicas, restarts). Default: the
+    /// candidate's host and the start time.
+    #[arg(long, value_name = "LABEL", env = "SHADOWDIFF_RUN")]
+    pub run: Option<String>,
+
+    /// Sample exchanges kept per endpoint and place (path and kind), with their request and three responses.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_SAMPLES_PER_PATH", default_value = defaults::SAMPLES_PER_PATH)]
+    pub samples_per_path: usize,
+
+    /// A JSON field whose value is never stored (at any depth, in bodies and differences), but replaced by
+    /// `redacted:<keyed hash>`; repeat the flag (or comma-separate) for several. Authorization, Cookie,
+    /// Set-Cookie, Proxy-Authorization and X-Api-Key headers always are.
+    #[arg(
+        long = "redact-json-field",
+        value_name = "NAME",
+        env = "SHADOWDIFF_REDACT_JSON_FIELD",
+        value_delimiter = ','
+    )]
+    pub redact_json_fields: Vec<String>,
+
+    /// Key of the redaction hash (prefer the environment variable to the flag, which other users can see).
+    /// Default: a random key made once and kept in the database, shared by every replica.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "SHADOWDIFF_REDACTION_KEY",
+        hide_env_values = true
+    )]
+    pub redaction_key: Option<String>,
+
+    /// Delete counts and samples older than this (checked every few minutes); `0s` keeps everything.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_RETENTION",
+          default_value = defaults::RETENTION, value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// How often buffered counts are written.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_STORE_FLUSH_INTERVAL",
+          default_value = defaults::STORE_FLUSH_INTERVAL, value_parser = parse_duration)]
+    pub store_flush_interval: Duration,
+
+    /// Write as soon as this many rows are buffered.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BATCH_ROWS", default_value = defaults::STORE_BATCH_ROWS)]
+    pub store_batch_rows: usize,
+
+    /// Most rows buffered while the database cannot be written; exchanges past it are dropped and counted.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BUFFER_ROWS", default_value = defaults::STORE_BUFFER_ROWS)]
+    pub store_buffer_rows: usize,
 }
 
 /// How responses are compared.
@@ -408,7 +498,9 @@ mod tests {
             "https://candidate.internal/v2",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve")
+        };
         assert_eq!(args.proxy.listen.to_string(), "0.0.0.0:8880");
         assert_eq!(args.admin.admin_listen.to_string(), "127.0.0.1:8888");
         assert_eq!(args.proxy.max_body, ByteSize(8 << 20));

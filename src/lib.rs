@@ -10,5 +10,7 @@ pub mod identifier;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
+pub mod redact;
+pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -7,7 +7,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use crate::exchange::{Target, UpstreamError};
@@ -125,6 +125,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabel {
+    what: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetReasonLabels {
     target: &'static str,
     reason: &'static str,
@@ -185,6 +190,9 @@ pub struct Metrics {
     differences: Family<SideLabel, Counter>,
     bodies_not_compared: Family<TargetReasonLabels, Counter>,
     analysis_failures: Counter,
+    store_writes: Family<ResultLabel, Counter>,
+    store_dropped: Family<WhatLabel, Counter>,
+    store_pending: Gauge,
 }
 
 impl fmt::Debug for Metrics {
@@ -294,6 +302,25 @@ impl Metrics {
             analysis_failures.clone(),
         );
 
+        let store_writes = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "store_writes",
+            "Batches written to the store (result: ok, or error when the database could not be written)",
+            store_writes.clone(),
+        );
+        let store_dropped = Family::<WhatLabel, Counter>::default();
+        registry.register(
+            "store_dropped",
+            "Exchanges or samples not stored because the store's buffer was full (database away too long)",
+            store_dropped.clone(),
+        );
+        let store_pending = Gauge::default();
+        registry.register(
+            "store_pending_rows",
+            "Rows waiting to be written to the store",
+            store_pending.clone(),
+        );
+
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -307,6 +334,9 @@ impl Metrics {
             differences,
             bodies_not_compared,
             analysis_failures,
+            store_writes,
+            store_dropped,
+            store_pending,
         }
     }
 
@@ -415,6 +445,27 @@ impl Metrics {
         self.analysis_failures.inc();
     }
 
+    pub fn store_write(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.store_writes
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn store_dropped(&self, what: &'static str) {
+        self.store_dropped_many(what, 1);
+    }
+
+    pub fn store_dropped_many(&self, what: &'static str, count: u64) {
+        self.store_dropped
+            .get_or_create(&WhatLabel { what })
+            .inc_by(count);
+    }
+
+    pub fn store_pending(&self, rows: usize) {
+        self.store_pending.set(rows as i64);
+    }
+
     // Readers, for tests and for the report.
 
     pub fn requests(&self) -> u64 {
@@ -469,6 +520,23 @@ impl Metrics {
 
     pub fn analysis_failures(&self) -> u64 {
         self.analysis_failures.get()
+    }
+
+    pub fn store_writes_count(&self, ok: bool) -> u64 {
+        let result = if ok { "ok" } else { "error" };
+        self.store_writes
+            .get(&ResultLabel { result })
+            .map_or(0, |counter| counter.get())
+    }
+
+    pub fn store_dropped_count(&self, what: &'static str) -> u64 {
+        self.store_dropped
+            .get(&WhatLabel { what })
+            .map_or(0, |counter| counter.get())
+    }
+
+    pub fn store_pending_rows(&self) -> i64 {
+        self.store_pending.get()
     }
 }
 

@@ -140,26 +140,3 @@ pub async fn analyse(
     // Every permit back means every analysis has finished.
     let _ = permits.acquire_many(workers as u32).await;
 }
-
-/// The consumer used when nothing stores analyses: one debug line per exchange.
-pub fn log_analysis(analysis: Analysis) {
-    match &analysis.result {
-        Ok(compared) => {
-            let signature = compared.signature();
-            tracing::debug!(
-                id = %analysis.exchange.id,
-                endpoint = %analysis.exchange.endpoint,
-                candidate = compared.candidate.len(),
-                noise = compared.noise.len(),
-                uncancelled = ?signature,
-                "exchange analysed"
-            );
-        }
-        Err(reason) => tracing::debug!(
-            id = %analysis.exchange.id,
-            endpoint = %analysis.exchange.endpoint,
-            skipped = reason.as_str(),
-            "exchange not compared"
-        ),
-    }
-}

@@ -11,7 +11,10 @@ use axum::routing::get;
 
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -19,6 +22,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Cancelled once shutdown has begun: the instance finishes what it has but wants no new traffic.
     pub draining: CancellationToken,
+    /// The store, checked by readiness.
+    pub store: Option<Store>,
 }
 
 /// Every admin route, in one place.
@@ -35,13 +40,19 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: 503 once shutdown has begun, so that load balancers stop sending traffic.
+/// Readiness: 503 once shutdown has begun (so that load balancers stop sending traffic), or while the store
+/// does not answer.
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     if state.draining.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else {
-        (StatusCode::OK, "ready\n")
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
+    if let Some(store) = &state.store {
+        let reachable = tokio::time::timeout(Duration::from_secs(2), store.ping()).await;
+        if !matches!(reachable, Ok(Ok(()))) {
+            return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n");
+        }
+    }
+    (StatusCode::OK, "ready\n")
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

@@ -12,7 +12,9 @@ use crate::analysis::latency::{Latencies, LatencySummary};
 use crate::analysis::noise::{self, Thresholds, Verdict};
 use crate::analysis::rules::{RuleAction, RuleSet};
 use crate::analysis::{Analysis, PathKey, SkipReason};
-use crate::exchange::{Target, UpstreamError};
+use std::time::Duration;
+
+use crate::exchange::{Outcome, Target, UpstreamError};
 
 /// Counts for one place (generalised path and kind) of one endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,6 +36,15 @@ impl PathCounts {
         [Compat::Breaking, Compat::Additive, Compat::Changed]
             .into_iter()
             .find(|compat| self.raw[*compat as usize] > 0)
+    }
+}
+
+/// The latency an outcome contributes: its time to a response head, or a timeout's full wait (leaving timeouts
+/// out would make a slow upstream look fast); nothing for other failures.
+pub fn latency_sample(outcome: &Outcome) -> Option<Duration> {
+    match &outcome.result {
+        Ok(_) | Err(UpstreamError::Timeout(_)) => Some(outcome.elapsed),
+        Err(_) => None,
     }
 }
 
@@ -66,16 +77,13 @@ impl EndpointCounts {
         self.requests += 1;
         for target in Target::ALL {
             let outcome = analysis.exchange.outcome(target);
-            match &outcome.result {
-                Ok(_) => self.latency.record(target, outcome.elapsed),
-                Err(UpstreamError::Shed | UpstreamError::Abandoned) => {}
-                Err(error) => {
-                    // A timeout took that long: leaving it out would make a slow upstream look fast.
-                    if matches!(error, UpstreamError::Timeout(_)) {
-                        self.latency.record(target, outcome.elapsed);
-                    }
-                    *self.errors.entry((target, error.kind())).or_default() += 1;
-                }
+            if let Some(elapsed) = latency_sample(outcome) {
+                self.latency.record(target, elapsed);
+            }
+            if let Err(error) = &outcome.result
+                && error.is_upstream_fault()
+            {
+                *self.errors.entry((target, error.kind())).or_default() += 1;
             }
         }
         let compared = match &analysis.result {

@@ -97,7 +97,10 @@ mod tests {
             "http://127.0.0.1:3",
         ];
         args.extend_from_slice(extra);
-        let crate::config::Command::Serve(serve) = crate::config::Cli::parse_from(args).command;
+        let crate::config::Command::Serve(serve) = crate::config::Cli::parse_from(args).command
+        else {
+            panic!("parsed as serve")
+        };
         ShadowPolicy::new(&serve.proxy)
     }
 

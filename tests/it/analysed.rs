@@ -153,7 +153,9 @@ async fn an_invalid_rules_file_stops_the_start_with_its_line() {
     );
     assert!(text.contains("absolute"), "{text}");
 
+    let (_database, url) = crate::support::temp_database();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .env("SHADOWDIFF_DATABASE_URL", url)
         .args([
             "serve",
             "--primary",

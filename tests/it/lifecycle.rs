@@ -116,9 +116,11 @@ async fn every_serve_flag_is_documented_with_its_env_variable_and_default() {
 }
 
 async fn run_serve(args: &[&str]) -> (Option<i32>, String) {
+    let (_database, url) = crate::support::temp_database();
     let output = Command::new(BIN)
         .arg("serve")
         .args(args)
+        .env("SHADOWDIFF_DATABASE_URL", url)
         .env_remove("RUST_BACKTRACE")
         .output()
         .await
@@ -179,8 +181,10 @@ async fn settings_come_from_the_environment_and_sigterm_stops_cleanly() {
     let primary = Stub::json(r#"{"from":"env"}"#).await;
     let secondary = Stub::json(r#"{"from":"env"}"#).await;
     let candidate = Stub::json(r#"{"from":"env"}"#).await;
+    let (_database, url) = crate::support::temp_database();
     let mut child = Command::new(BIN)
         .arg("serve")
+        .env("SHADOWDIFF_DATABASE_URL", url)
         .env("SHADOWDIFF_PRIMARY", primary.url())
         .env("SHADOWDIFF_SECONDARY", secondary.url())
         .env("SHADOWDIFF_CANDIDATE", format!("{}/next", candidate.url()))

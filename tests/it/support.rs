@@ -51,6 +51,7 @@ pub fn serve_args(primary: &str, secondary: &str, candidate: &str, extra: &[&str
             command: Command::Serve(args),
             ..
         }) => args,
+        Ok(_) => unreachable!("serve flags parse as serve"),
         Err(error) => panic!("bad test flags: {error}"),
     }
 }
@@ -63,12 +64,20 @@ enum Tap {
     Analyses(mpsc::Receiver<Analysis>),
 }
 
+/// A fresh SQLite store in a directory of its own, removed with the guard.
+pub fn temp_database() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shadowdiff.db").display());
+    (dir, url)
+}
+
 /// A running instance whose exchanges (or analyses) the test reads.
 pub struct TestApp {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub metrics: Arc<Metrics>,
     tap: Tap,
+    _database: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -96,7 +105,10 @@ impl TestApp {
         extra: &[&str],
         analysed: bool,
     ) -> TestApp {
-        let mut app = Application::build(serve_args(primary, secondary, candidate, extra))
+        let (database, url) = temp_database();
+        let mut flags = vec!["--database-url", url.as_str()];
+        flags.extend_from_slice(extra);
+        let mut app = Application::build(serve_args(primary, secondary, candidate, &flags))
             .await
             .expect("app starts");
         let tap = if analysed {
@@ -116,6 +128,7 @@ impl TestApp {
             admin,
             metrics,
             tap,
+            _database: database,
             stop: Some(stop),
             task: Some(task),
         }

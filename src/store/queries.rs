@@ -1,0 +1,435 @@
+//! Reads for the report, the API and the gate: runs, per-endpoint counts over a time range (merged into
+//! [`EndpointCounts`] and judged by the analysis' own code), samples, exchanges and rules.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::{QueryBuilder, Row};
+
+use crate::analysis::aggregate::{self, EndpointCounts, EndpointReport, VerdictSettings};
+use crate::analysis::diff::DiffKind;
+use crate::analysis::latency::{self, Latencies};
+use crate::analysis::rules::{ActionKind, Rule, RuleSet, RuleSpec};
+use crate::store::rows::{apply_counter, parse_signature, parse_target};
+use crate::store::sample::SampleDocument;
+use crate::store::{Pool, RunInfo, Store, StoreError, on_pool};
+
+/// A span of time, in unix minutes, both ends included; `None` ends are open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from_minute: Option<i64>,
+    pub to_minute: Option<i64>,
+}
+
+impl TimeRange {
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// From `from_ms` to `to_ms` (unix milliseconds).
+    pub fn between_ms(from_ms: Option<i64>, to_ms: Option<i64>) -> Self {
+        Self {
+            from_minute: from_ms.map(|ms| ms.div_euclid(60_000)),
+            to_minute: to_ms.map(|ms| ms.div_euclid(60_000)),
+        }
+    }
+
+    fn is_all(&self) -> bool {
+        self.from_minute.is_none() && self.to_minute.is_none()
+    }
+
+    fn bounds(&self) -> (i64, i64) {
+        // Bucket -1 holds whole-run histograms: a range always starts at 0 or later.
+        (
+            self.from_minute.unwrap_or(0).max(0),
+            self.to_minute.unwrap_or(i64::MAX),
+        )
+    }
+}
+
+/// The report of a run: every endpoint judged, and the totals.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub run: RunInfo,
+    pub requests: u64,
+    pub diff_rate: f64,
+    pub endpoints: Vec<EndpointReport>,
+}
+
+/// A sample in a list.
+#[derive(Clone, Debug, Serialize)]
+pub struct SampleSummary {
+    pub id: String,
+    pub endpoint: String,
+    pub created_at_ms: i64,
+}
+
+/// A rule stored through the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoredRule {
+    pub id: i64,
+    #[serde(flatten)]
+    pub spec: RuleSpec,
+}
+
+/// One minute of one endpoint, for charts.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimelinePoint {
+    pub minute: i64,
+    pub requests: u64,
+    pub diff_rate: f64,
+    pub latency: aggregate::TargetLatency,
+}
+
+impl Store {
+    pub async fn runs(&self) -> Result<Vec<RunInfo>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT id, label, primary_url, secondary_url, candidate_url, started_at, last_seen_at \
+                 FROM runs ORDER BY last_seen_at DESC, id DESC",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|row| Ok(run_info(row)?)).collect()
+        })
+    }
+
+    /// The run with this label, or the most recently active one for `latest`.
+    pub async fn run(&self, label: &str) -> Result<Option<RunInfo>, StoreError> {
+        let runs = self.runs().await?;
+        Ok(if label == "latest" {
+            runs.into_iter().next()
+        } else {
+            runs.into_iter().find(|run| run.label == label)
+        })
+    }
+
+    /// Deletes a run and everything counted for it.
+    pub async fn delete_run(&self, run_id: i64) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new("DELETE FROM runs WHERE id = ");
+            query.push_bind(run_id);
+            Ok(query.build().execute(pool).await?.rows_affected() > 0)
+        })
+    }
+
+    /// Every endpoint's counts over `range`, merged across buckets and writers.
+    pub async fn endpoint_counts(
+        &self,
+        run_id: i64,
+        range: TimeRange,
+    ) -> Result<BTreeMap<String, EndpointCounts>, StoreError> {
+        let (from, to) = range.bounds();
+        let mut endpoints: BTreeMap<String, EndpointCounts> = BTreeMap::new();
+        on_pool!(self, pool => {
+            let mut counters = QueryBuilder::new(
+                "SELECT endpoint, name, CAST(SUM(value) AS BIGINT) AS total FROM endpoint_counters WHERE run_id = ",
+            );
+            counters.push_bind(run_id).push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            counters.push(" GROUP BY endpoint, name");
+            for row in counters.build().fetch_all(pool).await? {
+                let endpoint: String = row.try_get("endpoint")?;
+                let name: String = row.try_get("name")?;
+                apply_counter(endpoints.entry(endpoint).or_default(), &name, row.try_get("total")?);
+            }
+
+            let mut places = QueryBuilder::new(
+                "SELECT endpoint, path, kind, CAST(SUM(raw_changed) AS BIGINT) AS changed, \
+                 CAST(SUM(raw_additive) AS BIGINT) AS additive, CAST(SUM(raw_breaking) AS BIGINT) AS breaking, \
+                 CAST(SUM(noise) AS BIGINT) AS noise FROM path_counts WHERE run_id = ",
+            );
+            places.push_bind(run_id).push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            places.push(" GROUP BY endpoint, path, kind");
+            for row in places.build().fetch_all(pool).await? {
+                let endpoint: String = row.try_get("endpoint")?;
+                let Some(kind) = DiffKind::parse(&row.try_get::<String, _>("kind")?) else { continue };
+                let counts = endpoints.entry(endpoint).or_default();
+                let place = counts.paths.entry((row.try_get("path")?, kind)).or_default();
+                for (slot, column) in ["changed", "additive", "breaking"].into_iter().enumerate() {
+                    place.raw[slot] += row.try_get::<i64, _>(column)?.max(0) as u64;
+                }
+                place.noise += row.try_get::<i64, _>("noise")?.max(0) as u64;
+            }
+
+            let mut signatures = QueryBuilder::new(
+                "SELECT endpoint, signature, CAST(SUM(count) AS BIGINT) AS total FROM signature_counts WHERE run_id = ",
+            );
+            signatures.push_bind(run_id).push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            signatures.push(" GROUP BY endpoint, signature_hash, signature");
+            for row in signatures.build().fetch_all(pool).await? {
+                let endpoint: String = row.try_get("endpoint")?;
+                let Some(signature) = parse_signature(&row.try_get::<String, _>("signature")?) else { continue };
+                let total = row.try_get::<i64, _>("total")?.max(0) as u64;
+                *endpoints.entry(endpoint).or_default().signatures.entry(signature).or_default() += total;
+            }
+
+            // The whole run reads each writer's running histogram; a range reads its minutes.
+            let mut histograms = QueryBuilder::new("SELECT endpoint, target, histogram FROM latency_histograms WHERE run_id = ");
+            histograms.push_bind(run_id);
+            if range.is_all() {
+                histograms.push(" AND bucket = -1");
+            } else {
+                histograms.push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            }
+            for row in histograms.build().fetch_all(pool).await? {
+                let endpoint: String = row.try_get("endpoint")?;
+                let Some(target) = parse_target(&row.try_get::<String, _>("target")?) else { continue };
+                let bytes: Vec<u8> = row.try_get("histogram")?;
+                if let Some(histogram) = latency::decode(&bytes) {
+                    endpoints.entry(endpoint).or_default().latency.merge_target(target, &histogram);
+                }
+            }
+
+            let mut samples = QueryBuilder::new(
+                "SELECT endpoint, path, kind, MIN(sample_id) AS sample FROM sample_paths WHERE run_id = ",
+            );
+            samples.push_bind(run_id).push(" GROUP BY endpoint, path, kind");
+            for row in samples.build().fetch_all(pool).await? {
+                let endpoint: String = row.try_get("endpoint")?;
+                let Some(kind) = DiffKind::parse(&row.try_get::<String, _>("kind")?) else { continue };
+                let Ok(id) = row.try_get::<String, _>("sample")?.parse() else { continue };
+                if let Some(counts) = endpoints.get_mut(&endpoint) {
+                    counts.samples.insert((row.try_get("path")?, kind), (id, true));
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(endpoints)
+    }
+
+    /// The run judged: every endpoint's report, sorted by diff rate (worst first), and the totals.
+    pub async fn run_report(
+        &self,
+        run: RunInfo,
+        range: TimeRange,
+        settings: &VerdictSettings,
+        rules: &RuleSet,
+    ) -> Result<RunReport, StoreError> {
+        let counts = self.endpoint_counts(run.id, range).await?;
+        let mut endpoints: Vec<EndpointReport> = counts
+            .iter()
+            .map(|(endpoint, counts)| aggregate::report(endpoint, counts, settings, rules))
+            .collect();
+        endpoints.sort_by(|a, b| {
+            b.diff_rate
+                .total_cmp(&a.diff_rate)
+                .then_with(|| b.requests.cmp(&a.requests))
+                .then_with(|| a.endpoint.cmp(&b.endpoint))
+        });
+        let (requests, diff_rate) = aggregate::overall(&endpoints);
+        Ok(RunReport {
+            run,
+            requests,
+            diff_rate,
+            endpoints,
+        })
+    }
+
+    /// One endpoint, minute by minute over `range`: requests, diff rate and latency percentiles.
+    pub async fn timeline(
+        &self,
+        run_id: i64,
+        endpoint: &str,
+        range: TimeRange,
+        settings: &VerdictSettings,
+        rules: &RuleSet,
+    ) -> Result<Vec<TimelinePoint>, StoreError> {
+        let (from, to) = range.bounds();
+        let mut minutes: BTreeMap<i64, EndpointCounts> = BTreeMap::new();
+        on_pool!(self, pool => {
+            let mut counters = QueryBuilder::new("SELECT bucket, name, value FROM endpoint_counters WHERE run_id = ");
+            counters.push_bind(run_id).push(" AND endpoint = ").push_bind(endpoint);
+            counters.push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            for row in counters.build().fetch_all(pool).await? {
+                let name: String = row.try_get("name")?;
+                apply_counter(minutes.entry(row.try_get("bucket")?).or_default(), &name, row.try_get("value")?);
+            }
+            let mut signatures = QueryBuilder::new("SELECT bucket, signature, count FROM signature_counts WHERE run_id = ");
+            signatures.push_bind(run_id).push(" AND endpoint = ").push_bind(endpoint);
+            signatures.push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            for row in signatures.build().fetch_all(pool).await? {
+                let Some(signature) = parse_signature(&row.try_get::<String, _>("signature")?) else { continue };
+                let count = row.try_get::<i64, _>("count")?.max(0) as u64;
+                *minutes.entry(row.try_get("bucket")?).or_default().signatures.entry(signature).or_default() += count;
+            }
+            let mut histograms = QueryBuilder::new("SELECT bucket, target, histogram FROM latency_histograms WHERE run_id = ");
+            histograms.push_bind(run_id).push(" AND endpoint = ").push_bind(endpoint);
+            histograms.push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            for row in histograms.build().fetch_all(pool).await? {
+                let Some(target) = parse_target(&row.try_get::<String, _>("target")?) else { continue };
+                let bytes: Vec<u8> = row.try_get("histogram")?;
+                if let Some(histogram) = latency::decode(&bytes) {
+                    minutes.entry(row.try_get("bucket")?).or_default().latency.merge_target(target, &histogram);
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        // Which places are regressions is decided over the whole range, then counted minute by minute.
+        let whole = self.endpoint_counts(run_id, range).await?;
+        let judged = whole
+            .get(endpoint)
+            .map(|counts| aggregate::report(endpoint, counts, settings, rules));
+        let regressions: Vec<(String, DiffKind)> = judged
+            .map(|report| {
+                report
+                    .regressions
+                    .into_iter()
+                    .map(|r| (r.path, r.kind))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(minutes
+            .into_iter()
+            .map(|(minute, counts)| {
+                let failing: u64 = counts
+                    .signatures
+                    .iter()
+                    .filter(|(signature, _)| signature.iter().any(|key| regressions.contains(key)))
+                    .map(|(_, count)| count)
+                    .sum();
+                TimelinePoint {
+                    minute,
+                    requests: counts.compared,
+                    diff_rate: if counts.compared == 0 {
+                        0.0
+                    } else {
+                        failing as f64 / counts.compared as f64
+                    },
+                    latency: latency_of(&counts.latency),
+                }
+            })
+            .collect())
+    }
+
+    /// Samples of an endpoint, for a place (path and kind) or for all, newest first.
+    pub async fn samples(
+        &self,
+        run_id: i64,
+        endpoint: &str,
+        place: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<SampleSummary>, StoreError> {
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new(
+                "SELECT DISTINCT s.id, s.endpoint, s.created_at FROM samples s JOIN sample_paths p ON p.sample_id = s.id \
+                 WHERE s.run_id = ",
+            );
+            query.push_bind(run_id).push(" AND s.endpoint = ").push_bind(endpoint);
+            if let Some((path, kind)) = place {
+                query.push(" AND p.path = ").push_bind(path).push(" AND p.kind = ").push_bind(kind);
+            }
+            query.push(" ORDER BY s.created_at DESC, s.id DESC LIMIT ").push_bind(limit);
+            let rows = query.build().fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(SampleSummary {
+                        id: row.try_get("id")?,
+                        endpoint: row.try_get("endpoint")?,
+                        created_at_ms: row.try_get("created_at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// One stored exchange, whole.
+    pub async fn exchange(&self, id: &str) -> Result<Option<SampleDocument>, StoreError> {
+        let document: Option<String> = on_pool!(self, pool => {
+            let mut query = QueryBuilder::new("SELECT document FROM samples WHERE id = ");
+            query.push_bind(id);
+            match query.build().fetch_optional(pool).await? {
+                Some(row) => Some(row.try_get::<String, _>("document")?),
+                None => None,
+            }
+        });
+        document
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|error| StoreError::Data(format!("exchange {id}: {error}")))
+            })
+            .transpose()
+    }
+
+    pub async fn add_rule(&self, spec: &RuleSpec, now_ms: i64) -> Result<i64, StoreError> {
+        // Checked like a rules file's, so that a stored rule always parses.
+        Rule::new(spec.clone()).map_err(StoreError::Data)?;
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new("INSERT INTO rules (endpoint, path, action, absolute, relative, created_at) VALUES (");
+            let mut values = query.separated(", ");
+            values.push_bind(spec.endpoint.as_deref()).push_bind(spec.path.as_str()).push_bind(spec.action.as_str());
+            values.push_bind(spec.absolute).push_bind(spec.relative).push_bind(now_ms);
+            query.push(") RETURNING id");
+            let row = query.build().fetch_one(pool).await?;
+            Ok(row.try_get::<i64, _>("id")?)
+        })
+    }
+
+    pub async fn rules(&self) -> Result<Vec<StoredRule>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query("SELECT id, endpoint, path, action, absolute, relative FROM rules ORDER BY id")
+                .fetch_all(pool)
+                .await?;
+            let mut rules = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let action: String = row.try_get("action")?;
+                let Ok(action) = serde_json::from_value::<ActionKind>(serde_json::Value::String(action)) else { continue };
+                rules.push(StoredRule {
+                    id: row.try_get("id")?,
+                    spec: RuleSpec {
+                        endpoint: row.try_get("endpoint")?,
+                        path: row.try_get("path")?,
+                        action,
+                        absolute: row.try_get("absolute")?,
+                        relative: row.try_get("relative")?,
+                    },
+                });
+            }
+            Ok(rules)
+        })
+    }
+
+    pub async fn delete_rule(&self, id: i64) -> Result<bool, StoreError> {
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new("DELETE FROM rules WHERE id = ");
+            query.push_bind(id);
+            Ok(query.build().execute(pool).await?.rows_affected() > 0)
+        })
+    }
+
+    /// The rules in force: those given at start, then those stored.
+    pub async fn rule_set(&self, from_file: &RuleSet) -> Result<RuleSet, StoreError> {
+        let mut rules: Vec<Rule> = from_file.rules().to_vec();
+        for stored in self.rules().await? {
+            if let Ok(rule) = Rule::new(stored.spec) {
+                rules.push(rule);
+            }
+        }
+        Ok(RuleSet::new(rules))
+    }
+}
+
+fn run_info<R: Row>(row: &R) -> Result<RunInfo, sqlx::Error>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(RunInfo {
+        id: row.try_get("id")?,
+        label: row.try_get("label")?,
+        primary_url: row.try_get("primary_url")?,
+        secondary_url: row.try_get("secondary_url")?,
+        candidate_url: row.try_get("candidate_url")?,
+        started_at_ms: row.try_get("started_at")?,
+        last_seen_at_ms: row.try_get("last_seen_at")?,
+    })
+}
+
+fn latency_of(latencies: &Latencies) -> aggregate::TargetLatency {
+    use crate::exchange::Target;
+    aggregate::TargetLatency {
+        primary: latencies.summary(Target::Primary),
+        secondary: latencies.summary(Target::Secondary),
+        candidate: latencies.summary(Target::Candidate),
+    }
+}

@@ -1,0 +1,147 @@
+//! How [`EndpointCounts`] map to table rows and back: counter names, place rows and signature keys.
+
+use crate::analysis::aggregate::EndpointCounts;
+use crate::analysis::diff::DiffKind;
+use crate::analysis::{PathKey, SkipReason};
+use crate::exchange::Target;
+
+/// The counters of one endpoint as (name, value) rows.
+pub fn counter_rows(counts: &EndpointCounts) -> Vec<(String, i64)> {
+    let mut rows = vec![
+        ("requests".to_string(), counts.requests as i64),
+        ("compared".to_string(), counts.compared as i64),
+        ("noisy".to_string(), counts.noisy as i64),
+    ];
+    for (reason, count) in &counts.skipped {
+        rows.push((format!("skipped:{}", reason.as_str()), *count as i64));
+    }
+    for ((target, kind), count) in &counts.errors {
+        rows.push((format!("error:{target}:{kind}"), *count as i64));
+    }
+    for ((target, reason), count) in &counts.body_skipped {
+        rows.push((format!("body_skipped:{target}:{reason}"), *count as i64));
+    }
+    rows.retain(|(_, value)| *value != 0);
+    rows
+}
+
+/// Adds one counter row back into counts; unknown names (from a newer version) are ignored.
+pub fn apply_counter(counts: &mut EndpointCounts, name: &str, value: i64) {
+    let value = u64::try_from(value).unwrap_or(0);
+    let mut parts = name.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("requests"), None, _) => counts.requests += value,
+        (Some("compared"), None, _) => counts.compared += value,
+        (Some("noisy"), None, _) => counts.noisy += value,
+        (Some("skipped"), Some(reason), None) => {
+            if let Some(reason) = SkipReason::parse(reason) {
+                *counts.skipped.entry(reason).or_default() += value;
+            }
+        }
+        (Some("error"), Some(target), Some(kind)) => {
+            if let (Some(target), Some(kind)) = (parse_target(target), static_name(kind)) {
+                *counts.errors.entry((target, kind)).or_default() += value;
+            }
+        }
+        (Some("body_skipped"), Some(target), Some(reason)) => {
+            if let (Some(target), Some(reason)) = (parse_target(target), static_name(reason)) {
+                *counts.body_skipped.entry((target, reason)).or_default() += value;
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn parse_target(text: &str) -> Option<Target> {
+    Target::ALL
+        .into_iter()
+        .find(|target| target.as_str() == text)
+}
+
+/// The names counters may carry, as the `&'static str` the counts use.
+fn static_name(text: &str) -> Option<&'static str> {
+    const NAMES: [&str; 12] = [
+        "connect",
+        "timeout",
+        "reset",
+        "protocol",
+        "shed",
+        "abandoned",
+        "too_large",
+        "decoded_too_large",
+        "unsupported_encoding",
+        "corrupt_encoding",
+        "json_too_deep",
+        "unknown",
+    ];
+    NAMES.into_iter().find(|name| *name == text)
+}
+
+/// A signature as stored: its JSON text and a stable 64-bit key for it.
+pub fn signature_row(signature: &[PathKey]) -> (i64, String) {
+    let encoded: Vec<(&str, &str)> = signature
+        .iter()
+        .map(|(path, kind)| (path.as_str(), kind.as_str()))
+        .collect();
+    let text = serde_json::to_string(&encoded).unwrap_or_default();
+    // FNV-1a: fixed by its definition, so every replica computes the same key for the same set.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash as i64, text)
+}
+
+/// A stored signature back into places; `None` if the text is not one.
+pub fn parse_signature(text: &str) -> Option<Vec<PathKey>> {
+    let encoded: Vec<(String, String)> = serde_json::from_str(text).ok()?;
+    encoded
+        .into_iter()
+        .map(|(path, kind)| Some((path, DiffKind::parse(&kind)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_round_trip() {
+        let mut counts = EndpointCounts {
+            requests: 10,
+            compared: 8,
+            noisy: 3,
+            ..Default::default()
+        };
+        counts.skipped.insert(SkipReason::CandidateShed, 2);
+        counts.errors.insert((Target::Candidate, "timeout"), 4);
+        counts
+            .body_skipped
+            .insert((Target::Primary, "json_too_deep"), 1);
+        let mut back = EndpointCounts::default();
+        for (name, value) in counter_rows(&counts) {
+            apply_counter(&mut back, &name, value);
+        }
+        assert_eq!(back.requests, 10);
+        assert_eq!(back.compared, 8);
+        assert_eq!(back.noisy, 3);
+        assert_eq!(back.skipped, counts.skipped);
+        assert_eq!(back.errors, counts.errors);
+        assert_eq!(back.body_skipped, counts.body_skipped);
+        apply_counter(&mut back, "from:a:newer:version", 5);
+    }
+
+    #[test]
+    fn signatures_round_trip_with_stable_keys() {
+        let signature = vec![
+            ("body/a b".to_string(), DiffKind::Missing),
+            ("status".to_string(), DiffKind::ValueChanged),
+        ];
+        let (hash, text) = signature_row(&signature);
+        assert_eq!(parse_signature(&text), Some(signature.clone()));
+        assert_eq!(signature_row(&signature).0, hash);
+        assert_ne!(signature_row(&signature[..1]).0, hash);
+        assert!(parse_signature("nonsense").is_none());
+    }
+}
