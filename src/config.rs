@@ -61,6 +61,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug, Clone)]
+// Parsed once per process; boxing the largest variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the shadow proxy: answer callers from one upstream, compare all three in the background.
     Serve(ServeArgs),

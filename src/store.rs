@@ -120,6 +120,9 @@ pub fn now_ms() -> i64 {
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
+/// A `path_counts` row: endpoint, minute, path, kind, raw by class, noise.
+type PlaceRow<'a> = (&'a str, i64, &'a str, &'a str, [i64; 3], i64);
+
 /// Rows per multi-row statement, well under both databases' limits on bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -245,7 +248,7 @@ impl Store {
                 query.build().execute(&mut *tx).await?;
             }
 
-            let places: Vec<(&str, i64, &str, &str, [i64; 3], i64)> = batch
+            let places: Vec<PlaceRow<'_>> = batch
                 .counts
                 .iter()
                 .flat_map(|(endpoint, bucket, counts)| {

@@ -88,6 +88,7 @@ fuzz_target!(|input: Input| {
     if let Ok(compared) = &analysis.result {
         // The per-request summary must hold together for any input.
         let _ = compared.signature();
-        let _ = compared.candidate_paths();
+        let _ = compared.candidate_keys();
+        let _ = compared.noise_keys();
     }
 });
