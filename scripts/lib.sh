@@ -28,3 +28,18 @@ ensure_commands() {
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# The PostgreSQL server binaries (initdb, pg_ctl, pg_dump) that scripts/pg.sh uses.
+ensure_postgres_server() {
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: PostgreSQL server binaries missing (apt-get install -y postgresql)" >&2
+    exit 2
+  fi
+  echo "installing: postgresql" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+}

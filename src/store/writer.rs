@@ -43,7 +43,8 @@ const MAX_PENDING_SAMPLES: usize = 1_000;
 /// Minute histograms are kept (and rewritten whole) this long, which covers any exchange still in flight.
 const HISTOGRAM_MINUTES_KEPT: i64 = 10;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A database restart takes seconds: retrying every few seconds notices its return soon, at no real cost.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const RETENTION_EVERY: Duration = Duration::from_secs(300);
 
 pub struct Writer {

@@ -1,11 +1,9 @@
 //! The process around the proxy: graceful shutdown, the command line, environment variables and exit codes.
 
-use std::process::Stdio;
-
 use clap::CommandFactory;
 use http::StatusCode;
 use shadowdiff::config::Cli;
-use tokio::io::{AsyncBufReadExt, BufReader};
+
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
@@ -182,38 +180,18 @@ async fn settings_come_from_the_environment_and_sigterm_stops_cleanly() {
     let secondary = Stub::json(r#"{"from":"env"}"#).await;
     let candidate = Stub::json(r#"{"from":"env"}"#).await;
     let (_database, url) = crate::support::temp_database();
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .env("SHADOWDIFF_DATABASE_URL", url)
-        .env("SHADOWDIFF_PRIMARY", primary.url())
-        .env("SHADOWDIFF_SECONDARY", secondary.url())
-        .env("SHADOWDIFF_CANDIDATE", format!("{}/next", candidate.url()))
-        .env("SHADOWDIFF_LISTEN", "127.0.0.1:0")
-        .env("SHADOWDIFF_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("SHADOWDIFF_LOG_FORMAT", "json")
-        .env("SHADOWDIFF_SHADOW_HOST_SUFFIX", "true")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = patience("the serving log line", async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("process exited before serving");
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if event["message"] == "shadowdiff serving" {
-                return event;
-            }
-        }
-    })
+    let serving = crate::support::process::spawn_serving(
+        &[],
+        &[
+            ("SHADOWDIFF_DATABASE_URL", url),
+            ("SHADOWDIFF_PRIMARY", primary.url()),
+            ("SHADOWDIFF_SECONDARY", secondary.url()),
+            ("SHADOWDIFF_CANDIDATE", format!("{}/next", candidate.url())),
+            ("SHADOWDIFF_SHADOW_HOST_SUFFIX", "true".to_string()),
+        ],
+    )
     .await;
-    let proxy = started["proxy"].as_str().unwrap().to_string();
+    let proxy = serving.proxy.clone();
 
     let response = client()
         .get(format!("http://{proxy}/ping"))
@@ -225,13 +203,6 @@ async fn settings_come_from_the_environment_and_sigterm_stops_cleanly() {
     assert_eq!(seen.uri.path(), "/next/ping");
     assert!(seen.headers["host"].to_str().unwrap().contains("-shadow:"));
 
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    let status = patience("the process to exit", child.wait()).await.unwrap();
+    let status = serving.terminate().await;
     assert_eq!(status.code(), Some(0));
 }

@@ -9,5 +9,7 @@ mod json_properties;
 mod lifecycle;
 mod modes;
 mod policy;
+mod store;
+mod stored;
 mod support;
 mod verdicts;

@@ -1,5 +1,7 @@
 //! Test support: the app started in process on port 0, stub upstreams, and a guard against hangs.
 
+pub mod db;
+pub mod process;
 pub mod stub;
 pub mod tls;
 
@@ -16,6 +18,37 @@ use shadowdiff::exchange::Exchange;
 use shadowdiff::metrics::Metrics;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// Defines, for each named `async fn(TestDb)`, a test on a SQLite file and one on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$test(crate::support::db::TestDb::sqlite()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = crate::support::db::TestDb::postgres().await {
+                    super::$test(db).await
+                }
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
+/// Polls `condition` until it holds, failing the test with `what` if it never does. The pause between polls
+/// only paces the polling; nothing is asserted about time.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    patience(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
 
 /// How long a test waits for something that should happen before calling it a hang. Not a speed assertion:
 /// it only turns a deadlock into a failure with a message.
@@ -62,6 +95,8 @@ enum Tap {
     Exchanges(mpsc::Receiver<Exchange>),
     /// Analysed exchanges, after analysis.
     Analyses(mpsc::Receiver<Analysis>),
+    /// Nothing: everything goes to the store.
+    Stored,
 }
 
 /// A fresh SQLite store in a directory of its own, removed with the guard.
@@ -85,7 +120,7 @@ pub struct TestApp {
 impl TestApp {
     /// An instance whose raw exchanges the test reads (nothing is analysed).
     pub async fn start(primary: &str, secondary: &str, candidate: &str, extra: &[&str]) -> TestApp {
-        Self::start_tapped(primary, secondary, candidate, extra, false).await
+        Self::start_tapped(primary, secondary, candidate, extra, Some(false), None).await
     }
 
     /// An instance whose analysed exchanges the test reads.
@@ -95,7 +130,26 @@ impl TestApp {
         candidate: &str,
         extra: &[&str],
     ) -> TestApp {
-        Self::start_tapped(primary, secondary, candidate, extra, true).await
+        Self::start_tapped(primary, secondary, candidate, extra, Some(true), None).await
+    }
+
+    /// An instance that stores everything in `database_url`, as in production.
+    pub async fn start_stored(
+        primary: &str,
+        secondary: &str,
+        candidate: &str,
+        extra: &[&str],
+        database_url: &str,
+    ) -> TestApp {
+        Self::start_tapped(
+            primary,
+            secondary,
+            candidate,
+            extra,
+            None,
+            Some(database_url),
+        )
+        .await
     }
 
     async fn start_tapped(
@@ -103,18 +157,20 @@ impl TestApp {
         secondary: &str,
         candidate: &str,
         extra: &[&str],
-        analysed: bool,
+        analysed: Option<bool>,
+        database_url: Option<&str>,
     ) -> TestApp {
-        let (database, url) = temp_database();
+        let (database, temp_url) = temp_database();
+        let url = database_url.map_or(temp_url, str::to_string);
         let mut flags = vec!["--database-url", url.as_str()];
         flags.extend_from_slice(extra);
         let mut app = Application::build(serve_args(primary, secondary, candidate, &flags))
             .await
             .expect("app starts");
-        let tap = if analysed {
-            Tap::Analyses(app.take_analyses().expect("analyses not taken yet"))
-        } else {
-            Tap::Exchanges(app.take_exchanges().expect("exchanges not taken yet"))
+        let tap = match analysed {
+            Some(true) => Tap::Analyses(app.take_analyses().expect("analyses not taken yet")),
+            Some(false) => Tap::Exchanges(app.take_exchanges().expect("exchanges not taken yet")),
+            None => Tap::Stored,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let proxy = app.proxy_addr();
@@ -132,6 +188,14 @@ impl TestApp {
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Shuts down gracefully (everything in flight is analysed and stored) and waits until it has.
+    pub async fn stop(mut self) {
+        let stopped = self.begin_shutdown();
+        patience("the instance to stop", stopped)
+            .await
+            .expect("instance task");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -156,7 +220,7 @@ impl TestApp {
     pub fn try_exchange(&mut self) -> Option<Exchange> {
         match &mut self.tap {
             Tap::Exchanges(exchanges) => exchanges.try_recv().ok(),
-            Tap::Analyses(_) => panic!("this instance taps analyses"),
+            Tap::Analyses(_) | Tap::Stored => panic!("this instance does not tap raw exchanges"),
         }
     }
 

@@ -1,0 +1,353 @@
+//! The running proxy with its store: the report it writes, two processes sharing one PostgreSQL, and
+//! PostgreSQL going away under load and coming back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::StatusCode;
+use shadowdiff::analysis::aggregate::VerdictSettings;
+use shadowdiff::analysis::diff::DiffKind;
+use shadowdiff::analysis::rules::RuleSet;
+use shadowdiff::exchange::Target;
+use shadowdiff::store::Store;
+use shadowdiff::store::queries::TimeRange;
+
+use crate::support::db::{PgCluster, TestDb, create_database};
+use crate::support::process::spawn_serving;
+use crate::support::stub::{Stub, json_response};
+use crate::support::{TestApp, client, wait_until};
+
+/// A user document; `renamed` says `full_name` for `name`; each answer carries its own clock reading (noise).
+async fn users(clock_start: u64, renamed: bool) -> Stub {
+    let clock = Arc::new(AtomicU64::new(clock_start));
+    Stub::start(move |seen| {
+        let tick = clock.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let id = seen
+                .uri
+                .path()
+                .rsplit('/')
+                .next()
+                .unwrap_or("0")
+                .to_string();
+            let name_key = if renamed { "full_name" } else { "name" };
+            json_response(
+                StatusCode::OK,
+                &format!(r#"{{"id":{id},"{name_key}":"ada","served_at":{tick}}}"#),
+            )
+        }
+    })
+    .await
+}
+
+crate::support::on_both_backends!(the_running_proxy_stores_its_report);
+
+async fn the_running_proxy_stores_its_report(db: TestDb) {
+    let (primary, secondary, candidate) = (
+        users(0, false).await,
+        users(500, false).await,
+        users(9_000, true).await,
+    );
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--run", "stored-run", "--store-flush-interval", "100ms"],
+        db.url(),
+    )
+    .await;
+    for id in 0..30 {
+        let response = client()
+            .get(app.url(&format!("/users/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        // Read to the end: a caller that leaves mid-body makes an exchange that is not compared.
+        response.text().await.unwrap();
+    }
+    app.stop().await;
+
+    let store = Store::connect(db.url(), 2).await.unwrap();
+    let run = store.run("stored-run").await.unwrap().expect("the run");
+    assert!(run.candidate_url.starts_with("http://127.0.0.1:"));
+    let report = store
+        .run_report(
+            run,
+            TimeRange::all(),
+            &VerdictSettings::default(),
+            &RuleSet::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.requests, 30);
+    assert_eq!(report.diff_rate, 1.0);
+    let users = &report.endpoints[0];
+    assert_eq!(users.endpoint, "GET /users/{id}");
+    let mut regressions: Vec<(&str, DiffKind)> = users
+        .regressions
+        .iter()
+        .map(|r| (r.path.as_str(), r.kind))
+        .collect();
+    regressions.sort();
+    assert_eq!(
+        regressions,
+        vec![
+            ("body/full_name", DiffKind::Extra),
+            ("body/name", DiffKind::Missing)
+        ]
+    );
+    assert!(users.noise.iter().any(|n| n.path == "body/served_at"));
+    assert_eq!(users.latency.primary.samples, 30);
+    let sample = users.regressions[0].sample.as_deref().expect("a sample");
+    let document = store
+        .exchange(sample)
+        .await
+        .unwrap()
+        .expect("the sample exchange");
+    assert!(
+        document
+            .candidate
+            .body
+            .as_ref()
+            .unwrap()
+            .text()
+            .unwrap()
+            .contains("full_name")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxy_processes_share_one_report() {
+    let Some(TestDb::Postgres { url }) = TestDb::postgres().await else {
+        return;
+    };
+    let (primary, secondary, candidate) = (
+        users(0, false).await,
+        users(500, false).await,
+        users(9_000, true).await,
+    );
+    let envs = [
+        ("SHADOWDIFF_DATABASE_URL", url.clone()),
+        ("SHADOWDIFF_PRIMARY", primary.url()),
+        ("SHADOWDIFF_SECONDARY", secondary.url()),
+        ("SHADOWDIFF_CANDIDATE", candidate.url()),
+    ];
+    let flags = ["--run", "replicated", "--store-flush-interval", "100ms"];
+    let first = spawn_serving(&flags, &envs).await;
+    let second = spawn_serving(&flags, &envs).await;
+    for (serving, count) in [(&first, 20), (&second, 35)] {
+        for id in 0..count {
+            let response = client()
+                .get(serving.url(&format!("/users/{id}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap();
+        }
+    }
+    for serving in [&first, &second] {
+        let ready = client().get(format!("http://{}/readyz", serving.admin)).send().await.unwrap();
+        assert_eq!(ready.status(), 200, "both replicas reach the shared store");
+    }
+    assert_eq!(first.terminate().await.code(), Some(0));
+    assert_eq!(second.terminate().await.code(), Some(0));
+
+    let store = Store::connect(&url, 2).await.unwrap();
+    assert_eq!(store.runs().await.unwrap().len(), 1, "one run, shared");
+    let run = store.run("replicated").await.unwrap().unwrap();
+    let counts = store
+        .endpoint_counts(run.id, TimeRange::all())
+        .await
+        .unwrap();
+    let users = &counts["GET /users/{id}"];
+    assert_eq!(users.requests, 55);
+    assert_eq!(users.compared, 55);
+    assert_eq!(
+        users.paths[&("body/name".to_string(), DiffKind::Missing)].raw_total(),
+        55
+    );
+    // Each process keeps its own histograms; the report merges them.
+    assert_eq!(users.latency.summary(Target::Candidate).samples, 55);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_under_load_drops_counted_and_comes_back() {
+    if TestDb::postgres().await.is_none() {
+        return;
+    }
+    // A cluster of this test's own, so that stopping it disturbs no other test.
+    let cluster = PgCluster::start();
+    let url = create_database(&cluster.url).await;
+    let (primary, secondary, candidate) = (
+        Stub::json("{}").await,
+        Stub::json("{}").await,
+        Stub::json("{}").await,
+    );
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &[
+            "--run",
+            "outage",
+            "--store-flush-interval",
+            "50ms",
+            "--store-buffer-rows",
+            "80",
+        ],
+        &url,
+    )
+    .await;
+    let metrics = app.metrics.clone();
+    let get = |path: String| async move {
+        let response = client().get(path).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "callers are answered whatever the store does"
+        );
+        assert_eq!(response.text().await.unwrap(), "{}");
+    };
+    for i in 0..5 {
+        get(app.url(&format!("/before/{i}"))).await;
+    }
+    wait_until("the first write", || {
+        metrics.store_writes_count(true) >= 1 && metrics.store_pending_rows() == 0
+    })
+    .await;
+
+    cluster.pause();
+    // Each path is an endpoint of its own, so the buffer fills with new rows.
+    for i in 0..60 {
+        get(app.url(&format!("/during{i}"))).await;
+    }
+    wait_until("writes to fail and the buffer to overflow", || {
+        metrics.store_writes_count(false) >= 2 && metrics.store_dropped_count("exchange") >= 1
+    })
+    .await;
+    let readiness = client().get(app.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(readiness.status(), 503);
+    assert_eq!(readiness.text().await.unwrap(), "store unreachable\n");
+
+    cluster.resume();
+    let writes_before = metrics.store_writes_count(true);
+    wait_until("writing to resume", || {
+        metrics.store_writes_count(true) > writes_before && metrics.store_pending_rows() == 0
+    })
+    .await;
+    for i in 0..5 {
+        get(app.url(&format!("/after/{i}"))).await;
+    }
+    app.stop().await;
+    let dropped = metrics.store_dropped_count("exchange");
+    let analysed = metrics.analysed_count("compared");
+
+    assert_eq!(analysed, 70);
+    let store = Store::connect(&url, 2).await.unwrap();
+    let run = store.run("outage").await.unwrap().unwrap();
+    let counts = store
+        .endpoint_counts(run.id, TimeRange::all())
+        .await
+        .unwrap();
+    let stored: u64 = counts.values().map(|c| c.requests).sum();
+    assert_eq!(
+        stored + dropped,
+        70,
+        "every exchange is stored or counted as dropped"
+    );
+    assert!((1..60).contains(&dropped));
+    assert!(counts.contains_key("GET /after/{id}"));
+}
+
+crate::support::on_both_backends!(secrets_sent_through_the_proxy_never_reach_the_database);
+
+async fn secrets_sent_through_the_proxy_never_reach_the_database(db: TestDb) {
+    const TOKEN: &str = "tok-91c2e7a4d8";
+    const PASSWORD: &str = "pw-5e0b3f9c1a";
+    // Every upstream answers with the password and a session cookie; the candidate's password differs.
+    let upstream = |candidate: bool| {
+        Stub::start(move |_| async move {
+            let password = if candidate {
+                format!("{PASSWORD}-new")
+            } else {
+                PASSWORD.to_string()
+            };
+            http::Response::builder()
+                .header("content-type", "application/json")
+                .header("set-cookie", format!("session={TOKEN}"))
+                .body(crate::support::stub::full(format!(
+                    r#"{{"user":{{"name":"ada","password":"{password}"}}}}"#
+                )))
+                .unwrap()
+        })
+    };
+    let (primary, secondary, candidate) = (
+        upstream(false).await,
+        upstream(false).await,
+        upstream(true).await,
+    );
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &[
+            "--run",
+            "secrets",
+            "--redact-json-field",
+            "password",
+            "--allow-side-effects",
+        ],
+        db.url(),
+    )
+    .await;
+    for _ in 0..10 {
+        let response = client()
+            .post(app.url("/login"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("x-api-key", TOKEN)
+            .body(format!(r#"{{"user":"ada","password":"{PASSWORD}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        // The caller gets the real thing: redaction is for storage only.
+        assert!(response.text().await.unwrap().contains(PASSWORD));
+    }
+    app.stop().await;
+
+    let store = Store::connect(db.url(), 2).await.unwrap();
+    let run = store.run("secrets").await.unwrap().unwrap();
+    let samples = store
+        .samples(run.id, "POST /login", None, 10)
+        .await
+        .unwrap();
+    assert!(!samples.is_empty(), "samples were stored");
+    let document = store.exchange(&samples[0].id).await.unwrap().unwrap();
+    let authorization = document
+        .request
+        .headers
+        .iter()
+        .find(|(name, _)| name == "authorization")
+        .unwrap();
+    assert!(authorization.1.starts_with("redacted:"));
+    assert!(
+        document
+            .candidate_differences
+            .iter()
+            .any(|d| d.difference.path == "body/user/password")
+    );
+    drop(store);
+
+    let stored = match db.sqlite_path() {
+        Some(path) => {
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        None => crate::support::db::pg_dump(db.url()),
+    };
+    for secret in [TOKEN, PASSWORD] {
+        assert!(!stored.contains(secret), "{secret} reached the database");
+    }
+}

@@ -1,0 +1,86 @@
+//! The `shadowdiff` binary run as a process: started with flags and environment, found by its log line,
+//! stopped with SIGTERM.
+
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::patience;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_shadowdiff");
+
+/// A `shadowdiff serve` process that is serving.
+pub struct Serving {
+    child: Child,
+    /// The proxy listener's address (`127.0.0.1:port`).
+    pub proxy: String,
+    /// The admin listener's address.
+    pub admin: String,
+}
+
+/// Starts `shadowdiff serve` with these flags and environment (logging in JSON, both listeners on port 0)
+/// and waits for its "serving" log line.
+pub async fn spawn_serving(args: &[&str], envs: &[(&str, String)]) -> Serving {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("SHADOWDIFF_LISTEN", "127.0.0.1:0")
+        .env("SHADOWDIFF_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SHADOWDIFF_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start shadowdiff");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let started = patience("the serving log line", async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("process exited before serving");
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if event["message"] == "shadowdiff serving" {
+                return event;
+            }
+        }
+    })
+    .await;
+    // Keep reading the log, so that a full pipe never stops the process.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Serving {
+        child,
+        proxy: started["proxy"]
+            .as_str()
+            .expect("proxy address")
+            .to_string(),
+        admin: started["admin"]
+            .as_str()
+            .expect("admin address")
+            .to_string(),
+    }
+}
+
+impl Serving {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(killed.success());
+        patience("the process to exit", self.child.wait())
+            .await
+            .expect("wait")
+    }
+}
