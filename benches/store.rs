@@ -1,0 +1,213 @@
+//! Store benchmarks: sustained ingest of analysed exchanges through the writer into each backend, and the
+//! overview query of a run of one million exchanges over fifty endpoints. Run with `scripts/bench-store.sh`
+//! (which starts a throwaway PostgreSQL); without `DATABASE_URL` only SQLite is measured.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
+use serde_json::json;
+use shadowdiff::analysis::aggregate::{EndpointCounts, VerdictSettings};
+use shadowdiff::analysis::latency::Latencies;
+use shadowdiff::analysis::rules::RuleSet;
+use shadowdiff::analysis::{Analysis, Analyzer};
+use shadowdiff::exchange::{CapturedBody, Exchange, Outcome, RecordedRequest, Target, UpstreamResponse};
+use shadowdiff::metrics::Metrics;
+use shadowdiff::redact::Redactor;
+use shadowdiff::store::queries::TimeRange;
+use shadowdiff::store::writer::{Writer, WriterConfig};
+use shadowdiff::store::{FlushBatch, Store, now_ms};
+use sqlx::Connection;
+
+const ENDPOINTS: usize = 50;
+
+fn outcome(body: serde_json::Value, millis: u64) -> Outcome {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    Outcome {
+        elapsed: Duration::from_millis(millis),
+        result: Ok(UpstreamResponse {
+            status: StatusCode::OK,
+            headers,
+            body: CapturedBody::Complete(Bytes::from(body.to_string())),
+        }),
+    }
+}
+
+/// A few thousand realistic analysed exchanges (noise everywhere, a regression on some endpoints), reused in
+/// a loop: the writer's cost does not depend on which exchange it folds.
+fn analyses(count: usize) -> Vec<Analysis> {
+    let analyzer = Analyzer::default();
+    let mut rng = fastrand::Rng::with_seed(1);
+    (0..count)
+        .map(|i| {
+            let endpoint = i % ENDPOINTS;
+            let side = |rng: &mut fastrand::Rng, candidate: bool| {
+                json!({
+                    "id": i,
+                    "updated_at": rng.u64(..),
+                    "items": [{"sku": "a", "price": 5}, {"sku": "b", "price": if candidate && endpoint % 5 == 0 { 7 } else { 6 }}],
+                    "name": "ada",
+                })
+            };
+            let exchange = Exchange {
+                id: uuid::Uuid::now_v7(),
+                started_at: SystemTime::now(),
+                endpoint: format!("GET /resource{endpoint}/{{id}}"),
+                request: RecordedRequest {
+                    method: Method::GET,
+                    uri: Uri::from_static("/resource/1"),
+                    version: Version::HTTP_11,
+                    headers: HeaderMap::new(),
+                    body: Bytes::new(),
+                },
+                primary: outcome(side(&mut rng, false), 5 + rng.u64(..5)),
+                secondary: outcome(side(&mut rng, false), 5 + rng.u64(..5)),
+                candidate: outcome(side(&mut rng, true), 6 + rng.u64(..8)),
+            };
+            analyzer.analyse(exchange)
+        })
+        .collect()
+}
+
+/// Exchanges per second folded and written by one writer (flushing every second or 5000 rows), for `seconds`.
+async fn ingest(store: &Store, seconds: u64) -> (f64, u64) {
+    let run_id = store.ensure_run(&format!("ingest-{}", now_ms()), ["p", "s", "c"], now_ms()).await.unwrap();
+    let mut writer = Writer::new(
+        store.clone(),
+        WriterConfig {
+            run_id,
+            writer_id: "bench".to_string(),
+            flush_interval: Duration::from_secs(1),
+            batch_rows: 5_000,
+            max_pending_rows: 1_000_000,
+            samples_per_path: 5,
+            max_decoded_body: 1 << 20,
+            retention: None,
+        },
+        Redactor::new(b"bench".to_vec(), &[]),
+        Arc::new(Metrics::new()),
+    );
+    let pool = analyses(5_000);
+    let started = Instant::now();
+    let mut last_flush = Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        for analysis in &pool {
+            writer.add(analysis.clone());
+            count += 1;
+        }
+        if last_flush.elapsed() >= Duration::from_secs(1) {
+            writer.flush_now().await.unwrap();
+            last_flush = Instant::now();
+        }
+    }
+    writer.flush_now().await.unwrap();
+    (count as f64 / started.elapsed().as_secs_f64(), count)
+}
+
+/// Writes what a run of `exchanges` over `ENDPOINTS` endpoints and `minutes` minutes leaves in the store.
+async fn populate(store: &Store, exchanges: u64, minutes: i64) -> i64 {
+    let run_id = store.ensure_run("overview-1m", ["p", "s", "c"], now_ms()).await.unwrap();
+    let per_cell = exchanges / (ENDPOINTS as u64 * minutes as u64);
+    let first_minute = now_ms().div_euclid(60_000) - minutes;
+    let template = {
+        // One minute of one endpoint, from real analyses, scaled to `per_cell` requests.
+        let mut counts = EndpointCounts::default();
+        for analysis in analyses(ENDPOINTS * 20).iter().step_by(ENDPOINTS) {
+            counts.record(analysis);
+        }
+        let scale = per_cell / counts.requests.max(1);
+        counts.requests *= scale;
+        counts.compared *= scale;
+        counts.noisy *= scale;
+        for place in counts.paths.values_mut() {
+            place.raw.iter_mut().for_each(|n| *n *= scale);
+            place.noise *= scale;
+        }
+        counts.signatures.values_mut().for_each(|n| *n *= scale);
+        counts
+    };
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut run_latency: Vec<Latencies> = (0..ENDPOINTS).map(|_| Latencies::default()).collect();
+    for minute in 0..minutes {
+        let mut batch = FlushBatch::default();
+        for endpoint in 0..ENDPOINTS {
+            let name = format!("GET /resource{endpoint}/{{id}}");
+            batch.counts.push((name.clone(), first_minute + minute, template.clone()));
+            let mut latency = Latencies::default();
+            for _ in 0..per_cell {
+                for target in Target::ALL {
+                    latency.record(target, Duration::from_micros(4_000 + rng.u64(..8_000)));
+                }
+            }
+            run_latency[endpoint].merge(&latency);
+            batch.histograms.push((name, first_minute + minute, latency));
+        }
+        store.write_batch(run_id, "bench", &batch, now_ms()).await.unwrap();
+    }
+    let mut whole = FlushBatch::default();
+    for (endpoint, latency) in run_latency.into_iter().enumerate() {
+        whole.histograms.push((format!("GET /resource{endpoint}/{{id}}"), -1, latency));
+    }
+    store.write_batch(run_id, "bench", &whole, now_ms()).await.unwrap();
+    run_id
+}
+
+/// Median of `rounds` runs of the overview query (the whole run, or its last ten minutes).
+async fn overview(store: &Store, range: TimeRange, rounds: usize) -> (Duration, u64) {
+    let run = store.run("overview-1m").await.unwrap().unwrap();
+    let settings = VerdictSettings::default();
+    let mut times = Vec::with_capacity(rounds);
+    let mut requests = 0;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let report = store.run_report(run.clone(), range, &settings, &RuleSet::default()).await.unwrap();
+        times.push(started.elapsed());
+        requests = report.requests;
+        assert_eq!(report.endpoints.len(), ENDPOINTS);
+    }
+    times.sort();
+    (times[rounds / 2], requests)
+}
+
+async fn fresh_postgres(base: &str) -> String {
+    let name = format!("shadowdiff_bench_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    format!("{}/{name}", base.rsplit_once('/').unwrap().0)
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported here.
+    let seconds: u64 = std::env::var("INGEST_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let directory = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}", directory.path().join("bench.db").display());
+    let mut backends = vec![("sqlite", sqlite_url)];
+    match std::env::var("DATABASE_URL") {
+        Ok(base) => backends.push(("postgres", fresh_postgres(&base).await)),
+        Err(_) => eprintln!("DATABASE_URL not set: PostgreSQL not measured (scripts/bench-store.sh starts one)"),
+    }
+    println!("| backend | ingest (analysed exchanges/s, {seconds} s) | overview, whole run | overview, last 10 min |");
+    println!("|---|---|---|---|");
+    for (name, url) in backends {
+        let store = Store::connect(&url, 8).await.unwrap();
+        store.migrate().await.unwrap();
+        let (rate, count) = ingest(&store, seconds).await;
+        let minutes = 50;
+        populate(&store, 1_000_000, minutes).await;
+        let (whole, requests) = overview(&store, TimeRange::all(), 15).await;
+        let last = now_ms() - 10 * 60_000;
+        let (recent, _) = overview(&store, TimeRange::between_ms(Some(last), None), 15).await;
+        println!(
+            "| {name} | {rate:.0} ({count} in all) | {:.1} ms ({requests} requests) | {:.1} ms |",
+            whole.as_secs_f64() * 1000.0,
+            recent.as_secs_f64() * 1000.0
+        );
+    }
+}
