@@ -12,7 +12,9 @@ use shadowdiff::analysis::aggregate::{EndpointCounts, VerdictSettings};
 use shadowdiff::analysis::latency::Latencies;
 use shadowdiff::analysis::rules::RuleSet;
 use shadowdiff::analysis::{Analysis, Analyzer};
-use shadowdiff::exchange::{CapturedBody, Exchange, Outcome, RecordedRequest, Target, UpstreamResponse};
+use shadowdiff::exchange::{
+    CapturedBody, Exchange, Outcome, RecordedRequest, Target, UpstreamResponse,
+};
 use shadowdiff::metrics::Metrics;
 use shadowdiff::redact::Redactor;
 use shadowdiff::store::queries::TimeRange;
@@ -73,7 +75,10 @@ fn analyses(count: usize) -> Vec<Analysis> {
 
 /// Exchanges per second folded and written by one writer (flushing every second or 5000 rows), for `seconds`.
 async fn ingest(store: &Store, seconds: u64) -> (f64, u64) {
-    let run_id = store.ensure_run(&format!("ingest-{}", now_ms()), ["p", "s", "c"], now_ms()).await.unwrap();
+    let run_id = store
+        .ensure_run(&format!("ingest-{}", now_ms()), ["p", "s", "c"], now_ms())
+        .await
+        .unwrap();
     let mut writer = Writer::new(
         store.clone(),
         WriterConfig {
@@ -109,7 +114,10 @@ async fn ingest(store: &Store, seconds: u64) -> (f64, u64) {
 
 /// Writes what a run of `exchanges` over `ENDPOINTS` endpoints and `minutes` minutes leaves in the store.
 async fn populate(store: &Store, exchanges: u64, minutes: i64) -> i64 {
-    let run_id = store.ensure_run("overview-1m", ["p", "s", "c"], now_ms()).await.unwrap();
+    let run_id = store
+        .ensure_run("overview-1m", ["p", "s", "c"], now_ms())
+        .await
+        .unwrap();
     let per_cell = exchanges / (ENDPOINTS as u64 * minutes as u64);
     let first_minute = now_ms().div_euclid(60_000) - minutes;
     let template = {
@@ -135,7 +143,9 @@ async fn populate(store: &Store, exchanges: u64, minutes: i64) -> i64 {
         let mut batch = FlushBatch::default();
         for endpoint in 0..ENDPOINTS {
             let name = format!("GET /resource{endpoint}/{{id}}");
-            batch.counts.push((name.clone(), first_minute + minute, template.clone()));
+            batch
+                .counts
+                .push((name.clone(), first_minute + minute, template.clone()));
             let mut latency = Latencies::default();
             for _ in 0..per_cell {
                 for target in Target::ALL {
@@ -143,15 +153,25 @@ async fn populate(store: &Store, exchanges: u64, minutes: i64) -> i64 {
                 }
             }
             run_latency[endpoint].merge(&latency);
-            batch.histograms.push((name, first_minute + minute, latency));
+            batch
+                .histograms
+                .push((name, first_minute + minute, latency));
         }
-        store.write_batch(run_id, "bench", &batch, now_ms()).await.unwrap();
+        store
+            .write_batch(run_id, "bench", &batch, now_ms())
+            .await
+            .unwrap();
     }
     let mut whole = FlushBatch::default();
     for (endpoint, latency) in run_latency.into_iter().enumerate() {
-        whole.histograms.push((format!("GET /resource{endpoint}/{{id}}"), -1, latency));
+        whole
+            .histograms
+            .push((format!("GET /resource{endpoint}/{{id}}"), -1, latency));
     }
-    store.write_batch(run_id, "bench", &whole, now_ms()).await.unwrap();
+    store
+        .write_batch(run_id, "bench", &whole, now_ms())
+        .await
+        .unwrap();
     run_id
 }
 
@@ -163,7 +183,10 @@ async fn overview(store: &Store, range: TimeRange, rounds: usize) -> (Duration, 
     let mut requests = 0;
     for _ in 0..rounds {
         let started = Instant::now();
-        let report = store.run_report(run.clone(), range, &settings, &RuleSet::default()).await.unwrap();
+        let report = store
+            .run_report(run.clone(), range, &settings, &RuleSet::default())
+            .await
+            .unwrap();
         times.push(started.elapsed());
         requests = report.requests;
         assert_eq!(report.endpoints.len(), ENDPOINTS);
@@ -185,15 +208,22 @@ async fn fresh_postgres(base: &str) -> String {
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported here.
-    let seconds: u64 = std::env::var("INGEST_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let seconds: u64 = std::env::var("INGEST_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let directory = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", directory.path().join("bench.db").display());
     let mut backends = vec![("sqlite", sqlite_url)];
     match std::env::var("DATABASE_URL") {
         Ok(base) => backends.push(("postgres", fresh_postgres(&base).await)),
-        Err(_) => eprintln!("DATABASE_URL not set: PostgreSQL not measured (scripts/bench-store.sh starts one)"),
+        Err(_) => eprintln!(
+            "DATABASE_URL not set: PostgreSQL not measured (scripts/bench-store.sh starts one)"
+        ),
     }
-    println!("| backend | ingest (analysed exchanges/s, {seconds} s) | overview, whole run | overview, last 10 min |");
+    println!(
+        "| backend | ingest (analysed exchanges/s, {seconds} s) | overview, whole run | overview, last 10 min |"
+    );
     println!("|---|---|---|---|");
     for (name, url) in backends {
         let store = Store::connect(&url, 8).await.unwrap();

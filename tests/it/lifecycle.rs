@@ -206,3 +206,44 @@ async fn settings_come_from_the_environment_and_sigterm_stops_cleanly() {
     let status = serving.terminate().await;
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn an_unreachable_store_is_a_one_line_error_and_exit_code_2() {
+    let refused = crate::support::stub::Refusing::new();
+    let url = refused.url().replace("http://", "postgres://postgres@") + "/shadowdiff";
+    let output = Command::new(BIN)
+        .args([
+            "serve",
+            "--primary",
+            "http://127.0.0.1:1",
+            "--secondary",
+            "http://127.0.0.1:1",
+        ])
+        .args([
+            "--candidate",
+            "http://127.0.0.1:2",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--database-url", &url])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("store"), "{stderr}");
+    let bad_url = Command::new(BIN)
+        .args(["migrate", "--database-url", "mysql://nope"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad_url.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_url.stderr).contains("unsupported database URL"));
+}

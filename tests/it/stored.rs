@@ -148,7 +148,11 @@ async fn two_proxy_processes_share_one_report() {
         }
     }
     for serving in [&first, &second] {
-        let ready = client().get(format!("http://{}/readyz", serving.admin)).send().await.unwrap();
+        let ready = client()
+            .get(format!("http://{}/readyz", serving.admin))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(ready.status(), 200, "both replicas reach the shared store");
     }
     assert_eq!(first.terminate().await.code(), Some(0));
