@@ -47,6 +47,15 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const RETENTION_EVERY: Duration = Duration::from_secs(300);
 
+/// The rows one endpoint-minute of counts is written as.
+fn rows_of(counts: &EndpointCounts) -> usize {
+    3 + counts.skipped.len()
+        + counts.errors.len()
+        + counts.body_skipped.len()
+        + counts.paths.len()
+        + counts.signatures.len()
+}
+
 pub struct Writer {
     store: Store,
     config: WriterConfig,
@@ -54,6 +63,8 @@ pub struct Writer {
     metrics: Arc<Metrics>,
     /// Counts since the last successful flush, per (endpoint, minute).
     pending: HashMap<(String, i64), EndpointCounts>,
+    /// Rows those counts make (kept up to date, so that checking the bound costs nothing).
+    pending_counts: usize,
     /// This writer's histograms per (endpoint, minute), minute -1 for the whole run.
     histograms: HashMap<(String, i64), Latencies>,
     dirty_histograms: HashSet<(String, i64)>,
@@ -78,6 +89,7 @@ impl Writer {
             redactor,
             metrics,
             pending: HashMap::new(),
+            pending_counts: 0,
             histograms: HashMap::new(),
             dirty_histograms: HashSet::new(),
             samples: Vec::new(),
@@ -90,17 +102,7 @@ impl Writer {
 
     /// Rows waiting to be written.
     fn pending_rows(&self) -> usize {
-        let counts: usize = self
-            .pending
-            .values()
-            .map(|counts| {
-                3 + counts.skipped.len()
-                    + counts.errors.len()
-                    + counts.paths.len()
-                    + counts.signatures.len()
-            })
-            .sum();
-        counts + self.dirty_histograms.len() * 3 + self.samples.len()
+        self.pending_counts + self.dirty_histograms.len() * Target::ALL.len() + self.samples.len()
     }
 
     /// Folds one analysed exchange into what waits to be written.
@@ -111,10 +113,10 @@ impl Writer {
         }
         let endpoint = analysis.exchange.endpoint.clone();
         let minute = started_at_ms(&analysis.exchange).div_euclid(60_000);
-        self.pending
-            .entry((endpoint.clone(), minute))
-            .or_default()
-            .record(&analysis);
+        let counts = self.pending.entry((endpoint.clone(), minute)).or_default();
+        let before = rows_of(counts);
+        counts.record(&analysis);
+        self.pending_counts += rows_of(counts) - before;
         let current = now_ms().div_euclid(60_000);
         for bucket in [minute, -1] {
             // A straggler for a minute already let go is counted in the whole run only.
@@ -226,6 +228,7 @@ impl Writer {
                 }
                 self.backoff = FIRST_BACKOFF;
                 self.pending.clear();
+                self.pending_counts = 0;
                 self.dirty_histograms.clear();
                 self.samples.clear();
                 let oldest = now.div_euclid(60_000) - HISTOGRAM_MINUTES_KEPT;
