@@ -49,7 +49,7 @@ fn analyses(count: usize) -> Vec<Analysis> {
                 json!({
                     "id": i,
                     "updated_at": rng.u64(..),
-                    "items": [{"sku": "a", "price": 5}, {"sku": "b", "price": if candidate && endpoint % 5 == 0 { 7 } else { 6 }}],
+                    "items": [{"sku": "a", "price": 5}, {"sku": "b", "price": if candidate && endpoint.is_multiple_of(5) { 7 } else { 6 }}],
                     "name": "ada",
                 })
             };
@@ -141,7 +141,7 @@ async fn populate(store: &Store, exchanges: u64, minutes: i64) -> i64 {
     let mut run_latency: Vec<Latencies> = (0..ENDPOINTS).map(|_| Latencies::default()).collect();
     for minute in 0..minutes {
         let mut batch = FlushBatch::default();
-        for endpoint in 0..ENDPOINTS {
+        for (endpoint, whole_run) in run_latency.iter_mut().enumerate() {
             let name = format!("GET /resource{endpoint}/{{id}}");
             batch
                 .counts
@@ -152,7 +152,7 @@ async fn populate(store: &Store, exchanges: u64, minutes: i64) -> i64 {
                     latency.record(target, Duration::from_micros(4_000 + rng.u64(..8_000)));
                 }
             }
-            run_latency[endpoint].merge(&latency);
+            whole_run.merge(&latency);
             batch
                 .histograms
                 .push((name, first_minute + minute, latency));
