@@ -207,11 +207,18 @@ async fn fresh_postgres(base: &str) -> String {
 
 #[tokio::main]
 async fn main() {
-    // `cargo bench` passes `--bench`; a filter argument is not supported here.
+    // `cargo bench` passes `--bench`; under `cargo test` this only checks that the benchmark works, briefly.
+    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    let default_seconds = if benchmarking { 10 } else { 1 };
     let seconds: u64 = std::env::var("INGEST_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(default_seconds);
+    let (exchanges, rounds) = if benchmarking {
+        (1_000_000, 15)
+    } else {
+        (50_000, 1)
+    };
     let directory = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", directory.path().join("bench.db").display());
     let mut backends = vec![("sqlite", sqlite_url)];
@@ -230,10 +237,10 @@ async fn main() {
         store.migrate().await.unwrap();
         let (rate, count) = ingest(&store, seconds).await;
         let minutes = 50;
-        populate(&store, 1_000_000, minutes).await;
-        let (whole, requests) = overview(&store, TimeRange::all(), 15).await;
+        populate(&store, exchanges, minutes).await;
+        let (whole, requests) = overview(&store, TimeRange::all(), rounds).await;
         let last = now_ms() - 10 * 60_000;
-        let (recent, _) = overview(&store, TimeRange::between_ms(Some(last), None), 15).await;
+        let (recent, _) = overview(&store, TimeRange::between_ms(Some(last), None), rounds).await;
         println!(
             "| {name} | {rate:.0} ({count} in all) | {:.1} ms ({requests} requests) | {:.1} ms |",
             whole.as_secs_f64() * 1000.0,
