@@ -1,45 +1,21 @@
 //! The proxy feeding the analysis: real traffic through stubs, analysed off the caller's path.
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http::{Response, StatusCode};
+use http::Response;
 use shadowdiff::analysis::SkipReason;
 use shadowdiff::analysis::diff::DiffKind;
 use shadowdiff::exchange::Target;
 
-use crate::support::stub::{Gate, Stub, full, json_response};
+use crate::support::stub::{Gate, Stub, full};
 use crate::support::{TestApp, client};
-
-/// An upstream answering a user document; `renamed` uses `full_name` for `name`; every answer carries its own
-/// clock reading, which is noise (each upstream's clock starts elsewhere).
-async fn users(clock_start: u64, renamed: bool) -> Stub {
-    let clock = Arc::new(AtomicU64::new(clock_start));
-    Stub::start(move |seen| {
-        let tick = clock.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let id = seen
-                .uri
-                .path()
-                .rsplit('/')
-                .next()
-                .unwrap_or("0")
-                .to_string();
-            let name_key = if renamed { "full_name" } else { "name" };
-            let body = format!(r#"{{"id":{id},"{name_key}":"ada","served_at":{tick}}}"#);
-            json_response(StatusCode::OK, &body)
-        }
-    })
-    .await
-}
 
 #[tokio::test]
 async fn exchanges_through_the_proxy_are_analysed() {
-    let primary = users(0, false).await;
-    let secondary = users(500, false).await;
-    let candidate = users(1_000_000, true).await;
+    let primary = Stub::users(0, false).await;
+    let secondary = Stub::users(500, false).await;
+    let candidate = Stub::users(1_000_000, true).await;
     let mut app =
         TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
     for id in 1..=5 {
@@ -111,9 +87,9 @@ async fn a_rules_file_applies_to_the_analysis() {
         "[[rule]]\nendpoint = \"GET /users/*\"\npath = \"body/served_at\"\naction = \"ignore\"\n",
     )
     .unwrap();
-    let primary = users(0, false).await;
-    let secondary = users(500, false).await;
-    let candidate = users(1_000_000, true).await;
+    let primary = Stub::users(0, false).await;
+    let secondary = Stub::users(500, false).await;
+    let candidate = Stub::users(1_000_000, true).await;
     let mut app = TestApp::start_analysed(
         &primary.url(),
         &secondary.url(),
@@ -260,15 +236,7 @@ async fn shed_shadows_are_counted_skips() {
     let primary = Stub::json("{}").await;
     let secondary = Stub::json("{}").await;
     let gate = Gate::new();
-    let held = gate.clone();
-    let candidate = Stub::start(move |_| {
-        let held = held.clone();
-        async move {
-            held.wait().await;
-            json_response(StatusCode::OK, "{}")
-        }
-    })
-    .await;
+    let candidate = Stub::gated_json(&gate, "{}").await;
     let mut app = TestApp::start_analysed(
         &primary.url(),
         &secondary.url(),

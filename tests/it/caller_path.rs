@@ -1,12 +1,10 @@
 //! The caller's path never waits for the shadows, and nothing a shadow does changes what the caller receives.
 
 use bytes::Bytes;
-use http::{Response, StatusCode};
+use http::Response;
 use shadowdiff::exchange::{Target, UpstreamError};
 
-use crate::support::stub::{
-    Gate, Misbehaviour, RawPeer, Refusing, Stub, channel_body, json_response,
-};
+use crate::support::stub::{Gate, Misbehaviour, RawPeer, Refusing, Stub, channel_body};
 use crate::support::{TestApp, client, patience};
 
 const PRIMARY_BODY: &str = r#"{"user":{"id":1,"name":"ada"}}"#;
@@ -16,15 +14,7 @@ async fn caller_gets_primary_while_the_candidate_holds_its_answer() {
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
     let gate = Gate::new();
-    let held = gate.clone();
-    let candidate = Stub::start(move |_| {
-        let held = held.clone();
-        async move {
-            held.wait().await;
-            json_response(StatusCode::OK, r#"{"user":{"id":1,"name":"bob"}}"#)
-        }
-    })
-    .await;
+    let candidate = Stub::gated_json(&gate, r#"{"user":{"id":1,"name":"bob"}}"#).await;
     let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
 
     let response = client().get(app.url("/users/1")).send().await.unwrap();
@@ -245,15 +235,7 @@ async fn shadows_over_the_in_flight_bound_are_shed_and_counted() {
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
     let gate = Gate::new();
-    let held = gate.clone();
-    let candidate = Stub::start(move |_| {
-        let held = held.clone();
-        async move {
-            held.wait().await;
-            json_response(StatusCode::OK, PRIMARY_BODY)
-        }
-    })
-    .await;
+    let candidate = Stub::gated_json(&gate, PRIMARY_BODY).await;
     let mut app = TestApp::start(
         &primary.url(),
         &secondary.url(),

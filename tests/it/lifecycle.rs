@@ -7,7 +7,7 @@ use shadowdiff::config::Cli;
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
-use crate::support::stub::{Gate, Stub, json_response};
+use crate::support::stub::{Gate, Stub};
 use crate::support::{TestApp, client, patience};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowdiff");
@@ -15,15 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_shadowdiff");
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_and_drains_exchanges() {
     let gate = Gate::new();
-    let held = gate.clone();
-    let primary = Stub::start(move |_| {
-        let held = held.clone();
-        async move {
-            held.wait().await;
-            json_response(StatusCode::OK, r#"{"slow":true}"#)
-        }
-    })
-    .await;
+    let primary = Stub::gated_json(&gate, r#"{"slow":true}"#).await;
     let secondary = Stub::json(r#"{"slow":true}"#).await;
     let candidate = Stub::json(r#"{"slow":true}"#).await;
     let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;

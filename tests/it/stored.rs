@@ -1,10 +1,6 @@
 //! The running proxy with its store: the report it writes, two processes sharing one PostgreSQL, and
 //! PostgreSQL going away under load and coming back.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use http::StatusCode;
 use shadowdiff::analysis::aggregate::VerdictSettings;
 use shadowdiff::analysis::diff::DiffKind;
 use shadowdiff::analysis::rules::RuleSet;
@@ -14,39 +10,16 @@ use shadowdiff::store::queries::TimeRange;
 
 use crate::support::db::{PgCluster, TestDb, create_database};
 use crate::support::process::spawn_serving;
-use crate::support::stub::{Stub, json_response};
+use crate::support::stub::Stub;
 use crate::support::{TestApp, client, wait_until};
-
-/// A user document; `renamed` says `full_name` for `name`; each answer carries its own clock reading (noise).
-async fn users(clock_start: u64, renamed: bool) -> Stub {
-    let clock = Arc::new(AtomicU64::new(clock_start));
-    Stub::start(move |seen| {
-        let tick = clock.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let id = seen
-                .uri
-                .path()
-                .rsplit('/')
-                .next()
-                .unwrap_or("0")
-                .to_string();
-            let name_key = if renamed { "full_name" } else { "name" };
-            json_response(
-                StatusCode::OK,
-                &format!(r#"{{"id":{id},"{name_key}":"ada","served_at":{tick}}}"#),
-            )
-        }
-    })
-    .await
-}
 
 crate::support::on_both_backends!(the_running_proxy_stores_its_report);
 
 async fn the_running_proxy_stores_its_report(db: TestDb) {
     let (primary, secondary, candidate) = (
-        users(0, false).await,
-        users(500, false).await,
-        users(9_000, true).await,
+        Stub::users(0, false).await,
+        Stub::users(500, false).await,
+        Stub::users(9_000, true).await,
     );
     let app = TestApp::start_stored(
         &primary.url(),
@@ -123,9 +96,9 @@ async fn two_proxy_processes_share_one_report() {
         return;
     };
     let (primary, secondary, candidate) = (
-        users(0, false).await,
-        users(500, false).await,
-        users(9_000, true).await,
+        Stub::users(0, false).await,
+        Stub::users(500, false).await,
+        Stub::users(9_000, true).await,
     );
     let envs = [
         ("SHADOWDIFF_DATABASE_URL", url.clone()),

@@ -141,6 +141,43 @@ impl Stub {
         }
     }
 
+    /// A stub that answers 200 with this JSON body once `gate` is open (it holds every answer until then).
+    pub async fn gated_json(gate: &Gate, body: &'static str) -> Stub {
+        let gate = gate.clone();
+        Self::start(move |_| {
+            let gate = gate.clone();
+            async move {
+                gate.wait().await;
+                json_response(StatusCode::OK, body)
+            }
+        })
+        .await
+    }
+
+    /// A user document; `renamed` says `full_name` for `name`; each answer carries this stub's own clock
+    /// reading (`served_at`), which is noise when each stub's clock starts elsewhere.
+    pub async fn users(clock_start: u64, renamed: bool) -> Stub {
+        let clock = Arc::new(AtomicUsize::new(clock_start as usize));
+        Self::start(move |seen| {
+            let tick = clock.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let id = seen
+                    .uri
+                    .path()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("0")
+                    .to_string();
+                let name_key = if renamed { "full_name" } else { "name" };
+                json_response(
+                    StatusCode::OK,
+                    &format!(r#"{{"id":{id},"{name_key}":"ada","served_at":{tick}}}"#),
+                )
+            }
+        })
+        .await
+    }
+
     /// A stub that always answers 200 with this JSON body.
     pub async fn json(body: &'static str) -> Stub {
         Self::start(move |_| async move { json_response(StatusCode::OK, body) }).await
