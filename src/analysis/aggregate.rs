@@ -224,13 +224,44 @@ pub struct EndpointReport {
     pub failing: u64,
 }
 
-/// Judges one endpoint's counts under the rules in force.
-pub fn report(
+/// How a rule decided a place, if one did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleEffect {
+    /// A rule ignores this place (or presence-only / type-only leaves this kind out): it is not counted.
+    Ignored,
+    /// A rule calls this place noise.
+    Noise,
+}
+
+/// One place of an endpoint with its counts and verdict: a row of the field tree.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlaceVerdict {
+    pub path: String,
+    pub kind: DiffKind,
+    /// The worst class of the candidate's differences here (none when only secondary differed).
+    pub compat: Option<Compat>,
+    pub raw: u64,
+    pub noise: u64,
+    /// `|raw - noise| / (raw + noise)`, the relative part of the test.
+    pub relative: f64,
+    /// `|raw - noise| / requests`, the absolute part of the test.
+    pub absolute: f64,
+    /// Share of requests with an uncancelled candidate difference here.
+    pub rate: f64,
+    pub verdict: Verdict,
+    /// Set when a rule decided rather than the counts.
+    pub rule: Option<RuleEffect>,
+    pub sample: Option<String>,
+}
+
+/// Every place of an endpoint judged, ignored ones included (marked), sorted by path and kind.
+pub fn places(
     endpoint: &str,
     counts: &EndpointCounts,
     settings: &VerdictSettings,
     rules: &RuleSet,
-) -> EndpointReport {
+) -> Vec<PlaceVerdict> {
     let rules = rules.for_endpoint(endpoint);
     let compared = counts.compared;
     let fraction = |count: u64| {
@@ -240,54 +271,104 @@ pub fn report(
             count as f64 / compared as f64
         }
     };
-    let mut regression_keys: BTreeSet<&PathKey> = BTreeSet::new();
-    let mut noise = Vec::new();
-    let mut judged = Vec::new();
-    for (key, path_counts) in &counts.paths {
-        let (path, kind) = key;
-        if !rules.counts(path, *kind) {
-            continue;
-        }
-        let raw = path_counts.raw_total();
-        let verdict = match rules.verdict_override(path) {
-            Some(RuleAction::Noise) => Verdict::Noise,
-            _ => noise::verdict(raw, path_counts.noise, compared, settings.thresholds),
-        };
-        match (verdict, path_counts.worst()) {
-            (Verdict::Regression, Some(compat)) => {
-                regression_keys.insert(key);
-                judged.push((key, compat, raw, path_counts.noise));
-            }
-            _ => noise.push(NoiseReport {
-                path: path.clone(),
-                kind: *kind,
-                raw,
-                noise: path_counts.noise,
-            }),
-        }
-    }
-    let mut failing = 0;
     let mut uncancelled: BTreeMap<&PathKey, u64> = BTreeMap::new();
     for (signature, count) in &counts.signatures {
-        if signature.iter().any(|key| regression_keys.contains(key)) {
-            failing += count;
-        }
         for key in signature {
             *uncancelled.entry(key).or_default() += count;
         }
     }
-    let mut regressions: Vec<RegressionReport> = judged
-        .into_iter()
-        .map(|(key, compat, raw, noise)| RegressionReport {
-            path: key.0.clone(),
-            kind: key.1,
-            compat,
-            raw,
-            noise,
-            rate: fraction(uncancelled.get(key).copied().unwrap_or(0)),
-            sample: counts.samples.get(key).map(|(id, _)| id.to_string()),
+    counts
+        .paths
+        .iter()
+        .map(|(key, place)| {
+            let (path, kind) = key;
+            let raw = place.raw_total();
+            let delta = raw.abs_diff(place.noise) as f64;
+            let rule = if !rules.counts(path, *kind) {
+                Some(RuleEffect::Ignored)
+            } else if matches!(rules.verdict_override(path), Some(RuleAction::Noise)) {
+                Some(RuleEffect::Noise)
+            } else {
+                None
+            };
+            let verdict = match rule {
+                Some(_) => Verdict::Noise,
+                None => noise::verdict(raw, place.noise, compared, settings.thresholds),
+            };
+            PlaceVerdict {
+                path: path.clone(),
+                kind: *kind,
+                compat: place.worst(),
+                raw,
+                noise: place.noise,
+                relative: if raw + place.noise == 0 {
+                    0.0
+                } else {
+                    delta / (raw + place.noise) as f64
+                },
+                absolute: fraction(delta as u64),
+                rate: fraction(uncancelled.get(key).copied().unwrap_or(0)),
+                verdict,
+                rule,
+                sample: counts.samples.get(key).map(|(id, _)| id.to_string()),
+            }
         })
+        .collect()
+}
+
+/// Judges one endpoint's counts under the rules in force.
+pub fn report(
+    endpoint: &str,
+    counts: &EndpointCounts,
+    settings: &VerdictSettings,
+    rules: &RuleSet,
+) -> EndpointReport {
+    let compared = counts.compared;
+    let fraction = |count: u64| {
+        if compared == 0 {
+            0.0
+        } else {
+            count as f64 / compared as f64
+        }
+    };
+    let judged = places(endpoint, counts, settings, rules);
+    let regression_keys: BTreeSet<(&str, DiffKind)> = judged
+        .iter()
+        .filter(|place| place.verdict == Verdict::Regression)
+        .map(|place| (place.path.as_str(), place.kind))
         .collect();
+    let failing: u64 = counts
+        .signatures
+        .iter()
+        .filter(|(signature, _)| {
+            signature
+                .iter()
+                .any(|(path, kind)| regression_keys.contains(&(path.as_str(), *kind)))
+        })
+        .map(|(_, count)| count)
+        .sum();
+    let mut regressions = Vec::new();
+    let mut noise = Vec::new();
+    for place in judged {
+        match (place.verdict, place.rule, place.compat) {
+            (_, Some(RuleEffect::Ignored), _) => {}
+            (Verdict::Regression, _, Some(compat)) => regressions.push(RegressionReport {
+                path: place.path,
+                kind: place.kind,
+                compat,
+                raw: place.raw,
+                noise: place.noise,
+                rate: place.rate,
+                sample: place.sample,
+            }),
+            _ => noise.push(NoiseReport {
+                path: place.path,
+                kind: place.kind,
+                raw: place.raw,
+                noise: place.noise,
+            }),
+        }
+    }
     regressions.sort_by(|a, b| {
         b.rate
             .total_cmp(&a.rate)
