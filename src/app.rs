@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::analysis::aggregate::VerdictSettings;
 use crate::analysis::headers::HeaderOptions;
 use crate::analysis::json::JsonOptions;
 use crate::analysis::rules::{RuleSet, RulesError};
@@ -83,6 +84,8 @@ pub struct Application {
     redactor: Redactor,
     shutdown_grace: Duration,
     shadow_timeout: Duration,
+    verdicts: VerdictSettings,
+    admin_token: Option<Arc<str>>,
 }
 
 impl Application {
@@ -196,6 +199,8 @@ impl Application {
             redactor,
             shutdown_grace: args.proxy.shutdown_grace,
             shadow_timeout: args.upstreams.shadow_timeout,
+            verdicts: args.verdicts.settings(),
+            admin_token: args.admin.admin_token.as_deref().map(Arc::from),
         })
     }
 
@@ -220,6 +225,11 @@ impl Application {
         self.exchanges.take()
     }
 
+    /// Whether the admin listener needs a token.
+    pub fn admin_protected(&self) -> bool {
+        self.admin_token.is_some()
+    }
+
     /// The store this instance writes to.
     pub fn store(&self) -> &Store {
         &self.store
@@ -238,6 +248,7 @@ impl Application {
     /// Serves until `shutdown` resolves; then lets in-flight caller requests finish (up to `--shutdown-grace`),
     /// waits for background requests (up to `--shadow-timeout`), and drains each stage in turn.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let proxy_addr = self.proxy_addr();
         let stop_analysis = CancellationToken::new();
         let stop_consumer = CancellationToken::new();
         let analysis = self.exchanges.map(|rx| {
@@ -265,7 +276,11 @@ impl Application {
         let admin_router = web::router(web::AdminState {
             metrics: self.metrics.clone(),
             draining: draining.clone(),
-            store: Some(self.store.clone()),
+            store: self.store.clone(),
+            file_rules: Arc::new(self.analyzer.config().rules.clone()),
+            verdicts: self.verdicts.clone(),
+            token: self.admin_token.clone(),
+            proxy_addr: Some(proxy_addr),
         });
         let admin_stop = stop_consumer.clone();
         let admin_listener = self.admin_listener;

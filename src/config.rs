@@ -475,6 +475,17 @@ pub struct AdminArgs {
     /// Address of the admin listener (health, metrics, dashboard); loopback by default.
     #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_ADMIN_LISTEN", default_value = defaults::ADMIN_LISTEN)]
     pub admin_listen: SocketAddr,
+
+    /// Token every page, API call and /metrics then needs (`Authorization: Bearer TOKEN`, or the login form's
+    /// cookie); health checks stay open. Prefer the environment variable to the flag. Without a token, keep
+    /// the admin listener on loopback.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SHADOWDIFF_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
 }
 
 #[cfg(test)]

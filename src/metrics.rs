@@ -8,6 +8,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::exchange::{Target, UpstreamError};
@@ -193,6 +194,23 @@ pub struct Metrics {
     store_writes: Family<ResultLabel, Counter>,
     store_dropped: Family<WhatLabel, Counter>,
     store_pending: Gauge,
+    endpoint_requests: Family<EndpointLabel, Counter>,
+    /// Endpoints given a label of their own; past [`MAX_ENDPOINT_LABELS`] they share `other`.
+    endpoint_labels: Mutex<std::collections::HashSet<String>>,
+    latency: Family<TargetLabel, Histogram, fn() -> Histogram>,
+}
+
+/// Distinct endpoint label values on /metrics, so that a flood of odd paths cannot bloat every scrape.
+const MAX_ENDPOINT_LABELS: usize = 500;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 impl fmt::Debug for Metrics {
@@ -321,6 +339,22 @@ impl Metrics {
             store_pending.clone(),
         );
 
+        let endpoint_requests = Family::<EndpointLabel, Counter>::default();
+        registry.register(
+            "endpoint_requests",
+            "Analysed exchanges per endpoint (at most 500 endpoints by name; the rest as `other`)",
+            endpoint_requests.clone(),
+        );
+        let latency = Family::<TargetLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register_with_unit(
+            "upstream_latency",
+            "Time to the response head per upstream (timeouts at their full wait)",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
+
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -337,6 +371,9 @@ impl Metrics {
             store_writes,
             store_dropped,
             store_pending,
+            endpoint_requests,
+            endpoint_labels: Mutex::new(std::collections::HashSet::new()),
+            latency,
         }
     }
 
@@ -423,6 +460,35 @@ impl Metrics {
             Err(reason) => reason.as_str(),
         };
         self.analysed.get_or_create(&ResultLabel { result }).inc();
+        let endpoint = {
+            let mut labels = self
+                .endpoint_labels
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let known = labels.contains(&analysis.exchange.endpoint);
+            if known || labels.len() < MAX_ENDPOINT_LABELS {
+                if !known {
+                    labels.insert(analysis.exchange.endpoint.clone());
+                }
+                analysis.exchange.endpoint.clone()
+            } else {
+                "other".to_string()
+            }
+        };
+        self.endpoint_requests
+            .get_or_create(&EndpointLabel { endpoint })
+            .inc();
+        for target in Target::ALL {
+            if let Some(elapsed) =
+                crate::analysis::aggregate::latency_sample(analysis.exchange.outcome(target))
+            {
+                self.latency
+                    .get_or_create(&TargetLabel {
+                        target: target.as_str(),
+                    })
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
         if let Ok(compared) = &analysis.result {
             self.differences
                 .get_or_create(&SideLabel { side: "candidate" })

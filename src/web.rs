@@ -1,29 +1,50 @@
-//! The admin listener's routes: health, readiness and Prometheus metrics.
+//! The admin listener: the report (pages and JSON API), Prometheus metrics and health checks, behind
+//! `--admin-token` when one is set.
 
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod error;
+pub mod pages;
+pub mod range;
+pub mod view;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::get;
-
 use tokio_util::sync::CancellationToken;
 
-use std::time::Duration;
-
+use crate::analysis::aggregate::VerdictSettings;
+use crate::analysis::rules::RuleSet;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{RunInfo, Store};
+use crate::web::error::WebError;
 
 /// What the admin handlers share.
 #[derive(Clone)]
 pub struct AdminState {
+    /// Counters of this instance, for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Cancelled once shutdown has begun: the instance finishes what it has but wants no new traffic.
     pub draining: CancellationToken,
-    /// The store, checked by readiness.
-    pub store: Option<Store>,
+    /// Where the report is read from (and rules are stored).
+    pub store: Store,
+    /// Rules from `--rules`; rules added through the API or the pages are read from the store.
+    pub file_rules: Arc<RuleSet>,
+    /// `--threshold-relative`, `--threshold-absolute`, `--latency-factor`.
+    pub verdicts: VerdictSettings,
+    /// `--admin-token`: when set, everything but health checks and assets needs it.
+    pub token: Option<Arc<str>>,
+    /// The proxy's address, for the hint on an empty report.
+    pub proxy_addr: Option<SocketAddr>,
 }
 
 /// Every admin route, in one place.
@@ -32,7 +53,22 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/static/{*file}", get(assets::serve))
+        .merge(pages::routes())
+        .merge(api::routes())
+        .layer(from_fn_with_state(state.clone(), auth::require_token))
+        .layer(from_fn(auth::security_headers))
         .with_state(state)
+}
+
+/// The run with this label, or the most recent for `latest`.
+pub async fn resolve_run(state: &AdminState, label: &str) -> Result<RunInfo, WebError> {
+    state
+        .store
+        .run(label)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("run `{label}`")))
 }
 
 /// Liveness: the process is up and serving.
@@ -46,11 +82,9 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     if state.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
-    if let Some(store) = &state.store {
-        let reachable = tokio::time::timeout(Duration::from_secs(2), store.ping()).await;
-        if !matches!(reachable, Ok(Ok(()))) {
-            return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n");
-        }
+    let reachable = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
+    if !matches!(reachable, Ok(Ok(()))) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n");
     }
     (StatusCode::OK, "ready\n")
 }

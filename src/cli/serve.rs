@@ -23,6 +23,18 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         ?response_mode,
         "shadowdiff serving"
     );
+    let admin = app.admin_addr();
+    match (app.admin_protected(), admin.ip().is_loopback()) {
+        (true, _) => tracing::info!(%admin, "admin listener requires --admin-token"),
+        (false, true) => tracing::info!(
+            %admin,
+            "admin listener on loopback only and without a token; set --admin-token before listening elsewhere"
+        ),
+        (false, false) => tracing::warn!(
+            %admin,
+            "admin listener reachable from other hosts WITHOUT a token: anyone there can read the report and change rules; set --admin-token"
+        ),
+    }
     app.run_until(shutdown).await;
     ExitCode::SUCCESS
 }

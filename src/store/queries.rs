@@ -94,6 +94,23 @@ impl Store {
         })
     }
 
+    /// Requests counted per run id.
+    pub async fn run_requests(&self) -> Result<BTreeMap<i64, u64>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT run_id, CAST(SUM(value) AS BIGINT) AS total FROM endpoint_counters \
+                 WHERE name = 'requests' GROUP BY run_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut totals = BTreeMap::new();
+            for row in &rows {
+                totals.insert(row.try_get::<i64, _>("run_id")?, row.try_get::<i64, _>("total")?.max(0) as u64);
+            }
+            Ok(totals)
+        })
+    }
+
     /// The run with this label, or the most recently active one for `latest`.
     pub async fn run(&self, label: &str) -> Result<Option<RunInfo>, StoreError> {
         let runs = self.runs().await?;
@@ -332,20 +349,24 @@ impl Store {
         })
     }
 
-    /// One stored exchange, whole.
+    /// One stored exchange, whole, with its run's label.
     pub async fn exchange(&self, id: &str) -> Result<Option<SampleDocument>, StoreError> {
-        let document: Option<String> = on_pool!(self, pool => {
-            let mut query = QueryBuilder::new("SELECT document FROM samples WHERE id = ");
+        let found: Option<(String, String)> = on_pool!(self, pool => {
+            let mut query = QueryBuilder::new(
+                "SELECT s.document, r.label FROM samples s JOIN runs r ON r.id = s.run_id WHERE s.id = ",
+            );
             query.push_bind(id);
             match query.build().fetch_optional(pool).await? {
-                Some(row) => Some(row.try_get::<String, _>("document")?),
+                Some(row) => Some((row.try_get::<String, _>("document")?, row.try_get::<String, _>("label")?)),
                 None => None,
             }
         });
-        document
-            .map(|text| {
-                serde_json::from_str(&text)
-                    .map_err(|error| StoreError::Data(format!("exchange {id}: {error}")))
+        found
+            .map(|(text, label)| {
+                let mut document: SampleDocument = serde_json::from_str(&text)
+                    .map_err(|error| StoreError::Data(format!("exchange {id}: {error}")))?;
+                document.run = label;
+                Ok(document)
             })
             .transpose()
     }

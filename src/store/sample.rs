@@ -67,6 +67,9 @@ pub struct StoredDifference {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SampleDocument {
     pub id: String,
+    /// The run's label (filled in when read back; not part of what is written).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run: String,
     pub endpoint: String,
     pub started_at_ms: i64,
     pub request: StoredRequest,
@@ -102,6 +105,7 @@ impl SampleDocument {
         };
         SampleDocument {
             id: exchange.id.to_string(),
+            run: String::new(),
             endpoint: exchange.endpoint.clone(),
             started_at_ms: started_at_ms(exchange),
             request: StoredRequest {

@@ -13,3 +13,4 @@ mod store;
 mod stored;
 mod support;
 mod verdicts;
+mod web;

@@ -50,6 +50,20 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     .await
 }
 
+/// Polls an async `condition` until it holds (see [`wait_until`]).
+pub async fn wait_for<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    patience(what, async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 /// How long a test waits for something that should happen before calling it a hang. Not a speed assertion:
 /// it only turns a deadlock into a failure with a message.
 const PATIENCE: Duration = Duration::from_secs(20);

@@ -1,0 +1,563 @@
+//! The report over HTTP: every page escapes what traffic put in the store and carries a strict CSP, the JSON
+//! API has the documented shapes and routes, rules and run deletion work from the pages, the admin token
+//! guards everything but health checks, and empty reports say what to do.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::{Response, StatusCode};
+use serde_json::Value;
+
+use crate::support::stub::{Stub, full};
+use crate::support::{TestApp, client, wait_for};
+
+pub const SCRIPT: &str = "<script>alert(1)</script>";
+pub const IMG: &str = "\"><img src=x onerror=alert(1)>";
+
+/// An upstream whose answers carry hostile strings in headers and bodies; the candidate renames a field and
+/// answers HTML differently.
+pub async fn hostile(role: &'static str) -> Stub {
+    let clock = Arc::new(AtomicUsize::new(match role {
+        "primary" => 0,
+        "secondary" => 5_000,
+        _ => 90_000,
+    }));
+    Stub::start(move |seen| {
+        let tick = clock.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if seen.uri.path() == "/page" {
+                let line = if role == "candidate" { format!("<p>changed {SCRIPT}</p>") } else { "<p>same</p>".to_string() };
+                return Response::builder()
+                    .header("content-type", "text/html")
+                    .body(full(format!("<html><body><h1>{IMG}</h1>{line}</body></html>")))
+                    .unwrap();
+            }
+            let name = if role == "candidate" { "full_name" } else { "name" };
+            let body = serde_json::json!({name: format!("ada {SCRIPT}"), "note": IMG, "served_at": tick, "id": 1});
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("x-note", if role == "candidate" { IMG } else { "plain" })
+                .body(full(body.to_string()))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+/// A stored report with a known regression, with hostile bytes in it, served by a running instance.
+pub struct Report {
+    pub app: TestApp,
+    _stubs: [Stub; 3],
+    _database: tempfile::TempDir,
+}
+
+pub async fn report(extra: &[&str]) -> Report {
+    let (database, url) = crate::support::temp_database();
+    let stubs = [
+        hostile("primary").await,
+        hostile("secondary").await,
+        hostile("candidate").await,
+    ];
+    let mut flags = vec!["--run", "hostile", "--store-flush-interval", "50ms"];
+    flags.extend_from_slice(extra);
+    let app = TestApp::start_stored(
+        &stubs[0].url(),
+        &stubs[1].url(),
+        &stubs[2].url(),
+        &flags,
+        &url,
+    )
+    .await;
+    let token = extra
+        .windows(2)
+        .find(|pair| pair[0] == "--admin-token")
+        .map(|pair| pair[1].to_string());
+    let mut sent = 0;
+    for id in 0..20 {
+        send(&app, &format!("/users/{id}"), None).await;
+        sent += 1;
+    }
+    for _ in 0..3 {
+        send(&app, "/page", None).await;
+        send(&app, "/named", Some(SCRIPT)).await;
+        sent += 2;
+    }
+    let runs_url = app.admin_url("/api/v1/runs");
+    wait_for("the report to be stored", || {
+        let (url, token) = (runs_url.clone(), token.clone());
+        async move {
+            let mut request = client().get(url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let runs: Value = request
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or_default();
+            runs.get(0).and_then(|run| run["requests"].as_u64()) == Some(sent)
+        }
+    })
+    .await;
+    Report {
+        app,
+        _stubs: stubs,
+        _database: database,
+    }
+}
+
+async fn send(app: &TestApp, path: &str, canonical: Option<&str>) {
+    let mut request = client().get(app.url(path));
+    if let Some(name) = canonical {
+        request = request.header("canonical-resource", name);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap();
+}
+
+/// A page's HTML, checked for escaping and for the security headers.
+pub async fn page(app: &TestApp, path: &str) -> String {
+    let response = admin_get(app, path).await;
+    assert_eq!(response.status(), 200, "{path}");
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{path}: {csp}"
+    );
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let html = response.text().await.unwrap();
+    for raw in [SCRIPT, "<script>alert", "<img src=x", "onerror=alert(1)>"] {
+        assert!(!html.contains(raw), "{path} shows `{raw}` unescaped");
+    }
+    // Templates escape with numeric references, hand-built fragments with named ones; compare one spelling.
+    html.replace("&#60;", "&lt;")
+        .replace("&#62;", "&gt;")
+        .replace("&#34;", "&quot;")
+        .replace("&#38;", "&amp;")
+}
+
+/// An admin path, fetched without a token.
+pub async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
+    client().get(app.admin_url(path)).send().await.unwrap()
+}
+
+/// A form posted to an admin path without a token.
+pub async fn admin_form(app: &TestApp, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    client()
+        .post(app.admin_url(path))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An admin path's JSON, read without a token.
+pub async fn admin_json(app: &TestApp, path: &str) -> Value {
+    admin_get(app, path).await.json().await.unwrap()
+}
+
+/// An admin path's text, read without a token.
+pub async fn admin_text(app: &TestApp, path: &str) -> String {
+    admin_get(app, path).await.text().await.unwrap()
+}
+
+fn links(html: &str, prefix: &str) -> Vec<String> {
+    let mut found: Vec<String> = html
+        .match_indices(&format!("href=\"{prefix}"))
+        .map(|(at, _)| {
+            let start = at + "href=\"".len();
+            let end = start + html[start..].find('"').unwrap();
+            html[start..end].replace("&amp;", "&")
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_escapes_what_traffic_stored_and_sets_a_strict_csp() {
+    let report = report(&[]).await;
+    let app = &report.app;
+    let overview = page(app, "/").await;
+    assert!(
+        overview.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the hostile endpoint name is shown, escaped"
+    );
+    page(app, "/runs/hostile/live").await;
+    let endpoints = links(&overview, "/runs/hostile/endpoints/");
+    assert_eq!(endpoints.len(), 3, "{endpoints:?}");
+    let mut exchanges = Vec::new();
+    for endpoint in &endpoints {
+        let html = page(app, endpoint).await;
+        let live = endpoint.replacen("?", "/live?", 1);
+        page(app, &live).await;
+        for samples in links(&html, "/runs/hostile/endpoints/") {
+            if samples.contains("/samples") {
+                exchanges.extend(links(&page(app, &samples).await, "/exchanges/"));
+            }
+        }
+    }
+    exchanges.sort();
+    exchanges.dedup();
+    assert!(exchanges.len() >= 3, "{exchanges:?}");
+    let mut saw_diff = false;
+    for exchange in &exchanges {
+        let html = page(app, exchange).await;
+        assert!(
+            html.contains("&lt;script&gt;") || html.contains("&quot;&gt;&lt;img"),
+            "{exchange} shows the payloads, escaped"
+        );
+        saw_diff |= html.contains("class=\"udiff\"");
+    }
+    assert!(
+        saw_diff,
+        "the HTML endpoint's exchange shows a unified diff"
+    );
+    for path in ["/login", "/no-such-page", "/exchanges/no-such-id"] {
+        let response = admin_get(app, path).await;
+        assert!(
+            response.headers().contains_key("content-security-policy"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_api_has_the_documented_shapes_and_every_route_in_openapi() {
+    let report = report(&[]).await;
+    let app = &report.app;
+    let get = |path: String| async move {
+        let response = admin_get(app, &path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        response.json::<Value>().await.unwrap()
+    };
+    let endpoints = get("/api/v1/runs/latest/endpoints".into()).await;
+    let users = endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "GET /users/{id}")
+        .unwrap();
+    for key in [
+        "endpoint",
+        "requests",
+        "diff_rate",
+        "noise_rate",
+        "latency",
+        "latency_regression",
+        "regressions",
+        "noise",
+    ] {
+        assert!(users.get(key).is_some(), "{key} missing: {users}");
+    }
+    for target in ["primary", "secondary", "candidate"] {
+        assert!(
+            users["latency"][target]["p50_ms"].is_f64()
+                && users["latency"][target]["p99_ms"].is_f64()
+        );
+    }
+    let regression = users["regressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "body/name")
+        .unwrap();
+    for key in ["path", "kind", "compat", "raw", "noise", "rate", "sample"] {
+        assert!(regression.get(key).is_some(), "{key} missing: {regression}");
+    }
+    assert_eq!(regression["kind"], "missing");
+    assert_eq!(regression["compat"], "breaking");
+    let noise = users["noise"].as_array().unwrap();
+    assert!(
+        noise
+            .iter()
+            .any(|n| n["path"] == "body/served_at" && n["raw"].is_u64() && n["noise"].is_u64())
+    );
+
+    let sample = regression["sample"].as_str().unwrap().to_string();
+    let openapi = get("/api/v1/openapi.json".into()).await;
+    let paths = openapi["paths"].as_object().unwrap();
+    for route in shadowdiff::web::api::API_ROUTES {
+        let documented = paths.get(route.path).and_then(|p| p.get(route.method));
+        assert!(
+            documented.is_some(),
+            "{} {} is not in openapi.json",
+            route.method,
+            route.path
+        );
+    }
+    let documented: usize = paths
+        .values()
+        .map(|methods| methods.as_object().unwrap().len())
+        .sum();
+    assert_eq!(documented, shadowdiff::web::api::API_ROUTES.len());
+
+    // Every documented read answers (no 404 or 405 for a route that exists).
+    for route in shadowdiff::web::api::API_ROUTES
+        .iter()
+        .filter(|r| r.method == "get")
+    {
+        let path = route
+            .path
+            .replace("{run}", "latest")
+            .replace("{endpoint}", "GET%20%2Fusers%2F%7Bid%7D")
+            .replace("{id}", &sample);
+        let query = if route.path.ends_with("/samples") {
+            "?endpoint=GET%20%2Fusers%2F%7Bid%7D"
+        } else {
+            ""
+        };
+        get(format!("{path}{query}")).await;
+    }
+    let exchange = get(format!("/api/v1/exchanges/{sample}")).await;
+    assert_eq!(exchange["run"], "hostile");
+    assert_eq!(exchange["endpoint"], "GET /users/{id}");
+    let fields =
+        get("/api/v1/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D/fields".into()).await;
+    assert_eq!(fields["requests"], 20);
+    let missing = fields["places"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"] == "body/name")
+        .unwrap();
+    assert_eq!(
+        (missing["verdict"].as_str(), missing["relative"].as_f64()),
+        (Some("regression"), Some(1.0))
+    );
+    let missing_run = admin_get(app, "/api/v1/runs/nope/endpoints").await;
+    assert_eq!(missing_run.status(), 404);
+    assert!(
+        missing_run.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("nope")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marking_a_path_from_the_page_changes_its_verdict_at_once() {
+    let report = report(&[]).await;
+    let app = &report.app;
+    let verdict_of = |path: &'static str| async move {
+        let fields = admin_json(
+            app,
+            "/api/v1/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D/fields",
+        )
+        .await;
+        let place = fields["places"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["path"] == path)
+            .cloned()
+            .unwrap();
+        (
+            place["verdict"].as_str().unwrap().to_string(),
+            place["rule"].as_str().map(str::to_string),
+        )
+    };
+    assert_eq!(verdict_of("body/name").await, ("regression".into(), None));
+
+    let form = admin_form(
+        app,
+        "/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D/rules",
+        &[("path", "body/name"), ("action", "noise")],
+    )
+    .await;
+    assert_eq!(form.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        verdict_of("body/name").await,
+        ("noise".into(), Some("noise".into()))
+    );
+    let endpoints: Value = admin_json(app, "/api/v1/runs/hostile/endpoints").await;
+    let users = endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "GET /users/{id}")
+        .unwrap();
+    assert!(
+        users["regressions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["path"] != "body/name")
+    );
+
+    let added = client()
+        .post(app.admin_url("/api/v1/rules"))
+        .json(&serde_json::json!({"endpoint": "GET /users/{id}", "path": "body/full_name", "action": "ignore"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::CREATED);
+    let id = added.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    assert_eq!(
+        verdict_of("body/full_name").await,
+        ("noise".into(), Some("ignored".into()))
+    );
+    let bad = client()
+        .post(app.admin_url("/api/v1/rules"))
+        .json(&serde_json::json!({"path": "nowhere", "action": "ignore"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let rules: Value = admin_json(app, "/api/v1/rules").await;
+    assert_eq!(rules["stored"].as_array().unwrap().len(), 2);
+    let removed = client()
+        .delete(app.admin_url(&format!("/api/v1/rules/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        verdict_of("body/full_name").await,
+        ("regression".into(), None)
+    );
+    let page = crate::web::page(app, "/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D").await;
+    assert!(page.contains("Rules in force here") && page.contains("body/name"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearing_a_run_leaves_the_empty_state() {
+    let report = report(&[]).await;
+    let app = &report.app;
+    let cleared = client()
+        .post(app.admin_url("/runs/hostile/clear"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), StatusCode::SEE_OTHER);
+    let runs: Value = admin_json(app, "/api/v1/runs").await;
+    assert_eq!(runs.as_array().unwrap().len(), 0);
+    let html = page(app, "/").await;
+    assert!(html.contains("No comparisons yet"), "{html}");
+    assert!(
+        html.contains(&format!("http://{}", app.proxy)),
+        "the empty state says where to send traffic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_differences_says_so() {
+    let (database, url) = crate::support::temp_database();
+    let same = [
+        Stub::json(r#"{"ok":true}"#).await,
+        Stub::json(r#"{"ok":true}"#).await,
+        Stub::json(r#"{"ok":true}"#).await,
+    ];
+    let app = TestApp::start_stored(
+        &same[0].url(),
+        &same[1].url(),
+        &same[2].url(),
+        &["--run", "clean", "--store-flush-interval", "50ms"],
+        &url,
+    )
+    .await;
+    for i in 0..5 {
+        send(&app, &format!("/health/{i}"), None).await;
+    }
+    let endpoints_url = app.admin_url("/api/v1/runs/clean/endpoints");
+    wait_for("the run to be stored", || {
+        let url = endpoints_url.clone();
+        async move {
+            let response = client().get(url).send().await.unwrap();
+            response.status() == 200 && response.json::<Value>().await.unwrap()[0]["requests"] == 5
+        }
+    })
+    .await;
+    let overview = page(&app, "/").await;
+    assert!(
+        overview.contains("No differences beyond noise in 5 requests"),
+        "{overview}"
+    );
+    let endpoint = page(&app, "/runs/clean/endpoints/GET%20%2Fhealth%2F%7Bid%7D").await;
+    assert!(endpoint.contains("No differences here"), "{endpoint}");
+    drop(database);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_guards_everything_but_health() {
+    let report = report(&["--admin-token", "s3cret-token"]).await;
+    let app = &report.app;
+    let home = admin_get(app, "/runs/hostile?range=1h").await;
+    assert_eq!(home.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        home.headers()["location"],
+        "/login?next=/runs/hostile%3Frange%3D1h"
+    );
+    for path in ["/api/v1/runs", "/metrics"] {
+        let refused = admin_get(app, path).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let allowed = client()
+            .get(app.admin_url(path))
+            .bearer_auth("s3cret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(allowed.status(), StatusCode::OK, "{path}");
+    }
+    let wrong = client()
+        .get(app.admin_url("/api/v1/runs"))
+        .bearer_auth("s3cret-tokeN")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    for open in ["/healthz", "/readyz", "/login", "/static/app.css"] {
+        assert_eq!(admin_get(app, open).await.status(), 200, "{open}");
+    }
+    let failed = admin_form(app, "/login", &[("token", "guess"), ("next", "/")]).await;
+    assert_eq!(failed.status(), StatusCode::UNAUTHORIZED);
+    let signed_in = admin_form(
+        app,
+        "/login",
+        &[("token", "s3cret-token"), ("next", "/runs/hostile")],
+    )
+    .await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.headers()["location"], "/runs/hostile");
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && !cookie.contains("s3cret-token")
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let with_cookie = client()
+        .get(app.admin_url("/runs/hostile"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_cookie.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_endpoints_latency_and_queues() {
+    let report = report(&[]).await;
+    let text = admin_text(&report.app, "/metrics").await;
+    for expected in [
+        "shadowdiff_endpoint_requests_total{endpoint=\"GET /users/{id}\"} 20",
+        "shadowdiff_upstream_latency_seconds_bucket{le=",
+        "shadowdiff_upstream_latency_seconds_count{target=\"candidate\"} 26",
+        "shadowdiff_queue_depth{queue=\"exchanges\"}",
+        "shadowdiff_store_writes_total{result=\"ok\"}",
+        "shadowdiff_shadow_shed_total{target=\"candidate\"} 0",
+        "shadowdiff_differences_total{side=\"candidate\"}",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+}
