@@ -9,14 +9,14 @@ require_rust() {
   fi
 }
 
-# ensure_commands CMD:PACKAGE ...: installs PACKAGE with apt-get when CMD is missing (as root), or says what to
-# install otherwise.
+# ensure_commands CMD:PACKAGE[+PACKAGE...] ...: installs the packages with apt-get when CMD is missing (as
+# root), or says what to install otherwise.
 ensure_commands() {
-  local missing=() pair cmd pkg
+  local missing=() pair cmd pkgs
   for pair in "$@"; do
     cmd=${pair%%:*}
-    pkg=${pair#*:}
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    IFS=+ read -r -a pkgs <<<"${pair#*:}"
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkgs[@]}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 require_rust
-# kill(1) is used by the signal tests; procps provides it on Debian.
-ensure_commands kill:procps python3:python3
+# kill(1) is used by the signal tests; procps provides it on Debian. The browser test drives headless Chromium
+# through chromedriver; a font package keeps its screenshots legible on a bare machine.
+ensure_commands kill:procps python3:python3 chromium:chromium+fonts-dejavu-core chromedriver:chromium-driver
 ensure_postgres_server
 
 eval "$(scripts/pg.sh start)"

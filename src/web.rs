@@ -5,6 +5,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod error;
+pub mod fragment;
 pub mod pages;
 pub mod range;
 pub mod view;

@@ -42,14 +42,20 @@
     apply();
   }
 
-  // Fragments that refresh themselves: the server renders (and escapes) them; this only swaps them in.
+  // Fragments that refresh themselves: the server renders (and escapes) them; this only swaps them in, and
+  // only when they changed (the server answers 304 to the ETag of what the page already shows).
   document.querySelectorAll("[data-refresh]").forEach(function (element) {
     const url = element.getAttribute("data-refresh");
+    let etag = element.getAttribute("data-etag") || "";
     setInterval(function () {
       if (!visible()) return;
-      fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      const headers = { Accept: "text/html" };
+      if (etag) headers["If-None-Match"] = etag;
+      fetch(url, { credentials: "same-origin", cache: "no-store", headers: headers })
         .then(function (response) {
-          return response.ok ? response.text() : null;
+          if (!response.ok) return null;
+          etag = response.headers.get("ETag") || "";
+          return response.text();
         })
         .then(function (html) {
           if (html !== null) element.innerHTML = html;
@@ -95,8 +101,14 @@
     ];
   }
 
-  // A few points spread over minutes, not over years: at least ten minutes of axis.
+  // A few points spread over minutes, not over years: at least ten minutes of axis. The bounds come from the
+  // data, because uPlot widens a single point's range by a day counted in milliseconds (years, in seconds).
   function minuteRange(u, min, max) {
+    const xs = u.data && u.data[0];
+    if (xs && xs.length > 0) {
+      min = xs[0];
+      max = xs[xs.length - 1];
+    }
     if (min == null || max == null) return [min, max];
     const span = Math.max(max - min, 600);
     const middle = (min + max) / 2;

@@ -6,6 +6,7 @@ use askama_web::WebTemplate;
 use axum::Form;
 use axum::Router;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -21,6 +22,7 @@ use crate::store::queries::RunReport;
 use crate::store::sample::{SampleDocument, StoredBody, StoredOutcome};
 use crate::web::api::{fields_of, report_of};
 use crate::web::error::{PageError, WebError};
+use crate::web::fragment::Fragment;
 use crate::web::range::{RangeChoice, ViewQuery};
 use crate::web::view::{self, DiffLine, Marks, count, millis, percent, timestamp};
 use crate::web::{AdminState, resolve_run};
@@ -227,7 +229,7 @@ fn endpoint_row(run: &str, endpoint: &EndpointReport, range: RangeChoice) -> End
 struct OverviewPage {
     controls: Controls,
     run: Option<RunView>,
-    live: String,
+    live: Fragment,
     live_href: String,
     proxy_addr: Option<String>,
 }
@@ -264,7 +266,7 @@ async fn render_overview(
         let page = OverviewPage {
             controls: Controls::new("/".to_string(), &runs, None, range),
             run: None,
-            live: String::new(),
+            live: Fragment::none(),
             live_href: String::new(),
             proxy_addr,
         };
@@ -293,25 +295,20 @@ async fn render_overview(
             segment(&info.label),
             range.as_str()
         ),
-        live: OverviewLive::new(&report, range)
-            .render()
-            .map_err(render_error)?,
+        live: Fragment::render(&OverviewLive::new(&report, range))?,
         proxy_addr,
     };
     Ok(page.into_response())
-}
-
-fn render_error(error: askama::Error) -> WebError {
-    WebError::BadRequest(format!("the page could not be drawn: {error}"))
 }
 
 async fn overview_live(
     State(state): State<AdminState>,
     Path(run): Path<String>,
     Query(query): Query<ViewQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let report = report_of(&state, &run, &query).await?;
-    Ok(OverviewLive::new(&report, query.range()).into_response())
+    Ok(Fragment::render(&OverviewLive::new(&report, query.range()))?.respond(&headers))
 }
 
 async fn clear_run(
@@ -475,7 +472,7 @@ struct EndpointPage {
     endpoint: String,
     timeline_href: String,
     live_href: String,
-    live: String,
+    live: Fragment,
     hide_noise: bool,
     rules: Vec<RuleRow>,
 }
@@ -541,7 +538,7 @@ async fn endpoint_page(
             encoded.1,
             range.as_str()
         ),
-        live: live.render().map_err(render_error)?,
+        live: Fragment::render(&live)?,
         hide_noise: query.hides_noise(),
         endpoint,
         run_label: label,
@@ -554,11 +551,10 @@ async fn endpoint_live(
     State(state): State<AdminState>,
     Path((run, endpoint)): Path<(String, String)>,
     Query(query): Query<ViewQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    Ok(endpoint_live_of(&state, &run, &endpoint, &query)
-        .await?
-        .0
-        .into_response())
+    let (live, _) = endpoint_live_of(&state, &run, &endpoint, &query).await?;
+    Ok(Fragment::render(&live)?.respond(&headers))
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,7 @@
 
 mod analysed;
 mod bodies;
+mod browser;
 mod caller_path;
 mod edges;
 mod hygiene;

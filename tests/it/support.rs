@@ -1,5 +1,6 @@
 //! Test support: the app started in process on port 0, stub upstreams, and a guard against hangs.
 
+pub mod browser;
 pub mod db;
 pub mod process;
 pub mod stub;

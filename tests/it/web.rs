@@ -108,7 +108,7 @@ pub async fn report(extra: &[&str]) -> Report {
     }
 }
 
-async fn send(app: &TestApp, path: &str, canonical: Option<&str>) {
+pub async fn send(app: &TestApp, path: &str, canonical: Option<&str>) {
     let mut request = client().get(app.url(path));
     if let Some(name) = canonical {
         request = request.header("canonical-resource", name);
@@ -560,4 +560,57 @@ async fn metrics_count_endpoints_latency_and_queues() {
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_fragments_answer_not_modified_until_the_report_changes() {
+    let report = report(&[]).await;
+    let app = &report.app;
+    let live = "/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D/live";
+    let first = admin_get(app, live).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    assert!(first.text().await.unwrap().contains("Requests compared"));
+    let page = admin_text(app, "/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D").await;
+    assert!(
+        page.contains(&format!("data-etag=\"{}\"", etag.replace('"', "&#34;")))
+            || page.contains(&format!("data-etag=\"{}\"", etag.replace('"', "&quot;"))),
+        "the page names the fragment it was drawn with"
+    );
+    let conditional = |etag: String| async move {
+        client()
+            .get(app.admin_url(live))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap()
+    };
+    let unchanged = conditional(etag.clone()).await;
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(unchanged.headers()["etag"].to_str().unwrap(), etag);
+
+    send(app, "/users/77", None).await;
+    let url = app.admin_url("/api/v1/runs/hostile/endpoints");
+    wait_for("the new request to be stored", || {
+        let url = url.clone();
+        async move {
+            let endpoints: Value = client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            endpoints
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["endpoint"] == "GET /users/{id}" && e["requests"] == 21)
+        }
+    })
+    .await;
+    let changed = conditional(etag.clone()).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
 }

@@ -1,0 +1,188 @@
+//! The report in a real browser: headless Chromium follows a known regression from the overview to its
+//! endpoint, its field's samples and one exchange, checks what each page shows (charts drawn, noise switch,
+//! secondary on demand, a rule set from the page, a live update without reload) and saves screenshots.
+
+use serde_json::Value;
+
+use crate::support::browser::{self, Browser};
+use crate::support::wait_for;
+use crate::web::{report, send};
+
+const USERS: &str = "GET /users/{id}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regression_followed_from_the_overview_to_one_exchange() {
+    if browser::skipped() {
+        return;
+    }
+    let report = report(&[]).await;
+    let app = &report.app;
+    let browser = Browser::start().await;
+
+    // Overview: the run, its totals and the endpoint table.
+    browser.open(&app.admin_url("/")).await;
+    assert_eq!(browser.text("h1").await, "hostile");
+    let cards = browser.text(".cards").await;
+    assert!(cards.contains("Requests compared\n26"), "{cards}");
+    assert!(
+        cards.contains("Endpoints with regressions\n3 / 3"),
+        "{cards}"
+    );
+    let row = browser
+        .xpath(&format!(
+            "//table[contains(@class,'endpoints')]//tr[td/a[.='{USERS}']]"
+        ))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        row.contains("20") && row.contains("100.0%") && row.contains("body/full_name (extra)"),
+        "{row}"
+    );
+    // The endpoint named by a hostile header is shown as text, not run as markup.
+    browser
+        .xpath("//a[.='GET <script>alert(1)</script>']")
+        .await;
+    browser.screenshot("overview").await;
+
+    // Endpoint: charts drawn by the vendored library, the field tree with verdicts and classes.
+    browser
+        .xpath(&format!("//a[.='{USERS}']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.text("h1").await, USERS);
+    browser.css("[data-chart='latency'] .uplot canvas").await;
+    browser.css("[data-chart='diffrate'] .uplot canvas").await;
+    let missing = "//tr[contains(@class,'place')][td[@title='body/name']]";
+    let name = browser.xpath(missing).await.text().await.unwrap();
+    assert!(
+        name.contains("missing") && name.contains("breaking") && name.contains("regression"),
+        "{name}"
+    );
+    let extra = "//tr[contains(@class,'place')][td[@title='body/full_name']]";
+    assert!(
+        browser
+            .xpath(extra)
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("additive")
+    );
+    let noise = "//tr[contains(@class,'verdict-noise')][td[@title='body/served_at']]";
+    assert!(browser.displayed(noise).await, "noise is shown by default");
+    browser.css("#hide-noise").await.click().await.unwrap();
+    assert!(!browser.displayed(noise).await, "the switch hides noise");
+    assert!(browser.displayed(extra).await, "and keeps regressions");
+    browser.screenshot("endpoint").await;
+    browser.css("#hide-noise").await.click().await.unwrap();
+    assert!(browser.displayed(noise).await, "and shows noise again");
+    let endpoint_url = browser.client.current_url().await.unwrap().to_string();
+
+    // Samples of the missing field, then one exchange.
+    browser
+        .xpath(&format!("{missing}//a[.='samples']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.text("h1").await, "Samples");
+    assert!(browser.text(".run-head").await.contains("body/name"));
+    browser.screenshot("samples").await;
+    browser.css("table.samples a").await.click().await.unwrap();
+    assert!(browser.text("h1").await.starts_with("GET /users/"));
+    let differences = browser.text("table.differences").await;
+    for expected in ["body/name", "body/full_name", "header/x-note"] {
+        assert!(
+            differences.contains(expected),
+            "{expected} in {differences}"
+        );
+    }
+    let panels = browser
+        .client
+        .find_all(fantoccini::Locator::Css(
+            ".side-by-side:not(.single) .panel",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(panels.len(), 2, "primary and candidate side by side");
+    assert!(panels[0].text().await.unwrap().starts_with("Primary"));
+    assert!(panels[1].text().await.unwrap().starts_with("Candidate"));
+    let gone = panels[0]
+        .find(fantoccini::Locator::Css("span.mark-missing"))
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.attr("data-path").await.unwrap().as_deref(),
+        Some("/name")
+    );
+    let added = panels[1]
+        .find(fantoccini::Locator::Css("span.mark-extra"))
+        .await
+        .unwrap();
+    assert!(
+        added
+            .text()
+            .await
+            .unwrap()
+            .contains("ada <script>alert(1)</script>")
+    );
+    let secondary = browser.css("details.secondary .panel").await;
+    assert!(
+        !secondary.is_displayed().await.unwrap(),
+        "secondary waits to be asked for"
+    );
+    browser
+        .css("details.secondary summary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    assert!(secondary.is_displayed().await.unwrap());
+    assert!(secondary.text().await.unwrap().starts_with("Secondary"));
+    browser.screenshot("exchange").await;
+    browser.assert_no_dialog().await;
+
+    // Marking the field as noise from the page changes its verdict at once.
+    browser.open(&endpoint_url).await;
+    browser
+        .xpath(&format!("{missing}//button[.='noise']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    // The form posts and the page that comes back lists the rule: wait for it rather than for the click.
+    assert!(browser.text("table.rules").await.contains("body/name"));
+    let marked = browser.xpath(missing).await.text().await.unwrap();
+    assert!(marked.contains("noise (rule)"), "{marked}");
+
+    // New traffic shows up without a reload.
+    let stayed: Value = browser
+        .client
+        .execute("window.stayed = true; return true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(stayed, Value::Bool(true));
+    for id in 100..105 {
+        send(app, &format!("/users/{id}"), None).await;
+    }
+    wait_for("the endpoint page to show the new requests", || async {
+        browser.text(".cards .card-value").await == "25"
+    })
+    .await;
+    let same_page: Value = browser
+        .client
+        .execute("return window.stayed === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        same_page,
+        Value::Bool(true),
+        "updated in place, not reloaded"
+    );
+    browser.assert_no_dialog().await;
+    browser.close().await;
+}
