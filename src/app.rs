@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::BufWriter;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,7 @@ use crate::proxy::upstream::{ClientError, UpstreamClient, tls_config};
 use crate::redact::Redactor;
 use crate::store::writer::{Writer, WriterConfig};
 use crate::store::{Store, StoreError};
+use crate::traffic::recorder::{self, Recording};
 use crate::web;
 
 /// Why the instance could not start.
@@ -64,6 +66,9 @@ pub fn analysis_config(args: &AnalysisArgs) -> Result<AnalysisConfig, RulesError
     })
 }
 
+/// Reads the number of items waiting between stages.
+pub type Backlog = Arc<dyn Fn() -> usize + Send + Sync>;
+
 /// A built instance, listening but not yet serving.
 pub struct Application {
     proxy_listener: TcpListener,
@@ -76,6 +81,11 @@ pub struct Application {
     analysis_workers: usize,
     /// The receiving end of the exchange queue, until someone takes it or `run_until` analyses it.
     exchanges: Option<mpsc::Receiver<Exchange>>,
+    /// Items waiting in the exchange and analysis queues.
+    backlog: Backlog,
+    run_label: String,
+    /// The record file and its queue, with `--record`.
+    recordings: Option<(BufWriter<tokio::fs::File>, mpsc::Receiver<Recording>)>,
     analyses_sink: AnalysisSink,
     /// The receiving end of the analysis queue, until someone takes it or `run_until` stores it.
     analyses: Option<mpsc::Receiver<Analysis>>,
@@ -92,7 +102,7 @@ impl Application {
     /// Binds the listeners (port 0 picks a free port) and builds every part.
     pub async fn build(args: ServeArgs) -> Result<Self, StartupError> {
         if args.upstreams.upstream_http2
-            && (args.proxy.preserve_host || args.proxy.shadow_host_suffix)
+            && (args.shadow.preserve_host || args.shadow.shadow_host_suffix)
         {
             // Over HTTP/2 the host is the :authority, which must name the host connected to.
             return Err(StartupError::Config(
@@ -135,7 +145,7 @@ impl Application {
         };
         let metrics = Arc::new(Metrics::new());
 
-        let max_inflight = args.proxy.max_shadow_inflight as usize;
+        let max_inflight = args.shadow.max_shadow_inflight as usize;
         let inflight = Target::ALL.map(|_| Arc::new(Semaphore::new(max_inflight)));
         let permits = inflight.clone();
         metrics.register_scrape_gauge(
@@ -155,7 +165,7 @@ impl Application {
 
         let (exchange_sink, exchanges) = pipeline::channel(
             Queue::Exchanges,
-            args.proxy.exchange_queue as usize,
+            args.shadow.exchange_queue as usize,
             metrics.clone(),
         );
         let (analyses_sink, analyses) = pipeline::channel(
@@ -165,6 +175,11 @@ impl Application {
         );
         let exchange_depth = exchange_sink.depth_reader();
         let analysis_depth = analyses_sink.depth_reader();
+        let backlog: Backlog = {
+            let (exchanges, analyses) =
+                (exchange_sink.depth_reader(), analyses_sink.depth_reader());
+            Arc::new(move || exchanges() + analyses())
+        };
         metrics.register_scrape_gauge(
             "queue_depth",
             "Items waiting in each queue between stages",
@@ -177,13 +192,27 @@ impl Application {
             }),
         );
 
-        let proxy = Arc::new(Proxy::new(
-            &args,
-            clients,
-            inflight,
-            exchange_sink,
-            metrics.clone(),
-        ));
+        let mut proxy = Proxy::new(&args, clients, inflight, exchange_sink, metrics.clone());
+        let recordings = match &args.proxy.record {
+            Some(path) => {
+                let file = recorder::open(path).await.map_err(|error| {
+                    StartupError::Config(format!(
+                        "cannot open the record file {}: {error}",
+                        path.display()
+                    ))
+                })?;
+                let (sink, rx) = pipeline::channel(
+                    Queue::Recordings,
+                    args.shadow.exchange_queue as usize,
+                    metrics.clone(),
+                );
+                proxy = proxy.with_recorder(sink);
+                tracing::info!(file = %path.display(), "recording shadowed requests");
+                Some((file, rx))
+            }
+            None => None,
+        };
+        let proxy = Arc::new(proxy);
         Ok(Self {
             proxy_listener,
             admin_listener,
@@ -192,6 +221,9 @@ impl Application {
             analyzer,
             analysis_workers: args.analysis.workers(),
             exchanges: Some(exchanges),
+            backlog,
+            run_label: label,
+            recordings,
             analyses_sink,
             analyses: Some(analyses),
             store,
@@ -235,6 +267,27 @@ impl Application {
         &self.store
     }
 
+    /// Reads how many exchanges wait for analysis or storage: a sender that must not lose any (replay) waits
+    /// while it is high.
+    pub fn backlog(&self) -> Backlog {
+        self.backlog.clone()
+    }
+
+    /// The rules from `--rules`.
+    pub fn file_rules(&self) -> &RuleSet {
+        &self.analyzer.config().rules
+    }
+
+    /// How this instance's counts become verdicts.
+    pub fn verdicts(&self) -> VerdictSettings {
+        self.verdicts.clone()
+    }
+
+    /// The label of the run this instance stores into.
+    pub fn run_label(&self) -> &str {
+        &self.run_label
+    }
+
     /// The id of the run this instance stores into.
     pub fn run_id(&self) -> i64 {
         self.writer_config.run_id
@@ -262,6 +315,16 @@ impl Application {
             ))
         });
         drop(self.analyses_sink);
+        let recorder = self.recordings.map(|(file, rx)| {
+            tokio::spawn(recorder::run(
+                file,
+                rx,
+                self.redactor.clone(),
+                self.analyzer.config().max_decoded_body,
+                self.metrics.clone(),
+                stop_analysis.clone(),
+            ))
+        });
         let writer = Writer::new(
             self.store.clone(),
             self.writer_config.clone(),
@@ -319,6 +382,9 @@ impl Application {
         stop_analysis.cancel();
         if let Some(analysis) = analysis {
             let _ = analysis.await;
+        }
+        if let Some(recorder) = recorder {
+            let _ = recorder.await;
         }
         stop_consumer.cancel();
         if let Some(consumer) = consumer {

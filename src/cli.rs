@@ -1,7 +1,12 @@
 //! The subcommands, each a thin wiring of the parts for one job, and the process's exit codes.
 
+pub mod demo;
+pub mod gate;
 pub mod migrate;
+pub mod progress;
+pub mod replay;
 pub mod serve;
+pub mod summary;
 
 use std::process::ExitCode;
 
@@ -32,6 +37,11 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Replay(args) => runtime.block_on(replay::run(args)),
+        Command::Gate(args) => runtime.block_on(gate::run(args)),
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::DemoService(args) => runtime.block_on(demo::run_service(args)),
+        Command::DemoTraffic(args) => runtime.block_on(demo::run_traffic(args)),
         Command::Migrate(args) => runtime.block_on(migrate::run(args)),
     }
 }

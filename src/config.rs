@@ -1,5 +1,6 @@
 //! Every setting with its default: command-line flags, each also read from a `SHADOWDIFF_*` environment variable.
 
+pub mod commands;
 pub mod value;
 
 use std::net::SocketAddr;
@@ -12,6 +13,10 @@ use http::HeaderName;
 
 use crate::exchange::Target;
 use crate::proxy::endpoint::EndpointPattern;
+pub use commands::{
+    DemoArgs, DemoServiceArgs, DemoTrafficArgs, DemoVariant, FailOn, GateArgs, GateFormat,
+    GateOptions, ReplayArgs, TrafficArgs,
+};
 pub use value::{ByteSize, Fraction, MethodList, UpstreamUrl, parse_duration};
 
 /// Defaults, written once; the flags below refer to them.
@@ -42,6 +47,12 @@ pub mod defaults {
     pub const STORE_BATCH_ROWS: &str = "5000";
     pub const STORE_BUFFER_ROWS: &str = "200000";
     pub const STORE_CONNECTIONS: &str = "8";
+    pub const REPLAY_CONCURRENCY: &str = "16";
+    pub const MAX_DIFF_RATE: &str = "1%";
+    pub const MIN_REQUESTS: &str = "20";
+    pub const DEMO_RATE: &str = "20";
+    pub const DEMO_LISTEN: &str = "127.0.0.1:8880";
+    pub const DEMO_SERVICE_LISTEN: &str = "127.0.0.1:9000";
 }
 
 /// shadowdiff: send each request to primary, secondary and candidate; report what the candidate changed.
@@ -66,6 +77,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the shadow proxy: answer callers from one upstream, compare all three in the background.
     Serve(ServeArgs),
+    /// Send recorded traffic (JSON lines, HAR or GoReplay) through the same engine and store as `serve`.
+    Replay(ReplayArgs),
+    /// Judge a stored run for CI: exit 0 within bounds, 1 over them, 2 on errors.
+    Gate(GateArgs),
+    /// Start example services, the proxy and the dashboard, and send traffic through them.
+    Demo(DemoArgs),
+    /// Serve one version of the demo's example service (for docker-compose).
+    DemoService(DemoServiceArgs),
+    /// Send the demo's traffic to a proxy (for docker-compose).
+    DemoTraffic(DemoTrafficArgs),
     /// Apply the store's migrations and exit.
     Migrate(MigrateArgs),
 }
@@ -127,6 +148,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub proxy: ProxyArgs,
+
+    #[command(flatten)]
+    pub shadow: ShadowArgs,
 
     #[command(flatten)]
     pub analysis: AnalysisArgs,
@@ -394,7 +418,7 @@ impl ResponseMode {
     }
 }
 
-/// The proxy listener and what it shadows.
+/// The proxy listener.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Proxy")]
 pub struct ProxyArgs {
@@ -411,6 +435,21 @@ pub struct ProxyArgs {
     )]
     pub response_mode: ResponseMode,
 
+    /// On SIGINT or SIGTERM, time allowed for in-flight caller requests to finish.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_SHUTDOWN_GRACE",
+          default_value = defaults::SHUTDOWN_GRACE, value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Append every shadowed request (time, method, URI, headers, body) to this JSON-lines file, secrets
+    /// redacted as in the store, for `shadowdiff replay`.
+    #[arg(long, value_name = "FILE", env = "SHADOWDIFF_RECORD")]
+    pub record: Option<PathBuf>,
+}
+
+/// Which requests are shadowed, and how the copies are sent.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Shadowing")]
+pub struct ShadowArgs {
     /// Shadow every method, including POST, PUT, PATCH and DELETE (their side effects then happen three times).
     #[arg(long, env = "SHADOWDIFF_ALLOW_SIDE_EFFECTS", value_parser = BoolishValueParser::new())]
     pub allow_side_effects: bool,
@@ -461,11 +500,6 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "N", env = "SHADOWDIFF_EXCHANGE_QUEUE",
           default_value = defaults::EXCHANGE_QUEUE, value_parser = clap::value_parser!(u32).range(1..))]
     pub exchange_queue: u32,
-
-    /// On SIGINT or SIGTERM, time allowed for in-flight caller requests to finish.
-    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_SHUTDOWN_GRACE",
-          default_value = defaults::SHUTDOWN_GRACE, value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
 }
 
 /// The admin listener: health, metrics and (later) the report.
@@ -516,10 +550,10 @@ mod tests {
         };
         assert_eq!(args.proxy.listen.to_string(), "0.0.0.0:8880");
         assert_eq!(args.admin.admin_listen.to_string(), "127.0.0.1:8888");
-        assert_eq!(args.proxy.max_body, ByteSize(8 << 20));
-        assert_eq!(args.proxy.max_shadow_inflight, 1024);
+        assert_eq!(args.shadow.max_body, ByteSize(8 << 20));
+        assert_eq!(args.shadow.max_shadow_inflight, 1024);
         assert_eq!(args.upstreams.shadow_timeout, Duration::from_secs(5));
-        assert_eq!(args.proxy.shadow_methods.to_string(), "GET,HEAD,OPTIONS");
+        assert_eq!(args.shadow.shadow_methods.to_string(), "GET,HEAD,OPTIONS");
         assert_eq!(args.proxy.response_mode, ResponseMode::Primary);
         assert_eq!(args.upstreams.candidate.prefix(), "/v2");
     }

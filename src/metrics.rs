@@ -59,6 +59,8 @@ pub enum Queue {
     Exchanges,
     /// Analysed exchanges waiting to be stored.
     Analyses,
+    /// Shadowed requests waiting to be written to the `--record` file.
+    Recordings,
 }
 
 impl Queue {
@@ -66,6 +68,7 @@ impl Queue {
         match self {
             Queue::Exchanges => "exchanges",
             Queue::Analyses => "analyses",
+            Queue::Recordings => "recordings",
         }
     }
 }
@@ -77,6 +80,8 @@ pub enum DropReason {
     QueueFull,
     /// The consuming stage had already shut down.
     Closed,
+    /// The consuming stage could not write the item (a full disk, say).
+    WriteFailed,
 }
 
 impl DropReason {
@@ -84,6 +89,7 @@ impl DropReason {
         match self {
             DropReason::QueueFull => "queue_full",
             DropReason::Closed => "closed",
+            DropReason::WriteFailed => "write_failed",
         }
     }
 }

@@ -124,7 +124,6 @@ pub async fn analyse(
             let id = exchange.id;
             let analysed =
                 std::panic::catch_unwind(AssertUnwindSafe(|| analyzer.analyse(exchange)));
-            drop(permit);
             match analysed {
                 Ok(analysis) => {
                     metrics.analysed(&analysis);
@@ -135,6 +134,9 @@ pub async fn analyse(
                     tracing::error!(%id, "analysis of an exchange failed; it is skipped");
                 }
             }
+            // Only now is this exchange handed on: shutdown waits for every permit before closing the next
+            // stage.
+            drop(permit);
         });
     }
     // Every permit back means every analysis has finished.

@@ -58,6 +58,11 @@ impl Redactor {
         format!("redacted:{}", &hex::encode(digest)[..12])
     }
 
+    /// Whether any JSON field is redacted (`--redact-json-field`).
+    pub fn redacts_json_fields(&self) -> bool {
+        !self.json_fields.is_empty()
+    }
+
     pub fn is_secret_header(&self, name: &str) -> bool {
         self.headers.contains(&name.to_ascii_lowercase())
     }

@@ -222,6 +222,10 @@ pub struct EndpointReport {
     /// Requests whose candidate differs at a regression path (the numerator of `diff_rate`).
     #[serde(skip)]
     pub failing: u64,
+    /// Requests whose candidate differs at a regression path whose class is breaking (for `gate --fail-on
+    /// breaking`).
+    #[serde(skip)]
+    pub failing_breaking: u64,
 }
 
 /// How a rule decided a place, if one did.
@@ -332,21 +336,28 @@ pub fn report(
         }
     };
     let judged = places(endpoint, counts, settings, rules);
-    let regression_keys: BTreeSet<(&str, DiffKind)> = judged
-        .iter()
-        .filter(|place| place.verdict == Verdict::Regression)
-        .map(|place| (place.path.as_str(), place.kind))
-        .collect();
-    let failing: u64 = counts
-        .signatures
-        .iter()
-        .filter(|(signature, _)| {
-            signature
-                .iter()
-                .any(|(path, kind)| regression_keys.contains(&(path.as_str(), *kind)))
-        })
-        .map(|(_, count)| count)
-        .sum();
+    let regression_keys = |breaking_only: bool| -> BTreeSet<(&str, DiffKind)> {
+        judged
+            .iter()
+            .filter(|place| place.verdict == Verdict::Regression)
+            .filter(|place| !breaking_only || place.compat == Some(Compat::Breaking))
+            .map(|place| (place.path.as_str(), place.kind))
+            .collect()
+    };
+    let failing_at = |keys: &BTreeSet<(&str, DiffKind)>| -> u64 {
+        counts
+            .signatures
+            .iter()
+            .filter(|(signature, _)| {
+                signature
+                    .iter()
+                    .any(|(path, kind)| keys.contains(&(path.as_str(), *kind)))
+            })
+            .map(|(_, count)| count)
+            .sum()
+    };
+    let failing = failing_at(&regression_keys(false));
+    let failing_breaking = failing_at(&regression_keys(true));
     let mut regressions = Vec::new();
     let mut noise = Vec::new();
     for place in judged {
@@ -390,6 +401,7 @@ pub fn report(
         regressions,
         noise,
         failing,
+        failing_breaking,
     }
 }
 

@@ -77,8 +77,9 @@ impl Latencies {
         }
     }
 
-    /// The candidate's p99 is more than `factor` times primary's, while secondary's stays within it, each with
-    /// at least [`MIN_SAMPLES`] samples.
+    /// The candidate's p99 is more than `factor` times primary's and secondary's, while secondary's stays within
+    /// `factor` times primary's, each with at least [`MIN_SAMPLES`] samples. Secondary is the noise baseline: a
+    /// candidate no slower than `factor` times what the same code measured is not called slow.
     pub fn regression(&self, factor: f64) -> bool {
         if Target::ALL
             .iter()
@@ -87,8 +88,8 @@ impl Latencies {
             return false;
         }
         let p99 = |target: Target| self.histogram(target).value_at_quantile(0.99) as f64;
-        let bound = factor * p99(Target::Primary);
-        p99(Target::Candidate) > bound && p99(Target::Secondary) <= bound
+        let (primary, secondary) = (p99(Target::Primary), p99(Target::Secondary));
+        secondary <= factor * primary && p99(Target::Candidate) > factor * primary.max(secondary)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -27,13 +27,14 @@ use crate::exchange::{
     Exchange, Outcome, RecordedRequest, Target, UpstreamError, UpstreamResponse,
 };
 use crate::metrics::{Metrics, UnshadowedReason};
-use crate::pipeline::ExchangeSink;
+use crate::pipeline::{ExchangeSink, Sink};
 use crate::proxy::capture::{TeeBody, TeeReport, read_capped};
 use crate::proxy::endpoint::EndpointNamer;
 use crate::proxy::headers::{ROLE_HEADER, add_forwarded, set_host, strip_hop_by_hop};
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::request_body::{self, RequestBody};
 use crate::proxy::upstream::{UpstreamBody, UpstreamClient, buffered, streamed};
+use crate::traffic::recorder::Recording;
 
 /// The body the caller receives.
 // One per response, for its whole life; boxing the tee would add an allocation to every request.
@@ -173,6 +174,8 @@ pub struct Proxy {
     inflight: [Arc<Semaphore>; 3],
     namer: EndpointNamer,
     sink: ExchangeSink,
+    /// Where shadowed requests are recorded (`--record`), if anywhere.
+    recorder: Option<Sink<Recording>>,
     metrics: Arc<Metrics>,
     /// Background tasks, so that shutdown can wait for them.
     tasks: TaskTracker,
@@ -191,20 +194,27 @@ impl Proxy {
         Self {
             upstreams: Target::ALL.map(|target| args.upstreams.url(target).clone()),
             clients,
-            policy: ShadowPolicy::new(&args.proxy),
+            policy: ShadowPolicy::new(&args.shadow),
             responder: args.proxy.response_mode.responder(),
-            max_body: args.proxy.max_body.as_usize(),
+            max_body: args.shadow.max_body.as_usize(),
             response_timeout,
             shadow_timeout,
             capture_deadline: response_timeout.max(shadow_timeout),
-            preserve_host: args.proxy.preserve_host,
-            shadow_host_suffix: args.proxy.shadow_host_suffix,
+            preserve_host: args.shadow.preserve_host,
+            shadow_host_suffix: args.shadow.shadow_host_suffix,
             inflight,
-            namer: EndpointNamer::new(args.proxy.endpoints.clone()),
+            namer: EndpointNamer::new(args.shadow.endpoints.clone()),
             sink,
+            recorder: None,
             metrics,
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// Records every shadowed request into this queue as well.
+    pub fn with_recorder(mut self, recorder: Sink<Recording>) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// The background tasks still running, to be awaited at shutdown.
@@ -362,6 +372,12 @@ impl Proxy {
             headers: parts.headers,
             body: body.clone(),
         };
+        if let Some(recorder) = &self.recorder {
+            recorder.offer(Recording {
+                time: SystemTime::now(),
+                request: recorded.clone(),
+            });
+        }
         let span = tracing::info_span!("exchange", %id, endpoint = tracing::field::Empty);
         let background =
             self.clone()

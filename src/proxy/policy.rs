@@ -2,7 +2,7 @@
 
 use http::{HeaderMap, HeaderName, Method};
 
-use crate::config::{MethodList, ProxyArgs};
+use crate::config::{MethodList, ShadowArgs};
 use crate::metrics::UnshadowedReason;
 
 /// Methods whose requests may be sent three times.
@@ -23,7 +23,7 @@ pub struct ShadowPolicy {
 }
 
 impl ShadowPolicy {
-    pub fn new(args: &ProxyArgs) -> Self {
+    pub fn new(args: &ShadowArgs) -> Self {
         let methods = if args.allow_side_effects {
             MethodPolicy::All
         } else {
@@ -101,7 +101,7 @@ mod tests {
         else {
             panic!("parsed as serve")
         };
-        ShadowPolicy::new(&serve.proxy)
+        ShadowPolicy::new(&serve.shadow)
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::analysis::diff::DiffKind;
+pub use crate::units::{count, kind_label, millis, percent, timestamp};
 
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -23,59 +24,6 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
-}
-
-/// `12.3%` (one decimal; `0%` for nothing, `<0.1%` for a little).
-pub fn percent(fraction: f64) -> String {
-    let value = fraction * 100.0;
-    if value == 0.0 {
-        "0%".to_string()
-    } else if value < 0.1 {
-        "<0.1%".to_string()
-    } else if (99.95..100.0).contains(&value) {
-        ">99.9%".to_string()
-    } else {
-        format!("{value:.1}%")
-    }
-}
-
-/// `3.2 ms`, `450 µs`, `1.25 s`.
-pub fn millis(ms: f64) -> String {
-    if ms <= 0.0 {
-        "–".to_string()
-    } else if ms < 1.0 {
-        format!("{:.0} µs", ms * 1000.0)
-    } else if ms < 1000.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{:.2} s", ms / 1000.0)
-    }
-}
-
-/// `2026-11-23 10:15:04Z` from unix milliseconds.
-pub fn timestamp(ms: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(time)
-        .to_string()
-        .replace('T', " ")
-}
-
-/// `1,234,567`.
-pub fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Readable name of a kind: `value changed`.
-pub fn kind_label(kind: DiffKind) -> String {
-    kind.as_str().replace('_', " ")
 }
 
 /// Marks for a JSON rendering: concrete body path (without the `body` prefix) to a CSS class.

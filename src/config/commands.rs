@@ -1,0 +1,220 @@
+//! Settings of the subcommands besides `serve`: `replay`, `gate`, `demo` and the demo's parts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, ValueEnum};
+
+use super::{
+    AnalysisArgs, DatabaseArgs, Fraction, ShadowArgs, StoreArgs, UpstreamArgs, UpstreamUrl,
+    VerdictArgs, defaults, parse_duration,
+};
+use crate::analysis::rules::EndpointGlob;
+use crate::traffic::TrafficFormat;
+
+/// Everything `replay` needs.
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// Recorded traffic to send: shadowdiff's JSON lines (`serve --record`), a HAR file or a GoReplay file.
+    #[arg(long, value_name = "FILE", env = "SHADOWDIFF_INPUT")]
+    pub input: PathBuf,
+
+    /// Format of the input [default: from the extension: `.har`, `.gor`, else jsonl].
+    #[arg(long, value_enum, env = "SHADOWDIFF_INPUT_FORMAT")]
+    pub format: Option<TrafficFormat>,
+
+    /// Requests sent at once.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_CONCURRENCY",
+          default_value = defaults::REPLAY_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// Requests per second at most [default: as fast as the concurrency allows].
+    #[arg(long, value_name = "RPS", env = "SHADOWDIFF_RATE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: Option<u32>,
+
+    #[command(flatten)]
+    pub upstreams: UpstreamArgs,
+
+    #[command(flatten)]
+    pub shadow: ShadowArgs,
+
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+
+    #[command(flatten)]
+    pub verdicts: VerdictArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Which regressions fail the gate.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Every regression counts toward the diff rate.
+    Any,
+    /// Only breaking ones (a field missing, a type or status class changed): for compatibility checks.
+    Breaking,
+}
+
+/// How the gate prints its verdict.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GateFormat {
+    /// Lines for a terminal or a CI log.
+    Text,
+    /// One JSON object (stable; see the README).
+    Json,
+    /// JUnit XML, one test case per endpoint, for CI test reports.
+    Junit,
+    /// A Markdown table, fit for a pull-request comment.
+    Markdown,
+}
+
+/// The gate's bounds and output, shared by `gate` and `demo --then-gate`.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Gate")]
+pub struct GateOptions {
+    /// Largest diff rate that passes, overall and for each endpoint with at least --min-requests requests (a
+    /// fraction or a percentage).
+    #[arg(long, value_name = "RATE", env = "SHADOWDIFF_MAX_DIFF_RATE", default_value = defaults::MAX_DIFF_RATE)]
+    pub max_diff_rate: Fraction,
+
+    /// Fewest compared requests for a verdict: a run with fewer fails (too little evidence), and an endpoint
+    /// with fewer is reported but not judged on its own.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_MIN_REQUESTS", default_value = defaults::MIN_REQUESTS)]
+    pub min_requests: u64,
+
+    /// Which regressions count: `any`, or only `breaking` ones.
+    #[arg(long, value_enum, env = "SHADOWDIFF_FAIL_ON", default_value = "any")]
+    pub fail_on: FailOn,
+
+    /// Fail on latency regressions too (they are reported either way).
+    #[arg(long, env = "SHADOWDIFF_GATE_LATENCY", value_parser = BoolishValueParser::new())]
+    pub latency: bool,
+
+    /// Judge only endpoints matching this pattern (`GET /users/*`, `/orders/**`); repeat the flag (or
+    /// comma-separate) for several.
+    #[arg(long = "endpoint", value_name = "PATTERN", env = "SHADOWDIFF_GATE_ENDPOINT",
+          value_delimiter = ',', value_parser = EndpointGlob::parse)]
+    pub endpoints: Vec<EndpointGlob>,
+
+    /// Output format.
+    #[arg(
+        long,
+        value_enum,
+        env = "SHADOWDIFF_GATE_FORMAT",
+        default_value = "text"
+    )]
+    pub format: GateFormat,
+}
+
+/// Everything `gate` needs.
+#[derive(Args, Debug, Clone)]
+pub struct GateArgs {
+    /// The run to judge: its label, or `latest`.
+    #[arg(
+        long,
+        value_name = "LABEL",
+        env = "SHADOWDIFF_RUN",
+        default_value = "latest"
+    )]
+    pub run: String,
+
+    /// Rules file (TOML) whose ignore, noise, presence-only and type-only rules apply to the verdicts, as in
+    /// `serve --rules`; rules stored from the dashboard apply as well.
+    #[arg(long, value_name = "FILE", env = "SHADOWDIFF_RULES")]
+    pub rules: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub gate: GateOptions,
+
+    #[command(flatten)]
+    pub verdicts: VerdictArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// How long traffic runs: until a duration has passed, a number of requests has been sent, or Ctrl-C.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Traffic")]
+pub struct TrafficArgs {
+    /// Requests per second sent through the proxy.
+    #[arg(long, value_name = "RPS", env = "SHADOWDIFF_RATE",
+          default_value = defaults::DEMO_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+
+    /// Stop sending after this long [default: until Ctrl-C].
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Stop sending after this many requests [default: no limit].
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_REQUESTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+}
+
+/// Everything `demo` needs.
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Address of the demo's proxy.
+    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_LISTEN", default_value = defaults::DEMO_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Address of the dashboard.
+    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_ADMIN_LISTEN", default_value = defaults::ADMIN_LISTEN)]
+    pub admin_listen: SocketAddr,
+
+    /// Label of the demo's run [default: `demo@<start time>`].
+    #[arg(long, value_name = "LABEL", env = "SHADOWDIFF_RUN")]
+    pub run: Option<String>,
+
+    /// When traffic stops (--duration or --requests), judge the run with the gate and exit with its code.
+    #[arg(long, env = "SHADOWDIFF_THEN_GATE", value_parser = BoolishValueParser::new())]
+    pub then_gate: bool,
+
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+
+    #[command(flatten)]
+    pub gate: GateOptions,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Which version of the demo's example service.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DemoVariant {
+    /// The current version (run it twice: primary and secondary).
+    Current,
+    /// The new version, with the demo's regressions.
+    Candidate,
+}
+
+/// Everything `demo-service` needs.
+#[derive(Args, Debug, Clone)]
+pub struct DemoServiceArgs {
+    /// Which version to serve.
+    #[arg(long, value_enum, env = "SHADOWDIFF_VARIANT")]
+    pub variant: DemoVariant,
+
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_LISTEN", default_value = defaults::DEMO_SERVICE_LISTEN)]
+    pub listen: SocketAddr,
+}
+
+/// Everything `demo-traffic` needs.
+#[derive(Args, Debug, Clone)]
+pub struct DemoTrafficArgs {
+    /// Where to send the demo's requests: the proxy's URL.
+    #[arg(long, value_name = "URL", env = "SHADOWDIFF_TARGET")]
+    pub target: UpstreamUrl,
+
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+}

@@ -1,0 +1,270 @@
+//! The CI gate: a stored run judged against bounds (diff rate, evidence, latency), with every reason it fails.
+
+pub mod render;
+
+use serde::Serialize;
+
+use crate::analysis::aggregate::VerdictSettings;
+use crate::analysis::aggregate::{EndpointReport, TargetLatency};
+use crate::analysis::compat::Compat;
+use crate::analysis::diff::DiffKind;
+use crate::analysis::rules::RuleSet;
+use crate::config::{FailOn, GateOptions};
+use crate::store::queries::{RunReport, TimeRange};
+use crate::store::{Store, StoreError};
+
+/// Why there is no verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("the store has no runs yet: send traffic through `serve`, `replay` or `demo` first")]
+    NoRuns,
+    #[error("no run labelled `{0}` in the store")]
+    NoRun(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Reads a run's whole report from the store (under the rules file's and the stored rules) and judges it.
+pub async fn evaluate(
+    store: &Store,
+    run: &str,
+    options: &GateOptions,
+    verdicts: &VerdictSettings,
+    file_rules: &RuleSet,
+) -> Result<GateReport, GateError> {
+    let Some(info) = store.run(run).await? else {
+        return Err(if run == "latest" {
+            GateError::NoRuns
+        } else {
+            GateError::NoRun(run.to_string())
+        });
+    };
+    let rules = store.rule_set(file_rules).await?;
+    let report = store
+        .run_report(info, TimeRange::all(), verdicts, &rules)
+        .await?;
+    Ok(judge(&report, options))
+}
+
+/// The gate's verdict; its JSON form is the stable interface CI scripts read.
+#[derive(Clone, Debug, Serialize)]
+pub struct GateReport {
+    pub run: String,
+    pub passed: bool,
+    pub max_diff_rate: f64,
+    pub requests: u64,
+    pub diff_rate: f64,
+    pub endpoints: Vec<GateEndpoint>,
+    /// Why it failed, in the order checked (empty when it passed).
+    #[serde(skip)]
+    pub failures: Vec<Failure>,
+    #[serde(skip)]
+    pub settings: GateSettings,
+}
+
+/// The bounds a report was judged against.
+#[derive(Clone, Debug)]
+pub struct GateSettings {
+    pub max_diff_rate: f64,
+    pub min_requests: u64,
+    pub fail_on: FailOn,
+    pub latency: bool,
+}
+
+/// One endpoint as the gate reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct GateEndpoint {
+    pub endpoint: String,
+    pub requests: u64,
+    pub diff_rate: f64,
+    pub noise_rate: f64,
+    pub latency: GateLatency,
+    pub latency_regression: bool,
+    pub regressions: Vec<GateRegression>,
+    pub noise: Vec<GateNoise>,
+    /// Whether it had enough requests to be judged on its own.
+    #[serde(skip)]
+    pub judged: bool,
+    /// Whether it fails the gate (its diff rate, or its latency with `--latency`).
+    #[serde(skip)]
+    pub failed: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct GateLatency {
+    pub primary: Percentiles,
+    pub secondary: Percentiles,
+    pub candidate: Percentiles,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GateRegression {
+    pub path: String,
+    pub kind: DiffKind,
+    pub compat: Compat,
+    pub raw: u64,
+    pub noise: u64,
+    pub rate: f64,
+    /// An exchange showing it (`/exchanges/{id}` on the dashboard).
+    pub sample: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GateNoise {
+    pub path: String,
+    pub raw: u64,
+    pub noise: u64,
+}
+
+/// One reason the gate fails.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// Too few compared requests to say anything.
+    TooFewRequests { requests: u64, min: u64 },
+    /// The run's diff rate is over the bound.
+    DiffRate { rate: f64, max: f64 },
+    /// One endpoint's diff rate is over the bound.
+    EndpointDiffRate {
+        endpoint: String,
+        rate: f64,
+        max: f64,
+    },
+    /// One endpoint is slower (with `--latency`).
+    Latency {
+        endpoint: String,
+        primary_p99_ms: f64,
+        candidate_p99_ms: f64,
+    },
+}
+
+/// Judges a run's report under the gate's options.
+pub fn judge(report: &RunReport, options: &GateOptions) -> GateReport {
+    let settings = GateSettings {
+        max_diff_rate: options.max_diff_rate.0,
+        min_requests: options.min_requests,
+        fail_on: options.fail_on,
+        latency: options.latency,
+    };
+    let selected: Vec<&EndpointReport> = report
+        .endpoints
+        .iter()
+        .filter(|endpoint| {
+            options.endpoints.is_empty()
+                || options
+                    .endpoints
+                    .iter()
+                    .any(|pattern| pattern.matches(&endpoint.endpoint))
+        })
+        .collect();
+    let failing = |endpoint: &EndpointReport| match settings.fail_on {
+        FailOn::Any => endpoint.failing,
+        FailOn::Breaking => endpoint.failing_breaking,
+    };
+    let requests: u64 = selected.iter().map(|endpoint| endpoint.requests).sum();
+    let diff_rate = fraction(selected.iter().map(|e| failing(e)).sum(), requests);
+
+    let mut failures = Vec::new();
+    if requests < settings.min_requests {
+        failures.push(Failure::TooFewRequests {
+            requests,
+            min: settings.min_requests,
+        });
+    }
+    if diff_rate > settings.max_diff_rate {
+        failures.push(Failure::DiffRate {
+            rate: diff_rate,
+            max: settings.max_diff_rate,
+        });
+    }
+    let mut endpoints = Vec::new();
+    for report in selected {
+        let rate = fraction(failing(report), report.requests);
+        let judged = report.requests >= settings.min_requests;
+        let mut failed = false;
+        if judged && rate > settings.max_diff_rate {
+            failed = true;
+            failures.push(Failure::EndpointDiffRate {
+                endpoint: report.endpoint.clone(),
+                rate,
+                max: settings.max_diff_rate,
+            });
+        }
+        if settings.latency && report.latency_regression {
+            failed = true;
+            failures.push(Failure::Latency {
+                endpoint: report.endpoint.clone(),
+                primary_p99_ms: report.latency.primary.p99_ms,
+                candidate_p99_ms: report.latency.candidate.p99_ms,
+            });
+        }
+        endpoints.push(GateEndpoint {
+            endpoint: report.endpoint.clone(),
+            requests: report.requests,
+            diff_rate: rate,
+            noise_rate: report.noise_rate,
+            latency: latency(&report.latency),
+            latency_regression: report.latency_regression,
+            regressions: report
+                .regressions
+                .iter()
+                .filter(|r| settings.fail_on == FailOn::Any || r.compat == Compat::Breaking)
+                .map(|r| GateRegression {
+                    path: r.path.clone(),
+                    kind: r.kind,
+                    compat: r.compat,
+                    raw: r.raw,
+                    noise: r.noise,
+                    rate: r.rate,
+                    sample: r.sample.clone(),
+                })
+                .collect(),
+            noise: report
+                .noise
+                .iter()
+                .map(|n| GateNoise {
+                    path: n.path.clone(),
+                    raw: n.raw,
+                    noise: n.noise,
+                })
+                .collect(),
+            judged,
+            failed,
+        });
+    }
+    GateReport {
+        run: report.run.label.clone(),
+        passed: failures.is_empty(),
+        max_diff_rate: settings.max_diff_rate,
+        requests,
+        diff_rate,
+        endpoints,
+        failures,
+        settings,
+    }
+}
+
+fn fraction(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn latency(latency: &TargetLatency) -> GateLatency {
+    let pick = |summary: &crate::analysis::latency::LatencySummary| Percentiles {
+        p50_ms: summary.p50_ms,
+        p99_ms: summary.p99_ms,
+    };
+    GateLatency {
+        primary: pick(&latency.primary),
+        secondary: pick(&latency.secondary),
+        candidate: pick(&latency.candidate),
+    }
+}

@@ -1,0 +1,356 @@
+//! The gate's verdict written out: text for a CI log, JSON for scripts, JUnit XML for test reports, Markdown for
+//! a pull-request comment.
+
+use std::fmt::Write as _;
+
+use super::{Failure, GateEndpoint, GateRegression, GateReport};
+use crate::config::{FailOn, GateFormat};
+use crate::units::{count, kind_label, millis, percent};
+
+/// The report in the chosen format, ending with a newline.
+pub fn render(report: &GateReport, format: GateFormat) -> String {
+    match format {
+        GateFormat::Text => text(report),
+        GateFormat::Json => {
+            // Plain data always serializes.
+            let mut out = serde_json::to_string_pretty(report).unwrap_or_default();
+            out.push('\n');
+            out
+        }
+        GateFormat::Junit => junit(report),
+        GateFormat::Markdown => markdown(report),
+    }
+}
+
+/// A failure in one line.
+pub fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::TooFewRequests { requests, min } => format!(
+            "only {} compared requests, fewer than --min-requests {min}: too little evidence",
+            count(*requests)
+        ),
+        Failure::DiffRate { rate, max } => {
+            format!("diff rate {} is over {}", percent(*rate), percent(*max))
+        }
+        Failure::EndpointDiffRate {
+            endpoint,
+            rate,
+            max,
+        } => format!(
+            "{endpoint}: diff rate {} is over {}",
+            percent(*rate),
+            percent(*max)
+        ),
+        Failure::Latency {
+            endpoint,
+            primary_p99_ms,
+            candidate_p99_ms,
+        } => format!(
+            "{endpoint}: candidate p99 {} vs primary {} (latency regression)",
+            millis(*candidate_p99_ms),
+            millis(*primary_p99_ms)
+        ),
+    }
+}
+
+fn counting(report: &GateReport) -> &'static str {
+    match report.settings.fail_on {
+        FailOn::Any => "every regression counts",
+        FailOn::Breaking => "only breaking regressions count",
+    }
+}
+
+fn regression_line(regression: &GateRegression) -> String {
+    format!(
+        "{} {} ({}): {} of requests (raw {}, noise {}){}",
+        regression.path,
+        kind_label(regression.kind),
+        regression.compat.as_str(),
+        percent(regression.rate),
+        regression.raw,
+        regression.noise,
+        regression
+            .sample
+            .as_deref()
+            .map(|id| format!(", sample {id}"))
+            .unwrap_or_default()
+    )
+}
+
+fn status(endpoint: &GateEndpoint) -> &'static str {
+    if endpoint.failed {
+        "FAIL"
+    } else if !endpoint.judged {
+        "few"
+    } else if endpoint.latency_regression {
+        "slow"
+    } else {
+        "ok"
+    }
+}
+
+fn text(report: &GateReport) -> String {
+    let mut out = String::new();
+    let verdict = if report.passed { "PASSED" } else { "FAILED" };
+    let _ = writeln!(
+        out,
+        "shadowdiff gate {verdict}: run {}, {} compared requests, diff rate {} (max {}; {})",
+        report.run,
+        count(report.requests),
+        percent(report.diff_rate),
+        percent(report.max_diff_rate),
+        counting(report)
+    );
+    for failure in &report.failures {
+        let _ = writeln!(out, "  ✗ {}", describe(failure));
+    }
+    for endpoint in &report.endpoints {
+        let _ = writeln!(
+            out,
+            "{:<4}  {}  {} requests, diff rate {}, noise {}, p99 primary {} / candidate {}",
+            status(endpoint),
+            endpoint.endpoint,
+            count(endpoint.requests),
+            percent(endpoint.diff_rate),
+            percent(endpoint.noise_rate),
+            millis(endpoint.latency.primary.p99_ms),
+            millis(endpoint.latency.candidate.p99_ms),
+        );
+        for regression in &endpoint.regressions {
+            let _ = writeln!(out, "        {}", regression_line(regression));
+        }
+        if endpoint.latency_regression {
+            let judged = if report.settings.latency {
+                ""
+            } else {
+                " (reported only; --latency fails the gate on it)"
+            };
+            let _ = writeln!(
+                out,
+                "        latency regression: candidate p99 {} vs primary {}{judged}",
+                millis(endpoint.latency.candidate.p99_ms),
+                millis(endpoint.latency.primary.p99_ms),
+            );
+        }
+        if !endpoint.judged {
+            let _ = writeln!(
+                out,
+                "        fewer than --min-requests {}: counted in the total, not judged alone",
+                report.settings.min_requests
+            );
+        }
+    }
+    if report.endpoints.is_empty() {
+        let _ = writeln!(out, "(no endpoints in this run match)");
+    }
+    out
+}
+
+/// XML-escapes text for attributes and element content.
+fn xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 cannot hold at all.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn junit(report: &GateReport) -> String {
+    let run_failures: Vec<&Failure> = report
+        .failures
+        .iter()
+        .filter(|f| matches!(f, Failure::TooFewRequests { .. } | Failure::DiffRate { .. }))
+        .collect();
+    let tests = report.endpoints.len() + 1;
+    let failures = report.endpoints.iter().filter(|e| e.failed).count()
+        + usize::from(!run_failures.is_empty());
+    let suite = xml(&format!("shadowdiff run {}", report.run));
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"shadowdiff\" tests=\"{tests}\" failures=\"{failures}\">"
+    );
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"{suite}\" tests=\"{tests}\" failures=\"{failures}\">"
+    );
+    let classname = xml(&format!("shadowdiff.{}", report.run));
+    let _ = write!(
+        out,
+        "    <testcase classname=\"{classname}\" name=\"{}\"",
+        xml(&format!(
+            "whole run: {} requests, diff rate {}",
+            report.requests,
+            percent(report.diff_rate)
+        ))
+    );
+    if run_failures.is_empty() {
+        out.push_str("/>\n");
+    } else {
+        let message: Vec<String> = run_failures.iter().map(|f| describe(f)).collect();
+        let _ = writeln!(
+            out,
+            ">\n      <failure message=\"{}\" type=\"gate\"/>\n    </testcase>",
+            xml(&message.join("; "))
+        );
+    }
+    for endpoint in &report.endpoints {
+        let _ = write!(
+            out,
+            "    <testcase classname=\"{classname}\" name=\"{}\"",
+            xml(&endpoint.endpoint)
+        );
+        let reasons: Vec<String> = report
+            .failures
+            .iter()
+            .filter(|f| match f {
+                Failure::EndpointDiffRate { endpoint: e, .. }
+                | Failure::Latency { endpoint: e, .. } => *e == endpoint.endpoint,
+                _ => false,
+            })
+            .map(describe)
+            .collect();
+        if endpoint.failed {
+            let mut details = String::new();
+            for regression in &endpoint.regressions {
+                let _ = writeln!(details, "{}", regression_line(regression));
+            }
+            let _ = writeln!(
+                out,
+                ">\n      <failure message=\"{}\" type=\"regression\">{}</failure>\n    </testcase>",
+                xml(&reasons.join("; ")),
+                xml(&details)
+            );
+        } else if !endpoint.judged {
+            let _ = writeln!(
+                out,
+                ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                xml(&format!(
+                    "{} requests, fewer than --min-requests {}",
+                    endpoint.requests, report.settings.min_requests
+                ))
+            );
+        } else {
+            out.push_str("/>\n");
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+/// Text as inline code in a Markdown table cell: backticks long enough to hold any in the text, and `|` escaped
+/// (GitHub splits cells on it even inside code).
+fn code(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let padded = if text.starts_with('`') || text.ends_with('`') {
+        format!(" {text} ")
+    } else {
+        text.to_string()
+    };
+    format!("{fence}{}{fence}", padded.replace('|', "\\|"))
+}
+
+fn markdown(report: &GateReport) -> String {
+    let mut out = String::new();
+    let (mark, verdict) = if report.passed {
+        ("✅", "passed")
+    } else {
+        ("❌", "failed")
+    };
+    let _ = writeln!(
+        out,
+        "### {mark} shadowdiff gate {verdict}: diff rate {} of {} requests (max {})\n",
+        percent(report.diff_rate),
+        count(report.requests),
+        percent(report.max_diff_rate)
+    );
+    let _ = writeln!(out, "Run {} · {}.\n", code(&report.run), counting(report));
+    for failure in &report.failures {
+        let _ = writeln!(out, "- {}", describe(failure).replace('|', "\\|"));
+    }
+    if !report.failures.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(
+        "| | Endpoint | Requests | Diff rate | Noise | p99 primary → candidate | Regressions |\n",
+    );
+    out.push_str("|---|---|---:|---:|---:|---|---|\n");
+    for endpoint in &report.endpoints {
+        let icon = match status(endpoint) {
+            "FAIL" => "❌",
+            "slow" => "🐢",
+            "few" => "➖",
+            _ => "✅",
+        };
+        let regressions: Vec<String> = endpoint
+            .regressions
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} ({}) {}{}",
+                    code(&r.path),
+                    kind_label(r.kind),
+                    r.compat.as_str(),
+                    percent(r.rate),
+                    r.sample
+                        .as_deref()
+                        .map(|id| format!(", sample {}", code(id)))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        let mut p99 = format!(
+            "{} → {}",
+            millis(endpoint.latency.primary.p99_ms),
+            millis(endpoint.latency.candidate.p99_ms)
+        );
+        if endpoint.latency_regression {
+            p99.push_str(" **slower**");
+        }
+        let _ = writeln!(
+            out,
+            "| {icon} | {} | {} | {} | {} | {p99} | {} |",
+            code(&endpoint.endpoint),
+            count(endpoint.requests),
+            percent(endpoint.diff_rate),
+            percent(endpoint.noise_rate),
+            if regressions.is_empty() {
+                "–".to_string()
+            } else {
+                regressions.join("<br>")
+            }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_spans_survive_backticks_and_pipes() {
+        assert_eq!(code("GET /a"), "`GET /a`");
+        assert_eq!(code("a`b"), "``a`b``");
+        assert_eq!(code("`x"), "`` `x ``");
+        assert_eq!(code("a|b"), "`a\\|b`");
+    }
+
+    #[test]
+    fn xml_escapes_markup_and_control_characters() {
+        assert_eq!(
+            xml("<a href=\"x\">&'\u{1}</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&apos;\u{FFFD}&lt;/a&gt;"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! `serve --record FILE`: shadowed requests appended to a JSON-lines file by a background task, secrets redacted
+//! as in the store. The proxy only offers each request to a bounded queue.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::HeaderMap;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{TrafficRequest, jsonl};
+use crate::exchange::RecordedRequest;
+use crate::metrics::{DropReason, Metrics, Queue};
+use crate::redact::Redactor;
+
+/// A shadowed request and when it arrived.
+pub struct Recording {
+    pub time: SystemTime,
+    pub request: RecordedRequest,
+}
+
+/// Opens (creating, or appending to) the record file.
+pub async fn open(path: &Path) -> std::io::Result<BufWriter<tokio::fs::File>> {
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await?;
+    Ok(BufWriter::new(file))
+}
+
+/// Writes recordings until `stop` is cancelled and the queue is drained. Lines are flushed whenever the queue
+/// runs empty, so the file is whole between bursts; a failed write is counted and logged, and the next is
+/// tried.
+pub async fn run(
+    mut file: BufWriter<tokio::fs::File>,
+    mut rx: mpsc::Receiver<Recording>,
+    redactor: Redactor,
+    max_decoded_body: usize,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut closed = false;
+    let mut failing = false;
+    loop {
+        let received = tokio::select! {
+            biased;
+            received = rx.recv() => received,
+            () = stop.cancelled(), if !closed => {
+                rx.close();
+                closed = true;
+                continue;
+            }
+        };
+        let Some(recording) = received else { break };
+        let mut line = jsonl::line(&redacted(recording, &redactor, max_decoded_body));
+        line.push('\n');
+        let mut written = file.write_all(line.as_bytes()).await;
+        if written.is_ok() && rx.is_empty() {
+            written = file.flush().await;
+        }
+        match written {
+            Ok(()) => failing = false,
+            Err(error) => {
+                metrics.dropped(Queue::Recordings, DropReason::WriteFailed);
+                if !failing {
+                    tracing::error!(%error, "cannot write to the record file; recordings are dropped until it works again");
+                }
+                failing = true;
+            }
+        }
+    }
+    if let Err(error) = file.flush().await {
+        tracing::error!(%error, "cannot flush the record file");
+    }
+}
+
+/// The request as it goes into the file: secret headers and JSON fields replaced by their keyed hash. A body
+/// under a Content-Encoding is stored decoded (and the header dropped) when fields must be redacted in it.
+fn redacted(recording: Recording, redactor: &Redactor, max_decoded_body: usize) -> TrafficRequest {
+    let RecordedRequest {
+        method,
+        uri,
+        headers,
+        body,
+        ..
+    } = recording.request;
+    let mut body = body;
+    let mut drop_encoding = false;
+    if redactor.redacts_json_fields() && !body.is_empty() {
+        let decoded = crate::analysis::decode::decode(&headers, &body, max_decoded_body);
+        if let Ok(decoded) = decoded {
+            let encoded = headers.contains_key(CONTENT_ENCODING);
+            match redactor.json_body(&decoded) {
+                Some(clean) => {
+                    body = clean.into();
+                    drop_encoding = encoded;
+                }
+                None if encoded => {
+                    body = decoded.into_owned().into();
+                    drop_encoding = true;
+                }
+                None => {}
+            }
+        }
+    }
+    let headers: Vec<_> = stored_headers(&headers, redactor, drop_encoding);
+    TrafficRequest {
+        time: Some(recording.time),
+        method,
+        uri: uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        headers,
+        body,
+    }
+}
+
+fn stored_headers(
+    headers: &HeaderMap,
+    redactor: &Redactor,
+    drop_encoding: bool,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            !(drop_encoding && (*name == CONTENT_ENCODING || *name == CONTENT_LENGTH))
+        })
+        .map(|(name, value)| {
+            let value = if redactor.is_secret_header(name.as_str()) {
+                http::HeaderValue::from_str(&redactor.token(value.as_bytes()))
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("redacted"))
+            } else {
+                value.clone()
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use bytes::Bytes;
+    use http::{Method, Version};
+
+    use super::*;
+
+    fn recording(headers: &[(&str, &str)], body: &[u8]) -> Recording {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        Recording {
+            time: SystemTime::UNIX_EPOCH,
+            request: RecordedRequest {
+                method: Method::POST,
+                uri: "/login?next=/".parse().unwrap(),
+                version: Version::HTTP_11,
+                headers: map,
+                body: Bytes::copy_from_slice(body),
+            },
+        }
+    }
+
+    #[test]
+    fn secrets_are_replaced_by_their_hash() {
+        let redactor = Redactor::new(b"k".to_vec(), &["password".to_string()]);
+        let request = redacted(
+            recording(
+                &[("authorization", "Bearer s3cret"), ("accept", "*/*")],
+                br#"{"user":"ada","password":"hunter2"}"#,
+            ),
+            &redactor,
+            1 << 20,
+        );
+        let line = jsonl::line(&request);
+        assert!(
+            !line.contains("s3cret") && !line.contains("hunter2"),
+            "{line}"
+        );
+        assert!(line.contains(&redactor.token(b"Bearer s3cret")));
+        assert_eq!(request.uri.as_str(), "/login?next=/");
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["password"], redactor.token(b"hunter2"));
+        assert_eq!(body["user"], "ada");
+    }
+
+    #[test]
+    fn a_compressed_body_with_secrets_is_stored_decoded() {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(br#"{"password":"hunter2"}"#).unwrap();
+        let gzipped = encoder.finish().unwrap();
+        let redactor = Redactor::new(b"k".to_vec(), &["password".to_string()]);
+        let request = redacted(
+            recording(
+                &[("content-encoding", "gzip"), ("content-length", "40")],
+                &gzipped,
+            ),
+            &redactor,
+            1 << 20,
+        );
+        assert!(request.headers.is_empty(), "{:?}", request.headers);
+        assert!(!String::from_utf8_lossy(&request.body).contains("hunter2"));
+        assert!(String::from_utf8_lossy(&request.body).contains("redacted:"));
+    }
+}
