@@ -380,9 +380,12 @@ pub fn report(
             }),
         }
     }
+    // Most frequent first; at equal rates the worst class first (a missing field before the extra one that
+    // replaced it).
     regressions.sort_by(|a, b| {
         b.rate
             .total_cmp(&a.rate)
+            .then_with(|| b.compat.cmp(&a.compat))
             .then_with(|| a.path.cmp(&b.path))
             .then_with(|| a.kind.cmp(&b.kind))
     });

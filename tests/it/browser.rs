@@ -37,7 +37,7 @@ async fn a_regression_followed_from_the_overview_to_one_exchange() {
         .await
         .unwrap();
     assert!(
-        row.contains("20") && row.contains("100.0%") && row.contains("body/full_name (extra)"),
+        row.contains("20") && row.contains("100.0%") && row.contains("body/name (missing)"),
         "{row}"
     );
     // The endpoint named by a hostile header is shown as text, not run as markup.

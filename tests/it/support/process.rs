@@ -84,3 +84,34 @@ impl Serving {
             .expect("wait")
     }
 }
+
+/// Longest a one-shot command may run before the test gives up on it (a hang guard, not a timing assertion).
+const COMMAND_GUARD: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// What a one-shot command printed, and how it exited.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `shadowdiff ARGS` to completion (stdin closed, logs at warn) and returns its output.
+pub async fn run_command(args: &[&str]) -> Ran {
+    let output = tokio::time::timeout(
+        COMMAND_GUARD,
+        Command::new(BIN)
+            .args(args)
+            .env("SHADOWDIFF_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("shadowdiff {args:?} did not finish"))
+    .expect("run shadowdiff");
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,105 @@
+//! `shadowdiff demo --then-gate` as a user runs it: the built-in services, proxy, store and traffic in one
+//! process; the gate fails and names exactly the candidate's regressions, and none of the noise.
+
+use serde_json::Value;
+
+use crate::replay::{endpoint, regressions};
+use crate::support::process::run_command;
+use crate::support::temp_database;
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(path, kind)| (path.to_string(), kind.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_fails_the_gate_on_its_regressions_and_none_of_its_noise() {
+    let (_dir, database) = temp_database();
+    let ran = run_command(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &database,
+        "--rate",
+        "500",
+        "--requests",
+        "1000",
+        "--duration",
+        "10m",
+        "--then-gate",
+        "--latency",
+        "--format",
+        "json",
+    ])
+    .await;
+    assert_eq!(ran.code, Some(1), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stderr.contains("Open the dashboard: http://127.0.0.1:"),
+        "{}",
+        ran.stderr
+    );
+    let report: Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(
+        report["requests"], 1000,
+        "every request was compared and stored"
+    );
+
+    let users = endpoint(&report, "GET /users/{id}");
+    assert_eq!(
+        regressions(users),
+        pairs(&[("body/full_name", "extra"), ("body/name", "missing")])
+    );
+    let products = endpoint(&report, "GET /products/{id}");
+    assert_eq!(
+        regressions(products),
+        pairs(&[("body/price", "type_changed")])
+    );
+    assert_eq!(products["regressions"][0]["compat"], "breaking");
+    let orders = endpoint(&report, "GET /orders/{id}");
+    assert_eq!(
+        regressions(orders),
+        pairs(&[("body/total_cents", "value_changed")])
+    );
+    assert_eq!(orders["diff_rate"], 0.05, "one order in twenty");
+    let search = endpoint(&report, "GET /search");
+    assert_eq!(search["latency_regression"], true, "{search:#}");
+    assert!(search["regressions"].as_array().unwrap().is_empty());
+    let health = endpoint(&report, "GET /health");
+    assert!(health["regressions"].as_array().unwrap().is_empty());
+
+    let mut noise = Vec::new();
+    for endpoint in report["endpoints"].as_array().unwrap() {
+        for place in endpoint["noise"].as_array().unwrap() {
+            noise.push(place["path"].as_str().unwrap().to_string());
+        }
+    }
+    for expected in [
+        "body/generated_at",
+        "body/request_id",
+        "body/tags",
+        "body/cached",
+        "header/x-request-id",
+    ] {
+        assert!(
+            noise.iter().any(|path| path == expected),
+            "{expected} is seen and called noise: {noise:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn then_gate_needs_an_end_to_the_traffic() {
+    let (_dir, database) = temp_database();
+    let ran = run_command(&["demo", "--then-gate", "--database-url", &database]).await;
+    assert_eq!(ran.code, Some(2));
+    assert!(
+        ran.stderr
+            .contains("--then-gate needs --duration or --requests"),
+        "{}",
+        ran.stderr
+    );
+}
