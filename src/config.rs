@@ -290,8 +290,8 @@ pub struct VerdictArgs {
           default_value = defaults::THRESHOLD_ABSOLUTE, value_parser = parse_percent)]
     pub threshold_absolute: f64,
 
-    /// An endpoint has a latency regression when the candidate's p99 exceeds this many times primary's, while
-    /// secondary's does not (at least 100 samples each).
+    /// An endpoint has a latency regression when the candidate's p99 exceeds this many times primary's and
+    /// secondary's, while secondary's stays within this many times primary's (at least 100 samples each).
     #[arg(long, value_name = "FACTOR", env = "SHADOWDIFF_LATENCY_FACTOR",
           default_value = defaults::LATENCY_FACTOR, value_parser = parse_factor)]
     pub latency_factor: f64,

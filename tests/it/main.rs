@@ -12,6 +12,7 @@ mod json_properties;
 mod lifecycle;
 mod modes;
 mod policy;
+mod readme;
 mod replay;
 mod store;
 mod stored;
