@@ -67,26 +67,51 @@ impl<T: Send + 'static> Sink<T> {
     }
 }
 
+/// The receiving end of a queue that takes no new items once `stop` is cancelled, but still yields those
+/// already queued.
+pub struct Draining<T> {
+    rx: mpsc::Receiver<T>,
+    stop: CancellationToken,
+    closed: bool,
+}
+
+impl<T> Draining<T> {
+    pub fn new(rx: mpsc::Receiver<T>, stop: CancellationToken) -> Self {
+        Self {
+            rx,
+            stop,
+            closed: false,
+        }
+    }
+
+    /// The next item; `None` once stopped and drained. Cancel-safe, so it can race a timer in `select!`.
+    pub async fn next(&mut self) -> Option<T> {
+        loop {
+            tokio::select! {
+                biased;
+                received = self.rx.recv() => return received,
+                () = self.stop.cancelled(), if !self.closed => {
+                    self.rx.close();
+                    self.closed = true;
+                }
+            }
+        }
+    }
+
+    /// Whether nothing is queued right now.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
 /// Receives items until `stop` is cancelled, then drains what is already queued and returns.
-pub async fn consume<T, F>(mut rx: mpsc::Receiver<T>, stop: CancellationToken, mut handle: F)
+pub async fn consume<T, F>(rx: mpsc::Receiver<T>, stop: CancellationToken, mut handle: F)
 where
     F: FnMut(T),
 {
-    let mut closed = false;
-    loop {
-        let received = tokio::select! {
-            biased;
-            received = rx.recv() => received,
-            () = stop.cancelled(), if !closed => {
-                rx.close();
-                closed = true;
-                continue;
-            }
-        };
-        match received {
-            Some(item) => handle(item),
-            None => return,
-        }
+    let mut items = Draining::new(rx, stop);
+    while let Some(item) = items.next().await {
+        handle(item);
     }
 }
 
@@ -95,7 +120,7 @@ where
 /// of one exchange is caught, counted and logged. When `stop` is cancelled, queued exchanges are still analysed
 /// and the function returns once the last one is done.
 pub async fn analyse(
-    mut rx: mpsc::Receiver<Exchange>,
+    rx: mpsc::Receiver<Exchange>,
     stop: CancellationToken,
     analyzer: Arc<Analyzer>,
     workers: usize,
@@ -104,18 +129,8 @@ pub async fn analyse(
 ) {
     let workers = workers.max(1);
     let permits = Arc::new(Semaphore::new(workers));
-    let mut closed = false;
-    loop {
-        let received = tokio::select! {
-            biased;
-            received = rx.recv() => received,
-            () = stop.cancelled(), if !closed => {
-                rx.close();
-                closed = true;
-                continue;
-            }
-        };
-        let Some(exchange) = received else { break };
+    let mut exchanges = Draining::new(rx, stop);
+    while let Some(exchange) = exchanges.next().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };

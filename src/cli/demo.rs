@@ -30,13 +30,7 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             "--then-gate needs --duration or --requests: the gate judges once traffic stops",
         );
     }
-    let interrupted = CancellationToken::new();
-    let signal = shutdown_signal();
-    let on_signal = interrupted.clone();
-    tokio::spawn(async move {
-        signal.await;
-        on_signal.cancel();
-    });
+    let interrupted = interruption();
 
     let stop_services = CancellationToken::new();
     let mut urls = Vec::new();
@@ -139,13 +133,7 @@ pub async fn run_service(args: DemoServiceArgs) -> ExitCode {
 
 /// `shadowdiff demo-traffic`: the demo's requests sent to a proxy.
 pub async fn run_traffic(args: DemoTrafficArgs) -> ExitCode {
-    let interrupted = CancellationToken::new();
-    let signal = shutdown_signal();
-    let on_signal = interrupted.clone();
-    tokio::spawn(async move {
-        signal.await;
-        on_signal.cancel();
-    });
+    let interrupted = interruption();
     eprintln!(
         "Sending {} requests/s to {}{}; Ctrl-C stops.",
         args.traffic.rate,
@@ -195,6 +183,18 @@ async fn send_traffic(
     .await;
     progress.finish().await;
     tally
+}
+
+/// Cancelled on the first SIGINT (Ctrl-C) or SIGTERM.
+fn interruption() -> CancellationToken {
+    let interrupted = CancellationToken::new();
+    let signal = shutdown_signal();
+    let on_signal = interrupted.clone();
+    tokio::spawn(async move {
+        signal.await;
+        on_signal.cancel();
+    });
+    interrupted
 }
 
 fn limits(traffic: &TrafficArgs) -> String {

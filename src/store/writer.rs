@@ -15,6 +15,7 @@ use crate::analysis::aggregate::{EndpointCounts, latency_sample};
 use crate::analysis::latency::Latencies;
 use crate::exchange::Target;
 use crate::metrics::Metrics;
+use crate::pipeline::Draining;
 use crate::redact::Redactor;
 use crate::store::sample::{SampleDocument, started_at_ms};
 use crate::store::{FlushBatch, SampleRow, Store, now_ms};
@@ -269,14 +270,14 @@ impl Writer {
     }
 
     /// Writes until `stop` is cancelled, then writes what is left (trying a few times) and returns.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Analysis>, stop: CancellationToken) {
+    pub async fn run(mut self, rx: mpsc::Receiver<Analysis>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut closed = false;
+        let mut analyses = Draining::new(rx, stop);
         loop {
             tokio::select! {
                 biased;
-                received = rx.recv() => match received {
+                received = analyses.next() => match received {
                     Some(analysis) => {
                         self.add(analysis);
                         if self.pending_rows() >= self.config.batch_rows {
@@ -288,10 +289,6 @@ impl Writer {
                 _ = tick.tick() => {
                     self.flush().await;
                     self.apply_retention().await;
-                }
-                () = stop.cancelled(), if !closed => {
-                    rx.close();
-                    closed = true;
                 }
             }
         }

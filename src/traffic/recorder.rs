@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{TrafficRequest, jsonl};
 use crate::exchange::RecordedRequest;
 use crate::metrics::{DropReason, Metrics, Queue};
+use crate::pipeline::Draining;
 use crate::redact::Redactor;
 
 /// A shadowed request and when it arrived.
@@ -37,29 +38,19 @@ pub async fn open(path: &Path) -> std::io::Result<BufWriter<tokio::fs::File>> {
 /// tried.
 pub async fn run(
     mut file: BufWriter<tokio::fs::File>,
-    mut rx: mpsc::Receiver<Recording>,
+    rx: mpsc::Receiver<Recording>,
     redactor: Redactor,
     max_decoded_body: usize,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let mut closed = false;
+    let mut recordings = Draining::new(rx, stop);
     let mut failing = false;
-    loop {
-        let received = tokio::select! {
-            biased;
-            received = rx.recv() => received,
-            () = stop.cancelled(), if !closed => {
-                rx.close();
-                closed = true;
-                continue;
-            }
-        };
-        let Some(recording) = received else { break };
+    while let Some(recording) = recordings.next().await {
         let mut line = jsonl::line(&redacted(recording, &redactor, max_decoded_body));
         line.push('\n');
         let mut written = file.write_all(line.as_bytes()).await;
-        if written.is_ok() && rx.is_empty() {
+        if written.is_ok() && recordings.is_empty() {
             written = file.flush().await;
         }
         match written {
