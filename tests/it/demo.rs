@@ -103,3 +103,78 @@ async fn then_gate_needs_an_end_to_the_traffic() {
         ran.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_its_dashboard_until_ctrl_c() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let (_dir, database) = temp_database();
+    let mut child = tokio::process::Command::new(crate::support::process::BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &database,
+            "--run",
+            "interactive",
+        ])
+        .env("SHADOWDIFF_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let dashboard = crate::support::patience("the dashboard's address", async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the demo prints its banner");
+            if let Some(url) = line.trim().strip_prefix("Open the dashboard: ") {
+                return url.to_string();
+            }
+        }
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let runs_url = format!("{dashboard}api/v1/runs");
+    crate::support::wait_for("the demo's traffic to be stored", || {
+        let url = runs_url.clone();
+        async move {
+            let runs: Value = crate::support::client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            runs[0]["label"] == "interactive" && runs[0]["requests"].as_u64() > Some(0)
+        }
+    })
+    .await;
+    let page = crate::support::client()
+        .get(&dashboard)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("GET /users/{id}"));
+
+    let pid = child.id().unwrap().to_string();
+    let interrupted = tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(interrupted.success());
+    let status = crate::support::patience("the demo to stop", child.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C is a clean stop");
+}
