@@ -371,18 +371,15 @@ impl Analyzer {
                         vec![body_kind_change("invalid json", "json")]
                     }
                     (Err(JsonFailure::Invalid), Err(JsonFailure::Invalid)) => {
-                        let other_text = String::from_utf8_lossy(&other_bytes);
-                        text::diff_lines(reference.text(limit), &other_text, timeout)
+                        diff_text(reference, &other_bytes, false, limit, timeout)
                     }
                 }
             }
             (ContentKind::Html, ContentKind::Html) => {
-                let other_html = text::normalise_html(&String::from_utf8_lossy(&other_bytes));
-                text::diff_lines(reference.normalised_html(limit), &other_html, timeout)
+                diff_text(reference, &other_bytes, true, limit, timeout)
             }
             (ContentKind::Text | ContentKind::Html, ContentKind::Text | ContentKind::Html) => {
-                let other_text = String::from_utf8_lossy(&other_bytes);
-                text::diff_lines(reference.text(limit), &other_text, timeout)
+                diff_text(reference, &other_bytes, false, limit, timeout)
             }
             (ContentKind::Binary, ContentKind::Binary) => match reference.decoded(limit) {
                 Ok((primary_bytes, _)) => text::diff_binary(primary_bytes, &other_bytes)
@@ -395,6 +392,36 @@ impl Analyzer {
             }
         };
         BodyComparison::Compared(found)
+    }
+}
+
+/// Line differences of two textual bodies (HTML normalised first when `html`). Bodies that are not both UTF-8
+/// are compared as bytes: lossy decoding would make bodies that differ only in their invalid bytes look equal.
+fn diff_text(
+    reference: &mut Reference<'_>,
+    other: &[u8],
+    html: bool,
+    limit: usize,
+    timeout: Duration,
+) -> Vec<Difference> {
+    let Ok((primary, _)) = reference.decoded(limit) else {
+        // Primary's body was decoded before any comparison reaches here.
+        return Vec::new();
+    };
+    let Ok(other_text) = std::str::from_utf8(other) else {
+        return text::diff_binary(primary, other).into_iter().collect();
+    };
+    if std::str::from_utf8(primary).is_err() {
+        return text::diff_binary(primary, other).into_iter().collect();
+    }
+    if html {
+        text::diff_lines(
+            reference.normalised_html(limit),
+            &text::normalise_html(other_text),
+            timeout,
+        )
+    } else {
+        text::diff_lines(reference.text(limit), other_text, timeout)
     }
 }
 

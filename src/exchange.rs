@@ -111,12 +111,12 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// A short stable name, used as a metric label.
     /// Whether the upstream is to blame (shed and abandoned are not the upstream's doing).
     pub fn is_upstream_fault(&self) -> bool {
         !matches!(self, UpstreamError::Shed | UpstreamError::Abandoned)
     }
 
+    /// A short stable name, used as a metric label.
     pub fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Connect(_) => "connect",

@@ -188,6 +188,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Counter,
     unshadowed: [Counter; UnshadowedReason::ALL.len()],
+    callers_rejected: Family<ReasonLabel, Counter>,
     shed: [Counter; 3],
     upstream_errors: Family<TargetKindLabels, Counter>,
     bodies_too_large: Family<SideLabel, Counter>,
@@ -255,6 +256,20 @@ impl Metrics {
                 })
                 .clone()
         });
+
+        registry.register(
+            "panics",
+            "Panics in this process (each one a bug: see the log); the caller's connection or the one exchange is lost",
+            crate::telemetry::PANICS.clone(),
+        );
+
+        let callers_rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "callers_rejected",
+            "Caller connections answered with an error before any request reached the proxy (malformed, \
+             header_too_large, header_timeout)",
+            callers_rejected.clone(),
+        );
 
         let shed_family = Family::<TargetLabel, Counter>::default();
         registry.register(
@@ -365,6 +380,7 @@ impl Metrics {
             registry: Mutex::new(registry),
             requests,
             unshadowed,
+            callers_rejected,
             shed,
             upstream_errors,
             bodies_too_large,
@@ -421,6 +437,13 @@ impl Metrics {
 
     pub fn unshadowed(&self, reason: UnshadowedReason) {
         self.unshadowed[reason as usize].inc();
+    }
+
+    /// A caller's connection that HTTP parsing turned away (answered 400, 431 or 505, or timed out).
+    pub fn caller_rejected(&self, reason: &'static str) {
+        self.callers_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn shadow_shed(&self, target: Target) {
@@ -546,6 +569,12 @@ impl Metrics {
 
     pub fn unshadowed_count(&self, reason: UnshadowedReason) -> u64 {
         self.unshadowed[reason as usize].get()
+    }
+
+    pub fn callers_rejected_count(&self, reason: &'static str) -> u64 {
+        self.callers_rejected
+            .get(&ReasonLabel { reason })
+            .map_or(0, |counter| counter.get())
     }
 
     pub fn shed_count(&self, target: Target) -> u64 {

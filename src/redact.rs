@@ -19,6 +19,10 @@ pub const SECRET_HEADERS: [&str; 5] = [
     "x-api-key",
 ];
 
+/// What a body that names a secret field but cannot be parsed as JSON is stored as.
+pub const UNPARSEABLE_WITH_SECRET: &[u8] =
+    br#"{"shadowdiff":"body not stored: it names a secret field and is not parseable JSON"}"#;
+
 /// Applies redaction with one key.
 #[derive(Clone)]
 pub struct Redactor {
@@ -107,6 +111,17 @@ impl Redactor {
         }
     }
 
+    /// Whether `"field"` appears in the body for any secret field, ignoring ASCII case.
+    fn names_secret_field(&self, body: &[u8]) -> bool {
+        let lower = body.to_ascii_lowercase();
+        self.json_fields.iter().any(|field| {
+            let quoted = format!("\"{field}\"");
+            lower
+                .windows(quoted.len())
+                .any(|window| window == quoted.as_bytes())
+        })
+    }
+
     fn json_token(&self, value: &Value) -> String {
         match value {
             Value::String(text) => self.token(text.as_bytes()),
@@ -114,13 +129,18 @@ impl Redactor {
         }
     }
 
-    /// A JSON body with its secret fields redacted; a body that is not JSON is returned unchanged. The result is
-    /// `None` when nothing needed changing.
+    /// A JSON body with its secret fields redacted; a body that is not JSON is returned unchanged, unless it
+    /// names a secret field (JSON too deep to parse, or cut short): then it is replaced whole, since its secrets
+    /// cannot be found one by one. The result is `None` when nothing needed changing.
     pub fn json_body(&self, body: &[u8]) -> Option<Vec<u8>> {
         if self.json_fields.is_empty() {
             return None;
         }
-        let mut value: Value = serde_json::from_slice(body).ok()?;
+        let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+            return self
+                .names_secret_field(body)
+                .then(|| UNPARSEABLE_WITH_SECRET.to_vec());
+        };
         let before = value.clone();
         self.json(&mut value);
         (value != before).then(|| serde_json::to_vec(&value).unwrap_or_default())
@@ -247,6 +267,15 @@ mod tests {
         let body = redactor().json_body(br#"{"password":"hunter2"}"#).unwrap();
         assert!(!String::from_utf8(body).unwrap().contains("hunter2"));
         assert!(redactor().json_body(b"not json").is_none());
+        let deep = format!(
+            "{}{{\"Password\":\"hunter2\"}}{}",
+            "[".repeat(500),
+            "]".repeat(500)
+        );
+        assert_eq!(
+            redactor().json_body(deep.as_bytes()).as_deref(),
+            Some(UNPARSEABLE_WITH_SECRET)
+        );
     }
 
     #[test]

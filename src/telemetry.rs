@@ -1,7 +1,9 @@
-//! Logging set-up, done once per process: text or JSON lines, filtered by `--log`.
+//! Logging set-up, done once per process: text or JSON lines, filtered by `--log`, and panics counted.
 
 use std::io::IsTerminal;
+use std::sync::LazyLock;
 
+use prometheus_client::metrics::counter::Counter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, TelemetryArgs};
@@ -29,4 +31,25 @@ pub fn init(args: &TelemetryArgs) {
     {
         tracing::warn!(filter = %args.log, %error, "bad --log filter; logging at info");
     }
+    install_panic_hook();
+}
+
+/// Panics anywhere in the process since it started (each one a bug), shown as `shadowdiff_panics_total`.
+pub static PANICS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Panics are counted and logged as one event through the subscriber (so a JSON log stays JSON), with a
+/// backtrace when `RUST_BACKTRACE` asks for one. A panic in a connection or analysis task does not stop the
+/// process: tokio and the analysis stage contain it, and this hook makes sure it is seen.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        PANICS.inc();
+        let thread = std::thread::current();
+        let backtrace = std::backtrace::Backtrace::capture();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            panic = %info,
+            %backtrace,
+            "panic"
+        );
+    }));
 }

@@ -217,6 +217,10 @@ impl Proxy {
         self
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The background tasks still running, to be awaited at shutdown.
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks

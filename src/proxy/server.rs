@@ -50,20 +50,27 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let proxy = proxy.clone();
+                let handler = proxy.clone();
                 let service = service_fn(move |request| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(request, caller).await) }
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler.handle(request, caller).await) }
                 });
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
                 let connection = graceful.watch(connection);
                 let cut = cut.clone();
+                let proxy = proxy.clone();
                 tokio::spawn(async move {
                     tokio::select! {
                         served = connection => if let Err(error) = served {
-                            tracing::debug!(%caller, error = %error, "caller connection ended with an error");
+                            match rejection(&*error) {
+                                Some(reason) => {
+                                    proxy.metrics().caller_rejected(reason);
+                                    tracing::debug!(%caller, reason, error = %error, "caller request rejected");
+                                }
+                                None => tracing::debug!(%caller, error = %error, "caller connection ended with an error"),
+                            }
                         },
                         () = cut.cancelled() => tracing::debug!(%caller, "caller connection cut at the end of the grace"),
                     }
@@ -86,5 +93,21 @@ pub async fn serve(
             ?grace,
             "shutdown grace elapsed with requests still in flight; cutting them"
         );
+    }
+}
+
+/// Why HTTP parsing turned a caller away before any request reached the proxy (hyper has then answered 400,
+/// 431 or 505 itself, or closed the connection on a header timeout); `None` for the ordinary ends of a
+/// connection (the caller closed it, reset it, or went quiet between requests).
+fn rejection(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let error = error.downcast_ref::<hyper::Error>()?;
+    if error.is_parse_too_large() {
+        Some("header_too_large")
+    } else if error.is_parse() {
+        Some("malformed")
+    } else if error.is_timeout() {
+        Some("header_timeout")
+    } else {
+        None
     }
 }

@@ -1,11 +1,13 @@
 //! Integration tests: the app and stub upstreams on port 0, in one process.
 
 mod analysed;
+mod bad_input;
 mod bodies;
 mod browser;
 mod caller_path;
 mod demo;
 mod edges;
+mod faults;
 mod gate;
 mod hygiene;
 mod json_properties;

@@ -1,6 +1,7 @@
 //! The running proxy with its store: the report it writes, two processes sharing one PostgreSQL, and
 //! PostgreSQL going away under load and coming back.
 
+use futures_util::StreamExt;
 use shadowdiff::analysis::aggregate::VerdictSettings;
 use shadowdiff::analysis::diff::DiffKind;
 use shadowdiff::analysis::rules::RuleSet;
@@ -196,10 +197,12 @@ async fn postgres_going_away_under_load_drops_counted_and_comes_back() {
     .await;
 
     cluster.pause();
-    // Each path is an endpoint of its own, so the buffer fills with new rows.
-    for i in 0..60 {
-        get(app.url(&format!("/during{i}"))).await;
-    }
+    // Each path is an endpoint of its own, so the buffer fills with new rows; eight callers at a time.
+    futures_util::stream::iter(0..60)
+        .map(|i| get(app.url(&format!("/during{i}"))))
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
     wait_until("writes to fail and the buffer to overflow", || {
         metrics.store_writes_count(false) >= 2 && metrics.store_dropped_count("exchange") >= 1
     })

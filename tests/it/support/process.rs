@@ -2,6 +2,7 @@
 //! stopped with SIGTERM.
 
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -17,6 +18,8 @@ pub struct Serving {
     pub proxy: String,
     /// The admin listener's address.
     pub admin: String,
+    /// Every log line the process wrote after its "serving" line.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// Starts `shadowdiff serve` with these flags and environment (logging in JSON, both listeners on port 0)
@@ -50,8 +53,14 @@ pub async fn spawn_serving(args: &[&str], envs: &[(&str, String)]) -> Serving {
         }
     })
     .await;
-    // Keep reading the log, so that a full pipe never stops the process.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Keep reading the log (a full pipe would stop the process), and keep it for the test to look at.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let kept = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            kept.lock().unwrap().push(line);
+        }
+    });
     Serving {
         child,
         proxy: started["proxy"]
@@ -62,12 +71,33 @@ pub async fn spawn_serving(args: &[&str], envs: &[(&str, String)]) -> Serving {
             .as_str()
             .expect("admin address")
             .to_string(),
+        log,
     }
 }
 
 impl Serving {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.proxy)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// The log lines written so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The `/metrics` text as it is now.
+    pub async fn metrics(&self) -> Metrics {
+        let text = reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("scrape /metrics")
+            .text()
+            .await
+            .expect("read /metrics");
+        Metrics(text)
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -113,5 +143,40 @@ pub async fn run_command(args: &[&str]) -> Ran {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A scrape of `/metrics`, read by series.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of one series, named with its labels as rendered (`name{a="b"}`); 0 when absent.
+    pub fn value(&self, series: &str) -> f64 {
+        self.0
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().expect("a number"))
+    }
+
+    /// The sum of every series of a family (`name` and `name{...}`).
+    pub fn sum(&self, family: &str) -> f64 {
+        self.0
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(family)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The series of a family with a non-zero value, as rendered.
+    pub fn nonzero(&self, family: &str) -> Vec<String> {
+        self.0
+            .lines()
+            .filter(|line| line.starts_with(&format!("{family}{{")))
+            .filter(|line| line.rsplit(' ').next() != Some("0"))
+            .map(str::to_string)
+            .collect()
     }
 }

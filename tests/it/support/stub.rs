@@ -314,6 +314,16 @@ pub enum Misbehaviour {
     ChunkedWithLength,
     /// Answers a proper keep-alive response, then closes the connection without saying so.
     CloseAfterResponse,
+    /// Promises 1 000 bytes, sends 10 and closes the connection.
+    ShortBodyThenClose,
+    /// Promises 1 000 bytes, sends 10 and keeps the connection open, silent.
+    ShortBodyThenHold,
+    /// Keeps connections alive and answers each request with `{}` under `content-length: 2`, followed by
+    /// bytes the length does not cover.
+    ExtraBytes,
+    /// Keeps connections alive and answers properly, but closes each connection after one to three answers
+    /// (a different number for each connection) without saying so.
+    RandomCloses,
 }
 
 impl RawPeer {
@@ -324,14 +334,38 @@ impl RawPeer {
         let counter = accepted.clone();
         let task = tokio::spawn(async move {
             let mut held: Vec<TcpStream> = Vec::new();
+            let mut connections = 0usize;
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     continue;
                 };
+                connections += 1;
+                if let Misbehaviour::ExtraBytes | Misbehaviour::RandomCloses = misbehaviour {
+                    let answers = match misbehaviour {
+                        Misbehaviour::RandomCloses => Some(connections % 3 + 1),
+                        _ => None,
+                    };
+                    tokio::spawn(keep_alive(stream, misbehaviour, answers, counter.clone()));
+                    continue;
+                }
                 read_head(&mut stream).await;
                 counter.fetch_add(1, Ordering::SeqCst);
                 match misbehaviour {
                     Misbehaviour::BlackHole => held.push(stream),
+                    Misbehaviour::ShortBodyThenClose | Misbehaviour::ShortBodyThenHold => {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n[1,2,3,4,")
+                            .await;
+                        let _ = stream.flush().await;
+                        if let Misbehaviour::ShortBodyThenHold = misbehaviour {
+                            held.push(stream);
+                        } else {
+                            let _ = stream.shutdown().await;
+                        }
+                    }
+                    Misbehaviour::ExtraBytes | Misbehaviour::RandomCloses => {
+                        unreachable!("served above")
+                    }
                     Misbehaviour::ResetMidBody => {
                         let _ = stream
                             .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n")
@@ -384,14 +418,43 @@ impl RawPeer {
     }
 }
 
-/// Reads until the end of a request head (a blank line), or until the peer stops sending.
-async fn read_head(stream: &mut TcpStream) {
+/// Reads until the end of a request head (a blank line); false when the peer stopped sending first.
+async fn read_head(stream: &mut TcpStream) -> bool {
     let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    let mut buf = [0u8; 1];
+    // A byte at a time, so that nothing of a following request on a kept-alive connection is consumed.
+    while !head.ends_with(b"\r\n\r\n") {
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Ok(0) | Err(_) => return false,
+            Ok(_) => head.push(buf[0]),
+        }
+    }
+    true
+}
+
+/// Serves bodiless requests on one kept-alive connection, misbehaving as asked; stops after `answers`
+/// answers when given, closing without a word.
+async fn keep_alive(
+    mut stream: TcpStream,
+    misbehaviour: Misbehaviour,
+    answers: Option<usize>,
+    counter: Arc<AtomicUsize>,
+) {
+    let mut answered = 0;
+    while read_head(&mut stream).await {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let response: &[u8] = match misbehaviour {
+            Misbehaviour::ExtraBytes => {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}junk past the length\r\n"
+            }
+            _ => b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+        };
+        if stream.write_all(response).await.is_err() {
+            return;
+        }
+        answered += 1;
+        if answers == Some(answered) {
+            return;
         }
     }
 }
