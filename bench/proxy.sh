@@ -55,23 +55,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_port PORT: returns once something accepts connections on the port (gives up after 20 s).
-wait_port() {
-  local tries=0
-  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-    tries=$((tries + 1))
-    if [ "$tries" -gt 400 ]; then
-      echo "error: nothing listens on port $1" >&2
-      exit 1
-    fi
-    sleep 0.05
-  done
-}
-
 # start_upstream VARIABLE BEHAVIOUR: starts one upstream and sets VARIABLE to its port (not in a subshell,
 # so that the cleanup knows the process).
 start_upstream() {

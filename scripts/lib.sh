@@ -43,3 +43,21 @@ ensure_postgres_server() {
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 }
+
+# free_port: prints a loopback port free at the time of asking (for benchmark processes that need a fixed one).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT: returns once something accepts connections on the port (gives up after 20 s).
+wait_port() {
+  local tries=0
+  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 400 ]; then
+      echo "error: nothing listens on port $1" >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
+}

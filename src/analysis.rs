@@ -408,12 +408,9 @@ fn diff_text(
         // Primary's body was decoded before any comparison reaches here.
         return Vec::new();
     };
-    let Ok(other_text) = std::str::from_utf8(other) else {
+    let (Ok(_), Ok(other_text)) = (std::str::from_utf8(primary), std::str::from_utf8(other)) else {
         return text::diff_binary(primary, other).into_iter().collect();
     };
-    if std::str::from_utf8(primary).is_err() {
-        return text::diff_binary(primary, other).into_iter().collect();
-    }
     if html {
         text::diff_lines(
             reference.normalised_html(limit),
