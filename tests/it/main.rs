@@ -19,5 +19,6 @@ mod replay;
 mod store;
 mod stored;
 mod support;
+mod upgrade;
 mod verdicts;
 mod web;
