@@ -63,6 +63,7 @@ fn exchange(size: usize) -> (Exchange, u64) {
         primary: outcome(primary),
         secondary: outcome(secondary),
         candidate: outcome(candidate),
+        charge: Default::default(),
     };
     (exchange, total)
 }

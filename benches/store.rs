@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use serde_json::json;
-use shadowdiff::analysis::aggregate::{EndpointCounts, VerdictSettings};
+use shadowdiff::analysis::aggregate::{Tally, VerdictSettings};
 use shadowdiff::analysis::latency::Latencies;
 use shadowdiff::analysis::rules::RuleSet;
 use shadowdiff::analysis::{Analysis, Analyzer};
@@ -18,8 +18,10 @@ use shadowdiff::exchange::{
 use shadowdiff::metrics::Metrics;
 use shadowdiff::redact::Redactor;
 use shadowdiff::store::queries::TimeRange;
+use shadowdiff::store::sample::SampleLimits;
+use shadowdiff::store::write::FlushBatch;
 use shadowdiff::store::writer::{Writer, WriterConfig};
-use shadowdiff::store::{FlushBatch, Store, now_ms};
+use shadowdiff::store::{Store, now_ms};
 use sqlx::Connection;
 
 const ENDPOINTS: usize = 50;
@@ -67,6 +69,7 @@ fn analyses(count: usize) -> Vec<Analysis> {
                 primary: outcome(side(&mut rng, false), 5 + rng.u64(..5)),
                 secondary: outcome(side(&mut rng, false), 5 + rng.u64(..5)),
                 candidate: outcome(side(&mut rng, true), 6 + rng.u64(..8)),
+                charge: Default::default(),
             };
             analyzer.analyse(exchange)
         })
@@ -83,12 +86,14 @@ async fn ingest(store: &Store, seconds: u64) -> (f64, u64) {
         store.clone(),
         WriterConfig {
             run_id,
+            run_label: "ingest".to_string(),
+            run_urls: ["p", "s", "c"].map(String::from),
             writer_id: "bench".to_string(),
             flush_interval: Duration::from_secs(1),
             batch_rows: 5_000,
             max_pending_rows: 1_000_000,
             samples_per_path: 5,
-            max_decoded_body: 1 << 20,
+            sample_limits: SampleLimits::new(1 << 20, SampleLimits::DEFAULT_BODY_LIMIT),
             retention: None,
         },
         Redactor::new(b"bench".to_vec(), &[]),
@@ -122,7 +127,7 @@ async fn populate(store: &Store, exchanges: u64, minutes: i64) -> i64 {
     let first_minute = now_ms().div_euclid(60_000) - minutes;
     let template = {
         // One minute of one endpoint, from real analyses, scaled to `per_cell` requests.
-        let mut counts = EndpointCounts::default();
+        let mut counts = Tally::default();
         for analysis in analyses(ENDPOINTS * 20).iter().step_by(ENDPOINTS) {
             counts.record(analysis);
         }
@@ -138,10 +143,14 @@ async fn populate(store: &Store, exchanges: u64, minutes: i64) -> i64 {
         counts
     };
     let mut rng = fastrand::Rng::with_seed(3);
-    let mut run_latency: Vec<Latencies> = (0..ENDPOINTS).map(|_| Latencies::default()).collect();
+    let mut batch_id = 0;
     for minute in 0..minutes {
-        let mut batch = FlushBatch::default();
-        for (endpoint, whole_run) in run_latency.iter_mut().enumerate() {
+        batch_id += 1;
+        let mut batch = FlushBatch {
+            id: batch_id,
+            ..FlushBatch::default()
+        };
+        for endpoint in 0..ENDPOINTS {
             let name = format!("GET /resource{endpoint}/{{id}}");
             batch
                 .counts
@@ -152,26 +161,17 @@ async fn populate(store: &Store, exchanges: u64, minutes: i64) -> i64 {
                     latency.record(target, Duration::from_micros(4_000 + rng.u64(..8_000)));
                 }
             }
-            whole_run.merge(&latency);
+            // The writer adds each batch's latency to the minute and to the whole run.
             batch
-                .histograms
-                .push((name, first_minute + minute, latency));
+                .latency
+                .push((name.clone(), first_minute + minute, latency.clone()));
+            batch.latency.push((name, -1, latency));
         }
         store
-            .write_batch(run_id, "bench", &batch, now_ms())
+            .write_batch(run_id, "bench", &batch, now_ms(), false)
             .await
             .unwrap();
     }
-    let mut whole = FlushBatch::default();
-    for (endpoint, latency) in run_latency.into_iter().enumerate() {
-        whole
-            .histograms
-            .push((format!("GET /resource{endpoint}/{{id}}"), -1, latency));
-    }
-    store
-        .write_batch(run_id, "bench", &whole, now_ms())
-        .await
-        .unwrap();
     run_id
 }
 

@@ -24,6 +24,7 @@ use crate::analysis::diff::{DiffKind, Difference};
 use crate::analysis::headers::HeaderOptions;
 use crate::analysis::json::JsonOptions;
 use crate::analysis::rules::{EndpointRules, RuleSet};
+use crate::budget::Charge;
 use crate::exchange::{CapturedBody, Exchange, Outcome, Target, UpstreamError, UpstreamResponse};
 
 /// Everything that decides how exchanges are compared.
@@ -61,14 +62,17 @@ pub enum SkipReason {
     CandidateShed,
     /// The caller went away before the answering upstream's body was complete.
     Abandoned,
+    /// Keeping a body of the exchange would have gone over `--memory-budget`: it was shed.
+    MemoryBudget,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 4] = [
+    pub const ALL: [SkipReason; 5] = [
         SkipReason::PrimaryFailed,
         SkipReason::SecondaryShed,
         SkipReason::CandidateShed,
         SkipReason::Abandoned,
+        SkipReason::MemoryBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +81,7 @@ impl SkipReason {
             SkipReason::SecondaryShed => "secondary_shed",
             SkipReason::CandidateShed => "candidate_shed",
             SkipReason::Abandoned => "abandoned",
+            SkipReason::MemoryBudget => "memory_budget",
         }
     }
 
@@ -197,11 +202,27 @@ impl Analyzer {
 
     /// Compares primary with candidate, and primary with secondary.
     pub fn analyse(&self, exchange: Exchange) -> Analysis {
-        let result = self.compare_exchange(&exchange);
+        self.analyse_within(exchange, &mut Charge::none())
+    }
+
+    /// Compares as [`Analyzer::analyse`] does, taking the memory for decoded bodies, parse trees and text
+    /// diffs from `scratch` as it goes; a body that does not fit is not compared (`memory_budget`). What
+    /// `scratch` took is given back when the analysis is done.
+    pub fn analyse_within(&self, exchange: Exchange, scratch: &mut Charge) -> Analysis {
+        let held = scratch.bytes();
+        let result = self.compare_exchange(&exchange, scratch);
+        scratch.shrink_to(held);
         Analysis { exchange, result }
     }
 
-    fn compare_exchange(&self, exchange: &Exchange) -> Result<Compared, SkipReason> {
+    fn compare_exchange(
+        &self,
+        exchange: &Exchange,
+        scratch: &mut Charge,
+    ) -> Result<Compared, SkipReason> {
+        if exchange.over_budget() {
+            return Err(SkipReason::MemoryBudget);
+        }
         let primary = match &exchange.primary.result {
             Ok(response) => response,
             Err(UpstreamError::Abandoned) => return Err(SkipReason::Abandoned),
@@ -218,7 +239,7 @@ impl Analyzer {
             }
         }
         let rules = self.config.rules.for_endpoint(&exchange.endpoint);
-        let mut reference = Reference::new(primary);
+        let mut reference = Reference::new(primary, scratch);
         let mut candidate = self.compare(&mut reference, &exchange.candidate, &rules);
         let mut noise = self.compare(&mut reference, &exchange.secondary, &rules);
 
@@ -319,7 +340,7 @@ impl Analyzer {
         let CapturedBody::Complete(other_raw) = &other.body else {
             return match reference.decoded(limit) {
                 Ok((_, kind)) => unreadable(kind.as_str(), "too_large"),
-                Err(error) => BodyComparison::PrimaryUnreadable(error.reason()),
+                Err(reason) => BodyComparison::PrimaryUnreadable(reason),
             };
         };
         // Byte-identical bodies under the same encoding and type are equal: the common case costs no parsing.
@@ -339,11 +360,11 @@ impl Analyzer {
         }
         let primary_kind = match reference.decoded(limit) {
             Ok((_, kind)) => kind,
-            Err(error) => return BodyComparison::PrimaryUnreadable(error.reason()),
+            Err(reason) => return BodyComparison::PrimaryUnreadable(reason),
         };
-        let other_bytes = match decode::decode(&other.headers, other_raw, limit) {
+        let other_bytes = match decode_within(&other.headers, other_raw, limit, reference.scratch) {
             Ok(bytes) => bytes,
-            Err(error) => return unreadable(primary_kind.as_str(), error.reason()),
+            Err(reason) => return unreadable(primary_kind.as_str(), reason),
         };
         let other_kind = decode::content_kind(&other.headers, &other_bytes);
         let timeout = self.config.text_timeout;
@@ -351,13 +372,19 @@ impl Analyzer {
         let found = match (primary_kind, other_kind) {
             (ContentKind::Empty, ContentKind::Empty) => Vec::new(),
             (ContentKind::Json, ContentKind::Json) => {
-                let other_json = parse_json(&other_bytes);
+                let other_json = parse_json_within(&other_bytes, reference.scratch);
                 let options = self.config.json;
                 match (reference.parsed(limit), other_json) {
                     (Err(JsonFailure::TooDeep), _) => {
                         return BodyComparison::PrimaryUnreadable("json_too_deep");
                     }
+                    (Err(JsonFailure::OverBudget), _) => {
+                        return BodyComparison::PrimaryUnreadable("memory_budget");
+                    }
                     (_, Err(JsonFailure::TooDeep)) => return unreadable("json", "json_too_deep"),
+                    (_, Err(JsonFailure::OverBudget)) => {
+                        return unreadable("json", "memory_budget");
+                    }
                     (Ok(primary_json), Ok(other_json)) => {
                         json::diff(primary_json, &other_json, options, rules, "body")
                             .iter()
@@ -385,7 +412,7 @@ impl Analyzer {
                 Ok((primary_bytes, _)) => text::diff_binary(primary_bytes, &other_bytes)
                     .into_iter()
                     .collect(),
-                Err(error) => return BodyComparison::PrimaryUnreadable(error.reason()),
+                Err(reason) => return BodyComparison::PrimaryUnreadable(reason),
             },
             (primary_kind, other_kind) => {
                 vec![body_kind_change(primary_kind.as_str(), other_kind.as_str())]
@@ -404,8 +431,16 @@ fn diff_text(
     limit: usize,
     timeout: Duration,
 ) -> Vec<Difference> {
-    let Ok((primary, _)) = reference.decoded(limit) else {
+    let primary_len = match reference.decoded(limit) {
+        Ok((primary, _)) => primary.len(),
         // Primary's body was decoded before any comparison reaches here.
+        Err(_) => return Vec::new(),
+    };
+    // A line diff holds both texts again (primary's as text, normalised HTML) and its tokens.
+    if !reference.scratch.try_grow(3 * (primary_len + other.len())) {
+        return vec![body_kind_change("text", "memory_budget")];
+    }
+    let Ok((primary, _)) = reference.decoded(limit) else {
         return Vec::new();
     };
     let (Ok(_), Ok(other_text)) = (std::str::from_utf8(primary), std::str::from_utf8(other)) else {
@@ -447,6 +482,48 @@ enum JsonFailure {
     TooDeep,
     /// Not valid JSON.
     Invalid,
+    /// Its parse tree would not fit the memory budget.
+    OverBudget,
+}
+
+/// Parses JSON after taking what its tree may hold from `scratch`.
+fn parse_json_within(bytes: &[u8], scratch: &mut Charge) -> Result<Value, JsonFailure> {
+    if !scratch.try_grow(json::tree_bytes(bytes)) {
+        return Err(JsonFailure::OverBudget);
+    }
+    parse_json(bytes)
+}
+
+/// A body with its encodings undone, its decoded bytes taken from `scratch` (the room decoding may use is what
+/// `scratch` can give, up to `limit`); `Err` names why not (`memory_budget` when the room was too small).
+fn decode_within<'a>(
+    headers: &http::HeaderMap,
+    raw: &'a [u8],
+    limit: usize,
+    scratch: &mut Charge,
+) -> Result<Cow<'a, [u8]>, &'static str> {
+    let held = scratch.bytes();
+    // Decoding copies the raw body once, then writes at most `limit` bytes.
+    let wanted = limit.saturating_add(raw.len());
+    let room = scratch.grow_up_to(wanted);
+    let decoded = decode::decode(headers, raw, room.saturating_sub(raw.len()).min(limit));
+    match decoded {
+        Ok(bytes) => {
+            let kept = match &bytes {
+                Cow::Owned(owned) => owned.len(),
+                Cow::Borrowed(_) => 0,
+            };
+            scratch.shrink_to(held + kept);
+            Ok(bytes)
+        }
+        Err(error) => {
+            scratch.shrink_to(held);
+            match error {
+                DecodeError::TooLarge { .. } if room < wanted => Err("memory_budget"),
+                error => Err(error.reason()),
+            }
+        }
+    }
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, JsonFailure> {
@@ -459,12 +536,14 @@ fn parse_json(bytes: &[u8]) -> Result<Value, JsonFailure> {
     })
 }
 
-/// A body with its encoding undone, and what it holds.
-type Decoded<'a> = Result<(Cow<'a, [u8]>, ContentKind), DecodeError>;
+/// A body with its encoding undone, and what it holds; or why it could not be.
+type Decoded<'a> = Result<(Cow<'a, [u8]>, ContentKind), &'static str>;
 
-/// Primary's response, decoded and parsed at most once for both comparisons.
+/// Primary's response, decoded and parsed at most once for both comparisons, and the memory the analysis
+/// takes as it goes.
 struct Reference<'a> {
     response: &'a UpstreamResponse,
+    scratch: &'a mut Charge,
     decoded: Option<Decoded<'a>>,
     parsed: Option<Result<Value, JsonFailure>>,
     text: Option<String>,
@@ -472,9 +551,10 @@ struct Reference<'a> {
 }
 
 impl<'a> Reference<'a> {
-    fn new(response: &'a UpstreamResponse) -> Self {
+    fn new(response: &'a UpstreamResponse, scratch: &'a mut Charge) -> Self {
         Self {
             response,
+            scratch,
             decoded: None,
             parsed: None,
             text: None,
@@ -482,25 +562,36 @@ impl<'a> Reference<'a> {
         }
     }
 
-    fn decoded(&mut self, limit: usize) -> Result<(&[u8], ContentKind), DecodeError> {
+    fn decoded(&mut self, limit: usize) -> Result<(&[u8], ContentKind), &'static str> {
         let response = self.response;
-        let decoded = self.decoded.get_or_insert_with(|| {
+        if self.decoded.is_none() {
             let raw: &'a [u8] = response.body.bytes().map_or(&[], |bytes| &bytes[..]);
-            let bytes = decode::decode(&response.headers, raw, limit)?;
-            let kind = decode::content_kind(&response.headers, &bytes);
-            Ok((bytes, kind))
-        });
-        match decoded {
-            Ok((bytes, kind)) => Ok((&bytes[..], *kind)),
-            Err(error) => Err(error.clone()),
+            let decoded = decode_within(&response.headers, raw, limit, self.scratch).map(|bytes| {
+                let kind = decode::content_kind(&response.headers, &bytes);
+                (bytes, kind)
+            });
+            self.decoded = Some(decoded);
+        }
+        match &self.decoded {
+            Some(Ok((bytes, kind))) => Ok((&bytes[..], *kind)),
+            Some(Err(reason)) => Err(reason),
+            None => Err("unknown"),
         }
     }
 
     fn parsed(&mut self, limit: usize) -> Result<&Value, JsonFailure> {
         if self.parsed.is_none() {
-            let parsed = match self.decoded(limit) {
-                Ok((bytes, _)) => parse_json(bytes),
-                Err(_) => Err(JsonFailure::Invalid),
+            let estimate = match self.decoded(limit) {
+                Ok((bytes, _)) => Some(json::tree_bytes(bytes)),
+                Err(_) => None,
+            };
+            let parsed = match estimate {
+                Some(estimate) if !self.scratch.try_grow(estimate) => Err(JsonFailure::OverBudget),
+                Some(_) => match self.decoded(limit) {
+                    Ok((bytes, _)) => parse_json(bytes),
+                    Err(_) => Err(JsonFailure::Invalid),
+                },
+                None => Err(JsonFailure::Invalid),
             };
             self.parsed = Some(parsed);
         }

@@ -17,13 +17,17 @@ use crate::analysis::headers::HeaderOptions;
 use crate::analysis::json::JsonOptions;
 use crate::analysis::rules::{RuleSet, RulesError};
 use crate::analysis::{Analysis, AnalysisConfig, Analyzer};
+use crate::budget::{MemoryBudget, Stage};
 use crate::config::{AnalysisArgs, ServeArgs};
+use crate::endpoint::EndpointNamer;
 use crate::exchange::{Exchange, Target};
-use crate::metrics::{Metrics, Queue};
+use crate::metrics::{DropReason, Metrics, Queue};
 use crate::pipeline::{self, AnalysisSink};
 use crate::proxy::Proxy;
 use crate::proxy::upstream::{ClientError, UpstreamClient, tls_config};
 use crate::redact::Redactor;
+use crate::store::health::StoreHealth;
+use crate::store::sample::SampleLimits;
 use crate::store::writer::{Writer, WriterConfig};
 use crate::store::{Store, StoreError};
 use crate::traffic::recorder::{self, Recording};
@@ -91,6 +95,12 @@ pub struct Application {
     analyses: Option<mpsc::Receiver<Analysis>>,
     store: Store,
     writer_config: WriterConfig,
+    /// Names exchanges; shared by the proxy (which names) and the writer (which stores what it learns).
+    namer: Arc<EndpointNamer>,
+    /// What all shadow work may hold.
+    budget: Arc<MemoryBudget>,
+    /// The writer's view of the store, for readiness and the dashboard.
+    store_health: Arc<StoreHealth>,
     redactor: Redactor,
     shutdown_grace: Duration,
     shadow_timeout: Duration,
@@ -135,15 +145,44 @@ impl Application {
         tracing::info!(run = %label, store = store.backend().as_str(), "storing comparisons");
         let writer_config = WriterConfig {
             run_id,
+            run_label: label.clone(),
+            run_urls: urls.clone(),
             writer_id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
             flush_interval: args.store.store_flush_interval,
-            batch_rows: args.store.store_batch_rows,
-            max_pending_rows: args.store.store_buffer_rows,
+            batch_rows: args.store.store_batch_rows as usize,
+            max_pending_rows: args.store.store_buffer_rows as usize,
             samples_per_path: args.store.samples_per_path,
-            max_decoded_body: analyzer.config().max_decoded_body,
+            sample_limits: SampleLimits::new(
+                analyzer.config().max_decoded_body,
+                args.store.sample_body_limit.as_usize(),
+            ),
             retention: (!args.store.retention.is_zero()).then_some(args.store.retention),
         };
         let metrics = Arc::new(Metrics::new());
+        let budget = MemoryBudget::new(args.shadow.memory_budget.as_usize());
+        let held = budget.clone();
+        metrics.register_scrape_gauge(
+            "memory_bytes",
+            "Bytes held by shadow work against --memory-budget, per stage",
+            "stage",
+            Box::new(move || {
+                Stage::ALL
+                    .iter()
+                    .map(|stage| (stage.as_str(), held.held(*stage) as i64))
+                    .collect()
+            }),
+        );
+        let limit = budget.limit() as i64;
+        metrics.register_scrape_gauge(
+            "memory_budget_bytes",
+            "--memory-budget: what shadow work may hold",
+            "",
+            Box::new(move || vec![("", limit)]),
+        );
+        let namer = Arc::new(EndpointNamer::new(
+            args.shadow.naming(),
+            metrics.endpoints_overflowed(),
+        ));
 
         let max_inflight = args.shadow.max_shadow_inflight as usize;
         let inflight = Target::ALL.map(|_| Arc::new(Semaphore::new(max_inflight)));
@@ -192,7 +231,15 @@ impl Application {
             }),
         );
 
-        let mut proxy = Proxy::new(&args, clients, inflight, exchange_sink, metrics.clone());
+        let mut proxy = Proxy::new(
+            &args,
+            clients,
+            inflight,
+            exchange_sink,
+            namer.clone(),
+            budget.clone(),
+            metrics.clone(),
+        );
         let recordings = match &args.proxy.record {
             Some(path) => {
                 let file = recorder::open(path).await.map_err(|error| {
@@ -228,6 +275,9 @@ impl Application {
             analyses: Some(analyses),
             store,
             writer_config,
+            namer,
+            budget,
+            store_health: Arc::new(StoreHealth::default()),
             redactor,
             shutdown_grace: args.proxy.shutdown_grace,
             shadow_timeout: args.upstreams.shadow_timeout,
@@ -310,6 +360,7 @@ impl Application {
                 stop_analysis.clone(),
                 self.analyzer.clone(),
                 self.analysis_workers,
+                self.budget.clone(),
                 self.metrics.clone(),
                 self.analyses_sink.clone(),
             ))
@@ -330,7 +381,10 @@ impl Application {
             self.writer_config.clone(),
             self.redactor.clone(),
             self.metrics.clone(),
-        );
+        )
+        .with_namer(self.namer.clone())
+        .with_budget(&self.budget)
+        .with_health(self.store_health.clone());
         let consumer = self
             .analyses
             .map(|rx| tokio::spawn(writer.run(rx, stop_consumer.clone())));
@@ -344,6 +398,7 @@ impl Application {
             verdicts: self.verdicts.clone(),
             token: self.admin_token.clone(),
             proxy_addr: Some(proxy_addr),
+            store_health: Some(self.store_health.clone()),
         });
         let admin_stop = stop_consumer.clone();
         let admin_listener = self.admin_listener;
@@ -374,10 +429,14 @@ impl Application {
             .await
             .is_err()
         {
+            let lost = tasks.len();
             tracing::warn!(
-                still_running = tasks.len(),
+                still_running = lost,
                 "background requests still running at shutdown; their exchanges are lost"
             );
+            for _ in 0..lost {
+                self.metrics.dropped(Queue::Exchanges, DropReason::Shutdown);
+            }
         }
         stop_analysis.cancel();
         if let Some(analysis) = analysis {

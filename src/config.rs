@@ -11,13 +11,13 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use http::HeaderName;
 
+use crate::endpoint::EndpointPattern;
 use crate::exchange::Target;
-use crate::proxy::endpoint::EndpointPattern;
 pub use commands::{
     DemoArgs, DemoServiceArgs, DemoTrafficArgs, DemoVariant, FailOn, GateArgs, GateFormat,
     GateOptions, ReplayArgs, TrafficArgs,
 };
-pub use value::{ByteSize, Fraction, MethodList, UpstreamUrl, parse_duration};
+pub use value::{ByteSize, Fraction, MethodList, UpstreamUrl, parse_duration, parse_interval};
 
 /// Defaults, written once; the flags below refer to them.
 pub mod defaults {
@@ -32,6 +32,10 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: &str = "2s";
     pub const UPSTREAM_IDLE_TIMEOUT: &str = "4s";
     pub const EXCHANGE_QUEUE: &str = "8192";
+    pub const MEMORY_BUDGET: &str = "128MiB";
+    pub const ENDPOINT_CLUSTER_THRESHOLD: &str = "50";
+    pub const MAX_ENDPOINTS: &str = "2000";
+    pub const SAMPLE_BODY_LIMIT: &str = "64KiB";
     pub const SHUTDOWN_GRACE: &str = "30s";
     pub const LOG: &str = "info";
     pub const MAX_DECODED_BODY: &str = "32MiB";
@@ -177,9 +181,14 @@ pub struct StoreArgs {
     #[arg(long, value_name = "LABEL", env = "SHADOWDIFF_RUN")]
     pub run: Option<String>,
 
-    /// Sample exchanges kept per endpoint and place (path and kind), with their request and three responses.
+    /// Sample exchanges kept per endpoint and place (path and kind), with their request and three responses:
+    /// the first half, and a reservoir of later ones spread over the run.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_SAMPLES_PER_PATH", default_value = defaults::SAMPLES_PER_PATH)]
     pub samples_per_path: usize,
+
+    /// Most bytes of each body a sample keeps; the rest is cut, and the body marked truncated.
+    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_SAMPLE_BODY_LIMIT", default_value = defaults::SAMPLE_BODY_LIMIT)]
+    pub sample_body_limit: ByteSize,
 
     /// A JSON field whose value is never stored (at any depth, in bodies and differences), but replaced by
     /// `redacted:<keyed hash>`; repeat the flag (or comma-separate) for several. Authorization, Cookie,
@@ -207,18 +216,20 @@ pub struct StoreArgs {
           default_value = defaults::RETENTION, value_parser = parse_duration)]
     pub retention: Duration,
 
-    /// How often buffered counts are written.
+    /// How often buffered counts are written (more than zero).
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_STORE_FLUSH_INTERVAL",
-          default_value = defaults::STORE_FLUSH_INTERVAL, value_parser = parse_duration)]
+          default_value = defaults::STORE_FLUSH_INTERVAL, value_parser = parse_interval)]
     pub store_flush_interval: Duration,
 
     /// Write as soon as this many rows are buffered.
-    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BATCH_ROWS", default_value = defaults::STORE_BATCH_ROWS)]
-    pub store_batch_rows: usize,
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BATCH_ROWS", default_value = defaults::STORE_BATCH_ROWS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub store_batch_rows: u32,
 
     /// Most rows buffered while the database cannot be written; exchanges past it are dropped and counted.
-    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BUFFER_ROWS", default_value = defaults::STORE_BUFFER_ROWS)]
-    pub store_buffer_rows: usize,
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BUFFER_ROWS", default_value = defaults::STORE_BUFFER_ROWS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub store_buffer_rows: u32,
 }
 
 /// How responses are compared.
@@ -496,10 +507,39 @@ pub struct ShadowArgs {
     )]
     pub endpoints: Vec<EndpointPattern>,
 
+    /// A path position (same method, segment count and template before it) that sees more distinct values
+    /// than this (slugs, user names, dates) becomes `{param}` in endpoint names; numbers, UUIDs and long hex
+    /// are `{id}` at once.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_ENDPOINT_CLUSTER_THRESHOLD",
+          default_value = defaults::ENDPOINT_CLUSTER_THRESHOLD, value_parser = clap::value_parser!(u32).range(1..))]
+    pub endpoint_cluster_threshold: u32,
+
+    /// Most endpoint names per run; past it, a new name (a path, a Canonical-Resource value) is recorded as
+    /// `METHOD {other}` and counted.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_MAX_ENDPOINTS",
+          default_value = defaults::MAX_ENDPOINTS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_endpoints: u32,
+
+    /// Memory all shadow work may hold (request and response bodies in flight, queued exchanges, analysis,
+    /// the store's buffer); past it, new shadow work is shed (the caller is still answered) and counted.
+    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MEMORY_BUDGET", default_value = defaults::MEMORY_BUDGET)]
+    pub memory_budget: ByteSize,
+
     /// Completed exchanges waiting for analysis; when full, new ones are dropped and counted.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_EXCHANGE_QUEUE",
           default_value = defaults::EXCHANGE_QUEUE, value_parser = clap::value_parser!(u32).range(1..))]
     pub exchange_queue: u32,
+}
+
+impl ShadowArgs {
+    /// How requests are named.
+    pub fn naming(&self) -> crate::endpoint::NamingSettings {
+        crate::endpoint::NamingSettings {
+            patterns: self.endpoints.clone(),
+            cluster_threshold: self.endpoint_cluster_threshold as usize,
+            max_endpoints: self.max_endpoints as usize,
+        }
+    }
 }
 
 /// The admin listener: health, metrics and (later) the report.
@@ -556,5 +596,40 @@ mod tests {
         assert_eq!(args.shadow.shadow_methods.to_string(), "GET,HEAD,OPTIONS");
         assert_eq!(args.proxy.response_mode, ResponseMode::Primary);
         assert_eq!(args.upstreams.candidate.prefix(), "/v2");
+        assert_eq!(args.shadow.memory_budget, ByteSize(128 << 20));
+        assert_eq!(args.shadow.endpoint_cluster_threshold, 50);
+        assert_eq!(args.shadow.max_endpoints, 2000);
+        assert_eq!(args.store.sample_body_limit, ByteSize(64 << 10));
+    }
+
+    #[test]
+    fn values_that_would_stop_a_task_are_refused_at_start() {
+        let serve = |extra: &[&str]| {
+            let mut args = vec![
+                "shadowdiff",
+                "serve",
+                "--primary",
+                "http://127.0.0.1:1",
+                "--secondary",
+                "http://127.0.0.1:2",
+                "--candidate",
+                "http://127.0.0.1:3",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let error = serve(&["--store-flush-interval", "0s"]).unwrap_err();
+        assert!(error.contains("must be longer than zero"), "{error}");
+        assert!(
+            serve(&["--shadow-timeout", "1000000000y"])
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(serve(&["--store-batch-rows", "0"]).is_err());
+        assert!(serve(&["--max-endpoints", "0"]).is_err());
+        assert!(serve(&["--endpoint-cluster-threshold", "0"]).is_err());
+        assert!(serve(&["--store-flush-interval", "250ms"]).is_ok());
     }
 }

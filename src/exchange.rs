@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use uuid::Uuid;
 
+use crate::budget::Charge;
+
 /// One of the three upstreams.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
@@ -62,6 +64,8 @@ pub enum CapturedBody {
         /// The cap that was exceeded, in bytes.
         limit: u64,
     },
+    /// Keeping the body would have gone over `--memory-budget`: it reached its destination, but was not kept.
+    OverBudget,
 }
 
 impl CapturedBody {
@@ -69,12 +73,16 @@ impl CapturedBody {
     pub fn bytes(&self) -> Option<&Bytes> {
         match self {
             CapturedBody::Complete(bytes) => Some(bytes),
-            CapturedBody::TooLarge { .. } => None,
+            CapturedBody::TooLarge { .. } | CapturedBody::OverBudget => None,
         }
     }
 
     pub fn is_too_large(&self) -> bool {
         matches!(self, CapturedBody::TooLarge { .. })
+    }
+
+    pub fn is_over_budget(&self) -> bool {
+        matches!(self, CapturedBody::OverBudget)
     }
 }
 
@@ -161,15 +169,26 @@ pub struct Exchange {
     /// Time-ordered unique id (UUIDv7), unique across proxy replicas.
     pub id: Uuid,
     pub started_at: SystemTime,
-    /// `METHOD /path/template`, see [`crate::proxy::endpoint`].
+    /// `METHOD /path/template`, see [`crate::endpoint`].
     pub endpoint: String,
     pub request: RecordedRequest,
     pub primary: Outcome,
     pub secondary: Outcome,
     pub candidate: Outcome,
+    /// The memory it holds (request and bodies), charged to `--memory-budget` until it is let go.
+    pub charge: Charge,
 }
 
 impl Exchange {
+    /// Whether keeping one of its bodies would have gone over the memory budget.
+    pub fn over_budget(&self) -> bool {
+        Target::ALL.into_iter().any(|target| {
+            self.outcome(target)
+                .response()
+                .is_some_and(|response| response.body.is_over_budget())
+        })
+    }
+
     pub fn outcome(&self, target: Target) -> &Outcome {
         match target {
             Target::Primary => &self.primary,

@@ -3,10 +3,12 @@
 
 pub mod analysis;
 pub mod app;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod driver;
+pub mod endpoint;
 pub mod exchange;
 pub mod gate;
 pub mod identifier;

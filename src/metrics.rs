@@ -28,16 +28,19 @@ pub enum UnshadowedReason {
     Upgrade,
     /// Its URI is too long to forward with an upstream's path prefix; answered 414.
     UriTooLong,
+    /// Holding it for the shadows would have gone over `--memory-budget`.
+    MemoryBudget,
 }
 
 impl UnshadowedReason {
-    pub const ALL: [UnshadowedReason; 6] = [
+    pub const ALL: [UnshadowedReason; 7] = [
         UnshadowedReason::Method,
         UnshadowedReason::SampledOut,
         UnshadowedReason::BodyTooLarge,
         UnshadowedReason::BodyUnreadable,
         UnshadowedReason::Upgrade,
         UnshadowedReason::UriTooLong,
+        UnshadowedReason::MemoryBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl UnshadowedReason {
             UnshadowedReason::BodyUnreadable => "body_unreadable",
             UnshadowedReason::Upgrade => "upgrade",
             UnshadowedReason::UriTooLong => "uri_too_long",
+            UnshadowedReason::MemoryBudget => "memory_budget",
         }
     }
 }
@@ -82,6 +86,10 @@ pub enum DropReason {
     Closed,
     /// The consuming stage could not write the item (a full disk, say).
     WriteFailed,
+    /// Holding it would have gone over `--memory-budget`.
+    MemoryBudget,
+    /// Still being assembled when shutdown's wait for background requests ran out.
+    Shutdown,
 }
 
 impl DropReason {
@@ -90,6 +98,8 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::Closed => "closed",
             DropReason::WriteFailed => "write_failed",
+            DropReason::MemoryBudget => "memory_budget",
+            DropReason::Shutdown => "shutdown",
         }
     }
 }
@@ -132,8 +142,19 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WhatLabel {
+struct WhatReasonLabels {
     what: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -199,8 +220,12 @@ pub struct Metrics {
     bodies_not_compared: Family<TargetReasonLabels, Counter>,
     analysis_failures: Counter,
     store_writes: Family<ResultLabel, Counter>,
-    store_dropped: Family<WhatLabel, Counter>,
+    store_dropped: Family<WhatReasonLabels, Counter>,
+    store_rejected: Family<TableLabel, Counter>,
     store_pending: Gauge,
+    store_up: Gauge,
+    memory_shed: Family<StageLabel, Counter>,
+    endpoints_overflowed: Counter,
     endpoint_requests: Family<EndpointLabel, Counter>,
     /// Endpoints given a label of their own; past [`MAX_ENDPOINT_LABELS`] they share `other`.
     endpoint_labels: Mutex<std::collections::HashSet<String>>,
@@ -347,11 +372,38 @@ impl Metrics {
             "Batches written to the store (result: ok, or error when the database could not be written)",
             store_writes.clone(),
         );
-        let store_dropped = Family::<WhatLabel, Counter>::default();
+        let store_dropped = Family::<WhatReasonLabels, Counter>::default();
         registry.register(
             "store_dropped",
-            "Exchanges or samples not stored because the store's buffer was full (database away too long)",
+            "Exchanges (their counts) or samples not stored, by reason: buffer_full (database away too long), \
+             memory_budget, run_deleted (the run was deleted while being written), refused (by the database), \
+             shutdown (database away at shutdown), failed",
             store_dropped.clone(),
+        );
+        let store_rejected = Family::<TableLabel, Counter>::default();
+        registry.register(
+            "store_rejected_rows",
+            "Rows the database refused for good (left out of their batch, which was written without them)",
+            store_rejected.clone(),
+        );
+        let store_up = Gauge::default();
+        store_up.set(1);
+        registry.register(
+            "store_up",
+            "1 when the last write (or heartbeat) to the store succeeded, 0 while the store cannot be written",
+            store_up.clone(),
+        );
+        let memory_shed = Family::<StageLabel, Counter>::default();
+        registry.register(
+            "memory_shed",
+            "Shadow work shed because it would have gone over --memory-budget, by the stage that refused it",
+            memory_shed.clone(),
+        );
+        let endpoints_overflowed = Counter::default();
+        registry.register(
+            "endpoints_overflowed",
+            "Requests whose new endpoint name was past --max-endpoints and recorded as `METHOD {other}`",
+            endpoints_overflowed.clone(),
         );
         let store_pending = Gauge::default();
         registry.register(
@@ -392,7 +444,11 @@ impl Metrics {
             analysis_failures,
             store_writes,
             store_dropped,
+            store_rejected,
             store_pending,
+            store_up,
+            memory_shed,
+            endpoints_overflowed,
             endpoint_requests,
             endpoint_labels: Mutex::new(std::collections::HashSet::new()),
             latency,
@@ -547,14 +603,38 @@ impl Metrics {
             .inc();
     }
 
-    pub fn store_dropped(&self, what: &'static str) {
-        self.store_dropped_many(what, 1);
+    pub fn store_dropped(&self, what: &'static str, reason: &'static str) {
+        self.store_dropped_many(what, reason, 1);
     }
 
-    pub fn store_dropped_many(&self, what: &'static str, count: u64) {
+    pub fn store_dropped_many(&self, what: &'static str, reason: &'static str, count: u64) {
         self.store_dropped
-            .get_or_create(&WhatLabel { what })
+            .get_or_create(&WhatReasonLabels { what, reason })
             .inc_by(count);
+    }
+
+    pub fn store_rejected(&self, table: &'static str, rows: u64) {
+        self.store_rejected
+            .get_or_create(&TableLabel { table })
+            .inc_by(rows);
+    }
+
+    pub fn set_store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
+    }
+
+    /// Shadow work one stage shed for the memory budget.
+    pub fn memory_shed(&self, stage: crate::budget::Stage) {
+        self.memory_shed
+            .get_or_create(&StageLabel {
+                stage: stage.as_str(),
+            })
+            .inc();
+    }
+
+    /// The counter the endpoint namer increments for names past the cap.
+    pub fn endpoints_overflowed(&self) -> Counter {
+        self.endpoints_overflowed.clone()
     }
 
     pub fn store_pending(&self, rows: usize) {
@@ -630,10 +710,40 @@ impl Metrics {
             .map_or(0, |counter| counter.get())
     }
 
+    /// Dropped `what`s, for every reason.
     pub fn store_dropped_count(&self, what: &'static str) -> u64 {
-        self.store_dropped
-            .get(&WhatLabel { what })
+        const REASONS: [&str; 7] = [
+            "buffer_full",
+            "memory_budget",
+            "run_deleted",
+            "refused",
+            "shutdown",
+            "failed",
+            "closed",
+        ];
+        REASONS
+            .iter()
+            .filter_map(|reason| self.store_dropped.get(&WhatReasonLabels { what, reason }))
+            .map(|counter| counter.get())
+            .sum()
+    }
+
+    pub fn store_rejected_count(&self, table: &'static str) -> u64 {
+        self.store_rejected
+            .get(&TableLabel { table })
             .map_or(0, |counter| counter.get())
+    }
+
+    pub fn memory_shed_count(&self, stage: crate::budget::Stage) -> u64 {
+        self.memory_shed
+            .get(&StageLabel {
+                stage: stage.as_str(),
+            })
+            .map_or(0, |counter| counter.get())
+    }
+
+    pub fn endpoints_overflowed_count(&self) -> u64 {
+        self.endpoints_overflowed.get()
     }
 
     pub fn store_pending_rows(&self) -> i64 {

@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::{Analysis, Analyzer};
+use crate::budget::{MemoryBudget, Stage};
 use crate::exchange::Exchange;
 use crate::metrics::{DropReason, Metrics, Queue};
 
@@ -116,32 +117,38 @@ where
 }
 
 /// Analyses exchanges on blocking worker threads, at most `workers` at a time (CPU work kept off the threads
-/// that serve callers), and hands each result to `out`. A full `out` drops and counts; a panic in the analysis
-/// of one exchange is caught, counted and logged. When `stop` is cancelled, queued exchanges are still analysed
-/// and the function returns once the last one is done.
+/// that serve callers), and hands each result to `out`. Decoded bodies and parse trees are charged to `budget`
+/// while they are held. A full `out` drops and counts; a panic in the analysis of one exchange is caught,
+/// counted and logged. When `stop` is cancelled, queued exchanges are still analysed and the function returns
+/// once the last one is done.
 pub async fn analyse(
     rx: mpsc::Receiver<Exchange>,
     stop: CancellationToken,
     analyzer: Arc<Analyzer>,
     workers: usize,
+    budget: Arc<MemoryBudget>,
     metrics: Arc<Metrics>,
     out: AnalysisSink,
 ) {
     let workers = workers.max(1);
     let permits = Arc::new(Semaphore::new(workers));
     let mut exchanges = Draining::new(rx, stop);
-    while let Some(exchange) = exchanges.next().await {
+    while let Some(mut exchange) = exchanges.next().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
+        exchange.charge.move_to(Stage::Analysis);
         let (analyzer, metrics, out) = (analyzer.clone(), metrics.clone(), out.clone());
+        let mut scratch = budget.empty(Stage::Analysis);
         tokio::task::spawn_blocking(move || {
             let id = exchange.id;
-            let analysed =
-                std::panic::catch_unwind(AssertUnwindSafe(|| analyzer.analyse(exchange)));
+            let analysed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                analyzer.analyse_within(exchange, &mut scratch)
+            }));
             match analysed {
-                Ok(analysis) => {
+                Ok(mut analysis) => {
                     metrics.analysed(&analysis);
+                    analysis.exchange.charge.move_to(Stage::AnalysisQueue);
                     out.offer(analysis);
                 }
                 Err(_) => {

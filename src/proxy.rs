@@ -1,7 +1,6 @@
 //! The shadow proxy: answers each caller from one upstream and reaches the others in the background.
 
 pub mod capture;
-pub mod endpoint;
 pub mod fanout;
 pub mod headers;
 pub mod policy;

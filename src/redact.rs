@@ -112,6 +112,13 @@ impl Redactor {
     }
 
     /// Whether `"field"` appears in the body for any secret field, ignoring ASCII case.
+    /// What part of a body (cut short for storage) is stored as: the marker when the part names a secret field,
+    /// since a part cannot be parsed to redact its values; `None` when it can be stored as it is.
+    pub fn partial_body(&self, part: &[u8]) -> Option<Vec<u8>> {
+        (!self.json_fields.is_empty() && self.names_secret_field(part))
+            .then(|| UNPARSEABLE_WITH_SECRET.to_vec())
+    }
+
     fn names_secret_field(&self, body: &[u8]) -> bool {
         let lower = body.to_ascii_lowercase();
         self.json_fields.iter().any(|field| {

@@ -1,10 +1,13 @@
 //! Persistent store (sqlx, runtime-checked queries): PostgreSQL for production, an embedded SQLite file by
-//! default; one schema, migrated at start. Writes come in batches from [`writer`]; reads serve the report and
-//! the gate ([`queries`]).
+//! default; one schema, migrated at start. Writes come in batches from [`writer`] ([`write`]); reads serve the
+//! report and the gate ([`queries`]).
 
+pub mod health;
 pub mod queries;
 pub mod rows;
 pub mod sample;
+pub mod sampler;
+pub mod write;
 pub mod writer;
 
 use std::str::FromStr;
@@ -15,11 +18,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row};
-
-use crate::analysis::aggregate::EndpointCounts;
-use crate::analysis::latency::encode as encode_histogram;
-use crate::exchange::Target;
-use crate::store::rows::{counter_rows, signature_row};
 
 /// Which database a store runs on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -48,6 +46,47 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store: {0}")]
     Data(String),
+    /// The run being written was deleted (from the dashboard, or by retention).
+    #[error("store: run {0} no longer exists")]
+    RunGone(i64),
+}
+
+impl StoreError {
+    /// Whether the same write may succeed later (the database away, restarting, busy or out of room), rather
+    /// than fail the same way again (a row it rejects, a schema it lacks, a run that is gone).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(error) => retryable(error),
+            StoreError::Migrate(_)
+            | StoreError::Url(_)
+            | StoreError::Data(_)
+            | StoreError::RunGone(_) => false,
+        }
+    }
+}
+
+fn retryable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(database) => {
+            let code = database.code().unwrap_or_default();
+            if let Ok(sqlite) = code.parse::<i64>() {
+                // SQLite's primary result codes: BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN.
+                matches!(sqlite & 0xff, 5 | 6 | 7 | 10 | 13 | 14)
+            } else {
+                // PostgreSQL's SQLSTATE classes: connection, transaction rollback (serialisation, deadlock),
+                // insufficient resources, operator intervention (shutdown), system error.
+                matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58"))
+            }
+        }
+        _ => false,
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -97,34 +136,12 @@ pub struct SampleRow {
     pub places: Vec<(String, String)>,
 }
 
-/// Everything one flush writes, for one run.
-#[derive(Debug, Default)]
-pub struct FlushBatch {
-    /// Counts since the last flush, per (endpoint, bucket).
-    pub counts: Vec<(String, i64, EndpointCounts)>,
-    /// This writer's histograms as they stand now, per (endpoint, bucket) (bucket -1: the whole run).
-    pub histograms: Vec<(String, i64, crate::analysis::latency::Latencies)>,
-    pub samples: Vec<SampleRow>,
-}
-
-impl FlushBatch {
-    pub fn is_empty(&self) -> bool {
-        self.counts.is_empty() && self.histograms.is_empty() && self.samples.is_empty()
-    }
-}
-
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
-
-/// A `path_counts` row: endpoint, minute, path, kind, raw by class, noise.
-type PlaceRow<'a> = (&'a str, i64, &'a str, &'a str, [i64; 3], i64);
-
-/// Rows per multi-row statement, well under both databases' limits on bound parameters.
-const ROWS_PER_STATEMENT: usize = 500;
 
 impl Store {
     /// Connects to `postgres://...` or `sqlite://PATH` (the file is created if missing).
@@ -204,173 +221,20 @@ impl Store {
     ) -> Result<i64, StoreError> {
         on_pool!(self, pool => {
             let mut query = QueryBuilder::new(
-                "INSERT INTO runs (label, primary_url, secondary_url, candidate_url, started_at, last_seen_at) VALUES (",
+                "INSERT INTO runs (label, primary_url, secondary_url, candidate_url, started_at, last_seen_at, heartbeat_at) VALUES (",
             );
             let mut values = query.separated(", ");
             values.push_bind(label);
             for url in urls {
                 values.push_bind(url);
             }
-            values.push_bind(now_ms).push_bind(now_ms);
-            query.push(") ON CONFLICT (label) DO UPDATE SET last_seen_at = excluded.last_seen_at RETURNING id");
+            values.push_bind(now_ms).push_bind(now_ms).push_bind(now_ms);
+            query.push(
+                ") ON CONFLICT (label) DO UPDATE SET last_seen_at = excluded.last_seen_at, heartbeat_at = excluded.heartbeat_at \
+                 RETURNING id",
+            );
             let row = query.build().fetch_one(pool).await?;
             Ok(row.try_get::<i64, _>("id")?)
-        })
-    }
-
-    /// Writes one batch in one transaction: counters and place counts added, signatures counted, this writer's
-    /// histograms replaced, samples inserted. All or nothing, so a failed flush can be retried whole.
-    pub async fn write_batch(
-        &self,
-        run_id: i64,
-        writer: &str,
-        batch: &FlushBatch,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-
-            let counters: Vec<(&str, i64, String, i64)> = batch
-                .counts
-                .iter()
-                .flat_map(|(endpoint, bucket, counts)| {
-                    counter_rows(counts).into_iter().map(move |(name, value)| (endpoint.as_str(), *bucket, name, value))
-                })
-                .collect();
-            for chunk in counters.chunks(ROWS_PER_STATEMENT) {
-                let mut query = QueryBuilder::new("INSERT INTO endpoint_counters (run_id, endpoint, bucket, name, value) ");
-                query.push_values(chunk, |mut row, (endpoint, bucket, name, value)| {
-                    row.push_bind(run_id).push_bind(*endpoint).push_bind(*bucket).push_bind(name.as_str()).push_bind(*value);
-                });
-                query.push(
-                    " ON CONFLICT (run_id, endpoint, bucket, name) DO UPDATE SET value = endpoint_counters.value + excluded.value",
-                );
-                query.build().execute(&mut *tx).await?;
-            }
-
-            let places: Vec<PlaceRow<'_>> = batch
-                .counts
-                .iter()
-                .flat_map(|(endpoint, bucket, counts)| {
-                    counts.paths.iter().map(move |((path, kind), place)| {
-                        (endpoint.as_str(), *bucket, path.as_str(), kind.as_str(), place.raw.map(|n| n as i64), place.noise as i64)
-                    })
-                })
-                .collect();
-            for chunk in places.chunks(ROWS_PER_STATEMENT) {
-                let mut query = QueryBuilder::new(
-                    "INSERT INTO path_counts (run_id, endpoint, bucket, path, kind, raw_changed, raw_additive, raw_breaking, noise) ",
-                );
-                query.push_values(chunk, |mut row, (endpoint, bucket, path, kind, raw, noise)| {
-                    row.push_bind(run_id).push_bind(*endpoint).push_bind(*bucket).push_bind(*path).push_bind(*kind);
-                    row.push_bind(raw[0]).push_bind(raw[1]).push_bind(raw[2]).push_bind(*noise);
-                });
-                query.push(
-                    " ON CONFLICT (run_id, endpoint, bucket, path, kind) DO UPDATE SET \
-                     raw_changed = path_counts.raw_changed + excluded.raw_changed, \
-                     raw_additive = path_counts.raw_additive + excluded.raw_additive, \
-                     raw_breaking = path_counts.raw_breaking + excluded.raw_breaking, \
-                     noise = path_counts.noise + excluded.noise",
-                );
-                query.build().execute(&mut *tx).await?;
-            }
-
-            let signatures: Vec<(&str, i64, i64, String, i64)> = batch
-                .counts
-                .iter()
-                .flat_map(|(endpoint, bucket, counts)| {
-                    counts.signatures.iter().map(move |(signature, count)| {
-                        let (hash, text) = signature_row(signature);
-                        (endpoint.as_str(), *bucket, hash, text, *count as i64)
-                    })
-                })
-                .collect();
-            for chunk in signatures.chunks(ROWS_PER_STATEMENT) {
-                let mut query = QueryBuilder::new(
-                    "INSERT INTO signature_counts (run_id, endpoint, bucket, signature_hash, signature, count) ",
-                );
-                query.push_values(chunk, |mut row, (endpoint, bucket, hash, text, count)| {
-                    row.push_bind(run_id).push_bind(*endpoint).push_bind(*bucket).push_bind(*hash);
-                    row.push_bind(text.as_str()).push_bind(*count);
-                });
-                query.push(
-                    " ON CONFLICT (run_id, endpoint, bucket, signature_hash) DO UPDATE SET count = signature_counts.count + excluded.count",
-                );
-                query.build().execute(&mut *tx).await?;
-            }
-
-            let histograms: Vec<(&str, i64, &str, Vec<u8>)> = batch
-                .histograms
-                .iter()
-                .flat_map(|(endpoint, bucket, latencies)| {
-                    Target::ALL.into_iter().filter(|target| !latencies.histogram(*target).is_empty()).map(move |target| {
-                        (endpoint.as_str(), *bucket, target.as_str(), encode_histogram(latencies.histogram(target)))
-                    })
-                })
-                .collect();
-            for chunk in histograms.chunks(ROWS_PER_STATEMENT) {
-                let mut query = QueryBuilder::new(
-                    "INSERT INTO latency_histograms (run_id, endpoint, bucket, target, writer, histogram) ",
-                );
-                query.push_values(chunk, |mut row, (endpoint, bucket, target, bytes)| {
-                    row.push_bind(run_id).push_bind(*endpoint).push_bind(*bucket).push_bind(*target);
-                    row.push_bind(writer).push_bind(bytes.as_slice());
-                });
-                query.push(
-                    " ON CONFLICT (run_id, endpoint, bucket, target, writer) DO UPDATE SET histogram = excluded.histogram",
-                );
-                query.build().execute(&mut *tx).await?;
-            }
-
-            for chunk in batch.samples.chunks(ROWS_PER_STATEMENT) {
-                let mut query = QueryBuilder::new("INSERT INTO samples (id, run_id, endpoint, created_at, document) ");
-                query.push_values(chunk, |mut row, sample| {
-                    row.push_bind(sample.id.as_str()).push_bind(run_id).push_bind(sample.endpoint.as_str());
-                    row.push_bind(sample.created_at_ms).push_bind(sample.document.as_str());
-                });
-                query.push(" ON CONFLICT (id) DO NOTHING");
-                query.build().execute(&mut *tx).await?;
-            }
-            let sample_places: Vec<(&SampleRow, &(String, String))> =
-                batch.samples.iter().flat_map(|sample| sample.places.iter().map(move |place| (sample, place))).collect();
-            for chunk in sample_places.chunks(ROWS_PER_STATEMENT) {
-                let mut query = QueryBuilder::new("INSERT INTO sample_paths (run_id, endpoint, path, kind, sample_id) ");
-                query.push_values(chunk, |mut row, (sample, (path, kind))| {
-                    row.push_bind(run_id).push_bind(sample.endpoint.as_str()).push_bind(path.as_str());
-                    row.push_bind(kind.as_str()).push_bind(sample.id.as_str());
-                });
-                query.push(" ON CONFLICT DO NOTHING");
-                query.build().execute(&mut *tx).await?;
-            }
-
-            let mut touch = QueryBuilder::new("UPDATE runs SET last_seen_at = ");
-            touch.push_bind(now_ms).push(" WHERE id = ").push_bind(run_id);
-            touch.build().execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
-    /// Deletes what is older than `cutoff_ms`: counter buckets, samples, and runs not seen since.
-    pub async fn delete_older_than(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let cutoff_bucket = cutoff_ms.div_euclid(60_000);
-        on_pool!(self, pool => {
-            let mut deleted = 0;
-            for table in ["endpoint_counters", "path_counts", "signature_counts"] {
-                let mut query = QueryBuilder::new(format!("DELETE FROM {table} WHERE bucket < "));
-                query.push_bind(cutoff_bucket);
-                deleted += query.build().execute(pool).await?.rows_affected();
-            }
-            let mut histograms = QueryBuilder::new("DELETE FROM latency_histograms WHERE bucket >= 0 AND bucket < ");
-            histograms.push_bind(cutoff_bucket);
-            deleted += histograms.build().execute(pool).await?.rows_affected();
-            let mut samples = QueryBuilder::new("DELETE FROM samples WHERE created_at < ");
-            samples.push_bind(cutoff_ms);
-            deleted += samples.build().execute(pool).await?.rows_affected();
-            let mut runs = QueryBuilder::new("DELETE FROM runs WHERE last_seen_at < ");
-            runs.push_bind(cutoff_ms);
-            deleted += runs.build().execute(pool).await?.rows_affected();
-            Ok(deleted)
         })
     }
 }

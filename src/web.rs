@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::analysis::aggregate::VerdictSettings;
 use crate::analysis::rules::RuleSet;
 use crate::metrics::Metrics;
+use crate::store::health::StoreHealth;
 use crate::store::{RunInfo, Store};
 use crate::web::error::WebError;
 
@@ -46,6 +47,8 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// The proxy's address, for the hint on an empty report.
     pub proxy_addr: Option<SocketAddr>,
+    /// Whether this instance's writer can write the store (none for a report without a proxy).
+    pub store_health: Option<Arc<StoreHealth>>,
 }
 
 /// Every admin route, in one place.
@@ -53,6 +56,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/readyz/store", get(readyz_store))
         .route("/metrics", get(metrics))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/static/{*file}", get(assets::serve))
@@ -77,17 +81,37 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: 503 once shutdown has begun (so that load balancers stop sending traffic), or while the store
-/// does not answer.
+/// Readiness of the caller's path: 503 once shutdown has begun (so that load balancers stop sending traffic).
+/// The store is not asked: a store outage costs comparisons, never callers, so it must not take an inline
+/// proxy out of rotation (see `/readyz/store`).
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     if state.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
+    (StatusCode::OK, "ready\n")
+}
+
+/// Readiness of the store: 503 while the database does not answer, or while this instance's writer cannot
+/// write it.
+async fn readyz_store(State(state): State<AdminState>) -> (StatusCode, String) {
     let reachable = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
     if !matches!(reachable, Ok(Ok(()))) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unreachable\n".into(),
+        );
     }
-    (StatusCode::OK, "ready\n")
+    if let Some(problem) = state
+        .store_health
+        .as_ref()
+        .and_then(|health| health.problem())
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store not written: {}\n", problem.error),
+        );
+    }
+    (StatusCode::OK, "ready\n".into())
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

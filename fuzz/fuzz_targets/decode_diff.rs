@@ -83,6 +83,7 @@ fuzz_target!(|input: Input| {
         primary: outcome(&input.primary),
         secondary: outcome(&input.secondary),
         candidate: outcome(&input.candidate),
+        charge: Default::default(),
     };
     let analysis = analyzer.analyse(exchange);
     if let Ok(compared) = &analysis.result {

@@ -48,9 +48,10 @@ pub fn latency_sample(outcome: &Outcome) -> Option<Duration> {
     }
 }
 
-/// Everything counted for one endpoint (over one time bucket, or merged over many).
+/// The additive counts of one endpoint over some span (a minute, a flush, a range): what writers add up in the
+/// store and replicas sum. Latency and samples are kept apart (see [`EndpointCounts`]).
 #[derive(Clone, Debug, Default)]
-pub struct EndpointCounts {
+pub struct Tally {
     /// Exchanges seen, compared or not.
     pub requests: u64,
     /// Exchanges compared (the denominator of every rate).
@@ -66,21 +67,17 @@ pub struct EndpointCounts {
     pub paths: BTreeMap<PathKey, PathCounts>,
     /// Compared exchanges by their set of uncancelled candidate differences (empty sets are not kept).
     pub signatures: BTreeMap<Vec<PathKey>, u64>,
-    pub latency: Latencies,
-    /// An exchange showing each candidate difference, uncancelled where one was seen.
-    pub samples: BTreeMap<PathKey, (Uuid, bool)>,
 }
 
-impl EndpointCounts {
+/// What one map entry costs besides its key's text, roughly: the node's share and the value.
+const ENTRY_BYTES: usize = 64;
+
+impl Tally {
     /// Adds one analysed exchange.
     pub fn record(&mut self, analysis: &Analysis) {
         self.requests += 1;
         for target in Target::ALL {
-            let outcome = analysis.exchange.outcome(target);
-            if let Some(elapsed) = latency_sample(outcome) {
-                self.latency.record(target, elapsed);
-            }
-            if let Err(error) = &outcome.result
+            if let Err(error) = &analysis.exchange.outcome(target).result
                 && error.is_upstream_fault()
             {
                 *self.errors.entry((target, error.kind())).or_default() += 1;
@@ -106,18 +103,8 @@ impl EndpointCounts {
                 .or_default()
                 .noise += 1;
         }
-        let noise = compared.noise_keys();
         for ((path, kind), compat) in compared.candidate_keys() {
-            let key = (path.to_string(), kind);
-            self.paths.entry(key.clone()).or_default().raw[compat as usize] += 1;
-            let uncancelled = !noise.contains(&(path, kind));
-            let sample = self
-                .samples
-                .entry(key)
-                .or_insert((analysis.exchange.id, uncancelled));
-            if uncancelled && !sample.1 {
-                *sample = (analysis.exchange.id, true);
-            }
+            self.paths.entry((path.to_string(), kind)).or_default().raw[compat as usize] += 1;
         }
         let signature = compared.signature();
         if !signature.is_empty() {
@@ -125,8 +112,8 @@ impl EndpointCounts {
         }
     }
 
-    /// Adds another set of counts (another time bucket, another replica).
-    pub fn merge(&mut self, other: &EndpointCounts) {
+    /// Adds another tally (another time bucket, another replica).
+    pub fn merge(&mut self, other: &Tally) {
         self.requests += other.requests;
         self.compared += other.compared;
         self.noisy += other.noisy;
@@ -149,6 +136,78 @@ impl EndpointCounts {
         for (signature, count) in &other.signatures {
             *self.signatures.entry(signature.clone()).or_default() += count;
         }
+    }
+
+    /// The rows this tally is written as.
+    pub fn rows(&self) -> usize {
+        3 + self.skipped.len()
+            + self.errors.len()
+            + self.body_skipped.len()
+            + self.paths.len()
+            + self.signatures.len()
+    }
+
+    /// The memory this tally holds, roughly (its maps' entries and the text of their keys).
+    pub fn heap_bytes(&self) -> usize {
+        let places: usize = self
+            .paths
+            .keys()
+            .map(|(path, _)| path.len() + ENTRY_BYTES)
+            .sum();
+        let signatures: usize = self
+            .signatures
+            .keys()
+            .map(|signature| {
+                ENTRY_BYTES
+                    + signature
+                        .iter()
+                        .map(|(path, _)| path.len() + 32)
+                        .sum::<usize>()
+            })
+            .sum();
+        (self.skipped.len() + self.errors.len() + self.body_skipped.len()) * ENTRY_BYTES
+            + places
+            + signatures
+    }
+}
+
+/// Everything known of one endpoint over a range, for judging: the tally, latency and an exchange per place.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointCounts {
+    pub tally: Tally,
+    pub latency: Latencies,
+    /// An exchange showing each candidate difference, uncancelled where one was seen.
+    pub samples: BTreeMap<PathKey, (Uuid, bool)>,
+}
+
+impl EndpointCounts {
+    /// Adds one analysed exchange.
+    pub fn record(&mut self, analysis: &Analysis) {
+        self.tally.record(analysis);
+        for target in Target::ALL {
+            if let Some(elapsed) = latency_sample(analysis.exchange.outcome(target)) {
+                self.latency.record(target, elapsed);
+            }
+        }
+        let Ok(compared) = &analysis.result else {
+            return;
+        };
+        let noise = compared.noise_keys();
+        for (path, kind) in compared.candidate_keys().into_keys() {
+            let uncancelled = !noise.contains(&(path, kind));
+            let sample = self
+                .samples
+                .entry((path.to_string(), kind))
+                .or_insert((analysis.exchange.id, uncancelled));
+            if uncancelled && !sample.1 {
+                *sample = (analysis.exchange.id, true);
+            }
+        }
+    }
+
+    /// Adds another set of counts (another time bucket, another replica).
+    pub fn merge(&mut self, other: &EndpointCounts) {
+        self.tally.merge(&other.tally);
         self.latency.merge(&other.latency);
         for (key, sample) in &other.samples {
             let mine = self.samples.entry(key.clone()).or_insert(*sample);
@@ -267,7 +326,7 @@ pub fn places(
     rules: &RuleSet,
 ) -> Vec<PlaceVerdict> {
     let rules = rules.for_endpoint(endpoint);
-    let compared = counts.compared;
+    let compared = counts.tally.compared;
     let fraction = |count: u64| {
         if compared == 0 {
             0.0
@@ -276,12 +335,13 @@ pub fn places(
         }
     };
     let mut uncancelled: BTreeMap<&PathKey, u64> = BTreeMap::new();
-    for (signature, count) in &counts.signatures {
+    for (signature, count) in &counts.tally.signatures {
         for key in signature {
             *uncancelled.entry(key).or_default() += count;
         }
     }
     counts
+        .tally
         .paths
         .iter()
         .map(|(key, place)| {
@@ -327,7 +387,7 @@ pub fn report(
     settings: &VerdictSettings,
     rules: &RuleSet,
 ) -> EndpointReport {
-    let compared = counts.compared;
+    let compared = counts.tally.compared;
     let fraction = |count: u64| {
         if compared == 0 {
             0.0
@@ -346,6 +406,7 @@ pub fn report(
     };
     let failing_at = |keys: &BTreeSet<(&str, DiffKind)>| -> u64 {
         counts
+            .tally
             .signatures
             .iter()
             .filter(|(signature, _)| {
@@ -394,7 +455,7 @@ pub fn report(
         endpoint: endpoint.to_string(),
         requests: compared,
         diff_rate: fraction(failing),
-        noise_rate: fraction(counts.noisy),
+        noise_rate: fraction(counts.tally.noisy),
         latency: TargetLatency {
             primary: counts.latency.summary(Target::Primary),
             secondary: counts.latency.summary(Target::Secondary),

@@ -64,14 +64,7 @@ pub fn decode<'a>(
     if body.is_empty() {
         return Ok(Cow::Borrowed(body));
     }
-    let encodings: Vec<String> = headers
-        .get_all(CONTENT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|coding| coding.trim().to_ascii_lowercase())
-        .filter(|coding| !coding.is_empty() && coding != "identity")
-        .collect();
+    let encodings = encodings(headers);
     if encodings.is_empty() {
         return Ok(Cow::Borrowed(body));
     }
@@ -101,6 +94,68 @@ pub fn decode<'a>(
         };
     }
     Ok(Cow::Owned(current))
+}
+
+/// The first `limit` bytes of the body with every Content-Encoding undone, and whether that is all of it: for
+/// showing a body, where its beginning will do. Costs at most `limit` bytes per encoding, whatever the body
+/// decodes to.
+pub fn decode_prefix<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+    limit: usize,
+) -> Result<(Cow<'a, [u8]>, bool), DecodeError> {
+    let encodings = encodings(headers);
+    let mut current: Cow<'a, [u8]> = Cow::Borrowed(body);
+    let mut complete = true;
+    if encodings.is_empty() || body.is_empty() {
+        complete = body.len() <= limit;
+        return Ok((Cow::Borrowed(&body[..body.len().min(limit)]), complete));
+    }
+    for coding in encodings.iter().rev() {
+        let input = &current[..];
+        let mut reader: Box<dyn Read + '_> = match coding.as_str() {
+            "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(input)),
+            // Some servers send raw deflate under this name, without the zlib wrapper (its first byte says).
+            "deflate" if input.first().is_some_and(|b| b & 0x0f == 8) => {
+                Box::new(flate2::read::ZlibDecoder::new(input))
+            }
+            "deflate" => Box::new(flate2::read::DeflateDecoder::new(input)),
+            "br" => Box::new(brotli::Decompressor::new(input, 4096)),
+            other => return Err(DecodeError::Unsupported(other.to_string())),
+        };
+        let mut out = Vec::new();
+        let read = (&mut reader).take(limit as u64 + 1).read_to_end(&mut out);
+        drop(reader);
+        match read {
+            // A stream cut short by an earlier stage ends early: what came out is still its beginning.
+            Err(_) if !complete => {}
+            Err(error) => {
+                return Err(DecodeError::Corrupt {
+                    encoding: "body",
+                    detail: error.to_string(),
+                });
+            }
+            Ok(_) => {}
+        }
+        if out.len() > limit {
+            out.truncate(limit);
+            complete = false;
+        }
+        current = Cow::Owned(out);
+    }
+    Ok((current, complete))
+}
+
+/// The encodings a body carries, in the order they were applied (`identity` left out).
+fn encodings(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|coding| coding.trim().to_ascii_lowercase())
+        .filter(|coding| !coding.is_empty() && coding != "identity")
+        .collect()
 }
 
 /// Reads a decoder to its end, stopping one byte past the limit: a decompression bomb costs at most `limit`.
@@ -267,6 +322,32 @@ mod tests {
         let error = decode(&headers(&[("content-encoding", "gzip")]), &bomb, 1 << 20).unwrap_err();
         assert_eq!(error, DecodeError::TooLarge { limit: 1 << 20 });
         assert_eq!(error.reason(), "decoded_too_large");
+    }
+
+    #[test]
+    fn a_prefix_of_a_large_body_costs_only_the_prefix() {
+        let large = vec![b'x'; 1 << 20];
+        let packed = gzip(&large);
+        let (prefix, complete) =
+            decode_prefix(&headers(&[("content-encoding", "gzip")]), &packed, 1000).unwrap();
+        assert_eq!(prefix.len(), 1000);
+        assert!(!complete);
+        let small = gzip(b"small");
+        let (whole, complete) =
+            decode_prefix(&headers(&[("content-encoding", "gzip")]), &small, 1000).unwrap();
+        assert_eq!(&whole[..], b"small");
+        assert!(complete);
+        let (plain, complete) = decode_prefix(&HeaderMap::new(), b"abcdef", 3).unwrap();
+        assert_eq!((&plain[..], complete), (&b"abc"[..], false));
+        // Two encodings, the inner one cut short: the outer one still gives its beginning.
+        let twice = gzip(&gzip(&large));
+        let (prefix, complete) =
+            decode_prefix(&headers(&[("content-encoding", "gzip, gzip")]), &twice, 100).unwrap();
+        assert!(!complete);
+        assert!(prefix.iter().all(|b| *b == b'x'), "{prefix:?}");
+        assert!(
+            decode_prefix(&headers(&[("content-encoding", "gzip")]), b"not gzip", 100).is_err()
+        );
     }
 
     #[test]

@@ -481,6 +481,19 @@ fn exact_integer(number: &Number) -> Option<i128> {
 
 /// Numbers of equal value are equal; with `strict`, `1` and `1.0` are not. Integers compare exactly (no
 /// rounding through `f64` for large values).
+/// Memory a parse of `bytes` into a tree holds at most, roughly: a node (and a map entry) per value, plus the
+/// text of strings and keys. The separators bound the number of values, so the estimate costs one pass over
+/// the bytes and no parse.
+pub fn tree_bytes(bytes: &[u8]) -> usize {
+    /// A `Value` is 32 bytes; an object's entry adds its key's `String` and a share of a tree node.
+    const PER_VALUE: usize = 80;
+    let separators = bytes
+        .iter()
+        .filter(|byte| matches!(byte, b',' | b':' | b'[' | b'{'))
+        .count();
+    bytes.len() + (separators + 1) * PER_VALUE
+}
+
 pub fn numbers_equal(x: &Number, y: &Number, strict: bool) -> bool {
     if strict {
         return x == y;

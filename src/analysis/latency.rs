@@ -1,37 +1,183 @@
-//! Latency per target as HDR histograms (mergeable across time buckets and replicas), their percentiles, and
-//! the latency-regression verdict with secondary as the noise baseline.
+//! Latency per target as compact log-bucket sketches (1 % relative error, memory in proportion to the buckets
+//! held), mergeable across time buckets and replicas; their percentiles, and the latency-regression verdict with
+//! secondary as the noise baseline.
 
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::serialization::Deserializer;
 use serde::{Deserialize, Serialize};
 
 use crate::exchange::Target;
 
-/// Values are microseconds, from 1 µs to one hour, 3 significant digits.
+/// Values are microseconds, from 1 µs to one hour; anything outside is clamped, so odd values cannot make a
+/// sketch grow beyond the buckets of that range.
 const HIGHEST_MICROS: u64 = 3_600_000_000;
+
+/// Relative accuracy of a quantile: the representative value of a bucket is within 1 % of every value in it.
+const RELATIVE_ACCURACY: f64 = 0.01;
+
+/// DDSketch's bucket growth factor: bucket `i` holds the values in `(GAMMA^(i-1), GAMMA^i]`.
+const GAMMA: f64 = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
+
+/// The bucket of [`HIGHEST_MICROS`]; 1 µs is bucket 0, so every index fits a `u16` (checked by a test).
+const MAX_INDEX: u16 = 1101;
 
 /// Fewest samples per target for a latency verdict.
 pub const MIN_SAMPLES: u64 = 100;
 
-/// One histogram per target.
-#[derive(Clone, Debug)]
-pub struct Latencies {
-    histograms: [Histogram<u64>; 3],
+/// Prefix of the sketch encoding; legacy HDR blobs start with a different cookie, so the two cannot be confused.
+const MAGIC: &[u8; 4] = b"SDL1";
+
+/// Latency values (microseconds) in logarithmic buckets, kept sparse: only buckets that hold a value take
+/// memory (10 bytes each), so an empty sketch allocates nothing and a busy one a few KiB at most.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LatencySketch {
+    /// Bucket indices, strictly increasing.
+    indices: Vec<u16>,
+    /// Count per bucket, parallel to `indices`; never zero.
+    counts: Vec<u64>,
+    /// Sum of `counts` (saturating), so `len` needs no walk.
+    total: u64,
 }
 
-impl Default for Latencies {
-    fn default() -> Self {
-        Self {
-            histograms: Target::ALL.map(|_| new_histogram()),
+impl LatencySketch {
+    pub fn record(&mut self, micros: u64) {
+        self.record_n(micros, 1);
+    }
+
+    pub fn record_n(&mut self, micros: u64, count: u64) {
+        // A zero count would leave an empty bucket behind, which the encoding rejects.
+        if count == 0 {
+            return;
         }
+        let index = index_of(micros);
+        match self.indices.binary_search(&index) {
+            Ok(at) => self.counts[at] = self.counts[at].saturating_add(count),
+            Err(at) => {
+                self.indices.insert(at, index);
+                self.counts.insert(at, count);
+            }
+        }
+        self.total = self.total.saturating_add(count);
+    }
+
+    /// Merges `other` in; exact, since both sides use the same buckets.
+    pub fn add(&mut self, other: &LatencySketch) {
+        if other.is_empty() {
+            return;
+        }
+        let union = union_len(&self.indices, &other.indices);
+        if union == self.indices.len() {
+            // Every bucket of `other` is already here (the usual case once a sketch has warmed up): add in place.
+            let mut at = 0;
+            for (index, count) in other.indices.iter().zip(&other.counts) {
+                while self.indices[at] < *index {
+                    at += 1;
+                }
+                self.counts[at] = self.counts[at].saturating_add(*count);
+            }
+        } else {
+            // New buckets: one merge into Vecs of exactly the union's size, rather than repeated inserts.
+            let mut indices = Vec::with_capacity(union);
+            let mut counts = Vec::with_capacity(union);
+            let (mut a, mut b) = (0, 0);
+            while a < self.indices.len() || b < other.indices.len() {
+                let take_self = b == other.indices.len()
+                    || (a < self.indices.len() && self.indices[a] <= other.indices[b]);
+                let take_other = a == self.indices.len()
+                    || (b < other.indices.len() && other.indices[b] <= self.indices[a]);
+                let mut count = 0u64;
+                let mut index = 0;
+                if take_self {
+                    index = self.indices[a];
+                    count = count.saturating_add(self.counts[a]);
+                    a += 1;
+                }
+                if take_other {
+                    index = other.indices[b];
+                    count = count.saturating_add(other.counts[b]);
+                    b += 1;
+                }
+                indices.push(index);
+                counts.push(count);
+            }
+            self.indices = indices;
+            self.counts = counts;
+        }
+        self.total = self.total.saturating_add(other.total);
+    }
+
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The value (microseconds) at quantile `q` (clamped to [0, 1]), within 1 % of the recorded value of rank
+    /// `ceil(q * len)` (counting from 1, at least 1); 0 for an empty sketch.
+    ///
+    /// The rank is the nearest-rank one HDR histograms use rather than DDSketch's `q * (len - 1)`: with the
+    /// hundred-odd samples of a minute the two pick different samples at p99, and stored verdicts must read back
+    /// as they were first reported.
+    pub fn value_at_quantile(&self, q: f64) -> u64 {
+        let Some(last) = self.indices.last() else {
+            return 0;
+        };
+        let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+        let rank = ((q * self.total as f64).ceil() as u64).max(1);
+        let mut cumulative = 0u64;
+        for (index, count) in self.indices.iter().zip(&self.counts) {
+            cumulative = cumulative.saturating_add(*count);
+            if cumulative >= rank {
+                return representative(*index);
+            }
+        }
+        // Only reachable when the total saturated and the counts' sum fell short of it.
+        representative(*last)
+    }
+
+    /// Bytes this sketch holds on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.indices.capacity() * size_of::<u16>() + self.counts.capacity() * size_of::<u64>()
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
-    // The bounds are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(1, HIGHEST_MICROS, 3).expect("valid histogram bounds")
+/// The bucket of a value, after clamping it to [1 µs, 1 h].
+fn index_of(micros: u64) -> u16 {
+    let value = micros.clamp(1, HIGHEST_MICROS) as f64;
+    // The float-to-int cast saturates; the `min` keeps float noise at the top from leaving the range.
+    ((value.ln() / GAMMA.ln()).ceil() as u16).min(MAX_INDEX)
+}
+
+/// The value a bucket reports: the point whose relative distance to both bucket ends is the stated accuracy.
+fn representative(index: u16) -> u64 {
+    ((2.0 * GAMMA.powi(i32::from(index)) / (GAMMA + 1.0)).round() as u64).max(1)
+}
+
+/// How many distinct indices two strictly increasing lists hold together.
+fn union_len(a: &[u16], b: &[u16]) -> usize {
+    let (mut i, mut j, mut len) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+        len += 1;
+    }
+    len + (a.len() - i) + (b.len() - j)
+}
+
+/// One sketch per target.
+#[derive(Clone, Debug, Default)]
+pub struct Latencies {
+    sketches: [LatencySketch; 3],
 }
 
 /// Percentiles of one target, in milliseconds.
@@ -45,14 +191,13 @@ pub struct LatencySummary {
 
 impl Latencies {
     pub fn record(&mut self, target: Target, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        self.histograms[target.index()].saturating_record(micros);
+        // The sketch clamps to [1 µs, 1 h].
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.sketches[target.index()].record(micros);
     }
 
-    pub fn histogram(&self, target: Target) -> &Histogram<u64> {
-        &self.histograms[target.index()]
+    pub fn histogram(&self, target: Target) -> &LatencySketch {
+        &self.sketches[target.index()]
     }
 
     pub fn merge(&mut self, other: &Latencies) {
@@ -61,19 +206,18 @@ impl Latencies {
         }
     }
 
-    pub fn merge_target(&mut self, target: Target, histogram: &Histogram<u64>) {
-        // Same bounds on both sides, so adding cannot fail; a mismatched histogram is skipped.
-        let _ = self.histograms[target.index()].add(histogram);
+    pub fn merge_target(&mut self, target: Target, sketch: &LatencySketch) {
+        self.sketches[target.index()].add(sketch);
     }
 
     pub fn summary(&self, target: Target) -> LatencySummary {
-        let histogram = self.histogram(target);
-        let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+        let sketch = self.histogram(target);
+        let ms = |quantile: f64| sketch.value_at_quantile(quantile) as f64 / 1000.0;
         LatencySummary {
             p50_ms: ms(0.50),
             p90_ms: ms(0.90),
             p99_ms: ms(0.99),
-            samples: histogram.len(),
+            samples: sketch.len(),
         }
     }
 
@@ -93,25 +237,180 @@ impl Latencies {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.histograms.iter().all(|h| h.is_empty())
+        self.sketches.iter().all(LatencySketch::is_empty)
+    }
+
+    /// Bytes held on the heap by the three sketches.
+    pub fn heap_bytes(&self) -> usize {
+        self.sketches.iter().map(LatencySketch::heap_bytes).sum()
     }
 }
 
-/// The compact V2 encoding of a histogram, for storage.
-pub fn encode(histogram: &Histogram<u64>) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    // Serializing into a Vec cannot fail for a histogram built with valid bounds.
-    let _ = V2Serializer::new().serialize(histogram, &mut bytes);
+/// The storage encoding of a sketch: `SDL1`, the bucket count, then per bucket the index as a delta from the
+/// previous one (the first from 0) and the count, all unsigned LEB128 varints.
+pub fn encode(sketch: &LatencySketch) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(MAGIC.len() + 1 + 3 * sketch.indices.len());
+    bytes.extend_from_slice(MAGIC);
+    write_varint(&mut bytes, sketch.indices.len() as u64);
+    let mut previous = 0;
+    for (index, count) in sketch.indices.iter().zip(&sketch.counts) {
+        write_varint(&mut bytes, u64::from(index - previous));
+        write_varint(&mut bytes, *count);
+        previous = *index;
+    }
     bytes
 }
 
-/// Reads a stored histogram; `None` if the bytes are not one.
-pub fn decode(bytes: &[u8]) -> Option<Histogram<u64>> {
-    Deserializer::new().deserialize(&mut &bytes[..]).ok()
+/// Reads a stored sketch, or a histogram that older versions stored (HDR V2); `None` if the bytes are neither.
+pub fn decode(bytes: &[u8]) -> Option<LatencySketch> {
+    match bytes.strip_prefix(MAGIC) {
+        Some(body) => decode_sketch(body),
+        None => decode_legacy(bytes),
+    }
+}
+
+fn decode_sketch(mut bytes: &[u8]) -> Option<LatencySketch> {
+    let buckets = read_varint(&mut bytes)?;
+    // Each bucket takes at least two bytes and there are only so many buckets, so a bogus count is rejected
+    // before anything is allocated for it.
+    if buckets > u64::from(MAX_INDEX) + 1 || buckets > (bytes.len() / 2) as u64 {
+        return None;
+    }
+    let buckets = buckets as usize;
+    let mut sketch = LatencySketch {
+        indices: Vec::with_capacity(buckets),
+        counts: Vec::with_capacity(buckets),
+        total: 0,
+    };
+    let mut previous: Option<u16> = None;
+    for _ in 0..buckets {
+        let delta = read_varint(&mut bytes)?;
+        let index = match previous {
+            None => delta,
+            // Strictly increasing, so a bucket appears once.
+            Some(_) if delta == 0 => return None,
+            Some(previous) => u64::from(previous).checked_add(delta)?,
+        };
+        if index > u64::from(MAX_INDEX) {
+            return None;
+        }
+        let count = read_varint(&mut bytes)?;
+        if count == 0 {
+            return None;
+        }
+        let index = index as u16;
+        sketch.indices.push(index);
+        sketch.counts.push(count);
+        sketch.total = sketch.total.saturating_add(count);
+        previous = Some(index);
+    }
+    bytes.is_empty().then_some(sketch)
+}
+
+fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            bytes.push(low);
+            return;
+        }
+        bytes.push(low | 0x80);
+    }
+}
+
+/// Reads a minimal unsigned LEB128 varint of at most 64 bits; only the minimal form is accepted, so every
+/// sketch has exactly one encoding.
+fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for position in 0..10 {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        // The tenth byte holds only the 64th bit.
+        if position == 9 && byte > 1 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << (7 * position);
+        if byte & 0x80 == 0 {
+            return (position == 0 || byte != 0).then_some(value);
+        }
+    }
+    None
+}
+
+/// The HDR V2 cookie (`V2Serializer`); the DEFLATE variant was never written by shadowdiff and is not accepted,
+/// as its decompressed size cannot be bounded before inflating.
+const LEGACY_V2_COOKIE: u32 = 0x1c84_9313;
+
+/// Size of the HDR V2 header: cookie, payload length, normalizing offset, digits, lowest, highest, ratio.
+const LEGACY_HEADER_LEN: usize = 40;
+
+/// Largest highest-trackable value a legacy header may claim (about 12.7 days in µs): with at most 3 digits
+/// this caps the count array the HDR deserializer allocates at 32 Ki counters (256 KiB), whatever the header says.
+const LEGACY_HIGHEST_CAP: u64 = 1 << 40;
+
+/// Reads an HDR V2 blob as older versions stored it, and re-buckets its recorded values into a sketch.
+fn decode_legacy(bytes: &[u8]) -> Option<LatencySketch> {
+    let header = bytes.get(..LEGACY_HEADER_LEN)?;
+    let payload = &bytes[LEGACY_HEADER_LEN..];
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(header.get(at..at + 4)?.try_into().ok()?))
+    };
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(header.get(at..at + 8)?.try_into().ok()?))
+    };
+    // The HDR deserializer sizes its buffers from the header before reading anything else, so the header is
+    // checked here first: the payload length must be what follows (no 4 GiB buffer for a short blob), and the
+    // bounds must describe a histogram of bounded size.
+    let (cookie, payload_len, digits) = (u32_at(0)?, u32_at(4)?, u32_at(12)?);
+    let (lowest, highest) = (u64_at(16)?, u64_at(24)?);
+    if cookie != LEGACY_V2_COOKIE
+        || usize::try_from(payload_len).ok()? != payload.len()
+        || digits > 3
+        || lowest == 0
+        || highest > LEGACY_HIGHEST_CAP
+    {
+        return None;
+    }
+    // The deserializer negates a decoded zero-run length with overflow checks on; the one value that overflows
+    // (i64::MIN, zigzag-encoded as u64::MAX) would panic instead of failing, so it is refused up front.
+    let mut rest = payload;
+    while !rest.is_empty() {
+        if read_legacy_varint(&mut rest)? == u64::MAX {
+            return None;
+        }
+    }
+    let histogram: Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).ok()?;
+    let mut sketch = LatencySketch::default();
+    for value in histogram.iter_recorded() {
+        sketch.record_n(value.value_iterated_to(), value.count_at_value());
+    }
+    Some(sketch)
+}
+
+/// One HDR varint (LEB128-64b9B: up to eight 7-bit groups, then a full ninth byte).
+fn read_legacy_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for position in 0..9 {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        if position == 8 {
+            return Some(value | u64::from(byte) << 56);
+        }
+        value |= u64::from(byte & 0x7f) << (7 * position);
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use hdrhistogram::serialization::{Serializer, V2DeflateSerializer, V2Serializer};
+
     use super::*;
 
     fn filled(primary_ms: u64, secondary_ms: u64, candidate_ms: u64, samples: u64) -> Latencies {
@@ -129,6 +428,45 @@ mod tests {
             );
         }
         latencies
+    }
+
+    fn sketch_of(values: &[u64]) -> LatencySketch {
+        let mut sketch = LatencySketch::default();
+        for value in values {
+            sketch.record(*value);
+        }
+        sketch
+    }
+
+    /// The exact value of nearest rank `ceil(q * len)` in sorted values.
+    fn at_rank(sorted: &[u64], q: f64) -> u64 {
+        let rank = ((q * sorted.len() as f64).ceil() as usize).max(1);
+        sorted[rank - 1]
+    }
+
+    /// Within the stated 1 %, plus 1 µs for rounding the representative to an integer.
+    fn assert_close(estimate: u64, exact: u64, what: &str) {
+        let tolerance = exact as f64 * RELATIVE_ACCURACY + 1.0;
+        assert!(
+            (estimate as f64 - exact as f64).abs() <= tolerance,
+            "{what}: estimate {estimate} vs exact {exact}"
+        );
+    }
+
+    fn legacy_histogram(values: &[u64]) -> Histogram<u64> {
+        let mut histogram = Histogram::new_with_bounds(1, HIGHEST_MICROS, 3).unwrap();
+        for value in values {
+            histogram.saturating_record(*value);
+        }
+        histogram
+    }
+
+    fn v2(histogram: &Histogram<u64>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(histogram, &mut bytes)
+            .unwrap();
+        bytes
     }
 
     #[test]
@@ -161,5 +499,354 @@ mod tests {
         merged.merge_target(Target::Candidate, &decoded);
         assert_eq!(merged.histogram(Target::Candidate).len(), 300);
         assert!(decode(b"not a histogram").is_none());
+    }
+
+    #[test]
+    fn the_index_range_fits_the_stated_bounds() {
+        assert_eq!(index_of(1), 0);
+        assert_eq!(index_of(HIGHEST_MICROS), MAX_INDEX);
+        assert_eq!(representative(0), 1);
+        // Every bucket's representative is within 1 % of both of its ends.
+        for index in 1..=MAX_INDEX {
+            let (low, high) = (
+                GAMMA.powi(i32::from(index) - 1),
+                GAMMA.powi(i32::from(index)),
+            );
+            let value = representative(index) as f64;
+            assert!(
+                (value - low).abs() <= low * RELATIVE_ACCURACY + 0.5,
+                "{index}"
+            );
+            assert!(
+                (high - value).abs() <= high * RELATIVE_ACCURACY + 0.5,
+                "{index}"
+            );
+        }
+    }
+
+    #[test]
+    fn quantiles_are_within_one_percent_of_the_exact_values() {
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        let log_max = (10_000_000f64).ln();
+        let distributions: [(&str, Vec<u64>); 4] = [
+            (
+                "uniform 1 µs..10 s",
+                (0..5000).map(|_| rng.u64(1..=10_000_000)).collect(),
+            ),
+            (
+                "log-uniform 1 µs..10 s",
+                (0..5000)
+                    .map(|_| (rng.f64() * log_max).exp().round() as u64)
+                    .collect(),
+            ),
+            (
+                "cluster around 20 ms",
+                (0..3000).map(|_| 20_000 + rng.u64(0..200)).collect(),
+            ),
+            (
+                "bimodal 2 ms / 200 ms",
+                (0..4000)
+                    .map(|i| {
+                        if i % 3 == 0 {
+                            200_000 + rng.u64(0..50_000)
+                        } else {
+                            2_000 + rng.u64(0..500)
+                        }
+                    })
+                    .collect(),
+            ),
+        ];
+        for (name, mut values) in distributions {
+            let sketch = sketch_of(&values);
+            assert_eq!(sketch.len(), values.len() as u64);
+            values.sort_unstable();
+            for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+                let exact = at_rank(&values, q);
+                assert_close(sketch.value_at_quantile(q), exact, &format!("{name} q={q}"));
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_use_the_nearest_rank() {
+        // 150 samples a millisecond apart: p99 is the 149th (ceil(148.5)), p50 the 75th, as HDR reported them.
+        let values: Vec<u64> = (1..=150).map(|ms| ms * 1000).collect();
+        let sketch = sketch_of(&values);
+        assert_close(sketch.value_at_quantile(0.99), 149_000, "p99");
+        assert_close(sketch.value_at_quantile(0.5), 75_000, "p50");
+        assert_close(sketch.value_at_quantile(0.0), 1_000, "p0");
+        assert_close(sketch.value_at_quantile(1.0), 150_000, "p100");
+    }
+
+    #[test]
+    fn quantiles_of_edge_cases() {
+        assert_eq!(LatencySketch::default().value_at_quantile(0.5), 0);
+        let sketch = sketch_of(&[1000, 2000, 3000]);
+        assert_close(sketch.value_at_quantile(-1.0), 1000, "below 0");
+        assert_close(sketch.value_at_quantile(f64::NAN), 1000, "NaN");
+        assert_close(sketch.value_at_quantile(0.5), 2000, "median");
+        assert_close(sketch.value_at_quantile(7.0), 3000, "above 1");
+    }
+
+    #[test]
+    fn merging_equals_recording_everything_in_any_order() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let a: Vec<u64> = (0..2000).map(|_| 1_000 + rng.u64(0..40_000)).collect();
+        let b: Vec<u64> = (0..1500).map(|_| 30_000 + rng.u64(0..900_000)).collect();
+        let all: Vec<u64> = a.iter().chain(&b).copied().collect();
+        let (sketch_a, sketch_b) = (sketch_of(&a), sketch_of(&b));
+
+        let mut ab = sketch_a.clone();
+        ab.add(&sketch_b);
+        let mut ba = sketch_b.clone();
+        ba.add(&sketch_a);
+        assert_eq!(ab, sketch_of(&all));
+        assert_eq!(ab, ba);
+
+        // Merging buckets that are all present already takes the in-place path.
+        let mut twice = sketch_a.clone();
+        twice.add(&sketch_a);
+        let doubled: Vec<u64> = a.iter().chain(&a).copied().collect();
+        assert_eq!(twice, sketch_of(&doubled));
+
+        let mut empty = LatencySketch::default();
+        empty.add(&LatencySketch::default());
+        assert_eq!(empty.heap_bytes(), 0);
+        empty.add(&sketch_a);
+        assert_eq!(empty, sketch_a);
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let values: Vec<u64> = (0..3000).map(|_| rng.u64(0..u64::MAX >> 20)).collect();
+        let mut sketch = sketch_of(&values);
+        sketch.record_n(5, u64::MAX / 2);
+        for sketch in [sketch, LatencySketch::default(), sketch_of(&[1])] {
+            let encoded = encode(&sketch);
+            assert!(encoded.starts_with(MAGIC));
+            assert_eq!(decode(&encoded), Some(sketch));
+        }
+    }
+
+    #[test]
+    fn malformed_encodings_are_rejected() {
+        let valid = encode(&sketch_of(&[1000, 1000, 5000, 80_000]));
+        for end in 0..valid.len() {
+            assert_eq!(decode(&valid[..end]), None, "truncated to {end}");
+        }
+        let with_trailing = [valid.as_slice(), &[0]].concat();
+        let cases: [(&str, &[u8]); 9] = [
+            ("garbage", b"not a histogram"),
+            ("trailing byte", &with_trailing),
+            (
+                "overlong varint",
+                b"SDL1\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",
+            ),
+            (
+                "overflowing varint",
+                b"SDL1\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02\x01",
+            ),
+            ("non-minimal varint", b"SDL1\x01\x85\x00\x01"),
+            ("non-increasing", b"SDL1\x02\x05\x01\x00\x01"),
+            ("zero count", b"SDL1\x01\x05\x00"),
+            ("index out of range", b"SDL1\x01\xce\x08\x01"),
+            ("more buckets than bytes", b"SDL1\x03\x05\x01\x01\x01"),
+        ];
+        for (what, bytes) in cases {
+            assert_eq!(decode(bytes), None, "{what}");
+        }
+        // The largest index is accepted; one beyond it (0x44e = 1102, above) is not.
+        let mut top = b"SDL1\x01".to_vec();
+        write_varint(&mut top, u64::from(MAX_INDEX));
+        top.push(1);
+        assert_eq!(decode(&top).map(|sketch| sketch.len()), Some(1));
+    }
+
+    #[test]
+    fn a_huge_bucket_count_is_rejected_without_allocating() {
+        let mut bytes = MAGIC.to_vec();
+        write_varint(&mut bytes, 1 << 60);
+        bytes.push(1);
+        let start = Instant::now();
+        assert_eq!(decode(&bytes), None);
+        assert!(start.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_decode_canonically() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let valid = encode(&sketch_of(&[1, 10, 100, 1000, 10_000, 3_600_000_000]));
+        let legacy = v2(&legacy_histogram(&[1, 10, 100, 1000, 10_000]));
+        for round in 0..20_000 {
+            let mut bytes = match round % 3 {
+                0 => valid.clone(),
+                1 => legacy.clone(),
+                _ => (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect(),
+            };
+            for _ in 0..rng.usize(1..4) {
+                if !bytes.is_empty() {
+                    let at = rng.usize(..bytes.len());
+                    bytes[at] = rng.u8(..);
+                }
+            }
+            if let Some(sketch) = decode(&bytes)
+                && bytes.starts_with(MAGIC)
+            {
+                assert_eq!(encode(&sketch), bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn legacy_hdr_histograms_decode_into_sketches() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        let values: Vec<u64> = (0..5000)
+            .map(|i| {
+                if i % 10 == 0 {
+                    rng.u64(50_000..2_000_000)
+                } else {
+                    rng.u64(1_000..50_000)
+                }
+            })
+            .collect();
+        let histogram = legacy_histogram(&values);
+        let sketch = decode(&v2(&histogram)).unwrap();
+        assert_eq!(sketch.len(), histogram.len());
+        for q in [0.5, 0.9, 0.99] {
+            assert_close(
+                sketch.value_at_quantile(q),
+                histogram.value_at_quantile(q),
+                &format!("q={q}"),
+            );
+        }
+        assert_eq!(
+            decode(&v2(&legacy_histogram(&[]))),
+            Some(LatencySketch::default())
+        );
+    }
+
+    #[test]
+    fn a_stored_legacy_blob_reads_back() {
+        // The candidate histogram of `GET /search` in tests/fixtures/schema-v1/postgres.sql.
+        let hex = "1c8493130000006c0000000000000003000000000000000100000000d693a4003ff0000000000000a368\
+                   02020302040402060206040002040404000802040202000202040604000202060402040404050408040604\
+                   020802020200020202000402000204090207020b020200040600020b020200020207020002000202020200\
+                   020d02020407020502020302170202020b023902";
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap())
+            .collect();
+        let histogram: Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).unwrap();
+        let mut values = Vec::new();
+        for value in histogram.iter_recorded() {
+            values.extend(std::iter::repeat_n(
+                value.value_iterated_to(),
+                value.count_at_value() as usize,
+            ));
+        }
+        let sketch = decode(&bytes).unwrap();
+        assert_eq!(sketch.len(), histogram.len());
+        assert!(sketch.len() >= MIN_SAMPLES);
+        for q in [0.5, 0.9, 0.99] {
+            let exact = at_rank(&values, q);
+            assert_close(sketch.value_at_quantile(q), exact, &format!("q={q}"));
+        }
+        // What the first version reported for it (tests/fixtures/schema-v1/gate.json), within the 2 % the
+        // upgrade test allows.
+        let mut latencies = Latencies::default();
+        latencies.merge_target(Target::Candidate, &sketch);
+        let summary = latencies.summary(Target::Candidate);
+        for (actual, reported) in [(summary.p50_ms, 51.103), (summary.p99_ms, 54.687)] {
+            assert!(
+                (actual - reported).abs() <= reported * 0.02 + 0.001,
+                "{summary:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_legacy_headers_are_rejected() {
+        let blob = v2(&legacy_histogram(&[1000, 2000]));
+        let with = |at: usize, field: &[u8]| {
+            let mut bytes = blob.clone();
+            bytes[at..at + field.len()].copy_from_slice(field);
+            bytes
+        };
+        // A payload length beyond the bytes (the deserializer would allocate it up front).
+        assert_eq!(decode(&with(4, &u32::MAX.to_be_bytes())), None);
+        // The largest header accepted allocates 32 Ki counters; bounds beyond it would allocate far more.
+        let largest = Histogram::<u64>::new_with_bounds(1, LEGACY_HIGHEST_CAP, 3).unwrap();
+        assert_eq!(largest.distinct_values(), 32 * 1024);
+        assert_eq!(decode(&with(12, &5u32.to_be_bytes())), None);
+        assert_eq!(decode(&with(24, &u64::MAX.to_be_bytes())), None);
+        assert_eq!(decode(&with(16, &0u64.to_be_bytes())), None);
+        // A zero run of i64::MIN, which overflows the deserializer's negation.
+        let mut overflow = blob[..LEGACY_HEADER_LEN].to_vec();
+        overflow[4..8].copy_from_slice(&9u32.to_be_bytes());
+        overflow.extend_from_slice(&[0xff; 9]);
+        assert_eq!(decode(&overflow), None);
+        // Trailing bytes after the payload.
+        assert_eq!(decode(&[blob.as_slice(), &[0]].concat()), None);
+        // DEFLATE-compressed V2 was never stored; its inflated size is unbounded, so it is refused.
+        let mut deflated = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(&legacy_histogram(&[1000]), &mut deflated)
+            .unwrap();
+        assert_eq!(decode(&deflated), None);
+        assert_eq!(decode(&blob).map(|sketch| sketch.len()), Some(2));
+    }
+
+    #[test]
+    fn memory_grows_with_buckets_not_values() {
+        assert_eq!(LatencySketch::default().heap_bytes(), 0);
+        assert_eq!(Latencies::default().heap_bytes(), 0);
+
+        let mut sketch = LatencySketch::default();
+        for i in 0..100_000u64 {
+            sketch.record(1_000 << (i % 10));
+        }
+        assert_eq!(sketch.indices.len(), 10);
+        assert_eq!(sketch.len(), 100_000);
+        assert!(sketch.heap_bytes() < 1024, "{}", sketch.heap_bytes());
+
+        let mut latencies = Latencies::default();
+        for target in Target::ALL {
+            latencies.record(target, Duration::from_millis(12));
+        }
+        assert!(latencies.heap_bytes() < 256, "{}", latencies.heap_bytes());
+
+        // A realistic spread: a thousand values of 1 to 50 ms.
+        let mut rng = fastrand::Rng::with_seed(1);
+        let typical = sketch_of(
+            &(0..1000)
+                .map(|_| rng.u64(1_000..=50_000))
+                .collect::<Vec<_>>(),
+        );
+        assert!(typical.heap_bytes() < 4096, "{}", typical.heap_bytes());
+    }
+
+    #[test]
+    fn values_outside_the_range_are_clamped() {
+        assert_eq!(sketch_of(&[0]), sketch_of(&[1]));
+        assert_eq!(sketch_of(&[u64::MAX]), sketch_of(&[HIGHEST_MICROS]));
+        assert_close(
+            sketch_of(&[u64::MAX]).value_at_quantile(1.0),
+            HIGHEST_MICROS,
+            "one hour",
+        );
+        let mut latencies = Latencies::default();
+        latencies.record(Target::Primary, Duration::ZERO);
+        latencies.record(Target::Primary, Duration::MAX);
+        assert_eq!(
+            latencies.histogram(Target::Primary),
+            &sketch_of(&[1, HIGHEST_MICROS])
+        );
+        let mut counted = LatencySketch::default();
+        counted.record_n(1000, 0);
+        assert_eq!(counted, LatencySketch::default());
+        counted.record_n(1000, u64::MAX);
+        counted.record_n(1000, 5);
+        assert_eq!(counted.len(), u64::MAX);
     }
 }

@@ -159,8 +159,25 @@ impl fmt::Display for ByteSize {
 
 /// Parses a duration written as `5s`, `250ms`, `2m` or `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration ({e}); expected e.g. 5s, 250ms or 2m"))
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); expected e.g. 5s, 250ms or 2m"))?;
+    // Timers and deadlines add durations to the clock: a value this large is a typo, and could overflow it.
+    if duration > MAX_DURATION {
+        return Err(format!("`{text}` is too long; at most 10 years"));
+    }
+    Ok(duration)
+}
+
+/// Longest duration any setting takes.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A duration that paces something repeating: more than zero (a zero period would never let the task rest).
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("`{text}` must be longer than zero"));
+    }
+    Ok(duration)
 }
 
 /// A fraction in [0, 1], written as `0.25` or `25%`.

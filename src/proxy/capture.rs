@@ -12,54 +12,75 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
+use crate::budget::Charge;
 use crate::exchange::{CapturedBody, Outcome, UpstreamError, UpstreamResponse};
 use crate::proxy::upstream::classify_body_error;
 
-/// Chunks of a body, kept by reference (no copy on the caller's path) until the limit is passed.
+/// Why a capture stopped keeping the body.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Stopped {
+    TooLarge,
+    OverBudget,
+}
+
+/// Chunks of a body, kept by reference (no copy on the caller's path) until the limit is passed, each charged
+/// to the memory budget before it is kept.
 #[derive(Debug)]
 pub struct BodyCapture {
     chunks: Vec<Bytes>,
     kept: usize,
     limit: usize,
-    too_large: bool,
+    stopped: Option<Stopped>,
+    charge: Charge,
 }
 
 impl BodyCapture {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, charge: Charge) -> Self {
         Self {
             chunks: Vec::new(),
             kept: 0,
             limit,
-            too_large: false,
+            stopped: None,
+            charge,
         }
     }
 
     pub fn push(&mut self, data: &Bytes) {
-        if self.too_large {
+        if self.stopped.is_some() {
             return;
         }
-        if self.kept + data.len() > self.limit {
-            self.too_large = true;
+        let stop = if self.kept + data.len() > self.limit {
+            Some(Stopped::TooLarge)
+        } else if !self.charge.try_grow(data.len()) {
+            Some(Stopped::OverBudget)
+        } else {
+            None
+        };
+        if let Some(stop) = stop {
+            self.stopped = Some(stop);
             self.chunks = Vec::new();
+            self.charge.shrink_to(0);
             return;
         }
         self.kept += data.len();
         self.chunks.push(data.clone());
     }
 
-    pub fn is_too_large(&self) -> bool {
-        self.too_large
+    /// Whether the capture has stopped keeping the body (too large, or over the budget).
+    pub fn has_stopped(&self) -> bool {
+        self.stopped.is_some()
     }
 
-    /// Joins the chunks; done off the caller's path.
-    pub fn finish(self) -> CapturedBody {
-        if self.too_large {
-            return CapturedBody::TooLarge {
+    /// Joins the chunks (done off the caller's path); the charge holds the body's memory.
+    pub fn finish(self) -> (CapturedBody, Charge) {
+        let body = match self.stopped {
+            Some(Stopped::TooLarge) => CapturedBody::TooLarge {
                 limit: self.limit as u64,
-            };
-        }
-        let bytes = concat(self.chunks, self.kept);
-        CapturedBody::Complete(bytes)
+            },
+            Some(Stopped::OverBudget) => CapturedBody::OverBudget,
+            None => CapturedBody::Complete(concat(self.chunks, self.kept)),
+        };
+        (body, self.charge)
     }
 }
 
@@ -104,16 +125,23 @@ impl TeeReport {
         }
     }
 
-    pub fn into_outcome(self) -> Outcome {
-        let result = self.result.map(|capture| UpstreamResponse {
-            status: capture.status,
-            headers: capture.headers,
-            body: capture.body.finish(),
+    /// The outcome, and the charge that holds its body.
+    pub fn into_outcome(self) -> (Outcome, Charge) {
+        let mut charge = Charge::none();
+        let result = self.result.map(|capture| {
+            let (body, held) = capture.body.finish();
+            charge = held;
+            UpstreamResponse {
+                status: capture.status,
+                headers: capture.headers,
+                body,
+            }
         });
-        Outcome {
+        let outcome = Outcome {
             elapsed: self.elapsed,
             result,
-        }
+        };
+        (outcome, charge)
     }
 }
 
@@ -140,10 +168,12 @@ pub struct TeeBody {
 
 impl TeeBody {
     /// `headers` are the upstream's response headers as received (before hop-by-hop removal), for comparison;
-    /// `elapsed` is the time the head took.
+    /// `elapsed` is the time the head took; the copy's memory is charged to `charge`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         inner: Incoming,
         limit: usize,
+        charge: Charge,
         bodiless: bool,
         status: StatusCode,
         headers: HeaderMap,
@@ -154,7 +184,7 @@ impl TeeBody {
         Self {
             inner,
             state: Some(TeeState {
-                capture: BodyCapture::new(limit),
+                capture: BodyCapture::new(limit, charge),
                 status,
                 headers,
                 elapsed,
@@ -244,15 +274,19 @@ impl Drop for TeeBody {
     }
 }
 
-/// Reads a shadow's body, keeping at most `limit` bytes; past the limit it stops reading (the connection is
-/// then closed rather than drained).
-pub async fn read_capped(mut body: Incoming, limit: usize) -> Result<CapturedBody, UpstreamError> {
-    let mut capture = BodyCapture::new(limit);
+/// Reads a shadow's body, keeping at most `limit` bytes (charged to `charge`); past the limit, or the budget,
+/// it stops reading (the connection is then closed rather than drained).
+pub async fn read_capped(
+    mut body: Incoming,
+    limit: usize,
+    charge: Charge,
+) -> Result<(CapturedBody, Charge), UpstreamError> {
+    let mut capture = BodyCapture::new(limit, charge);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| classify_body_error(&error))?;
         if let Some(data) = frame.data_ref() {
             capture.push(data);
-            if capture.is_too_large() {
+            if capture.has_stopped() {
                 break;
             }
         }
@@ -266,33 +300,47 @@ mod tests {
 
     #[test]
     fn capture_joins_chunks_and_marks_overflow() {
-        let mut capture = BodyCapture::new(10);
+        let mut capture = BodyCapture::new(10, Charge::none());
         capture.push(&Bytes::from_static(b"hello "));
         capture.push(&Bytes::from_static(b"you"));
         assert_eq!(
-            capture.finish(),
+            capture.finish().0,
             CapturedBody::Complete(Bytes::from_static(b"hello you"))
         );
 
-        let mut over = BodyCapture::new(10);
+        let mut over = BodyCapture::new(10, Charge::none());
         over.push(&Bytes::from_static(b"hello "));
         over.push(&Bytes::from_static(b"world!"));
         over.push(&Bytes::from_static(b"!"));
-        assert!(over.is_too_large());
-        assert_eq!(over.finish(), CapturedBody::TooLarge { limit: 10 });
+        assert!(over.has_stopped());
+        assert_eq!(over.finish().0, CapturedBody::TooLarge { limit: 10 });
     }
 
     #[test]
     fn capture_at_exactly_the_limit_is_complete() {
-        let mut capture = BodyCapture::new(4);
+        let mut capture = BodyCapture::new(4, Charge::none());
         capture.push(&Bytes::from_static(b"abcd"));
         assert_eq!(
-            capture.finish(),
+            capture.finish().0,
             CapturedBody::Complete(Bytes::from_static(b"abcd"))
         );
         assert_eq!(
-            BodyCapture::new(0).finish(),
+            BodyCapture::new(0, Charge::none()).finish().0,
             CapturedBody::Complete(Bytes::new())
         );
+    }
+
+    #[test]
+    fn a_capture_past_the_budget_keeps_nothing_and_holds_nothing() {
+        let budget = crate::budget::MemoryBudget::new(8);
+        let mut capture = BodyCapture::new(100, budget.empty(crate::budget::Stage::InFlight));
+        capture.push(&Bytes::from_static(b"hello "));
+        assert_eq!(budget.used(), 6);
+        capture.push(&Bytes::from_static(b"world"));
+        assert!(capture.has_stopped());
+        assert_eq!(budget.used(), 0);
+        let (body, charge) = capture.finish();
+        assert_eq!(body, CapturedBody::OverBudget);
+        assert_eq!(charge.bytes(), 0);
     }
 }

@@ -22,14 +22,15 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::budget::{Charge, MemoryBudget, Stage, header_bytes};
 use crate::config::{ServeArgs, UpstreamUrl};
+use crate::endpoint::EndpointNamer;
 use crate::exchange::{
     Exchange, Outcome, RecordedRequest, Target, UpstreamError, UpstreamResponse,
 };
-use crate::metrics::{Metrics, UnshadowedReason};
+use crate::metrics::{DropReason, Metrics, Queue, UnshadowedReason};
 use crate::pipeline::{ExchangeSink, Sink};
 use crate::proxy::capture::{TeeBody, TeeReport, read_capped};
-use crate::proxy::endpoint::EndpointNamer;
 use crate::proxy::headers::{ROLE_HEADER, add_forwarded, set_host, strip_hop_by_hop};
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::request_body::{self, RequestBody};
@@ -172,7 +173,10 @@ pub struct Proxy {
     shadow_host_suffix: bool,
     /// Background requests in flight per upstream, bounded by `--max-shadow-inflight`.
     inflight: [Arc<Semaphore>; 3],
-    namer: EndpointNamer,
+    /// Names exchanges by endpoint (and learns templates as it does).
+    namer: Arc<EndpointNamer>,
+    /// What shadow work may hold (`--memory-budget`): request and captured bodies are charged to it.
+    budget: Arc<MemoryBudget>,
     sink: ExchangeSink,
     /// Where shadowed requests are recorded (`--record`), if anywhere.
     recorder: Option<Sink<Recording>>,
@@ -187,6 +191,8 @@ impl Proxy {
         clients: [UpstreamClient; 3],
         inflight: [Arc<Semaphore>; 3],
         sink: ExchangeSink,
+        namer: Arc<EndpointNamer>,
+        budget: Arc<MemoryBudget>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let response_timeout = args.upstreams.response_timeout;
@@ -203,7 +209,8 @@ impl Proxy {
             preserve_host: args.shadow.preserve_host,
             shadow_host_suffix: args.shadow.shadow_host_suffix,
             inflight,
-            namer: EndpointNamer::new(args.shadow.endpoints.clone()),
+            namer,
+            budget,
             sink,
             recorder: None,
             metrics,
@@ -255,11 +262,17 @@ impl Proxy {
             self.metrics.unshadowed(reason);
             return self.primary_only(&forward, streamed(body)).await;
         }
-        let body = match request_body::read_capped(body, self.max_body).await {
+        let mut charge = self.budget.empty(Stage::Request);
+        let body = match request_body::read_capped(body, self.max_body, &mut charge).await {
             RequestBody::Buffered(bytes) => bytes,
             RequestBody::TooLarge(stream) => {
                 self.metrics.unshadowed(UnshadowedReason::BodyTooLarge);
                 self.metrics.body_too_large("request");
+                return self.primary_only(&forward, stream).await;
+            }
+            RequestBody::OverBudget(stream) => {
+                self.metrics.unshadowed(UnshadowedReason::MemoryBudget);
+                self.metrics.memory_shed(Stage::Request);
                 return self.primary_only(&forward, stream).await;
             }
             RequestBody::Unreadable(error) => {
@@ -271,7 +284,7 @@ impl Proxy {
                 );
             }
         };
-        self.fan_out(parts, forward, body).await
+        self.fan_out(parts, forward, body, charge).await
     }
 
     /// A request that is not shadowed goes to primary alone, streamed both ways. In `--response-mode empty`
@@ -350,7 +363,17 @@ impl Proxy {
         parts: http::request::Parts,
         forward: Forward,
         body: Bytes,
+        mut charge: Charge,
     ) -> CallerResponse {
+        // The exchange holds the request and three response heads besides the bodies: charged before any
+        // shadow is sent, so that past the budget the request goes to primary alone.
+        charge.move_to(Stage::InFlight);
+        if !charge.try_grow(EXCHANGE_BYTES + 4 * header_bytes(&parts.headers)) {
+            self.metrics.unshadowed(UnshadowedReason::MemoryBudget);
+            self.metrics.memory_shed(Stage::InFlight);
+            drop(charge);
+            return self.primary_only(&forward, buffered(body)).await;
+        }
         let id = Uuid::now_v7();
         let (report_tx, report_rx) = oneshot::channel();
         let mut report_rx = Some(report_rx);
@@ -377,15 +400,29 @@ impl Proxy {
             body: body.clone(),
         };
         if let Some(recorder) = &self.recorder {
-            recorder.offer(Recording {
-                time: SystemTime::now(),
-                request: recorded.clone(),
-            });
+            let size = recorded.body.len() + header_bytes(&recorded.headers) + EXCHANGE_BYTES;
+            match self.budget.charge(Stage::Recording, size) {
+                Some(charge) => recorder.offer(Recording {
+                    time: SystemTime::now(),
+                    request: recorded.clone(),
+                    charge,
+                }),
+                None => {
+                    self.metrics
+                        .dropped(Queue::Recordings, DropReason::MemoryBudget);
+                    self.metrics.memory_shed(Stage::Recording);
+                }
+            }
         }
         let span = tracing::info_span!("exchange", %id, endpoint = tracing::field::Empty);
-        let background =
-            self.clone()
-                .complete_exchange(id, SystemTime::now(), recorded, forward.clone(), plans);
+        let background = self.clone().complete_exchange(
+            id,
+            SystemTime::now(),
+            recorded,
+            forward.clone(),
+            plans,
+            charge,
+        );
         self.tasks.spawn(background.instrument(span));
 
         let Some(target) = self.responder else {
@@ -404,6 +441,7 @@ impl Proxy {
                 let tee = TeeBody::new(
                     incoming,
                     self.max_body,
+                    self.budget.empty(Stage::InFlight),
                     bodiless,
                     head.status,
                     upstream_headers,
@@ -500,6 +538,7 @@ impl Proxy {
         request: RecordedRequest,
         forward: Arc<Forward>,
         plans: [Plan; 3],
+        mut charge: Charge,
     ) {
         let [primary, secondary, candidate] = plans;
         let (primary, secondary, candidate) = tokio::join!(
@@ -507,6 +546,14 @@ impl Proxy {
             self.outcome(Target::Secondary, secondary, &forward, &request.body),
             self.outcome(Target::Candidate, candidate, &forward, &request.body),
         );
+        let [
+            (primary, held_primary),
+            (secondary, held_secondary),
+            (candidate, held_candidate),
+        ] = [primary, secondary, candidate];
+        for held in [held_primary, held_secondary, held_candidate] {
+            charge.absorb(held);
+        }
         for (target, outcome) in [
             (Target::Primary, &primary),
             (Target::Secondary, &secondary),
@@ -527,7 +574,8 @@ impl Proxy {
             .namer
             .name(&request.method, request.uri.path(), &request.headers);
         tracing::Span::current().record("endpoint", endpoint.as_str());
-        self.sink.offer(Exchange {
+        charge.move_to(Stage::ExchangeQueue);
+        let exchange = Exchange {
             id,
             started_at,
             endpoint,
@@ -535,25 +583,37 @@ impl Proxy {
             primary,
             secondary,
             candidate,
-        });
+            charge,
+        };
+        if exchange.over_budget() {
+            self.metrics.memory_shed(Stage::InFlight);
+        }
+        self.sink.offer(exchange);
     }
 
+    /// One upstream's outcome, and the charge holding its body.
     async fn outcome(
         &self,
         target: Target,
         plan: Plan,
         forward: &Forward,
         body: &Bytes,
-    ) -> Outcome {
+    ) -> (Outcome, Charge) {
         match plan {
-            Plan::Responder(report) => match tokio::time::timeout(self.capture_deadline, report)
-                .await
-            {
-                Ok(Ok(report)) => report.into_outcome(),
-                // Not read to its end in time (a stalled caller, a stream that never ends), or never built.
-                Ok(Err(_)) | Err(_) => Outcome::failed(UpstreamError::Abandoned, Duration::ZERO),
-            },
-            Plan::Shed => Outcome::failed(UpstreamError::Shed, Duration::ZERO),
+            Plan::Responder(report) => {
+                match tokio::time::timeout(self.capture_deadline, report).await {
+                    Ok(Ok(report)) => report.into_outcome(),
+                    // Not read to its end in time (a stalled caller, a stream that never ends), or never built.
+                    Ok(Err(_)) | Err(_) => (
+                        Outcome::failed(UpstreamError::Abandoned, Duration::ZERO),
+                        Charge::none(),
+                    ),
+                }
+            }
+            Plan::Shed => (
+                Outcome::failed(UpstreamError::Shed, Duration::ZERO),
+                Charge::none(),
+            ),
             Plan::Send(permit) => {
                 let outcome = self.background_request(target, forward, body).await;
                 drop(permit);
@@ -563,14 +623,22 @@ impl Proxy {
     }
 
     /// One background request, whole (connect, head and body up to the cap) within `--shadow-timeout`.
-    async fn background_request(&self, target: Target, forward: &Forward, body: &Bytes) -> Outcome {
+    async fn background_request(
+        &self,
+        target: Target,
+        forward: &Forward,
+        body: &Bytes,
+    ) -> (Outcome, Charge) {
         let started = Instant::now();
         let mut head_elapsed = None;
+        let mut held = Charge::none();
         let exchange = async {
             let response = self.send_buffered(target, forward, body, false).await?;
             head_elapsed = Some(started.elapsed());
             let (head, body) = response.into_parts();
-            let body = read_capped(body, self.max_body).await?;
+            let (body, charge) =
+                read_capped(body, self.max_body, self.budget.empty(Stage::InFlight)).await?;
+            held = charge;
             Ok(UpstreamResponse {
                 status: head.status,
                 headers: head.headers,
@@ -581,12 +649,16 @@ impl Proxy {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout(self.shadow_timeout)),
         };
-        Outcome {
+        let outcome = Outcome {
             elapsed: head_elapsed.unwrap_or_else(|| started.elapsed()),
             result,
-        }
+        };
+        (outcome, held)
     }
 }
+
+/// What an exchange holds besides its bodies and headers (the structure, ids, the task), roughly.
+const EXCHANGE_BYTES: usize = 2048;
 
 /// Whether the request asks to switch protocols (`Connection: upgrade` with an `Upgrade` header).
 fn is_upgrade(headers: &HeaderMap) -> bool {

@@ -6,6 +6,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::budget::Charge;
 use crate::proxy::capture::concat;
 use crate::proxy::upstream::{UpstreamBody, prefixed};
 
@@ -15,12 +16,16 @@ pub enum RequestBody {
     Buffered(Bytes),
     /// Larger than the cap: what was read so far and the rest, to be streamed to primary only.
     TooLarge(UpstreamBody),
+    /// Holding it would have gone over the memory budget: what was read so far and the rest, to be streamed to
+    /// primary only.
+    OverBudget(UpstreamBody),
     /// The caller's body failed mid-way (the caller went away or sent a malformed chunk).
     Unreadable(hyper::Error),
 }
 
-/// Reads `body` up to `limit` bytes. A declared Content-Length over the limit is not read at all.
-pub async fn read_capped(mut body: Incoming, limit: usize) -> RequestBody {
+/// Reads `body` up to `limit` bytes, each chunk charged to `charge` before it is kept. A declared
+/// Content-Length over the limit is not read at all.
+pub async fn read_capped(mut body: Incoming, limit: usize, charge: &mut Charge) -> RequestBody {
     if body.is_end_stream() {
         return RequestBody::Buffered(Bytes::new());
     }
@@ -43,8 +48,14 @@ pub async fn read_capped(mut body: Incoming, limit: usize) -> RequestBody {
             continue;
         };
         read += data.len();
+        if read <= limit && !charge.try_grow(data.len()) {
+            charge.shrink_to(0);
+            chunks.push(data);
+            return RequestBody::OverBudget(prefixed(chunks, body));
+        }
         chunks.push(data);
         if read > limit {
+            charge.shrink_to(0);
             return RequestBody::TooLarge(prefixed(chunks, body));
         }
     }

@@ -1,5 +1,6 @@
 //! Reads for the report, the API and the gate: runs, per-endpoint counts over a time range (merged into
-//! [`EndpointCounts`] and judged by the analysis' own code), samples, exchanges and rules.
+//! [`EndpointCounts`] under the names the run's learned templates give, and judged by the analysis' own code),
+//! samples, exchanges and rules.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use crate::analysis::aggregate::{self, EndpointCounts, EndpointReport, VerdictSe
 use crate::analysis::diff::DiffKind;
 use crate::analysis::latency::{self, Latencies};
 use crate::analysis::rules::{ActionKind, Rule, RuleSet, RuleSpec};
+use crate::endpoint::cluster::TemplateSet;
 use crate::store::rows::{apply_counter, parse_signature, parse_target};
 use crate::store::sample::SampleDocument;
 use crate::store::{Pool, RunInfo, Store, StoreError, on_pool};
@@ -137,6 +139,12 @@ impl Store {
         range: TimeRange,
     ) -> Result<BTreeMap<String, EndpointCounts>, StoreError> {
         let (from, to) = range.bounds();
+        let templates = TemplateSet::new(self.templates(run_id).await?);
+        // Counts stored under a name made before a template was learned belong to the template's name.
+        let name = |row_endpoint: String| match templates.rename(&row_endpoint) {
+            std::borrow::Cow::Borrowed(_) => row_endpoint,
+            std::borrow::Cow::Owned(renamed) => renamed,
+        };
         let mut endpoints: BTreeMap<String, EndpointCounts> = BTreeMap::new();
         on_pool!(self, pool => {
             let mut counters = QueryBuilder::new(
@@ -145,9 +153,9 @@ impl Store {
             counters.push_bind(run_id).push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
             counters.push(" GROUP BY endpoint, name");
             for row in counters.build().fetch_all(pool).await? {
-                let endpoint: String = row.try_get("endpoint")?;
-                let name: String = row.try_get("name")?;
-                apply_counter(endpoints.entry(endpoint).or_default(), &name, row.try_get("total")?);
+                let endpoint = name(row.try_get("endpoint")?);
+                let counter: String = row.try_get("name")?;
+                apply_counter(&mut endpoints.entry(endpoint).or_default().tally, &counter, row.try_get("total")?);
             }
 
             let mut places = QueryBuilder::new(
@@ -158,10 +166,10 @@ impl Store {
             places.push_bind(run_id).push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
             places.push(" GROUP BY endpoint, path, kind");
             for row in places.build().fetch_all(pool).await? {
-                let endpoint: String = row.try_get("endpoint")?;
+                let endpoint = name(row.try_get("endpoint")?);
                 let Some(kind) = DiffKind::parse(&row.try_get::<String, _>("kind")?) else { continue };
                 let counts = endpoints.entry(endpoint).or_default();
-                let place = counts.paths.entry((row.try_get("path")?, kind)).or_default();
+                let place = counts.tally.paths.entry((row.try_get("path")?, kind)).or_default();
                 for (slot, column) in ["changed", "additive", "breaking"].into_iter().enumerate() {
                     place.raw[slot] += row.try_get::<i64, _>(column)?.max(0) as u64;
                 }
@@ -174,10 +182,10 @@ impl Store {
             signatures.push_bind(run_id).push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
             signatures.push(" GROUP BY endpoint, signature_hash, signature");
             for row in signatures.build().fetch_all(pool).await? {
-                let endpoint: String = row.try_get("endpoint")?;
+                let endpoint = name(row.try_get("endpoint")?);
                 let Some(signature) = parse_signature(&row.try_get::<String, _>("signature")?) else { continue };
                 let total = row.try_get::<i64, _>("total")?.max(0) as u64;
-                *endpoints.entry(endpoint).or_default().signatures.entry(signature).or_default() += total;
+                *endpoints.entry(endpoint).or_default().tally.signatures.entry(signature).or_default() += total;
             }
 
             // The whole run reads each writer's running histogram; a range reads its minutes.
@@ -189,7 +197,7 @@ impl Store {
                 histograms.push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
             }
             for row in histograms.build().fetch_all(pool).await? {
-                let endpoint: String = row.try_get("endpoint")?;
+                let endpoint = name(row.try_get("endpoint")?);
                 let Some(target) = parse_target(&row.try_get::<String, _>("target")?) else { continue };
                 let bytes: Vec<u8> = row.try_get("histogram")?;
                 if let Some(histogram) = latency::decode(&bytes) {
@@ -202,11 +210,11 @@ impl Store {
             );
             samples.push_bind(run_id).push(" GROUP BY endpoint, path, kind");
             for row in samples.build().fetch_all(pool).await? {
-                let endpoint: String = row.try_get("endpoint")?;
+                let endpoint = name(row.try_get("endpoint")?);
                 let Some(kind) = DiffKind::parse(&row.try_get::<String, _>("kind")?) else { continue };
                 let Ok(id) = row.try_get::<String, _>("sample")?.parse() else { continue };
                 if let Some(counts) = endpoints.get_mut(&endpoint) {
-                    counts.samples.insert((row.try_get("path")?, kind), (id, true));
+                    counts.samples.entry((row.try_get("path")?, kind)).or_insert((id, true));
                 }
             }
             Ok::<(), StoreError>(())
@@ -252,26 +260,30 @@ impl Store {
         rules: &RuleSet,
     ) -> Result<Vec<TimelinePoint>, StoreError> {
         let (from, to) = range.bounds();
+        let names = self.names_under(run_id, endpoint).await?;
         let mut minutes: BTreeMap<i64, EndpointCounts> = BTreeMap::new();
         on_pool!(self, pool => {
             let mut counters = QueryBuilder::new("SELECT bucket, name, value FROM endpoint_counters WHERE run_id = ");
-            counters.push_bind(run_id).push(" AND endpoint = ").push_bind(endpoint);
-            counters.push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            counters.push_bind(run_id).push(" AND endpoint IN (");
+            push_list(&mut counters, &names);
+            counters.push(") AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
             for row in counters.build().fetch_all(pool).await? {
                 let name: String = row.try_get("name")?;
-                apply_counter(minutes.entry(row.try_get("bucket")?).or_default(), &name, row.try_get("value")?);
+                apply_counter(&mut minutes.entry(row.try_get("bucket")?).or_default().tally, &name, row.try_get("value")?);
             }
             let mut signatures = QueryBuilder::new("SELECT bucket, signature, count FROM signature_counts WHERE run_id = ");
-            signatures.push_bind(run_id).push(" AND endpoint = ").push_bind(endpoint);
-            signatures.push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            signatures.push_bind(run_id).push(" AND endpoint IN (");
+            push_list(&mut signatures, &names);
+            signatures.push(") AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
             for row in signatures.build().fetch_all(pool).await? {
                 let Some(signature) = parse_signature(&row.try_get::<String, _>("signature")?) else { continue };
                 let count = row.try_get::<i64, _>("count")?.max(0) as u64;
-                *minutes.entry(row.try_get("bucket")?).or_default().signatures.entry(signature).or_default() += count;
+                *minutes.entry(row.try_get("bucket")?).or_default().tally.signatures.entry(signature).or_default() += count;
             }
             let mut histograms = QueryBuilder::new("SELECT bucket, target, histogram FROM latency_histograms WHERE run_id = ");
-            histograms.push_bind(run_id).push(" AND endpoint = ").push_bind(endpoint);
-            histograms.push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            histograms.push_bind(run_id).push(" AND endpoint IN (");
+            push_list(&mut histograms, &names);
+            histograms.push(") AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
             for row in histograms.build().fetch_all(pool).await? {
                 let Some(target) = parse_target(&row.try_get::<String, _>("target")?) else { continue };
                 let bytes: Vec<u8> = row.try_get("histogram")?;
@@ -299,6 +311,7 @@ impl Store {
             .into_iter()
             .map(|(minute, counts)| {
                 let failing: u64 = counts
+                    .tally
                     .signatures
                     .iter()
                     .filter(|(signature, _)| signature.iter().any(|key| regressions.contains(key)))
@@ -306,11 +319,11 @@ impl Store {
                     .sum();
                 TimelinePoint {
                     minute,
-                    requests: counts.compared,
-                    diff_rate: if counts.compared == 0 {
+                    requests: counts.tally.compared,
+                    diff_rate: if counts.tally.compared == 0 {
                         0.0
                     } else {
-                        failing as f64 / counts.compared as f64
+                        failing as f64 / counts.tally.compared as f64
                     },
                     latency: latency_of(&counts.latency),
                 }
@@ -326,12 +339,15 @@ impl Store {
         place: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<SampleSummary>, StoreError> {
+        let names = self.names_under(run_id, endpoint).await?;
         on_pool!(self, pool => {
             let mut query = QueryBuilder::new(
                 "SELECT DISTINCT s.id, s.endpoint, s.created_at FROM samples s JOIN sample_paths p ON p.sample_id = s.id \
                  WHERE s.run_id = ",
             );
-            query.push_bind(run_id).push(" AND s.endpoint = ").push_bind(endpoint);
+            query.push_bind(run_id).push(" AND s.endpoint IN (");
+            push_list(&mut query, &names);
+            query.push(")");
             if let Some((path, kind)) = place {
                 query.push(" AND p.path = ").push_bind(path).push(" AND p.kind = ").push_bind(kind);
             }
@@ -347,6 +363,22 @@ impl Store {
                 })
                 .collect()
         })
+    }
+
+    /// The names rows of `endpoint` are stored under: itself, and names made before one of the run's templates
+    /// was learned that the template now covers.
+    async fn names_under(&self, run_id: i64, endpoint: &str) -> Result<Vec<String>, StoreError> {
+        let templates = TemplateSet::new(self.templates(run_id).await?);
+        if templates.is_empty() {
+            return Ok(vec![endpoint.to_string()]);
+        }
+        let mut names = vec![endpoint.to_string()];
+        for name in self.endpoint_names(run_id, usize::MAX).await? {
+            if name != endpoint && templates.rename(&name) == endpoint {
+                names.push(name);
+            }
+        }
+        Ok(names)
     }
 
     /// One stored exchange, whole, with its run's label.
@@ -426,6 +458,17 @@ impl Store {
             }
         }
         Ok(RuleSet::new(rules))
+    }
+}
+
+/// `?, ?, ...` binding each of `items`.
+fn push_list<DB: sqlx::Database>(query: &mut QueryBuilder<DB>, items: &[String])
+where
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut list = query.separated(", ");
+    for item in items {
+        list.push_bind(item.as_str());
     }
 }
 

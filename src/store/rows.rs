@@ -1,12 +1,15 @@
-//! How [`EndpointCounts`] map to table rows and back: counter names, place rows and signature keys.
+//! How a [`Tally`] maps to table rows and back: counter names, place rows and signature keys; and text made fit
+//! for both databases.
 
-use crate::analysis::aggregate::EndpointCounts;
+use std::borrow::Cow;
+
+use crate::analysis::aggregate::Tally;
 use crate::analysis::diff::DiffKind;
 use crate::analysis::{PathKey, SkipReason};
 use crate::exchange::Target;
 
 /// The counters of one endpoint as (name, value) rows.
-pub fn counter_rows(counts: &EndpointCounts) -> Vec<(String, i64)> {
+pub fn counter_rows(counts: &Tally) -> Vec<(String, i64)> {
     let mut rows = vec![
         ("requests".to_string(), counts.requests as i64),
         ("compared".to_string(), counts.compared as i64),
@@ -26,7 +29,7 @@ pub fn counter_rows(counts: &EndpointCounts) -> Vec<(String, i64)> {
 }
 
 /// Adds one counter row back into counts; unknown names (from a newer version) are ignored.
-pub fn apply_counter(counts: &mut EndpointCounts, name: &str, value: i64) {
+pub fn apply_counter(counts: &mut Tally, name: &str, value: i64) {
     let value = u64::try_from(value).unwrap_or(0);
     let mut parts = name.splitn(3, ':');
     match (parts.next(), parts.next(), parts.next()) {
@@ -60,7 +63,7 @@ pub fn parse_target(text: &str) -> Option<Target> {
 
 /// The names counters may carry, as the `&'static str` the counts use.
 fn static_name(text: &str) -> Option<&'static str> {
-    const NAMES: [&str; 12] = [
+    const NAMES: [&str; 13] = [
         "connect",
         "timeout",
         "reset",
@@ -72,16 +75,43 @@ fn static_name(text: &str) -> Option<&'static str> {
         "unsupported_encoding",
         "corrupt_encoding",
         "json_too_deep",
+        "memory_budget",
         "unknown",
     ];
     NAMES.into_iter().find(|name| *name == text)
 }
 
-/// A signature as stored: its JSON text and a stable 64-bit key for it.
+/// Longest difference path stored; longer ones are cut (PostgreSQL cannot index a key of a few KiB).
+pub const MAX_STORED_PATH: usize = 1024;
+
+/// Text as both databases take it: PostgreSQL's text refuses NUL, which becomes U+FFFD.
+pub fn clean_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// A difference path as stored: clean text, cut to [`MAX_STORED_PATH`] bytes (ending in `…` when cut).
+pub fn clean_path(path: &str) -> Cow<'_, str> {
+    let cleaned = clean_text(path);
+    if cleaned.len() <= MAX_STORED_PATH {
+        return cleaned;
+    }
+    let mut cut = MAX_STORED_PATH - '…'.len_utf8();
+    while !cleaned.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(format!("{}…", &cleaned[..cut]))
+}
+
+/// A signature as stored: its JSON text and a stable 64-bit key for it. Paths are stored as [`clean_path`]
+/// makes them, so that they match their place rows.
 pub fn signature_row(signature: &[PathKey]) -> (i64, String) {
-    let encoded: Vec<(&str, &str)> = signature
+    let encoded: Vec<(Cow<'_, str>, &str)> = signature
         .iter()
-        .map(|(path, kind)| (path.as_str(), kind.as_str()))
+        .map(|(path, kind)| (clean_path(path), kind.as_str()))
         .collect();
     let text = serde_json::to_string(&encoded).unwrap_or_default();
     // FNV-1a: fixed by its definition, so every replica computes the same key for the same set.
@@ -108,7 +138,7 @@ mod tests {
 
     #[test]
     fn counters_round_trip() {
-        let mut counts = EndpointCounts {
+        let mut counts = Tally {
             requests: 10,
             compared: 8,
             noisy: 3,
@@ -119,7 +149,7 @@ mod tests {
         counts
             .body_skipped
             .insert((Target::Primary, "json_too_deep"), 1);
-        let mut back = EndpointCounts::default();
+        let mut back = Tally::default();
         for (name, value) in counter_rows(&counts) {
             apply_counter(&mut back, &name, value);
         }
@@ -143,5 +173,16 @@ mod tests {
         assert_eq!(signature_row(&signature).0, hash);
         assert_ne!(signature_row(&signature[..1]).0, hash);
         assert!(parse_signature("nonsense").is_none());
+    }
+
+    #[test]
+    fn text_is_made_fit_for_both_databases() {
+        assert_eq!(clean_text("body/a\0b"), "body/a\u{FFFD}b");
+        assert!(matches!(clean_text("body/ab"), Cow::Borrowed(_)));
+        let long = format!("body/{}", "é".repeat(2000));
+        let cut = clean_path(&long);
+        assert!(cut.len() <= MAX_STORED_PATH && cut.ends_with('…'));
+        let (_, text) = signature_row(&[("body/a\0b".to_string(), DiffKind::Missing)]);
+        assert!(text.contains('\u{FFFD}'), "{text}");
     }
 }

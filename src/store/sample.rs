@@ -16,20 +16,78 @@ use crate::redact::Redactor;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "as", rename_all = "snake_case")]
 pub enum StoredBody {
-    /// UTF-8 text (after undoing any Content-Encoding), secret JSON fields redacted.
-    Text { text: String },
+    /// UTF-8 text (after undoing any Content-Encoding), secret JSON fields redacted; `truncated` when only its
+    /// beginning was kept (`--sample-body-limit`).
+    Text {
+        text: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
     /// Bytes that are not text, base64-encoded (decoded when the encoding could be undone).
-    Base64 { data: String },
+    Base64 {
+        data: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
     /// Larger than `--max-body`: not kept.
     TooLarge { limit: u64 },
+    /// Not kept: holding it would have gone over `--memory-budget`.
+    OverBudget,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl StoredBody {
     pub fn text(&self) -> Option<&str> {
         match self {
-            StoredBody::Text { text } => Some(text),
+            StoredBody::Text { text, .. } => Some(text),
             _ => None,
         }
+    }
+
+    /// Whether only the beginning of the body was kept.
+    pub fn is_truncated(&self) -> bool {
+        matches!(
+            self,
+            StoredBody::Text {
+                truncated: true,
+                ..
+            } | StoredBody::Base64 {
+                truncated: true,
+                ..
+            }
+        )
+    }
+}
+
+/// How much of an exchange a sample keeps.
+#[derive(Copy, Clone, Debug)]
+pub struct SampleLimits {
+    /// Most bytes of a body decoded (and parsed, for redaction) to store it; a body that decodes to more is
+    /// stored by its beginning.
+    pub max_decoded: usize,
+    /// Most bytes of each body stored (`--sample-body-limit`); the rest is cut and the body marked truncated.
+    pub body_limit: usize,
+}
+
+impl SampleLimits {
+    pub const DEFAULT_BODY_LIMIT: usize = 64 << 10;
+
+    /// Decoding (and redacting) a body whole costs this much at most, past which its beginning is shown: a few
+    /// times what is kept, so that a body a little over the limit is still redacted field by field.
+    pub fn new(max_decoded: usize, body_limit: usize) -> Self {
+        Self {
+            max_decoded: max_decoded.min(body_limit.saturating_mul(16).max(1 << 20)),
+            body_limit,
+        }
+    }
+}
+
+impl Default for SampleLimits {
+    fn default() -> Self {
+        Self::new(32 << 20, Self::DEFAULT_BODY_LIMIT)
     }
 }
 
@@ -92,8 +150,8 @@ impl SampleDocument {
         }
     }
 
-    /// The document of an analysed exchange, redacted; bodies are decoded up to `max_decoded` bytes.
-    pub fn build(analysis: &Analysis, redactor: &Redactor, max_decoded: usize) -> Self {
+    /// The document of an analysed exchange, redacted, each body cut to `limits.body_limit` bytes.
+    pub fn build(analysis: &Analysis, redactor: &Redactor, limits: SampleLimits) -> Self {
         let exchange = &analysis.exchange;
         let (candidate_differences, noise_differences, body_skipped) = match &analysis.result {
             Ok(compared) => redacted_differences(compared, redactor),
@@ -117,12 +175,12 @@ impl SampleDocument {
                     &exchange.request.headers,
                     &exchange.request.body,
                     redactor,
-                    max_decoded,
+                    limits,
                 ),
             },
-            primary: stored_outcome(&exchange.primary, redactor, max_decoded),
-            secondary: stored_outcome(&exchange.secondary, redactor, max_decoded),
-            candidate: stored_outcome(&exchange.candidate, redactor, max_decoded),
+            primary: stored_outcome(&exchange.primary, redactor, limits),
+            secondary: stored_outcome(&exchange.secondary, redactor, limits),
+            candidate: stored_outcome(&exchange.candidate, redactor, limits),
             result,
             candidate_differences,
             noise_differences,
@@ -176,7 +234,7 @@ pub fn started_at_ms(exchange: &Exchange) -> i64 {
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
-fn stored_outcome(outcome: &Outcome, redactor: &Redactor, max_decoded: usize) -> StoredOutcome {
+fn stored_outcome(outcome: &Outcome, redactor: &Redactor, limits: SampleLimits) -> StoredOutcome {
     let elapsed_ms = outcome.elapsed.as_secs_f64() * 1000.0;
     match &outcome.result {
         Ok(response) => StoredOutcome {
@@ -185,9 +243,10 @@ fn stored_outcome(outcome: &Outcome, redactor: &Redactor, max_decoded: usize) ->
             headers: redactor.headers(&response.headers),
             body: Some(match &response.body {
                 CapturedBody::Complete(bytes) => {
-                    stored_body(&response.headers, bytes, redactor, max_decoded)
+                    stored_body(&response.headers, bytes, redactor, limits)
                 }
                 CapturedBody::TooLarge { limit } => StoredBody::TooLarge { limit: *limit },
+                CapturedBody::OverBudget => StoredBody::OverBudget,
             }),
             error: None,
             error_detail: None,
@@ -204,25 +263,58 @@ fn stored_outcome(outcome: &Outcome, redactor: &Redactor, max_decoded: usize) ->
 }
 
 /// A body made readable: encoding undone (when possible), text kept as text (with secret JSON fields
-/// redacted), anything else base64.
+/// redacted), anything else base64; at most `limits.body_limit` bytes of it, marked truncated when cut.
 fn stored_body(
     headers: &HeaderMap,
     raw: &Bytes,
     redactor: &Redactor,
-    max_decoded: usize,
+    limits: SampleLimits,
 ) -> StoredBody {
-    let decoded =
-        decode::decode(headers, raw, max_decoded).unwrap_or(std::borrow::Cow::Borrowed(&raw[..]));
-    let bytes: Vec<u8> = redactor
-        .json_body(&decoded)
-        .unwrap_or_else(|| decoded.into_owned());
+    let (decoded, complete) = decode::decode_prefix(headers, raw, limits.max_decoded)
+        .unwrap_or((std::borrow::Cow::Borrowed(&raw[..]), true));
+    let mut truncated = !complete;
+    let mut bytes: Vec<u8> = if complete {
+        redactor
+            .json_body(&decoded)
+            .unwrap_or_else(|| decoded.into_owned())
+    } else {
+        decoded.into_owned()
+    };
+    if bytes.len() > limits.body_limit {
+        bytes.truncate(limits.body_limit);
+        truncated = true;
+    }
+    if !complete {
+        // A beginning cannot be parsed to redact field by field: it is kept only when it names no secret field.
+        // (A body decoded whole was redacted before it was cut.)
+        if let Some(marker) = redactor.partial_body(&bytes) {
+            return StoredBody::Text {
+                text: String::from_utf8_lossy(&marker).into_owned(),
+                truncated: true,
+            };
+        }
+    }
     match String::from_utf8(bytes) {
-        Ok(text) if !text.contains('\0') => StoredBody::Text { text },
+        Ok(text) if !text.contains('\0') => StoredBody::Text { text, truncated },
         Ok(text) => StoredBody::Base64 {
             data: base64::engine::general_purpose::STANDARD.encode(text.as_bytes()),
+            truncated,
         },
-        Err(error) => StoredBody::Base64 {
-            data: base64::engine::general_purpose::STANDARD.encode(error.as_bytes()),
-        },
+        Err(error) => {
+            let valid = error.utf8_error().valid_up_to();
+            let bytes = error.into_bytes();
+            // A cut through a multi-byte character leaves an incomplete one at the end: drop it, keep the text.
+            if truncated && valid + 4 > bytes.len() && !bytes[..valid].contains(&0) {
+                StoredBody::Text {
+                    text: String::from_utf8_lossy(&bytes[..valid]).into_owned(),
+                    truncated,
+                }
+            } else {
+                StoredBody::Base64 {
+                    data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+                    truncated,
+                }
+            }
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! The background writer: folds analysed exchanges into per-minute counter deltas, this writer's latency
-//! histograms and a few samples per place, and writes them in one transaction every flush interval (or when
-//! the batch is large). When the database is away it keeps folding into a bounded buffer, retries with
-//! backoff, drops (and counts) what exceeds the bound, and resumes by itself.
+//! The background writer: folds analysed exchanges into per-minute counts, latency and a few samples per place,
+//! and writes them in one transaction every flush interval (or when the batch is large). The run it writes
+//! stays alive (a heartbeat; started again under its label when it was deleted); a batch the database could not
+//! take is sent again, whole and under the same id, with backoff; rows the database refuses for good are left
+//! out and counted. Everything it holds is charged to the memory budget: past it, or past its buffer,
+//! exchanges are dropped and counted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,50 +13,86 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::Analysis;
-use crate::analysis::aggregate::{EndpointCounts, latency_sample};
+use crate::analysis::aggregate::{Tally, latency_sample};
 use crate::analysis::latency::Latencies;
+use crate::budget::{Charge, MemoryBudget, Stage};
+use crate::endpoint::EndpointNamer;
 use crate::exchange::Target;
 use crate::metrics::Metrics;
 use crate::pipeline::Draining;
 use crate::redact::Redactor;
-use crate::store::sample::{SampleDocument, started_at_ms};
-use crate::store::{FlushBatch, SampleRow, Store, now_ms};
+use crate::store::health::StoreHealth;
+use crate::store::sample::{SampleDocument, SampleLimits, started_at_ms};
+use crate::store::sampler::{SamplePlace, Sampler, Take};
+use crate::store::write::{FlushBatch, Unsampled, Written};
+use crate::store::{SampleRow, Store, StoreError, now_ms};
 
-/// How the writer batches and how much it keeps while the database is away.
+/// How the writer batches, what it keeps while the database is away, and which run it writes.
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
     pub run_id: i64,
-    /// Tells this process's histograms apart from other replicas' (each replaces only its own).
+    /// The run's label and upstreams, to start it again if it is deleted while being written.
+    pub run_label: String,
+    pub run_urls: [String; 3],
+    /// Tells this process's rows apart from other replicas' (latency sketches, batch ids).
     pub writer_id: String,
     pub flush_interval: Duration,
     /// Flush as soon as this many rows are waiting.
     pub batch_rows: usize,
     /// Most rows kept waiting while the database cannot be written; exchanges past it are dropped.
     pub max_pending_rows: usize,
-    /// Samples kept per (endpoint, place), in this process.
+    /// Samples kept per (endpoint, place), in this process: the first half and a reservoir of later ones.
     pub samples_per_path: usize,
-    /// Largest decoded body in a sample.
-    pub max_decoded_body: usize,
+    pub sample_limits: SampleLimits,
     /// Delete what is older than this, checked every few minutes.
     pub retention: Option<Duration>,
 }
 
-/// Most samples waiting for a flush; past it, new samples are dropped (their exchanges still count).
-const MAX_PENDING_SAMPLES: usize = 1_000;
-/// Minute histograms are kept (and rewritten whole) this long, which covers any exchange still in flight.
-const HISTOGRAM_MINUTES_KEPT: i64 = 10;
+impl WriterConfig {
+    /// The default of `--store-flush-interval`.
+    pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+}
+
+/// Most exchanges waiting to be made into samples; past it, new samples are not taken (their exchanges still
+/// count).
+const MAX_TO_SAMPLE: usize = 256;
+/// Samples are made (off the async threads) as soon as this many wait, not only at the flush.
+const SAMPLE_BUILD_AT: usize = 64;
+/// Places followed for samples.
+const MAX_SAMPLED_PLACES: usize = 20_000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// A database restart takes seconds: retrying every few seconds notices its return soon, at no real cost.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const RETENTION_EVERY: Duration = Duration::from_secs(300);
+/// Flush ticks between heartbeats (and between reads of the templates other replicas learned).
+const HEARTBEAT_TICKS: u64 = 10;
+/// What an exchange's share of the pending maps costs at least, besides its places.
+const EXCHANGE_BYTES: usize = 512;
 
-/// The rows one endpoint-minute of counts is written as.
-fn rows_of(counts: &EndpointCounts) -> usize {
-    3 + counts.skipped.len()
-        + counts.errors.len()
-        + counts.body_skipped.len()
-        + counts.paths.len()
-        + counts.signatures.len()
+/// An exchange kept to be made into a sample, with the places it was taken for.
+struct ToSample {
+    analysis: Analysis,
+    places: Vec<(SamplePlace, Take)>,
+}
+
+/// What waits for the next batch.
+#[derive(Default)]
+struct Pending {
+    counts: HashMap<(String, i64), Tally>,
+    /// Latency since the last batch per (endpoint, minute), and (endpoint, -1) for the whole run.
+    latency: HashMap<(String, i64), Latencies>,
+    to_sample: Vec<ToSample>,
+    unsampled: Vec<Unsampled>,
+    /// Rows the counts make, kept up to date so that checking the bound costs nothing.
+    rows: usize,
+    /// Memory the counts and latency hold, roughly.
+    bytes: usize,
+}
+
+impl Pending {
+    fn requests(&self) -> u64 {
+        self.counts.values().map(|tally| tally.requests).sum()
+    }
 }
 
 pub struct Writer {
@@ -62,19 +100,24 @@ pub struct Writer {
     config: WriterConfig,
     redactor: Redactor,
     metrics: Arc<Metrics>,
-    /// Counts since the last successful flush, per (endpoint, minute).
-    pending: HashMap<(String, i64), EndpointCounts>,
-    /// Rows those counts make (kept up to date, so that checking the bound costs nothing).
-    pending_counts: usize,
-    /// This writer's histograms per (endpoint, minute), minute -1 for the whole run.
-    histograms: HashMap<(String, i64), Latencies>,
-    dirty_histograms: HashSet<(String, i64)>,
-    samples: Vec<SampleRow>,
-    sampled: HashMap<(String, String, String), usize>,
+    namer: Arc<EndpointNamer>,
+    health: Arc<StoreHealth>,
+    pending: Pending,
+    /// A batch the database did not take yet: sent again as it is (same id) until it is.
+    unsent: Option<FlushBatch>,
+    unsent_rows: usize,
+    unsent_bytes: usize,
+    next_batch: i64,
+    sampler: Sampler,
+    /// The memory held by the pending counts, the unsent batch and the sample quotas.
+    charge: Charge,
     /// When writing failed, the earliest next attempt.
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// The run was deleted and could not be started again yet.
+    run_missing: bool,
     last_retention: Instant,
+    ticks: u64,
 }
 
 impl Writer {
@@ -84,68 +127,133 @@ impl Writer {
         redactor: Redactor,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let sampler = Sampler::new(config.samples_per_path, MAX_SAMPLED_PLACES);
         Self {
             store,
             config,
             redactor,
             metrics,
-            pending: HashMap::new(),
-            pending_counts: 0,
-            histograms: HashMap::new(),
-            dirty_histograms: HashSet::new(),
-            samples: Vec::new(),
-            sampled: HashMap::new(),
+            namer: Arc::new(EndpointNamer::default()),
+            health: Arc::new(StoreHealth::default()),
+            pending: Pending::default(),
+            unsent: None,
+            unsent_rows: 0,
+            unsent_bytes: 0,
+            // Batch ids grow over the writer's life, from its start time, so that they never repeat for a
+            // writer id.
+            next_batch: now_ms(),
+            sampler,
+            charge: Charge::none(),
             retry_at: None,
             backoff: FIRST_BACKOFF,
+            run_missing: false,
             last_retention: Instant::now(),
+            ticks: 0,
         }
+    }
+
+    /// Names this writer's exchanges were given by: templates learned there are stored, and the namer is told
+    /// when the run starts again.
+    pub fn with_namer(mut self, namer: Arc<EndpointNamer>) -> Self {
+        self.namer = namer;
+        self
+    }
+
+    /// Charges what the writer holds to `budget`.
+    pub fn with_budget(mut self, budget: &Arc<MemoryBudget>) -> Self {
+        self.charge = budget.empty(Stage::Writer);
+        self
+    }
+
+    /// Reports the store's state here.
+    pub fn with_health(mut self, health: Arc<StoreHealth>) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// The run being written (it changes when the run is started again).
+    pub fn run_id(&self) -> i64 {
+        self.config.run_id
     }
 
     /// Rows waiting to be written.
     fn pending_rows(&self) -> usize {
-        self.pending_counts + self.dirty_histograms.len() * Target::ALL.len() + self.samples.len()
+        self.pending.rows
+            + self.pending.latency.len() * Target::ALL.len()
+            + self.pending.to_sample.len()
+            + self.unsent_rows
+    }
+
+    /// Holds exactly what the pending state, the unsent batch and the quotas take.
+    fn settle_charge(&mut self) {
+        let held = self.pending.bytes + self.unsent_bytes + self.sampler.heap_bytes();
+        if held > self.charge.bytes() {
+            self.charge.grow_up_to(held - self.charge.bytes());
+        } else {
+            self.charge.shrink_to(held);
+        }
     }
 
     /// Folds one analysed exchange into what waits to be written.
-    pub fn add(&mut self, analysis: Analysis) {
+    pub fn add(&mut self, mut analysis: Analysis) {
+        analysis.exchange.charge.move_to(Stage::Writer);
         if self.pending_rows() >= self.config.max_pending_rows {
-            self.metrics.store_dropped("exchange");
+            self.metrics.store_dropped("exchange", "buffer_full");
+            return;
+        }
+        // Taken before anything is held, so that a full budget refuses the exchange instead of overrunning.
+        let places_bytes: usize = analysis.compared().map_or(0, |compared| {
+            compared
+                .candidate
+                .iter()
+                .chain(&compared.noise)
+                .map(|d| 2 * (d.generalised.len() + 96))
+                .sum()
+        });
+        if !self.charge.try_grow(EXCHANGE_BYTES + places_bytes) {
+            self.metrics.store_dropped("exchange", "memory_budget");
+            self.metrics.memory_shed(Stage::Writer);
             return;
         }
         let endpoint = analysis.exchange.endpoint.clone();
         let minute = started_at_ms(&analysis.exchange).div_euclid(60_000);
-        let counts = self.pending.entry((endpoint.clone(), minute)).or_default();
-        let before = rows_of(counts);
-        counts.record(&analysis);
-        self.pending_counts += rows_of(counts) - before;
-        let current = now_ms().div_euclid(60_000);
+        let key = (endpoint.clone(), minute);
+        let new_entry = !self.pending.counts.contains_key(&key);
+        let tally = self.pending.counts.entry(key).or_default();
+        let (rows_before, bytes_before) = (tally.rows(), tally.heap_bytes());
+        tally.record(&analysis);
+        if new_entry || tally.rows() != rows_before {
+            let added = tally.heap_bytes() + if new_entry { endpoint.len() + 96 } else { 0 };
+            self.pending.bytes = (self.pending.bytes + added).saturating_sub(bytes_before);
+        }
+        self.pending.rows = self.pending.rows + tally.rows() - rows_before;
         for bucket in [minute, -1] {
-            // A straggler for a minute already let go is counted in the whole run only.
-            if bucket >= 0 && bucket < current - HISTOGRAM_MINUTES_KEPT {
-                continue;
-            }
             let latencies = self
-                .histograms
+                .pending
+                .latency
                 .entry((endpoint.clone(), bucket))
                 .or_default();
+            let before = latencies.heap_bytes();
             for target in Target::ALL {
                 if let Some(elapsed) = latency_sample(analysis.exchange.outcome(target)) {
                     latencies.record(target, elapsed);
                 }
             }
-            self.dirty_histograms.insert((endpoint.clone(), bucket));
+            self.pending.bytes =
+                (self.pending.bytes + latencies.heap_bytes()).saturating_sub(before);
         }
-        self.maybe_sample(&analysis);
+        self.maybe_sample(analysis);
+        self.settle_charge();
         self.metrics.store_pending(self.pending_rows());
     }
 
-    /// Keeps the exchange as a sample if one of its places has fewer than `--samples-per-path` samples.
-    fn maybe_sample(&mut self, analysis: &Analysis) {
+    /// Keeps the exchange to be made into a sample if the sampler takes it for one of its places.
+    fn maybe_sample(&mut self, analysis: Analysis) {
         let Some(compared) = analysis.compared() else {
             return;
         };
-        let endpoint = &analysis.exchange.endpoint;
-        let mut places: Vec<(String, String)> = compared
+        let endpoint = analysis.exchange.endpoint.clone();
+        let mut places: Vec<SamplePlace> = compared
             .candidate_keys()
             .keys()
             .chain(compared.noise_keys().iter())
@@ -157,34 +265,131 @@ impl Writer {
             // An exchange without differences: a few per endpoint, to show what "the same" looks like.
             places.push((String::new(), String::new()));
         }
-        let limit = self.config.samples_per_path;
-        places.retain(|(path, kind)| {
-            self.sampled
-                .get(&(endpoint.clone(), path.clone(), kind.clone()))
-                .is_none_or(|count| *count < limit)
-        });
-        if places.is_empty() {
+        let id = analysis.exchange.id.to_string();
+        let taken = self.sampler.decide(&endpoint, &places, &id);
+        if taken.is_empty() {
             return;
         }
-        if self.samples.len() >= MAX_PENDING_SAMPLES {
-            self.metrics.store_dropped("sample");
+        if self.pending.to_sample.len() >= MAX_TO_SAMPLE {
+            for (place, take) in &taken {
+                self.sampler.release(&endpoint, place, take, &id);
+            }
+            self.metrics.store_dropped("sample", "buffer_full");
             return;
         }
-        for (path, kind) in &places {
-            *self
-                .sampled
-                .entry((endpoint.clone(), path.clone(), kind.clone()))
-                .or_default() += 1;
+        for (place, take) in &taken {
+            if let Take::Reservoir {
+                replaces: Some(old),
+            } = take
+            {
+                self.unsample(&endpoint, place, old);
+            }
         }
-        let document =
-            SampleDocument::build(analysis, &self.redactor, self.config.max_decoded_body);
-        self.samples.push(SampleRow {
-            id: document.id.clone(),
-            endpoint: endpoint.clone(),
-            created_at_ms: document.started_at_ms,
-            document: serde_json::to_string(&document).unwrap_or_default(),
-            places,
+        self.pending.to_sample.push(ToSample {
+            analysis,
+            places: taken,
         });
+    }
+
+    /// A sample the reservoir let go for a place: taken out of what waits, or deleted from the store.
+    fn unsample(&mut self, endpoint: &str, place: &SamplePlace, id: &str) {
+        if let Some(at) = self
+            .pending
+            .to_sample
+            .iter()
+            .position(|waiting| waiting.analysis.exchange.id.to_string() == id)
+        {
+            let waiting = &mut self.pending.to_sample[at];
+            waiting.places.retain(|(p, _)| p != place);
+            if waiting.places.is_empty() {
+                self.pending.to_sample.swap_remove(at);
+            }
+            return;
+        }
+        if let Some(sample) = self
+            .unsent
+            .as_mut()
+            .and_then(|batch| batch.samples.iter_mut().find(|sample| sample.id == id))
+        {
+            sample.places.retain(|p| p != place);
+            return;
+        }
+        self.pending.unsampled.push(Unsampled {
+            endpoint: endpoint.to_string(),
+            path: place.0.clone(),
+            kind: place.1.clone(),
+            sample_id: id.to_string(),
+        });
+    }
+
+    /// Makes the exchanges waiting for it into sample rows, on a blocking thread (decoding, redacting and
+    /// encoding bodies is CPU work).
+    async fn build_samples(&mut self) -> Vec<SampleRow> {
+        let waiting = std::mem::take(&mut self.pending.to_sample);
+        if waiting.is_empty() {
+            return Vec::new();
+        }
+        let count = waiting.len();
+        let redactor = self.redactor.clone();
+        let limits = self.config.sample_limits;
+        let built = tokio::task::spawn_blocking(move || {
+            waiting
+                .into_iter()
+                .map(|ToSample { analysis, places }| {
+                    let document = SampleDocument::build(&analysis, &redactor, limits);
+                    SampleRow {
+                        id: document.id.clone(),
+                        endpoint: analysis.exchange.endpoint.clone(),
+                        created_at_ms: document.started_at_ms,
+                        document: serde_json::to_string(&document).unwrap_or_default(),
+                        places: places
+                            .into_iter()
+                            .map(|((path, kind), _)| (path, kind))
+                            .collect(),
+                    }
+                })
+                .collect()
+        })
+        .await;
+        built.unwrap_or_else(|_| {
+            tracing::error!(count, "making samples failed; they are not stored");
+            self.metrics
+                .store_dropped_many("sample", "failed", count as u64);
+            Vec::new()
+        })
+    }
+
+    /// Turns what waits into a batch with a new id.
+    async fn freeze(&mut self) -> FlushBatch {
+        let samples = self.build_samples().await;
+        let id = self.next_batch;
+        self.next_batch += 1;
+        let rows = self.pending.rows + self.pending.latency.len() * Target::ALL.len();
+        let pending = std::mem::take(&mut self.pending);
+        let batch = FlushBatch {
+            id,
+            counts: pending
+                .counts
+                .into_iter()
+                .map(|((endpoint, minute), tally)| (endpoint, minute, tally))
+                .collect(),
+            latency: pending
+                .latency
+                .into_iter()
+                .map(|((endpoint, bucket), latencies)| (endpoint, bucket, latencies))
+                .collect(),
+            unsampled: pending.unsampled,
+            templates: self.namer.take_fresh_templates(),
+            samples,
+        };
+        self.unsent_rows = rows + batch.samples.len();
+        self.unsent_bytes = pending.bytes
+            + batch
+                .samples
+                .iter()
+                .map(|sample| sample.document.len() + sample.endpoint.len() + 256)
+                .sum::<usize>();
+        batch
     }
 
     /// Writes what waits, unless the database failed recently and its backoff has not passed.
@@ -195,60 +400,215 @@ impl Writer {
         let _ = self.flush_now().await;
     }
 
-    /// Writes what waits now; on failure keeps it for the next attempt.
-    pub async fn flush_now(&mut self) -> Result<(), crate::store::StoreError> {
-        let batch = FlushBatch {
-            counts: self
-                .pending
-                .iter()
-                .map(|((endpoint, minute), counts)| (endpoint.clone(), *minute, counts.clone()))
-                .collect(),
-            histograms: self
-                .dirty_histograms
-                .iter()
-                .filter_map(|key| {
-                    self.histograms
-                        .get(key)
-                        .map(|h| (key.0.clone(), key.1, h.clone()))
-                })
-                .collect(),
-            samples: self.samples.clone(),
-        };
-        if batch.is_empty() {
-            return Ok(());
+    /// Writes what waits now: first a batch the database did not take before, then what came since; on failure
+    /// keeps it for the next attempt.
+    pub async fn flush_now(&mut self) -> Result<(), StoreError> {
+        if self.run_missing {
+            self.start_run_again().await?;
         }
-        let now = now_ms();
-        match self
-            .store
-            .write_batch(self.config.run_id, &self.config.writer_id, &batch, now)
-            .await
+        if let Some(batch) = self.unsent.take() {
+            self.send(batch).await?;
+        }
+        if self.pending.counts.is_empty()
+            && self.pending.latency.is_empty()
+            && self.pending.to_sample.is_empty()
+            && self.pending.unsampled.is_empty()
         {
-            Ok(()) => {
-                if self.retry_at.take().is_some() {
-                    tracing::info!("store reachable again; buffered counts written");
-                }
-                self.backoff = FIRST_BACKOFF;
-                self.pending.clear();
-                self.pending_counts = 0;
-                self.dirty_histograms.clear();
-                self.samples.clear();
-                let oldest = now.div_euclid(60_000) - HISTOGRAM_MINUTES_KEPT;
-                self.histograms
-                    .retain(|(_, minute), _| *minute < 0 || *minute >= oldest);
-                self.metrics.store_write(true);
-                self.metrics.store_pending(0);
+            let templates = self.namer.take_fresh_templates();
+            if templates.is_empty() {
+                return Ok(());
+            }
+            let batch = FlushBatch {
+                id: self.next_batch,
+                templates,
+                ..FlushBatch::default()
+            };
+            self.next_batch += 1;
+            return self.send(batch).await;
+        }
+        let batch = self.freeze().await;
+        self.settle_charge();
+        self.send(batch).await
+    }
+
+    /// Writes one batch; what becomes of it depends on how the database answers.
+    async fn send(&mut self, batch: FlushBatch) -> Result<(), StoreError> {
+        let now = now_ms();
+        let run_id = self.config.run_id;
+        let writer = self.config.writer_id.clone();
+        let mut result = self
+            .store
+            .write_batch(run_id, &writer, &batch, now, false)
+            .await;
+        if let Err(error) = &result
+            && !error.is_retryable()
+            && !matches!(error, StoreError::RunGone(_))
+        {
+            tracing::warn!(%error, "the store refused a batch; writing it row by row to leave out what it refuses");
+            result = self
+                .store
+                .write_batch(run_id, &writer, &batch, now, true)
+                .await;
+        }
+        match result {
+            Ok(written) => {
+                self.written(written);
                 Ok(())
             }
-            Err(error) => {
+            Err(StoreError::RunGone(old)) => {
+                let lost = batch.requests() + self.pending.requests();
+                tracing::warn!(
+                    run = %self.config.run_label,
+                    old_id = old,
+                    lost,
+                    "the run being written was deleted (from the dashboard or by retention); starting it again \
+                     under the same label"
+                );
+                self.metrics
+                    .store_dropped_many("exchange", "run_deleted", lost);
+                self.forget_run();
+                self.start_run_again().await
+            }
+            Err(error) if error.is_retryable() => {
                 if self.retry_at.is_none() {
                     tracing::warn!(%error, "store write failed; buffering and retrying with backoff");
                 } else {
                     tracing::debug!(%error, "store write failed again");
                 }
-                self.metrics.store_write(false);
-                self.retry_at = Some(Instant::now() + self.backoff);
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                self.failed(&error);
+                self.unsent = Some(batch);
                 Err(error)
+            }
+            Err(error) => {
+                let lost = batch.requests();
+                tracing::error!(%error, lost, "the store refused a batch outright; its counts are lost");
+                self.metrics.store_dropped_many("exchange", "refused", lost);
+                self.failed(&error);
+                self.unsent_rows = 0;
+                self.unsent_bytes = 0;
+                self.settle_charge();
+                Err(error)
+            }
+        }
+    }
+
+    fn written(&mut self, written: Written) {
+        if self.retry_at.take().is_some() {
+            tracing::info!("store reachable again; buffered counts written");
+        }
+        if written.already {
+            tracing::info!("a batch sent again had been written before; not counted twice");
+        }
+        for rejected in &written.rejected {
+            tracing::warn!(
+                table = rejected.table,
+                rows = rejected.rows,
+                cause = %rejected.cause,
+                "rows the store refused were left out"
+            );
+            self.metrics
+                .store_rejected(rejected.table, rejected.rows as u64);
+        }
+        self.health.set_up();
+        self.metrics.set_store_up(true);
+        self.backoff = FIRST_BACKOFF;
+        self.unsent_rows = 0;
+        self.unsent_bytes = 0;
+        self.settle_charge();
+        self.metrics.store_write(true);
+        self.metrics.store_pending(self.pending_rows());
+    }
+
+    fn failed(&mut self, error: &StoreError) {
+        self.health.set_down(&error.to_string(), now_ms());
+        self.metrics.set_store_up(false);
+        self.metrics.store_write(false);
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Lets go of everything held for the run: counts, latency, samples, quotas, names and templates.
+    fn forget_run(&mut self) {
+        self.pending = Pending::default();
+        self.unsent = None;
+        self.unsent_rows = 0;
+        self.unsent_bytes = 0;
+        self.sampler.reset();
+        self.namer.reset();
+        self.settle_charge();
+        self.run_missing = true;
+    }
+
+    /// Creates the run again under its label (and upstreams) and writes into it from now on.
+    async fn start_run_again(&mut self) -> Result<(), StoreError> {
+        let urls = self.config.run_urls.each_ref().map(String::as_str);
+        match self
+            .store
+            .ensure_run(&self.config.run_label, urls, now_ms())
+            .await
+        {
+            Ok(id) => {
+                tracing::info!(run = %self.config.run_label, id, "run started again");
+                self.config.run_id = id;
+                self.run_missing = false;
+                self.retry_at = None;
+                self.backoff = FIRST_BACKOFF;
+                self.health.set_up();
+                self.metrics.set_store_up(true);
+                Ok(())
+            }
+            Err(error) => {
+                self.failed(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Tells the store this writer is alive (so that retention spares its run even without traffic), and takes
+    /// the templates other replicas learned.
+    async fn heartbeat(&mut self) {
+        if self.run_missing || self.retry_at.is_some() {
+            return;
+        }
+        match self.store.heartbeat(self.config.run_id, now_ms()).await {
+            Ok(()) => {
+                self.health.set_up();
+                self.metrics.set_store_up(true);
+            }
+            Err(StoreError::RunGone(old)) => {
+                tracing::warn!(
+                    run = %self.config.run_label,
+                    old_id = old,
+                    "the run being written was deleted (from the dashboard or by retention); starting it again \
+                     under the same label"
+                );
+                let lost = self.pending.requests();
+                self.metrics
+                    .store_dropped_many("exchange", "run_deleted", lost);
+                self.forget_run();
+                let _ = self.start_run_again().await;
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "heartbeat failed");
+                self.failed(&error);
+                return;
+            }
+        }
+        self.load_run_state(false).await;
+    }
+
+    /// Takes the templates (and, at start, the endpoint names) the run already has in the store.
+    async fn load_run_state(&mut self, with_names: bool) {
+        let run_id = self.config.run_id;
+        match self.store.templates(run_id).await {
+            Ok(templates) => self.namer.adopt(templates, Vec::new()),
+            Err(error) => tracing::debug!(%error, "could not read the run's templates"),
+        }
+        if with_names {
+            match self.store.endpoint_names(run_id, usize::MAX).await {
+                Ok(names) => self.namer.adopt(Vec::new(), names),
+                Err(error) => tracing::debug!(%error, "could not read the run's endpoints"),
             }
         }
     }
@@ -271,6 +631,7 @@ impl Writer {
 
     /// Writes until `stop` is cancelled, then writes what is left (trying a few times) and returns.
     pub async fn run(mut self, rx: mpsc::Receiver<Analysis>, stop: CancellationToken) {
+        self.load_run_state(true).await;
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut analyses = Draining::new(rx, stop);
@@ -280,7 +641,9 @@ impl Writer {
                 received = analyses.next() => match received {
                     Some(analysis) => {
                         self.add(analysis);
-                        if self.pending_rows() >= self.config.batch_rows {
+                        if self.pending.rows >= self.config.batch_rows
+                            || self.pending.to_sample.len() >= SAMPLE_BUILD_AT
+                        {
                             self.flush().await;
                         }
                     }
@@ -288,6 +651,10 @@ impl Writer {
                 },
                 _ = tick.tick() => {
                     self.flush().await;
+                    self.ticks += 1;
+                    if self.ticks.is_multiple_of(HEARTBEAT_TICKS) {
+                        self.heartbeat().await;
+                    }
                     self.apply_retention().await;
                 }
             }
@@ -299,9 +666,11 @@ impl Writer {
                     tokio::time::sleep(FIRST_BACKOFF * 2u32.pow(attempt)).await
                 }
                 Err(error) => {
-                    let rows = self.pending_rows();
-                    tracing::error!(%error, rows, "store unreachable at shutdown; buffered counts lost");
-                    self.metrics.store_dropped_many("exchange", rows as u64);
+                    let lost = self.pending.requests()
+                        + self.unsent.as_ref().map_or(0, FlushBatch::requests);
+                    tracing::error!(%error, lost, "store unreachable at shutdown; buffered counts lost");
+                    self.metrics
+                        .store_dropped_many("exchange", "shutdown", lost);
                 }
             }
         }

@@ -21,6 +21,8 @@ use crate::redact::Redactor;
 pub struct Recording {
     pub time: SystemTime,
     pub request: RecordedRequest,
+    /// The memory it holds until written, charged to `--memory-budget`.
+    pub charge: crate::budget::Charge,
 }
 
 /// Opens (creating, or appending to) the record file.
@@ -151,6 +153,7 @@ mod tests {
             );
         }
         Recording {
+            charge: crate::budget::Charge::none(),
             time: SystemTime::UNIX_EPOCH,
             request: RecordedRequest {
                 method: Method::POST,

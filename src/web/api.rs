@@ -67,6 +67,12 @@ pub const API_ROUTES: &[ApiRoute] = &[
     },
     ApiRoute {
         method: "get",
+        path: "/api/v1/runs/{run}/templates",
+        summary: "Endpoint templates learned from traffic in a run, and which segment each generalised",
+        query: &[],
+    },
+    ApiRoute {
+        method: "get",
         path: "/api/v1/runs/{run}/samples",
         summary: "Sample exchanges of an endpoint, for a place or all",
         query: &["endpoint", "path", "kind", "limit"],
@@ -116,6 +122,7 @@ pub fn routes() -> Router<AdminState> {
             "/api/v1/runs/{run}/endpoints/{endpoint}/timeline",
             get(timeline),
         )
+        .route("/api/v1/runs/{run}/templates", get(templates))
         .route("/api/v1/runs/{run}/samples", get(samples))
         .route("/api/v1/exchanges/{id}", get(exchange))
         .route("/api/v1/rules", get(rules).post(add_rule))
@@ -199,7 +206,7 @@ pub async fn fields_of(
     Ok((
         Fields {
             endpoint: endpoint.to_string(),
-            requests: counts.compared,
+            requests: counts.tally.compared,
             places,
         },
         report,
@@ -232,6 +239,39 @@ async fn timeline(
         )
         .await?;
     Ok(Json(points))
+}
+
+/// A learned template as the API shows it.
+#[derive(Serialize)]
+struct TemplateView {
+    /// `GET /users/{param}/*`: the generalised segment is `{param}`, each later one `*`.
+    template: String,
+    method: String,
+    segments: u32,
+    /// The template of the segments before the generalised one.
+    prefix: String,
+    /// The generalised segment's 0-based position.
+    position: usize,
+}
+
+async fn templates(
+    State(state): State<AdminState>,
+    Path(run): Path<String>,
+) -> Result<Json<Vec<TemplateView>>, ApiError> {
+    let run = resolve_run(&state, &run).await?;
+    let templates = state.store.templates(run.id).await?;
+    Ok(Json(
+        templates
+            .into_iter()
+            .map(|template| TemplateView {
+                template: template.display(),
+                position: template.position(),
+                method: template.method,
+                segments: template.segments,
+                prefix: template.prefix,
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]

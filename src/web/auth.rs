@@ -57,7 +57,8 @@ pub async fn require_token(
         return next.run(request).await;
     };
     let path = request.uri().path();
-    let open = matches!(path, "/healthz" | "/readyz" | "/login") || path.starts_with("/static/");
+    let open = matches!(path, "/healthz" | "/readyz" | "/readyz/store" | "/login")
+        || path.starts_with("/static/");
     if open || authorised(request.headers(), token) {
         return next.run(request).await;
     }

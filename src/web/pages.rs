@@ -16,6 +16,7 @@ use crate::analysis::aggregate::{EndpointReport, PlaceVerdict, RuleEffect};
 use crate::analysis::diff::DiffKind;
 use crate::analysis::noise::Verdict;
 use crate::analysis::rules::{ActionKind, RuleSpec};
+use crate::endpoint::cluster::LearnedTemplate;
 use crate::store::RunInfo;
 use crate::store::now_ms;
 use crate::store::queries::RunReport;
@@ -159,15 +160,52 @@ struct EndpointRow {
     top: Option<String>,
 }
 
+/// A learned endpoint template, its generalised segment apart so that the page can mark it.
+struct TemplateRow {
+    method: String,
+    before: String,
+    after: String,
+}
+
+impl TemplateRow {
+    fn new(template: &LearnedTemplate) -> Self {
+        let after = (template.segments as usize).saturating_sub(template.position() + 1);
+        Self {
+            method: template.method.clone(),
+            before: format!("{}/", template.prefix),
+            after: "/*".repeat(after),
+        }
+    }
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "overview_live.html")]
 struct OverviewLive {
+    /// Why this instance cannot write the store, if it cannot.
+    store_problem: Option<String>,
     summary: Summary,
     endpoints: Vec<EndpointRow>,
+    templates: Vec<TemplateRow>,
+}
+
+/// What the banner says while this instance's writer cannot write the store.
+fn store_problem(state: &AdminState) -> Option<String> {
+    let problem = state.store_health.as_ref()?.problem()?;
+    Some(format!(
+        "The store cannot be written since {} ({}). Comparisons are kept in a bounded buffer and written when \
+         it is back; past the buffer they are dropped and counted. Callers are not affected.",
+        timestamp(problem.since_ms),
+        problem.error
+    ))
 }
 
 impl OverviewLive {
-    fn new(report: &RunReport, range: RangeChoice) -> Self {
+    fn new(
+        report: &RunReport,
+        range: RangeChoice,
+        templates: &[LearnedTemplate],
+        store_problem: Option<String>,
+    ) -> Self {
         let noisy: u64 = report
             .endpoints
             .iter()
@@ -199,7 +237,12 @@ impl OverviewLive {
             .iter()
             .map(|endpoint| endpoint_row(&report.run.label, endpoint, range))
             .collect();
-        Self { summary, endpoints }
+        Self {
+            store_problem,
+            summary,
+            endpoints,
+            templates: templates.iter().map(TemplateRow::new).collect(),
+        }
     }
 }
 
@@ -232,6 +275,7 @@ struct OverviewPage {
     live: Fragment,
     live_href: String,
     proxy_addr: Option<String>,
+    store_problem: Option<String>,
 }
 
 async fn home(
@@ -269,10 +313,12 @@ async fn render_overview(
             live: Fragment::none(),
             live_href: String::new(),
             proxy_addr,
+            store_problem: store_problem(state),
         };
         return Ok(page.into_response());
     }
     let report = report_of(state, run, query).await?;
+    let templates = state.store.templates(report.run.id).await?;
     let info = &report.run;
     let page = OverviewPage {
         controls: Controls::new(
@@ -295,8 +341,14 @@ async fn render_overview(
             segment(&info.label),
             range.as_str()
         ),
-        live: Fragment::render(&OverviewLive::new(&report, range))?,
+        live: Fragment::render(&OverviewLive::new(
+            &report,
+            range,
+            &templates,
+            store_problem(state),
+        ))?,
         proxy_addr,
+        store_problem: None,
     };
     Ok(page.into_response())
 }
@@ -308,7 +360,9 @@ async fn overview_live(
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let report = report_of(&state, &run, &query).await?;
-    Ok(Fragment::render(&OverviewLive::new(&report, query.range()))?.respond(&headers))
+    let templates = state.store.templates(report.run.id).await?;
+    let live = OverviewLive::new(&report, query.range(), &templates, store_problem(&state));
+    Ok(Fragment::render(&live)?.respond(&headers))
 }
 
 async fn clear_run(
@@ -695,22 +749,35 @@ fn panel(
         })
         .collect();
     let (json_html, text, note) = match &outcome.body {
-        Some(StoredBody::Text { text }) if text.is_empty() => {
+        Some(StoredBody::Text { text, .. }) if text.is_empty() => {
             (None, None, Some("no body".to_string()))
         }
-        Some(StoredBody::Text { text }) => match serde_json::from_str::<Value>(text) {
+        Some(StoredBody::Text {
+            text,
+            truncated: true,
+        }) => (None, Some(text.clone()), Some(TRUNCATED.to_string())),
+        Some(StoredBody::Text { text, .. }) => match serde_json::from_str::<Value>(text) {
             Ok(value) => (Some(view::json_html(&value, marks)), None, None),
             Err(_) => (None, Some(text.clone()), None),
         },
-        Some(StoredBody::Base64 { data }) => (
+        Some(StoredBody::Base64 { data, truncated }) => (
             None,
             None,
-            Some(format!("binary body, {} bytes base64", data.len())),
+            Some(format!(
+                "binary body, {} bytes base64{}",
+                data.len(),
+                if *truncated { "; truncated" } else { "" }
+            )),
         ),
         Some(StoredBody::TooLarge { limit }) => (
             None,
             None,
             Some(format!("body larger than {limit} bytes: not kept")),
+        ),
+        Some(StoredBody::OverBudget) => (
+            None,
+            None,
+            Some("body not kept: holding it would have gone over --memory-budget".to_string()),
         ),
         None => (None, None, None),
     };
@@ -759,6 +826,8 @@ struct ExchangePage {
     result: String,
     request_headers: Vec<HeaderRow>,
     request_body: Option<String>,
+    /// Said when only the beginning of the request body was kept.
+    request_truncated: Option<&'static str>,
     differences: Vec<DifferenceRow>,
     noise: Vec<DifferenceRow>,
     primary: Panel,
@@ -822,12 +891,15 @@ async fn exchange_page(
     Ok(exchange_view(document).into_response())
 }
 
+/// What a body cut to `--sample-body-limit` says on the exchange page.
+const TRUNCATED: &str = "truncated: only the beginning of this body is kept (--sample-body-limit)";
+
 fn exchange_view(document: SampleDocument) -> ExchangePage {
     let (primary_marks, candidate_marks, candidate_headers) =
         marks_of(document.candidate_differences.iter().map(|d| &d.difference));
     let (_, secondary_marks, secondary_headers) = marks_of(document.noise_differences.iter());
     let text_of = |outcome: &StoredOutcome| match &outcome.body {
-        Some(StoredBody::Text { text }) if serde_json::from_str::<Value>(text).is_err() => {
+        Some(StoredBody::Text { text, .. }) if serde_json::from_str::<Value>(text).is_err() => {
             Some(text.clone())
         }
         _ => None,
@@ -839,10 +911,11 @@ fn exchange_view(document: SampleDocument) -> ExchangePage {
         _ => Vec::new(),
     };
     let request_body = match &document.request.body {
-        StoredBody::Text { text } if !text.is_empty() => Some(text.clone()),
-        StoredBody::Base64 { data } => Some(format!("(binary, base64) {data}")),
+        StoredBody::Text { text, .. } if !text.is_empty() => Some(text.clone()),
+        StoredBody::Base64 { data, .. } => Some(format!("(binary, base64) {data}")),
         _ => None,
     };
+    let request_truncated = document.request.body.is_truncated().then_some(TRUNCATED);
     let mut primary_header_marks = candidate_headers.clone();
     primary_header_marks.extend(secondary_headers.iter().cloned());
     ExchangePage {
@@ -865,6 +938,7 @@ fn exchange_view(document: SampleDocument) -> ExchangePage {
             })
             .collect(),
         request_body,
+        request_truncated,
         differences: document
             .candidate_differences
             .iter()

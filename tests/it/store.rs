@@ -15,6 +15,7 @@ use shadowdiff::exchange::Target;
 use shadowdiff::metrics::Metrics;
 use shadowdiff::redact::Redactor;
 use shadowdiff::store::queries::TimeRange;
+use shadowdiff::store::sample::SampleLimits;
 use shadowdiff::store::writer::{Writer, WriterConfig};
 use shadowdiff::store::{Store, now_ms};
 
@@ -33,12 +34,14 @@ crate::support::on_both_backends!(
 fn writer_config(run_id: i64, writer_id: &str) -> WriterConfig {
     WriterConfig {
         run_id,
+        run_label: "test".to_string(),
+        run_urls: ["p", "s", "c"].map(String::from),
         writer_id: writer_id.to_string(),
         flush_interval: Duration::from_secs(1),
         batch_rows: 100_000,
         max_pending_rows: 1_000_000,
         samples_per_path: 5,
-        max_decoded_body: 1 << 20,
+        sample_limits: SampleLimits::new(1 << 20, SampleLimits::DEFAULT_BODY_LIMIT),
         retention: None,
     }
 }
@@ -168,11 +171,11 @@ async fn counts_round_trip_through_the_store(db: TestDb) {
     let settings = VerdictSettings::default();
     for (endpoint, counts) in &expected {
         let read = &stored[endpoint];
-        assert_eq!(read.requests, counts.requests);
-        assert_eq!(read.compared, counts.compared);
-        assert_eq!(read.noisy, counts.noisy);
-        assert_eq!(read.paths, counts.paths, "{endpoint}");
-        assert_eq!(read.signatures, counts.signatures, "{endpoint}");
+        assert_eq!(read.tally.requests, counts.tally.requests);
+        assert_eq!(read.tally.compared, counts.tally.compared);
+        assert_eq!(read.tally.noisy, counts.tally.noisy);
+        assert_eq!(read.tally.paths, counts.tally.paths, "{endpoint}");
+        assert_eq!(read.tally.signatures, counts.tally.signatures, "{endpoint}");
         for target in Target::ALL {
             assert_eq!(
                 read.latency.summary(target),
@@ -196,8 +199,11 @@ async fn counts_round_trip_through_the_store(db: TestDb) {
     };
     let stored_middle = store.endpoint_counts(run_id, range).await.unwrap();
     for (endpoint, counts) in &expected_middle {
-        assert_eq!(stored_middle[endpoint].requests, counts.requests);
-        assert_eq!(stored_middle[endpoint].paths, counts.paths);
+        assert_eq!(
+            stored_middle[endpoint].tally.requests,
+            counts.tally.requests
+        );
+        assert_eq!(stored_middle[endpoint].tally.paths, counts.tally.paths);
         assert_eq!(
             stored_middle[endpoint]
                 .latency
@@ -359,7 +365,7 @@ async fn retention_removes_what_is_old(db: TestDb) {
         .await
         .unwrap();
     let requests = |counts: &BTreeMap<String, EndpointCounts>| {
-        counts.values().map(|c| c.requests).sum::<u64>()
+        counts.values().map(|c| c.tally.requests).sum::<u64>()
     };
     assert_eq!(requests(&before), 30);
     let deleted = store

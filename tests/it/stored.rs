@@ -140,10 +140,10 @@ async fn two_proxy_processes_share_one_report() {
         .await
         .unwrap();
     let users = &counts["GET /users/{id}"];
-    assert_eq!(users.requests, 55);
-    assert_eq!(users.compared, 55);
+    assert_eq!(users.tally.requests, 55);
+    assert_eq!(users.tally.compared, 55);
     assert_eq!(
-        users.paths[&("body/name".to_string(), DiffKind::Missing)].raw_total(),
+        users.tally.paths[&("body/name".to_string(), DiffKind::Missing)].raw_total(),
         55
     );
     // Each process keeps its own histograms; the report merges them.
@@ -207,9 +207,18 @@ async fn postgres_going_away_under_load_drops_counted_and_comes_back() {
         metrics.store_writes_count(false) >= 2 && metrics.store_dropped_count("exchange") >= 1
     })
     .await;
+    // A store outage costs comparisons, never callers: the proxy stays in rotation, the store's own readiness
+    // and gauge say it is down.
     let readiness = client().get(app.admin_url("/readyz")).send().await.unwrap();
-    assert_eq!(readiness.status(), 503);
-    assert_eq!(readiness.text().await.unwrap(), "store unreachable\n");
+    assert_eq!(readiness.status(), 200);
+    let store_readiness = client()
+        .get(app.admin_url("/readyz/store"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(store_readiness.status(), 503);
+    assert_eq!(store_readiness.text().await.unwrap(), "store unreachable\n");
+    assert!(metrics.render().contains("shadowdiff_store_up 0"));
 
     cluster.resume();
     let writes_before = metrics.store_writes_count(true);
@@ -231,7 +240,7 @@ async fn postgres_going_away_under_load_drops_counted_and_comes_back() {
         .endpoint_counts(run.id, TimeRange::all())
         .await
         .unwrap();
-    let stored: u64 = counts.values().map(|c| c.requests).sum();
+    let stored: u64 = counts.values().map(|c| c.tally.requests).sum();
     assert_eq!(
         stored + dropped,
         70,

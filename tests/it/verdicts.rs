@@ -60,6 +60,7 @@ pub fn exchange_of(
         primary,
         secondary,
         candidate,
+        charge: Default::default(),
     }
 }
 
@@ -459,7 +460,7 @@ fn upstream_failures_are_differences_at_error_and_status() {
     );
     assert_eq!(regression_paths(&judged), vec!["error"]);
     assert_eq!(
-        counts.errors.get(&(Target::Candidate, "timeout")),
+        counts.tally.errors.get(&(Target::Candidate, "timeout")),
         Some(&100)
     );
 }
@@ -908,6 +909,6 @@ fn merged_counts_report_like_one_pass() {
         r
     };
     assert_eq!(strip(merged), strip(one_pass));
-    assert_eq!(first.paths, whole.paths);
-    assert_eq!(first.signatures, whole.signatures);
+    assert_eq!(first.tally.paths, whole.tally.paths);
+    assert_eq!(first.tally.signatures, whole.tally.signatures);
 }

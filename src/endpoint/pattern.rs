@@ -1,18 +1,12 @@
-//! Endpoint names (`GET /users/{id}`): a `Canonical-Resource` header wins, then `--endpoint` templates, then
-//! the path with identifier-like segments collapsed to `{id}`.
+//! Path templates: `--endpoint` patterns given by the user (`/users/{id}/orders`), and a path with its
+//! identifier-like segments collapsed to `{id}`.
 
 use std::fmt;
 use std::str::FromStr;
 
-use http::{HeaderMap, HeaderName, Method};
+use http::Method;
 
 use crate::identifier::is_identifier;
-
-/// The request header a caller can set to name the endpoint itself (Diffy's convention).
-pub const CANONICAL_RESOURCE: HeaderName = HeaderName::from_static("canonical-resource");
-
-/// Longest endpoint name kept; longer names are cut, so one odd request cannot make a huge key.
-const MAX_ENDPOINT_LEN: usize = 256;
 
 /// Segments of a path template: a literal, or a `{name}` placeholder that matches any one segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +26,12 @@ pub struct EndpointPattern {
 }
 
 impl EndpointPattern {
-    fn matches(&self, method: &Method, path: &str) -> bool {
+    /// The template as written, without its method.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
+    pub fn matches(&self, method: &Method, path: &str) -> bool {
         if self.method.as_ref().is_some_and(|m| m != method) {
             return false;
         }
@@ -116,44 +115,8 @@ impl fmt::Display for EndpointPattern {
     }
 }
 
-/// Names requests by endpoint.
-#[derive(Clone, Debug, Default)]
-pub struct EndpointNamer {
-    patterns: Vec<EndpointPattern>,
-}
-
-impl EndpointNamer {
-    pub fn new(patterns: Vec<EndpointPattern>) -> Self {
-        Self { patterns }
-    }
-
-    /// `METHOD /template` for a request.
-    pub fn name(&self, method: &Method, path: &str, headers: &HeaderMap) -> String {
-        let mut name = if let Some(canonical) = headers
-            .get(CANONICAL_RESOURCE)
-            .and_then(|value| value.to_str().ok())
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-        {
-            format!("{method} {canonical}")
-        } else if let Some(pattern) = self.patterns.iter().find(|p| p.matches(method, path)) {
-            format!("{method} {}", pattern.template)
-        } else {
-            format!("{method} {}", templated_path(path))
-        };
-        if name.len() > MAX_ENDPOINT_LEN {
-            let mut cut = MAX_ENDPOINT_LEN;
-            while !name.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            name.truncate(cut);
-        }
-        name
-    }
-}
-
 /// Segments of a path after the leading slash (`/a/b/` gives `a`, `b`, ``).
-fn path_segments(path: &str) -> impl Iterator<Item = &str> {
+pub fn path_segments(path: &str) -> impl Iterator<Item = &str> {
     path.strip_prefix('/').unwrap_or(path).split('/')
 }
 
@@ -166,15 +129,24 @@ pub fn templated_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for segment in path_segments(path) {
         out.push('/');
-        let (stem, extension) = split_extension(segment);
-        if is_identifier(stem) {
-            out.push_str("{id}");
-            out.push_str(extension);
-        } else {
-            out.push_str(segment);
-        }
+        out.push_str(&templated_segment(segment));
     }
     out
+}
+
+/// One segment, `{id}` (keeping a file extension) when it looks like an identifier, as it is otherwise.
+pub fn templated_segment(segment: &str) -> std::borrow::Cow<'_, str> {
+    let (stem, extension) = split_extension(segment);
+    if is_identifier(stem) {
+        std::borrow::Cow::Owned(format!("{{id}}{extension}"))
+    } else {
+        std::borrow::Cow::Borrowed(segment)
+    }
+}
+
+/// Whether a segment of a template is a placeholder (`{id}`, `{param}`, `{id}.json`, a user's `{name}`).
+pub fn is_placeholder(segment: &str) -> bool {
+    segment.starts_with('{')
 }
 
 /// Splits `123.json` into `123` and `.json`; a segment without a short alphabetic extension is all stem.
@@ -194,11 +166,6 @@ fn split_extension(segment: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn name(namer: &EndpointNamer, method: Method, path: &str) -> String {
-        namer.name(&method, path, &HeaderMap::new())
-    }
 
     #[test]
     fn numeric_segments_collapse() {
@@ -265,48 +232,6 @@ mod tests {
     }
 
     #[test]
-    fn user_templates_win_over_automatic_names() {
-        let namer = EndpointNamer::new(vec![
-            "/users/{id}/orders".parse().unwrap(),
-            "GET /search/{term}".parse().unwrap(),
-            "/static/*".parse().unwrap(),
-        ]);
-        assert_eq!(
-            name(&namer, Method::GET, "/users/alice/orders"),
-            "GET /users/{id}/orders"
-        );
-        assert_eq!(
-            name(&namer, Method::GET, "/search/red-shoes"),
-            "GET /search/{term}"
-        );
-        // The method-specific template does not apply to POST.
-        assert_eq!(
-            name(&namer, Method::POST, "/search/red-shoes"),
-            "POST /search/red-shoes"
-        );
-        assert_eq!(
-            name(&namer, Method::GET, "/static/css/site.css"),
-            "GET /static/*"
-        );
-        // Not matching: one segment too many.
-        assert_eq!(
-            name(&namer, Method::GET, "/users/alice/orders/9"),
-            "GET /users/alice/orders/{id}"
-        );
-    }
-
-    #[test]
-    fn canonical_resource_header_wins_over_templates() {
-        let namer = EndpointNamer::new(vec!["/users/{id}".parse().unwrap()]);
-        let mut headers = HeaderMap::new();
-        headers.insert(CANONICAL_RESOURCE, HeaderValue::from_static("user-profile"));
-        assert_eq!(
-            namer.name(&Method::GET, "/users/7", &headers),
-            "GET user-profile"
-        );
-    }
-
-    #[test]
     fn bad_templates_are_rejected_with_the_reason() {
         assert!(
             "users/{id}"
@@ -332,12 +257,5 @@ mod tests {
                 .unwrap_err()
                 .contains("not an HTTP method")
         );
-    }
-
-    #[test]
-    fn very_long_names_are_cut() {
-        let path = format!("/{}", "é".repeat(400));
-        let name = EndpointNamer::default().name(&Method::GET, &path, &HeaderMap::new());
-        assert!(name.len() <= MAX_ENDPOINT_LEN);
     }
 }
