@@ -143,11 +143,9 @@ async fn populate(store: &Store, exchanges: u64, minutes: i64) -> i64 {
         counts
     };
     let mut rng = fastrand::Rng::with_seed(3);
-    let mut batch_id = 0;
     for minute in 0..minutes {
-        batch_id += 1;
         let mut batch = FlushBatch {
-            id: batch_id,
+            id: minute + 1,
             ..FlushBatch::default()
         };
         for endpoint in 0..ENDPOINTS {

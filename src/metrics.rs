@@ -728,6 +728,13 @@ impl Metrics {
             .sum()
     }
 
+    /// Dropped `what`s for one reason.
+    pub fn store_dropped_reason_count(&self, what: &'static str, reason: &'static str) -> u64 {
+        self.store_dropped
+            .get(&WhatReasonLabels { what, reason })
+            .map_or(0, |counter| counter.get())
+    }
+
     pub fn store_rejected_count(&self, table: &'static str) -> u64 {
         self.store_rejected
             .get(&TableLabel { table })

@@ -123,6 +123,8 @@ pub struct RunInfo {
     pub candidate_url: String,
     pub started_at_ms: i64,
     pub last_seen_at_ms: i64,
+    /// When a writer last said it was alive (it keeps the run from retention).
+    pub heartbeat_at_ms: i64,
 }
 
 /// A sample as the writer stores it.

@@ -87,7 +87,7 @@ impl Store {
     pub async fn runs(&self) -> Result<Vec<RunInfo>, StoreError> {
         on_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT id, label, primary_url, secondary_url, candidate_url, started_at, last_seen_at \
+                "SELECT id, label, primary_url, secondary_url, candidate_url, started_at, last_seen_at, heartbeat_at \
                  FROM runs ORDER BY last_seen_at DESC, id DESC",
             )
             .fetch_all(pool)
@@ -486,6 +486,7 @@ where
         candidate_url: row.try_get("candidate_url")?,
         started_at_ms: row.try_get("started_at")?,
         last_seen_at_ms: row.try_get("last_seen_at")?,
+        heartbeat_at_ms: row.try_get("heartbeat_at")?,
     })
 }
 

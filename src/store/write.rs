@@ -319,7 +319,7 @@ impl Store {
             each_chunk!(tx, isolate, written, "endpoint_templates", batch.templates, |chunk| {
                 let mut query = QueryBuilder::new("INSERT INTO endpoint_templates (run_id, method, segments, prefix, learned_at) ");
                 query.push_values(chunk, |mut row, template| {
-                    row.push_bind(run_id).push_bind(clean_text(&template.method)).push_bind(template.segments as i64);
+                    row.push_bind(run_id).push_bind(clean_text(&template.method)).push_bind(i32::try_from(template.segments).unwrap_or(i32::MAX));
                     row.push_bind(clean_text(&template.prefix)).push_bind(now_ms);
                 });
                 query.push(" ON CONFLICT DO NOTHING");
@@ -378,7 +378,7 @@ impl Store {
             for row in query.build().fetch_all(pool).await? {
                 templates.push(LearnedTemplate {
                     method: row.try_get("method")?,
-                    segments: u32::try_from(row.try_get::<i64, _>("segments")?).unwrap_or(0),
+                    segments: u32::try_from(row.try_get::<i32, _>("segments")?).unwrap_or(0),
                     prefix: row.try_get("prefix")?,
                 });
             }

@@ -3,6 +3,7 @@
 mod analysed;
 mod bad_input;
 mod bodies;
+mod bounded;
 mod browser;
 mod caller_path;
 mod demo;

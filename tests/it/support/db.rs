@@ -56,6 +56,30 @@ impl TestDb {
         store
     }
 
+    /// Runs SQL on the database directly (as an operator, or another version, would).
+    pub async fn execute(&self, sql: &str) {
+        use std::str::FromStr;
+        match self {
+            TestDb::Postgres { url } => {
+                let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                    .execute(&mut connection)
+                    .await
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"));
+            }
+            TestDb::Sqlite { url, .. } => {
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).unwrap();
+                let mut connection = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                    .execute(&mut connection)
+                    .await
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"));
+            }
+        }
+    }
+
     /// The SQLite file's path, for tests that read its bytes.
     pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
         match self {

@@ -1,0 +1,675 @@
+//! Bounded by construction: endpoint names that cannot grow with the shape of traffic (learned templates, a cap
+//! per run), a memory budget that sheds and counts, samples that cannot balloon, and a store that keeps working
+//! whatever the dashboard (or retention) does to the run being written.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::StatusCode;
+use serde_json::json;
+use shadowdiff::analysis::Analyzer;
+use shadowdiff::analysis::aggregate::Tally;
+use shadowdiff::analysis::diff::DiffKind;
+use shadowdiff::metrics::{Metrics, UnshadowedReason};
+use shadowdiff::redact::Redactor;
+use shadowdiff::store::queries::TimeRange;
+use shadowdiff::store::sample::{SampleLimits, StoredBody};
+use shadowdiff::store::write::FlushBatch;
+use shadowdiff::store::writer::{Writer, WriterConfig};
+use shadowdiff::store::{Store, now_ms};
+
+use crate::support::db::TestDb;
+use crate::support::stub::{Stub, json_response};
+use crate::support::{TestApp, client, wait_for};
+use crate::verdicts::{exchange_of, json_response as json_outcome};
+
+crate::support::on_both_backends!(
+    ten_thousand_requests_over_five_thousand_slugs_are_one_endpoint,
+    past_the_cap_new_names_are_other_and_counted,
+    clearing_the_live_run_while_serving_keeps_storing,
+    an_idle_live_run_outlives_retention,
+    a_body_that_decodes_to_32_mib_is_a_truncated_sample,
+    rows_the_database_refuses_are_left_out_not_the_batch,
+    a_batch_sent_twice_is_counted_once,
+    a_nul_in_a_json_key_is_stored_as_a_replacement_character,
+);
+
+/// A word-like slug per number: letters only, so that it is never taken for an identifier.
+fn slug(n: usize) -> String {
+    let letters = b"abcdefghijklmnopqrstuvwxyz";
+    let (mut n, mut word) = (n, String::new());
+    loop {
+        word.push(letters[n % 26] as char);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    format!("how-to-{word}-well")
+}
+
+/// Sends GETs to `paths` through the proxy, `concurrency` at a time; every caller must get 200.
+async fn get_all(app: &TestApp, requests: Vec<(String, Option<String>)>, concurrency: usize) {
+    let client = client();
+    futures_util::stream::iter(requests)
+        .map(|(path, resource)| {
+            let mut request = client.get(app.url(&path));
+            if let Some(resource) = resource {
+                request = request.header("canonical-resource", resource);
+            }
+            async move {
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.bytes().await.unwrap();
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn three(body: &'static str) -> [Stub; 3] {
+    [
+        Stub::json(body).await,
+        Stub::json(body).await,
+        Stub::json(body).await,
+    ]
+}
+
+async fn stored_requests(store: &Store, label: &str) -> Option<u64> {
+    let run = store.run(label).await.ok()??;
+    let counts = store.endpoint_counts(run.id, TimeRange::all()).await.ok()?;
+    Some(counts.values().map(|c| c.tally.requests).sum())
+}
+
+async fn ten_thousand_requests_over_five_thousand_slugs_are_one_endpoint(db: TestDb) {
+    let [primary, secondary, candidate] = three(r#"{"ok":true}"#).await;
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--run", "slugs", "--store-flush-interval", "100ms"],
+        db.url(),
+    )
+    .await;
+    let requests = (0..10_000)
+        .map(|i| (format!("/articles/{}", slug(i % 5_000)), None))
+        .collect();
+    get_all(&app, requests, 32).await;
+
+    // The dashboard shows the learned template, and which segment it generalised.
+    let api = app.admin_url("/api/v1/runs/slugs/templates");
+    wait_for("the template to be stored", || {
+        let api = api.clone();
+        async move {
+            let templates: serde_json::Value = client()
+                .get(&api)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            templates.as_array().is_some_and(|t| !t.is_empty())
+        }
+    })
+    .await;
+    let templates: serde_json::Value = client()
+        .get(&api)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        templates,
+        json!([{"template": "GET /articles/{param}", "method": "GET", "segments": 2,
+                "prefix": "/articles", "position": 1}])
+    );
+    let page = client()
+        .get(app.admin_url("/runs/slugs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Learned endpoint templates"), "{page}");
+    assert!(
+        page.contains("GET /articles/<mark>{param}</mark>"),
+        "{page}"
+    );
+
+    let metrics = app.metrics.clone();
+    app.stop().await;
+    assert_eq!(metrics.analysed_count("compared"), 10_000);
+    let store = db.store().await;
+    let run = store.run("slugs").await.unwrap().unwrap();
+    let counts = store
+        .endpoint_counts(run.id, TimeRange::all())
+        .await
+        .unwrap();
+    // The names given before the template was learned are merged into it: nothing is lost to the learning.
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        vec!["GET /articles/{param}"]
+    );
+    assert_eq!(counts["GET /articles/{param}"].tally.requests, 10_000);
+    assert_eq!(
+        counts["GET /articles/{param}"]
+            .latency
+            .summary(shadowdiff::exchange::Target::Primary)
+            .samples,
+        10_000
+    );
+    // The literal values were counted as keyed hashes: what is stored of the learning is the template alone.
+    let learned = store.templates(run.id).await.unwrap();
+    assert_eq!(learned.len(), 1);
+    assert_eq!(learned[0].prefix, "/articles");
+    // Samples of the names made before the learning are listed under the template.
+    let samples = store
+        .samples(run.id, "GET /articles/{param}", None, 50)
+        .await
+        .unwrap();
+    assert!(!samples.is_empty());
+}
+
+async fn past_the_cap_new_names_are_other_and_counted(db: TestDb) {
+    let [primary, secondary, candidate] = three("{}").await;
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--run", "capped", "--max-endpoints", "5"],
+        db.url(),
+    )
+    .await;
+    let requests = (0..20)
+        .map(|i| ("/".to_string(), Some(format!("resource-{}", slug(i)))))
+        .chain((0..4).map(|i| (format!("/plain/{i}"), None)))
+        .collect();
+    get_all(&app, requests, 1).await;
+    let metrics = app.metrics.clone();
+    app.stop().await;
+    assert_eq!(metrics.endpoints_overflowed_count(), 19);
+    assert!(
+        metrics
+            .render()
+            .contains("shadowdiff_endpoints_overflowed_total 19")
+    );
+    let store = db.store().await;
+    let run = store.run("capped").await.unwrap().unwrap();
+    let counts = store
+        .endpoint_counts(run.id, TimeRange::all())
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), 6, "{:?}", counts.keys().collect::<Vec<_>>());
+    assert_eq!(counts["GET {other}"].tally.requests, 19);
+    assert_eq!(counts.values().map(|c| c.tally.requests).sum::<u64>(), 24);
+}
+
+async fn clearing_the_live_run_while_serving_keeps_storing(db: TestDb) {
+    let [primary, secondary, candidate] = three(r#"{"n":1}"#).await;
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--run", "live", "--store-flush-interval", "50ms"],
+        db.url(),
+    )
+    .await;
+    let store = db.store().await;
+    let batch = |from: usize| {
+        (from..from + 30)
+            .map(|i| (format!("/users/{i}"), None))
+            .collect()
+    };
+    get_all(&app, batch(0), 4).await;
+    wait_for("the first traffic to be stored", || {
+        let store = store.clone();
+        async move { stored_requests(&store, "live").await == Some(30) }
+    })
+    .await;
+    let old = store.run("live").await.unwrap().unwrap();
+
+    // "Clear run" while traffic flows.
+    let cleared = client()
+        .delete(app.admin_url("/api/v1/runs/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), StatusCode::NO_CONTENT);
+    get_all(&app, batch(100), 4).await;
+    // The writer finds its run gone, starts it again under the same label, and says what it could not keep.
+    let metrics = app.metrics.clone();
+    wait_for("the run to be started again", || {
+        let (store, metrics) = (store.clone(), metrics.clone());
+        async move {
+            let stored = stored_requests(&store, "live").await.unwrap_or(0);
+            stored + metrics.store_dropped_reason_count("exchange", "run_deleted") == 30
+        }
+    })
+    .await;
+    let restarted = store.run("live").await.unwrap().unwrap();
+    assert_ne!(restarted.id, old.id);
+    assert_eq!(restarted.primary_url, old.primary_url);
+    let lost = metrics.store_dropped_reason_count("exchange", "run_deleted");
+
+    // Later traffic is stored whole, samples included (the old run's sample quotas went with it).
+    get_all(&app, batch(200), 4).await;
+    app.stop().await;
+    assert_eq!(stored_requests(&store, "live").await, Some(60 - lost));
+    assert!(
+        !store
+            .samples(restarted.id, "GET /users/{id}", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.runs().await.unwrap().len(), 1);
+}
+
+async fn an_idle_live_run_outlives_retention(db: TestDb) {
+    let [primary, secondary, candidate] = three("{}").await;
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &[
+            "--run",
+            "idle",
+            "--retention",
+            "1h",
+            "--store-flush-interval",
+            "20ms",
+        ],
+        db.url(),
+    )
+    .await;
+    let store = db.store().await;
+    get_all(&app, (0..3).map(|i| (format!("/a/{i}"), None)).collect(), 1).await;
+    wait_for("the traffic to be stored", || {
+        let store = store.clone();
+        async move { stored_requests(&store, "idle").await == Some(3) }
+    })
+    .await;
+    // The process has been idle for two hours: its run was last seen, and last beat, long ago.
+    let two_hours_ago = now_ms() - 2 * 3_600_000;
+    db.execute(&format!(
+        "UPDATE runs SET started_at = {two_hours_ago}, last_seen_at = {two_hours_ago}, \
+         heartbeat_at = {two_hours_ago} WHERE label = 'idle'"
+    ))
+    .await;
+    // Without traffic, the writer's heartbeat says the run is alive...
+    wait_for("a heartbeat", || {
+        let store = store.clone();
+        async move {
+            store
+                .run("idle")
+                .await
+                .unwrap()
+                .is_some_and(|run| run.heartbeat_at_ms > two_hours_ago)
+        }
+    })
+    .await;
+    // ...so retention (this replica's, or any other's) spares it.
+    let run = store.run("idle").await.unwrap().unwrap();
+    store.delete_older_than(now_ms() - 3_600_000).await.unwrap();
+    let kept = store
+        .run("idle")
+        .await
+        .unwrap()
+        .expect("the live run is kept");
+    assert_eq!(kept.id, run.id);
+    get_all(&app, (3..5).map(|i| (format!("/a/{i}"), None)).collect(), 1).await;
+    app.stop().await;
+    assert_eq!(store.run("idle").await.unwrap().unwrap().id, run.id);
+
+    // A run whose writer is gone is not spared.
+    db.execute(&format!(
+        "UPDATE runs SET last_seen_at = {two_hours_ago}, heartbeat_at = {two_hours_ago}"
+    ))
+    .await;
+    store.delete_older_than(now_ms() - 3_600_000).await.unwrap();
+    assert!(store.run("idle").await.unwrap().is_none());
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+async fn a_body_that_decodes_to_32_mib_is_a_truncated_sample(db: TestDb) {
+    // Every upstream answers 200 KiB of JSON, over the 64 KiB a sample keeps of a body.
+    let big = Arc::new(json!({"items": vec!["an item of the answer"; 9_000]}).to_string());
+    let upstream = |big: Arc<String>| {
+        Stub::start(move |_| {
+            let big = big.clone();
+            async move { json_response(StatusCode::OK, &big) }
+        })
+    };
+    let (primary, secondary, candidate) = (
+        upstream(big.clone()).await,
+        upstream(big.clone()).await,
+        upstream(big.clone()).await,
+    );
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--run", "bodies", "--allow-side-effects"],
+        db.url(),
+    )
+    .await;
+    let decoded = format!("{{\"data\":\"{}\"}}", "x".repeat(32 << 20));
+    let body = gzip(decoded.as_bytes());
+    let response = client()
+        .post(app.url("/upload"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap().len(), big.len());
+    app.stop().await;
+
+    let store = db.store().await;
+    let run = store.run("bodies").await.unwrap().unwrap();
+    let samples = store
+        .samples(run.id, "POST /upload", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(samples.len(), 1);
+    let document = store.exchange(&samples[0].id).await.unwrap().unwrap();
+    let limit = SampleLimits::DEFAULT_BODY_LIMIT;
+    let StoredBody::Text { text, truncated } = &document.request.body else {
+        panic!("the request body is text: {:?}", document.request.body)
+    };
+    assert!(*truncated);
+    assert!(text.len() <= limit && text.starts_with("{\"data\":\"xxx"));
+    for outcome in [&document.primary, &document.secondary, &document.candidate] {
+        let body = outcome.body.as_ref().unwrap();
+        assert!(body.is_truncated());
+        assert!(body.text().unwrap().len() <= limit);
+    }
+    // The row is a few bodies' worth of kilobytes, not 32 MiB.
+    let row = serde_json::to_string(&document).unwrap();
+    assert!(row.len() < 5 * limit, "{} bytes", row.len());
+    // The exchange page says so.
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--run", "bodies"],
+        db.url(),
+    )
+    .await;
+    let page = client()
+        .get(app.admin_url(&format!("/exchanges/{}", samples[0].id)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("only the beginning of this body is kept"),
+        "{page}"
+    );
+    app.stop().await;
+}
+
+fn writer(store: &Store, run_id: i64, metrics: Arc<Metrics>) -> Writer {
+    Writer::new(
+        store.clone(),
+        WriterConfig {
+            run_id,
+            run_label: "refused".to_string(),
+            run_urls: ["p", "s", "c"].map(String::from),
+            writer_id: uuid::Uuid::now_v7().to_string(),
+            flush_interval: Duration::from_secs(1),
+            batch_rows: 100_000,
+            max_pending_rows: 1_000_000,
+            samples_per_path: 5,
+            sample_limits: SampleLimits::default(),
+            retention: None,
+        },
+        Redactor::new(b"test".to_vec(), &[]),
+        metrics,
+    )
+}
+
+async fn rows_the_database_refuses_are_left_out_not_the_batch(db: TestDb) {
+    let store = db.store().await;
+    let run_id = store
+        .ensure_run("refused", ["p", "s", "c"], now_ms())
+        .await
+        .unwrap();
+    // The database refuses one place's rows (as it might a value it cannot hold).
+    if db.is_postgres() {
+        db.execute(
+            "CREATE FUNCTION refuse_bad() RETURNS trigger AS $$ BEGIN \
+               IF NEW.path = 'body/bad' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; \
+             END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse_bad BEFORE INSERT ON path_counts FOR EACH ROW EXECUTE FUNCTION refuse_bad();",
+        )
+        .await;
+    } else {
+        db.execute(
+            "CREATE TRIGGER refuse_bad BEFORE INSERT ON path_counts WHEN NEW.path = 'body/bad' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .await;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let mut writer = writer(&store, run_id, metrics.clone());
+    let analyzer = Analyzer::default();
+    for i in 0..10 {
+        let primary = json_outcome(&json!({"good": 1, "bad": 1, "i": i}));
+        let secondary = json_outcome(&json!({"good": 1, "bad": 1, "i": i}));
+        let candidate = json_outcome(&json!({"good": 2, "bad": 2, "i": i}));
+        writer.add(analyzer.analyse(exchange_of("GET /mixed", primary, secondary, candidate)));
+    }
+    writer
+        .flush_now()
+        .await
+        .expect("the batch is written without the refused rows");
+    assert_eq!(metrics.store_rejected_count("path_counts"), 1);
+    let counts = store
+        .endpoint_counts(run_id, TimeRange::all())
+        .await
+        .unwrap();
+    let mixed = &counts["GET /mixed"];
+    assert_eq!(mixed.tally.requests, 10);
+    let good = ("body/good".to_string(), DiffKind::ValueChanged);
+    let bad = ("body/bad".to_string(), DiffKind::ValueChanged);
+    assert_eq!(mixed.tally.paths[&good].raw_total(), 10);
+    assert!(!mixed.tally.paths.contains_key(&bad));
+}
+
+async fn a_batch_sent_twice_is_counted_once(db: TestDb) {
+    let store = db.store().await;
+    let run_id = store
+        .ensure_run("twice", ["p", "s", "c"], now_ms())
+        .await
+        .unwrap();
+    let analyzer = Analyzer::default();
+    let mut tally = Tally::default();
+    for _ in 0..7 {
+        tally.record(&analyzer.analyse(exchange_of(
+            "GET /twice",
+            json_outcome(&json!({"a": 1})),
+            json_outcome(&json!({"a": 1})),
+            json_outcome(&json!({"a": 2})),
+        )));
+    }
+    let minute = now_ms().div_euclid(60_000);
+    let batch = FlushBatch {
+        id: 41,
+        counts: vec![("GET /twice".to_string(), minute, tally)],
+        ..FlushBatch::default()
+    };
+    // The first commit happened, but its answer was lost: the writer sends the same batch again.
+    let first = store
+        .write_batch(run_id, "w1", &batch, now_ms(), false)
+        .await
+        .unwrap();
+    assert!(!first.already);
+    let again = store
+        .write_batch(run_id, "w1", &batch, now_ms(), false)
+        .await
+        .unwrap();
+    assert!(again.already);
+    // Another writer's batch of the same number is its own.
+    let other = store
+        .write_batch(run_id, "w2", &batch, now_ms(), false)
+        .await
+        .unwrap();
+    assert!(!other.already);
+    assert_eq!(stored_requests(&store, "twice").await, Some(14));
+}
+
+async fn a_nul_in_a_json_key_is_stored_as_a_replacement_character(db: TestDb) {
+    let store = db.store().await;
+    let run_id = store
+        .ensure_run("refused", ["p", "s", "c"], now_ms())
+        .await
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let mut writer = writer(&store, run_id, metrics.clone());
+    let analyzer = Analyzer::default();
+    for _ in 0..3 {
+        writer.add(analyzer.analyse(exchange_of(
+            "GET /nul",
+            json_outcome(&json!({})),
+            json_outcome(&json!({})),
+            json_outcome(&json!({"a\u{0}b": 1})),
+        )));
+    }
+    writer.flush_now().await.expect("stored");
+    assert_eq!(metrics.store_rejected_count("path_counts"), 0);
+    let counts = store
+        .endpoint_counts(run_id, TimeRange::all())
+        .await
+        .unwrap();
+    let place = ("body/a\u{FFFD}b".to_string(), DiffKind::Extra);
+    assert_eq!(counts["GET /nul"].tally.paths[&place].raw_total(), 3);
+    // The diff rate still finds the place: signatures were cleaned the same way.
+    let report = shadowdiff::analysis::aggregate::report(
+        "GET /nul",
+        &counts["GET /nul"],
+        &Default::default(),
+        &Default::default(),
+    );
+    assert_eq!(report.diff_rate, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_memory_budget_sheds_and_counts_and_callers_never_notice() {
+    // 100 KiB answers, and a budget that holds about two exchanges' bodies.
+    let big = Arc::new(json!({"items": vec!["x".repeat(100); 1_000]}).to_string());
+    let upstream = |big: Arc<String>| {
+        Stub::start(move |seen| {
+            let big = big.clone();
+            async move {
+                if seen.method == http::Method::POST {
+                    json_response(
+                        StatusCode::OK,
+                        &format!("{{\"received\":{}}}", seen.body.len()),
+                    )
+                } else {
+                    json_response(StatusCode::OK, &big)
+                }
+            }
+        })
+    };
+    let (primary, secondary, candidate) = (
+        upstream(big.clone()).await,
+        upstream(big.clone()).await,
+        upstream(big.clone()).await,
+    );
+    let app = TestApp::start_analysed(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--memory-budget", "640KiB", "--allow-side-effects"],
+    )
+    .await;
+    let client = client();
+    let gets = futures_util::stream::iter(0..60)
+        .map(|i| {
+            let request = client.get(app.url(&format!("/big/{i}")));
+            let big = big.clone();
+            async move {
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                assert_eq!(
+                    response.text().await.unwrap(),
+                    *big,
+                    "the caller's answer is whole"
+                );
+            }
+        })
+        .buffer_unordered(24)
+        .collect::<Vec<()>>();
+    let posts = futures_util::stream::iter(0..20)
+        .map(|_| {
+            let request = client
+                .post(app.url("/upload"))
+                .body(Bytes::from(vec![b'p'; 300 << 10]));
+            async move {
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                // Primary received the whole body, shadowed or not.
+                assert_eq!(
+                    response.text().await.unwrap(),
+                    format!("{{\"received\":{}}}", 300 << 10)
+                );
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<()>>();
+    tokio::join!(gets, posts);
+    let metrics = app.metrics.clone();
+    let mut app = app;
+    // Every exchange that was shadowed comes out of analysis, compared or shed for the budget.
+    let shadowed = 80 - metrics.unshadowed_count(UnshadowedReason::MemoryBudget);
+    let mut analysed = 0;
+    while analysed < shadowed {
+        app.next_analysis().await;
+        analysed += 1;
+    }
+    let shed = metrics.unshadowed_count(UnshadowedReason::MemoryBudget)
+        + metrics.analysed_count("memory_budget");
+    assert!(shed > 0, "a budget this small sheds");
+    assert!(
+        metrics.analysed_count("compared") > 0,
+        "and still compares what fits"
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains("shadowdiff_memory_budget_bytes 655360"),
+        "{text}"
+    );
+    for stage in [
+        "request",
+        "in_flight",
+        "exchange_queue",
+        "analysis",
+        "analysis_queue",
+    ] {
+        assert!(
+            text.contains(&format!("shadowdiff_memory_bytes{{stage=\"{stage}\"}} 0")),
+            "{stage} holds nothing once the exchanges are let go: {text}"
+        );
+    }
+    assert!(text.contains("shadowdiff_memory_shed_total"), "{text}");
+    app.stop().await;
+}
