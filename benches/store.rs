@@ -203,8 +203,41 @@ async fn fresh_postgres(base: &str) -> String {
     format!("{}/{name}", base.rsplit_once('/').unwrap().0)
 }
 
+/// What the writer holds per (endpoint, minute) for latency, before (three HDR histograms, 1 µs to 1 h at three
+/// significant digits, allocated whole, in the pending counts and again in the minute's and the run's
+/// histograms) and now (a delta sketch for the minute and for the run, sized to what it holds), for a few
+/// request rates; and the additive counts beside them.
+fn memory_per_endpoint_minute() {
+    let hdr = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    let hdr_bytes = hdr.distinct_values() * std::mem::size_of::<u64>();
+    println!("| requests per endpoint-minute | before: latency (3 x 3 HDR) | now: latency (minute + run deltas) | now: counts (tally) |");
+    println!("|---|---|---|---|");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let pool = analyses(200);
+    for requests in [1usize, 10, 100, 1_000, 10_000] {
+        let mut minute = Latencies::default();
+        let mut tally = Tally::default();
+        for i in 0..requests {
+            for target in Target::ALL {
+                // A realistic spread: 2 to 40 ms, a tail to 400 ms.
+                let micros = if rng.u8(..100) == 0 { 40_000 + rng.u64(..360_000) } else { 2_000 + rng.u64(..38_000) };
+                minute.record(target, Duration::from_micros(micros));
+            }
+            tally.record(&pool[i % pool.len()]);
+        }
+        println!(
+            "| {requests} | {} KiB | {:.1} KiB | {:.1} KiB |",
+            3 * 3 * hdr_bytes / 1024,
+            (2 * minute.heap_bytes()) as f64 / 1024.0,
+            tally.heap_bytes() as f64 / 1024.0
+        );
+    }
+    println!();
+}
+
 #[tokio::main]
 async fn main() {
+    memory_per_endpoint_minute();
     // `cargo bench` passes `--bench`; under `cargo test` this only checks that the benchmark works, briefly.
     let benchmarking = std::env::args().any(|arg| arg == "--bench");
     let default_seconds = if benchmarking { 10 } else { 1 };

@@ -111,6 +111,8 @@ pub struct Writer {
     sampler: Sampler,
     /// The memory held by the pending counts, the unsent batch and the sample quotas.
     charge: Charge,
+    /// Where the memory making samples takes is charged from (decoded and parsed bodies, for a moment).
+    budget: Option<Arc<MemoryBudget>>,
     /// When writing failed, the earliest next attempt.
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -144,6 +146,7 @@ impl Writer {
             next_batch: now_ms(),
             sampler,
             charge: Charge::none(),
+            budget: None,
             retry_at: None,
             backoff: FIRST_BACKOFF,
             run_missing: false,
@@ -162,6 +165,7 @@ impl Writer {
     /// Charges what the writer holds to `budget`.
     pub fn with_budget(mut self, budget: &Arc<MemoryBudget>) -> Self {
         self.charge = budget.empty(Stage::Writer);
+        self.budget = Some(budget.clone());
         self
     }
 
@@ -330,8 +334,28 @@ impl Writer {
             return Vec::new();
         }
         let count = waiting.len();
-        let redactor = self.redactor.clone();
         let limits = self.config.sample_limits;
+        // Making a sample decodes one body at a time (and parses it, to redact it): a few times the decoding
+        // cap, for as long as the samples take to make.
+        let scratch = 4 * limits.max_decoded;
+        let held = match &self.budget {
+            Some(budget) => budget.charge(Stage::Writer, scratch),
+            None => Some(Charge::none()),
+        };
+        let Some(held) = held else {
+            for ToSample { analysis, places } in &waiting {
+                let id = analysis.exchange.id.to_string();
+                for (place, take) in places {
+                    self.sampler
+                        .release(&analysis.exchange.endpoint, place, take, &id);
+                }
+            }
+            self.metrics
+                .store_dropped_many("sample", "memory_budget", count as u64);
+            self.metrics.memory_shed(Stage::Writer);
+            return Vec::new();
+        };
+        let redactor = self.redactor.clone();
         let built = tokio::task::spawn_blocking(move || {
             waiting
                 .into_iter()
@@ -351,6 +375,7 @@ impl Writer {
                 .collect()
         })
         .await;
+        drop(held);
         built.unwrap_or_else(|_| {
             tracing::error!(count, "making samples failed; they are not stored");
             self.metrics
@@ -567,13 +592,19 @@ impl Writer {
     /// Tells the store this writer is alive (so that retention spares its run even without traffic), and takes
     /// the templates other replicas learned.
     async fn heartbeat(&mut self) {
-        if self.run_missing || self.retry_at.is_some() {
+        if self.run_missing || self.retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
         match self.store.heartbeat(self.config.run_id, now_ms()).await {
             Ok(()) => {
-                self.health.set_up();
-                self.metrics.set_store_up(true);
+                // The store takes writes again (a batch it refused was dropped, or it is back): the next flush
+                // need not wait, and what waits is written then.
+                if self.unsent.is_none() {
+                    self.retry_at = None;
+                    self.backoff = FIRST_BACKOFF;
+                    self.health.set_up();
+                    self.metrics.set_store_up(true);
+                }
             }
             Err(StoreError::RunGone(old)) => {
                 tracing::warn!(

@@ -35,6 +35,7 @@ crate::support::on_both_backends!(
     rows_the_database_refuses_are_left_out_not_the_batch,
     a_batch_sent_twice_is_counted_once,
     a_nul_in_a_json_key_is_stored_as_a_replacement_character,
+    a_store_that_refuses_writes_shows_on_the_dashboard_not_in_readiness,
 );
 
 /// A word-like slug per number: letters only, so that it is never taken for an identifier.
@@ -569,6 +570,87 @@ async fn a_nul_in_a_json_key_is_stored_as_a_replacement_character(db: TestDb) {
         &Default::default(),
     );
     assert_eq!(report.diff_rate, 1.0);
+}
+
+async fn a_store_that_refuses_writes_shows_on_the_dashboard_not_in_readiness(db: TestDb) {
+    let [primary, secondary, candidate] = three("{}").await;
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        &["--run", "refusing", "--store-flush-interval", "50ms"],
+        db.url(),
+    )
+    .await;
+    let store = db.store().await;
+    get_all(&app, vec![("/a".to_string(), None)], 1).await;
+    wait_for("the first request to be stored", || {
+        let store = store.clone();
+        async move { stored_requests(&store, "refusing").await == Some(1) }
+    })
+    .await;
+    // The database still answers reads but refuses the writer's writes (as a full disk or a revoked grant
+    // would).
+    if db.is_postgres() {
+        db.execute(
+            "CREATE FUNCTION refuse_writes() RETURNS trigger AS $$ BEGIN \
+               RAISE EXCEPTION 'writes refused by the test'; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse_writes BEFORE UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION refuse_writes();",
+        )
+        .await;
+    } else {
+        db.execute(
+            "CREATE TRIGGER refuse_writes BEFORE UPDATE ON runs \
+             BEGIN SELECT RAISE(ABORT, 'writes refused by the test'); END;",
+        )
+        .await;
+    }
+    get_all(&app, vec![("/b".to_string(), None)], 1).await;
+    let store_ready = app.admin_url("/readyz/store");
+    wait_for("the store's readiness to say it is not written", || {
+        let url = store_ready.clone();
+        async move { client().get(&url).send().await.unwrap().status() == 503 }
+    })
+    .await;
+    let said = client().get(&store_ready).send().await.unwrap().text().await.unwrap();
+    assert!(said.starts_with("store not written: ") && said.contains("writes refused by the test"), "{said}");
+    let ready = client().get(app.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "the caller's path is fine");
+    assert!(app.metrics.render().contains("shadowdiff_store_up 0"));
+    let page = client()
+        .get(app.admin_url("/runs/refusing"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("The store cannot be written since"), "{page}");
+    assert!(page.contains("writes refused by the test"), "{page}");
+
+    db.execute(if db.is_postgres() {
+        "DROP TRIGGER refuse_writes ON runs"
+    } else {
+        "DROP TRIGGER refuse_writes"
+    })
+    .await;
+    get_all(&app, vec![("/c".to_string(), None)], 1).await;
+    wait_for("the store to be written again", || {
+        let url = store_ready.clone();
+        async move { client().get(&url).send().await.unwrap().status() == 200 }
+    })
+    .await;
+    let page = client()
+        .get(app.admin_url("/runs/refusing"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("The store cannot be written"), "{page}");
+    assert!(app.metrics.render().contains("shadowdiff_store_up 1"));
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
