@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::analysis::compat::Compat;
-use crate::analysis::decode::{ContentKind, DecodeError};
+use crate::analysis::decode::ContentKind;
 use crate::analysis::diff::{DiffKind, Difference};
 use crate::analysis::headers::HeaderOptions;
 use crate::analysis::json::JsonOptions;
@@ -494,8 +494,8 @@ fn parse_json_within(bytes: &[u8], scratch: &mut Charge) -> Result<Value, JsonFa
     parse_json(bytes)
 }
 
-/// A body with its encodings undone, its decoded bytes taken from `scratch` (the room decoding may use is what
-/// `scratch` can give, up to `limit`); `Err` names why not (`memory_budget` when the room was too small).
+/// A body with its encodings undone, each buffer decoding allocates taken from `scratch` first (a body without
+/// encoding is borrowed and costs nothing); `Err` names why not (`memory_budget` when `scratch` had no room).
 fn decode_within<'a>(
     headers: &http::HeaderMap,
     raw: &'a [u8],
@@ -503,14 +503,12 @@ fn decode_within<'a>(
     scratch: &mut Charge,
 ) -> Result<Cow<'a, [u8]>, &'static str> {
     let held = scratch.bytes();
-    // Decoding copies the raw body once, then writes at most `limit` bytes.
-    let wanted = limit.saturating_add(raw.len());
-    let room = scratch.grow_up_to(wanted);
-    let decoded = decode::decode(headers, raw, room.saturating_sub(raw.len()).min(limit));
+    let decoded = decode::decode_within(headers, raw, limit, &mut |bytes| scratch.try_grow(bytes));
     match decoded {
         Ok(bytes) => {
+            // Buffers of earlier encodings are gone: what stays is the decoded body.
             let kept = match &bytes {
-                Cow::Owned(owned) => owned.len(),
+                Cow::Owned(owned) => owned.capacity(),
                 Cow::Borrowed(_) => 0,
             };
             scratch.shrink_to(held + kept);
@@ -518,10 +516,7 @@ fn decode_within<'a>(
         }
         Err(error) => {
             scratch.shrink_to(held);
-            match error {
-                DecodeError::TooLarge { .. } if room < wanted => Err("memory_budget"),
-                error => Err(error.reason()),
-            }
+            Err(error.reason())
         }
     }
 }

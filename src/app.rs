@@ -179,6 +179,22 @@ impl Application {
             "",
             Box::new(move || vec![("", limit)]),
         );
+        if crate::telemetry::heap_stats().is_some() {
+            metrics.register_scrape_gauge(
+                "heap_bytes",
+                "The process's heap as its allocator counts it: allocated (in use), active (in pages handed \
+                 out), resident",
+                "kind",
+                Box::new(|| {
+                    let heap = crate::telemetry::heap_stats().unwrap_or_default();
+                    vec![
+                        ("allocated", heap.allocated as i64),
+                        ("active", heap.active as i64),
+                        ("resident", heap.resident as i64),
+                    ]
+                }),
+            );
+        }
         let namer = Arc::new(EndpointNamer::new(
             args.shadow.naming(),
             metrics.endpoints_overflowed(),

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use uuid::Uuid;
 
 use crate::budget::Charge;
@@ -52,6 +52,30 @@ pub struct RecordedRequest {
     pub version: Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+impl RecordedRequest {
+    /// Copies what still points into the caller's connection (header values and the URI are slices of its
+    /// read buffer, which a slice keeps whole), so that keeping the request keeps only its own bytes.
+    pub fn detach(&mut self) {
+        self.headers = detached(&self.headers);
+        if let Ok(uri) = Uri::try_from(self.uri.to_string()) {
+            self.uri = uri;
+        }
+    }
+}
+
+/// A copy of a header map whose values own their bytes. Header values parsed off a connection are slices of
+/// its read buffer: kept for long (queued for analysis, held as a sample), each would keep the whole buffer
+/// alive, tens of KiB for a few bytes.
+pub fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        owned.set_sensitive(value.is_sensitive());
+        copy.append(name.clone(), owned);
+    }
+    copy
 }
 
 /// A body kept for comparison.
@@ -180,6 +204,29 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// Copies the request's and the responses' heads out of the connections they were read from (see
+    /// [`detached`]), so that the exchange holds only its own bytes while it waits for analysis.
+    pub fn detach(&mut self) {
+        self.request.detach();
+        for outcome in [&mut self.primary, &mut self.secondary, &mut self.candidate] {
+            if let Ok(response) = &mut outcome.result {
+                response.headers = detached(&response.headers);
+            }
+        }
+    }
+
+    /// What the exchange's heads hold, roughly (its bodies are charged apart).
+    pub fn head_bytes(&self) -> usize {
+        let responses: usize = [&self.primary, &self.secondary, &self.candidate]
+            .iter()
+            .filter_map(|outcome| outcome.response())
+            .map(|response| crate::budget::header_bytes(&response.headers))
+            .sum();
+        crate::budget::header_bytes(&self.request.headers)
+            + self.request.uri.to_string().len()
+            + responses
+    }
+
     /// Whether keeping one of its bodies would have gone over the memory budget.
     pub fn over_budget(&self) -> bool {
         Target::ALL.into_iter().any(|target| {

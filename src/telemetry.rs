@@ -1,7 +1,8 @@
-//! Logging set-up, done once per process: text or JSON lines, filtered by `--log`, and panics counted.
+//! Logging set-up, done once per process: text or JSON lines, filtered by `--log`; panics counted; and the
+//! allocator's own figures, when the binary's allocator gives them.
 
 use std::io::IsTerminal;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
 use tracing_subscriber::EnvFilter;
@@ -52,4 +53,27 @@ fn install_panic_hook() {
             "panic"
         );
     }));
+}
+
+/// What the process's heap holds, as its allocator counts it.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Bytes the program has allocated and not freed.
+    pub allocated: usize,
+    /// Bytes in pages the allocator has handed out (allocated, plus what fragmentation costs).
+    pub active: usize,
+    /// Bytes of the allocator's memory that are resident.
+    pub resident: usize,
+}
+
+static HEAP_STATS: OnceLock<fn() -> Option<HeapStats>> = OnceLock::new();
+
+/// Says how to read the heap's figures (the binary knows its allocator; the library does not).
+pub fn set_heap_stats(reader: fn() -> Option<HeapStats>) {
+    let _ = HEAP_STATS.set(reader);
+}
+
+/// The heap's figures now, when the allocator gives them.
+pub fn heap_stats() -> Option<HeapStats> {
+    HEAP_STATS.get().and_then(|read| read())
 }

@@ -41,6 +41,9 @@ pub enum DecodeError {
         encoding: &'static str,
         detail: String,
     },
+    /// The memory decoding needed was refused (the memory budget).
+    #[error("decoding needs more memory than the budget has")]
+    OverBudget,
 }
 
 impl DecodeError {
@@ -50,6 +53,7 @@ impl DecodeError {
             DecodeError::TooLarge { .. } => "decoded_too_large",
             DecodeError::Unsupported(_) => "unsupported_encoding",
             DecodeError::Corrupt { .. } => "corrupt_encoding",
+            DecodeError::OverBudget => "memory_budget",
         }
     }
 }
@@ -60,40 +64,54 @@ pub fn decode<'a>(
     body: &'a [u8],
     limit: usize,
 ) -> Result<Cow<'a, [u8]>, DecodeError> {
+    decode_within(headers, body, limit, &mut |_| true)
+}
+
+/// Like [`decode`], asking `room` for every buffer it grows by (in bytes) before allocating it; when `room`
+/// says no, decoding stops with [`DecodeError::OverBudget`]. The body itself is never copied: a body without
+/// encoding comes back borrowed.
+pub fn decode_within<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+    limit: usize,
+    room: &mut dyn FnMut(usize) -> bool,
+) -> Result<Cow<'a, [u8]>, DecodeError> {
     // No body at all (HEAD, 204, 304) is no body under any encoding.
     if body.is_empty() {
         return Ok(Cow::Borrowed(body));
     }
     let encodings = encodings(headers);
-    if encodings.is_empty() {
-        return Ok(Cow::Borrowed(body));
-    }
-    let mut current: Vec<u8> = body.to_vec();
+    let mut current: Cow<'a, [u8]> = Cow::Borrowed(body);
     for coding in encodings.iter().rev() {
-        current = match coding.as_str() {
-            "gzip" | "x-gzip" => read_capped(
+        let input = &current[..];
+        let decoded = match coding.as_str() {
+            "gzip" | "x-gzip" => read_within(
                 "gzip",
-                flate2::read::MultiGzDecoder::new(&current[..]),
+                flate2::read::MultiGzDecoder::new(input),
                 limit,
+                room,
             )?,
-            "deflate" => match read_capped(
+            "deflate" => match read_within(
                 "deflate",
-                flate2::read::ZlibDecoder::new(&current[..]),
+                flate2::read::ZlibDecoder::new(input),
                 limit,
+                room,
             ) {
                 // Some servers send raw deflate under this name, without the zlib wrapper.
-                Err(DecodeError::Corrupt { .. }) => read_capped(
+                Err(DecodeError::Corrupt { .. }) => read_within(
                     "deflate",
-                    flate2::read::DeflateDecoder::new(&current[..]),
+                    flate2::read::DeflateDecoder::new(input),
                     limit,
+                    room,
                 )?,
                 other => other?,
             },
-            "br" => read_capped("br", brotli::Decompressor::new(&current[..], 4096), limit)?,
+            "br" => read_within("br", brotli::Decompressor::new(input, 4096), limit, room)?,
             other => return Err(DecodeError::Unsupported(other.to_string())),
         };
+        current = Cow::Owned(decoded);
     }
-    Ok(Cow::Owned(current))
+    Ok(current)
 }
 
 /// The first `limit` bytes of the body with every Content-Encoding undone, and whether that is all of it: for
@@ -158,24 +176,48 @@ fn encodings(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// Reads a decoder to its end, stopping one byte past the limit: a decompression bomb costs at most `limit`.
-fn read_capped(
+/// Reads a decoder to its end, stopping one byte past the limit (a decompression bomb costs at most `limit`),
+/// asking `room` before each growth of its buffer.
+fn read_within(
     encoding: &'static str,
-    reader: impl Read,
+    mut reader: impl Read,
     limit: usize,
+    room: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|error| DecodeError::Corrupt {
-            encoding,
-            detail: error.to_string(),
-        })?;
-    if out.len() > limit {
-        return Err(DecodeError::TooLarge { limit });
+    /// The first buffer; each next one doubles it.
+    const FIRST: usize = 16 << 10;
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        if out.len() == out.capacity() {
+            let grow = out.capacity().max(FIRST).min(limit + 1 - out.len());
+            if !room(grow) {
+                return Err(DecodeError::OverBudget);
+            }
+            out.reserve_exact(grow);
+        }
+        let start = out.len();
+        out.resize(out.capacity(), 0);
+        let read = match reader.read(&mut out[start..]) {
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {
+                out.truncate(start);
+                continue;
+            }
+            Err(error) => {
+                return Err(DecodeError::Corrupt {
+                    encoding,
+                    detail: error.to_string(),
+                });
+            }
+        };
+        out.truncate(start + read);
+        if out.len() > limit {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        if read == 0 {
+            return Ok(out);
+        }
     }
-    Ok(out)
 }
 
 /// The kind of a decoded body: from its Content-Type, and by sniffing when the type is missing or generic.

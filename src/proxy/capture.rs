@@ -1,11 +1,11 @@
-//! Copies of response bodies kept for comparison, up to `--max-body`: a tee for the body streaming to the
-//! caller, and a capped reader for the shadows.
+//! Copies of response bodies kept for comparison, up to `--max-body` and within the memory budget: a tee for
+//! the body streaming to the caller, and a capped reader for the shadows.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -23,47 +23,73 @@ enum Stopped {
     OverBudget,
 }
 
-/// Chunks of a body, kept by reference (no copy on the caller's path) until the limit is passed, each charged
-/// to the memory budget before it is kept.
+/// The smallest buffer a capture of unknown length starts with.
+const FIRST_CAPACITY: usize = 8 << 10;
+
+/// A copy of a body, up to a limit, in a buffer of its own whose capacity is charged to the memory budget
+/// before it is allocated. Copying (rather than keeping the connection's chunks) is what keeps the charge
+/// exact: a kept chunk holds its connection's whole read buffer, and the connection must then allocate another.
 #[derive(Debug)]
 pub struct BodyCapture {
-    chunks: Vec<Bytes>,
-    kept: usize,
+    buffer: Vec<u8>,
     limit: usize,
     stopped: Option<Stopped>,
     charge: Charge,
 }
 
 impl BodyCapture {
-    pub fn new(limit: usize, charge: Charge) -> Self {
-        Self {
-            chunks: Vec::new(),
-            kept: 0,
+    /// `expected` is the announced length, if any: the buffer is then allocated once, at that size.
+    pub fn new(limit: usize, charge: Charge, expected: Option<u64>) -> Self {
+        let mut capture = Self {
+            buffer: Vec::new(),
             limit,
             stopped: None,
             charge,
+        };
+        match expected {
+            Some(length) if length > limit as u64 => capture.stop(Stopped::TooLarge),
+            Some(length) => capture.reserve(length as usize),
+            None => {}
         }
+        capture
     }
 
-    pub fn push(&mut self, data: &Bytes) {
+    /// Makes room for `total` bytes in all, charging the new capacity first.
+    fn reserve(&mut self, total: usize) {
+        if total <= self.buffer.capacity() {
+            return;
+        }
+        if !self.charge.try_grow(total - self.buffer.capacity()) {
+            self.stop(Stopped::OverBudget);
+            return;
+        }
+        self.buffer.reserve_exact(total - self.buffer.len());
+    }
+
+    fn stop(&mut self, why: Stopped) {
+        self.stopped = Some(why);
+        self.buffer = Vec::new();
+        self.charge.shrink_to(0);
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
         if self.stopped.is_some() {
             return;
         }
-        let stop = if self.kept + data.len() > self.limit {
-            Some(Stopped::TooLarge)
-        } else if !self.charge.try_grow(data.len()) {
-            Some(Stopped::OverBudget)
-        } else {
-            None
-        };
-        if let Some(stop) = stop {
-            self.stopped = Some(stop);
-            self.chunks = Vec::new();
-            self.charge.shrink_to(0);
+        let needed = self.buffer.len() + data.len();
+        if needed > self.limit {
+            self.stop(Stopped::TooLarge);
             return;
         }
-        self.kept += data.len();
-        self.chunks.push(data.clone());
+        if needed > self.buffer.capacity() {
+            // Unknown length: grow by doubling (never past the limit), so that copies stay few.
+            let doubled = (2 * self.buffer.capacity()).max(FIRST_CAPACITY);
+            self.reserve(needed.max(doubled.min(self.limit)));
+            if self.stopped.is_some() {
+                return;
+            }
+        }
+        self.buffer.extend_from_slice(data);
     }
 
     /// Whether the capture has stopped keeping the body (too large, or over the budget).
@@ -71,31 +97,16 @@ impl BodyCapture {
         self.stopped.is_some()
     }
 
-    /// Joins the chunks (done off the caller's path); the charge holds the body's memory.
+    /// The body kept (done off the caller's path); the charge holds its memory.
     pub fn finish(self) -> (CapturedBody, Charge) {
         let body = match self.stopped {
             Some(Stopped::TooLarge) => CapturedBody::TooLarge {
                 limit: self.limit as u64,
             },
             Some(Stopped::OverBudget) => CapturedBody::OverBudget,
-            None => CapturedBody::Complete(concat(self.chunks, self.kept)),
+            None => CapturedBody::Complete(Bytes::from(self.buffer)),
         };
         (body, self.charge)
-    }
-}
-
-/// Joins chunks whose lengths add up to `len` into one buffer (no copy for zero or one chunk).
-pub fn concat(mut chunks: Vec<Bytes>, len: usize) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut joined = BytesMut::with_capacity(len);
-            for chunk in chunks {
-                joined.extend_from_slice(&chunk);
-            }
-            joined.freeze()
-        }
     }
 }
 
@@ -181,10 +192,12 @@ impl TeeBody {
         report: oneshot::Sender<TeeReport>,
     ) -> Self {
         let announced = inner.size_hint().exact();
+        // A body that cannot be there is announced as empty, whatever the headers say.
+        let expected = if bodiless { Some(0) } else { announced };
         Self {
             inner,
             state: Some(TeeState {
-                capture: BodyCapture::new(limit, charge),
+                capture: BodyCapture::new(limit, charge, expected),
                 status,
                 headers,
                 elapsed,
@@ -281,7 +294,10 @@ pub async fn read_capped(
     limit: usize,
     charge: Charge,
 ) -> Result<(CapturedBody, Charge), UpstreamError> {
-    let mut capture = BodyCapture::new(limit, charge);
+    let mut capture = BodyCapture::new(limit, charge, body.size_hint().exact());
+    if capture.has_stopped() {
+        return Ok(capture.finish());
+    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| classify_body_error(&error))?;
         if let Some(data) = frame.data_ref() {
@@ -300,7 +316,7 @@ mod tests {
 
     #[test]
     fn capture_joins_chunks_and_marks_overflow() {
-        let mut capture = BodyCapture::new(10, Charge::none());
+        let mut capture = BodyCapture::new(10, Charge::none(), None);
         capture.push(&Bytes::from_static(b"hello "));
         capture.push(&Bytes::from_static(b"you"));
         assert_eq!(
@@ -308,7 +324,7 @@ mod tests {
             CapturedBody::Complete(Bytes::from_static(b"hello you"))
         );
 
-        let mut over = BodyCapture::new(10, Charge::none());
+        let mut over = BodyCapture::new(10, Charge::none(), None);
         over.push(&Bytes::from_static(b"hello "));
         over.push(&Bytes::from_static(b"world!"));
         over.push(&Bytes::from_static(b"!"));
@@ -318,14 +334,14 @@ mod tests {
 
     #[test]
     fn capture_at_exactly_the_limit_is_complete() {
-        let mut capture = BodyCapture::new(4, Charge::none());
+        let mut capture = BodyCapture::new(4, Charge::none(), Some(4));
         capture.push(&Bytes::from_static(b"abcd"));
         assert_eq!(
             capture.finish().0,
             CapturedBody::Complete(Bytes::from_static(b"abcd"))
         );
         assert_eq!(
-            BodyCapture::new(0, Charge::none()).finish().0,
+            BodyCapture::new(0, Charge::none(), None).finish().0,
             CapturedBody::Complete(Bytes::new())
         );
     }
@@ -333,14 +349,33 @@ mod tests {
     #[test]
     fn a_capture_past_the_budget_keeps_nothing_and_holds_nothing() {
         let budget = crate::budget::MemoryBudget::new(8);
-        let mut capture = BodyCapture::new(100, budget.empty(crate::budget::Stage::InFlight));
-        capture.push(&Bytes::from_static(b"hello "));
+        let mut capture =
+            BodyCapture::new(100, budget.empty(crate::budget::Stage::InFlight), Some(6));
+        capture.push(b"hello ");
         assert_eq!(budget.used(), 6);
-        capture.push(&Bytes::from_static(b"world"));
+        capture.push(b"world");
         assert!(capture.has_stopped());
         assert_eq!(budget.used(), 0);
         let (body, charge) = capture.finish();
         assert_eq!(body, CapturedBody::OverBudget);
         assert_eq!(charge.bytes(), 0);
+        // An announced length past the budget is refused before anything is read.
+        let refused = BodyCapture::new(100, budget.empty(crate::budget::Stage::InFlight), Some(9));
+        assert!(refused.has_stopped());
+        assert_eq!(refused.finish().0, CapturedBody::OverBudget);
+    }
+
+    #[test]
+    fn a_capture_of_unknown_length_charges_what_it_allocates() {
+        let budget = crate::budget::MemoryBudget::new(1 << 20);
+        let mut capture =
+            BodyCapture::new(100_000, budget.empty(crate::budget::Stage::InFlight), None);
+        for _ in 0..100 {
+            capture.push(&[b'x'; 1000]);
+        }
+        assert!(budget.used() >= 100_000 && budget.used() <= 100_000);
+        let (body, charge) = capture.finish();
+        assert_eq!(body.bytes().map(|b| b.len()), Some(100_000));
+        assert_eq!(charge.bytes(), budget.used());
     }
 }

@@ -402,11 +402,15 @@ impl Proxy {
         if let Some(recorder) = &self.recorder {
             let size = recorded.body.len() + header_bytes(&recorded.headers) + EXCHANGE_BYTES;
             match self.budget.charge(Stage::Recording, size) {
-                Some(charge) => recorder.offer(Recording {
-                    time: SystemTime::now(),
-                    request: recorded.clone(),
-                    charge,
-                }),
+                Some(charge) => {
+                    let mut request = recorded.clone();
+                    request.detach();
+                    recorder.offer(Recording {
+                        time: SystemTime::now(),
+                        request,
+                        charge,
+                    })
+                }
                 None => {
                     self.metrics
                         .dropped(Queue::Recordings, DropReason::MemoryBudget);
@@ -574,8 +578,7 @@ impl Proxy {
             .namer
             .name(&request.method, request.uri.path(), &request.headers);
         tracing::Span::current().record("endpoint", endpoint.as_str());
-        charge.move_to(Stage::ExchangeQueue);
-        let exchange = Exchange {
+        let mut exchange = Exchange {
             id,
             started_at,
             endpoint,
@@ -583,8 +586,17 @@ impl Proxy {
             primary,
             secondary,
             candidate,
-            charge,
+            charge: Charge::none(),
         };
+        exchange.detach();
+        // The heads were charged at a guess when the request came in; now they are known.
+        let heads = exchange.head_bytes();
+        let guessed = EXCHANGE_BYTES + 4 * header_bytes(&exchange.request.headers);
+        if heads > guessed {
+            charge.grow_up_to(heads - guessed);
+        }
+        charge.move_to(Stage::ExchangeQueue);
+        exchange.charge = charge;
         if exchange.over_budget() {
             self.metrics.memory_shed(Stage::InFlight);
         }

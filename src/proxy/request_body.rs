@@ -1,5 +1,5 @@
-//! The caller's request body, read once into shared bytes up to `--max-body`; a larger body is handed on as a
-//! stream for primary alone.
+//! The caller's request body, read once into shared bytes up to `--max-body` (and within the memory budget); a
+//! larger body is handed on as a stream for primary alone.
 
 use bytes::Bytes;
 use http_body::Body;
@@ -7,7 +7,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::budget::Charge;
-use crate::proxy::capture::concat;
 use crate::proxy::upstream::{UpstreamBody, prefixed};
 
 /// What reading the caller's body gave.
@@ -23,21 +22,24 @@ pub enum RequestBody {
     Unreadable(hyper::Error),
 }
 
-/// Reads `body` up to `limit` bytes, each chunk charged to `charge` before it is kept. A declared
-/// Content-Length over the limit is not read at all.
+/// Reads `body` up to `limit` bytes into a buffer of its own, whose capacity is charged to `charge` before it is
+/// allocated (the announced length at once, when there is one). A declared Content-Length over the limit is not
+/// read at all.
 pub async fn read_capped(mut body: Incoming, limit: usize, charge: &mut Charge) -> RequestBody {
     if body.is_end_stream() {
         return RequestBody::Buffered(Bytes::new());
     }
-    if body
-        .size_hint()
-        .exact()
-        .is_some_and(|len| len > limit as u64)
-    {
+    let announced = body.size_hint().exact();
+    if announced.is_some_and(|len| len > limit as u64) {
         return RequestBody::TooLarge(prefixed(Vec::new(), body));
     }
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut read = 0usize;
+    let mut buffer: Vec<u8> = Vec::new();
+    if let Some(len) = announced {
+        if !charge.try_grow(len as usize) {
+            return RequestBody::OverBudget(prefixed(Vec::new(), body));
+        }
+        buffer.reserve_exact(len as usize);
+    }
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(frame) => frame,
@@ -47,17 +49,24 @@ pub async fn read_capped(mut body: Incoming, limit: usize, charge: &mut Charge) 
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        read += data.len();
-        if read <= limit && !charge.try_grow(data.len()) {
+        let needed = buffer.len() + data.len();
+        if needed > limit {
             charge.shrink_to(0);
-            chunks.push(data);
-            return RequestBody::OverBudget(prefixed(chunks, body));
+            return RequestBody::TooLarge(prefixed(vec![Bytes::from(buffer), data], body));
         }
-        chunks.push(data);
-        if read > limit {
-            charge.shrink_to(0);
-            return RequestBody::TooLarge(prefixed(chunks, body));
+        if needed > buffer.capacity() {
+            // No (or a wrong) announced length: grow by doubling, never past the limit.
+            let target = needed.max((2 * buffer.capacity()).max(FIRST_CAPACITY).min(limit));
+            if !charge.try_grow(target - buffer.capacity()) {
+                charge.shrink_to(0);
+                return RequestBody::OverBudget(prefixed(vec![Bytes::from(buffer), data], body));
+            }
+            buffer.reserve_exact(target - buffer.len());
         }
+        buffer.extend_from_slice(&data);
     }
-    RequestBody::Buffered(concat(chunks, read))
+    RequestBody::Buffered(Bytes::from(buffer))
 }
+
+/// The smallest buffer a body of unknown length starts with.
+const FIRST_CAPACITY: usize = 8 << 10;

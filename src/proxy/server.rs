@@ -18,6 +18,9 @@ use crate::proxy::Proxy;
 /// Longest a caller may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The largest read buffer of a caller's connection.
+const CALLER_READ_BUFFER: usize = 128 << 10;
+
 /// Serves callers until `shutdown` resolves, then waits up to `grace` for in-flight requests.
 pub async fn serve(
     listener: TcpListener,
@@ -30,6 +33,10 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Each caller connection's read buffer grows with what the caller sends, by default up to about
+        // 400 KiB, and keeps that size for the connection's life; this bounds it, and a request's head (the
+        // longest URI an HTTP library takes, 64 KiB, fits), past which the caller gets 431.
+        .max_buf_size(CALLER_READ_BUFFER)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();

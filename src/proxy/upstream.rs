@@ -87,6 +87,12 @@ impl Body for PrefixedBody {
     }
 }
 
+/// Idle pooled connections kept per upstream.
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
+/// The largest read buffer of a connection to an upstream; it also bounds a response head (nginx's own default
+/// is 4 or 8 KiB), past which the upstream's answer is a protocol error.
+const UPSTREAM_READ_BUFFER: usize = 32 << 10;
+
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -132,6 +138,13 @@ impl UpstreamClient {
             // Shorter than the keep-alive timeout of common upstream servers (Node.js: 5 s), so that a pooled
             // connection is not reused just as the upstream closes it.
             .pool_idle_timeout(args.upstream_idle_timeout)
+            // An idle connection keeps its buffers and a socket: enough of them for bursts, not one per
+            // shadow request a spike ever had in flight.
+            .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
+            // A connection's read buffer starts at 8 KiB and grows with what it reads, by default up to about
+            // 400 KiB, a size it keeps while it waits (a black-holed upstream, the pool): times a thousand
+            // connections, hundreds of MiB that no budget sees. Large bodies are read in more pieces instead.
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             .set_host(false)
             .http2_only(args.upstream_http2);
         Self {

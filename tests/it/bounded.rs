@@ -250,7 +250,9 @@ async fn clearing_the_live_run_while_serving_keeps_storing(db: TestDb) {
     wait_for("the run to be started again", || {
         let (store, metrics) = (store.clone(), metrics.clone());
         async move {
-            let stored = stored_requests(&store, "live").await.unwrap_or(0);
+            let Some(stored) = stored_requests(&store, "live").await else {
+                return false;
+            };
             stored + metrics.store_dropped_reason_count("exchange", "run_deleted") == 30
         }
     })
@@ -612,8 +614,18 @@ async fn a_store_that_refuses_writes_shows_on_the_dashboard_not_in_readiness(db:
         async move { client().get(&url).send().await.unwrap().status() == 503 }
     })
     .await;
-    let said = client().get(&store_ready).send().await.unwrap().text().await.unwrap();
-    assert!(said.starts_with("store not written: ") && said.contains("writes refused by the test"), "{said}");
+    let said = client()
+        .get(&store_ready)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        said.starts_with("store not written: ") && said.contains("writes refused by the test"),
+        "{said}"
+    );
     let ready = client().get(app.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "the caller's path is fine");
     assert!(app.metrics.render().contains("shadowdiff_store_up 0"));
