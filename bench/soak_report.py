@@ -125,7 +125,8 @@ def intervals(events, start_text, end_text, load_end):
 
 
 def overlaps(spans, lo, hi):
-    return any(start < hi and end > lo for start, end in spans)
+    """Whether a span covers more than a second of [lo, hi] (a fault that ends as a window opens is not in it)."""
+    return any(min(end, hi) - max(start, lo) > 1 for start, end in spans)
 
 
 def main(out):
@@ -402,7 +403,13 @@ def main(out):
     print("### Targets\n")
     print("| target | measured | verdict |")
     print("|---|---|---|")
-    print(f"| peak RSS under {RSS_TARGET_MIB} MiB | {mib(peak)} | {verdict(peak and peak < RSS_TARGET_MIB * 1024)} |")
+    # The kernel's high-water mark sees a peak between two samples.
+    high_water = int((idle.get("VmHWM") or "0").split()[0] or 0)
+    true_peak = max(peak, high_water)
+    print(
+        f"| peak RSS under {RSS_TARGET_MIB} MiB (the larger of the peak sample and VmHWM) | {mib(true_peak)} | "
+        f"{verdict(true_peak and true_peak < RSS_TARGET_MIB * 1024)} |"
+    )
     print(
         f"| no caller-visible errors (non-2xx/3xx and socket errors) | "
         f"{'-' if caller_errors is None else n(caller_errors)} | {verdict(caller_errors == 0)} |"

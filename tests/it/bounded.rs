@@ -667,7 +667,7 @@ async fn a_store_that_refuses_writes_shows_on_the_dashboard_not_in_readiness(db:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_memory_budget_sheds_and_counts_and_callers_never_notice() {
-    // 100 KiB answers, and a budget that holds about two exchanges' bodies.
+    // 100 KiB answers, and a budget that holds about five exchanges (three bodies each, and their requests' state).
     let big = Arc::new(json!({"items": vec!["x".repeat(100); 1_000]}).to_string());
     let upstream = |big: Arc<String>| {
         Stub::start(move |seen| {
@@ -693,7 +693,7 @@ async fn a_small_memory_budget_sheds_and_counts_and_callers_never_notice() {
         &primary.url(),
         &secondary.url(),
         &candidate.url(),
-        &["--memory-budget", "640KiB", "--allow-side-effects"],
+        &["--memory-budget", "2MiB", "--allow-side-effects"],
     )
     .await;
     let client = client();
@@ -749,7 +749,7 @@ async fn a_small_memory_budget_sheds_and_counts_and_callers_never_notice() {
     );
     let text = metrics.render();
     assert!(
-        text.contains("shadowdiff_memory_budget_bytes 655360"),
+        text.contains("shadowdiff_memory_budget_bytes 2097152"),
         "{text}"
     );
     for stage in [
