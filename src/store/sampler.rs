@@ -2,6 +2,7 @@
 //! that samples are spread over the whole run instead of its first minutes. Bounded in the places it follows.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
 /// A place: endpoint, path and kind (`("", "")` for an exchange without differences).
 pub type SamplePlace = (String, String);
@@ -31,7 +32,10 @@ pub struct Sampler {
     first: usize,
     reservoir: usize,
     max_places: usize,
-    places: HashMap<(String, String, String), PlaceSamples>,
+    /// Quotas by a hash of (endpoint, path, kind): no key to allocate per exchange, and two places whose hashes
+    /// collide (one chance in 2^64 per pair) would only share a quota.
+    places: HashMap<u64, PlaceSamples>,
+    hasher: RandomState,
     rng: fastrand::Rng,
     bytes: usize,
 }
@@ -46,6 +50,7 @@ impl Sampler {
             reservoir: per_place - first,
             max_places,
             places: HashMap::new(),
+            hasher: RandomState::new(),
             rng: fastrand::Rng::new(),
             bytes: 0,
         }
@@ -60,12 +65,12 @@ impl Sampler {
     ) -> Vec<(SamplePlace, Take)> {
         let mut taken = Vec::new();
         for (path, kind) in places {
-            let key = (endpoint.to_string(), path.clone(), kind.clone());
+            let key = self.hasher.hash_one((endpoint, path, kind));
             if !self.places.contains_key(&key) {
                 if self.places.len() >= self.max_places {
                     continue;
                 }
-                self.bytes += endpoint.len() + path.len() + kind.len() + 128;
+                self.bytes += 96;
             }
             let place = self.places.entry(key).or_default();
             let take = if place.first < self.first {
@@ -100,7 +105,7 @@ impl Sampler {
     /// Gives back the quota a sample took at a place, when the sample could not be kept after all (no room
     /// to build it): the next exchange there may be taken instead.
     pub fn release(&mut self, endpoint: &str, place: &SamplePlace, take: &Take, id: &str) {
-        let key = (endpoint.to_string(), place.0.clone(), place.1.clone());
+        let key = self.hasher.hash_one((endpoint, &place.0, &place.1));
         let Some(samples) = self.places.get_mut(&key) else {
             return;
         };

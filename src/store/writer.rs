@@ -78,7 +78,9 @@ struct ToSample {
 /// What waits for the next batch.
 #[derive(Default)]
 struct Pending {
-    counts: HashMap<(String, i64), Tally>,
+    /// Counts per (endpoint, minute), with the memory each was last found to hold (worked out again only when
+    /// it gains rows, since that takes a walk over its maps).
+    counts: HashMap<(String, i64), (Tally, usize)>,
     /// Latency since the last batch per (endpoint, minute), and (endpoint, -1) for the whole run.
     latency: HashMap<(String, i64), Latencies>,
     to_sample: Vec<ToSample>,
@@ -91,7 +93,7 @@ struct Pending {
 
 impl Pending {
     fn requests(&self) -> u64 {
-        self.counts.values().map(|tally| tally.requests).sum()
+        self.counts.values().map(|(tally, _)| tally.requests).sum()
     }
 }
 
@@ -223,12 +225,13 @@ impl Writer {
         let minute = started_at_ms(&analysis.exchange).div_euclid(60_000);
         let key = (endpoint.clone(), minute);
         let new_entry = !self.pending.counts.contains_key(&key);
-        let tally = self.pending.counts.entry(key).or_default();
-        let (rows_before, bytes_before) = (tally.rows(), tally.heap_bytes());
+        let (tally, bytes) = self.pending.counts.entry(key).or_default();
+        let rows_before = tally.rows();
         tally.record(&analysis);
         if new_entry || tally.rows() != rows_before {
-            let added = tally.heap_bytes() + if new_entry { endpoint.len() + 96 } else { 0 };
-            self.pending.bytes = (self.pending.bytes + added).saturating_sub(bytes_before);
+            let now = tally.heap_bytes() + endpoint.len() + 96;
+            self.pending.bytes = (self.pending.bytes + now).saturating_sub(*bytes);
+            *bytes = now;
         }
         self.pending.rows = self.pending.rows + tally.rows() - rows_before;
         for bucket in [minute, -1] {
@@ -396,7 +399,7 @@ impl Writer {
             counts: pending
                 .counts
                 .into_iter()
-                .map(|((endpoint, minute), tally)| (endpoint, minute, tally))
+                .map(|((endpoint, minute), (tally, _))| (endpoint, minute, tally))
                 .collect(),
             latency: pending
                 .latency
