@@ -210,7 +210,9 @@ async fn fresh_postgres(base: &str) -> String {
 fn memory_per_endpoint_minute() {
     let hdr = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
     let hdr_bytes = hdr.distinct_values() * std::mem::size_of::<u64>();
-    println!("| requests per endpoint-minute | before: latency (3 x 3 HDR) | now: latency (minute + run deltas) | now: counts (tally) |");
+    println!(
+        "| requests per endpoint-minute | before: latency (3 x 3 HDR) | now: latency (minute + run deltas) | now: counts (tally) |"
+    );
     println!("|---|---|---|---|");
     let mut rng = fastrand::Rng::with_seed(7);
     let pool = analyses(200);
@@ -220,7 +222,11 @@ fn memory_per_endpoint_minute() {
         for i in 0..requests {
             for target in Target::ALL {
                 // A realistic spread: 2 to 40 ms, a tail to 400 ms.
-                let micros = if rng.u8(..100) == 0 { 40_000 + rng.u64(..360_000) } else { 2_000 + rng.u64(..38_000) };
+                let micros = if rng.u8(..100) == 0 {
+                    40_000 + rng.u64(..360_000)
+                } else {
+                    2_000 + rng.u64(..38_000)
+                };
                 minute.record(target, Duration::from_micros(micros));
             }
             tally.record(&pool[i % pool.len()]);
