@@ -562,6 +562,30 @@ pub struct AdminArgs {
     pub admin_token: Option<String>,
 }
 
+/// `serve` parsed from these flags after three loopback upstreams, as the command line would (for unit tests).
+#[cfg(test)]
+pub(crate) fn serve_from(extra: &[&str]) -> Result<ServeArgs, String> {
+    let mut args = vec![
+        "shadowdiff",
+        "serve",
+        "--primary",
+        "http://127.0.0.1:1",
+        "--secondary",
+        "http://127.0.0.1:2",
+        "--candidate",
+        "http://127.0.0.1:3",
+    ];
+    args.extend_from_slice(extra);
+    match Cli::try_parse_from(args) {
+        Ok(Cli {
+            command: Command::Serve(serve),
+            ..
+        }) => Ok(serve),
+        Ok(_) => Err("not parsed as serve".to_string()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,22 +628,7 @@ mod tests {
 
     #[test]
     fn values_that_would_stop_a_task_are_refused_at_start() {
-        let serve = |extra: &[&str]| {
-            let mut args = vec![
-                "shadowdiff",
-                "serve",
-                "--primary",
-                "http://127.0.0.1:1",
-                "--secondary",
-                "http://127.0.0.1:2",
-                "--candidate",
-                "http://127.0.0.1:3",
-            ];
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(args)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
+        let serve = serve_from;
         let error = serve(&["--store-flush-interval", "0s"]).unwrap_err();
         assert!(error.contains("must be longer than zero"), "{error}");
         assert!(

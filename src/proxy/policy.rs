@@ -82,25 +82,10 @@ pub fn key_position(key: &[u8]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use http::HeaderValue;
 
     fn policy(extra: &[&str]) -> ShadowPolicy {
-        let mut args = vec![
-            "shadowdiff",
-            "serve",
-            "--primary",
-            "http://127.0.0.1:1",
-            "--secondary",
-            "http://127.0.0.1:2",
-            "--candidate",
-            "http://127.0.0.1:3",
-        ];
-        args.extend_from_slice(extra);
-        let crate::config::Command::Serve(serve) = crate::config::Cli::parse_from(args).command
-        else {
-            panic!("parsed as serve")
-        };
+        let serve = crate::config::serve_from(extra).expect("valid flags");
         ShadowPolicy::new(&serve.shadow)
     }
 

@@ -80,6 +80,42 @@ async fn three(body: &'static str) -> [Stub; 3] {
     ]
 }
 
+/// An instance storing into `db`, in front of three upstreams that all answer `body` (kept alive with it).
+async fn stored_app(db: &TestDb, body: &'static str, flags: &[&str]) -> (TestApp, [Stub; 3]) {
+    let stubs = three(body).await;
+    let app = TestApp::start_stored(
+        &stubs[0].url(),
+        &stubs[1].url(),
+        &stubs[2].url(),
+        flags,
+        db.url(),
+    )
+    .await;
+    (app, stubs)
+}
+
+async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn stored_requests(store: &Store, label: &str) -> Option<u64> {
     let run = store.run(label).await.ok()??;
     let counts = store.endpoint_counts(run.id, TimeRange::all()).await.ok()?;
@@ -87,13 +123,10 @@ async fn stored_requests(store: &Store, label: &str) -> Option<u64> {
 }
 
 async fn ten_thousand_requests_over_five_thousand_slugs_are_one_endpoint(db: TestDb) {
-    let [primary, secondary, candidate] = three(r#"{"ok":true}"#).await;
-    let app = TestApp::start_stored(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
+    let (app, _upstreams) = stored_app(
+        &db,
+        r#"{"ok":true}"#,
         &["--run", "slugs", "--store-flush-interval", "100ms"],
-        db.url(),
     )
     .await;
     let requests = (0..10_000)
@@ -106,39 +139,18 @@ async fn ten_thousand_requests_over_five_thousand_slugs_are_one_endpoint(db: Tes
     wait_for("the template to be stored", || {
         let api = api.clone();
         async move {
-            let templates: serde_json::Value = client()
-                .get(&api)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let templates: serde_json::Value = get_json(&api).await;
             templates.as_array().is_some_and(|t| !t.is_empty())
         }
     })
     .await;
-    let templates: serde_json::Value = client()
-        .get(&api)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let templates: serde_json::Value = get_json(&api).await;
     assert_eq!(
         templates,
         json!([{"template": "GET /articles/{param}", "method": "GET", "segments": 2,
                 "prefix": "/articles", "position": 1}])
     );
-    let page = client()
-        .get(app.admin_url("/runs/slugs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&app.admin_url("/runs/slugs")).await;
     assert!(page.contains("Learned endpoint templates"), "{page}");
     assert!(
         page.contains("GET /articles/<mark>{param}</mark>"),
@@ -180,15 +192,8 @@ async fn ten_thousand_requests_over_five_thousand_slugs_are_one_endpoint(db: Tes
 }
 
 async fn past_the_cap_new_names_are_other_and_counted(db: TestDb) {
-    let [primary, secondary, candidate] = three("{}").await;
-    let app = TestApp::start_stored(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--run", "capped", "--max-endpoints", "5"],
-        db.url(),
-    )
-    .await;
+    let (app, _upstreams) =
+        stored_app(&db, "{}", &["--run", "capped", "--max-endpoints", "5"]).await;
     let requests = (0..20)
         .map(|i| ("/".to_string(), Some(format!("resource-{}", slug(i)))))
         .chain((0..4).map(|i| (format!("/plain/{i}"), None)))
@@ -214,13 +219,10 @@ async fn past_the_cap_new_names_are_other_and_counted(db: TestDb) {
 }
 
 async fn clearing_the_live_run_while_serving_keeps_storing(db: TestDb) {
-    let [primary, secondary, candidate] = three(r#"{"n":1}"#).await;
-    let app = TestApp::start_stored(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
+    let (app, _upstreams) = stored_app(
+        &db,
+        r#"{"n":1}"#,
         &["--run", "live", "--store-flush-interval", "50ms"],
-        db.url(),
     )
     .await;
     let store = db.store().await;
@@ -277,11 +279,9 @@ async fn clearing_the_live_run_while_serving_keeps_storing(db: TestDb) {
 }
 
 async fn an_idle_live_run_outlives_retention(db: TestDb) {
-    let [primary, secondary, candidate] = three("{}").await;
-    let app = TestApp::start_stored(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
+    let (app, _upstreams) = stored_app(
+        &db,
+        "{}",
         &[
             "--run",
             "idle",
@@ -290,7 +290,6 @@ async fn an_idle_live_run_outlives_retention(db: TestDb) {
             "--store-flush-interval",
             "20ms",
         ],
-        db.url(),
     )
     .await;
     let store = db.store().await;
@@ -414,14 +413,7 @@ async fn a_body_that_decodes_to_32_mib_is_a_truncated_sample(db: TestDb) {
         db.url(),
     )
     .await;
-    let page = client()
-        .get(app.admin_url(&format!("/exchanges/{}", samples[0].id)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&app.admin_url(&format!("/exchanges/{}", samples[0].id))).await;
     assert!(
         page.contains("only the beginning of this body is kept"),
         "{page}"
@@ -575,13 +567,10 @@ async fn a_nul_in_a_json_key_is_stored_as_a_replacement_character(db: TestDb) {
 }
 
 async fn a_store_that_refuses_writes_shows_on_the_dashboard_not_in_readiness(db: TestDb) {
-    let [primary, secondary, candidate] = three("{}").await;
-    let app = TestApp::start_stored(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
+    let (app, _upstreams) = stored_app(
+        &db,
+        "{}",
         &["--run", "refusing", "--store-flush-interval", "50ms"],
-        db.url(),
     )
     .await;
     let store = db.store().await;
@@ -629,14 +618,7 @@ async fn a_store_that_refuses_writes_shows_on_the_dashboard_not_in_readiness(db:
     let ready = client().get(app.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "the caller's path is fine");
     assert!(app.metrics.render().contains("shadowdiff_store_up 0"));
-    let page = client()
-        .get(app.admin_url("/runs/refusing"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&app.admin_url("/runs/refusing")).await;
     assert!(page.contains("The store cannot be written since"), "{page}");
     assert!(page.contains("writes refused by the test"), "{page}");
 
@@ -652,14 +634,7 @@ async fn a_store_that_refuses_writes_shows_on_the_dashboard_not_in_readiness(db:
         async move { client().get(&url).send().await.unwrap().status() == 200 }
     })
     .await;
-    let page = client()
-        .get(app.admin_url("/runs/refusing"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&app.admin_url("/runs/refusing")).await;
     assert!(!page.contains("The store cannot be written"), "{page}");
     assert!(app.metrics.render().contains("shadowdiff_store_up 1"));
     app.stop().await;
