@@ -90,6 +90,55 @@ impl SkipReason {
     }
 }
 
+/// Why a body was not compared (its status and headers were): a stable name for counters and samples.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BodySkip {
+    /// Larger than `--max-body`: not kept.
+    TooLarge,
+    /// Larger than `--max-decoded-body` once its encoding is undone.
+    DecodedTooLarge,
+    /// A Content-Encoding that cannot be undone.
+    UnsupportedEncoding,
+    /// Its encoding is corrupt.
+    CorruptEncoding,
+    /// JSON nested deeper than the parser goes.
+    JsonTooDeep,
+    /// Holding it (kept, decoded or parsed) would have gone over `--memory-budget`.
+    MemoryBudget,
+}
+
+impl BodySkip {
+    pub const ALL: [BodySkip; 6] = [
+        BodySkip::TooLarge,
+        BodySkip::DecodedTooLarge,
+        BodySkip::UnsupportedEncoding,
+        BodySkip::CorruptEncoding,
+        BodySkip::JsonTooDeep,
+        BodySkip::MemoryBudget,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodySkip::TooLarge => "too_large",
+            BodySkip::DecodedTooLarge => "decoded_too_large",
+            BodySkip::UnsupportedEncoding => "unsupported_encoding",
+            BodySkip::CorruptEncoding => "corrupt_encoding",
+            BodySkip::JsonTooDeep => "json_too_deep",
+            BodySkip::MemoryBudget => "memory_budget",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for BodySkip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where a difference is counted: its generalised path and its kind. A candidate difference is explained by
 /// noise only when secondary differs at the same path *in the same way* (a value that varies does not explain
 /// a field that disappears).
@@ -104,7 +153,7 @@ pub struct Compared {
     pub noise: Vec<Difference>,
     /// Bodies that were not compared, and why (`too_large`, `decoded_too_large`, `json_too_deep`, ...), by the
     /// upstream whose body it was.
-    pub body_skipped: Vec<(Target, &'static str)>,
+    pub body_skipped: Vec<(Target, BodySkip)>,
 }
 
 impl Compared {
@@ -171,18 +220,18 @@ struct SideComparison {
     /// The side gave no response.
     failed: bool,
     /// The side's body could not be read (too large, undecodable, too deep) while primary's could.
-    body_unreadable: Option<&'static str>,
+    body_unreadable: Option<BodySkip>,
     /// Primary's body could not be read.
-    primary_unreadable: Option<&'static str>,
+    primary_unreadable: Option<BodySkip>,
 }
 
 /// What comparing two bodies gave.
 enum BodyComparison {
     Compared(Vec<Difference>),
     /// Primary's body cannot be read: nothing to compare against.
-    PrimaryUnreadable(&'static str),
+    PrimaryUnreadable(BodySkip),
     /// The other side's body cannot be read: a difference in itself.
-    OtherUnreadable(&'static str, Difference),
+    OtherUnreadable(BodySkip, Difference),
 }
 
 /// Compares exchanges under one configuration.
@@ -335,11 +384,11 @@ impl Analyzer {
     ) -> BodyComparison {
         let limit = self.config.max_decoded_body;
         let CapturedBody::Complete(primary_raw) = &reference.response.body else {
-            return BodyComparison::PrimaryUnreadable("too_large");
+            return BodyComparison::PrimaryUnreadable(BodySkip::TooLarge);
         };
         let CapturedBody::Complete(other_raw) = &other.body else {
             return match reference.decoded(limit) {
-                Ok((_, kind)) => unreadable(kind.as_str(), "too_large"),
+                Ok((_, kind)) => unreadable(kind.as_str(), BodySkip::TooLarge),
                 Err(reason) => BodyComparison::PrimaryUnreadable(reason),
             };
         };
@@ -376,14 +425,16 @@ impl Analyzer {
                 let options = self.config.json;
                 match (reference.parsed(limit), other_json) {
                     (Err(JsonFailure::TooDeep), _) => {
-                        return BodyComparison::PrimaryUnreadable("json_too_deep");
+                        return BodyComparison::PrimaryUnreadable(BodySkip::JsonTooDeep);
                     }
                     (Err(JsonFailure::OverBudget), _) => {
-                        return BodyComparison::PrimaryUnreadable("memory_budget");
+                        return BodyComparison::PrimaryUnreadable(BodySkip::MemoryBudget);
                     }
-                    (_, Err(JsonFailure::TooDeep)) => return unreadable("json", "json_too_deep"),
+                    (_, Err(JsonFailure::TooDeep)) => {
+                        return unreadable("json", BodySkip::JsonTooDeep);
+                    }
                     (_, Err(JsonFailure::OverBudget)) => {
-                        return unreadable("json", "memory_budget");
+                        return unreadable("json", BodySkip::MemoryBudget);
                     }
                     (Ok(primary_json), Ok(other_json)) => {
                         json::diff(primary_json, &other_json, options, rules, "body")
@@ -438,7 +489,7 @@ fn diff_text(
     };
     // A line diff holds both texts again (primary's as text, normalised HTML) and its tokens.
     if !reference.scratch.try_grow(3 * (primary_len + other.len())) {
-        return vec![body_kind_change("text", "memory_budget")];
+        return vec![body_kind_change("text", BodySkip::MemoryBudget.as_str())];
     }
     let Ok((primary, _)) = reference.decoded(limit) else {
         return Vec::new();
@@ -458,8 +509,8 @@ fn diff_text(
 }
 
 /// The other side's body cannot be read where primary's can: that is a difference of its own.
-fn unreadable(primary_kind: &str, reason: &'static str) -> BodyComparison {
-    BodyComparison::OtherUnreadable(reason, body_kind_change(primary_kind, reason))
+fn unreadable(primary_kind: &str, reason: BodySkip) -> BodyComparison {
+    BodyComparison::OtherUnreadable(reason, body_kind_change(primary_kind, reason.as_str()))
 }
 
 fn body_kind_change(primary: &str, other: &str) -> Difference {
@@ -501,7 +552,7 @@ fn decode_within<'a>(
     raw: &'a [u8],
     limit: usize,
     scratch: &mut Charge,
-) -> Result<Cow<'a, [u8]>, &'static str> {
+) -> Result<Cow<'a, [u8]>, BodySkip> {
     let held = scratch.bytes();
     let decoded = decode::decode_within(headers, raw, limit, &mut |bytes| scratch.try_grow(bytes));
     match decoded {
@@ -532,7 +583,7 @@ fn parse_json(bytes: &[u8]) -> Result<Value, JsonFailure> {
 }
 
 /// A body with its encoding undone, and what it holds; or why it could not be.
-type Decoded<'a> = Result<(Cow<'a, [u8]>, ContentKind), &'static str>;
+type Decoded<'a> = Result<(Cow<'a, [u8]>, ContentKind), BodySkip>;
 
 /// Primary's response, decoded and parsed at most once for both comparisons, and the memory the analysis
 /// takes as it goes.
@@ -557,20 +608,19 @@ impl<'a> Reference<'a> {
         }
     }
 
-    fn decoded(&mut self, limit: usize) -> Result<(&[u8], ContentKind), &'static str> {
+    fn decoded(&mut self, limit: usize) -> Result<(&[u8], ContentKind), BodySkip> {
         let response = self.response;
-        if self.decoded.is_none() {
+        let scratch = &mut *self.scratch;
+        let decoded = self.decoded.get_or_insert_with(|| {
             let raw: &'a [u8] = response.body.bytes().map_or(&[], |bytes| &bytes[..]);
-            let decoded = decode_within(&response.headers, raw, limit, self.scratch).map(|bytes| {
+            decode_within(&response.headers, raw, limit, scratch).map(|bytes| {
                 let kind = decode::content_kind(&response.headers, &bytes);
                 (bytes, kind)
-            });
-            self.decoded = Some(decoded);
-        }
-        match &self.decoded {
-            Some(Ok((bytes, kind))) => Ok((&bytes[..], *kind)),
-            Some(Err(reason)) => Err(reason),
-            None => Err("unknown"),
+            })
+        });
+        match decoded {
+            Ok((bytes, kind)) => Ok((&bytes[..], *kind)),
+            Err(reason) => Err(*reason),
         }
     }
 

@@ -142,21 +142,64 @@ pub enum UpstreamError {
     Abandoned,
 }
 
+/// The kind of an upstream failure, by a stable name: a metric label, a stored counter, a sample's field.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    Connect,
+    Timeout,
+    Reset,
+    Protocol,
+    Shed,
+    Abandoned,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Reset,
+        ErrorKind::Protocol,
+        ErrorKind::Shed,
+        ErrorKind::Abandoned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Shed => "shed",
+            ErrorKind::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl UpstreamError {
     /// Whether the upstream is to blame (shed and abandoned are not the upstream's doing).
     pub fn is_upstream_fault(&self) -> bool {
         !matches!(self, UpstreamError::Shed | UpstreamError::Abandoned)
     }
 
-    /// A short stable name, used as a metric label.
-    pub fn kind(&self) -> &'static str {
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            UpstreamError::Connect(_) => "connect",
-            UpstreamError::Timeout(_) => "timeout",
-            UpstreamError::Reset(_) => "reset",
-            UpstreamError::Protocol(_) => "protocol",
-            UpstreamError::Shed => "shed",
-            UpstreamError::Abandoned => "abandoned",
+            UpstreamError::Connect(_) => ErrorKind::Connect,
+            UpstreamError::Timeout(_) => ErrorKind::Timeout,
+            UpstreamError::Reset(_) => ErrorKind::Reset,
+            UpstreamError::Protocol(_) => ErrorKind::Protocol,
+            UpstreamError::Shed => ErrorKind::Shed,
+            UpstreamError::Abandoned => ErrorKind::Abandoned,
         }
     }
 }

@@ -510,7 +510,7 @@ impl Metrics {
         self.upstream_errors
             .get_or_create(&TargetKindLabels {
                 target: target.as_str(),
-                kind: error.kind(),
+                kind: error.kind().as_str(),
             })
             .inc();
     }
@@ -585,7 +585,7 @@ impl Metrics {
                 self.bodies_not_compared
                     .get_or_create(&TargetReasonLabels {
                         target: target.as_str(),
-                        reason,
+                        reason: reason.as_str(),
                     })
                     .inc();
             }

@@ -11,10 +11,10 @@ use crate::analysis::diff::DiffKind;
 use crate::analysis::latency::{Latencies, LatencySummary};
 use crate::analysis::noise::{self, Thresholds, Verdict};
 use crate::analysis::rules::{RuleAction, RuleSet};
-use crate::analysis::{Analysis, PathKey, SkipReason};
+use crate::analysis::{Analysis, BodySkip, PathKey, SkipReason};
 use std::time::Duration;
 
-use crate::exchange::{Outcome, Target, UpstreamError};
+use crate::exchange::{ErrorKind, Outcome, Target, UpstreamError};
 
 /// Counts for one place (generalised path and kind) of one endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,9 +59,9 @@ pub struct Tally {
     /// Exchanges not compared, by reason.
     pub skipped: BTreeMap<SkipReason, u64>,
     /// Upstream failures, by target and kind.
-    pub errors: BTreeMap<(Target, &'static str), u64>,
+    pub errors: BTreeMap<(Target, ErrorKind), u64>,
     /// Bodies not compared, by the upstream whose body it was and the reason.
-    pub body_skipped: BTreeMap<(Target, &'static str), u64>,
+    pub body_skipped: BTreeMap<(Target, BodySkip), u64>,
     /// Compared exchanges where secondary differed from primary anywhere.
     pub noisy: u64,
     pub paths: BTreeMap<PathKey, PathCounts>,
@@ -92,7 +92,7 @@ impl Tally {
         };
         self.compared += 1;
         for (target, reason) in &compared.body_skipped {
-            *self.body_skipped.entry((*target, reason)).or_default() += 1;
+            *self.body_skipped.entry((*target, *reason)).or_default() += 1;
         }
         if !compared.noise.is_empty() {
             self.noisy += 1;

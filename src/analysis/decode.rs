@@ -7,6 +7,8 @@ use std::io::Read;
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
+use crate::analysis::BodySkip;
+
 /// What a body holds, for choosing how to compare it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ContentKind {
@@ -47,13 +49,13 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// A short stable name, for counters.
-    pub fn reason(&self) -> &'static str {
+    /// Why the body is not compared.
+    pub fn reason(&self) -> BodySkip {
         match self {
-            DecodeError::TooLarge { .. } => "decoded_too_large",
-            DecodeError::Unsupported(_) => "unsupported_encoding",
-            DecodeError::Corrupt { .. } => "corrupt_encoding",
-            DecodeError::OverBudget => "memory_budget",
+            DecodeError::TooLarge { .. } => BodySkip::DecodedTooLarge,
+            DecodeError::Unsupported(_) => BodySkip::UnsupportedEncoding,
+            DecodeError::Corrupt { .. } => BodySkip::CorruptEncoding,
+            DecodeError::OverBudget => BodySkip::MemoryBudget,
         }
     }
 }
@@ -363,7 +365,7 @@ mod tests {
         assert!(bomb.len() < 1 << 20, "bomb is {} bytes", bomb.len());
         let error = decode(&headers(&[("content-encoding", "gzip")]), &bomb, 1 << 20).unwrap_err();
         assert_eq!(error, DecodeError::TooLarge { limit: 1 << 20 });
-        assert_eq!(error.reason(), "decoded_too_large");
+        assert_eq!(error.reason().as_str(), "decoded_too_large");
     }
 
     #[test]
@@ -404,7 +406,7 @@ mod tests {
     fn corrupt_and_unknown_encodings_are_errors() {
         let error =
             decode(&headers(&[("content-encoding", "gzip")]), b"not gzip", 1024).unwrap_err();
-        assert_eq!(error.reason(), "corrupt_encoding");
+        assert_eq!(error.reason().as_str(), "corrupt_encoding");
         let error = decode(&headers(&[("content-encoding", "zstd")]), b"x", 1024).unwrap_err();
         assert_eq!(error, DecodeError::Unsupported("zstd".into()));
     }

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 
 use crate::analysis::aggregate::Tally;
 use crate::analysis::diff::DiffKind;
-use crate::analysis::{PathKey, SkipReason};
-use crate::exchange::Target;
+use crate::analysis::{BodySkip, PathKey, SkipReason};
+use crate::exchange::{ErrorKind, Target};
 
 /// The counters of one endpoint as (name, value) rows.
 pub fn counter_rows(counts: &Tally) -> Vec<(String, i64)> {
@@ -42,12 +42,12 @@ pub fn apply_counter(counts: &mut Tally, name: &str, value: i64) {
             }
         }
         (Some("error"), Some(target), Some(kind)) => {
-            if let (Some(target), Some(kind)) = (parse_target(target), static_name(kind)) {
+            if let (Some(target), Some(kind)) = (parse_target(target), ErrorKind::parse(kind)) {
                 *counts.errors.entry((target, kind)).or_default() += value;
             }
         }
         (Some("body_skipped"), Some(target), Some(reason)) => {
-            if let (Some(target), Some(reason)) = (parse_target(target), static_name(reason)) {
+            if let (Some(target), Some(reason)) = (parse_target(target), BodySkip::parse(reason)) {
                 *counts.body_skipped.entry((target, reason)).or_default() += value;
             }
         }
@@ -59,26 +59,6 @@ pub fn parse_target(text: &str) -> Option<Target> {
     Target::ALL
         .into_iter()
         .find(|target| target.as_str() == text)
-}
-
-/// The names counters may carry, as the `&'static str` the counts use.
-fn static_name(text: &str) -> Option<&'static str> {
-    const NAMES: [&str; 13] = [
-        "connect",
-        "timeout",
-        "reset",
-        "protocol",
-        "shed",
-        "abandoned",
-        "too_large",
-        "decoded_too_large",
-        "unsupported_encoding",
-        "corrupt_encoding",
-        "json_too_deep",
-        "memory_budget",
-        "unknown",
-    ];
-    NAMES.into_iter().find(|name| *name == text)
 }
 
 /// Longest difference path stored; longer ones are cut (PostgreSQL cannot index a key of a few KiB).
@@ -145,10 +125,12 @@ mod tests {
             ..Default::default()
         };
         counts.skipped.insert(SkipReason::CandidateShed, 2);
-        counts.errors.insert((Target::Candidate, "timeout"), 4);
+        counts
+            .errors
+            .insert((Target::Candidate, ErrorKind::Timeout), 4);
         counts
             .body_skipped
-            .insert((Target::Primary, "json_too_deep"), 1);
+            .insert((Target::Primary, BodySkip::JsonTooDeep), 1);
         let mut back = Tally::default();
         for (name, value) in counter_rows(&counts) {
             apply_counter(&mut back, &name, value);

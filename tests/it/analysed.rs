@@ -1,5 +1,6 @@
 //! The proxy feeding the analysis: real traffic through stubs, analysed off the caller's path.
 
+use shadowdiff::analysis::BodySkip;
 use std::io::Write;
 
 use bytes::Bytes;
@@ -211,7 +212,7 @@ async fn bodies_the_analysis_cannot_read_do_not_touch_the_caller() {
             .compared()
             .unwrap()
             .body_skipped
-            .contains(&(Target::Candidate, "json_too_deep"))
+            .contains(&(Target::Candidate, BodySkip::JsonTooDeep))
     );
 
     let bomb_answer = client()
@@ -226,7 +227,7 @@ async fn bodies_the_analysis_cannot_read_do_not_touch_the_caller() {
     let analysis = app.next_analysis().await;
     assert_eq!(
         analysis.compared().unwrap().body_skipped,
-        vec![(Target::Candidate, "decoded_too_large")]
+        vec![(Target::Candidate, BodySkip::DecodedTooLarge)]
     );
     assert_eq!(app.metrics.analysis_failures(), 0);
 }

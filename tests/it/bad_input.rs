@@ -2,6 +2,7 @@
 //! UTF-8, compression bombs or JSON under the wrong type. Each gets a clear error or a counted skip; the
 //! caller's answer is primary's wherever primary could answer, and nothing panics.
 
+use shadowdiff::analysis::BodySkip;
 use std::io::Write;
 
 use bytes::Bytes;
@@ -217,7 +218,7 @@ async fn json_ten_thousand_levels_deep_is_a_counted_skip() {
     assert!(
         compared
             .body_skipped
-            .contains(&(Target::Primary, "json_too_deep")),
+            .contains(&(Target::Primary, BodySkip::JsonTooDeep)),
         "{:?}",
         compared.body_skipped
     );
@@ -232,7 +233,7 @@ async fn json_ten_thousand_levels_deep_is_a_counted_skip() {
     assert!(
         compared
             .body_skipped
-            .contains(&(Target::Candidate, "json_too_deep"))
+            .contains(&(Target::Candidate, BodySkip::JsonTooDeep))
     );
     assert!(compared.candidate.iter().any(|difference| {
         difference.path == "body"
@@ -327,7 +328,7 @@ async fn a_gzip_bomb_is_decoded_no_further_than_the_cap() {
     assert!(
         compared
             .body_skipped
-            .contains(&(Target::Primary, "decoded_too_large")),
+            .contains(&(Target::Primary, BodySkip::DecodedTooLarge)),
         "{:?}",
         compared.body_skipped
     );

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use http::Response;
+use shadowdiff::exchange::ErrorKind;
 use shadowdiff::exchange::{Target, UpstreamError};
 
 use crate::support::stub::{Gate, Misbehaviour, RawPeer, Refusing, Stub, channel_body};
@@ -132,7 +133,7 @@ async fn a_black_holed_candidate_times_out_in_the_background() {
         let exchange = app.next_exchange().await;
         assert_eq!(
             exchange.candidate.error().map(UpstreamError::kind),
-            Some("timeout")
+            Some(ErrorKind::Timeout)
         );
         assert!(exchange.secondary.response().is_some());
     }
@@ -154,7 +155,7 @@ async fn a_candidate_resetting_mid_body_changes_nothing_for_the_caller() {
         let exchange = app.next_exchange().await;
         assert_eq!(
             exchange.candidate.error().map(UpstreamError::kind),
-            Some("reset"),
+            Some(ErrorKind::Reset),
             "{:?}",
             exchange.candidate
         );
@@ -172,7 +173,7 @@ async fn a_candidate_speaking_garbage_is_a_protocol_error() {
     let exchange = app.next_exchange().await;
     assert_eq!(
         exchange.candidate.error().map(UpstreamError::kind),
-        Some("protocol"),
+        Some(ErrorKind::Protocol),
         "{:?}",
         exchange.candidate
     );

@@ -1,6 +1,7 @@
 //! Edges of HTTP on the caller's path: disconnects, HTTP/2 on either side, trailers, resets, long and odd
 //! request targets, upgrades, `Expect`, bad framing and stale pooled connections.
 
+use shadowdiff::exchange::ErrorKind;
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -152,7 +153,7 @@ async fn a_primary_resetting_mid_body_cuts_the_caller_and_is_recorded() {
     let exchange = app.next_exchange().await;
     assert_eq!(
         exchange.primary.error().map(UpstreamError::kind),
-        Some("reset"),
+        Some(ErrorKind::Reset),
         "{:?}",
         exchange.primary
     );

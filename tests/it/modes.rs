@@ -1,6 +1,7 @@
 //! Response modes, failing responders, h2c and https upstreams.
 
 use http::StatusCode;
+use shadowdiff::exchange::ErrorKind;
 use shadowdiff::exchange::{Target, UpstreamError};
 
 use crate::support::stub::{Gate, Misbehaviour, RawPeer, Refusing, Stub, json_response};
@@ -191,7 +192,7 @@ async fn a_failing_responder_gives_502_naming_it() {
     let exchange = app.next_exchange().await;
     assert_eq!(
         exchange.candidate.error().map(UpstreamError::kind),
-        Some("timeout")
+        Some(ErrorKind::Timeout)
     );
 
     // Primary-only (unshadowed) request to a dead primary.

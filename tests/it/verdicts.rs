@@ -1,6 +1,8 @@
 //! Verdicts over many generated exchanges: the five cases the design pins, the diff rate against a brute-force
 //! count, and outcomes that are differences too. Pure: no sockets.
 
+use shadowdiff::analysis::BodySkip;
+use shadowdiff::exchange::ErrorKind;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -460,7 +462,10 @@ fn upstream_failures_are_differences_at_error_and_status() {
     );
     assert_eq!(regression_paths(&judged), vec!["error"]);
     assert_eq!(
-        counts.tally.errors.get(&(Target::Candidate, "timeout")),
+        counts
+            .tally
+            .errors
+            .get(&(Target::Candidate, ErrorKind::Timeout)),
         Some(&100)
     );
 }
@@ -511,7 +516,7 @@ fn bodies_are_decoded_and_bad_ones_are_counted_skips() {
     ));
     assert_eq!(
         analysis.compared().unwrap().body_skipped,
-        vec![(Target::Candidate, "json_too_deep")]
+        vec![(Target::Candidate, BodySkip::JsonTooDeep)]
     );
 
     let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -538,7 +543,7 @@ fn bodies_are_decoded_and_bad_ones_are_counted_skips() {
     ));
     assert_eq!(
         analysis.compared().unwrap().body_skipped,
-        vec![(Target::Candidate, "decoded_too_large")]
+        vec![(Target::Candidate, BodySkip::DecodedTooLarge)]
     );
 
     let html = |text: &'static str| {
@@ -756,7 +761,10 @@ fn a_body_only_one_side_can_read_is_a_difference_not_a_skip() {
             (body.kind, body.other.as_deref()),
             (DiffKind::TypeChanged, Some(reason))
         );
-        assert_eq!(compared.body_skipped, vec![(Target::Candidate, reason)]);
+        assert_eq!(
+            compared.body_skipped,
+            vec![(Target::Candidate, BodySkip::parse(reason).unwrap())]
+        );
     }
     // Primary's own body unreadable: nothing to compare, and it is primary's.
     let deep = response(
@@ -773,7 +781,7 @@ fn a_body_only_one_side_can_read_is_a_difference_not_a_skip() {
     let compared = analysis.compared().unwrap();
     assert_eq!(
         compared.body_skipped,
-        vec![(Target::Primary, "json_too_deep")]
+        vec![(Target::Primary, BodySkip::JsonTooDeep)]
     );
     assert!(
         compared
