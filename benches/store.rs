@@ -12,16 +12,17 @@ use shadowdiff::analysis::aggregate::{Tally, VerdictSettings};
 use shadowdiff::analysis::latency::Latencies;
 use shadowdiff::analysis::rules::RuleSet;
 use shadowdiff::analysis::{Analysis, Analyzer};
+use shadowdiff::clock::now_ms;
 use shadowdiff::exchange::{
     CapturedBody, Exchange, Outcome, RecordedRequest, Target, UpstreamResponse,
 };
 use shadowdiff::metrics::Metrics;
 use shadowdiff::redact::Redactor;
+use shadowdiff::store::Store;
 use shadowdiff::store::queries::TimeRange;
 use shadowdiff::store::sample::SampleLimits;
 use shadowdiff::store::write::FlushBatch;
 use shadowdiff::store::writer::{Writer, WriterConfig};
-use shadowdiff::store::{Store, now_ms};
 use sqlx::Connection;
 
 const ENDPOINTS: usize = 50;

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod diff;
 pub mod headers;
 pub mod json;
+pub mod kind;
 pub mod latency;
 pub mod noise;
 pub mod rules;

@@ -22,6 +22,7 @@ use crate::config::{AnalysisArgs, ServeArgs};
 use crate::endpoint::EndpointNamer;
 use crate::exchange::{Exchange, Target};
 use crate::metrics::{DropReason, Metrics, Queue};
+use crate::pipeline::recorder::{self, Recording};
 use crate::pipeline::{self, AnalysisSink};
 use crate::proxy::Proxy;
 use crate::proxy::upstream::{ClientError, UpstreamClient, tls_config};
@@ -30,7 +31,6 @@ use crate::store::health::StoreHealth;
 use crate::store::sample::SampleLimits;
 use crate::store::writer::{Writer, WriterConfig};
 use crate::store::{Store, StoreError};
-use crate::traffic::recorder::{self, Recording};
 use crate::web;
 
 /// Why the instance could not start.
@@ -132,7 +132,7 @@ impl Application {
             .redaction_key(args.store.redaction_key.as_deref())
             .await?;
         let redactor = Redactor::new(redaction_key, &args.store.redact_json_fields);
-        let started_ms = crate::store::now_ms();
+        let started_ms = crate::clock::now_ms();
         let label = args
             .store
             .run

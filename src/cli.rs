@@ -1,6 +1,7 @@
 //! The subcommands, each a thin wiring of the parts for one job, and the process's exit codes.
 
 pub mod demo;
+pub mod driver;
 pub mod gate;
 pub mod migrate;
 pub mod progress;

@@ -1,6 +1,8 @@
 //! The stages after the proxy, joined by bounded queues that drop and count when full (nobody ever waits on
 //! them): completed exchanges to analysis, analysed exchanges to their consumer (the store).
 
+pub mod recorder;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 

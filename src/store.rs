@@ -138,13 +138,6 @@ pub struct SampleRow {
     pub places: Vec<(String, String)>,
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
-
 impl Store {
     /// Connects to `postgres://...` or `sqlite://PATH` (the file is created if missing).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {

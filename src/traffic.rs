@@ -4,7 +4,6 @@
 pub mod gor;
 pub mod har;
 pub mod jsonl;
-pub mod recorder;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

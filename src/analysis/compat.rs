@@ -5,7 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::diff::DiffKind;
+use crate::analysis::decode::media_type;
+use crate::analysis::kind::DiffKind;
 
 /// Ordered from mildest to worst, so that `max` picks the worst of several.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -49,7 +50,7 @@ impl Compat {
                 // No response where primary answered (or the other way round).
                 "error" => Compat::Breaking,
                 "status" if status_class(primary) != status_class(other) => Compat::Breaking,
-                "header/content-type" if media_type(primary) != media_type(other) => {
+                "header/content-type" if primary.map(media_type) != other.map(media_type) => {
                     Compat::Breaking
                 }
                 _ => Compat::Changed,
@@ -67,18 +68,6 @@ impl fmt::Display for Compat {
 /// `2` for `"204"`.
 fn status_class(status: Option<&str>) -> Option<u8> {
     status.and_then(|s| s.trim().bytes().next())
-}
-
-/// `application/json` for `"application/json; charset=utf-8"`.
-fn media_type(content_type: Option<&str>) -> Option<String> {
-    content_type.map(|value| {
-        value
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    })
 }
 
 #[cfg(test)]

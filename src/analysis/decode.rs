@@ -222,6 +222,16 @@ fn read_within(
     }
 }
 
+/// The media type of a Content-Type value: `application/json` for `application/json; charset=utf-8`.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// The kind of a decoded body: from its Content-Type, and by sniffing when the type is missing or generic.
 pub fn content_kind(headers: &HeaderMap, body: &[u8]) -> ContentKind {
     if body.is_empty() {
@@ -230,14 +240,7 @@ pub fn content_kind(headers: &HeaderMap, body: &[u8]) -> ContentKind {
     let media_type = headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .map(|value| {
-            value
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(media_type)
         .unwrap_or_default();
     if media_type == "application/json"
         || media_type.ends_with("+json")

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Application;
+use crate::cli::driver::{self, Pace, Tally};
 use crate::cli::progress::Progress;
 use crate::cli::serve::shutdown_signal;
 use crate::cli::{EXIT_USAGE, gate};
@@ -18,7 +19,6 @@ use crate::config::{
     UpstreamUrl,
 };
 use crate::demo::{self, service};
-use crate::driver::{self, Pace, Tally};
 use crate::gate::render;
 
 /// Requests in flight at most: the slow endpoint must not hold back the steady rate.

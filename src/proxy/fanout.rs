@@ -29,13 +29,13 @@ use crate::exchange::{
     Exchange, Outcome, RecordedRequest, Target, UpstreamError, UpstreamResponse,
 };
 use crate::metrics::{DropReason, Metrics, Queue, UnshadowedReason};
+use crate::pipeline::recorder::Recording;
 use crate::pipeline::{ExchangeSink, Sink};
 use crate::proxy::capture::{TeeBody, TeeReport, read_capped};
 use crate::proxy::headers::{ROLE_HEADER, add_forwarded, set_host, strip_hop_by_hop};
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::request_body::{self, RequestBody};
 use crate::proxy::upstream::{UpstreamBody, UpstreamClient, buffered, streamed};
-use crate::traffic::recorder::Recording;
 
 /// The body the caller receives.
 // One per response, for its whole life; boxing the tee would add an allocation to every request.

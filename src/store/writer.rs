@@ -16,6 +16,7 @@ use crate::analysis::Analysis;
 use crate::analysis::aggregate::{Tally, latency_sample};
 use crate::analysis::latency::Latencies;
 use crate::budget::{Charge, MemoryBudget, Stage};
+use crate::clock::now_ms;
 use crate::endpoint::EndpointNamer;
 use crate::exchange::Target;
 use crate::metrics::Metrics;
@@ -25,7 +26,7 @@ use crate::store::health::StoreHealth;
 use crate::store::sample::{SampleDocument, SampleLimits, started_at_ms};
 use crate::store::sampler::{SamplePlace, Sampler, Take};
 use crate::store::write::{FlushBatch, Unsampled, Written};
-use crate::store::{SampleRow, Store, StoreError, now_ms};
+use crate::store::{SampleRow, Store, StoreError};
 
 /// How the writer batches, what it keeps while the database is away, and which run it writes.
 #[derive(Clone, Debug)]

@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 
 use crate::analysis::aggregate::{self, EndpointReport, PlaceVerdict};
 use crate::analysis::rules::RuleSpec;
+use crate::clock::now_ms;
+use crate::store::RunInfo;
 use crate::store::queries::{RunReport, SampleSummary, StoredRule, TimelinePoint};
 use crate::store::sample::SampleDocument;
-use crate::store::{RunInfo, now_ms};
 use crate::web::error::{ApiError, WebError};
 use crate::web::range::ViewQuery;
 use crate::web::{AdminState, resolve_run};

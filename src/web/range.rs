@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::store::now_ms;
+use crate::clock::now_ms;
 use crate::store::queries::TimeRange;
 
 /// A choice of time range.

@@ -13,13 +13,14 @@ use serde_json::json;
 use shadowdiff::analysis::Analyzer;
 use shadowdiff::analysis::aggregate::Tally;
 use shadowdiff::analysis::diff::DiffKind;
+use shadowdiff::clock::now_ms;
 use shadowdiff::metrics::{Metrics, UnshadowedReason};
 use shadowdiff::redact::Redactor;
+use shadowdiff::store::Store;
 use shadowdiff::store::queries::TimeRange;
 use shadowdiff::store::sample::{SampleLimits, StoredBody};
 use shadowdiff::store::write::FlushBatch;
 use shadowdiff::store::writer::{Writer, WriterConfig};
-use shadowdiff::store::{Store, now_ms};
 
 use crate::support::db::TestDb;
 use crate::support::stub::{Stub, json_response};

@@ -11,13 +11,14 @@ use serde_json::json;
 use shadowdiff::analysis::aggregate::{self, EndpointCounts, VerdictSettings};
 use shadowdiff::analysis::rules::{ActionKind, RuleSet, RuleSpec};
 use shadowdiff::analysis::{Analysis, Analyzer};
+use shadowdiff::clock::now_ms;
 use shadowdiff::exchange::Target;
 use shadowdiff::metrics::Metrics;
 use shadowdiff::redact::Redactor;
+use shadowdiff::store::Store;
 use shadowdiff::store::queries::TimeRange;
 use shadowdiff::store::sample::SampleLimits;
 use shadowdiff::store::writer::{Writer, WriterConfig};
-use shadowdiff::store::{Store, now_ms};
 
 use crate::support::db::{TestDb, pg_dump};
 use crate::verdicts::{exchange_of, json_response};

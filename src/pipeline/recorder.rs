@@ -11,11 +11,11 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{TrafficRequest, jsonl};
 use crate::exchange::RecordedRequest;
 use crate::metrics::{DropReason, Metrics, Queue};
 use crate::pipeline::Draining;
 use crate::redact::Redactor;
+use crate::traffic::{TrafficRequest, jsonl};
 
 /// A shadowed request and when it arrived.
 pub struct Recording {
