@@ -15,7 +15,10 @@ pub mod text;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Duration;
+
+use http::HeaderName;
 
 use serde_json::Value;
 
@@ -24,7 +27,7 @@ use crate::analysis::decode::ContentKind;
 use crate::analysis::diff::{DiffKind, Difference};
 use crate::analysis::headers::HeaderOptions;
 use crate::analysis::json::JsonOptions;
-use crate::analysis::rules::{EndpointRules, RuleSet};
+use crate::analysis::rules::{EndpointRules, RuleSet, RulesError};
 use crate::budget::Charge;
 use crate::exchange::{CapturedBody, Exchange, Outcome, Target, UpstreamError, UpstreamResponse};
 
@@ -43,11 +46,73 @@ pub struct AnalysisConfig {
 impl Default for AnalysisConfig {
     fn default() -> Self {
         Self {
-            max_decoded_body: 32 << 20,
+            max_decoded_body: AnalysisSettings::DEFAULT_MAX_DECODED_BODY,
             json: JsonOptions::default(),
             headers: HeaderOptions::default(),
-            text_timeout: Duration::from_millis(100),
+            text_timeout: AnalysisSettings::DEFAULT_TEXT_DIFF_TIMEOUT,
             rules: RuleSet::default(),
+        }
+    }
+}
+
+/// How responses are compared, as settings: the rules file by its path, the workers and their queue.
+#[derive(Clone, Debug)]
+pub struct AnalysisSettings {
+    /// Rules file (TOML), if any.
+    pub rules: Option<PathBuf>,
+    /// Largest response body after undoing its Content-Encoding.
+    pub max_decoded_body: usize,
+    /// `1` and `1.0` differ.
+    pub strict_number_types: bool,
+    /// Response headers never compared, besides the built-in per-connection ones.
+    pub exclude_headers: Vec<HeaderName>,
+    /// Compare no response headers at all.
+    pub exclude_all_headers: bool,
+    /// Time allowed for one line diff of a text body.
+    pub text_diff_timeout: Duration,
+    /// Exchanges analysed at once; `None` is one per CPU core.
+    pub workers: Option<usize>,
+    /// Analysed exchanges waiting to be stored; when full, new ones are dropped and counted.
+    pub queue: usize,
+}
+
+impl AnalysisSettings {
+    pub const DEFAULT_MAX_DECODED_BODY: usize = 32 << 20;
+    pub const DEFAULT_TEXT_DIFF_TIMEOUT: Duration = Duration::from_millis(100);
+    pub const DEFAULT_QUEUE: usize = 8192;
+
+    /// Exchanges analysed at once.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// The comparison settings, with the rules file read.
+    pub fn config(&self) -> Result<AnalysisConfig, RulesError> {
+        Ok(AnalysisConfig {
+            max_decoded_body: self.max_decoded_body,
+            json: JsonOptions {
+                strict_numbers: self.strict_number_types,
+                ..JsonOptions::default()
+            },
+            headers: HeaderOptions::new(self.exclude_all_headers, &self.exclude_headers),
+            text_timeout: self.text_diff_timeout,
+            rules: RuleSet::load_optional(self.rules.as_deref())?,
+        })
+    }
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        Self {
+            rules: None,
+            max_decoded_body: Self::DEFAULT_MAX_DECODED_BODY,
+            strict_number_types: false,
+            exclude_headers: Vec::new(),
+            exclude_all_headers: false,
+            text_diff_timeout: Self::DEFAULT_TEXT_DIFF_TIMEOUT,
+            workers: None,
+            queue: Self::DEFAULT_QUEUE,
         }
     }
 }

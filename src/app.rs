@@ -13,25 +13,23 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::aggregate::VerdictSettings;
-use crate::analysis::headers::HeaderOptions;
-use crate::analysis::json::JsonOptions;
 use crate::analysis::rules::{RuleSet, RulesError};
-use crate::analysis::{Analysis, AnalysisConfig, Analyzer};
+use crate::analysis::{Analysis, AnalysisSettings, Analyzer};
 use crate::budget::{MemoryBudget, Stage};
-use crate::config::{AnalysisArgs, ServeArgs};
-use crate::endpoint::EndpointNamer;
+use crate::endpoint::{EndpointNamer, NamingSettings};
 use crate::exchange::{Exchange, Target};
 use crate::metrics::{DropReason, Metrics, Queue};
 use crate::pipeline::recorder::{self, Recording};
 use crate::pipeline::{self, AnalysisSink};
-use crate::proxy::Proxy;
-use crate::proxy::upstream::{ClientError, UpstreamClient, tls_config};
-use crate::redact::Redactor;
+use crate::proxy::fanout::UpstreamPools;
+use crate::proxy::upstream::{ClientError, UpstreamClient, UpstreamSettings, tls_config};
+use crate::proxy::{Proxy, ProxySettings};
+use crate::redact::{RedactionSettings, Redactor};
 use crate::store::health::StoreHealth;
 use crate::store::sample::SampleLimits;
-use crate::store::writer::{Writer, WriterConfig};
-use crate::store::{Store, StoreError};
-use crate::web;
+use crate::store::writer::{Writer, WriterConfig, WriterSettings};
+use crate::store::{Store, StoreError, StoreSettings};
+use crate::web::{self, WebSettings};
 
 /// Why the instance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,22 +50,39 @@ pub enum StartupError {
     Config(String),
 }
 
-/// The comparison settings from the flags, with the rules file read.
-pub fn analysis_config(args: &AnalysisArgs) -> Result<AnalysisConfig, RulesError> {
-    let rules = match &args.rules {
-        Some(path) => RuleSet::load(path)?,
-        None => RuleSet::default(),
-    };
-    Ok(AnalysisConfig {
-        max_decoded_body: args.max_decoded_body.as_usize(),
-        json: JsonOptions {
-            strict_numbers: args.strict_number_types,
-            ..JsonOptions::default()
-        },
-        headers: HeaderOptions::new(args.exclude_all_headers, &args.exclude_headers),
-        text_timeout: args.text_diff_timeout,
-        rules,
-    })
+/// Everything one running instance is told, one plain struct per component. The command line converts into
+/// this once; replay, the demo and tests change fields of [`AppSettings::new`].
+#[derive(Clone, Debug)]
+pub struct AppSettings {
+    pub upstreams: UpstreamSettings,
+    pub proxy: ProxySettings,
+    pub naming: NamingSettings,
+    /// What all shadow work may hold, in bytes.
+    pub memory_budget: usize,
+    pub analysis: AnalysisSettings,
+    pub verdicts: VerdictSettings,
+    pub store: StoreSettings,
+    pub writer: WriterSettings,
+    pub redaction: RedactionSettings,
+    pub web: WebSettings,
+}
+
+impl AppSettings {
+    /// The three upstreams, with every other setting at its default.
+    pub fn new(upstreams: UpstreamSettings) -> Self {
+        Self {
+            upstreams,
+            proxy: ProxySettings::default(),
+            naming: NamingSettings::default(),
+            memory_budget: MemoryBudget::DEFAULT_LIMIT,
+            analysis: AnalysisSettings::default(),
+            verdicts: VerdictSettings::default(),
+            store: StoreSettings::default(),
+            writer: WriterSettings::default(),
+            redaction: RedactionSettings::default(),
+            web: WebSettings::default(),
+        }
+    }
 }
 
 /// Reads the number of items waiting between stages.
@@ -110,35 +125,33 @@ pub struct Application {
 
 impl Application {
     /// Binds the listeners (port 0 picks a free port) and builds every part.
-    pub async fn build(args: ServeArgs) -> Result<Self, StartupError> {
-        if args.upstreams.upstream_http2
-            && (args.shadow.preserve_host || args.shadow.shadow_host_suffix)
+    pub async fn build(settings: AppSettings) -> Result<Self, StartupError> {
+        if settings.upstreams.http2
+            && (settings.proxy.shadow.preserve_host || settings.proxy.shadow.host_suffix)
         {
             // Over HTTP/2 the host is the :authority, which must name the host connected to.
             return Err(StartupError::Config(
                 "--preserve-host and --shadow-host-suffix need HTTP/1.1 upstreams; drop --upstream-http2".into(),
             ));
         }
-        let analysis = analysis_config(&args.analysis)?;
+        let analysis = settings.analysis.config()?;
         let analyzer = Arc::new(Analyzer::new(analysis));
-        let tls = tls_config(args.upstreams.upstream_ca.as_deref())?;
-        let clients = Target::ALL.map(|_| UpstreamClient::new(&args.upstreams, tls.clone()));
-        let proxy_listener = bind("proxy", args.proxy.listen).await?;
-        let admin_listener = bind("admin", args.admin.admin_listen).await?;
-        let store =
-            Store::connect(&args.database.database_url, args.database.store_connections).await?;
-        store.migrate().await?;
+        let tls = tls_config(settings.upstreams.ca_file.as_deref())?;
+        let clients = Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone()));
+        let proxy_listener = bind("proxy", settings.proxy.listen).await?;
+        let admin_listener = bind("admin", settings.web.listen).await?;
+        let store = Store::open(&settings.store).await?;
         let redaction_key = store
-            .redaction_key(args.store.redaction_key.as_deref())
+            .redaction_key(settings.redaction.key.as_deref())
             .await?;
-        let redactor = Redactor::new(redaction_key, &args.store.redact_json_fields);
+        let redactor = Redactor::new(redaction_key, &settings.redaction.json_fields);
         let started_ms = crate::clock::now_ms();
-        let label = args
-            .store
+        let label = settings
+            .writer
             .run
             .clone()
-            .unwrap_or_else(|| default_run_label(&args));
-        let urls = Target::ALL.map(|target| args.upstreams.url(target).to_string());
+            .unwrap_or_else(|| default_run_label(&settings.upstreams));
+        let urls = Target::ALL.map(|target| settings.upstreams.url(target).to_string());
         let run_id = store
             .ensure_run(&label, [&urls[0], &urls[1], &urls[2]], started_ms)
             .await?;
@@ -148,18 +161,18 @@ impl Application {
             run_label: label.clone(),
             run_urls: urls.clone(),
             writer_id: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
-            flush_interval: args.store.store_flush_interval,
-            batch_rows: args.store.store_batch_rows as usize,
-            max_pending_rows: args.store.store_buffer_rows as usize,
-            samples_per_path: args.store.samples_per_path,
+            flush_interval: settings.writer.flush_interval,
+            batch_rows: settings.writer.batch_rows,
+            max_pending_rows: settings.writer.buffer_rows,
+            samples_per_path: settings.writer.samples_per_path,
             sample_limits: SampleLimits::new(
                 analyzer.config().max_decoded_body,
-                args.store.sample_body_limit.as_usize(),
+                settings.writer.sample_body_limit,
             ),
-            retention: (!args.store.retention.is_zero()).then_some(args.store.retention),
+            retention: (!settings.writer.retention.is_zero()).then_some(settings.writer.retention),
         };
         let metrics = Arc::new(Metrics::new());
-        let budget = MemoryBudget::new(args.shadow.memory_budget.as_usize());
+        let budget = MemoryBudget::new(settings.memory_budget);
         let held = budget.clone();
         metrics.register_scrape_gauge(
             "memory_bytes",
@@ -196,11 +209,11 @@ impl Application {
             );
         }
         let namer = Arc::new(EndpointNamer::new(
-            args.shadow.naming(),
+            settings.naming.clone(),
             metrics.endpoints_overflowed(),
         ));
 
-        let max_inflight = args.shadow.max_shadow_inflight as usize;
+        let max_inflight = settings.proxy.shadow.max_inflight;
         let inflight = Target::ALL.map(|_| Arc::new(Semaphore::new(max_inflight)));
         let permits = inflight.clone();
         metrics.register_scrape_gauge(
@@ -220,14 +233,11 @@ impl Application {
 
         let (exchange_sink, exchanges) = pipeline::channel(
             Queue::Exchanges,
-            args.shadow.exchange_queue as usize,
+            settings.proxy.exchange_queue,
             metrics.clone(),
         );
-        let (analyses_sink, analyses) = pipeline::channel(
-            Queue::Analyses,
-            args.analysis.analysis_queue as usize,
-            metrics.clone(),
-        );
+        let (analyses_sink, analyses) =
+            pipeline::channel(Queue::Analyses, settings.analysis.queue, metrics.clone());
         let exchange_depth = exchange_sink.depth_reader();
         let analysis_depth = analyses_sink.depth_reader();
         let backlog: Backlog = {
@@ -248,15 +258,15 @@ impl Application {
         );
 
         let mut proxy = Proxy::new(
-            &args,
-            clients,
-            inflight,
+            &settings.proxy,
+            &settings.upstreams,
+            UpstreamPools { clients, inflight },
             exchange_sink,
             namer.clone(),
             budget.clone(),
             metrics.clone(),
         );
-        let recordings = match &args.proxy.record {
+        let recordings = match &settings.proxy.record {
             Some(path) => {
                 let file = recorder::open(path).await.map_err(|error| {
                     StartupError::Config(format!(
@@ -266,7 +276,7 @@ impl Application {
                 })?;
                 let (sink, rx) = pipeline::channel(
                     Queue::Recordings,
-                    args.shadow.exchange_queue as usize,
+                    settings.proxy.exchange_queue,
                     metrics.clone(),
                 );
                 proxy = proxy.with_recorder(sink);
@@ -282,7 +292,7 @@ impl Application {
             proxy,
             metrics,
             analyzer,
-            analysis_workers: args.analysis.workers(),
+            analysis_workers: settings.analysis.worker_count(),
             exchanges: Some(exchanges),
             backlog,
             run_label: label,
@@ -295,10 +305,10 @@ impl Application {
             budget,
             store_health: Arc::new(StoreHealth::default()),
             redactor,
-            shutdown_grace: args.proxy.shutdown_grace,
-            shadow_timeout: args.upstreams.shadow_timeout,
-            verdicts: args.verdicts.settings(),
-            admin_token: args.admin.admin_token.as_deref().map(Arc::from),
+            shutdown_grace: settings.proxy.shutdown_grace,
+            shadow_timeout: settings.upstreams.shadow_timeout,
+            verdicts: settings.verdicts,
+            admin_token: settings.web.token.as_deref().map(Arc::from),
         })
     }
 
@@ -471,9 +481,9 @@ impl Application {
 }
 
 /// `candidate-host:port@2026-11-23T10:15:00Z`: which candidate, since when.
-fn default_run_label(args: &ServeArgs) -> String {
+fn default_run_label(upstreams: &UpstreamSettings) -> String {
     let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-    format!("{}@{started}", args.upstreams.candidate.authority())
+    format!("{}@{started}", upstreams.candidate.authority())
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {

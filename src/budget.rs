@@ -65,6 +65,9 @@ impl fmt::Debug for MemoryBudget {
 }
 
 impl MemoryBudget {
+    /// What shadow work may hold by default (`--memory-budget`).
+    pub const DEFAULT_LIMIT: usize = 128 << 20;
+
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
             limit,

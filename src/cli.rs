@@ -1,5 +1,6 @@
 //! The subcommands, each a thin wiring of the parts for one job, and the process's exit codes.
 
+pub mod args;
 pub mod demo;
 pub mod driver;
 pub mod gate;
@@ -9,15 +10,42 @@ pub mod replay;
 pub mod serve;
 pub mod summary;
 
+use std::fmt;
 use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use crate::config::{Cli, Command};
+use crate::cli::args::{Cli, Command};
 
 /// Exit code for usage errors and failures to start (bad flags, a taken port).
 pub const EXIT_USAGE: u8 = 2;
+
+/// Why a subcommand stopped without doing its job: printed as one `error:` line, exit code [`EXIT_USAGE`].
+#[derive(Debug)]
+pub struct CommandError(String);
+
+impl CommandError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// Not `std::error::Error` itself, so that every error converts into it with `?`.
+impl<E: std::error::Error> From<E> for CommandError {
+    fn from(error: E) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// What a subcommand ends with: its exit code, or why it could not run.
+pub type Outcome = Result<ExitCode, CommandError>;
 
 /// Parses the command line, sets up logging and runs the subcommand.
 pub fn main() -> ExitCode {
@@ -25,7 +53,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
-    crate::telemetry::init(&cli.telemetry);
+    crate::telemetry::init(&cli.telemetry.settings());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,14 +64,31 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve::run(args)),
-        Command::Replay(args) => runtime.block_on(replay::run(args)),
-        Command::Gate(args) => runtime.block_on(gate::run(args)),
-        Command::Demo(args) => runtime.block_on(demo::run(args)),
-        Command::DemoService(args) => runtime.block_on(demo::run_service(args)),
-        Command::DemoTraffic(args) => runtime.block_on(demo::run_traffic(args)),
-        Command::Migrate(args) => runtime.block_on(migrate::run(args)),
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args.settings()).await,
+            Command::Replay(args) => {
+                let (replay, settings) = args.settings();
+                replay::run(replay, settings).await
+            }
+            Command::Gate(args) => gate::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::DemoService(args) => demo::run_service(args).await,
+            Command::DemoTraffic(args) => demo::run_traffic(args).await,
+            Command::Migrate(args) => migrate::run(args.database.settings()).await,
+        }
+    });
+    exit_code(outcome)
+}
+
+/// The one place an outcome becomes the process's exit code.
+pub fn exit_code(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 

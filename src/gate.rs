@@ -8,8 +8,8 @@ use crate::analysis::aggregate::VerdictSettings;
 use crate::analysis::aggregate::{EndpointReport, TargetLatency};
 use crate::analysis::compat::Compat;
 use crate::analysis::diff::DiffKind;
+use crate::analysis::rules::EndpointGlob;
 use crate::analysis::rules::RuleSet;
-use crate::config::{FailOn, GateOptions};
 use crate::store::queries::{RunReport, TimeRange};
 use crate::store::{Store, StoreError};
 
@@ -28,7 +28,7 @@ pub enum GateError {
 pub async fn evaluate(
     store: &Store,
     run: &str,
-    options: &GateOptions,
+    settings: &GateSettings,
     verdicts: &VerdictSettings,
     file_rules: &RuleSet,
 ) -> Result<GateReport, GateError> {
@@ -43,7 +43,7 @@ pub async fn evaluate(
     let report = store
         .run_report(info, TimeRange::all(), verdicts, &rules)
         .await?;
-    Ok(judge(&report, options))
+    Ok(judge(&report, settings))
 }
 
 /// The gate's verdict; its JSON form is the stable interface CI scripts read.
@@ -62,13 +62,46 @@ pub struct GateReport {
     pub settings: GateSettings,
 }
 
-/// The bounds a report was judged against.
+/// Which regressions fail the gate.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FailOn {
+    /// Every regression counts toward the diff rate.
+    Any,
+    /// Only breaking ones (a field missing, a type or status class changed): for compatibility checks.
+    Breaking,
+}
+
+/// The bounds a report is judged against.
 #[derive(Clone, Debug)]
 pub struct GateSettings {
+    /// Largest diff rate that passes, overall and for each endpoint with at least `min_requests` requests.
     pub max_diff_rate: f64,
+    /// Fewest compared requests for a verdict; an endpoint with fewer is reported but not judged on its own.
     pub min_requests: u64,
+    /// Which regressions count.
     pub fail_on: FailOn,
+    /// Fail on latency regressions too (they are reported either way).
     pub latency: bool,
+    /// Judge only endpoints matching one of these; none judges every endpoint.
+    pub endpoints: Vec<EndpointGlob>,
+}
+
+impl GateSettings {
+    pub const DEFAULT_MAX_DIFF_RATE: f64 = 0.01;
+    pub const DEFAULT_MIN_REQUESTS: u64 = 20;
+    pub const DEFAULT_FAIL_ON: FailOn = FailOn::Any;
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        Self {
+            max_diff_rate: Self::DEFAULT_MAX_DIFF_RATE,
+            min_requests: Self::DEFAULT_MIN_REQUESTS,
+            fail_on: Self::DEFAULT_FAIL_ON,
+            latency: false,
+            endpoints: Vec::new(),
+        }
+    }
 }
 
 /// One endpoint as the gate reports it.
@@ -144,19 +177,14 @@ pub enum Failure {
 }
 
 /// Judges a run's report under the gate's options.
-pub fn judge(report: &RunReport, options: &GateOptions) -> GateReport {
-    let settings = GateSettings {
-        max_diff_rate: options.max_diff_rate.0,
-        min_requests: options.min_requests,
-        fail_on: options.fail_on,
-        latency: options.latency,
-    };
+pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
+    let settings = settings.clone();
     let selected: Vec<&EndpointReport> = report
         .endpoints
         .iter()
         .filter(|endpoint| {
-            options.endpoints.is_empty()
-                || options
+            settings.endpoints.is_empty()
+                || settings
                     .endpoints
                     .iter()
                     .any(|pattern| pattern.matches(&endpoint.endpoint))

@@ -6,6 +6,8 @@ pub mod headers;
 pub mod policy;
 pub mod request_body;
 pub mod server;
+pub mod settings;
 pub mod upstream;
 
 pub use fanout::Proxy;
+pub use settings::{ProxySettings, ResponseMode, ShadowSettings};

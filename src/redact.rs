@@ -39,6 +39,15 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
+/// What is never stored in clear, beyond the built-in secret headers.
+#[derive(Clone, Debug, Default)]
+pub struct RedactionSettings {
+    /// JSON fields whose values are replaced by `redacted:<keyed hash>` at any depth.
+    pub json_fields: Vec<String>,
+    /// Key of the redaction hash; `None`: a random key made once and kept in the database.
+    pub key: Option<String>,
+}
+
 impl Redactor {
     /// `json_fields` are object keys whose values are redacted at any depth (`--redact-json-field`).
     pub fn new(key: impl Into<Vec<u8>>, json_fields: &[String]) -> Self {

@@ -138,7 +138,42 @@ pub struct SampleRow {
     pub places: Vec<(String, String)>,
 }
 
+/// Which database holds the report, and how many connections it gets.
+#[derive(Clone, Debug)]
+pub struct StoreSettings {
+    /// `postgres://user:password@host/db`, or `sqlite://PATH` (a file, created if missing).
+    pub database_url: String,
+    /// Connections to the database (PostgreSQL; SQLite uses at most 4).
+    pub connections: u32,
+}
+
+impl StoreSettings {
+    pub const DEFAULT_DATABASE_URL: &str = "sqlite://shadowdiff.db";
+    pub const DEFAULT_CONNECTIONS: u32 = 8;
+
+    /// The store at `database_url`, with the default connections.
+    pub fn at(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            connections: Self::DEFAULT_CONNECTIONS,
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self::at(Self::DEFAULT_DATABASE_URL)
+    }
+}
+
 impl Store {
+    /// Connects to the configured database and brings its schema up to date.
+    pub async fn open(settings: &StoreSettings) -> Result<Self, StoreError> {
+        let store = Self::connect(&settings.database_url, settings.connections).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
     /// Connects to `postgres://...` or `sqlite://PATH` (the file is created if missing).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {

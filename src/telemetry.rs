@@ -7,11 +7,40 @@ use std::sync::{LazyLock, OnceLock};
 use prometheus_client::metrics::counter::Counter;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, TelemetryArgs};
+/// How log lines are written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Which log lines are kept, and how they are written.
+#[derive(Clone, Debug)]
+pub struct TelemetrySettings {
+    pub format: LogFormat,
+    /// Tracing's filter syntax (e.g. `info` or `shadowdiff=debug,hyper=warn`).
+    pub filter: String,
+}
+
+impl TelemetrySettings {
+    pub const DEFAULT_FORMAT: LogFormat = LogFormat::Text;
+    pub const DEFAULT_FILTER: &str = "info";
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            format: Self::DEFAULT_FORMAT,
+            filter: Self::DEFAULT_FILTER.to_string(),
+        }
+    }
+}
 
 /// Installs the global subscriber. A bad filter falls back to `info` with a warning rather than failing.
-pub fn init(args: &TelemetryArgs) {
-    let (filter, filter_error) = match EnvFilter::try_new(&args.log) {
+pub fn init(settings: &TelemetrySettings) {
+    let (filter, filter_error) = match EnvFilter::try_new(&settings.filter) {
         Ok(filter) => (filter, None),
         Err(error) => (EnvFilter::new("info"), Some(error)),
     };
@@ -19,7 +48,7 @@ pub fn init(args: &TelemetryArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let installed = match args.log_format {
+    let installed = match settings.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .json()
@@ -30,7 +59,7 @@ pub fn init(args: &TelemetryArgs) {
     if installed.is_ok()
         && let Some(error) = filter_error
     {
-        tracing::warn!(filter = %args.log, %error, "bad --log filter; logging at info");
+        tracing::warn!(filter = %settings.filter, %error, "bad --log filter; logging at info");
     }
     install_panic_hook();
 }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use clap::ValueEnum;
 use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Method, Uri};
 
@@ -28,7 +27,7 @@ pub struct TrafficRequest {
 }
 
 /// The formats `replay --format` reads.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TrafficFormat {
     /// shadowdiff's JSON lines (what `serve --record` writes).
     Jsonl,

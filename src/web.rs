@@ -10,7 +10,7 @@ pub mod pages;
 pub mod range;
 pub mod view;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,29 @@ use crate::metrics::Metrics;
 use crate::store::health::StoreHealth;
 use crate::store::{RunInfo, Store};
 use crate::web::error::WebError;
+
+/// The admin listener.
+#[derive(Clone, Debug)]
+pub struct WebSettings {
+    /// Address of the admin listener (health, metrics, dashboard).
+    pub listen: SocketAddr,
+    /// Token every page, API call and /metrics then needs; health checks stay open.
+    pub token: Option<String>,
+}
+
+impl WebSettings {
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8888));
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            listen: Self::DEFAULT_LISTEN,
+            token: None,
+        }
+    }
+}
 
 /// What the admin handlers share.
 #[derive(Clone)]

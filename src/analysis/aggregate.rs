@@ -226,11 +226,15 @@ pub struct VerdictSettings {
     pub latency_factor: f64,
 }
 
+impl VerdictSettings {
+    pub const DEFAULT_LATENCY_FACTOR: f64 = 1.5;
+}
+
 impl Default for VerdictSettings {
     fn default() -> Self {
         Self {
             thresholds: Thresholds::default(),
-            latency_factor: 1.5,
+            latency_factor: Self::DEFAULT_LATENCY_FACTOR,
         }
     }
 }

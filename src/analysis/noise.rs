@@ -13,6 +13,11 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
+    /// The relative threshold, in percent.
+    pub const DEFAULT_RELATIVE_PERCENT: f64 = 20.0;
+    /// The absolute threshold, in percent.
+    pub const DEFAULT_ABSOLUTE_PERCENT: f64 = 0.03;
+
     /// From the flags' percentages.
     pub fn from_percent(relative: f64, absolute: f64) -> Self {
         Self {
@@ -24,7 +29,10 @@ impl Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Self::from_percent(20.0, 0.03)
+        Self::from_percent(
+            Self::DEFAULT_RELATIVE_PERCENT,
+            Self::DEFAULT_ABSOLUTE_PERCENT,
+        )
     }
 }
 

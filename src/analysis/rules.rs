@@ -378,6 +378,11 @@ impl RuleSet {
         Self::parse(&text, &file)
     }
 
+    /// Reads the rules file if there is one; no file is no rules.
+    pub fn load_optional(path: Option<&Path>) -> Result<Self, RulesError> {
+        path.map_or_else(|| Ok(Self::default()), Self::load)
+    }
+
     pub fn parse(text: &str, file: &str) -> Result<Self, RulesError> {
         let error_at = |offset: usize, message: String| RulesError {
             file: file.to_string(),

@@ -1,34 +1,44 @@
 //! `shadowdiff demo` (the example services, the proxy, the dashboard and steady traffic in one process) and its
 //! parts for docker-compose: `demo-service` and `demo-traffic`.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Application;
+use crate::app::{AppSettings, Application};
+use crate::cli::args::{DemoArgs, DemoServiceArgs, DemoTrafficArgs, TrafficArgs};
 use crate::cli::driver::{self, Pace, Tally};
 use crate::cli::progress::Progress;
 use crate::cli::serve::shutdown_signal;
-use crate::cli::{EXIT_USAGE, gate};
-use crate::config::{
-    Cli, Command, DemoArgs, DemoServiceArgs, DemoTrafficArgs, DemoVariant, ServeArgs, TrafficArgs,
-    UpstreamUrl,
-};
+use crate::cli::{CommandError, Outcome, gate};
+use crate::demo::service::DemoVariant;
 use crate::demo::{self, service};
 use crate::gate::render;
+use crate::proxy::upstream::UpstreamSettings;
+use crate::values::UpstreamUrl;
 
 /// Requests in flight at most: the slow endpoint must not hold back the steady rate.
 const DEMO_CONCURRENCY: usize = 64;
 
-pub async fn run(args: DemoArgs) -> ExitCode {
+/// The demo's defaults: where its proxy and services listen, and how fast traffic goes.
+pub struct DemoSettings;
+
+impl DemoSettings {
+    pub const DEFAULT_RATE: u32 = 20;
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8880));
+    pub const DEFAULT_SERVICE_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000));
+}
+
+pub async fn run(args: DemoArgs) -> Outcome {
     if args.then_gate && args.traffic.duration.is_none() && args.traffic.requests.is_none() {
-        return error_exit(
+        return Err(CommandError::new(
             "--then-gate needs --duration or --requests: the gate judges once traffic stops",
-        );
+        ));
     }
     let interrupted = interruption();
 
@@ -39,10 +49,12 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         DemoVariant::Current,
         DemoVariant::Candidate,
     ] {
-        match start_service(variant, stop_services.clone()).await {
-            Ok(addr) => urls.push(format!("http://{addr}")),
-            Err(error) => return error_exit(&format!("cannot start the demo's services: {error}")),
-        }
+        let addr = start_service(variant, stop_services.clone())
+            .await
+            .map_err(|error| {
+                CommandError::new(format!("cannot start the demo's services: {error}"))
+            })?;
+        urls.push(proxy_url(addr));
     }
     let label = args.run.clone().unwrap_or_else(|| {
         format!(
@@ -50,14 +62,16 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         )
     });
-    let serve = match serve_args(&args, &urls, &label) {
-        Ok(serve) => serve,
-        Err(error) => return error_exit(&error),
-    };
-    let app = match Application::build(serve).await {
-        Ok(app) => app,
-        Err(error) => return error_exit(&error.to_string()),
-    };
+    let mut settings = AppSettings::new(UpstreamSettings::new(
+        urls[0].clone(),
+        urls[1].clone(),
+        urls[2].clone(),
+    ));
+    settings.proxy.listen = args.listen;
+    settings.web.listen = args.admin_listen;
+    settings.store = args.database.settings();
+    settings.writer.run = Some(label.clone());
+    let app = Application::build(settings).await?;
     let store = app.store().clone();
     let file_rules = app.file_rules().clone();
     let verdicts = app.verdicts();
@@ -106,33 +120,35 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     let _ = serving.await;
     stop_services.cancel();
     if !args.then_gate || interrupted.is_cancelled() {
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
-    match crate::gate::evaluate(&store, &label, &args.gate, &verdicts, &file_rules).await {
-        Ok(report) => {
-            print!("{}", render::render(&report, args.gate.format));
-            gate::exit_code(&report)
-        }
-        Err(error) => error_exit(&error.to_string()),
-    }
+    let report = crate::gate::evaluate(
+        &store,
+        &label,
+        &args.gate.settings(),
+        &verdicts,
+        &file_rules,
+    )
+    .await?;
+    print!("{}", render::render(&report, args.gate.format));
+    Ok(gate::exit_code(&report))
 }
 
 /// `shadowdiff demo-service`: one version of the example service, until SIGINT or SIGTERM.
-pub async fn run_service(args: DemoServiceArgs) -> ExitCode {
+pub async fn run_service(args: DemoServiceArgs) -> Outcome {
     let signal = shutdown_signal();
-    let listener = match TcpListener::bind(args.listen).await {
-        Ok(listener) => listener,
-        Err(error) => return error_exit(&format!("cannot listen on {}: {error}", args.listen)),
-    };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| CommandError::new(format!("cannot listen on {}: {error}", args.listen)))?;
     tracing::info!(listen = %args.listen, variant = ?args.variant, "demo service serving");
-    match service::serve(listener, args.variant, signal).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => error_exit(&format!("demo service failed: {error}")),
-    }
+    service::serve(listener, args.variant, signal)
+        .await
+        .map_err(|error| CommandError::new(format!("demo service failed: {error}")))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `shadowdiff demo-traffic`: the demo's requests sent to a proxy.
-pub async fn run_traffic(args: DemoTrafficArgs) -> ExitCode {
+pub async fn run_traffic(args: DemoTrafficArgs) -> Outcome {
     let interrupted = interruption();
     eprintln!(
         "Sending {} requests/s to {}{}; Ctrl-C stops.",
@@ -148,7 +164,7 @@ pub async fn run_traffic(args: DemoTrafficArgs) -> ExitCode {
         tally.classes(),
         tally.failed()
     );
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Sends the demo's mix at the steady rate until the duration passes, the count is reached or `interrupted`.
@@ -226,37 +242,8 @@ async fn start_service(
     Ok(addr)
 }
 
-/// The proxy's settings, read as `serve` would read them (flags' defaults and `SHADOWDIFF_*` variables).
-fn serve_args(args: &DemoArgs, urls: &[String], label: &str) -> Result<ServeArgs, String> {
-    let argv = [
-        "shadowdiff".to_string(),
-        "serve".to_string(),
-        format!("--primary={}", urls[0]),
-        format!("--secondary={}", urls[1]),
-        format!("--candidate={}", urls[2]),
-        format!("--listen={}", args.listen),
-        format!("--admin-listen={}", args.admin_listen),
-        format!("--database-url={}", args.database.database_url),
-        format!("--store-connections={}", args.database.store_connections),
-        format!("--run={label}"),
-    ];
-    match Cli::try_parse_from(argv) {
-        Ok(Cli {
-            command: Command::Serve(serve),
-            ..
-        }) => Ok(serve),
-        Ok(_) => Err("the demo's proxy settings did not parse as `serve`".to_string()),
-        Err(error) => Err(format!("the demo's proxy settings: {error}")),
-    }
-}
-
 fn proxy_url(addr: SocketAddr) -> UpstreamUrl {
     format!("http://{addr}")
         .parse()
         .expect("a socket address makes a valid URL")
-}
-
-fn error_exit(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(EXIT_USAGE)
 }

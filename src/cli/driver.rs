@@ -18,9 +18,9 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::UpstreamUrl;
 use crate::proxy::headers::strip_hop_by_hop;
 use crate::traffic::TrafficRequest;
+use crate::values::UpstreamUrl;
 
 /// What came back so far, readable while requests are still being sent.
 #[derive(Debug, Default)]

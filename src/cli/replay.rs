@@ -1,6 +1,8 @@
 //! `shadowdiff replay`: recorded traffic sent through a private instance of the proxy (same engine, same store
 //! as `serve`), with progress on the terminal and a summary table at the end.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,28 +10,52 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::rules::RuleSet;
-use crate::app::Application;
-use crate::cli::EXIT_USAGE;
+use crate::app::{AppSettings, Application};
 use crate::cli::driver::{self, Pace, Tally};
 use crate::cli::progress::Progress;
-use crate::cli::summary;
-use crate::config::{AdminArgs, ProxyArgs, ReplayArgs, ResponseMode, ServeArgs, UpstreamUrl};
+use crate::cli::{CommandError, Outcome, summary};
 use crate::metrics::{DropReason, Queue, UnshadowedReason};
 use crate::store::queries::TimeRange;
 use crate::traffic::{self, TrafficFormat};
+use crate::values::UpstreamUrl;
 
 /// Skipped records named one by one; past this many, only counted.
 const NAMED_SKIPS: usize = 20;
 
-pub async fn run(args: ReplayArgs) -> ExitCode {
-    let format = args
+/// What to replay, and how fast.
+#[derive(Clone, Debug)]
+pub struct ReplaySettings {
+    /// Recorded traffic: JSON lines, HAR or GoReplay.
+    pub input: PathBuf,
+    /// Format of the input; `None` guesses from the file name.
+    pub format: Option<TrafficFormat>,
+    /// Requests sent at once.
+    pub concurrency: usize,
+    /// Requests per second at most; `None` as fast as the concurrency allows.
+    pub rate: Option<u32>,
+}
+
+impl ReplaySettings {
+    pub const DEFAULT_CONCURRENCY: usize = 16;
+
+    /// Replays `input` with the default pace.
+    pub fn new(input: impl Into<PathBuf>) -> Self {
+        Self {
+            input: input.into(),
+            format: None,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            rate: None,
+        }
+    }
+}
+
+/// Replays through a private instance built from `settings` (its listeners are moved to loopback ports).
+pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
+    let format = replay
         .format
-        .unwrap_or_else(|| TrafficFormat::from_path(&args.input));
-    let input = args.input.display().to_string();
-    let traffic = match traffic::read(&args.input, format) {
-        Ok(traffic) => traffic,
-        Err(error) => return error_exit(&error.to_string()),
-    };
+        .unwrap_or_else(|| TrafficFormat::from_path(&replay.input));
+    let input = replay.input.display().to_string();
+    let traffic = traffic::read(&replay.input, format)?;
     for skipped in traffic.skipped.iter().take(NAMED_SKIPS) {
         eprintln!("warning: {input}: {skipped}: record skipped");
     }
@@ -40,23 +66,19 @@ pub async fn run(args: ReplayArgs) -> ExitCode {
         );
     }
     if traffic.requests.is_empty() {
-        return error_exit(&format!(
+        return Err(CommandError::new(format!(
             "{input}: no requests to replay ({} records skipped; is it {} as --format says?)",
             traffic.skipped.len(),
             format.as_str()
-        ));
+        )));
     }
 
-    let concurrency = args.concurrency as usize;
-    let queue_room =
-        (args.shadow.exchange_queue as usize).min(args.analysis.analysis_queue as usize);
-    let rate = args.rate;
-    let database_url = args.database.database_url.clone();
-    let serve = serve_args(args, &input);
-    let app = match Application::build(serve).await {
-        Ok(app) => app,
-        Err(error) => return error_exit(&error.to_string()),
-    };
+    let concurrency = replay.concurrency;
+    let queue_room = settings.proxy.exchange_queue.min(settings.analysis.queue);
+    let rate = replay.rate;
+    let database_url = settings.store.database_url.clone();
+    private_instance(&mut settings, &input);
+    let app = Application::build(settings).await?;
     let store = app.store().clone();
     let run_id = app.run_id();
     let label = app.run_label().to_string();
@@ -65,7 +87,7 @@ pub async fn run(args: ReplayArgs) -> ExitCode {
     let file_rules: RuleSet = app.file_rules().clone();
     let verdicts = app.verdicts();
     let Ok(proxy) = format!("http://{}", app.proxy_addr()).parse::<UpstreamUrl>() else {
-        return error_exit("the replay proxy has no usable address");
+        return Err(CommandError::new("the replay proxy has no usable address"));
     };
     let stop_app = CancellationToken::new();
     let serving = tokio::spawn(app.run_until(stop_app.clone().cancelled_owned()));
@@ -138,50 +160,27 @@ pub async fn run(args: ReplayArgs) -> ExitCode {
             .run_report(info, TimeRange::all(), &verdicts, &rules)
             .await
     };
-    match report.await {
-        Ok(report) => {
-            println!();
-            print!("{}", summary::table(&report));
-            println!();
-            println!("Judge it: shadowdiff gate --run '{label}' --database-url '{database_url}'");
-            ExitCode::SUCCESS
-        }
-        Err(error) => error_exit(&format!("cannot read the run back: {error}")),
-    }
+    let report = report
+        .await
+        .map_err(|error| CommandError::new(format!("cannot read the run back: {error}")))?;
+    println!();
+    print!("{}", summary::table(&report));
+    println!();
+    println!("Judge it: shadowdiff gate --run '{label}' --database-url '{database_url}'");
+    Ok(ExitCode::SUCCESS)
 }
 
-/// The `serve` settings of the private proxy: loopback on free ports, primary answering.
-fn serve_args(args: ReplayArgs, input: &str) -> ServeArgs {
-    let mut store = args.store;
-    if store.run.is_none() {
+/// The private proxy: loopback on free ports, primary answering, no admin token; the run named after the
+/// input unless one is given.
+fn private_instance(settings: &mut AppSettings, input: &str) {
+    if settings.writer.run.is_none() {
         let name = std::path::Path::new(input)
             .file_name()
             .map_or_else(|| input.to_string(), |n| n.to_string_lossy().into_owned());
         let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-        store.run = Some(format!("replay {name}@{started}"));
+        settings.writer.run = Some(format!("replay {name}@{started}"));
     }
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    ServeArgs {
-        upstreams: args.upstreams,
-        proxy: ProxyArgs {
-            listen: loopback,
-            response_mode: ResponseMode::Primary,
-            shutdown_grace: Duration::from_secs(30),
-            record: None,
-        },
-        shadow: args.shadow,
-        analysis: args.analysis,
-        verdicts: args.verdicts,
-        database: args.database,
-        store,
-        admin: AdminArgs {
-            admin_listen: loopback,
-            admin_token: None,
-        },
-    }
-}
-
-fn error_exit(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(EXIT_USAGE)
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.proxy.listen = loopback;
+    settings.web.listen = loopback;
 }

@@ -2,21 +2,14 @@
 
 use std::process::ExitCode;
 
-use crate::app::Application;
-use crate::cli::EXIT_USAGE;
-use crate::config::ServeArgs;
+use crate::app::{AppSettings, Application};
+use crate::cli::Outcome;
 
-pub async fn run(args: ServeArgs) -> ExitCode {
+pub async fn run(settings: AppSettings) -> Outcome {
     // Listen for signals before anything else: a SIGTERM during start-up then still means a clean stop.
     let shutdown = shutdown_signal();
-    let response_mode = args.proxy.response_mode;
-    let app = match Application::build(args).await {
-        Ok(app) => app,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+    let response_mode = settings.proxy.response_mode;
+    let app = Application::build(settings).await?;
     tracing::info!(
         proxy = %app.proxy_addr(),
         admin = %app.admin_addr(),
@@ -36,7 +29,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         ),
     }
     app.run_until(shutdown).await;
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called, not when

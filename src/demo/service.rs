@@ -12,12 +12,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::config::DemoVariant;
-
 /// One lookup in the demo's pretend database.
 const LOOKUP: Duration = Duration::from_millis(4);
 const RESULTS: u64 = 10;
 const PLANS: [&str; 3] = ["free", "pro", "team"];
+
+/// Which version of the demo's example service.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DemoVariant {
+    /// The current version (run it twice: primary and secondary).
+    Current,
+    /// The new version, with the demo's regressions.
+    Candidate,
+}
 
 /// The service's routes.
 pub fn router(variant: DemoVariant) -> Router {

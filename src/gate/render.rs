@@ -3,9 +3,21 @@
 
 use std::fmt::Write as _;
 
-use super::{Failure, GateEndpoint, GateRegression, GateReport};
-use crate::config::{FailOn, GateFormat};
+use super::{FailOn, Failure, GateEndpoint, GateRegression, GateReport};
 use crate::units::{count, kind_label, millis, percent};
+
+/// How the gate prints its verdict.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum GateFormat {
+    /// Lines for a terminal or a CI log.
+    Text,
+    /// One JSON object (stable; see the README).
+    Json,
+    /// JUnit XML, one test case per endpoint, for CI test reports.
+    Junit,
+    /// A Markdown table, fit for a pull-request comment.
+    Markdown,
+}
 
 /// The report in the chosen format, ending with a newline.
 pub fn render(report: &GateReport, format: GateFormat) -> String {

@@ -23,7 +23,6 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::budget::{Charge, MemoryBudget, Stage, header_bytes};
-use crate::config::{ServeArgs, UpstreamUrl};
 use crate::endpoint::EndpointNamer;
 use crate::exchange::{
     Exchange, Outcome, RecordedRequest, Target, UpstreamError, UpstreamResponse,
@@ -31,11 +30,14 @@ use crate::exchange::{
 use crate::metrics::{DropReason, Metrics, Queue, UnshadowedReason};
 use crate::pipeline::recorder::Recording;
 use crate::pipeline::{ExchangeSink, Sink};
+use crate::proxy::ProxySettings;
 use crate::proxy::capture::{TeeBody, TeeReport, read_capped};
 use crate::proxy::headers::{ROLE_HEADER, add_forwarded, set_host, strip_hop_by_hop};
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::request_body::{self, RequestBody};
+use crate::proxy::upstream::UpstreamSettings;
 use crate::proxy::upstream::{UpstreamBody, UpstreamClient, buffered, streamed};
+use crate::values::UpstreamUrl;
 
 /// The body the caller receives.
 // One per response, for its whole life; boxing the tee would add an allocation to every request.
@@ -185,29 +187,36 @@ pub struct Proxy {
     tasks: TaskTracker,
 }
 
+/// The connection pools to the three upstreams and their in-flight bounds, indexed by [`Target::index`].
+pub struct UpstreamPools {
+    pub clients: [UpstreamClient; 3],
+    /// Background requests in flight per upstream (the app reads them for a gauge).
+    pub inflight: [Arc<Semaphore>; 3],
+}
+
 impl Proxy {
     pub fn new(
-        args: &ServeArgs,
-        clients: [UpstreamClient; 3],
-        inflight: [Arc<Semaphore>; 3],
+        settings: &ProxySettings,
+        upstreams: &UpstreamSettings,
+        UpstreamPools { clients, inflight }: UpstreamPools,
         sink: ExchangeSink,
         namer: Arc<EndpointNamer>,
         budget: Arc<MemoryBudget>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let response_timeout = args.upstreams.response_timeout;
-        let shadow_timeout = args.upstreams.shadow_timeout;
+        let response_timeout = upstreams.response_timeout;
+        let shadow_timeout = upstreams.shadow_timeout;
         Self {
-            upstreams: Target::ALL.map(|target| args.upstreams.url(target).clone()),
+            upstreams: Target::ALL.map(|target| upstreams.url(target).clone()),
             clients,
-            policy: ShadowPolicy::new(&args.shadow),
-            responder: args.proxy.response_mode.responder(),
-            max_body: args.shadow.max_body.as_usize(),
+            policy: ShadowPolicy::new(&settings.shadow),
+            responder: settings.response_mode.responder(),
+            max_body: settings.shadow.max_body,
             response_timeout,
             shadow_timeout,
             capture_deadline: response_timeout.max(shadow_timeout),
-            preserve_host: args.shadow.preserve_host,
-            shadow_host_suffix: args.shadow.shadow_host_suffix,
+            preserve_host: settings.shadow.preserve_host,
+            shadow_host_suffix: settings.shadow.host_suffix,
             inflight,
             namer,
             budget,

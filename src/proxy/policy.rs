@@ -2,8 +2,9 @@
 
 use http::{HeaderMap, HeaderName, Method};
 
-use crate::config::{MethodList, ShadowArgs};
 use crate::metrics::UnshadowedReason;
+use crate::proxy::ShadowSettings;
+use crate::values::MethodList;
 
 /// Methods whose requests may be sent three times.
 #[derive(Clone, Debug)]
@@ -23,16 +24,16 @@ pub struct ShadowPolicy {
 }
 
 impl ShadowPolicy {
-    pub fn new(args: &ShadowArgs) -> Self {
-        let methods = if args.allow_side_effects {
+    pub fn new(settings: &ShadowSettings) -> Self {
+        let methods = if settings.allow_side_effects {
             MethodPolicy::All
         } else {
-            MethodPolicy::Only(args.shadow_methods.clone())
+            MethodPolicy::Only(settings.methods.clone())
         };
         Self {
             methods,
-            sample_rate: args.sample_rate.0,
-            sample_key_header: args.sample_key_header.clone(),
+            sample_rate: settings.sample_rate,
+            sample_key_header: settings.sample_key_header.clone(),
         }
     }
 
@@ -84,14 +85,15 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn policy(extra: &[&str]) -> ShadowPolicy {
-        let serve = crate::config::serve_from(extra).expect("valid flags");
-        ShadowPolicy::new(&serve.shadow)
+    fn policy(change: impl FnOnce(&mut ShadowSettings)) -> ShadowPolicy {
+        let mut settings = ShadowSettings::default();
+        change(&mut settings);
+        ShadowPolicy::new(&settings)
     }
 
     #[test]
     fn only_safe_methods_by_default() {
-        let policy = policy(&[]);
+        let policy = policy(|_| {});
         for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
             assert_eq!(policy.decide(&method, &HeaderMap::new()), Ok(()));
         }
@@ -105,9 +107,9 @@ mod tests {
 
     #[test]
     fn side_effects_and_method_lists() {
-        let all = policy(&["--allow-side-effects"]);
+        let all = policy(|s| s.allow_side_effects = true);
         assert_eq!(all.decide(&Method::DELETE, &HeaderMap::new()), Ok(()));
-        let listed = policy(&["--shadow-methods", "GET,POST"]);
+        let listed = policy(|s| s.methods = "GET,POST".parse().unwrap());
         assert_eq!(listed.decide(&Method::POST, &HeaderMap::new()), Ok(()));
         assert_eq!(
             listed.decide(&Method::PUT, &HeaderMap::new()),
@@ -117,7 +119,10 @@ mod tests {
 
     #[test]
     fn keyed_sampling_is_stable_and_near_the_rate() {
-        let policy = policy(&["--sample-rate", "0.3", "--sample-key-header", "x-user"]);
+        let policy = policy(|s| {
+            s.sample_rate = 0.3;
+            s.sample_key_header = Some(HeaderName::from_static("x-user"));
+        });
         let mut shadowed = 0;
         for user in 0..10_000 {
             let mut headers = HeaderMap::new();
@@ -151,8 +156,8 @@ mod tests {
 
     #[test]
     fn rate_zero_shadows_nothing_and_rate_one_everything() {
-        let none = policy(&["--sample-rate", "0"]);
-        let all = policy(&[]);
+        let none = policy(|s| s.sample_rate = 0.0);
+        let all = policy(|_| {});
         for _ in 0..100 {
             assert_eq!(
                 none.decide(&Method::GET, &HeaderMap::new()),

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,8 +21,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::UpstreamArgs;
+use crate::exchange::Target;
 use crate::exchange::UpstreamError;
+use crate::values::UpstreamUrl;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -104,6 +105,59 @@ pub enum ClientError {
     Tls(String),
 }
 
+/// Where the three upstreams are and how they are reached.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    /// The current version; its response goes back to the caller by default.
+    pub primary: UpstreamUrl,
+    /// A second instance of the current version: what differs between it and primary is noise.
+    pub secondary: UpstreamUrl,
+    /// The new version under test.
+    pub candidate: UpstreamUrl,
+    /// Speak HTTP/2 to the upstreams instead of HTTP/1.1.
+    pub http2: bool,
+    /// A PEM file of extra CA certificates trusted for https:// upstreams.
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed to open a connection to an upstream.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection to an upstream is kept.
+    pub idle_timeout: Duration,
+    /// Time allowed for the upstream that answers the caller to send its response headers.
+    pub response_timeout: Duration,
+    /// Time allowed for a whole shadow request.
+    pub shadow_timeout: Duration,
+}
+
+impl UpstreamSettings {
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_SHADOW_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// The three upstreams, reached with the default settings.
+    pub fn new(primary: UpstreamUrl, secondary: UpstreamUrl, candidate: UpstreamUrl) -> Self {
+        Self {
+            primary,
+            secondary,
+            candidate,
+            http2: false,
+            ca_file: None,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+            shadow_timeout: Self::DEFAULT_SHADOW_TIMEOUT,
+        }
+    }
+
+    pub fn url(&self, target: Target) -> &UpstreamUrl {
+        match target {
+            Target::Primary => &self.primary,
+            Target::Secondary => &self.secondary,
+            Target::Candidate => &self.candidate,
+        }
+    }
+}
+
 /// A pooled client for one upstream. Each upstream has its own pool, so that a stalled shadow can never hold
 /// connections (or HTTP/2 streams) that the caller's upstream needs, even when they share a host.
 #[derive(Clone)]
@@ -114,18 +168,18 @@ pub struct UpstreamClient {
 
 impl UpstreamClient {
     /// `tls` comes from [`tls_config`], built once for the three clients.
-    pub fn new(args: &UpstreamArgs, tls: rustls::ClientConfig) -> Self {
+    pub fn new(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(args.connect_timeout));
+        http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
 
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
         // ALPN offers exactly the version spoken, so an https upstream cannot pick another one.
-        let https = if args.upstream_http2 {
+        let https = if settings.http2 {
             tls.enable_http2().wrap_connector(http)
         } else {
             tls.enable_http1().wrap_connector(http)
@@ -137,7 +191,7 @@ impl UpstreamClient {
             .timer(TokioTimer::new())
             // Shorter than the keep-alive timeout of common upstream servers (Node.js: 5 s), so that a pooled
             // connection is not reused just as the upstream closes it.
-            .pool_idle_timeout(args.upstream_idle_timeout)
+            .pool_idle_timeout(settings.idle_timeout)
             // An idle connection keeps its buffers and a socket: enough of them for bursts, not one per
             // shadow request a spike ever had in flight.
             .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
@@ -146,10 +200,10 @@ impl UpstreamClient {
             // connections, hundreds of MiB that no budget sees. Large bodies are read in more pieces instead.
             .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             .set_host(false)
-            .http2_only(args.upstream_http2);
+            .http2_only(settings.http2);
         Self {
             client: builder.build(https),
-            version: if args.upstream_http2 {
+            version: if settings.http2 {
                 Version::HTTP_2
             } else {
                 Version::HTTP_11

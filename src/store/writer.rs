@@ -49,9 +49,46 @@ pub struct WriterConfig {
     pub retention: Option<Duration>,
 }
 
-impl WriterConfig {
-    /// The default of `--store-flush-interval`.
+/// What is stored, and how: the settings the writer's config is made from once the run is known.
+#[derive(Clone, Debug)]
+pub struct WriterSettings {
+    /// Label of the run; comparisons with the same label add up. `None`: the candidate's host and the time.
+    pub run: Option<String>,
+    /// Sample exchanges kept per endpoint and place.
+    pub samples_per_path: usize,
+    /// Most bytes of each body a sample keeps.
+    pub sample_body_limit: usize,
+    /// Delete counts and samples older than this; zero keeps everything.
+    pub retention: Duration,
+    /// How often buffered counts are written (more than zero).
+    pub flush_interval: Duration,
+    /// Write as soon as this many rows are buffered.
+    pub batch_rows: usize,
+    /// Most rows buffered while the database cannot be written.
+    pub buffer_rows: usize,
+}
+
+impl WriterSettings {
+    pub const DEFAULT_SAMPLES_PER_PATH: usize = 5;
+    pub const DEFAULT_SAMPLE_BODY_LIMIT: usize = 64 << 10;
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
     pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_BATCH_ROWS: usize = 5000;
+    pub const DEFAULT_BUFFER_ROWS: usize = 200_000;
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        Self {
+            run: None,
+            samples_per_path: Self::DEFAULT_SAMPLES_PER_PATH,
+            sample_body_limit: Self::DEFAULT_SAMPLE_BODY_LIMIT,
+            retention: Self::DEFAULT_RETENTION,
+            flush_interval: Self::DEFAULT_FLUSH_INTERVAL,
+            batch_rows: Self::DEFAULT_BATCH_ROWS,
+            buffer_rows: Self::DEFAULT_BUFFER_ROWS,
+        }
+    }
 }
 
 /// Most exchanges waiting to be made into samples; past it, new samples are not taken (their exchanges still

@@ -18,7 +18,7 @@ async fn exchanges_through_the_proxy_are_analysed() {
     let secondary = Stub::users(500, false).await;
     let candidate = Stub::users(1_000_000, true).await;
     let mut app =
-        TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+        TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
     for id in 1..=5 {
         let body = client()
             .get(app.url(&format!("/users/{id}")))
@@ -91,13 +91,11 @@ async fn a_rules_file_applies_to_the_analysis() {
     let primary = Stub::users(0, false).await;
     let secondary = Stub::users(500, false).await;
     let candidate = Stub::users(1_000_000, true).await;
-    let mut app = TestApp::start_analysed(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--rules", rules.path().to_str().unwrap()],
-    )
-    .await;
+    let mut app =
+        TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+            s.analysis.rules = Some(rules.path().to_str().unwrap().into())
+        })
+        .await;
     client().get(app.url("/users/9")).send().await.unwrap();
     let analysis = app.next_analysis().await;
     let compared = analysis.compared().unwrap();
@@ -113,11 +111,11 @@ async fn an_invalid_rules_file_stops_the_start_with_its_line() {
         "[[rule]]\npath = \"body/a\"\naction = \"tolerance\"\n",
     )
     .unwrap();
-    let args = crate::support::serve_args(
+    let args = crate::support::settings(
         "http://127.0.0.1:1",
         "http://127.0.0.1:2",
         "http://127.0.0.1:3",
-        &["--rules", rules.path().to_str().unwrap()],
+        |s| s.analysis.rules = Some(rules.path().to_str().unwrap().into()),
     );
     let error = shadowdiff::app::Application::build(args)
         .await
@@ -189,13 +187,11 @@ async fn bodies_the_analysis_cannot_read_do_not_touch_the_caller() {
     .await;
     let primary = Stub::json("[]").await;
     let secondary = Stub::json("[]").await;
-    let mut app = TestApp::start_analysed(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--max-decoded-body", "4MiB"],
-    )
-    .await;
+    let mut app =
+        TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+            s.analysis.max_decoded_body = 4 << 20
+        })
+        .await;
 
     let deep_answer = client()
         .get(app.url("/deep"))
@@ -238,13 +234,11 @@ async fn shed_shadows_are_counted_skips() {
     let secondary = Stub::json("{}").await;
     let gate = Gate::new();
     let candidate = Stub::gated_json(&gate, "{}").await;
-    let mut app = TestApp::start_analysed(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--max-shadow-inflight", "1"],
-    )
-    .await;
+    let mut app =
+        TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+            s.proxy.shadow.max_inflight = 1
+        })
+        .await;
     client().get(app.url("/first")).send().await.unwrap();
     candidate.next_request().await;
     client().get(app.url("/second")).send().await.unwrap();

@@ -3,6 +3,7 @@
 //! caller's answer is primary's wherever primary could answer, and nothing panics.
 
 use shadowdiff::analysis::BodySkip;
+use shadowdiff::app::AppSettings;
 use std::io::Write;
 
 use bytes::Bytes;
@@ -49,7 +50,7 @@ async fn healthy_app() -> (TestApp, Stub, Stub, Stub) {
     let primary = Stub::json(r#"{"ok":true}"#).await;
     let secondary = Stub::json(r#"{"ok":true}"#).await;
     let candidate = Stub::json(r#"{"ok":true}"#).await;
-    let app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
     (app, primary, secondary, candidate)
 }
 
@@ -177,7 +178,7 @@ async fn analyse_one(
     candidate: &Stub,
     expected: &[u8],
 ) -> Analysis {
-    analyse_one_with(primary, secondary, candidate, expected, &[]).await
+    analyse_one_with(primary, secondary, candidate, expected, |_| {}).await
 }
 
 async fn analyse_one_with(
@@ -185,10 +186,10 @@ async fn analyse_one_with(
     secondary: &Stub,
     candidate: &Stub,
     expected: &[u8],
-    extra: &[&str],
+    change: impl FnOnce(&mut AppSettings),
 ) -> Analysis {
     let mut app =
-        TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), extra).await;
+        TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), change).await;
     let response = client().get(app.url("/things/1")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let body = response.bytes().await.unwrap();
@@ -316,13 +317,9 @@ async fn a_gzip_bomb_is_decoded_no_further_than_the_cap() {
     let primary = answering(GZIP_JSON, bomb.clone()).await;
     let secondary = answering(GZIP_JSON, bomb.clone()).await;
     let candidate = answering(GZIP_JSON, other_bomb).await;
-    let analysis = analyse_one_with(
-        &primary,
-        &secondary,
-        &candidate,
-        &bomb,
-        &["--max-decoded-body", "4MiB"],
-    )
+    let analysis = analyse_one_with(&primary, &secondary, &candidate, &bomb, |s| {
+        s.analysis.max_decoded_body = 4 << 20
+    })
     .await;
     let compared = analysis.compared().expect("compared");
     assert!(

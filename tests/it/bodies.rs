@@ -29,12 +29,9 @@ async fn a_response_over_max_body_reaches_the_caller_whole_and_is_marked_too_lar
     .await;
     let secondary = Stub::json("{}").await;
     let candidate = Stub::json("{}").await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--max-body", "1MiB"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.shadow.max_body = 1 << 20
+    })
     .await;
 
     let response = client().get(app.url("/download")).send().await.unwrap();
@@ -64,12 +61,10 @@ async fn a_request_over_max_body_reaches_primary_whole_and_is_not_shadowed() {
     let primary = Stub::json(r#"{"stored":true}"#).await;
     let secondary = Stub::json("{}").await;
     let candidate = Stub::json("{}").await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--max-body", "64KiB", "--allow-side-effects"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.shadow.max_body = 64 << 10;
+        s.proxy.shadow.allow_side_effects = true;
+    })
     .await;
 
     // Declared length over the cap.
@@ -123,12 +118,9 @@ async fn a_chunked_request_is_read_once_and_sent_whole_to_all_three() {
     let primary = Stub::json("{}").await;
     let secondary = Stub::json("{}").await;
     let candidate = Stub::json("{}").await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--allow-side-effects"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.shadow.allow_side_effects = true
+    })
     .await;
     let answer = raw_exchange(
         &app,
@@ -167,7 +159,7 @@ async fn head_204_and_304_have_no_body_and_keep_the_connection_usable() {
     let primary = Stub::start(handler).await;
     let secondary = Stub::start(handler).await;
     let candidate = Stub::start(handler).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
 
     // One client, one keep-alive connection: a stray body after any of these would corrupt the next answer.
     let client = client();

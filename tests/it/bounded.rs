@@ -2,6 +2,7 @@
 //! per run), a memory budget that sheds and counts, samples that cannot balloon, and a store that keeps working
 //! whatever the dashboard (or retention) does to the run being written.
 
+use shadowdiff::app::AppSettings;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,13 +83,17 @@ async fn three(body: &'static str) -> [Stub; 3] {
 }
 
 /// An instance storing into `db`, in front of three upstreams that all answer `body` (kept alive with it).
-async fn stored_app(db: &TestDb, body: &'static str, flags: &[&str]) -> (TestApp, [Stub; 3]) {
+async fn stored_app(
+    db: &TestDb,
+    body: &'static str,
+    change: impl FnOnce(&mut AppSettings),
+) -> (TestApp, [Stub; 3]) {
     let stubs = three(body).await;
     let app = TestApp::start_stored(
         &stubs[0].url(),
         &stubs[1].url(),
         &stubs[2].url(),
-        flags,
+        change,
         db.url(),
     )
     .await;
@@ -124,11 +129,10 @@ async fn stored_requests(store: &Store, label: &str) -> Option<u64> {
 }
 
 async fn ten_thousand_requests_over_five_thousand_slugs_are_one_endpoint(db: TestDb) {
-    let (app, _upstreams) = stored_app(
-        &db,
-        r#"{"ok":true}"#,
-        &["--run", "slugs", "--store-flush-interval", "100ms"],
-    )
+    let (app, _upstreams) = stored_app(&db, r#"{"ok":true}"#, |s| {
+        s.writer.run = Some("slugs".into());
+        s.writer.flush_interval = Duration::from_millis(100);
+    })
     .await;
     let requests = (0..10_000)
         .map(|i| (format!("/articles/{}", slug(i % 5_000)), None))
@@ -193,8 +197,11 @@ async fn ten_thousand_requests_over_five_thousand_slugs_are_one_endpoint(db: Tes
 }
 
 async fn past_the_cap_new_names_are_other_and_counted(db: TestDb) {
-    let (app, _upstreams) =
-        stored_app(&db, "{}", &["--run", "capped", "--max-endpoints", "5"]).await;
+    let (app, _upstreams) = stored_app(&db, "{}", |s| {
+        s.writer.run = Some("capped".into());
+        s.naming.max_endpoints = 5;
+    })
+    .await;
     let requests = (0..20)
         .map(|i| ("/".to_string(), Some(format!("resource-{}", slug(i)))))
         .chain((0..4).map(|i| (format!("/plain/{i}"), None)))
@@ -220,11 +227,10 @@ async fn past_the_cap_new_names_are_other_and_counted(db: TestDb) {
 }
 
 async fn clearing_the_live_run_while_serving_keeps_storing(db: TestDb) {
-    let (app, _upstreams) = stored_app(
-        &db,
-        r#"{"n":1}"#,
-        &["--run", "live", "--store-flush-interval", "50ms"],
-    )
+    let (app, _upstreams) = stored_app(&db, r#"{"n":1}"#, |s| {
+        s.writer.run = Some("live".into());
+        s.writer.flush_interval = Duration::from_millis(50);
+    })
     .await;
     let store = db.store().await;
     let batch = |from: usize| {
@@ -280,18 +286,11 @@ async fn clearing_the_live_run_while_serving_keeps_storing(db: TestDb) {
 }
 
 async fn an_idle_live_run_outlives_retention(db: TestDb) {
-    let (app, _upstreams) = stored_app(
-        &db,
-        "{}",
-        &[
-            "--run",
-            "idle",
-            "--retention",
-            "1h",
-            "--store-flush-interval",
-            "20ms",
-        ],
-    )
+    let (app, _upstreams) = stored_app(&db, "{}", |s| {
+        s.writer.run = Some("idle".into());
+        s.writer.flush_interval = Duration::from_millis(20);
+        s.writer.retention = Duration::from_secs(3600);
+    })
     .await;
     let store = db.store().await;
     get_all(&app, (0..3).map(|i| (format!("/a/{i}"), None)).collect(), 1).await;
@@ -365,7 +364,10 @@ async fn a_body_that_decodes_to_32_mib_is_a_truncated_sample(db: TestDb) {
         &primary.url(),
         &secondary.url(),
         &candidate.url(),
-        &["--run", "bodies", "--allow-side-effects"],
+        |s| {
+            s.writer.run = Some("bodies".into());
+            s.proxy.shadow.allow_side_effects = true;
+        },
         db.url(),
     )
     .await;
@@ -410,7 +412,7 @@ async fn a_body_that_decodes_to_32_mib_is_a_truncated_sample(db: TestDb) {
         &primary.url(),
         &secondary.url(),
         &candidate.url(),
-        &["--run", "bodies"],
+        |s| s.writer.run = Some("bodies".into()),
         db.url(),
     )
     .await;
@@ -568,11 +570,10 @@ async fn a_nul_in_a_json_key_is_stored_as_a_replacement_character(db: TestDb) {
 }
 
 async fn a_store_that_refuses_writes_shows_on_the_dashboard_not_in_readiness(db: TestDb) {
-    let (app, _upstreams) = stored_app(
-        &db,
-        "{}",
-        &["--run", "refusing", "--store-flush-interval", "50ms"],
-    )
+    let (app, _upstreams) = stored_app(&db, "{}", |s| {
+        s.writer.run = Some("refusing".into());
+        s.writer.flush_interval = Duration::from_millis(50);
+    })
     .await;
     let store = db.store().await;
     get_all(&app, vec![("/a".to_string(), None)], 1).await;
@@ -665,12 +666,10 @@ async fn a_small_memory_budget_sheds_and_counts_and_callers_never_notice() {
         upstream(big.clone()).await,
         upstream(big.clone()).await,
     );
-    let app = TestApp::start_analysed(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--memory-budget", "2MiB", "--allow-side-effects"],
-    )
+    let app = TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.memory_budget = 2 << 20;
+        s.proxy.shadow.allow_side_effects = true;
+    })
     .await;
     let client = client();
     let gets = futures_util::stream::iter(0..60)

@@ -15,7 +15,7 @@ async fn a_regression_followed_from_the_overview_to_one_exchange() {
     if browser::skipped() {
         return;
     }
-    let report = report(&[]).await;
+    let report = report(|_| {}).await;
     let app = &report.app;
     let browser = Browser::start().await;
 

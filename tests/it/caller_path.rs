@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::Response;
 use shadowdiff::exchange::ErrorKind;
 use shadowdiff::exchange::{Target, UpstreamError};
+use std::time::Duration;
 
 use crate::support::stub::{Gate, Misbehaviour, RawPeer, Refusing, Stub, channel_body};
 use crate::support::{TestApp, client, patience};
@@ -16,7 +17,7 @@ async fn caller_gets_primary_while_the_candidate_holds_its_answer() {
     let secondary = Stub::json(PRIMARY_BODY).await;
     let gate = Gate::new();
     let candidate = Stub::gated_json(&gate, r#"{"user":{"id":1,"name":"bob"}}"#).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
 
     let response = client().get(app.url("/users/1")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -64,7 +65,7 @@ async fn a_dead_candidate_changes_nothing_for_the_caller() {
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
     let refused = Refusing::new();
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &refused.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &refused.url(), |_| {}).await;
     caller_unaffected(&app).await;
     let exchange = app.next_exchange().await;
     assert!(
@@ -93,12 +94,9 @@ async fn a_candidate_that_never_answers_changes_nothing_for_the_caller() {
     let secondary = Stub::json(PRIMARY_BODY).await;
     let candidate = RawPeer::start(Misbehaviour::BlackHole).await;
     // A shadow timeout far longer than the test: the caller's answers cannot be waiting for it.
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--shadow-timeout", "1h"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.upstreams.shadow_timeout = Duration::from_secs(3600)
+    })
     .await;
     caller_unaffected(&app).await;
     assert!(app.try_exchange().is_none());
@@ -121,12 +119,9 @@ async fn a_black_holed_candidate_times_out_in_the_background() {
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
     let candidate = RawPeer::start(Misbehaviour::BlackHole).await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--shadow-timeout", "200ms"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.upstreams.shadow_timeout = Duration::from_millis(200)
+    })
     .await;
     caller_unaffected(&app).await;
     for _ in 0..3 {
@@ -149,7 +144,7 @@ async fn a_candidate_resetting_mid_body_changes_nothing_for_the_caller() {
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
     let candidate = RawPeer::start(Misbehaviour::ResetMidBody).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
     caller_unaffected(&app).await;
     for _ in 0..3 {
         let exchange = app.next_exchange().await;
@@ -168,7 +163,7 @@ async fn a_candidate_speaking_garbage_is_a_protocol_error() {
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
     let candidate = RawPeer::start(Misbehaviour::Garbage).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
     caller_unaffected(&app).await;
     let exchange = app.next_exchange().await;
     assert_eq!(
@@ -195,7 +190,7 @@ async fn primary_body_streams_to_the_caller_and_is_kept_for_comparison() {
     .await;
     let secondary = Stub::json("{}").await;
     let candidate = Stub::json("{}").await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
 
     let mut response = client().get(app.url("/stream")).send().await.unwrap();
     chunks_tx
@@ -237,12 +232,9 @@ async fn shadows_over_the_in_flight_bound_are_shed_and_counted() {
     let secondary = Stub::json(PRIMARY_BODY).await;
     let gate = Gate::new();
     let candidate = Stub::gated_json(&gate, PRIMARY_BODY).await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--max-shadow-inflight", "1"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.shadow.max_inflight = 1
+    })
     .await;
 
     caller_unaffected_once(&app, "/users/1").await;
@@ -273,7 +265,7 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
     let candidate = Stub::json(PRIMARY_BODY).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
     for _ in 0..10 {
         caller_unaffected_once(&app, "/users/1").await;
         // Waiting for each exchange makes the requests sequential, so one connection per upstream suffices.
@@ -292,12 +284,9 @@ async fn a_full_exchange_queue_drops_and_counts_without_delaying_callers() {
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
     let candidate = Stub::json(PRIMARY_BODY).await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--exchange-queue", "1"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.exchange_queue = 1
+    })
     .await;
     let metrics = app.metrics.clone();
     let offered = |n: u64| {

@@ -42,7 +42,7 @@ async fn a_caller_leaving_mid_body_gives_an_abandoned_exchange() {
     })
     .await;
     let (_, secondary, candidate) = json_stubs().await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
 
     let mut response = client().get(app.url("/feed")).send().await.unwrap();
     chunks.send(Bytes::from_static(b"first;")).await.unwrap();
@@ -65,7 +65,7 @@ async fn http2_callers_are_served_and_compared() {
     let primary = Stub::json(r#"{"via":"h2"}"#).await;
     let secondary = Stub::json(r#"{"via":"h2"}"#).await;
     let candidate = Stub::json(r#"{"via":"h2"}"#).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
 
     let stream = TcpStream::connect(app.proxy).await.unwrap();
     let (mut sender, connection) =
@@ -115,12 +115,9 @@ async fn trailers_from_an_http2_upstream_end_the_body() {
     let primary = Stub::start_h2(handler).await;
     let secondary = Stub::start_h2(handler).await;
     let candidate = Stub::start_h2(handler).await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--upstream-http2"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.upstreams.http2 = true
+    })
     .await;
     let body = client()
         .get(app.url("/t"))
@@ -143,7 +140,7 @@ async fn trailers_from_an_http2_upstream_end_the_body() {
 async fn a_primary_resetting_mid_body_cuts_the_caller_and_is_recorded() {
     let primary = RawPeer::start(Misbehaviour::ResetMidBody).await;
     let (_, secondary, candidate) = json_stubs().await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
     let response = client().get(app.url("/r")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(
@@ -170,7 +167,7 @@ async fn a_uri_too_long_for_an_upstream_prefix_is_414() {
         &format!("{}/base", primary.url()),
         &secondary.url(),
         &candidate.url(),
-        &[],
+        |_| {},
     )
     .await;
     // Fits in a URI alone, but not with `/base` in front.
@@ -192,7 +189,7 @@ async fn a_uri_too_long_for_an_upstream_prefix_is_414() {
 #[tokio::test]
 async fn options_asterisk_is_answered_by_the_proxy() {
     let (primary, secondary, candidate) = json_stubs().await;
-    let app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
     let answer = raw_exchange(
         &app,
         "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -208,12 +205,9 @@ async fn options_asterisk_is_answered_by_the_proxy() {
 #[tokio::test]
 async fn absolute_form_targets_name_the_host() {
     let (primary, secondary, candidate) = json_stubs().await;
-    let app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--preserve-host"],
-    )
+    let app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.shadow.preserve_host = true
+    })
     .await;
     let answer = raw_exchange(
         &app,
@@ -230,12 +224,9 @@ async fn absolute_form_targets_name_the_host() {
 #[tokio::test]
 async fn expect_continue_is_handled_by_the_proxy() {
     let (primary, secondary, candidate) = json_stubs().await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--allow-side-effects"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.shadow.allow_side_effects = true
+    })
     .await;
     let answer = raw_exchange(
         &app,
@@ -255,7 +246,7 @@ async fn expect_continue_is_handled_by_the_proxy() {
 async fn transfer_encoding_wins_over_a_stale_content_length() {
     let primary = RawPeer::start(Misbehaviour::ChunkedWithLength).await;
     let (_, secondary, candidate) = json_stubs().await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
     let response = client().get(app.url("/te")).send().await.unwrap();
     assert!(
         response
@@ -277,7 +268,7 @@ async fn a_stale_pooled_connection_is_retried_for_idempotent_requests() {
     let primary = RawPeer::start(Misbehaviour::CloseAfterResponse).await;
     let secondary = RawPeer::start(Misbehaviour::CloseAfterResponse).await;
     let candidate = RawPeer::start(Misbehaviour::CloseAfterResponse).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
     for i in 0..30 {
         let response = client()
             .get(app.url(&format!("/stale/{i}")))
@@ -348,7 +339,7 @@ async fn upgrades_are_tunnelled_to_primary_alone() {
         &format!("http://{echo}"),
         &secondary.url(),
         &candidate.url(),
-        &[],
+        |_| {},
     )
     .await;
 
@@ -383,12 +374,10 @@ async fn upgrades_are_tunnelled_to_primary_alone() {
 #[tokio::test]
 async fn http2_upstreams_refuse_host_rewriting_flags() {
     let (primary, secondary, candidate) = json_stubs().await;
-    let args = crate::support::serve_args(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--upstream-http2", "--shadow-host-suffix"],
-    );
+    let args = crate::support::settings(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.upstreams.http2 = true;
+        s.proxy.shadow.host_suffix = true;
+    });
     let error = shadowdiff::app::Application::build(args)
         .await
         .err()

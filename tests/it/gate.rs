@@ -16,7 +16,7 @@ async fn stored_run(database: &str, label: &str, stubs: [Stub; 3], requests: usi
         &stubs[0].url(),
         &stubs[1].url(),
         &stubs[2].url(),
-        &["--run", label],
+        |s| s.writer.run = Some(label.into()),
         database,
     )
     .await;

@@ -80,7 +80,7 @@ async fn hop_by_hop_headers_stay_behind_and_forwarded_headers_are_set() {
     let primary = upstream_with_hop_headers().await;
     let secondary = Stub::json("{}").await;
     let candidate = Stub::json("{}").await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
 
     let answer = raw_exchange(&app, DIRTY_REQUEST).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
@@ -116,12 +116,10 @@ async fn preserve_host_and_the_shadow_suffix() {
     let primary = Stub::json("{}").await;
     let secondary = Stub::json("{}").await;
     let candidate = Stub::json("{}").await;
-    let _app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--preserve-host", "--shadow-host-suffix"],
-    )
+    let _app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.shadow.preserve_host = true;
+        s.proxy.shadow.host_suffix = true;
+    })
     .await;
     let answer = raw_exchange(
         &_app,
@@ -148,12 +146,9 @@ async fn shadow_suffix_applies_to_each_upstreams_own_host() {
     let primary = Stub::json("{}").await;
     let secondary = Stub::json("{}").await;
     let candidate = Stub::json("{}").await;
-    let app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--shadow-host-suffix"],
-    )
+    let app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.shadow.host_suffix = true
+    })
     .await;
     raw_exchange(
         &app,
@@ -180,7 +175,7 @@ async fn upstream_path_prefixes_are_prepended() {
         &format!("{}/base", primary.url()),
         &format!("{}/v1/", secondary.url()),
         &candidate.url(),
-        &[],
+        |_| {},
     )
     .await;
     let response = crate::support::client()

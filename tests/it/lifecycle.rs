@@ -2,7 +2,7 @@
 
 use clap::CommandFactory;
 use http::StatusCode;
-use shadowdiff::config::Cli;
+use shadowdiff::cli::args::Cli;
 
 use tokio::net::TcpListener;
 use tokio::process::Command;
@@ -18,7 +18,7 @@ async fn shutdown_lets_in_flight_requests_finish_and_drains_exchanges() {
     let primary = Stub::gated_json(&gate, r#"{"slow":true}"#).await;
     let secondary = Stub::json(r#"{"slow":true}"#).await;
     let candidate = Stub::json(r#"{"slow":true}"#).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
 
     let url = app.url("/slow");
     let in_flight = tokio::spawn(async move {

@@ -3,6 +3,8 @@
 use http::StatusCode;
 use shadowdiff::exchange::ErrorKind;
 use shadowdiff::exchange::{Target, UpstreamError};
+use shadowdiff::proxy::ResponseMode;
+use std::time::Duration;
 
 use crate::support::stub::{Gate, Misbehaviour, RawPeer, Refusing, Stub, json_response};
 use crate::support::{TestApp, client};
@@ -17,19 +19,16 @@ async fn named_stub(name: &'static str) -> Stub {
 #[tokio::test]
 async fn response_mode_picks_whose_answer_the_caller_gets() {
     for (mode, expected) in [
-        ("primary", "primary"),
-        ("secondary", "secondary"),
-        ("candidate", "candidate"),
+        (ResponseMode::Primary, "primary"),
+        (ResponseMode::Secondary, "secondary"),
+        (ResponseMode::Candidate, "candidate"),
     ] {
         let primary = named_stub("primary").await;
         let secondary = named_stub("secondary").await;
         let candidate = named_stub("candidate").await;
-        let mut app = TestApp::start(
-            &primary.url(),
-            &secondary.url(),
-            &candidate.url(),
-            &["--response-mode", mode],
-        )
+        let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+            s.proxy.response_mode = mode
+        })
         .await;
         let body = client()
             .get(app.url("/who"))
@@ -42,7 +41,7 @@ async fn response_mode_picks_whose_answer_the_caller_gets() {
         assert_eq!(
             body,
             format!(r#"{{"served_by":"{expected}"}}"#),
-            "mode {mode}"
+            "mode {mode:?}"
         );
         let exchange = app.next_exchange().await;
         for target in Target::ALL {
@@ -57,15 +56,15 @@ async fn response_mode_picks_whose_answer_the_caller_gets() {
             assert_eq!(
                 kept,
                 format!(r#"{{"served_by":"{target}"}}"#).as_bytes(),
-                "mode {mode}"
+                "mode {mode:?}"
             );
         }
         // The upstream that answers the caller is not marked as a copy.
         let candidate_seen = candidate.next_request().await;
         assert_eq!(
             candidate_seen.headers.contains_key("x-shadowdiff-role"),
-            mode != "candidate",
-            "mode {mode}"
+            mode != ResponseMode::Candidate,
+            "mode {mode:?}"
         );
     }
 }
@@ -86,12 +85,9 @@ async fn empty_mode_answers_at_once_while_every_upstream_is_still_working() {
     let primary = make("primary").await;
     let secondary = make("secondary").await;
     let candidate = make("candidate").await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--response-mode", "empty"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.response_mode = ResponseMode::Empty
+    })
     .await;
 
     let response = client().get(app.url("/mirrored")).send().await.unwrap();
@@ -121,12 +117,9 @@ async fn empty_mode_sends_unshadowed_requests_nowhere() {
     let primary = named_stub("primary").await;
     let secondary = named_stub("secondary").await;
     let candidate = named_stub("candidate").await;
-    let app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--response-mode", "empty"],
-    )
+    let app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.proxy.response_mode = ResponseMode::Empty
+    })
     .await;
     let response = client()
         .post(app.url("/orders"))
@@ -149,7 +142,7 @@ async fn a_failing_responder_gives_502_naming_it() {
     let candidate = named_stub("candidate").await;
     let refused = Refusing::new();
     let dead = refused.url();
-    let mut app = TestApp::start(&dead, &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&dead, &secondary.url(), &candidate.url(), |_| {}).await;
     let response = client().get(app.url("/x")).send().await.unwrap();
     assert_eq!(response.status(), 502);
     let body = response.text().await.unwrap();
@@ -168,17 +161,10 @@ async fn a_failing_responder_gives_502_naming_it() {
     // Candidate as responder, black-holed, with a short response timeout.
     let primary = named_stub("primary").await;
     let hole = RawPeer::start(Misbehaviour::BlackHole).await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &hole.url(),
-        &[
-            "--response-mode",
-            "candidate",
-            "--response-timeout",
-            "200ms",
-        ],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &hole.url(), |s| {
+        s.proxy.response_mode = ResponseMode::Candidate;
+        s.upstreams.response_timeout = Duration::from_millis(200);
+    })
     .await;
     let response = client().get(app.url("/x")).send().await.unwrap();
     assert_eq!(response.status(), 502);
@@ -196,7 +182,7 @@ async fn a_failing_responder_gives_502_naming_it() {
     );
 
     // Primary-only (unshadowed) request to a dead primary.
-    let mut app = TestApp::start(&dead, &secondary.url(), &candidate.url(), &[]).await;
+    let mut app = TestApp::start(&dead, &secondary.url(), &candidate.url(), |_| {}).await;
     let response = client()
         .post(app.url("/x"))
         .body("{}")
@@ -224,12 +210,9 @@ async fn upstream_http2_speaks_h2c() {
     let primary = Stub::start_h2(handler).await;
     let secondary = Stub::start_h2(handler).await;
     let candidate = Stub::start_h2(handler).await;
-    let mut app = TestApp::start(
-        &primary.url(),
-        &secondary.url(),
-        &candidate.url(),
-        &["--upstream-http2"],
-    )
+    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+        s.upstreams.http2 = true
+    })
     .await;
     let response = client().get(app.url("/h2")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -257,7 +240,7 @@ async fn https_upstreams_with_a_private_ca() {
         &format!("{}/prefix", tls.url()),
         &plain.url(),
         &tls.url(),
-        &["--upstream-ca", ca.path().to_str().unwrap()],
+        |s| s.upstreams.ca_file = Some(ca.path().to_str().unwrap().into()),
     )
     .await;
     let response = client().get(app.url("/secure")).send().await.unwrap();
@@ -272,7 +255,7 @@ async fn https_upstreams_with_a_private_ca() {
     assert!(paths.contains(&"/prefix/secure".to_string()), "{paths:?}");
 
     // Without the CA the certificate is not trusted: a connect error, named as such.
-    let mut untrusting = TestApp::start(&plain.url(), &plain.url(), &tls.url(), &[]).await;
+    let mut untrusting = TestApp::start(&plain.url(), &plain.url(), &tls.url(), |_| {}).await;
     client()
         .get(untrusting.url("/secure"))
         .send()

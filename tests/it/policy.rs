@@ -1,5 +1,7 @@
 //! What gets shadowed: side-effect methods and sampling.
 
+use http::HeaderName;
+use shadowdiff::app::AppSettings;
 use std::collections::HashMap;
 
 use http::Method;
@@ -22,12 +24,12 @@ async fn upstreams() -> Upstreams {
     }
 }
 
-async fn start(upstreams: &Upstreams, extra: &[&str]) -> TestApp {
+async fn start(upstreams: &Upstreams, change: impl FnOnce(&mut AppSettings)) -> TestApp {
     TestApp::start(
         &upstreams.primary.url(),
         &upstreams.secondary.url(),
         &upstreams.candidate.url(),
-        extra,
+        change,
     )
     .await
 }
@@ -46,7 +48,7 @@ async fn send(app: &TestApp, method: Method, path: &str) {
 #[tokio::test]
 async fn side_effect_methods_go_to_primary_only_by_default() {
     let upstreams = upstreams().await;
-    let mut app = start(&upstreams, &[]).await;
+    let mut app = start(&upstreams, |_| {}).await;
     for method in [Method::POST, Method::PUT, Method::DELETE] {
         send(&app, method.clone(), "/orders/9").await;
         let seen = upstreams.primary.next_request().await;
@@ -74,7 +76,7 @@ async fn side_effect_methods_go_to_primary_only_by_default() {
 #[tokio::test]
 async fn allow_side_effects_shadows_every_method() {
     let upstreams = upstreams().await;
-    let mut app = start(&upstreams, &["--allow-side-effects"]).await;
+    let mut app = start(&upstreams, |s| s.proxy.shadow.allow_side_effects = true).await;
     for method in [Method::POST, Method::PUT, Method::DELETE] {
         send(&app, method.clone(), "/orders/9").await;
         let exchange = app.next_exchange().await;
@@ -92,7 +94,10 @@ async fn allow_side_effects_shadows_every_method() {
 #[tokio::test]
 async fn shadow_methods_lists_exactly_what_is_shadowed() {
     let upstreams = upstreams().await;
-    let mut app = start(&upstreams, &["--shadow-methods", "GET,DELETE"]).await;
+    let mut app = start(&upstreams, |s| {
+        s.proxy.shadow.methods = "GET,DELETE".parse().unwrap()
+    })
+    .await;
     send(&app, Method::POST, "/a").await;
     send(&app, Method::PUT, "/a").await;
     send(&app, Method::DELETE, "/a").await;
@@ -108,10 +113,10 @@ async fn shadow_methods_lists_exactly_what_is_shadowed() {
 #[tokio::test]
 async fn sampling_by_key_is_all_or_nothing_per_key() {
     let upstreams = upstreams().await;
-    let mut app = start(
-        &upstreams,
-        &["--sample-rate", "0.5", "--sample-key-header", "x-user"],
-    )
+    let mut app = start(&upstreams, |s| {
+        s.proxy.shadow.sample_rate = 0.5;
+        s.proxy.shadow.sample_key_header = Some(HeaderName::from_static("x-user"));
+    })
     .await;
     let users = 40;
     let repeats = 3;

@@ -2,7 +2,7 @@
 //! defines (generated from it; `SHADOWDIFF_BLESS=1` rewrites the README when a flag changes).
 
 use clap::{Arg, Command as ClapCommand, CommandFactory, Parser};
-use shadowdiff::config::Cli;
+use shadowdiff::cli::args::Cli;
 
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
 const START: &str = "<!-- flags:start -->\n";

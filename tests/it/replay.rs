@@ -287,14 +287,11 @@ async fn what_serve_records_replays_and_keeps_no_secret() {
         &stubs[0].url(),
         &stubs[1].url(),
         &stubs[2].url(),
-        &[
-            "--record",
-            &record_flag,
-            "--redact-json-field",
-            "password",
-            "--shadow-methods",
-            "GET,PUT",
-        ],
+        |s| {
+            s.proxy.record = Some(record_flag.into());
+            s.redaction.json_fields = vec!["password".to_string()];
+            s.proxy.shadow.methods = "GET,PUT".parse().unwrap();
+        },
         &database,
     )
     .await;

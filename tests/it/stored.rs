@@ -8,6 +8,7 @@ use shadowdiff::analysis::rules::RuleSet;
 use shadowdiff::exchange::Target;
 use shadowdiff::store::Store;
 use shadowdiff::store::queries::TimeRange;
+use std::time::Duration;
 
 use crate::support::db::{PgCluster, TestDb, create_database};
 use crate::support::process::spawn_serving;
@@ -26,7 +27,10 @@ async fn the_running_proxy_stores_its_report(db: TestDb) {
         &primary.url(),
         &secondary.url(),
         &candidate.url(),
-        &["--run", "stored-run", "--store-flush-interval", "100ms"],
+        |s| {
+            s.writer.run = Some("stored-run".into());
+            s.writer.flush_interval = Duration::from_millis(100);
+        },
         db.url(),
     )
     .await;
@@ -167,14 +171,11 @@ async fn postgres_going_away_under_load_drops_counted_and_comes_back() {
         &primary.url(),
         &secondary.url(),
         &candidate.url(),
-        &[
-            "--run",
-            "outage",
-            "--store-flush-interval",
-            "50ms",
-            "--store-buffer-rows",
-            "80",
-        ],
+        |s| {
+            s.writer.run = Some("outage".into());
+            s.writer.flush_interval = Duration::from_millis(50);
+            s.writer.buffer_rows = 80;
+        },
         &url,
     )
     .await;
@@ -281,13 +282,11 @@ async fn secrets_sent_through_the_proxy_never_reach_the_database(db: TestDb) {
         &primary.url(),
         &secondary.url(),
         &candidate.url(),
-        &[
-            "--run",
-            "secrets",
-            "--redact-json-field",
-            "password",
-            "--allow-side-effects",
-        ],
+        |s| {
+            s.writer.run = Some("secrets".into());
+            s.redaction.json_fields = vec!["password".to_string()];
+            s.proxy.shadow.allow_side_effects = true;
+        },
         db.url(),
     )
     .await;

@@ -11,12 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use shadowdiff::analysis::Analysis;
-use shadowdiff::app::Application;
-use shadowdiff::config::{Cli, Command, ServeArgs};
+use shadowdiff::app::{AppSettings, Application};
 use shadowdiff::exchange::Exchange;
 use shadowdiff::metrics::Metrics;
+use shadowdiff::proxy::upstream::UpstreamSettings;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -77,31 +76,25 @@ pub async fn patience<T>(what: &str, future: impl Future<Output = T>) -> T {
     }
 }
 
-/// Parses `serve` flags as the command line would.
-pub fn serve_args(primary: &str, secondary: &str, candidate: &str, extra: &[&str]) -> ServeArgs {
-    let mut args = vec![
-        "shadowdiff",
-        "serve",
-        "--primary",
-        primary,
-        "--secondary",
-        secondary,
-        "--candidate",
-        candidate,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    match Cli::try_parse_from(args) {
-        Ok(Cli {
-            command: Command::Serve(args),
-            ..
-        }) => args,
-        Ok(_) => unreachable!("serve flags parse as serve"),
-        Err(error) => panic!("bad test flags: {error}"),
-    }
+/// Settings of an instance in front of these three upstreams, on free loopback ports, with every other
+/// setting at its default and then changed by `change`.
+pub fn settings(
+    primary: &str,
+    secondary: &str,
+    candidate: &str,
+    change: impl FnOnce(&mut AppSettings),
+) -> AppSettings {
+    let url = |text: &str| text.parse().expect("a test upstream URL");
+    let mut settings = AppSettings::new(UpstreamSettings::new(
+        url(primary),
+        url(secondary),
+        url(candidate),
+    ));
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.proxy.listen = loopback;
+    settings.web.listen = loopback;
+    change(&mut settings);
+    settings
 }
 
 /// Where a test taps the pipeline.
@@ -125,6 +118,8 @@ pub fn temp_database() -> (tempfile::TempDir, String) {
 pub struct TestApp {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// The admin token it was given, if any.
+    pub admin_token: Option<String>,
     pub metrics: Arc<Metrics>,
     tap: Tap,
     _database: tempfile::TempDir,
@@ -134,8 +129,13 @@ pub struct TestApp {
 
 impl TestApp {
     /// An instance whose raw exchanges the test reads (nothing is analysed).
-    pub async fn start(primary: &str, secondary: &str, candidate: &str, extra: &[&str]) -> TestApp {
-        Self::start_tapped(primary, secondary, candidate, extra, Some(false), None).await
+    pub async fn start(
+        primary: &str,
+        secondary: &str,
+        candidate: &str,
+        change: impl FnOnce(&mut AppSettings),
+    ) -> TestApp {
+        Self::start_tapped(primary, secondary, candidate, change, Some(false), None).await
     }
 
     /// An instance whose analysed exchanges the test reads.
@@ -143,9 +143,9 @@ impl TestApp {
         primary: &str,
         secondary: &str,
         candidate: &str,
-        extra: &[&str],
+        change: impl FnOnce(&mut AppSettings),
     ) -> TestApp {
-        Self::start_tapped(primary, secondary, candidate, extra, Some(true), None).await
+        Self::start_tapped(primary, secondary, candidate, change, Some(true), None).await
     }
 
     /// An instance that stores everything in `database_url`, as in production.
@@ -153,14 +153,14 @@ impl TestApp {
         primary: &str,
         secondary: &str,
         candidate: &str,
-        extra: &[&str],
+        change: impl FnOnce(&mut AppSettings),
         database_url: &str,
     ) -> TestApp {
         Self::start_tapped(
             primary,
             secondary,
             candidate,
-            extra,
+            change,
             None,
             Some(database_url),
         )
@@ -171,17 +171,18 @@ impl TestApp {
         primary: &str,
         secondary: &str,
         candidate: &str,
-        extra: &[&str],
+        change: impl FnOnce(&mut AppSettings),
         analysed: Option<bool>,
         database_url: Option<&str>,
     ) -> TestApp {
         let (database, temp_url) = temp_database();
         let url = database_url.map_or(temp_url, str::to_string);
-        let mut flags = vec!["--database-url", url.as_str()];
-        flags.extend_from_slice(extra);
-        let mut app = Application::build(serve_args(primary, secondary, candidate, &flags))
-            .await
-            .expect("app starts");
+        let settings = settings(primary, secondary, candidate, |settings| {
+            settings.store.database_url = url;
+            change(settings);
+        });
+        let admin_token = settings.web.token.clone();
+        let mut app = Application::build(settings).await.expect("app starts");
         let tap = match analysed {
             Some(true) => Tap::Analyses(app.take_analyses().expect("analyses not taken yet")),
             Some(false) => Tap::Exchanges(app.take_exchanges().expect("exchanges not taken yet")),
@@ -197,6 +198,7 @@ impl TestApp {
         TestApp {
             proxy,
             admin,
+            admin_token,
             metrics,
             tap,
             _database: database,

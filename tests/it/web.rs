@@ -2,8 +2,10 @@
 //! API has the documented shapes and routes, rules and run deletion work from the pages, the admin token
 //! guards everything but health checks, and empty reports say what to do.
 
+use shadowdiff::app::AppSettings;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use http::{Response, StatusCode};
 use serde_json::Value;
@@ -51,27 +53,26 @@ pub struct Report {
     _database: tempfile::TempDir,
 }
 
-pub async fn report(extra: &[&str]) -> Report {
+pub async fn report(change: impl FnOnce(&mut AppSettings)) -> Report {
     let (database, url) = crate::support::temp_database();
     let stubs = [
         hostile("primary").await,
         hostile("secondary").await,
         hostile("candidate").await,
     ];
-    let mut flags = vec!["--run", "hostile", "--store-flush-interval", "50ms"];
-    flags.extend_from_slice(extra);
     let app = TestApp::start_stored(
         &stubs[0].url(),
         &stubs[1].url(),
         &stubs[2].url(),
-        &flags,
+        |s| {
+            s.writer.run = Some("hostile".into());
+            s.writer.flush_interval = Duration::from_millis(50);
+            change(s);
+        },
         &url,
     )
     .await;
-    let token = extra
-        .windows(2)
-        .find(|pair| pair[0] == "--admin-token")
-        .map(|pair| pair[1].to_string());
+    let token = app.admin_token.clone();
     let mut sent = 0;
     for id in 0..20 {
         send(&app, &format!("/users/{id}"), None).await;
@@ -183,7 +184,7 @@ fn links(html: &str, prefix: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_escapes_what_traffic_stored_and_sets_a_strict_csp() {
-    let report = report(&[]).await;
+    let report = report(|_| {}).await;
     let app = &report.app;
     let overview = page(app, "/").await;
     assert!(
@@ -231,7 +232,7 @@ async fn every_page_escapes_what_traffic_stored_and_sets_a_strict_csp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_json_api_has_the_documented_shapes_and_every_route_in_openapi() {
-    let report = report(&[]).await;
+    let report = report(|_| {}).await;
     let app = &report.app;
     let get = |path: String| async move {
         let response = admin_get(app, &path).await;
@@ -344,7 +345,7 @@ async fn the_json_api_has_the_documented_shapes_and_every_route_in_openapi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marking_a_path_from_the_page_changes_its_verdict_at_once() {
-    let report = report(&[]).await;
+    let report = report(|_| {}).await;
     let app = &report.app;
     let verdict_of = |path: &'static str| async move {
         let fields = admin_json(
@@ -429,7 +430,7 @@ async fn marking_a_path_from_the_page_changes_its_verdict_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clearing_a_run_leaves_the_empty_state() {
-    let report = report(&[]).await;
+    let report = report(|_| {}).await;
     let app = &report.app;
     let cleared = client()
         .post(app.admin_url("/runs/hostile/clear"))
@@ -459,7 +460,10 @@ async fn a_run_without_differences_says_so() {
         &same[0].url(),
         &same[1].url(),
         &same[2].url(),
-        &["--run", "clean", "--store-flush-interval", "50ms"],
+        |s| {
+            s.writer.run = Some("clean".into());
+            s.writer.flush_interval = Duration::from_millis(50);
+        },
         &url,
     )
     .await;
@@ -487,7 +491,7 @@ async fn a_run_without_differences_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_guards_everything_but_health() {
-    let report = report(&["--admin-token", "s3cret-token"]).await;
+    let report = report(|s| s.web.token = Some("s3cret-token".to_string())).await;
     let app = &report.app;
     let home = admin_get(app, "/runs/hostile?range=1h").await;
     assert_eq!(home.status(), StatusCode::SEE_OTHER);
@@ -547,7 +551,7 @@ async fn the_admin_token_guards_everything_but_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_endpoints_latency_and_queues() {
-    let report = report(&[]).await;
+    let report = report(|_| {}).await;
     let text = admin_text(&report.app, "/metrics").await;
     for expected in [
         "shadowdiff_endpoint_requests_total{endpoint=\"GET /users/{id}\"} 20",
@@ -564,7 +568,7 @@ async fn metrics_count_endpoints_latency_and_queues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_fragments_answer_not_modified_until_the_report_changes() {
-    let report = report(&[]).await;
+    let report = report(|_| {}).await;
     let app = &report.app;
     let live = "/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D/live";
     let first = admin_get(app, live).await;

@@ -1,63 +1,35 @@
-//! Every setting with its default: command-line flags, each also read from a `SHADOWDIFF_*` environment variable.
+//! The command line: every setting as a flag, each also read from a `SHADOWDIFF_*` environment variable, with
+//! the defaults its component declares; converted once into the components' settings.
 
+pub mod choices;
 pub mod commands;
-pub mod value;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use http::HeaderName;
 
-use crate::endpoint::EndpointPattern;
-use crate::exchange::Target;
-pub use commands::{
-    DemoArgs, DemoServiceArgs, DemoTrafficArgs, DemoVariant, FailOn, GateArgs, GateFormat,
-    GateOptions, ReplayArgs, TrafficArgs,
+use crate::analysis::AnalysisSettings;
+use crate::analysis::aggregate::VerdictSettings;
+use crate::analysis::noise::Thresholds;
+use crate::app::AppSettings;
+use crate::budget::MemoryBudget;
+use crate::endpoint::{EndpointPattern, NamingSettings};
+use crate::proxy::upstream::UpstreamSettings;
+use crate::proxy::{ProxySettings, ResponseMode, ShadowSettings};
+use crate::redact::RedactionSettings;
+use crate::store::StoreSettings;
+use crate::store::writer::WriterSettings;
+use crate::telemetry::{LogFormat, TelemetrySettings};
+use crate::values::{
+    ByteSize, Fraction, MethodList, Span, UpstreamUrl, parse_interval_span, parse_span,
 };
-pub use value::{ByteSize, Fraction, MethodList, UpstreamUrl, parse_duration, parse_interval};
-
-/// Defaults, written once; the flags below refer to them.
-pub mod defaults {
-    pub const LISTEN: &str = "0.0.0.0:8880";
-    pub const ADMIN_LISTEN: &str = "127.0.0.1:8888";
-    pub const SHADOW_METHODS: &str = "GET,HEAD,OPTIONS";
-    pub const SAMPLE_RATE: &str = "1";
-    pub const MAX_BODY: &str = "8MiB";
-    pub const MAX_SHADOW_INFLIGHT: &str = "1024";
-    pub const SHADOW_TIMEOUT: &str = "5s";
-    pub const RESPONSE_TIMEOUT: &str = "30s";
-    pub const CONNECT_TIMEOUT: &str = "2s";
-    pub const UPSTREAM_IDLE_TIMEOUT: &str = "4s";
-    pub const EXCHANGE_QUEUE: &str = "8192";
-    pub const MEMORY_BUDGET: &str = "128MiB";
-    pub const ENDPOINT_CLUSTER_THRESHOLD: &str = "50";
-    pub const MAX_ENDPOINTS: &str = "2000";
-    pub const SAMPLE_BODY_LIMIT: &str = "64KiB";
-    pub const SHUTDOWN_GRACE: &str = "30s";
-    pub const LOG: &str = "info";
-    pub const MAX_DECODED_BODY: &str = "32MiB";
-    pub const TEXT_DIFF_TIMEOUT: &str = "100ms";
-    pub const THRESHOLD_RELATIVE: &str = "20";
-    pub const THRESHOLD_ABSOLUTE: &str = "0.03";
-    pub const LATENCY_FACTOR: &str = "1.5";
-    pub const ANALYSIS_QUEUE: &str = "8192";
-    pub const DATABASE_URL: &str = "sqlite://shadowdiff.db";
-    pub const SAMPLES_PER_PATH: &str = "5";
-    pub const RETENTION: &str = "7d";
-    pub const STORE_FLUSH_INTERVAL: &str = "1s";
-    pub const STORE_BATCH_ROWS: &str = "5000";
-    pub const STORE_BUFFER_ROWS: &str = "200000";
-    pub const STORE_CONNECTIONS: &str = "8";
-    pub const REPLAY_CONCURRENCY: &str = "16";
-    pub const MAX_DIFF_RATE: &str = "1%";
-    pub const MIN_REQUESTS: &str = "20";
-    pub const DEMO_RATE: &str = "20";
-    pub const DEMO_LISTEN: &str = "127.0.0.1:8880";
-    pub const DEMO_SERVICE_LISTEN: &str = "127.0.0.1:9000";
-}
+use crate::web::WebSettings;
+pub use commands::{
+    DemoArgs, DemoServiceArgs, DemoTrafficArgs, GateArgs, GateOptions, ReplayArgs, TrafficArgs,
+};
 
 /// shadowdiff: send each request to primary, secondary and candidate; report what the candidate changed.
 #[derive(Parser, Debug, Clone)]
@@ -108,22 +80,13 @@ pub struct MigrateArgs {
 pub struct DatabaseArgs {
     /// The store: `postgres://user:password@host/db` (several proxies can share one), or `sqlite://PATH` (a file,
     /// created if missing).
-    #[arg(long, value_name = "URL", env = "SHADOWDIFF_DATABASE_URL", default_value = defaults::DATABASE_URL)]
+    #[arg(long, value_name = "URL", env = "SHADOWDIFF_DATABASE_URL", default_value_t = StoreSettings::DEFAULT_DATABASE_URL.to_string())]
     pub database_url: String,
 
     /// Connections to the database (PostgreSQL; SQLite uses at most 4).
     #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_CONNECTIONS",
-          default_value = defaults::STORE_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+          default_value_t = StoreSettings::DEFAULT_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
     pub store_connections: u32,
-}
-
-/// How log lines are written.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -135,12 +98,12 @@ pub struct TelemetryArgs {
         global = true,
         value_enum,
         env = "SHADOWDIFF_LOG_FORMAT",
-        default_value = "text"
+        default_value_t = TelemetrySettings::DEFAULT_FORMAT
     )]
     pub log_format: LogFormat,
 
     /// Which log lines to keep, in tracing's filter syntax (e.g. `info` or `shadowdiff=debug,hyper=warn`).
-    #[arg(long, global = true, env = "SHADOWDIFF_LOG", default_value = defaults::LOG)]
+    #[arg(long, global = true, env = "SHADOWDIFF_LOG", default_value_t = TelemetrySettings::DEFAULT_FILTER.to_string())]
     pub log: String,
 }
 
@@ -148,10 +111,20 @@ pub struct TelemetryArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub upstreams: UpstreamArgs,
+    pub instance: InstanceArgs,
 
     #[command(flatten)]
     pub proxy: ProxyArgs,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// What `serve` and `replay` share: the upstreams, shadowing, analysis, verdicts and the store.
+#[derive(Args, Debug, Clone)]
+pub struct InstanceArgs {
+    #[command(flatten)]
+    pub upstreams: UpstreamArgs,
 
     #[command(flatten)]
     pub shadow: ShadowArgs,
@@ -167,9 +140,6 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub store: StoreArgs,
-
-    #[command(flatten)]
-    pub admin: AdminArgs,
 }
 
 /// What is stored, and how.
@@ -183,11 +153,11 @@ pub struct StoreArgs {
 
     /// Sample exchanges kept per endpoint and place (path and kind), with their request and three responses:
     /// the first half, and a reservoir of later ones spread over the run.
-    #[arg(long, value_name = "N", env = "SHADOWDIFF_SAMPLES_PER_PATH", default_value = defaults::SAMPLES_PER_PATH)]
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_SAMPLES_PER_PATH", default_value_t = WriterSettings::DEFAULT_SAMPLES_PER_PATH)]
     pub samples_per_path: usize,
 
     /// Most bytes of each body a sample keeps; the rest is cut, and the body marked truncated.
-    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_SAMPLE_BODY_LIMIT", default_value = defaults::SAMPLE_BODY_LIMIT)]
+    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_SAMPLE_BODY_LIMIT", default_value_t = ByteSize(WriterSettings::DEFAULT_SAMPLE_BODY_LIMIT as u64))]
     pub sample_body_limit: ByteSize,
 
     /// A JSON field whose value is never stored (at any depth, in bodies and differences), but replaced by
@@ -213,21 +183,21 @@ pub struct StoreArgs {
 
     /// Delete counts and samples older than this (checked every few minutes); `0s` keeps everything.
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_RETENTION",
-          default_value = defaults::RETENTION, value_parser = parse_duration)]
-    pub retention: Duration,
+          default_value_t = Span(WriterSettings::DEFAULT_RETENTION), value_parser = parse_span)]
+    pub retention: Span,
 
     /// How often buffered counts are written (more than zero).
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_STORE_FLUSH_INTERVAL",
-          default_value = defaults::STORE_FLUSH_INTERVAL, value_parser = parse_interval)]
-    pub store_flush_interval: Duration,
+          default_value_t = Span(WriterSettings::DEFAULT_FLUSH_INTERVAL), value_parser = parse_interval_span)]
+    pub store_flush_interval: Span,
 
     /// Write as soon as this many rows are buffered.
-    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BATCH_ROWS", default_value = defaults::STORE_BATCH_ROWS,
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BATCH_ROWS", default_value_t = WriterSettings::DEFAULT_BATCH_ROWS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub store_batch_rows: u32,
 
     /// Most rows buffered while the database cannot be written; exchanges past it are dropped and counted.
-    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BUFFER_ROWS", default_value = defaults::STORE_BUFFER_ROWS,
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BUFFER_ROWS", default_value_t = WriterSettings::DEFAULT_BUFFER_ROWS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub store_buffer_rows: u32,
 }
@@ -242,7 +212,7 @@ pub struct AnalysisArgs {
     pub rules: Option<PathBuf>,
 
     /// Largest response body after undoing its Content-Encoding; a larger one is not compared (counted).
-    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MAX_DECODED_BODY", default_value = defaults::MAX_DECODED_BODY)]
+    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MAX_DECODED_BODY", default_value_t = ByteSize(AnalysisSettings::DEFAULT_MAX_DECODED_BODY as u64))]
     pub max_decoded_body: ByteSize,
 
     /// Treat `1` and `1.0` as different (by default JSON numbers of equal value are equal).
@@ -265,8 +235,8 @@ pub struct AnalysisArgs {
 
     /// Time allowed for one line diff of a text body; past it the diff reports coarser regions.
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_TEXT_DIFF_TIMEOUT",
-          default_value = defaults::TEXT_DIFF_TIMEOUT, value_parser = parse_duration)]
-    pub text_diff_timeout: Duration,
+          default_value_t = Span(AnalysisSettings::DEFAULT_TEXT_DIFF_TIMEOUT), value_parser = parse_span)]
+    pub text_diff_timeout: Span,
 
     /// Exchanges analysed at once (default: the number of CPU cores).
     #[arg(long, value_name = "N", env = "SHADOWDIFF_ANALYSIS_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
@@ -274,16 +244,8 @@ pub struct AnalysisArgs {
 
     /// Analysed exchanges waiting to be stored; when full, new ones are dropped and counted.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_ANALYSIS_QUEUE",
-          default_value = defaults::ANALYSIS_QUEUE, value_parser = clap::value_parser!(u32).range(1..))]
+          default_value_t = AnalysisSettings::DEFAULT_QUEUE as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub analysis_queue: u32,
-}
-
-impl AnalysisArgs {
-    pub fn workers(&self) -> usize {
-        self.analysis_workers
-            .map(|n| n as usize)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-    }
 }
 
 /// How counts become verdicts.
@@ -293,31 +255,19 @@ pub struct VerdictArgs {
     /// A path is a regression only if |raw - noise| / (raw + noise) exceeds this percentage (Diffy's relative
     /// threshold).
     #[arg(long, value_name = "PERCENT", env = "SHADOWDIFF_THRESHOLD_RELATIVE",
-          default_value = defaults::THRESHOLD_RELATIVE, value_parser = parse_percent)]
+          default_value_t = Thresholds::DEFAULT_RELATIVE_PERCENT, value_parser = parse_percent)]
     pub threshold_relative: f64,
 
     /// ... and |raw - noise| / requests exceeds this percentage (Diffy's absolute threshold).
     #[arg(long, value_name = "PERCENT", env = "SHADOWDIFF_THRESHOLD_ABSOLUTE",
-          default_value = defaults::THRESHOLD_ABSOLUTE, value_parser = parse_percent)]
+          default_value_t = Thresholds::DEFAULT_ABSOLUTE_PERCENT, value_parser = parse_percent)]
     pub threshold_absolute: f64,
 
     /// An endpoint has a latency regression when the candidate's p99 exceeds this many times primary's and
     /// secondary's, while secondary's stays within this many times primary's (at least 100 samples each).
     #[arg(long, value_name = "FACTOR", env = "SHADOWDIFF_LATENCY_FACTOR",
-          default_value = defaults::LATENCY_FACTOR, value_parser = parse_factor)]
+          default_value_t = VerdictSettings::DEFAULT_LATENCY_FACTOR, value_parser = parse_factor)]
     pub latency_factor: f64,
-}
-
-impl VerdictArgs {
-    pub fn settings(&self) -> crate::analysis::aggregate::VerdictSettings {
-        crate::analysis::aggregate::VerdictSettings {
-            thresholds: crate::analysis::noise::Thresholds::from_percent(
-                self.threshold_relative,
-                self.threshold_absolute,
-            ),
-            latency_factor: self.latency_factor,
-        }
-    }
 }
 
 /// A percentage from 0 to 100 (`20` or `20%`).
@@ -372,61 +322,26 @@ pub struct UpstreamArgs {
 
     /// Time allowed to open a connection to an upstream.
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_CONNECT_TIMEOUT",
-          default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_duration)]
-    pub connect_timeout: Duration,
+          default_value_t = Span(UpstreamSettings::DEFAULT_CONNECT_TIMEOUT), value_parser = parse_span)]
+    pub connect_timeout: Span,
 
     /// How long an idle pooled connection to an upstream is kept; keep it below the upstreams' own keep-alive
     /// timeout so that a connection is never reused just as the upstream closes it.
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_UPSTREAM_IDLE_TIMEOUT",
-          default_value = defaults::UPSTREAM_IDLE_TIMEOUT, value_parser = parse_duration)]
-    pub upstream_idle_timeout: Duration,
+          default_value_t = Span(UpstreamSettings::DEFAULT_IDLE_TIMEOUT), value_parser = parse_span)]
+    pub upstream_idle_timeout: Span,
 
     /// Time allowed for the upstream that answers the caller to send its response headers; past it the caller
     /// gets 502.
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_RESPONSE_TIMEOUT",
-          default_value = defaults::RESPONSE_TIMEOUT, value_parser = parse_duration)]
-    pub response_timeout: Duration,
+          default_value_t = Span(UpstreamSettings::DEFAULT_RESPONSE_TIMEOUT), value_parser = parse_span)]
+    pub response_timeout: Span,
 
     /// Time allowed for a whole shadow request (connect, headers and body); past it the shadow counts as a
     /// timeout.
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_SHADOW_TIMEOUT",
-          default_value = defaults::SHADOW_TIMEOUT, value_parser = parse_duration)]
-    pub shadow_timeout: Duration,
-}
-
-impl UpstreamArgs {
-    pub fn url(&self, target: Target) -> &UpstreamUrl {
-        match target {
-            Target::Primary => &self.primary,
-            Target::Secondary => &self.secondary,
-            Target::Candidate => &self.candidate,
-        }
-    }
-}
-
-/// Which upstream's response the caller receives.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ResponseMode {
-    /// Primary's response (inline proxy).
-    Primary,
-    /// Secondary's response.
-    Secondary,
-    /// Candidate's response.
-    Candidate,
-    /// 200 with no body at once, before any upstream answers (mirror target behind Envoy, nginx or GoReplay).
-    Empty,
-}
-
-impl ResponseMode {
-    /// The upstream whose response the caller waits for, if any.
-    pub fn responder(self) -> Option<Target> {
-        match self {
-            ResponseMode::Primary => Some(Target::Primary),
-            ResponseMode::Secondary => Some(Target::Secondary),
-            ResponseMode::Candidate => Some(Target::Candidate),
-            ResponseMode::Empty => None,
-        }
-    }
+          default_value_t = Span(UpstreamSettings::DEFAULT_SHADOW_TIMEOUT), value_parser = parse_span)]
+    pub shadow_timeout: Span,
 }
 
 /// The proxy listener.
@@ -434,7 +349,7 @@ impl ResponseMode {
 #[command(next_help_heading = "Proxy")]
 pub struct ProxyArgs {
     /// Address the proxy listens on for callers.
-    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_LISTEN", default_value = defaults::LISTEN)]
+    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_LISTEN", default_value_t = ProxySettings::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     /// Which upstream's response the caller gets.
@@ -442,14 +357,14 @@ pub struct ProxyArgs {
         long,
         value_enum,
         env = "SHADOWDIFF_RESPONSE_MODE",
-        default_value = "primary"
+        default_value_t = ProxySettings::DEFAULT_RESPONSE_MODE
     )]
     pub response_mode: ResponseMode,
 
     /// On SIGINT or SIGTERM, time allowed for in-flight caller requests to finish.
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_SHUTDOWN_GRACE",
-          default_value = defaults::SHUTDOWN_GRACE, value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
+          default_value_t = Span(ProxySettings::DEFAULT_SHUTDOWN_GRACE), value_parser = parse_span)]
+    pub shutdown_grace: Span,
 
     /// Append every shadowed request (time, method, URI, headers, body) to this JSON-lines file, secrets
     /// redacted as in the store, for `shadowdiff replay`.
@@ -466,11 +381,11 @@ pub struct ShadowArgs {
     pub allow_side_effects: bool,
 
     /// Methods that are shadowed; other methods go to primary only.
-    #[arg(long, value_name = "LIST", env = "SHADOWDIFF_SHADOW_METHODS", default_value = defaults::SHADOW_METHODS)]
+    #[arg(long, value_name = "LIST", env = "SHADOWDIFF_SHADOW_METHODS", default_value_t = ShadowSettings::default_methods())]
     pub shadow_methods: MethodList,
 
     /// Share of requests that are shadowed, from 0 to 1 (or a percentage).
-    #[arg(long, value_name = "RATE", env = "SHADOWDIFF_SAMPLE_RATE", default_value = defaults::SAMPLE_RATE)]
+    #[arg(long, value_name = "RATE", env = "SHADOWDIFF_SAMPLE_RATE", default_value_t = Fraction(ShadowSettings::DEFAULT_SAMPLE_RATE))]
     pub sample_rate: Fraction,
 
     /// Sample by a hash of this request header's value, so that one key (a user id, a session) is always in or
@@ -489,12 +404,12 @@ pub struct ShadowArgs {
 
     /// Largest request or response body kept for comparison; a larger one still reaches its destination whole,
     /// streamed, and is marked too large.
-    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MAX_BODY", default_value = defaults::MAX_BODY)]
+    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MAX_BODY", default_value_t = ByteSize(ShadowSettings::DEFAULT_MAX_BODY as u64))]
     pub max_body: ByteSize,
 
     /// Most shadow requests in flight per upstream; beyond it a shadow request is shed and counted.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_MAX_SHADOW_INFLIGHT",
-          default_value = defaults::MAX_SHADOW_INFLIGHT, value_parser = clap::value_parser!(u32).range(1..))]
+          default_value_t = ShadowSettings::DEFAULT_MAX_INFLIGHT as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_shadow_inflight: u32,
 
     /// Endpoint template that wins over the automatic one, such as `/users/{id}/orders` or
@@ -511,35 +426,24 @@ pub struct ShadowArgs {
     /// than this (slugs, user names, dates) becomes `{param}` in endpoint names; numbers, UUIDs and long hex
     /// are `{id}` at once.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_ENDPOINT_CLUSTER_THRESHOLD",
-          default_value = defaults::ENDPOINT_CLUSTER_THRESHOLD, value_parser = clap::value_parser!(u32).range(1..))]
+          default_value_t = NamingSettings::DEFAULT_CLUSTER_THRESHOLD as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub endpoint_cluster_threshold: u32,
 
     /// Most endpoint names per run; past it, a new name (a path, a Canonical-Resource value) is recorded as
     /// `METHOD {other}` and counted.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_MAX_ENDPOINTS",
-          default_value = defaults::MAX_ENDPOINTS, value_parser = clap::value_parser!(u32).range(1..))]
+          default_value_t = NamingSettings::DEFAULT_MAX_ENDPOINTS as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_endpoints: u32,
 
     /// Memory all shadow work may hold (request and response bodies in flight, queued exchanges, analysis,
     /// the store's buffer); past it, new shadow work is shed (the caller is still answered) and counted.
-    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MEMORY_BUDGET", default_value = defaults::MEMORY_BUDGET)]
+    #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MEMORY_BUDGET", default_value_t = ByteSize(MemoryBudget::DEFAULT_LIMIT as u64))]
     pub memory_budget: ByteSize,
 
     /// Completed exchanges waiting for analysis; when full, new ones are dropped and counted.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_EXCHANGE_QUEUE",
-          default_value = defaults::EXCHANGE_QUEUE, value_parser = clap::value_parser!(u32).range(1..))]
+          default_value_t = ProxySettings::DEFAULT_EXCHANGE_QUEUE as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub exchange_queue: u32,
-}
-
-impl ShadowArgs {
-    /// How requests are named.
-    pub fn naming(&self) -> crate::endpoint::NamingSettings {
-        crate::endpoint::NamingSettings {
-            patterns: self.endpoints.clone(),
-            cluster_threshold: self.endpoint_cluster_threshold as usize,
-            max_endpoints: self.max_endpoints as usize,
-        }
-    }
 }
 
 /// The admin listener: health, metrics and (later) the report.
@@ -547,7 +451,7 @@ impl ShadowArgs {
 #[command(next_help_heading = "Admin")]
 pub struct AdminArgs {
     /// Address of the admin listener (health, metrics, dashboard); loopback by default.
-    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_ADMIN_LISTEN", default_value = defaults::ADMIN_LISTEN)]
+    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_ADMIN_LISTEN", default_value_t = WebSettings::DEFAULT_LISTEN)]
     pub admin_listen: SocketAddr,
 
     /// Token every page, API call and /metrics then needs (`Authorization: Bearer TOKEN`, or the login form's
@@ -560,6 +464,147 @@ pub struct AdminArgs {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+}
+
+impl ServeArgs {
+    /// Each component's settings, as these flags give them.
+    pub fn settings(self) -> AppSettings {
+        let mut settings = self.instance.settings();
+        self.proxy.apply(&mut settings.proxy);
+        settings.web = self.admin.settings();
+        settings
+    }
+}
+
+impl InstanceArgs {
+    /// Each component's settings, as these flags give them; the listeners at their defaults.
+    pub fn settings(self) -> AppSettings {
+        let mut settings = AppSettings::new(self.upstreams.settings());
+        self.shadow.apply(&mut settings);
+        settings.analysis = self.analysis.settings();
+        settings.verdicts = self.verdicts.settings();
+        settings.store = self.database.settings();
+        self.store.apply(&mut settings);
+        settings
+    }
+}
+
+impl TelemetryArgs {
+    pub fn settings(&self) -> TelemetrySettings {
+        TelemetrySettings {
+            format: self.log_format,
+            filter: self.log.clone(),
+        }
+    }
+}
+
+impl DatabaseArgs {
+    pub fn settings(&self) -> StoreSettings {
+        StoreSettings {
+            database_url: self.database_url.clone(),
+            connections: self.store_connections,
+        }
+    }
+}
+
+impl UpstreamArgs {
+    pub fn settings(&self) -> UpstreamSettings {
+        UpstreamSettings {
+            primary: self.primary.clone(),
+            secondary: self.secondary.clone(),
+            candidate: self.candidate.clone(),
+            http2: self.upstream_http2,
+            ca_file: self.upstream_ca.clone(),
+            connect_timeout: self.connect_timeout.into(),
+            idle_timeout: self.upstream_idle_timeout.into(),
+            response_timeout: self.response_timeout.into(),
+            shadow_timeout: self.shadow_timeout.into(),
+        }
+    }
+}
+
+impl ProxyArgs {
+    fn apply(self, proxy: &mut ProxySettings) {
+        proxy.listen = self.listen;
+        proxy.response_mode = self.response_mode;
+        proxy.shutdown_grace = self.shutdown_grace.into();
+        proxy.record = self.record;
+    }
+}
+
+impl ShadowArgs {
+    /// Shadowing, endpoint naming and the memory budget.
+    pub fn apply(self, settings: &mut AppSettings) {
+        settings.proxy.shadow = ShadowSettings {
+            allow_side_effects: self.allow_side_effects,
+            methods: self.shadow_methods,
+            sample_rate: self.sample_rate.0,
+            sample_key_header: self.sample_key_header,
+            host_suffix: self.shadow_host_suffix,
+            preserve_host: self.preserve_host,
+            max_body: self.max_body.as_usize(),
+            max_inflight: self.max_shadow_inflight as usize,
+        };
+        settings.proxy.exchange_queue = self.exchange_queue as usize;
+        settings.naming = NamingSettings {
+            patterns: self.endpoints,
+            cluster_threshold: self.endpoint_cluster_threshold as usize,
+            max_endpoints: self.max_endpoints as usize,
+        };
+        settings.memory_budget = self.memory_budget.as_usize();
+    }
+}
+
+impl AnalysisArgs {
+    pub fn settings(self) -> AnalysisSettings {
+        AnalysisSettings {
+            rules: self.rules,
+            max_decoded_body: self.max_decoded_body.as_usize(),
+            strict_number_types: self.strict_number_types,
+            exclude_headers: self.exclude_headers,
+            exclude_all_headers: self.exclude_all_headers,
+            text_diff_timeout: self.text_diff_timeout.into(),
+            workers: self.analysis_workers.map(|n| n as usize),
+            queue: self.analysis_queue as usize,
+        }
+    }
+}
+
+impl VerdictArgs {
+    pub fn settings(&self) -> VerdictSettings {
+        VerdictSettings {
+            thresholds: Thresholds::from_percent(self.threshold_relative, self.threshold_absolute),
+            latency_factor: self.latency_factor,
+        }
+    }
+}
+
+impl StoreArgs {
+    /// The writer's settings and what it redacts.
+    pub fn apply(self, settings: &mut AppSettings) {
+        settings.writer = WriterSettings {
+            run: self.run,
+            samples_per_path: self.samples_per_path,
+            sample_body_limit: self.sample_body_limit.as_usize(),
+            retention: self.retention.into(),
+            flush_interval: self.store_flush_interval.into(),
+            batch_rows: self.store_batch_rows as usize,
+            buffer_rows: self.store_buffer_rows as usize,
+        };
+        settings.redaction = RedactionSettings {
+            json_fields: self.redact_json_fields,
+            key: self.redaction_key,
+        };
+    }
+}
+
+impl AdminArgs {
+    pub fn settings(self) -> WebSettings {
+        WebSettings {
+            listen: self.admin_listen,
+            token: self.admin_token,
+        }
+    }
 }
 
 /// `serve` parsed from these flags after three loopback upstreams, as the command line would (for unit tests).
@@ -614,16 +659,22 @@ mod tests {
         };
         assert_eq!(args.proxy.listen.to_string(), "0.0.0.0:8880");
         assert_eq!(args.admin.admin_listen.to_string(), "127.0.0.1:8888");
-        assert_eq!(args.shadow.max_body, ByteSize(8 << 20));
-        assert_eq!(args.shadow.max_shadow_inflight, 1024);
-        assert_eq!(args.upstreams.shadow_timeout, Duration::from_secs(5));
-        assert_eq!(args.shadow.shadow_methods.to_string(), "GET,HEAD,OPTIONS");
+        assert_eq!(args.instance.shadow.max_body, ByteSize(8 << 20));
+        assert_eq!(args.instance.shadow.max_shadow_inflight, 1024);
+        assert_eq!(
+            args.instance.upstreams.shadow_timeout,
+            Span(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(
+            args.instance.shadow.shadow_methods.to_string(),
+            "GET,HEAD,OPTIONS"
+        );
         assert_eq!(args.proxy.response_mode, ResponseMode::Primary);
-        assert_eq!(args.upstreams.candidate.prefix(), "/v2");
-        assert_eq!(args.shadow.memory_budget, ByteSize(128 << 20));
-        assert_eq!(args.shadow.endpoint_cluster_threshold, 50);
-        assert_eq!(args.shadow.max_endpoints, 2000);
-        assert_eq!(args.store.sample_body_limit, ByteSize(64 << 10));
+        assert_eq!(args.instance.upstreams.candidate.prefix(), "/v2");
+        assert_eq!(args.instance.shadow.memory_budget, ByteSize(128 << 20));
+        assert_eq!(args.instance.shadow.endpoint_cluster_threshold, 50);
+        assert_eq!(args.instance.shadow.max_endpoints, 2000);
+        assert_eq!(args.instance.store.sample_body_limit, ByteSize(64 << 10));
     }
 
     #[test]

@@ -4,15 +4,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Args;
 use clap::builder::BoolishValueParser;
-use clap::{Args, ValueEnum};
 
-use super::{
-    AnalysisArgs, DatabaseArgs, Fraction, ShadowArgs, StoreArgs, UpstreamArgs, UpstreamUrl,
-    VerdictArgs, defaults, parse_duration,
-};
+use super::{DatabaseArgs, Fraction, InstanceArgs, UpstreamUrl, VerdictArgs};
 use crate::analysis::rules::EndpointGlob;
+use crate::app::AppSettings;
+use crate::cli::demo::DemoSettings;
+use crate::cli::replay::ReplaySettings;
+use crate::demo::service::DemoVariant;
+use crate::gate::render::GateFormat;
+use crate::gate::{FailOn, GateSettings};
 use crate::traffic::TrafficFormat;
+use crate::values::parse_duration;
 
 /// Everything `replay` needs.
 #[derive(Args, Debug, Clone)]
@@ -27,7 +31,7 @@ pub struct ReplayArgs {
 
     /// Requests sent at once.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_CONCURRENCY",
-          default_value = defaults::REPLAY_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..))]
+          default_value_t = ReplaySettings::DEFAULT_CONCURRENCY as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 
     /// Requests per second at most [default: as fast as the concurrency allows].
@@ -35,44 +39,7 @@ pub struct ReplayArgs {
     pub rate: Option<u32>,
 
     #[command(flatten)]
-    pub upstreams: UpstreamArgs,
-
-    #[command(flatten)]
-    pub shadow: ShadowArgs,
-
-    #[command(flatten)]
-    pub analysis: AnalysisArgs,
-
-    #[command(flatten)]
-    pub verdicts: VerdictArgs,
-
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-
-    #[command(flatten)]
-    pub store: StoreArgs,
-}
-
-/// Which regressions fail the gate.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum FailOn {
-    /// Every regression counts toward the diff rate.
-    Any,
-    /// Only breaking ones (a field missing, a type or status class changed): for compatibility checks.
-    Breaking,
-}
-
-/// How the gate prints its verdict.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum GateFormat {
-    /// Lines for a terminal or a CI log.
-    Text,
-    /// One JSON object (stable; see the README).
-    Json,
-    /// JUnit XML, one test case per endpoint, for CI test reports.
-    Junit,
-    /// A Markdown table, fit for a pull-request comment.
-    Markdown,
+    pub instance: InstanceArgs,
 }
 
 /// The gate's bounds and output, shared by `gate` and `demo --then-gate`.
@@ -81,16 +48,16 @@ pub enum GateFormat {
 pub struct GateOptions {
     /// Largest diff rate that passes, overall and for each endpoint with at least --min-requests requests (a
     /// fraction or a percentage).
-    #[arg(long, value_name = "RATE", env = "SHADOWDIFF_MAX_DIFF_RATE", default_value = defaults::MAX_DIFF_RATE)]
+    #[arg(long, value_name = "RATE", env = "SHADOWDIFF_MAX_DIFF_RATE", default_value_t = Fraction(GateSettings::DEFAULT_MAX_DIFF_RATE))]
     pub max_diff_rate: Fraction,
 
     /// Fewest compared requests for a verdict: a run with fewer fails (too little evidence), and an endpoint
     /// with fewer is reported but not judged on its own.
-    #[arg(long, value_name = "N", env = "SHADOWDIFF_MIN_REQUESTS", default_value = defaults::MIN_REQUESTS)]
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_MIN_REQUESTS", default_value_t = GateSettings::DEFAULT_MIN_REQUESTS)]
     pub min_requests: u64,
 
     /// Which regressions count: `any`, or only `breaking` ones.
-    #[arg(long, value_enum, env = "SHADOWDIFF_FAIL_ON", default_value = "any")]
+    #[arg(long, value_enum, env = "SHADOWDIFF_FAIL_ON", default_value_t = GateSettings::DEFAULT_FAIL_ON)]
     pub fail_on: FailOn,
 
     /// Fail on latency regressions too (they are reported either way).
@@ -108,7 +75,7 @@ pub struct GateOptions {
         long,
         value_enum,
         env = "SHADOWDIFF_GATE_FORMAT",
-        default_value = "text"
+        default_value_t = GateFormat::Text
     )]
     pub format: GateFormat,
 }
@@ -146,7 +113,7 @@ pub struct GateArgs {
 pub struct TrafficArgs {
     /// Requests per second sent through the proxy.
     #[arg(long, value_name = "RPS", env = "SHADOWDIFF_RATE",
-          default_value = defaults::DEMO_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+          default_value_t = DemoSettings::DEFAULT_RATE, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: u32,
 
     /// Stop sending after this long [default: until Ctrl-C].
@@ -162,11 +129,11 @@ pub struct TrafficArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Address of the demo's proxy.
-    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_LISTEN", default_value = defaults::DEMO_LISTEN)]
+    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_LISTEN", default_value_t = DemoSettings::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
     /// Address of the dashboard.
-    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_ADMIN_LISTEN", default_value = defaults::ADMIN_LISTEN)]
+    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_ADMIN_LISTEN", default_value_t = crate::web::WebSettings::DEFAULT_LISTEN)]
     pub admin_listen: SocketAddr,
 
     /// Label of the demo's run [default: `demo@<start time>`].
@@ -187,15 +154,6 @@ pub struct DemoArgs {
     pub database: DatabaseArgs,
 }
 
-/// Which version of the demo's example service.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DemoVariant {
-    /// The current version (run it twice: primary and secondary).
-    Current,
-    /// The new version, with the demo's regressions.
-    Candidate,
-}
-
 /// Everything `demo-service` needs.
 #[derive(Args, Debug, Clone)]
 pub struct DemoServiceArgs {
@@ -204,7 +162,7 @@ pub struct DemoServiceArgs {
     pub variant: DemoVariant,
 
     /// Address to listen on.
-    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_LISTEN", default_value = defaults::DEMO_SERVICE_LISTEN)]
+    #[arg(long, value_name = "ADDR", env = "SHADOWDIFF_LISTEN", default_value_t = DemoSettings::DEFAULT_SERVICE_LISTEN)]
     pub listen: SocketAddr,
 }
 
@@ -217,4 +175,30 @@ pub struct DemoTrafficArgs {
 
     #[command(flatten)]
     pub traffic: TrafficArgs,
+}
+
+impl ReplayArgs {
+    /// What to replay, and the settings of the private instance it goes through.
+    pub fn settings(self) -> (ReplaySettings, AppSettings) {
+        let replay = ReplaySettings {
+            input: self.input,
+            format: self.format,
+            concurrency: self.concurrency as usize,
+            rate: self.rate,
+        };
+        let settings = self.instance.settings();
+        (replay, settings)
+    }
+}
+
+impl GateOptions {
+    pub fn settings(&self) -> GateSettings {
+        GateSettings {
+            max_diff_rate: self.max_diff_rate.0,
+            min_requests: self.min_requests,
+            fail_on: self.fail_on,
+            latency: self.latency,
+            endpoints: self.endpoints.clone(),
+        }
+    }
 }

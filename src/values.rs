@@ -1,4 +1,4 @@
-//! Parsers for the values flags take: upstream URLs, byte sizes, durations, method lists and rates.
+//! The values settings take, with their text forms: upstream URLs, byte sizes, durations, method lists and rates.
 
 use std::fmt;
 use std::str::FromStr;
@@ -157,6 +157,47 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// A duration written as `5s`, `250ms`, `2m` or `7d`; its text form reads back as the same duration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub Duration);
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The largest unit that divides it exactly, as people write it in flags: `7d`, `30s`, `100ms`.
+        const UNITS: [(u128, &str); 5] = [
+            (86_400_000_000_000, "d"),
+            (3_600_000_000_000, "h"),
+            (60_000_000_000, "m"),
+            (1_000_000_000, "s"),
+            (1_000_000, "ms"),
+        ];
+        let nanos = self.0.as_nanos();
+        if nanos == 0 {
+            return f.write_str("0s");
+        }
+        match UNITS.iter().find(|(size, _)| nanos.is_multiple_of(*size)) {
+            Some((size, unit)) => write!(f, "{}{unit}", nanos / size),
+            None => write!(f, "{}", humantime::format_duration(self.0)),
+        }
+    }
+}
+
+impl From<Span> for Duration {
+    fn from(span: Span) -> Duration {
+        span.0
+    }
+}
+
+/// Parses a duration written as `5s`, `250ms`, `2m` or `7d`.
+pub fn parse_span(text: &str) -> Result<Span, String> {
+    parse_duration(text).map(Span)
+}
+
+/// Parses a period that paces something repeating (see [`parse_interval`]).
+pub fn parse_interval_span(text: &str) -> Result<Span, String> {
+    parse_interval(text).map(Span)
+}
+
 /// Parses a duration written as `5s`, `250ms`, `2m` or `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim())
@@ -206,8 +247,13 @@ impl FromStr for Fraction {
 }
 
 impl fmt::Display for Fraction {
+    /// `0`, `1`, or a percentage (`1%`, `12.5%`) in between.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        if self.0 <= 0.0 || self.0 >= 1.0 {
+            write!(f, "{}", self.0)
+        } else {
+            write!(f, "{}%", (self.0 * 100.0 * 1e6).round() / 1e6)
+        }
     }
 }
 
@@ -254,6 +300,20 @@ impl fmt::Display for MethodList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_fractions_read_back_as_written() {
+        for text in ["0s", "7d", "2h", "5m", "30s", "100ms", "1500ms"] {
+            let span = parse_span(text).unwrap();
+            assert_eq!(span.to_string(), text);
+        }
+        assert_eq!(parse_span("90s").unwrap().to_string(), "90s");
+        for text in ["0", "1", "1%", "12.5%"] {
+            let fraction: Fraction = text.parse().unwrap();
+            assert_eq!(fraction.to_string(), text);
+            assert_eq!(fraction.to_string().parse::<Fraction>().unwrap(), fraction);
+        }
+    }
 
     #[test]
     fn upstream_url_keeps_a_path_prefix_and_joins_paths() {
