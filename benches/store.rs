@@ -2,6 +2,7 @@
 //! overview query of a run of one million exchanges over fifty endpoints. Run with `scripts/bench-store.sh`
 //! (which starts a throwaway PostgreSQL); without `DATABASE_URL` only SQLite is measured.
 
+use shadowdiff::report::Reports;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -182,10 +183,12 @@ async fn overview(store: &Store, range: TimeRange, rounds: usize) -> (Duration, 
     let mut requests = 0;
     for _ in 0..rounds {
         let started = Instant::now();
-        let report = store
-            .run_report(run.clone(), range, &settings, &RuleSet::default())
-            .await
-            .unwrap();
+        let reports = Reports::new(
+            store.clone(),
+            Arc::new(RuleSet::default()),
+            settings.clone(),
+        );
+        let report = reports.judge(run.clone(), range).await.unwrap();
         times.push(started.elapsed());
         requests = report.requests;
         assert_eq!(report.endpoints.len(), ENDPOINTS);

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::aggregate::VerdictSettings;
-use crate::analysis::rules::{RuleSet, RulesError};
+use crate::analysis::rules::RulesError;
 use crate::analysis::{Analysis, AnalysisSettings, Analyzer};
 use crate::budget::{MemoryBudget, Stage};
 use crate::endpoint::{EndpointNamer, NamingSettings};
@@ -25,6 +25,7 @@ use crate::proxy::fanout::UpstreamPools;
 use crate::proxy::upstream::{ClientError, UpstreamClient, UpstreamSettings, tls_config};
 use crate::proxy::{Proxy, ProxySettings};
 use crate::redact::{RedactionSettings, Redactor};
+use crate::report::Reports;
 use crate::store::health::StoreHealth;
 use crate::store::sample::SampleLimits;
 use crate::store::writer::{Writer, WriterConfig, WriterSettings};
@@ -349,14 +350,13 @@ impl Application {
         self.backlog.clone()
     }
 
-    /// The rules from `--rules`.
-    pub fn file_rules(&self) -> &RuleSet {
-        &self.analyzer.config().rules
-    }
-
-    /// How this instance's counts become verdicts.
-    pub fn verdicts(&self) -> VerdictSettings {
-        self.verdicts.clone()
+    /// This instance's runs judged as its dashboard judges them: under the rules file and the stored rules.
+    pub fn reports(&self) -> Reports {
+        Reports::new(
+            self.store.clone(),
+            Arc::new(self.analyzer.config().rules.clone()),
+            self.verdicts.clone(),
+        )
     }
 
     /// The label of the run this instance stores into.
@@ -378,6 +378,7 @@ impl Application {
     /// waits for background requests (up to `--shadow-timeout`), and drains each stage in turn.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         let proxy_addr = self.proxy_addr();
+        let reports = self.reports();
         let stop_analysis = CancellationToken::new();
         let stop_consumer = CancellationToken::new();
         let analysis = self.exchanges.map(|rx| {
@@ -420,8 +421,7 @@ impl Application {
             metrics: self.metrics.clone(),
             draining: draining.clone(),
             store: self.store.clone(),
-            file_rules: Arc::new(self.analyzer.config().rules.clone()),
-            verdicts: self.verdicts.clone(),
+            reports,
             token: self.admin_token.clone(),
             proxy_addr: Some(proxy_addr),
             store_health: Some(self.store_health.clone()),

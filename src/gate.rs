@@ -4,14 +4,13 @@ pub mod render;
 
 use serde::Serialize;
 
-use crate::analysis::aggregate::VerdictSettings;
-use crate::analysis::aggregate::{EndpointReport, TargetLatency};
+use crate::analysis::aggregate::{self, EndpointReport, TargetLatency};
 use crate::analysis::compat::Compat;
 use crate::analysis::diff::DiffKind;
 use crate::analysis::rules::EndpointGlob;
-use crate::analysis::rules::RuleSet;
-use crate::store::queries::{RunReport, TimeRange};
-use crate::store::{Store, StoreError};
+use crate::report::{ReportError, Reports, RunReport};
+use crate::store::StoreError;
+use crate::store::queries::TimeRange;
 
 /// Why there is no verdict.
 #[derive(Debug, thiserror::Error)]
@@ -24,25 +23,23 @@ pub enum GateError {
     Store(#[from] StoreError),
 }
 
-/// Reads a run's whole report from the store (under the rules file's and the stored rules) and judges it.
+impl From<ReportError> for GateError {
+    fn from(error: ReportError) -> Self {
+        match error {
+            ReportError::NoRuns => GateError::NoRuns,
+            ReportError::NoRun(label) => GateError::NoRun(label),
+            ReportError::Store(error) => GateError::Store(error),
+        }
+    }
+}
+
+/// Reads a run's whole report (under the rules in force) and judges it.
 pub async fn evaluate(
-    store: &Store,
+    reports: &Reports,
     run: &str,
     settings: &GateSettings,
-    verdicts: &VerdictSettings,
-    file_rules: &RuleSet,
 ) -> Result<GateReport, GateError> {
-    let Some(info) = store.run(run).await? else {
-        return Err(if run == "latest" {
-            GateError::NoRuns
-        } else {
-            GateError::NoRun(run.to_string())
-        });
-    };
-    let rules = store.rule_set(file_rules).await?;
-    let report = store
-        .run_report(info, TimeRange::all(), verdicts, &rules)
-        .await?;
+    let report = reports.report(run, TimeRange::all()).await?;
     Ok(judge(&report, settings))
 }
 
@@ -195,7 +192,7 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
         FailOn::Breaking => endpoint.failing_breaking,
     };
     let requests: u64 = selected.iter().map(|endpoint| endpoint.requests).sum();
-    let diff_rate = fraction(selected.iter().map(|e| failing(e)).sum(), requests);
+    let diff_rate = aggregate::rate(selected.iter().map(|e| failing(e)).sum(), requests);
 
     let mut failures = Vec::new();
     if requests < settings.min_requests {
@@ -212,7 +209,7 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
     }
     let mut endpoints = Vec::new();
     for report in selected {
-        let rate = fraction(failing(report), report.requests);
+        let rate = aggregate::rate(failing(report), report.requests);
         let judged = report.requests >= settings.min_requests;
         let mut failed = false;
         if judged && rate > settings.max_diff_rate {
@@ -274,14 +271,6 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
         endpoints,
         failures,
         settings,
-    }
-}
-
-fn fraction(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
     }
 }
 

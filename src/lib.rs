@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod redact;
+pub mod report;
 pub mod store;
 pub mod telemetry;
 pub mod traffic;

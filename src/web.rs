@@ -23,9 +23,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::analysis::aggregate::VerdictSettings;
-use crate::analysis::rules::RuleSet;
 use crate::metrics::Metrics;
+use crate::report::Reports;
 use crate::store::health::StoreHealth;
 use crate::store::{RunInfo, Store};
 use crate::web::error::WebError;
@@ -60,12 +59,10 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Cancelled once shutdown has begun: the instance finishes what it has but wants no new traffic.
     pub draining: CancellationToken,
-    /// Where the report is read from (and rules are stored).
+    /// Where samples, exchanges and rules are read from, and rules and deletions written.
     pub store: Store,
-    /// Rules from `--rules`; rules added through the API or the pages are read from the store.
-    pub file_rules: Arc<RuleSet>,
-    /// `--threshold-relative`, `--threshold-absolute`, `--latency-factor`.
-    pub verdicts: VerdictSettings,
+    /// Runs judged under the rules in force (the rules file's and the stored ones).
+    pub reports: Reports,
     /// `--admin-token`: when set, everything but health checks and assets needs it.
     pub token: Option<Arc<str>>,
     /// The proxy's address, for the hint on an empty report.
@@ -92,11 +89,7 @@ pub fn router(state: AdminState) -> Router {
 
 /// The run with this label, or the most recent for `latest`.
 pub async fn resolve_run(state: &AdminState, label: &str) -> Result<RunInfo, WebError> {
-    state
-        .store
-        .run(label)
-        .await?
-        .ok_or_else(|| WebError::NotFound(format!("run `{label}`")))
+    Ok(state.reports.run(label).await?)
 }
 
 /// Liveness: the process is up and serving.

@@ -285,6 +285,9 @@ pub struct EndpointReport {
     /// Requests whose candidate differs at a regression path (the numerator of `diff_rate`).
     #[serde(skip)]
     pub failing: u64,
+    /// Requests where primary and secondary differed (the numerator of `noise_rate`).
+    #[serde(skip, default)]
+    pub noisy: u64,
     /// Requests whose candidate differs at a regression path whose class is breaking (for `gate --fail-on
     /// breaking`).
     #[serde(skip)]
@@ -331,13 +334,7 @@ pub fn places(
 ) -> Vec<PlaceVerdict> {
     let rules = rules.for_endpoint(endpoint);
     let compared = counts.tally.compared;
-    let fraction = |count: u64| {
-        if compared == 0 {
-            0.0
-        } else {
-            count as f64 / compared as f64
-        }
-    };
+    let fraction = |count: u64| rate(count, compared);
     let mut uncancelled: BTreeMap<&PathKey, u64> = BTreeMap::new();
     for (signature, count) in &counts.tally.signatures {
         for key in signature {
@@ -369,11 +366,7 @@ pub fn places(
                 compat: place.worst(),
                 raw,
                 noise: place.noise,
-                relative: if raw + place.noise == 0 {
-                    0.0
-                } else {
-                    delta / (raw + place.noise) as f64
-                },
+                relative: rate(delta as u64, raw + place.noise),
                 absolute: fraction(delta as u64),
                 rate: fraction(uncancelled.get(key).copied().unwrap_or(0)),
                 verdict,
@@ -392,13 +385,7 @@ pub fn report(
     rules: &RuleSet,
 ) -> EndpointReport {
     let compared = counts.tally.compared;
-    let fraction = |count: u64| {
-        if compared == 0 {
-            0.0
-        } else {
-            count as f64 / compared as f64
-        }
-    };
+    let fraction = |count: u64| rate(count, compared);
     let judged = places(endpoint, counts, settings, rules);
     let regression_keys = |breaking_only: bool| -> BTreeSet<(&str, DiffKind)> {
         judged
@@ -408,21 +395,8 @@ pub fn report(
             .map(|place| (place.path.as_str(), place.kind))
             .collect()
     };
-    let failing_at = |keys: &BTreeSet<(&str, DiffKind)>| -> u64 {
-        counts
-            .tally
-            .signatures
-            .iter()
-            .filter(|(signature, _)| {
-                signature
-                    .iter()
-                    .any(|(path, kind)| keys.contains(&(path.as_str(), *kind)))
-            })
-            .map(|(_, count)| count)
-            .sum()
-    };
-    let failing = failing_at(&regression_keys(false));
-    let failing_breaking = failing_at(&regression_keys(true));
+    let failing = failing_requests(&counts.tally, &regression_keys(false));
+    let failing_breaking = failing_requests(&counts.tally, &regression_keys(true));
     let mut regressions = Vec::new();
     let mut noise = Vec::new();
     for place in judged {
@@ -460,6 +434,7 @@ pub fn report(
         requests: compared,
         diff_rate: fraction(failing),
         noise_rate: fraction(counts.tally.noisy),
+        noisy: counts.tally.noisy,
         latency: TargetLatency {
             primary: counts.latency.summary(Target::Primary),
             secondary: counts.latency.summary(Target::Secondary),
@@ -473,14 +448,26 @@ pub fn report(
     }
 }
 
-/// Requests and diff rate over several endpoints.
-pub fn overall(reports: &[EndpointReport]) -> (u64, f64) {
-    let requests: u64 = reports.iter().map(|r| r.requests).sum();
-    let failing: u64 = reports.iter().map(|r| r.failing).sum();
-    let rate = if requests == 0 {
+/// A share of `whole`: the diff rate, the noise rate and every other rate of the report are this, and nothing
+/// compared is a rate of 0.
+pub fn rate(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
         0.0
     } else {
-        failing as f64 / requests as f64
-    };
-    (requests, rate)
+        part as f64 / whole as f64
+    }
+}
+
+/// Compared requests whose candidate differs at one of `places` (the numerator of a diff rate).
+pub fn failing_requests(tally: &Tally, places: &BTreeSet<(&str, DiffKind)>) -> u64 {
+    tally
+        .signatures
+        .iter()
+        .filter(|(signature, _)| {
+            signature
+                .iter()
+                .any(|(path, kind)| places.contains(&(path.as_str(), *kind)))
+        })
+        .map(|(_, count)| count)
+        .sum()
 }

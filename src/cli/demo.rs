@@ -72,9 +72,7 @@ pub async fn run(args: DemoArgs) -> Outcome {
     settings.store = args.database.settings();
     settings.writer.run = Some(label.clone());
     let app = Application::build(settings).await?;
-    let store = app.store().clone();
-    let file_rules = app.file_rules().clone();
-    let verdicts = app.verdicts();
+    let reports = app.reports();
     let (proxy, admin) = (app.proxy_addr(), app.admin_addr());
     let stop_app = CancellationToken::new();
     let serving = tokio::spawn(app.run_until(stop_app.clone().cancelled_owned()));
@@ -122,14 +120,7 @@ pub async fn run(args: DemoArgs) -> Outcome {
     if !args.then_gate || interrupted.is_cancelled() {
         return Ok(ExitCode::SUCCESS);
     }
-    let report = crate::gate::evaluate(
-        &store,
-        &label,
-        &args.gate.settings(),
-        &verdicts,
-        &file_rules,
-    )
-    .await?;
+    let report = crate::gate::evaluate(&reports, &label, &args.gate.settings()).await?;
     print!("{}", render::render(&report, args.gate.format));
     Ok(gate::exit_code(&report))
 }

@@ -1,11 +1,13 @@
 //! `shadowdiff gate`: judges a stored run and exits 0 (within bounds), 1 (over them) or 2 (no verdict).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::analysis::rules::RuleSet;
 use crate::cli::args::GateArgs;
 use crate::cli::{CommandError, Outcome};
 use crate::gate::{self, render};
+use crate::report::Reports;
 use crate::store::Store;
 
 /// Exit code of a gate that failed.
@@ -15,15 +17,8 @@ pub async fn run(args: GateArgs) -> Outcome {
     let file_rules = RuleSet::load_optional(args.rules.as_deref())
         .map_err(|error| CommandError::new(format!("rules file {error}")))?;
     let store = Store::open(&args.database.settings()).await?;
-    let verdicts = args.verdicts.settings();
-    let report = gate::evaluate(
-        &store,
-        &args.run,
-        &args.gate.settings(),
-        &verdicts,
-        &file_rules,
-    )
-    .await?;
+    let reports = Reports::new(store, Arc::new(file_rules), args.verdicts.settings());
+    let report = gate::evaluate(&reports, &args.run, &args.gate.settings()).await?;
     print!("{}", render::render(&report, args.gate.format));
     Ok(exit_code(&report))
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::analysis::rules::RuleSet;
 use crate::app::{AppSettings, Application};
 use crate::cli::driver::{self, Pace, Tally};
 use crate::cli::progress::Progress;
@@ -79,13 +78,11 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
     let database_url = settings.store.database_url.clone();
     private_instance(&mut settings, &input);
     let app = Application::build(settings).await?;
-    let store = app.store().clone();
     let run_id = app.run_id();
     let label = app.run_label().to_string();
     let metrics = app.metrics();
     let backlog = app.backlog();
-    let file_rules: RuleSet = app.file_rules().clone();
-    let verdicts = app.verdicts();
+    let reports = app.reports();
     let Ok(proxy) = format!("http://{}", app.proxy_addr()).parse::<UpstreamUrl>() else {
         return Err(CommandError::new("the replay proxy has no usable address"));
     };
@@ -149,16 +146,14 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
         );
     }
     let report = async {
-        let info = store
+        let info = reports
+            .store()
             .runs()
             .await?
             .into_iter()
             .find(|run| run.id == run_id)
             .ok_or_else(|| crate::store::StoreError::Data(format!("run {label} vanished")))?;
-        let rules = store.rule_set(&file_rules).await?;
-        store
-            .run_report(info, TimeRange::all(), &verdicts, &rules)
-            .await
+        reports.judge(info, TimeRange::all()).await
     };
     let report = report
         .await

@@ -2,21 +2,11 @@
 
 use std::fmt::Write as _;
 
-use crate::store::queries::RunReport;
+use crate::report::RunReport;
 use crate::units::{count, kind_label, millis, percent};
 
 /// One line of totals, then one row per endpoint (most failing first).
 pub fn table(report: &RunReport) -> String {
-    let noisy: f64 = report
-        .endpoints
-        .iter()
-        .map(|e| e.noise_rate * e.requests as f64)
-        .sum();
-    let noise_rate = if report.requests == 0 {
-        0.0
-    } else {
-        noisy / report.requests as f64
-    };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -24,7 +14,7 @@ pub fn table(report: &RunReport) -> String {
         report.run.label,
         count(report.requests),
         percent(report.diff_rate),
-        percent(noise_rate)
+        percent(report.noise_rate)
     );
     if report.endpoints.is_empty() {
         return out;

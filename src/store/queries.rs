@@ -1,15 +1,15 @@
-//! Reads for the report, the API and the gate: runs, per-endpoint counts over a time range (merged into
-//! [`EndpointCounts`] under the names the run's learned templates give, and judged by the analysis' own code),
-//! samples, exchanges and rules.
+//! Reads for the report module: runs, per-endpoint counts over a time range (merged into [`EndpointCounts`]
+//! under the names the run's learned templates give) and minute by minute, samples, exchanges and rules. Counts
+//! only: judging them is the report module's.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row};
 
-use crate::analysis::aggregate::{self, EndpointCounts, EndpointReport, VerdictSettings};
+use crate::analysis::aggregate::EndpointCounts;
 use crate::analysis::diff::DiffKind;
-use crate::analysis::latency::{self, Latencies};
+use crate::analysis::latency;
 use crate::analysis::rules::{ActionKind, Rule, RuleSet, RuleSpec};
 use crate::endpoint::cluster::TemplateSet;
 use crate::store::rows::{apply_counter, parse_signature, parse_target};
@@ -49,15 +49,6 @@ impl TimeRange {
     }
 }
 
-/// The report of a run: every endpoint judged, and the totals.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunReport {
-    pub run: RunInfo,
-    pub requests: u64,
-    pub diff_rate: f64,
-    pub endpoints: Vec<EndpointReport>,
-}
-
 /// A sample in a list.
 #[derive(Clone, Debug, Serialize)]
 pub struct SampleSummary {
@@ -72,15 +63,6 @@ pub struct StoredRule {
     pub id: i64,
     #[serde(flatten)]
     pub spec: RuleSpec,
-}
-
-/// One minute of one endpoint, for charts.
-#[derive(Clone, Debug, Serialize)]
-pub struct TimelinePoint {
-    pub minute: i64,
-    pub requests: u64,
-    pub diff_rate: f64,
-    pub latency: aggregate::TargetLatency,
 }
 
 impl Store {
@@ -222,43 +204,14 @@ impl Store {
         Ok(endpoints)
     }
 
-    /// The run judged: every endpoint's report, sorted by diff rate (worst first), and the totals.
-    pub async fn run_report(
-        &self,
-        run: RunInfo,
-        range: TimeRange,
-        settings: &VerdictSettings,
-        rules: &RuleSet,
-    ) -> Result<RunReport, StoreError> {
-        let counts = self.endpoint_counts(run.id, range).await?;
-        let mut endpoints: Vec<EndpointReport> = counts
-            .iter()
-            .map(|(endpoint, counts)| aggregate::report(endpoint, counts, settings, rules))
-            .collect();
-        endpoints.sort_by(|a, b| {
-            b.diff_rate
-                .total_cmp(&a.diff_rate)
-                .then_with(|| b.requests.cmp(&a.requests))
-                .then_with(|| a.endpoint.cmp(&b.endpoint))
-        });
-        let (requests, diff_rate) = aggregate::overall(&endpoints);
-        Ok(RunReport {
-            run,
-            requests,
-            diff_rate,
-            endpoints,
-        })
-    }
-
-    /// One endpoint, minute by minute over `range`: requests, diff rate and latency percentiles.
-    pub async fn timeline(
+    /// One endpoint's counts and latency minute by minute over `range` (under every name the endpoint's
+    /// template covers).
+    pub async fn endpoint_minutes(
         &self,
         run_id: i64,
         endpoint: &str,
         range: TimeRange,
-        settings: &VerdictSettings,
-        rules: &RuleSet,
-    ) -> Result<Vec<TimelinePoint>, StoreError> {
+    ) -> Result<BTreeMap<i64, EndpointCounts>, StoreError> {
         let (from, to) = range.bounds();
         let names = self.names_under(run_id, endpoint).await?;
         let mut minutes: BTreeMap<i64, EndpointCounts> = BTreeMap::new();
@@ -293,42 +246,7 @@ impl Store {
             }
             Ok::<(), StoreError>(())
         })?;
-        // Which places are regressions is decided over the whole range, then counted minute by minute.
-        let whole = self.endpoint_counts(run_id, range).await?;
-        let judged = whole
-            .get(endpoint)
-            .map(|counts| aggregate::report(endpoint, counts, settings, rules));
-        let regressions: Vec<(String, DiffKind)> = judged
-            .map(|report| {
-                report
-                    .regressions
-                    .into_iter()
-                    .map(|r| (r.path, r.kind))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(minutes
-            .into_iter()
-            .map(|(minute, counts)| {
-                let failing: u64 = counts
-                    .tally
-                    .signatures
-                    .iter()
-                    .filter(|(signature, _)| signature.iter().any(|key| regressions.contains(key)))
-                    .map(|(_, count)| count)
-                    .sum();
-                TimelinePoint {
-                    minute,
-                    requests: counts.tally.compared,
-                    diff_rate: if counts.tally.compared == 0 {
-                        0.0
-                    } else {
-                        failing as f64 / counts.tally.compared as f64
-                    },
-                    latency: latency_of(&counts.latency),
-                }
-            })
-            .collect())
+        Ok(minutes)
     }
 
     /// Samples of an endpoint, for a place (path and kind) or for all, newest first.
@@ -488,13 +406,4 @@ where
         last_seen_at_ms: row.try_get("last_seen_at")?,
         heartbeat_at_ms: row.try_get("heartbeat_at")?,
     })
-}
-
-fn latency_of(latencies: &Latencies) -> aggregate::TargetLatency {
-    use crate::exchange::Target;
-    aggregate::TargetLatency {
-        primary: latencies.summary(Target::Primary),
-        secondary: latencies.summary(Target::Secondary),
-        candidate: latencies.summary(Target::Candidate),
-    }
 }

@@ -10,11 +10,12 @@ use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::analysis::aggregate::{self, EndpointReport, PlaceVerdict};
+use crate::analysis::aggregate::EndpointReport;
 use crate::analysis::rules::RuleSpec;
 use crate::clock::now_ms;
+use crate::report::{EndpointDetail, RunReport, TimelinePoint};
 use crate::store::RunInfo;
-use crate::store::queries::{RunReport, SampleSummary, StoredRule, TimelinePoint};
+use crate::store::queries::{SampleSummary, StoredRule};
 use crate::store::sample::SampleDocument;
 use crate::web::error::{ApiError, WebError};
 use crate::web::range::ViewQuery;
@@ -151,26 +152,17 @@ async fn runs(State(state): State<AdminState>) -> Result<Json<Vec<RunSummary>>, 
     ))
 }
 
-/// A run judged over the requested range, under the rules in force.
-pub async fn report_of(
-    state: &AdminState,
-    run: &str,
-    query: &ViewQuery,
-) -> Result<RunReport, WebError> {
-    let run = resolve_run(state, run).await?;
-    let rules = state.store.rule_set(&state.file_rules).await?;
-    Ok(state
-        .store
-        .run_report(run, query.range().time_range(), &state.verdicts, &rules)
-        .await?)
-}
-
 async fn run_report(
     State(state): State<AdminState>,
     Path(run): Path<String>,
     Query(query): Query<ViewQuery>,
 ) -> Result<Json<RunReport>, ApiError> {
-    Ok(Json(report_of(&state, &run, &query).await?))
+    Ok(Json(
+        state
+            .reports
+            .report(&run, query.range().time_range())
+            .await?,
+    ))
 }
 
 async fn endpoints(
@@ -178,48 +170,21 @@ async fn endpoints(
     Path(run): Path<String>,
     Query(query): Query<ViewQuery>,
 ) -> Result<Json<Vec<EndpointReport>>, ApiError> {
-    Ok(Json(report_of(&state, &run, &query).await?.endpoints))
-}
-
-/// An endpoint's places, judged.
-#[derive(Serialize)]
-pub struct Fields {
-    pub endpoint: String,
-    pub requests: u64,
-    pub places: Vec<PlaceVerdict>,
-}
-
-pub async fn fields_of(
-    state: &AdminState,
-    run: &str,
-    endpoint: &str,
-    query: &ViewQuery,
-) -> Result<(Fields, EndpointReport), WebError> {
-    let run = resolve_run(state, run).await?;
-    let rules = state.store.rule_set(&state.file_rules).await?;
-    let counts = state
-        .store
-        .endpoint_counts(run.id, query.range().time_range())
+    let report = state
+        .reports
+        .report(&run, query.range().time_range())
         .await?;
-    let counts = counts.get(endpoint).cloned().unwrap_or_default();
-    let places = aggregate::places(endpoint, &counts, &state.verdicts, &rules);
-    let report = aggregate::report(endpoint, &counts, &state.verdicts, &rules);
-    Ok((
-        Fields {
-            endpoint: endpoint.to_string(),
-            requests: counts.tally.compared,
-            places,
-        },
-        report,
-    ))
+    Ok(Json(report.endpoints))
 }
 
 async fn fields(
     State(state): State<AdminState>,
     Path((run, endpoint)): Path<(String, String)>,
     Query(query): Query<ViewQuery>,
-) -> Result<Json<Fields>, ApiError> {
-    Ok(Json(fields_of(&state, &run, &endpoint, &query).await?.0))
+) -> Result<Json<EndpointDetail>, ApiError> {
+    let run = state.reports.run(&run).await?;
+    let range = query.range().time_range();
+    Ok(Json(state.reports.endpoint(&run, &endpoint, range).await?))
 }
 
 async fn timeline(
@@ -227,19 +192,8 @@ async fn timeline(
     Path((run, endpoint)): Path<(String, String)>,
     Query(query): Query<ViewQuery>,
 ) -> Result<Json<Vec<TimelinePoint>>, ApiError> {
-    let run = resolve_run(&state, &run).await?;
-    let rules = state.store.rule_set(&state.file_rules).await?;
-    let points = state
-        .store
-        .timeline(
-            run.id,
-            &endpoint,
-            query.range().time_range(),
-            &state.verdicts,
-            &rules,
-        )
-        .await?;
-    Ok(Json(points))
+    let range = query.range().time_range();
+    Ok(Json(state.reports.timeline(&run, &endpoint, range).await?))
 }
 
 /// A learned template as the API shows it.
@@ -328,7 +282,8 @@ struct Rules {
 async fn rules(State(state): State<AdminState>) -> Result<Json<Rules>, ApiError> {
     Ok(Json(Rules {
         from_file: state
-            .file_rules
+            .reports
+            .file_rules()
             .rules()
             .iter()
             .map(|rule| rule.spec.clone())

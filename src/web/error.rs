@@ -6,6 +6,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::report::ReportError;
 use crate::store::StoreError;
 
 /// What went wrong answering a request.
@@ -17,6 +18,16 @@ pub enum WebError {
     BadRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<ReportError> for WebError {
+    fn from(error: ReportError) -> Self {
+        match error {
+            ReportError::NoRuns => WebError::NotFound("run `latest`".to_string()),
+            ReportError::NoRun(label) => WebError::NotFound(format!("run `{label}`")),
+            ReportError::Store(error) => WebError::Store(error),
+        }
+    }
 }
 
 impl WebError {

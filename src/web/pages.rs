@@ -18,10 +18,9 @@ use crate::analysis::noise::Verdict;
 use crate::analysis::rules::{ActionKind, RuleSpec};
 use crate::clock::now_ms;
 use crate::endpoint::cluster::LearnedTemplate;
+use crate::report::RunReport;
 use crate::store::RunInfo;
-use crate::store::queries::RunReport;
 use crate::store::sample::{SampleDocument, StoredBody, StoredOutcome};
-use crate::web::api::{fields_of, report_of};
 use crate::web::error::{PageError, WebError};
 use crate::web::fragment::Fragment;
 use crate::web::range::{RangeChoice, ViewQuery};
@@ -206,20 +205,11 @@ impl OverviewLive {
         templates: &[LearnedTemplate],
         store_problem: Option<String>,
     ) -> Self {
-        let noisy: u64 = report
-            .endpoints
-            .iter()
-            .map(|endpoint| (endpoint.noise_rate * endpoint.requests as f64).round() as u64)
-            .sum();
         let summary = Summary {
             requests: count(report.requests),
             diff_rate: percent(report.diff_rate),
             diff_class: rate_class(report.diff_rate),
-            noise_rate: percent(if report.requests == 0 {
-                0.0
-            } else {
-                noisy as f64 / report.requests as f64
-            }),
+            noise_rate: percent(report.noise_rate),
             endpoints: report.endpoints.len(),
             regressing: report
                 .endpoints
@@ -317,7 +307,10 @@ async fn render_overview(
         };
         return Ok(page.into_response());
     }
-    let report = report_of(state, run, query).await?;
+    let report = state
+        .reports
+        .report(run, query.range().time_range())
+        .await?;
     let templates = state.store.templates(report.run.id).await?;
     let info = &report.run;
     let page = OverviewPage {
@@ -359,7 +352,10 @@ async fn overview_live(
     Query(query): Query<ViewQuery>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let report = report_of(&state, &run, &query).await?;
+    let report = state
+        .reports
+        .report(&run, query.range().time_range())
+        .await?;
     let templates = state.store.templates(report.run.id).await?;
     let live = OverviewLive::new(&report, query.range(), &templates, store_problem(&state));
     Ok(Fragment::render(&live)?.respond(&headers))
@@ -487,7 +483,11 @@ async fn endpoint_live_of(
     query: &ViewQuery,
 ) -> Result<(EndpointLive, String), WebError> {
     let info = resolve_run(state, run).await?;
-    let (fields, report) = fields_of(state, &info.label, endpoint, query).await?;
+    let fields = state
+        .reports
+        .endpoint(&info, endpoint, query.range().time_range())
+        .await?;
+    let report = &fields.report;
     let latency = &report.latency;
     let live = EndpointLive {
         summary: EndpointSummary {
@@ -543,7 +543,8 @@ async fn endpoint_page(
     let (live, label) = endpoint_live_of(&state, &run, &endpoint, &query).await?;
     let runs = state.store.runs().await?;
     let mut rules: Vec<RuleRow> = state
-        .file_rules
+        .reports
+        .file_rules()
         .rules()
         .iter()
         .filter(|rule| rule.applies_to_endpoint(&endpoint))

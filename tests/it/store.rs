@@ -1,6 +1,7 @@
 //! The store on both backends (a real SQLite file, a real PostgreSQL): what is written reads back as the same
 //! counts and verdicts, samples are capped, secrets never reach the database, old data goes.
 
+use shadowdiff::report::Reports;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -216,10 +217,12 @@ async fn counts_round_trip_through_the_store(db: TestDb) {
 
     // The run report ranks endpoints and totals them.
     let run = store.run("round-trip").await.unwrap().unwrap();
-    let report = store
-        .run_report(run, TimeRange::all(), &settings, &RuleSet::default())
-        .await
-        .unwrap();
+    let reports = Reports::new(
+        store.clone(),
+        Arc::new(RuleSet::default()),
+        settings.clone(),
+    );
+    let report = reports.judge(run, TimeRange::all()).await.unwrap();
     assert_eq!(report.requests, 600);
     assert!(
         report
@@ -414,14 +417,13 @@ async fn runs_rules_and_timelines(db: TestDb) {
     assert_eq!(store.runs().await.unwrap().len(), 2);
 
     let settings = VerdictSettings::default();
-    let timeline = store
-        .timeline(
-            second,
-            "GET /users/{id}",
-            TimeRange::all(),
-            &settings,
-            &RuleSet::default(),
-        )
+    let reports = Reports::new(
+        store.clone(),
+        Arc::new(RuleSet::default()),
+        settings.clone(),
+    );
+    let timeline = reports
+        .timeline("second", "GET /users/{id}", TimeRange::all())
         .await
         .unwrap();
     assert_eq!(timeline.len(), 3, "three minutes");
@@ -436,12 +438,9 @@ async fn runs_rules_and_timelines(db: TestDb) {
     let id = store.add_rule(&spec, now_ms()).await.unwrap();
     let bad = RuleSpec::new(None, "nowhere/x", ActionKind::Ignore);
     assert!(store.add_rule(&bad, now_ms()).await.is_err());
-    let rules = store.rule_set(&RuleSet::default()).await.unwrap();
+    // The stored rule is in force in every report.
     let run = store.run("second").await.unwrap().unwrap();
-    let report = store
-        .run_report(run, TimeRange::all(), &settings, &rules)
-        .await
-        .unwrap();
+    let report = reports.judge(run, TimeRange::all()).await.unwrap();
     let users = report
         .endpoints
         .iter()

@@ -6,8 +6,10 @@ use shadowdiff::analysis::aggregate::VerdictSettings;
 use shadowdiff::analysis::diff::DiffKind;
 use shadowdiff::analysis::rules::RuleSet;
 use shadowdiff::exchange::Target;
+use shadowdiff::report::Reports;
 use shadowdiff::store::Store;
 use shadowdiff::store::queries::TimeRange;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::db::{PgCluster, TestDb, create_database};
@@ -49,15 +51,12 @@ async fn the_running_proxy_stores_its_report(db: TestDb) {
     let store = Store::connect(db.url(), 2).await.unwrap();
     let run = store.run("stored-run").await.unwrap().expect("the run");
     assert!(run.candidate_url.starts_with("http://127.0.0.1:"));
-    let report = store
-        .run_report(
-            run,
-            TimeRange::all(),
-            &VerdictSettings::default(),
-            &RuleSet::default(),
-        )
-        .await
-        .unwrap();
+    let reports = Reports::new(
+        store.clone(),
+        Arc::new(RuleSet::default()),
+        VerdictSettings::default(),
+    );
+    let report = reports.judge(run, TimeRange::all()).await.unwrap();
     assert_eq!(report.requests, 30);
     assert_eq!(report.diff_rate, 1.0);
     let users = &report.endpoints[0];

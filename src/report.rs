@@ -1,0 +1,219 @@
+//! The read side, between the store and its readers (pages, JSON API, gate, replay's summary): a run found by
+//! label, the rules in force merged (file and stored), its counts judged, and minute-by-minute timelines. The
+//! store only returns counts; every rate of a report is worked out here and in `analysis::aggregate`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::analysis::aggregate::{
+    self, EndpointCounts, EndpointReport, PlaceVerdict, TargetLatency, VerdictSettings,
+};
+use crate::analysis::diff::DiffKind;
+use crate::analysis::latency::Latencies;
+use crate::analysis::rules::RuleSet;
+use crate::exchange::Target;
+use crate::store::queries::TimeRange;
+use crate::store::{RunInfo, Store, StoreError};
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// `latest` was asked for, and the store has no run.
+    #[error("the store has no runs yet")]
+    NoRuns,
+    /// No run has this label.
+    #[error("no run labelled `{0}`")]
+    NoRun(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A run judged: every endpoint, worst first, and the run's totals.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub run: RunInfo,
+    /// Compared requests.
+    pub requests: u64,
+    /// Share of compared requests whose candidate differs at a regression path.
+    pub diff_rate: f64,
+    /// Share of compared requests where primary and secondary differed.
+    pub noise_rate: f64,
+    pub endpoints: Vec<EndpointReport>,
+}
+
+impl RunReport {
+    /// The totals over `endpoints`, which are sorted worst first (by diff rate, then requests, then name).
+    pub fn new(run: RunInfo, mut endpoints: Vec<EndpointReport>) -> Self {
+        endpoints.sort_by(|a, b| {
+            b.diff_rate
+                .total_cmp(&a.diff_rate)
+                .then_with(|| b.requests.cmp(&a.requests))
+                .then_with(|| a.endpoint.cmp(&b.endpoint))
+        });
+        let requests: u64 = endpoints.iter().map(|e| e.requests).sum();
+        let failing: u64 = endpoints.iter().map(|e| e.failing).sum();
+        let noisy: u64 = endpoints.iter().map(|e| e.noisy).sum();
+        Self {
+            run,
+            requests,
+            diff_rate: aggregate::rate(failing, requests),
+            noise_rate: aggregate::rate(noisy, requests),
+            endpoints,
+        }
+    }
+}
+
+/// One endpoint in detail: its places judged, and its report.
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointDetail {
+    pub endpoint: String,
+    /// Compared requests.
+    pub requests: u64,
+    pub places: Vec<PlaceVerdict>,
+    #[serde(skip)]
+    pub report: EndpointReport,
+}
+
+/// One minute of one endpoint, for charts.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimelinePoint {
+    pub minute: i64,
+    pub requests: u64,
+    pub diff_rate: f64,
+    pub latency: TargetLatency,
+}
+
+/// Reads and judges stored runs under the rules in force.
+#[derive(Clone)]
+pub struct Reports {
+    store: Store,
+    /// Rules from the rules file; rules stored from the dashboard or the API are read with every report.
+    file_rules: Arc<RuleSet>,
+    verdicts: VerdictSettings,
+}
+
+impl Reports {
+    pub fn new(store: Store, file_rules: Arc<RuleSet>, verdicts: VerdictSettings) -> Self {
+        Self {
+            store,
+            file_rules,
+            verdicts,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The rules from the rules file.
+    pub fn file_rules(&self) -> &RuleSet {
+        &self.file_rules
+    }
+
+    /// The run with this label, or the most recently active one for `latest`.
+    pub async fn run(&self, label: &str) -> Result<RunInfo, ReportError> {
+        match self.store.run(label).await? {
+            Some(run) => Ok(run),
+            None if label == "latest" => Err(ReportError::NoRuns),
+            None => Err(ReportError::NoRun(label.to_string())),
+        }
+    }
+
+    /// The rules in force: the file's, then the stored ones.
+    pub async fn rules(&self) -> Result<RuleSet, StoreError> {
+        self.store.rule_set(&self.file_rules).await
+    }
+
+    /// The run with this label judged over `range`.
+    pub async fn report(&self, label: &str, range: TimeRange) -> Result<RunReport, ReportError> {
+        let run = self.run(label).await?;
+        Ok(self.judge(run, range).await?)
+    }
+
+    /// A run judged over `range`.
+    pub async fn judge(&self, run: RunInfo, range: TimeRange) -> Result<RunReport, StoreError> {
+        let rules = self.rules().await?;
+        let counts = self.store.endpoint_counts(run.id, range).await?;
+        let endpoints = counts
+            .iter()
+            .map(|(endpoint, counts)| aggregate::report(endpoint, counts, &self.verdicts, &rules))
+            .collect();
+        Ok(RunReport::new(run, endpoints))
+    }
+
+    /// One endpoint of a run over `range`: every place judged, and its report.
+    pub async fn endpoint(
+        &self,
+        run: &RunInfo,
+        endpoint: &str,
+        range: TimeRange,
+    ) -> Result<EndpointDetail, StoreError> {
+        let rules = self.rules().await?;
+        let counts = self.store.endpoint_counts(run.id, range).await?;
+        let counts = counts.get(endpoint).cloned().unwrap_or_default();
+        Ok(EndpointDetail {
+            endpoint: endpoint.to_string(),
+            requests: counts.tally.compared,
+            places: aggregate::places(endpoint, &counts, &self.verdicts, &rules),
+            report: aggregate::report(endpoint, &counts, &self.verdicts, &rules),
+        })
+    }
+
+    /// One endpoint minute by minute over `range`: requests, diff rate and latency percentiles. Which places
+    /// are regressions is decided over the whole range, then counted minute by minute.
+    pub async fn timeline(
+        &self,
+        label: &str,
+        endpoint: &str,
+        range: TimeRange,
+    ) -> Result<Vec<TimelinePoint>, ReportError> {
+        let run = self.run(label).await?;
+        let rules = self.rules().await?;
+        let minutes = self.store.endpoint_minutes(run.id, endpoint, range).await?;
+        let whole = self.store.endpoint_counts(run.id, range).await?;
+        let judged = whole
+            .get(endpoint)
+            .map(|counts| aggregate::report(endpoint, counts, &self.verdicts, &rules));
+        let regressions: Vec<(String, DiffKind)> = judged
+            .map(|report| {
+                report
+                    .regressions
+                    .into_iter()
+                    .map(|r| (r.path, r.kind))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let places: BTreeSet<(&str, DiffKind)> = regressions
+            .iter()
+            .map(|(path, kind)| (path.as_str(), *kind))
+            .collect();
+        Ok(minutes
+            .into_iter()
+            .map(|(minute, counts)| point(minute, &counts, &places))
+            .collect())
+    }
+}
+
+fn point(
+    minute: i64,
+    counts: &EndpointCounts,
+    regressions: &BTreeSet<(&str, DiffKind)>,
+) -> TimelinePoint {
+    let failing = aggregate::failing_requests(&counts.tally, regressions);
+    TimelinePoint {
+        minute,
+        requests: counts.tally.compared,
+        diff_rate: aggregate::rate(failing, counts.tally.compared),
+        latency: latency_of(&counts.latency),
+    }
+}
+
+fn latency_of(latencies: &Latencies) -> TargetLatency {
+    TargetLatency {
+        primary: latencies.summary(Target::Primary),
+        secondary: latencies.summary(Target::Secondary),
+        candidate: latencies.summary(Target::Candidate),
+    }
+}
