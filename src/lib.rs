@@ -7,6 +7,7 @@ pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod demo;
+pub mod encoding;
 pub mod endpoint;
 pub mod exchange;
 pub mod gate;

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{FailOn, Failure, GateEndpoint, GateRegression, GateReport};
+use crate::encoding::{Markup, escape};
 use crate::units::{count, kind_label, millis, percent};
 
 /// How the gate prints its verdict.
@@ -160,20 +161,7 @@ fn text(report: &GateReport) -> String {
 
 /// XML-escapes text for attributes and element content.
 fn xml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Characters XML 1.0 cannot hold at all.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
+    escape(text, Markup::Xml)
 }
 
 fn junit(report: &GateReport) -> String {

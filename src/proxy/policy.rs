@@ -67,13 +67,7 @@ impl ShadowPolicy {
 /// every release, so that replicas agree on which keys are shadowed (FNV-1a, which unlike the standard
 /// library's hasher is fixed by its definition).
 pub fn key_position(key: &[u8]) -> f64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET;
-    for byte in key {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(PRIME);
-    }
+    let mut hash = crate::encoding::fnv1a(key);
     // FNV's low bits mix poorly for short keys; fold the high half in before taking 53 bits.
     hash ^= hash >> 32;
     hash = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15);

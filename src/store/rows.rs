@@ -94,13 +94,8 @@ pub fn signature_row(signature: &[PathKey]) -> (i64, String) {
         .map(|(path, kind)| (clean_path(path), kind.as_str()))
         .collect();
     let text = serde_json::to_string(&encoded).unwrap_or_default();
-    // FNV-1a: fixed by its definition, so every replica computes the same key for the same set.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash as i64, text)
+    // A hash fixed by its definition, so every replica computes the same key for the same set.
+    (crate::encoding::fnv1a(text.as_bytes()) as i64, text)
 }
 
 /// A stored signature back into places; `None` if the text is not one.

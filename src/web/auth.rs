@@ -76,14 +76,7 @@ pub async fn require_token(
 }
 
 fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (byte as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    crate::encoding::percent_encode(text, b"/")
 }
 
 /// Only a path on this site: never `//elsewhere` or a full URL.

@@ -17,6 +17,7 @@ use crate::analysis::diff::DiffKind;
 use crate::analysis::noise::Verdict;
 use crate::analysis::rules::{ActionKind, RuleSpec};
 use crate::clock::now_ms;
+use crate::encoding::percent_encode;
 use crate::endpoint::cluster::LearnedTemplate;
 use crate::report::RunReport;
 use crate::store::RunInfo;
@@ -49,14 +50,7 @@ pub fn routes() -> Router<AdminState> {
 
 /// A path segment, percent-encoded (labels and endpoint names hold `/`, spaces and braces).
 fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    percent_encode(text, &[])
 }
 
 fn run_href(label: &str, range: RangeChoice) -> String {

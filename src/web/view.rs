@@ -8,22 +8,12 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::analysis::diff::DiffKind;
+use crate::encoding::Markup;
 pub use crate::units::{count, kind_label, millis, percent, timestamp};
 
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::encoding::escape(text, Markup::Html)
 }
 
 /// Marks for a JSON rendering: concrete body path (without the `body` prefix) to a CSS class.
