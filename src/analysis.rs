@@ -272,9 +272,17 @@ impl Compared {
 pub struct Analysis {
     pub exchange: Exchange,
     pub result: Result<Compared, SkipReason>,
+    /// Each upstream's latency sample, by [`Target::index`], taken once here for the counts, the store and the
+    /// metrics: the time to its response head, a timeout at its full wait, none for other failures.
+    latency: [Option<Duration>; 3],
 }
 
 impl Analysis {
+    /// The latency sample of `target`'s answer, if it gave one.
+    pub fn latency(&self, target: Target) -> Option<Duration> {
+        self.latency[target.index()]
+    }
+
     pub fn compared(&self) -> Option<&Compared> {
         self.result.as_ref().ok()
     }
@@ -327,7 +335,12 @@ impl Analyzer {
         let held = scratch.bytes();
         let result = self.compare_exchange(&exchange, scratch);
         scratch.shrink_to(held);
-        Analysis { exchange, result }
+        let latency = Target::ALL.map(|target| latency_sample(exchange.outcome(target)));
+        Analysis {
+            exchange,
+            result,
+            latency,
+        }
     }
 
     fn compare_exchange(
@@ -730,5 +743,14 @@ impl<'a> Reference<'a> {
             self.html = Some(html);
         }
         self.html.as_deref().unwrap_or_default()
+    }
+}
+
+/// The latency an outcome contributes: its time to a response head, or a timeout's full wait (leaving timeouts
+/// out would make a slow upstream look fast); nothing for other failures.
+fn latency_sample(outcome: &Outcome) -> Option<Duration> {
+    match &outcome.result {
+        Ok(_) | Err(UpstreamError::Timeout(_)) => Some(outcome.elapsed),
+        Err(_) => None,
     }
 }

@@ -18,7 +18,8 @@ use crate::analysis::{Analysis, AnalysisSettings, Analyzer};
 use crate::budget::{MemoryBudget, Stage};
 use crate::endpoint::{EndpointNamer, NamingSettings};
 use crate::exchange::{Exchange, Target};
-use crate::metrics::{DropReason, Metrics, Queue};
+use crate::metrics::Metrics;
+use crate::pipeline::metrics::{DropReason, Queue};
 use crate::pipeline::recorder::{self, Recording};
 use crate::pipeline::{self, AnalysisSink};
 use crate::proxy::fanout::UpstreamPools;
@@ -211,7 +212,7 @@ impl Application {
         }
         let namer = Arc::new(EndpointNamer::new(
             settings.naming.clone(),
-            metrics.endpoints_overflowed(),
+            metrics.endpoints_overflowed.clone(),
         ));
 
         let max_inflight = settings.proxy.shadow.max_inflight;
@@ -461,7 +462,9 @@ impl Application {
                 "background requests still running at shutdown; their exchanges are lost"
             );
             for _ in 0..lost {
-                self.metrics.dropped(Queue::Exchanges, DropReason::Shutdown);
+                self.metrics
+                    .queues
+                    .dropped(Queue::Exchanges, DropReason::Shutdown);
             }
         }
         stop_analysis.cancel();

@@ -5,6 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
 /// Where charged memory is held, for `/metrics`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Stage {
@@ -45,6 +50,44 @@ impl Stage {
             Stage::Writer => "writer",
             Stage::Recording => "recording",
         }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+/// Shadow work shed for the budget, by the stage that refused it.
+pub struct BudgetMetrics {
+    shed: [Counter; Stage::ALL.len()],
+}
+
+impl BudgetMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let family = Family::<StageLabel, Counter>::default();
+        registry.register(
+            "memory_shed",
+            "Shadow work shed because it would have gone over --memory-budget, by the stage that refused it",
+            family.clone(),
+        );
+        let shed = Stage::ALL.map(|stage| {
+            family
+                .get_or_create(&StageLabel {
+                    stage: stage.as_str(),
+                })
+                .clone()
+        });
+        Self { shed }
+    }
+
+    /// Shadow work one stage shed for the memory budget.
+    pub fn shed(&self, stage: Stage) {
+        self.shed[stage as usize].inc();
+    }
+
+    pub fn shed_count(&self, stage: Stage) -> u64 {
+        self.shed[stage as usize].get()
     }
 }
 

@@ -49,6 +49,17 @@ impl Default for NamingSettings {
     }
 }
 
+/// Registers the counter of requests whose new name was past `--max-endpoints`.
+pub fn register_overflow_counter(registry: &mut prometheus_client::registry::Registry) -> Counter {
+    let overflowed = Counter::default();
+    registry.register(
+        "endpoints_overflowed",
+        "Requests whose new endpoint name was past --max-endpoints and recorded as `METHOD {other}`",
+        overflowed.clone(),
+    );
+    overflowed
+}
+
 #[derive(Debug)]
 struct NamerState {
     clusterer: Clusterer,

@@ -1,6 +1,7 @@
 //! The stages after the proxy, joined by bounded queues that drop and count when full (nobody ever waits on
 //! them): completed exchanges to analysis, analysed exchanges to their consumer (the store).
 
+pub mod metrics;
 pub mod recorder;
 
 use std::panic::AssertUnwindSafe;
@@ -13,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::analysis::{Analysis, Analyzer};
 use crate::budget::{MemoryBudget, Stage};
 use crate::exchange::Exchange;
-use crate::metrics::{DropReason, Metrics, Queue};
+use crate::metrics::Metrics;
+use crate::pipeline::metrics::{DropReason, Queue};
 
 /// The sending side of a bounded queue.
 pub struct Sink<T> {
@@ -51,12 +53,16 @@ impl<T: Send + 'static> Sink<T> {
     /// Hands an item on without waiting: queued, or dropped and counted.
     pub fn offer(&self, item: T) {
         match self.tx.try_send(item) {
-            Ok(()) => self.metrics.queued(self.queue),
+            Ok(()) => self.metrics.queues.queued(self.queue),
             Err(TrySendError::Full(_)) => {
-                self.metrics.dropped(self.queue, DropReason::QueueFull);
+                self.metrics
+                    .queues
+                    .dropped(self.queue, DropReason::QueueFull);
                 tracing::debug!(queue = self.queue.as_str(), "queue full; item dropped");
             }
-            Err(TrySendError::Closed(_)) => self.metrics.dropped(self.queue, DropReason::Closed),
+            Err(TrySendError::Closed(_)) => {
+                self.metrics.queues.dropped(self.queue, DropReason::Closed)
+            }
         }
     }
 
@@ -149,12 +155,12 @@ pub async fn analyse(
             }));
             match analysed {
                 Ok(mut analysis) => {
-                    metrics.analysed(&analysis);
+                    metrics.analysis.analysed(&analysis);
                     analysis.exchange.charge.move_to(Stage::AnalysisQueue);
                     out.offer(analysis);
                 }
                 Err(_) => {
-                    metrics.analysis_failed();
+                    metrics.analysis.failed();
                     tracing::error!(%id, "analysis of an exchange failed; it is skipped");
                 }
             }

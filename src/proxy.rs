@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod fanout;
 pub mod headers;
+pub mod metrics;
 pub mod policy;
 pub mod request_body;
 pub mod server;

@@ -12,9 +12,8 @@ use crate::analysis::latency::{Latencies, LatencySummary};
 use crate::analysis::noise::{self, Thresholds, Verdict};
 use crate::analysis::rules::{RuleAction, RuleSet};
 use crate::analysis::{Analysis, BodySkip, PathKey, SkipReason};
-use std::time::Duration;
 
-use crate::exchange::{ErrorKind, Outcome, Target, UpstreamError};
+use crate::exchange::{ErrorKind, Target};
 
 /// Counts for one place (generalised path and kind) of one endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,15 +35,6 @@ impl PathCounts {
         [Compat::Breaking, Compat::Additive, Compat::Changed]
             .into_iter()
             .find(|compat| self.raw[*compat as usize] > 0)
-    }
-}
-
-/// The latency an outcome contributes: its time to a response head, or a timeout's full wait (leaving timeouts
-/// out would make a slow upstream look fast); nothing for other failures.
-pub fn latency_sample(outcome: &Outcome) -> Option<Duration> {
-    match &outcome.result {
-        Ok(_) | Err(UpstreamError::Timeout(_)) => Some(outcome.elapsed),
-        Err(_) => None,
     }
 }
 
@@ -185,7 +175,7 @@ impl EndpointCounts {
     pub fn record(&mut self, analysis: &Analysis) {
         self.tally.record(analysis);
         for target in Target::ALL {
-            if let Some(elapsed) = latency_sample(analysis.exchange.outcome(target)) {
+            if let Some(elapsed) = analysis.latency(target) {
                 self.latency.record(target, elapsed);
             }
         }

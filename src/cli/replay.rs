@@ -13,7 +13,8 @@ use crate::app::{AppSettings, Application};
 use crate::cli::driver::{self, Pace, Tally};
 use crate::cli::progress::Progress;
 use crate::cli::{CommandError, Outcome, summary};
-use crate::metrics::{DropReason, Queue, UnshadowedReason};
+use crate::pipeline::metrics::{DropReason, Queue};
+use crate::proxy::metrics::UnshadowedReason;
 use crate::store::queries::TimeRange;
 use crate::traffic::{self, TrafficFormat};
 use crate::values::UpstreamUrl;
@@ -129,8 +130,14 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
     );
     let unshadowed: Vec<String> = UnshadowedReason::ALL
         .iter()
-        .filter(|reason| metrics.unshadowed_count(**reason) > 0)
-        .map(|reason| format!("{} {}", metrics.unshadowed_count(*reason), reason.as_str()))
+        .filter(|reason| metrics.proxy.unshadowed_count(**reason) > 0)
+        .map(|reason| {
+            format!(
+                "{} {}",
+                metrics.proxy.unshadowed_count(*reason),
+                reason.as_str()
+            )
+        })
         .collect();
     if !unshadowed.is_empty() {
         println!(
@@ -138,8 +145,12 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
             unshadowed.join(", ")
         );
     }
-    let dropped = metrics.dropped_count(Queue::Exchanges, DropReason::QueueFull)
-        + metrics.dropped_count(Queue::Analyses, DropReason::QueueFull);
+    let dropped = metrics
+        .queues
+        .dropped_count(Queue::Exchanges, DropReason::QueueFull)
+        + metrics
+            .queues
+            .dropped_count(Queue::Analyses, DropReason::QueueFull);
     if dropped > 0 {
         println!(
             "{dropped} exchanges dropped for want of queue room: lower --concurrency or --rate"

@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::exchange::RecordedRequest;
-use crate::metrics::{DropReason, Metrics, Queue};
+use crate::metrics::Metrics;
 use crate::pipeline::Draining;
+use crate::pipeline::metrics::{DropReason, Queue};
 use crate::redact::Redactor;
 use crate::traffic::{TrafficRequest, jsonl};
 
@@ -58,7 +59,9 @@ pub async fn run(
         match written {
             Ok(()) => failing = false,
             Err(error) => {
-                metrics.dropped(Queue::Recordings, DropReason::WriteFailed);
+                metrics
+                    .queues
+                    .dropped(Queue::Recordings, DropReason::WriteFailed);
                 if !failing {
                     tracing::error!(%error, "cannot write to the record file; recordings are dropped until it works again");
                 }

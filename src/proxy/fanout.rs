@@ -27,12 +27,14 @@ use crate::endpoint::EndpointNamer;
 use crate::exchange::{
     Exchange, Outcome, RecordedRequest, Target, UpstreamError, UpstreamResponse,
 };
-use crate::metrics::{DropReason, Metrics, Queue, UnshadowedReason};
+use crate::metrics::Metrics;
+use crate::pipeline::metrics::{DropReason, Queue};
 use crate::pipeline::recorder::Recording;
 use crate::pipeline::{ExchangeSink, Sink};
 use crate::proxy::ProxySettings;
 use crate::proxy::capture::{TeeBody, TeeReport, read_capped};
 use crate::proxy::headers::{ROLE_HEADER, add_forwarded, set_host, strip_hop_by_hop};
+use crate::proxy::metrics::{BodySide, UnshadowedReason};
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::request_body::{self, RequestBody};
 use crate::proxy::upstream::UpstreamSettings;
@@ -248,7 +250,7 @@ impl Proxy {
         request: Request<Incoming>,
         caller: SocketAddr,
     ) -> CallerResponse {
-        self.metrics.request_received();
+        self.metrics.proxy.request_received();
         if request.method() == Method::CONNECT {
             return plain_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -264,28 +266,34 @@ impl Proxy {
         }
         let (parts, body) = request.into_parts();
         let Some(forward) = Forward::new(&parts, caller.ip(), &self.upstreams) else {
-            self.metrics.unshadowed(UnshadowedReason::UriTooLong);
+            self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
             return plain_response(StatusCode::URI_TOO_LONG, "shadowdiff: URI too long\n");
         };
         if let Err(reason) = self.policy.decide(&parts.method, &parts.headers) {
-            self.metrics.unshadowed(reason);
+            self.metrics.proxy.unshadowed(reason);
             return self.primary_only(&forward, streamed(body)).await;
         }
         let mut charge = self.budget.empty(Stage::Request);
         let body = match request_body::read_capped(body, self.max_body, &mut charge).await {
             RequestBody::Buffered(bytes) => bytes,
             RequestBody::TooLarge(stream) => {
-                self.metrics.unshadowed(UnshadowedReason::BodyTooLarge);
-                self.metrics.body_too_large("request");
+                self.metrics
+                    .proxy
+                    .unshadowed(UnshadowedReason::BodyTooLarge);
+                self.metrics.proxy.body_too_large(BodySide::Request);
                 return self.primary_only(&forward, stream).await;
             }
             RequestBody::OverBudget(stream) => {
-                self.metrics.unshadowed(UnshadowedReason::MemoryBudget);
-                self.metrics.memory_shed(Stage::Request);
+                self.metrics
+                    .proxy
+                    .unshadowed(UnshadowedReason::MemoryBudget);
+                self.metrics.budget.shed(Stage::Request);
                 return self.primary_only(&forward, stream).await;
             }
             RequestBody::Unreadable(error) => {
-                self.metrics.unshadowed(UnshadowedReason::BodyUnreadable);
+                self.metrics
+                    .proxy
+                    .unshadowed(UnshadowedReason::BodyUnreadable);
                 tracing::debug!(%error, "could not read the caller's request body");
                 return plain_response(
                     StatusCode::BAD_REQUEST,
@@ -311,7 +319,7 @@ impl Proxy {
             }
             Err(error) => {
                 // Fanned-out requests count their failures with their exchange; this one has none.
-                self.metrics.upstream_error(Target::Primary, &error);
+                self.metrics.proxy.upstream_error(Target::Primary, &error);
                 bad_gateway(Target::Primary, &error)
             }
         }
@@ -320,7 +328,7 @@ impl Proxy {
     /// A protocol upgrade (WebSocket) is tunnelled to primary alone: a connection cannot be compared, and
     /// three upgraded connections would each expect their own client.
     async fn tunnel(&self, mut request: Request<Incoming>, caller: IpAddr) -> CallerResponse {
-        self.metrics.unshadowed(UnshadowedReason::Upgrade);
+        self.metrics.proxy.unshadowed(UnshadowedReason::Upgrade);
         if self.responder.is_none() {
             return empty_ok();
         }
@@ -343,7 +351,7 @@ impl Proxy {
         {
             Ok(response) => response,
             Err(error) => {
-                self.metrics.upstream_error(Target::Primary, &error);
+                self.metrics.proxy.upstream_error(Target::Primary, &error);
                 return bad_gateway(Target::Primary, &error);
             }
         };
@@ -381,8 +389,10 @@ impl Proxy {
         if !charge
             .try_grow(EXCHANGE_BYTES + 4 * header_bytes(&parts.headers) + self.background_bytes())
         {
-            self.metrics.unshadowed(UnshadowedReason::MemoryBudget);
-            self.metrics.memory_shed(Stage::InFlight);
+            self.metrics
+                .proxy
+                .unshadowed(UnshadowedReason::MemoryBudget);
+            self.metrics.budget.shed(Stage::InFlight);
             drop(charge);
             return self.primary_only(&forward, buffered(body)).await;
         }
@@ -398,7 +408,7 @@ impl Proxy {
             match self.inflight[target.index()].clone().try_acquire_owned() {
                 Ok(permit) => Plan::Send(permit),
                 Err(_) => {
-                    self.metrics.shadow_shed(target);
+                    self.metrics.proxy.shadow_shed(target);
                     Plan::Shed
                 }
             }
@@ -425,8 +435,9 @@ impl Proxy {
                 }
                 None => {
                     self.metrics
+                        .queues
                         .dropped(Queue::Recordings, DropReason::MemoryBudget);
-                    self.metrics.memory_shed(Stage::Recording);
+                    self.metrics.budget.shed(Stage::Recording);
                 }
             }
         }
@@ -584,11 +595,12 @@ impl Proxy {
             (Target::Candidate, &candidate),
         ] {
             match &outcome.result {
-                Ok(response) if response.body.is_too_large() => {
-                    self.metrics.body_too_large(target.as_str())
-                }
+                Ok(response) if response.body.is_too_large() => self
+                    .metrics
+                    .proxy
+                    .body_too_large(BodySide::Response(target)),
                 Err(error) if error.is_upstream_fault() => {
-                    self.metrics.upstream_error(target, error);
+                    self.metrics.proxy.upstream_error(target, error);
                     tracing::debug!(%target, %error, "upstream gave no usable response");
                 }
                 _ => {}
@@ -618,7 +630,7 @@ impl Proxy {
         charge.move_to(Stage::ExchangeQueue);
         exchange.charge = charge;
         if exchange.over_budget() {
-            self.metrics.memory_shed(Stage::InFlight);
+            self.metrics.budget.shed(Stage::InFlight);
         }
         self.sink.offer(exchange);
     }

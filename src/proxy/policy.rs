@@ -2,8 +2,8 @@
 
 use http::{HeaderMap, HeaderName, Method};
 
-use crate::metrics::UnshadowedReason;
 use crate::proxy::ShadowSettings;
+use crate::proxy::metrics::UnshadowedReason;
 use crate::values::MethodList;
 
 /// Methods whose requests may be sent three times.

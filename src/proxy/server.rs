@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
+use crate::proxy::metrics::CallerRejection;
 
 /// Longest a caller may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,8 +74,8 @@ pub async fn serve(
                         served = connection => if let Err(error) = served {
                             match rejection(&*error) {
                                 Some(reason) => {
-                                    proxy.metrics().caller_rejected(reason);
-                                    tracing::debug!(%caller, reason, error = %error, "caller request rejected");
+                                    proxy.metrics().proxy.caller_rejected(reason);
+                                    tracing::debug!(%caller, reason = reason.as_str(), error = %error, "caller request rejected");
                                 }
                                 None => tracing::debug!(%caller, error = %error, "caller connection ended with an error"),
                             }
@@ -106,14 +107,14 @@ pub async fn serve(
 /// Why HTTP parsing turned a caller away before any request reached the proxy (hyper has then answered 400,
 /// 431 or 505 itself, or closed the connection on a header timeout); `None` for the ordinary ends of a
 /// connection (the caller closed it, reset it, or went quiet between requests).
-fn rejection(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+fn rejection(error: &(dyn std::error::Error + 'static)) -> Option<CallerRejection> {
     let error = error.downcast_ref::<hyper::Error>()?;
     if error.is_parse_too_large() {
-        Some("header_too_large")
+        Some(CallerRejection::HeaderTooLarge)
     } else if error.is_parse() {
-        Some("malformed")
+        Some(CallerRejection::Malformed)
     } else if error.is_timeout() {
-        Some("header_timeout")
+        Some(CallerRejection::HeaderTimeout)
     } else {
         None
     }

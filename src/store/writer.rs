@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::Analysis;
-use crate::analysis::aggregate::{Tally, latency_sample};
+use crate::analysis::aggregate::Tally;
 use crate::analysis::latency::Latencies;
 use crate::budget::{Charge, MemoryBudget, Stage};
 use crate::clock::now_ms;
@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Draining;
 use crate::redact::Redactor;
 use crate::store::health::StoreHealth;
+use crate::store::metrics::{Unstored, UnstoredReason};
 use crate::store::sample::{SampleDocument, SampleLimits, started_at_ms};
 use crate::store::sampler::{SamplePlace, Sampler, Take};
 use crate::store::write::{FlushBatch, Unsampled, Written};
@@ -242,7 +243,9 @@ impl Writer {
     pub fn add(&mut self, mut analysis: Analysis) {
         analysis.exchange.charge.move_to(Stage::Writer);
         if self.pending_rows() >= self.config.max_pending_rows {
-            self.metrics.store_dropped("exchange", "buffer_full");
+            self.metrics
+                .store
+                .dropped(Unstored::Exchange, UnstoredReason::BufferFull, 1);
             return;
         }
         // Taken before anything is held, so that a full budget refuses the exchange instead of overrunning.
@@ -255,8 +258,10 @@ impl Writer {
                 .sum()
         });
         if !self.charge.try_grow(EXCHANGE_BYTES + places_bytes) {
-            self.metrics.store_dropped("exchange", "memory_budget");
-            self.metrics.memory_shed(Stage::Writer);
+            self.metrics
+                .store
+                .dropped(Unstored::Exchange, UnstoredReason::MemoryBudget, 1);
+            self.metrics.budget.shed(Stage::Writer);
             return;
         }
         let endpoint = analysis.exchange.endpoint.clone();
@@ -280,7 +285,7 @@ impl Writer {
                 .or_default();
             let before = latencies.heap_bytes();
             for target in Target::ALL {
-                if let Some(elapsed) = latency_sample(analysis.exchange.outcome(target)) {
+                if let Some(elapsed) = analysis.latency(target) {
                     latencies.record(target, elapsed);
                 }
             }
@@ -289,7 +294,7 @@ impl Writer {
         }
         self.maybe_sample(analysis);
         self.settle_charge();
-        self.metrics.store_pending(self.pending_rows());
+        self.metrics.store.set_pending(self.pending_rows());
     }
 
     /// Keeps the exchange to be made into a sample if the sampler takes it for one of its places.
@@ -319,7 +324,9 @@ impl Writer {
             for (place, take) in &taken {
                 self.sampler.release(&endpoint, place, take, &id);
             }
-            self.metrics.store_dropped("sample", "buffer_full");
+            self.metrics
+                .store
+                .dropped(Unstored::Sample, UnstoredReason::BufferFull, 1);
             return;
         }
         for (place, take) in &taken {
@@ -391,9 +398,12 @@ impl Writer {
                         .release(&analysis.exchange.endpoint, place, take, &id);
                 }
             }
-            self.metrics
-                .store_dropped_many("sample", "memory_budget", count as u64);
-            self.metrics.memory_shed(Stage::Writer);
+            self.metrics.store.dropped(
+                Unstored::Sample,
+                UnstoredReason::MemoryBudget,
+                count as u64,
+            );
+            self.metrics.budget.shed(Stage::Writer);
             return Vec::new();
         };
         let redactor = self.redactor.clone();
@@ -420,7 +430,8 @@ impl Writer {
         built.unwrap_or_else(|_| {
             tracing::error!(count, "making samples failed; they are not stored");
             self.metrics
-                .store_dropped_many("sample", "failed", count as u64);
+                .store
+                .dropped(Unstored::Sample, UnstoredReason::Failed, count as u64);
             Vec::new()
         })
     }
@@ -531,7 +542,8 @@ impl Writer {
                      under the same label"
                 );
                 self.metrics
-                    .store_dropped_many("exchange", "run_deleted", lost);
+                    .store
+                    .dropped(Unstored::Exchange, UnstoredReason::RunDeleted, lost);
                 self.forget_run();
                 self.start_run_again().await
             }
@@ -548,7 +560,9 @@ impl Writer {
             Err(error) => {
                 let lost = batch.requests();
                 tracing::error!(%error, lost, "the store refused a batch outright; its counts are lost");
-                self.metrics.store_dropped_many("exchange", "refused", lost);
+                self.metrics
+                    .store
+                    .dropped(Unstored::Exchange, UnstoredReason::Refused, lost);
                 self.failed(&error);
                 self.unsent_rows = 0;
                 self.unsent_bytes = 0;
@@ -573,22 +587,23 @@ impl Writer {
                 "rows the store refused were left out"
             );
             self.metrics
-                .store_rejected(rejected.table, rejected.rows as u64);
+                .store
+                .rejected(rejected.table, rejected.rows as u64);
         }
         self.health.set_up();
-        self.metrics.set_store_up(true);
+        self.metrics.store.set_up(true);
         self.backoff = FIRST_BACKOFF;
         self.unsent_rows = 0;
         self.unsent_bytes = 0;
         self.settle_charge();
-        self.metrics.store_write(true);
-        self.metrics.store_pending(self.pending_rows());
+        self.metrics.store.write(true);
+        self.metrics.store.set_pending(self.pending_rows());
     }
 
     fn failed(&mut self, error: &StoreError) {
         self.health.set_down(&error.to_string(), now_ms());
-        self.metrics.set_store_up(false);
-        self.metrics.store_write(false);
+        self.metrics.store.set_up(false);
+        self.metrics.store.write(false);
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
@@ -620,7 +635,7 @@ impl Writer {
                 self.retry_at = None;
                 self.backoff = FIRST_BACKOFF;
                 self.health.set_up();
-                self.metrics.set_store_up(true);
+                self.metrics.store.set_up(true);
                 Ok(())
             }
             Err(error) => {
@@ -644,7 +659,7 @@ impl Writer {
                     self.retry_at = None;
                     self.backoff = FIRST_BACKOFF;
                     self.health.set_up();
-                    self.metrics.set_store_up(true);
+                    self.metrics.store.set_up(true);
                 }
             }
             Err(StoreError::RunGone(old)) => {
@@ -656,7 +671,8 @@ impl Writer {
                 );
                 let lost = self.pending.requests();
                 self.metrics
-                    .store_dropped_many("exchange", "run_deleted", lost);
+                    .store
+                    .dropped(Unstored::Exchange, UnstoredReason::RunDeleted, lost);
                 self.forget_run();
                 let _ = self.start_run_again().await;
                 return;
@@ -742,7 +758,8 @@ impl Writer {
                         + self.unsent.as_ref().map_or(0, FlushBatch::requests);
                     tracing::error!(%error, lost, "store unreachable at shutdown; buffered counts lost");
                     self.metrics
-                        .store_dropped_many("exchange", "shutdown", lost);
+                        .store
+                        .dropped(Unstored::Exchange, UnstoredReason::Shutdown, lost);
                 }
             }
         }

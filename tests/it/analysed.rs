@@ -1,6 +1,7 @@
 //! The proxy feeding the analysis: real traffic through stubs, analysed off the caller's path.
 
 use shadowdiff::analysis::BodySkip;
+use shadowdiff::pipeline::metrics::Analysed;
 use std::io::Write;
 
 use bytes::Bytes;
@@ -225,7 +226,7 @@ async fn bodies_the_analysis_cannot_read_do_not_touch_the_caller() {
         analysis.compared().unwrap().body_skipped,
         vec![(Target::Candidate, BodySkip::DecodedTooLarge)]
     );
-    assert_eq!(app.metrics.analysis_failures(), 0);
+    assert_eq!(app.metrics.analysis.failures(), 0);
 }
 
 #[tokio::test]
@@ -248,6 +249,11 @@ async fn shed_shadows_are_counted_skips() {
     gate.open();
     let first = app.next_analysis().await;
     assert!(first.compared().unwrap().candidate.is_empty());
-    assert_eq!(app.metrics.analysed_count("candidate_shed"), 1);
-    assert_eq!(app.metrics.analysed_count("compared"), 1);
+    assert_eq!(
+        app.metrics
+            .analysis
+            .analysed_count(Analysed::Skipped(SkipReason::CandidateShed)),
+        1
+    );
+    assert_eq!(app.metrics.analysis.analysed_count(Analysed::Compared), 1);
 }

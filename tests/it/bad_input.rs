@@ -4,6 +4,7 @@
 
 use shadowdiff::analysis::BodySkip;
 use shadowdiff::app::AppSettings;
+use shadowdiff::proxy::metrics::CallerRejection;
 use std::io::Write;
 
 use bytes::Bytes;
@@ -90,9 +91,14 @@ async fn malformed_request_lines_are_answered_400_and_counted() {
         );
     }
     still_serving(&app).await;
-    assert_eq!(app.metrics.callers_rejected_count("malformed"), 4);
+    assert_eq!(
+        app.metrics
+            .proxy
+            .callers_rejected_count(CallerRejection::Malformed),
+        4
+    );
     assert_eq!(primary.hits(), 1, "only the good request reached primary");
-    assert_eq!(app.metrics.requests(), 1);
+    assert_eq!(app.metrics.proxy.requests(), 1);
 }
 
 /// Raw UTF-8 in a request target is not valid URI syntax, but common enough that the proxy, like most, passes
@@ -134,7 +140,12 @@ async fn malformed_headers_are_answered_400_and_counted() {
         );
     }
     still_serving(&app).await;
-    assert_eq!(app.metrics.callers_rejected_count("malformed"), 5);
+    assert_eq!(
+        app.metrics
+            .proxy
+            .callers_rejected_count(CallerRejection::Malformed),
+        5
+    );
     assert_eq!(primary.hits(), 1);
 }
 
@@ -150,7 +161,12 @@ async fn a_one_megabyte_header_is_431_and_counted() {
         "HTTP/1.1 431 Request Header Fields Too Large"
     );
     still_serving(&app).await;
-    assert_eq!(app.metrics.callers_rejected_count("header_too_large"), 1);
+    assert_eq!(
+        app.metrics
+            .proxy
+            .callers_rejected_count(CallerRejection::HeaderTooLarge),
+        1
+    );
     assert_eq!(primary.hits(), 1);
 }
 
@@ -198,7 +214,7 @@ async fn analyse_one_with(
         "the caller got other bytes than primary's"
     );
     let analysis = app.next_analysis().await;
-    assert_eq!(app.metrics.analysis_failures(), 0);
+    assert_eq!(app.metrics.analysis.failures(), 0);
     analysis
 }
 

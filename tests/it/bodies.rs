@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use shadowdiff::exchange::{CapturedBody, Target};
-use shadowdiff::metrics::UnshadowedReason;
+use shadowdiff::proxy::metrics::BodySide;
+use shadowdiff::proxy::metrics::UnshadowedReason;
 
 use crate::hygiene::raw_exchange;
 use crate::support::stub::{Stub, full, json_response};
@@ -53,7 +54,12 @@ async fn a_response_over_max_body_reaches_the_caller_whole_and_is_marked_too_lar
         exchange.secondary.response().unwrap().body,
         CapturedBody::Complete(Bytes::from_static(b"{}"))
     );
-    assert_eq!(app.metrics.too_large_count(Target::Primary.as_str()), 1);
+    assert_eq!(
+        app.metrics
+            .proxy
+            .too_large_count(BodySide::Response(Target::Primary)),
+        1
+    );
 }
 
 #[tokio::test]
@@ -94,10 +100,12 @@ async fn a_request_over_max_body_reaches_primary_whole_and_is_not_shadowed() {
     assert_eq!(primary.next_request().await.body, upload);
 
     assert_eq!(
-        app.metrics.unshadowed_count(UnshadowedReason::BodyTooLarge),
+        app.metrics
+            .proxy
+            .unshadowed_count(UnshadowedReason::BodyTooLarge),
         2
     );
-    assert_eq!(app.metrics.too_large_count("request"), 2);
+    assert_eq!(app.metrics.proxy.too_large_count(BodySide::Request), 2);
 
     // A small request afterwards is shadowed and is the only exchange.
     let response = client()

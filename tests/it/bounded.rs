@@ -2,7 +2,11 @@
 //! per run), a memory budget that sheds and counts, samples that cannot balloon, and a store that keeps working
 //! whatever the dashboard (or retention) does to the run being written.
 
+use shadowdiff::analysis::SkipReason;
 use shadowdiff::app::AppSettings;
+use shadowdiff::pipeline::metrics::Analysed;
+use shadowdiff::store::metrics::Unstored;
+use shadowdiff::store::metrics::UnstoredReason;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +19,8 @@ use shadowdiff::analysis::Analyzer;
 use shadowdiff::analysis::aggregate::Tally;
 use shadowdiff::analysis::diff::DiffKind;
 use shadowdiff::clock::now_ms;
-use shadowdiff::metrics::{Metrics, UnshadowedReason};
+use shadowdiff::metrics::Metrics;
+use shadowdiff::proxy::metrics::UnshadowedReason;
 use shadowdiff::redact::Redactor;
 use shadowdiff::store::Store;
 use shadowdiff::store::queries::TimeRange;
@@ -164,7 +169,7 @@ async fn ten_thousand_requests_over_five_thousand_slugs_are_one_endpoint(db: Tes
 
     let metrics = app.metrics.clone();
     app.stop().await;
-    assert_eq!(metrics.analysed_count("compared"), 10_000);
+    assert_eq!(metrics.analysis.analysed_count(Analysed::Compared), 10_000);
     let store = db.store().await;
     let run = store.run("slugs").await.unwrap().unwrap();
     let counts = store
@@ -209,7 +214,7 @@ async fn past_the_cap_new_names_are_other_and_counted(db: TestDb) {
     get_all(&app, requests, 1).await;
     let metrics = app.metrics.clone();
     app.stop().await;
-    assert_eq!(metrics.endpoints_overflowed_count(), 19);
+    assert_eq!(metrics.endpoints_overflowed.get(), 19);
     assert!(
         metrics
             .render()
@@ -262,14 +267,20 @@ async fn clearing_the_live_run_while_serving_keeps_storing(db: TestDb) {
             let Some(stored) = stored_requests(&store, "live").await else {
                 return false;
             };
-            stored + metrics.store_dropped_reason_count("exchange", "run_deleted") == 30
+            stored
+                + metrics
+                    .store
+                    .dropped_reason_count(Unstored::Exchange, UnstoredReason::RunDeleted)
+                == 30
         }
     })
     .await;
     let restarted = store.run("live").await.unwrap().unwrap();
     assert_ne!(restarted.id, old.id);
     assert_eq!(restarted.primary_url, old.primary_url);
-    let lost = metrics.store_dropped_reason_count("exchange", "run_deleted");
+    let lost = metrics
+        .store
+        .dropped_reason_count(Unstored::Exchange, UnstoredReason::RunDeleted);
 
     // Later traffic is stored whole, samples included (the old run's sample quotas went with it).
     get_all(&app, batch(200), 4).await;
@@ -479,7 +490,7 @@ async fn rows_the_database_refuses_are_left_out_not_the_batch(db: TestDb) {
         .flush_now()
         .await
         .expect("the batch is written without the refused rows");
-    assert_eq!(metrics.store_rejected_count("path_counts"), 1);
+    assert_eq!(metrics.store.rejected_count("path_counts"), 1);
     let counts = store
         .endpoint_counts(run_id, TimeRange::all())
         .await
@@ -552,7 +563,7 @@ async fn a_nul_in_a_json_key_is_stored_as_a_replacement_character(db: TestDb) {
         )));
     }
     writer.flush_now().await.expect("stored");
-    assert_eq!(metrics.store_rejected_count("path_counts"), 0);
+    assert_eq!(metrics.store.rejected_count("path_counts"), 0);
     let counts = store
         .endpoint_counts(run_id, TimeRange::all())
         .await
@@ -709,17 +720,24 @@ async fn a_small_memory_budget_sheds_and_counts_and_callers_never_notice() {
     let metrics = app.metrics.clone();
     let mut app = app;
     // Every exchange that was shadowed comes out of analysis, compared or shed for the budget.
-    let shadowed = 80 - metrics.unshadowed_count(UnshadowedReason::MemoryBudget);
+    let shadowed = 80
+        - metrics
+            .proxy
+            .unshadowed_count(UnshadowedReason::MemoryBudget);
     let mut analysed = 0;
     while analysed < shadowed {
         app.next_analysis().await;
         analysed += 1;
     }
-    let shed = metrics.unshadowed_count(UnshadowedReason::MemoryBudget)
-        + metrics.analysed_count("memory_budget");
+    let shed = metrics
+        .proxy
+        .unshadowed_count(UnshadowedReason::MemoryBudget)
+        + metrics
+            .analysis
+            .analysed_count(Analysed::Skipped(SkipReason::MemoryBudget));
     assert!(shed > 0, "a budget this small sheds");
     assert!(
-        metrics.analysed_count("compared") > 0,
+        metrics.analysis.analysed_count(Analysed::Compared) > 0,
         "and still compares what fits"
     );
     let text = metrics.render();

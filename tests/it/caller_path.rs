@@ -79,11 +79,14 @@ async fn a_dead_candidate_changes_nothing_for_the_caller() {
     }
     assert_eq!(
         app.metrics
-            .upstream_error_count(Target::Candidate, "connect"),
+            .proxy
+            .upstream_error_count(Target::Candidate, ErrorKind::Connect),
         3
     );
     assert_eq!(
-        app.metrics.upstream_error_count(Target::Primary, "connect"),
+        app.metrics
+            .proxy
+            .upstream_error_count(Target::Primary, ErrorKind::Connect),
         0
     );
 }
@@ -134,7 +137,8 @@ async fn a_black_holed_candidate_times_out_in_the_background() {
     }
     assert_eq!(
         app.metrics
-            .upstream_error_count(Target::Candidate, "timeout"),
+            .proxy
+            .upstream_error_count(Target::Candidate, ErrorKind::Timeout),
         3
     );
 }
@@ -242,7 +246,7 @@ async fn shadows_over_the_in_flight_bound_are_shed_and_counted() {
     // The candidate's one permit is held: the next two shadow requests for it are shed.
     caller_unaffected_once(&app, "/users/2").await;
     caller_unaffected_once(&app, "/users/3").await;
-    assert_eq!(app.metrics.shed_count(Target::Candidate), 2);
+    assert_eq!(app.metrics.proxy.shed_count(Target::Candidate), 2);
 
     for _ in 0..2 {
         let exchange = app.next_exchange().await;
@@ -279,7 +283,7 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
 
 #[tokio::test]
 async fn a_full_exchange_queue_drops_and_counts_without_delaying_callers() {
-    use shadowdiff::metrics::{DropReason, Queue};
+    use shadowdiff::pipeline::metrics::{DropReason, Queue};
 
     let primary = Stub::json(PRIMARY_BODY).await;
     let secondary = Stub::json(PRIMARY_BODY).await;
@@ -292,8 +296,10 @@ async fn a_full_exchange_queue_drops_and_counts_without_delaying_callers() {
     let offered = |n: u64| {
         let metrics = metrics.clone();
         patience("exchanges to be offered", async move {
-            while metrics.queued_count(Queue::Exchanges)
-                + metrics.dropped_count(Queue::Exchanges, DropReason::QueueFull)
+            while metrics.queues.queued_count(Queue::Exchanges)
+                + metrics
+                    .queues
+                    .dropped_count(Queue::Exchanges, DropReason::QueueFull)
                 < n
             {
                 tokio::task::yield_now().await;
@@ -306,9 +312,10 @@ async fn a_full_exchange_queue_drops_and_counts_without_delaying_callers() {
     caller_unaffected_once(&app, "/users/2").await;
     caller_unaffected_once(&app, "/users/3").await;
     offered(3).await;
-    assert_eq!(app.metrics.queued_count(Queue::Exchanges), 1);
+    assert_eq!(app.metrics.queues.queued_count(Queue::Exchanges), 1);
     assert_eq!(
         app.metrics
+            .queues
             .dropped_count(Queue::Exchanges, DropReason::QueueFull),
         2
     );

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use shadowdiff::exchange::{CapturedBody, Target, UpstreamError};
-use shadowdiff::metrics::UnshadowedReason;
+use shadowdiff::proxy::metrics::UnshadowedReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -155,7 +155,9 @@ async fn a_primary_resetting_mid_body_cuts_the_caller_and_is_recorded() {
         exchange.primary
     );
     assert_eq!(
-        app.metrics.upstream_error_count(Target::Primary, "reset"),
+        app.metrics
+            .proxy
+            .upstream_error_count(Target::Primary, ErrorKind::Reset),
         1
     );
 }
@@ -180,7 +182,9 @@ async fn a_uri_too_long_for_an_upstream_prefix_is_414() {
     let status_line = answer.lines().next().unwrap_or_default();
     assert_eq!(status_line, "HTTP/1.1 414 URI Too Long");
     assert_eq!(
-        app.metrics.unshadowed_count(UnshadowedReason::UriTooLong),
+        app.metrics
+            .proxy
+            .unshadowed_count(UnshadowedReason::UriTooLong),
         1
     );
     assert_eq!(primary.hits(), 0);
@@ -367,7 +371,12 @@ async fn upgrades_are_tunnelled_to_primary_alone() {
         .await
         .unwrap();
     assert_eq!(&echoed, b"ping");
-    assert_eq!(app.metrics.unshadowed_count(UnshadowedReason::Upgrade), 1);
+    assert_eq!(
+        app.metrics
+            .proxy
+            .unshadowed_count(UnshadowedReason::Upgrade),
+        1
+    );
     assert_eq!(secondary.hits() + candidate.hits(), 0);
 }
 

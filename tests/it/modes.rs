@@ -130,7 +130,8 @@ async fn empty_mode_sends_unshadowed_requests_nowhere() {
     assert_eq!(response.status(), 200);
     assert_eq!(
         app.metrics
-            .unshadowed_count(shadowdiff::metrics::UnshadowedReason::Method),
+            .proxy
+            .unshadowed_count(shadowdiff::proxy::metrics::UnshadowedReason::Method),
         1
     );
     assert_eq!(primary.hits(), 0);
@@ -154,7 +155,9 @@ async fn a_failing_responder_gives_502_naming_it() {
     ));
     assert!(exchange.candidate.response().is_some());
     assert_eq!(
-        app.metrics.upstream_error_count(Target::Primary, "connect"),
+        app.metrics
+            .proxy
+            .upstream_error_count(Target::Primary, ErrorKind::Connect),
         1
     );
 
@@ -198,7 +201,9 @@ async fn a_failing_responder_gives_502_naming_it() {
             .contains("primary upstream failed")
     );
     assert_eq!(
-        app.metrics.upstream_error_count(Target::Primary, "connect"),
+        app.metrics
+            .proxy
+            .upstream_error_count(Target::Primary, ErrorKind::Connect),
         1
     );
     assert!(app.try_exchange().is_none());

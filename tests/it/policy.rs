@@ -5,7 +5,7 @@ use shadowdiff::app::AppSettings;
 use std::collections::HashMap;
 
 use http::Method;
-use shadowdiff::metrics::UnshadowedReason;
+use shadowdiff::proxy::metrics::UnshadowedReason;
 
 use crate::support::stub::Stub;
 use crate::support::{TestApp, client};
@@ -55,7 +55,10 @@ async fn side_effect_methods_go_to_primary_only_by_default() {
         assert_eq!(seen.method, method);
         assert_eq!(seen.body, format!("{method} body").as_bytes());
     }
-    assert_eq!(app.metrics.unshadowed_count(UnshadowedReason::Method), 3);
+    assert_eq!(
+        app.metrics.proxy.unshadowed_count(UnshadowedReason::Method),
+        3
+    );
 
     // A GET afterwards is shadowed; its exchange is the first and only one.
     send(&app, Method::GET, "/orders/9").await;
@@ -68,7 +71,8 @@ async fn side_effect_methods_go_to_primary_only_by_default() {
     assert_eq!(upstreams.candidate.hits(), 1);
     assert_eq!(
         app.metrics
-            .queued_count(shadowdiff::metrics::Queue::Exchanges),
+            .queues
+            .queued_count(shadowdiff::pipeline::metrics::Queue::Exchanges),
         1
     );
 }
@@ -88,7 +92,10 @@ async fn allow_side_effects_shadows_every_method() {
             assert_eq!(seen.body, format!("{method} body").as_bytes());
         }
     }
-    assert_eq!(app.metrics.unshadowed_count(UnshadowedReason::Method), 0);
+    assert_eq!(
+        app.metrics.proxy.unshadowed_count(UnshadowedReason::Method),
+        0
+    );
 }
 
 #[tokio::test]
@@ -101,7 +108,10 @@ async fn shadow_methods_lists_exactly_what_is_shadowed() {
     send(&app, Method::POST, "/a").await;
     send(&app, Method::PUT, "/a").await;
     send(&app, Method::DELETE, "/a").await;
-    assert_eq!(app.metrics.unshadowed_count(UnshadowedReason::Method), 2);
+    assert_eq!(
+        app.metrics.proxy.unshadowed_count(UnshadowedReason::Method),
+        2
+    );
     let exchange = app.next_exchange().await;
     assert_eq!(exchange.request.method, Method::DELETE);
     assert_eq!(
@@ -131,7 +141,10 @@ async fn sampling_by_key_is_all_or_nothing_per_key() {
             assert_eq!(response.status(), 200);
         }
     }
-    let sampled_out = app.metrics.unshadowed_count(UnshadowedReason::SampledOut) as usize;
+    let sampled_out = app
+        .metrics
+        .proxy
+        .unshadowed_count(UnshadowedReason::SampledOut) as usize;
     let shadowed = users * repeats - sampled_out;
     let mut per_user: HashMap<String, usize> = HashMap::new();
     for _ in 0..shadowed {

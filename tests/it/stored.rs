@@ -6,8 +6,10 @@ use shadowdiff::analysis::aggregate::VerdictSettings;
 use shadowdiff::analysis::diff::DiffKind;
 use shadowdiff::analysis::rules::RuleSet;
 use shadowdiff::exchange::Target;
+use shadowdiff::pipeline::metrics::Analysed;
 use shadowdiff::report::Reports;
 use shadowdiff::store::Store;
+use shadowdiff::store::metrics::Unstored;
 use shadowdiff::store::queries::TimeRange;
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,7 +194,7 @@ async fn postgres_going_away_under_load_drops_counted_and_comes_back() {
         get(app.url(&format!("/before/{i}"))).await;
     }
     wait_until("the first write", || {
-        metrics.store_writes_count(true) >= 1 && metrics.store_pending_rows() == 0
+        metrics.store.writes_count(true) >= 1 && metrics.store.pending_rows() == 0
     })
     .await;
 
@@ -204,7 +206,8 @@ async fn postgres_going_away_under_load_drops_counted_and_comes_back() {
         .collect::<Vec<()>>()
         .await;
     wait_until("writes to fail and the buffer to overflow", || {
-        metrics.store_writes_count(false) >= 2 && metrics.store_dropped_count("exchange") >= 1
+        metrics.store.writes_count(false) >= 2
+            && metrics.store.dropped_count(Unstored::Exchange) >= 1
     })
     .await;
     // A store outage costs comparisons, never callers: the proxy stays in rotation, the store's own readiness
@@ -221,17 +224,17 @@ async fn postgres_going_away_under_load_drops_counted_and_comes_back() {
     assert!(metrics.render().contains("shadowdiff_store_up 0"));
 
     cluster.resume();
-    let writes_before = metrics.store_writes_count(true);
+    let writes_before = metrics.store.writes_count(true);
     wait_until("writing to resume", || {
-        metrics.store_writes_count(true) > writes_before && metrics.store_pending_rows() == 0
+        metrics.store.writes_count(true) > writes_before && metrics.store.pending_rows() == 0
     })
     .await;
     for i in 0..5 {
         get(app.url(&format!("/after/{i}"))).await;
     }
     app.stop().await;
-    let dropped = metrics.store_dropped_count("exchange");
-    let analysed = metrics.analysed_count("compared");
+    let dropped = metrics.store.dropped_count(Unstored::Exchange);
+    let analysed = metrics.analysis.analysed_count(Analysed::Compared);
 
     assert_eq!(analysed, 70);
     let store = Store::connect(&url, 2).await.unwrap();

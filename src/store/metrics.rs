@@ -1,0 +1,203 @@
+//! What the writer counts: batches written, exchanges and samples not stored and why, rows the database
+//! refused, rows waiting, and whether the store can be written.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// What the writer could not store.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Unstored {
+    /// An analysed exchange (its counts).
+    Exchange,
+    /// A sample.
+    Sample,
+}
+
+impl Unstored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unstored::Exchange => "exchange",
+            Unstored::Sample => "sample",
+        }
+    }
+}
+
+/// Why the writer did not store something.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UnstoredReason {
+    /// The database was away too long and the buffer filled.
+    BufferFull,
+    /// Holding it would have gone over `--memory-budget`.
+    MemoryBudget,
+    /// The run was deleted while being written.
+    RunDeleted,
+    /// The database refused it for good.
+    Refused,
+    /// The database was away at shutdown.
+    Shutdown,
+    /// Making it failed.
+    Failed,
+}
+
+impl UnstoredReason {
+    pub const ALL: [UnstoredReason; 6] = [
+        UnstoredReason::BufferFull,
+        UnstoredReason::MemoryBudget,
+        UnstoredReason::RunDeleted,
+        UnstoredReason::Refused,
+        UnstoredReason::Shutdown,
+        UnstoredReason::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnstoredReason::BufferFull => "buffer_full",
+            UnstoredReason::MemoryBudget => "memory_budget",
+            UnstoredReason::RunDeleted => "run_deleted",
+            UnstoredReason::Refused => "refused",
+            UnstoredReason::Shutdown => "shutdown",
+            UnstoredReason::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatReasonLabels {
+    what: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
+}
+
+/// The writer's counters and gauges.
+pub struct StoreMetrics {
+    writes: Family<ResultLabel, Counter>,
+    dropped: Family<WhatReasonLabels, Counter>,
+    rejected: Family<TableLabel, Counter>,
+    pending: Gauge,
+    up: Gauge,
+}
+
+impl StoreMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let writes = Family::default();
+        registry.register(
+            "store_writes",
+            "Batches written to the store (result: ok, or error when the database could not be written)",
+            writes.clone(),
+        );
+        let dropped = Family::default();
+        registry.register(
+            "store_dropped",
+            "Exchanges (their counts) or samples not stored, by reason: buffer_full (database away too long), \
+             memory_budget, run_deleted (the run was deleted while being written), refused (by the database), \
+             shutdown (database away at shutdown), failed",
+            dropped.clone(),
+        );
+        let rejected = Family::default();
+        registry.register(
+            "store_rejected_rows",
+            "Rows the database refused for good (left out of their batch, which was written without them)",
+            rejected.clone(),
+        );
+        let up = Gauge::default();
+        up.set(1);
+        registry.register(
+            "store_up",
+            "1 when the last write (or heartbeat) to the store succeeded, 0 while the store cannot be written",
+            up.clone(),
+        );
+        let pending = Gauge::default();
+        registry.register(
+            "store_pending_rows",
+            "Rows waiting to be written to the store",
+            pending.clone(),
+        );
+        Self {
+            writes,
+            dropped,
+            rejected,
+            pending,
+            up,
+        }
+    }
+
+    pub fn write(&self, ok: bool) {
+        self.writes
+            .get_or_create(&ResultLabel { result: result(ok) })
+            .inc();
+    }
+
+    pub fn dropped(&self, what: Unstored, reason: UnstoredReason, count: u64) {
+        self.dropped
+            .get_or_create(&WhatReasonLabels {
+                what: what.as_str(),
+                reason: reason.as_str(),
+            })
+            .inc_by(count);
+    }
+
+    /// Rows of `table` the database refused for good.
+    pub fn rejected(&self, table: &'static str, rows: u64) {
+        self.rejected
+            .get_or_create(&TableLabel { table })
+            .inc_by(rows);
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.set(i64::from(up));
+    }
+
+    pub fn set_pending(&self, rows: usize) {
+        self.pending.set(rows as i64);
+    }
+
+    pub fn writes_count(&self, ok: bool) -> u64 {
+        self.writes
+            .get(&ResultLabel { result: result(ok) })
+            .map_or(0, |counter| counter.get())
+    }
+
+    /// `what`s not stored, for every reason.
+    pub fn dropped_count(&self, what: Unstored) -> u64 {
+        UnstoredReason::ALL
+            .iter()
+            .map(|reason| self.dropped_reason_count(what, *reason))
+            .sum()
+    }
+
+    /// `what`s not stored for one reason.
+    pub fn dropped_reason_count(&self, what: Unstored, reason: UnstoredReason) -> u64 {
+        self.dropped
+            .get(&WhatReasonLabels {
+                what: what.as_str(),
+                reason: reason.as_str(),
+            })
+            .map_or(0, |counter| counter.get())
+    }
+
+    pub fn rejected_count(&self, table: &'static str) -> u64 {
+        self.rejected
+            .get(&TableLabel { table })
+            .map_or(0, |counter| counter.get())
+    }
+
+    pub fn pending_rows(&self) -> i64 {
+        self.pending.get()
+    }
+}
+
+fn result(ok: bool) -> &'static str {
+    if ok { "ok" } else { "error" }
+}
