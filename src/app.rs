@@ -426,6 +426,7 @@ impl Application {
             token: self.admin_token.clone(),
             proxy_addr: Some(proxy_addr),
             store_health: Some(self.store_health.clone()),
+            samples_per_path: self.writer_config.samples_per_path,
         });
         let admin_stop = stop_consumer.clone();
         let admin_listener = self.admin_listener;

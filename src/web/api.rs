@@ -1,12 +1,10 @@
-//! The JSON API under `/api/v1/`: everything the pages show, and the rule and run edits. Routes are listed
-//! once, in [`API_ROUTES`], which also makes the OpenAPI document.
+//! The JSON API under `/api/v1/`: everything the pages show, and the rule and run edits. Its routes are in
+//! the route table ([`API_ROUTES`]), which also makes the OpenAPI document.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -21,125 +19,18 @@ use crate::web::error::{ApiError, WebError};
 use crate::web::range::ViewQuery;
 use crate::web::{AdminState, resolve_run};
 
-/// One route of the API, for the router and for the OpenAPI document.
-pub struct ApiRoute {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
-    pub query: &'static [&'static str],
-}
-
-/// Every API route. `{run}` is a run label or `latest`; `{endpoint}` is URL-encoded (`GET%20%2Fusers%2F%7Bid%7D`).
-pub const API_ROUTES: &[ApiRoute] = &[
-    ApiRoute {
-        method: "get",
-        path: "/api/v1/runs",
-        summary: "Runs, most recent first, with their request counts",
-        query: &[],
-    },
-    ApiRoute {
-        method: "get",
-        path: "/api/v1/runs/{run}",
-        summary: "A run's report: totals and every endpoint",
-        query: &["range"],
-    },
-    ApiRoute {
-        method: "delete",
-        path: "/api/v1/runs/{run}",
-        summary: "Delete a run and everything counted for it",
-        query: &[],
-    },
-    ApiRoute {
-        method: "get",
-        path: "/api/v1/runs/{run}/endpoints",
-        summary: "Every endpoint of a run, judged (the gate's `endpoints`)",
-        query: &["range"],
-    },
-    ApiRoute {
-        method: "get",
-        path: "/api/v1/runs/{run}/endpoints/{endpoint}/fields",
-        summary: "An endpoint's places with counts and verdicts",
-        query: &["range"],
-    },
-    ApiRoute {
-        method: "get",
-        path: "/api/v1/runs/{run}/endpoints/{endpoint}/timeline",
-        summary: "An endpoint minute by minute: requests, diff rate, latency",
-        query: &["range"],
-    },
-    ApiRoute {
-        method: "get",
-        path: "/api/v1/runs/{run}/templates",
-        summary: "Endpoint templates learned from traffic in a run, and which segment each generalised",
-        query: &[],
-    },
-    ApiRoute {
-        method: "get",
-        path: "/api/v1/runs/{run}/samples",
-        summary: "Sample exchanges of an endpoint, for a place or all",
-        query: &["endpoint", "path", "kind", "limit"],
-    },
-    ApiRoute {
-        method: "get",
-        path: "/api/v1/exchanges/{id}",
-        summary: "One stored exchange, whole (redacted)",
-        query: &[],
-    },
-    ApiRoute {
-        method: "get",
-        path: "/api/v1/rules",
-        summary: "Rules in force: from the rules file, and stored",
-        query: &[],
-    },
-    ApiRoute {
-        method: "post",
-        path: "/api/v1/rules",
-        summary: "Add a rule (JSON body: endpoint, path, action, absolute, relative)",
-        query: &[],
-    },
-    ApiRoute {
-        method: "delete",
-        path: "/api/v1/rules/{id}",
-        summary: "Remove a stored rule",
-        query: &[],
-    },
-    ApiRoute {
-        method: "get",
-        path: "/api/v1/openapi.json",
-        summary: "This document",
-        query: &[],
-    },
-];
-
-pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/api/v1/runs", get(runs))
-        .route("/api/v1/runs/{run}", get(run_report).delete(delete_run))
-        .route("/api/v1/runs/{run}/endpoints", get(endpoints))
-        .route(
-            "/api/v1/runs/{run}/endpoints/{endpoint}/fields",
-            get(fields),
-        )
-        .route(
-            "/api/v1/runs/{run}/endpoints/{endpoint}/timeline",
-            get(timeline),
-        )
-        .route("/api/v1/runs/{run}/templates", get(templates))
-        .route("/api/v1/runs/{run}/samples", get(samples))
-        .route("/api/v1/exchanges/{id}", get(exchange))
-        .route("/api/v1/rules", get(rules).post(add_rule))
-        .route("/api/v1/rules/{id}", delete(delete_rule))
-        .route("/api/v1/openapi.json", get(openapi))
-}
+pub use crate::web::routes::API_ROUTES;
 
 #[derive(Serialize)]
-struct RunSummary {
+pub struct RunSummary {
     #[serde(flatten)]
     run: RunInfo,
     requests: u64,
 }
 
-async fn runs(State(state): State<AdminState>) -> Result<Json<Vec<RunSummary>>, ApiError> {
+pub(crate) async fn runs(
+    State(state): State<AdminState>,
+) -> Result<Json<Vec<RunSummary>>, ApiError> {
     let totals = state.store.run_requests().await?;
     let runs = state.store.runs().await?;
     Ok(Json(
@@ -152,7 +43,7 @@ async fn runs(State(state): State<AdminState>) -> Result<Json<Vec<RunSummary>>, 
     ))
 }
 
-async fn run_report(
+pub(crate) async fn run_report(
     State(state): State<AdminState>,
     Path(run): Path<String>,
     Query(query): Query<ViewQuery>,
@@ -165,7 +56,7 @@ async fn run_report(
     ))
 }
 
-async fn endpoints(
+pub(crate) async fn endpoints(
     State(state): State<AdminState>,
     Path(run): Path<String>,
     Query(query): Query<ViewQuery>,
@@ -177,7 +68,7 @@ async fn endpoints(
     Ok(Json(report.endpoints))
 }
 
-async fn fields(
+pub(crate) async fn fields(
     State(state): State<AdminState>,
     Path((run, endpoint)): Path<(String, String)>,
     Query(query): Query<ViewQuery>,
@@ -187,7 +78,7 @@ async fn fields(
     Ok(Json(state.reports.endpoint(&run, &endpoint, range).await?))
 }
 
-async fn timeline(
+pub(crate) async fn timeline(
     State(state): State<AdminState>,
     Path((run, endpoint)): Path<(String, String)>,
     Query(query): Query<ViewQuery>,
@@ -198,7 +89,7 @@ async fn timeline(
 
 /// A learned template as the API shows it.
 #[derive(Serialize)]
-struct TemplateView {
+pub struct TemplateView {
     /// `GET /users/{param}/*`: the generalised segment is `{param}`, each later one `*`.
     template: String,
     method: String,
@@ -209,7 +100,7 @@ struct TemplateView {
     position: usize,
 }
 
-async fn templates(
+pub(crate) async fn templates(
     State(state): State<AdminState>,
     Path(run): Path<String>,
 ) -> Result<Json<Vec<TemplateView>>, ApiError> {
@@ -230,14 +121,14 @@ async fn templates(
 }
 
 #[derive(Deserialize)]
-struct SamplesQuery {
+pub struct SamplesQuery {
     endpoint: String,
     path: Option<String>,
     kind: Option<String>,
     limit: Option<i64>,
 }
 
-async fn samples(
+pub(crate) async fn samples(
     State(state): State<AdminState>,
     Path(run): Path<String>,
     Query(query): Query<SamplesQuery>,
@@ -261,7 +152,7 @@ async fn samples(
     ))
 }
 
-async fn exchange(
+pub(crate) async fn exchange(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<SampleDocument>, ApiError> {
@@ -272,14 +163,14 @@ async fn exchange(
 }
 
 #[derive(Serialize)]
-struct Rules {
+pub struct Rules {
     /// From `--rules` (read-only here).
     from_file: Vec<RuleSpec>,
     /// Added through the API or the pages.
     stored: Vec<StoredRule>,
 }
 
-async fn rules(State(state): State<AdminState>) -> Result<Json<Rules>, ApiError> {
+pub(crate) async fn rules(State(state): State<AdminState>) -> Result<Json<Rules>, ApiError> {
     Ok(Json(Rules {
         from_file: state
             .reports
@@ -292,7 +183,7 @@ async fn rules(State(state): State<AdminState>) -> Result<Json<Rules>, ApiError>
     }))
 }
 
-async fn add_rule(
+pub(crate) async fn add_rule(
     State(state): State<AdminState>,
     Json(spec): Json<RuleSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -304,7 +195,7 @@ async fn add_rule(
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
-async fn delete_rule(
+pub(crate) async fn delete_rule(
     State(state): State<AdminState>,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
@@ -315,7 +206,7 @@ async fn delete_rule(
     }
 }
 
-async fn delete_run(
+pub(crate) async fn delete_run(
     State(state): State<AdminState>,
     Path(run): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -324,7 +215,7 @@ async fn delete_run(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn openapi() -> Json<Value> {
+pub(crate) async fn openapi() -> Json<Value> {
     Json(openapi_document())
 }
 

@@ -2,7 +2,6 @@
 //! or as the session cookie the login form sets. Health checks and the assets stay open.
 
 use askama::Template;
-use askama_web::WebTemplate;
 use axum::Form;
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
@@ -13,7 +12,8 @@ use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::web::AdminState;
+use crate::web::error::{PageError, html};
+use crate::web::{AdminState, routes};
 
 const COOKIE: &str = "shadowdiff_session";
 
@@ -47,31 +47,42 @@ fn authorised(headers: &HeaderMap, token: &str) -> bool {
     bearer || cookie
 }
 
-/// Lets a request through when no token is set, when it needs none, or when it carries the token.
-pub async fn require_token(
+/// Whether a request may pass: no token is set, or it carries the token.
+fn admitted(state: &AdminState, request: &Request) -> bool {
+    state
+        .token
+        .as_deref()
+        .is_none_or(|token| authorised(request.headers(), token))
+}
+
+/// For the JSON API and `/metrics`: without the token, 401 (scripts and scrapers cannot log in).
+pub async fn require_api_token(
     State(state): State<AdminState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = state.token.as_deref() else {
-        return next.run(request).await;
-    };
-    let path = request.uri().path();
-    let open = matches!(path, "/healthz" | "/readyz" | "/readyz/store" | "/login")
-        || path.starts_with("/static/");
-    if open || authorised(request.headers(), token) {
+    if admitted(&state, &request) {
         return next.run(request).await;
     }
-    if path.starts_with("/api/") || path == "/metrics" {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            axum::Json(serde_json::json!({"error": "admin token required"})),
-        )
-            .into_response();
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(serde_json::json!({"error": "admin token required"})),
+    )
+        .into_response()
+}
+
+/// For the pages: without the token, to the login form, which comes back here.
+pub async fn require_page_token(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if admitted(&state, &request) {
+        return next.run(request).await;
     }
     let next_page = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let location = format!("/login?next={}", urlencode(next_page));
+    let location = format!("{}?next={}", routes::LOGIN, urlencode(next_page));
     Redirect::to(&location).into_response()
 }
 
@@ -89,7 +100,7 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-#[derive(Template, WebTemplate)]
+#[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
     next: String,
@@ -102,11 +113,14 @@ pub struct LoginQuery {
 }
 
 pub async fn login_page(Query(query): Query<LoginQuery>) -> Response {
-    LoginPage {
+    let page = LoginPage {
         next: safe_next(query.next.as_deref()),
         failed: false,
+    };
+    match html(&page) {
+        Ok(page) => page.into_response(),
+        Err(error) => PageError(error).into_response(),
     }
-    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -121,7 +135,10 @@ pub async fn login(State(state): State<AdminState>, Form(form): Form<LoginForm>)
         return Redirect::to(&next).into_response();
     };
     if !same(form.token.trim().as_bytes(), token.as_bytes()) {
-        return (StatusCode::UNAUTHORIZED, LoginPage { next, failed: true }).into_response();
+        return match html(&LoginPage { next, failed: true }) {
+            Ok(page) => (StatusCode::UNAUTHORIZED, page).into_response(),
+            Err(error) => PageError(error).into_response(),
+        };
     }
     let cookie = format!(
         "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",

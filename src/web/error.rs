@@ -1,10 +1,9 @@
 //! Errors of the admin routes: JSON for the API, a page for the browser; each says what failed.
 
 use askama::Template;
-use askama_web::WebTemplate;
 use axum::Json;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 
 use crate::report::ReportError;
 use crate::store::StoreError;
@@ -18,6 +17,9 @@ pub enum WebError {
     BadRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A template failed to render: a bug, answered 500 with its cause logged.
+    #[error("the page could not be drawn")]
+    Render(String),
 }
 
 impl From<ReportError> for WebError {
@@ -36,6 +38,18 @@ impl WebError {
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Logs what the answer does not say: the store's error, or why a template failed.
+    fn log(&self, what: &str) {
+        match self {
+            WebError::Store(error) => tracing::warn!(%error, "{what} failed"),
+            WebError::Render(cause) => {
+                tracing::error!(%cause, "{what}: a template failed to render")
+            }
+            WebError::NotFound(_) | WebError::BadRequest(_) => {}
         }
     }
 
@@ -60,9 +74,7 @@ impl<E: Into<WebError>> From<E> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if matches!(self.0, WebError::Store(_)) {
-            tracing::warn!(error = %self.0, "API request failed");
-        }
+        self.0.log("API request");
         (
             self.0.status(),
             Json(serde_json::json!({ "error": self.0.to_string() })),
@@ -80,7 +92,7 @@ impl<E: Into<WebError>> From<E> for PageError {
     }
 }
 
-#[derive(Template, WebTemplate)]
+#[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
     title: String,
@@ -90,18 +102,63 @@ struct ErrorPage {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let status = self.0.status();
-        if matches!(self.0, WebError::Store(_)) {
-            tracing::warn!(error = %self.0, "page request failed");
-        }
+        self.0.log("page request");
         let title = match &self.0 {
             WebError::NotFound(_) => "Not found",
             WebError::BadRequest(_) => "Bad request",
             WebError::Store(_) => "The store is not answering",
+            WebError::Render(_) => "The page could not be drawn",
         };
         let page = ErrorPage {
             title: title.to_string(),
             message: self.0.to_string(),
         };
-        (status, page).into_response()
+        match html(&page) {
+            Ok(page) => (status, page).into_response(),
+            Err(error) => {
+                error.log("the error page");
+                (status, title).into_response()
+            }
+        }
+    }
+}
+
+/// A template rendered as HTML; one that fails to render is [`WebError::Render`] (a 500, its cause logged).
+pub fn html(template: &impl Template) -> Result<Html<String>, WebError> {
+    template
+        .render()
+        .map(Html)
+        .map_err(|error| WebError::Render(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use super::*;
+
+    /// A value whose formatting fails, as a template bug would.
+    struct Broken;
+
+    impl fmt::Display for Broken {
+        fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+            Err(fmt::Error)
+        }
+    }
+
+    #[derive(Template)]
+    #[template(source = "<p>{{ value }}</p>", ext = "html")]
+    struct BrokenPage {
+        value: Broken,
+    }
+
+    #[test]
+    fn a_template_that_fails_to_render_is_a_500_page() {
+        let error = html(&BrokenPage { value: Broken }).unwrap_err();
+        assert!(matches!(error, WebError::Render(_)));
+        let response = PageError(error).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let api = ApiError(WebError::Render("cause".into())).into_response();
+        assert_eq!(api.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

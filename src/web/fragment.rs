@@ -17,9 +17,9 @@ pub struct Fragment {
 
 impl Fragment {
     pub fn render(template: &impl Template) -> Result<Fragment, WebError> {
-        let html = template.render().map_err(|error| {
-            WebError::BadRequest(format!("the page could not be drawn: {error}"))
-        })?;
+        let html = template
+            .render()
+            .map_err(|error| WebError::Render(error.to_string()))?;
         let mut hasher = DefaultHasher::new();
         html.hash(&mut hasher);
         let etag = format!("\"{:016x}\"", hasher.finish());

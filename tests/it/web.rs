@@ -618,3 +618,34 @@ async fn live_fragments_answer_not_modified_until_the_report_changes() {
     assert_eq!(changed.status(), StatusCode::OK);
     assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_samples_page_tells_the_samples_per_path_in_force() {
+    let report = report(|s| s.writer.samples_per_path = 3).await;
+    let html = page(
+        &report.app,
+        "/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D/samples?path=body/nowhere&kind=missing",
+    )
+    .await;
+    assert!(
+        html.contains("Samples are kept for the first 3 exchanges of each place"),
+        "{html}"
+    );
+    report.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_page_is_a_404_page_and_behind_the_token() {
+    let report = report(|s| s.web.token = Some("s3cret-token".into())).await;
+    let response = admin_get(&report.app, "/no/such/page").await;
+    assert_eq!(response.status(), 303, "to the login form first");
+    let response = client()
+        .get(report.app.admin_url("/no/such/page"))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(response.text().await.unwrap().contains("/no/such/page"));
+    report.app.stop().await;
+}

@@ -1,0 +1,274 @@
+//! One exchange side by side: the request, primary, candidate and secondary with their differences marked.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::Value;
+
+use super::{endpoint_href, render, run_href};
+use crate::analysis::diff::DiffKind;
+use crate::store::sample::{SampleDocument, StoredBody, StoredOutcome};
+use crate::web::AdminState;
+use crate::web::error::{PageError, WebError};
+use crate::web::range::RangeChoice;
+use crate::web::view::{self, DiffLine, Marks, millis, timestamp};
+
+struct HeaderRow {
+    name: String,
+    value: String,
+    marked: bool,
+}
+
+/// One upstream's response, ready to show.
+struct Panel {
+    title: &'static str,
+    status: Option<String>,
+    status_class: char,
+    elapsed: String,
+    error: Option<String>,
+    headers: Vec<HeaderRow>,
+    marked_headers: usize,
+    /// A JSON body, rendered and escaped, with its differing places marked.
+    json_html: Option<String>,
+    text: Option<String>,
+    note: Option<String>,
+}
+
+fn panel(
+    title: &'static str,
+    outcome: &StoredOutcome,
+    marks: &Marks,
+    header_marks: &[String],
+) -> Panel {
+    let headers: Vec<HeaderRow> = outcome
+        .headers
+        .iter()
+        .map(|(name, value)| HeaderRow {
+            marked: header_marks.iter().any(|marked| marked == name),
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    let (json_html, text, note) = match &outcome.body {
+        Some(StoredBody::Text { text, .. }) if text.is_empty() => {
+            (None, None, Some("no body".to_string()))
+        }
+        Some(StoredBody::Text {
+            text,
+            truncated: true,
+        }) => (None, Some(text.clone()), Some(TRUNCATED.to_string())),
+        Some(StoredBody::Text { text, .. }) => match serde_json::from_str::<Value>(text) {
+            Ok(value) => (Some(view::json_html(&value, marks)), None, None),
+            Err(_) => (None, Some(text.clone()), None),
+        },
+        Some(StoredBody::Base64 { data, truncated }) => (
+            None,
+            None,
+            Some(format!(
+                "binary body, {} bytes base64{}",
+                data.len(),
+                if *truncated { "; truncated" } else { "" }
+            )),
+        ),
+        Some(StoredBody::TooLarge { limit }) => (
+            None,
+            None,
+            Some(format!("body larger than {limit} bytes: not kept")),
+        ),
+        Some(StoredBody::OverBudget) => (
+            None,
+            None,
+            Some("body not kept: holding it would have gone over --memory-budget".to_string()),
+        ),
+        None => (None, None, None),
+    };
+    Panel {
+        title,
+        status_class: outcome.status.map_or('x', |status| {
+            status.to_string().chars().next().unwrap_or('x')
+        }),
+        status: outcome.status.map(|status| status.to_string()),
+        elapsed: millis(outcome.elapsed_ms),
+        error: outcome
+            .error
+            .as_ref()
+            .map(|kind| match &outcome.error_detail {
+                Some(detail) => format!("{kind} ({detail})"),
+                None => kind.clone(),
+            }),
+        marked_headers: headers.iter().filter(|header| header.marked).count(),
+        headers,
+        json_html,
+        text,
+        note,
+    }
+}
+
+struct DifferenceRow {
+    path: String,
+    kind: String,
+    compat: &'static str,
+    primary: String,
+    other: String,
+    cancelled: bool,
+}
+
+#[derive(Template)]
+#[template(path = "exchange.html")]
+struct ExchangePage {
+    id: String,
+    run_label: String,
+    run_href: String,
+    endpoint_href: String,
+    endpoint: String,
+    method: String,
+    uri: String,
+    time: String,
+    result: String,
+    request_headers: Vec<HeaderRow>,
+    request_body: Option<String>,
+    /// Said when only the beginning of the request body was kept.
+    request_truncated: Option<&'static str>,
+    differences: Vec<DifferenceRow>,
+    noise: Vec<DifferenceRow>,
+    primary: Panel,
+    candidate: Panel,
+    secondary: Panel,
+    diff_lines: Vec<DiffLine>,
+}
+
+/// Body marks and header names for one side's differences (`missing` marks primary's side, `extra` the other).
+fn marks_of<'a>(
+    differences: impl Iterator<Item = &'a crate::analysis::diff::Difference>,
+) -> (Marks, Marks, Vec<String>) {
+    let (mut primary, mut other, mut headers) = (Marks::new(), Marks::new(), Vec::new());
+    for difference in differences {
+        if let Some(name) = difference.path.strip_prefix("header/") {
+            headers.push(name.to_string());
+        } else if let Some(pointer) = difference
+            .path
+            .strip_prefix("body")
+            .filter(|p| p.is_empty() || p.starts_with('/'))
+        {
+            let class = view::mark_class(difference.kind);
+            match difference.kind {
+                DiffKind::Missing => {
+                    primary.insert(pointer.to_string(), class);
+                }
+                DiffKind::Extra => {
+                    other.insert(pointer.to_string(), class);
+                }
+                _ => {
+                    primary.insert(pointer.to_string(), class);
+                    other.insert(pointer.to_string(), class);
+                }
+            }
+        }
+    }
+    (primary, other, headers)
+}
+
+fn difference_row(
+    difference: &crate::analysis::diff::Difference,
+    cancelled: bool,
+) -> DifferenceRow {
+    DifferenceRow {
+        path: difference.path.clone(),
+        kind: view::kind_label(difference.kind),
+        compat: difference.compat.as_str(),
+        primary: difference.primary.clone().unwrap_or_else(|| "–".into()),
+        other: difference.other.clone().unwrap_or_else(|| "–".into()),
+        cancelled,
+    }
+}
+
+pub async fn exchange_page(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let Some(document) = state.store.exchange(&id).await? else {
+        return Err(WebError::NotFound(format!("exchange {id}")).into());
+    };
+    render(&exchange_view(document))
+}
+
+/// What a body cut to `--sample-body-limit` says on the exchange page.
+const TRUNCATED: &str = "truncated: only the beginning of this body is kept (--sample-body-limit)";
+
+fn exchange_view(document: SampleDocument) -> ExchangePage {
+    let (primary_marks, candidate_marks, candidate_headers) =
+        marks_of(document.candidate_differences.iter().map(|d| &d.difference));
+    let (_, secondary_marks, secondary_headers) = marks_of(document.noise_differences.iter());
+    let text_of = |outcome: &StoredOutcome| match &outcome.body {
+        Some(StoredBody::Text { text, .. }) if serde_json::from_str::<Value>(text).is_err() => {
+            Some(text.clone())
+        }
+        _ => None,
+    };
+    let diff_lines = match (text_of(&document.primary), text_of(&document.candidate)) {
+        (Some(primary), Some(candidate)) if primary != candidate => {
+            view::unified_diff(&primary, &candidate, "primary", "candidate")
+        }
+        _ => Vec::new(),
+    };
+    let request_body = match &document.request.body {
+        StoredBody::Text { text, .. } if !text.is_empty() => Some(text.clone()),
+        StoredBody::Base64 { data, .. } => Some(format!("(binary, base64) {data}")),
+        _ => None,
+    };
+    let request_truncated = document.request.body.is_truncated().then_some(TRUNCATED);
+    let mut primary_header_marks = candidate_headers.clone();
+    primary_header_marks.extend(secondary_headers.iter().cloned());
+    ExchangePage {
+        run_href: run_href(&document.run, RangeChoice::All),
+        endpoint_href: endpoint_href(&document.run, &document.endpoint, RangeChoice::All),
+        run_label: document.run.clone(),
+        endpoint: document.endpoint.clone(),
+        method: document.request.method.clone(),
+        uri: document.request.uri.clone(),
+        time: timestamp(document.started_at_ms),
+        result: document.result.replace('_', " "),
+        request_headers: document
+            .request
+            .headers
+            .iter()
+            .map(|(name, value)| HeaderRow {
+                name: name.clone(),
+                value: value.clone(),
+                marked: false,
+            })
+            .collect(),
+        request_body,
+        request_truncated,
+        differences: document
+            .candidate_differences
+            .iter()
+            .map(|d| difference_row(&d.difference, d.cancelled))
+            .collect(),
+        noise: document
+            .noise_differences
+            .iter()
+            .map(|d| difference_row(d, false))
+            .collect(),
+        primary: panel(
+            "Primary",
+            &document.primary,
+            &primary_marks,
+            &candidate_headers,
+        ),
+        candidate: panel(
+            "Candidate",
+            &document.candidate,
+            &candidate_marks,
+            &candidate_headers,
+        ),
+        secondary: panel(
+            "Secondary",
+            &document.secondary,
+            &secondary_marks,
+            &secondary_headers,
+        ),
+        diff_lines,
+        id: document.id,
+    }
+}

@@ -1,0 +1,292 @@
+//! The admin listener's URL space, written once: every route with its method, handler and who may call it.
+//! The router, the auth rules (public and protected sub-routers), the OpenAPI document and the links pages
+//! carry are all made from these tables.
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{MethodRouter, delete, get, post};
+
+use crate::encoding::percent_encode;
+use crate::web::pages::{endpoint, exchange, overview, samples};
+use crate::web::{AdminState, api, assets, auth, health};
+
+/// One route: a method on a path pattern (`{name}` is one segment, `{*name}` the rest), and its handler.
+pub struct Route {
+    /// `get`, `post` or `delete`, as OpenAPI writes them.
+    pub method: &'static str,
+    pub path: &'static str,
+    /// What it does, for the OpenAPI document.
+    pub summary: &'static str,
+    /// Its query parameters, for the OpenAPI document.
+    pub query: &'static [&'static str],
+    handler: fn() -> MethodRouter<AdminState>,
+}
+
+// The paths pages link to.
+pub const HOME: &str = "/";
+pub const LOGIN: &str = "/login";
+pub const RUN: &str = "/runs/{run}";
+pub const RUN_LIVE: &str = "/runs/{run}/live";
+pub const RUN_CLEAR: &str = "/runs/{run}/clear";
+pub const ENDPOINT: &str = "/runs/{run}/endpoints/{endpoint}";
+pub const ENDPOINT_LIVE: &str = "/runs/{run}/endpoints/{endpoint}/live";
+pub const ENDPOINT_SAMPLES: &str = "/runs/{run}/endpoints/{endpoint}/samples";
+pub const ENDPOINT_RULES: &str = "/runs/{run}/endpoints/{endpoint}/rules";
+pub const ENDPOINT_RULE_DELETE: &str = "/runs/{run}/endpoints/{endpoint}/rules/{id}/delete";
+pub const EXCHANGE: &str = "/exchanges/{id}";
+pub const API_TIMELINE: &str = "/api/v1/runs/{run}/endpoints/{endpoint}/timeline";
+
+/// Open to anyone who reaches the listener: health checks, the login form and the page assets.
+pub const PUBLIC_ROUTES: &[Route] = &[
+    route("get", "/healthz", "Liveness", || get(health::healthz)),
+    route("get", "/readyz", "Readiness of the caller's path", || {
+        get(health::readyz)
+    }),
+    route("get", "/readyz/store", "Readiness of the store", || {
+        get(health::readyz_store)
+    }),
+    route("get", LOGIN, "The login form", || get(auth::login_page)),
+    route("post", LOGIN, "Log in with the admin token", || {
+        post(auth::login)
+    }),
+    route("get", "/static/{*file}", "Stylesheets and scripts", || {
+        get(assets::serve)
+    }),
+];
+
+/// The report's pages; with `--admin-token`, a request without it is sent to the login form.
+pub const PAGE_ROUTES: &[Route] = &[
+    route("get", HOME, "The latest run's overview", || {
+        get(overview::home)
+    }),
+    route("get", RUN, "A run's overview", || get(overview::overview)),
+    route("get", RUN_LIVE, "The overview's live part", || {
+        get(overview::overview_live)
+    }),
+    route("post", RUN_CLEAR, "Delete a run", || {
+        post(overview::clear_run)
+    }),
+    route(
+        "get",
+        ENDPOINT,
+        "An endpoint: its field tree and charts",
+        || get(endpoint::endpoint_page),
+    ),
+    route(
+        "get",
+        ENDPOINT_LIVE,
+        "The endpoint page's live part",
+        || get(endpoint::endpoint_live),
+    ),
+    route(
+        "post",
+        ENDPOINT_RULES,
+        "Add a rule from the field tree",
+        || post(endpoint::add_rule),
+    ),
+    route("post", ENDPOINT_RULE_DELETE, "Remove a stored rule", || {
+        post(endpoint::delete_rule)
+    }),
+    route(
+        "get",
+        ENDPOINT_SAMPLES,
+        "Sample exchanges of a place",
+        || get(samples::samples_page),
+    ),
+    route("get", EXCHANGE, "One exchange side by side", || {
+        get(exchange::exchange_page)
+    }),
+];
+
+/// Prometheus' scrape; with `--admin-token`, a request without it is answered 401.
+pub const METRICS_ROUTES: &[Route] = &[route("get", "/metrics", "Prometheus metrics", || {
+    get(health::metrics)
+})];
+
+/// The JSON API (and the OpenAPI document's routes); with `--admin-token`, a request without it is answered
+/// 401. `{run}` is a run label or `latest`; `{endpoint}` is URL-encoded (`GET%20%2Fusers%2F%7Bid%7D`).
+pub const API_ROUTES: &[Route] = &[
+    route(
+        "get",
+        "/api/v1/runs",
+        "Runs, most recent first, with their request counts",
+        || get(api::runs),
+    ),
+    api_route(
+        "get",
+        "/api/v1/runs/{run}",
+        "A run's report: totals and every endpoint",
+        &["range"],
+        || get(api::run_report),
+    ),
+    route(
+        "delete",
+        "/api/v1/runs/{run}",
+        "Delete a run and everything counted for it",
+        || delete(api::delete_run),
+    ),
+    api_route(
+        "get",
+        "/api/v1/runs/{run}/endpoints",
+        "Every endpoint of a run, judged (the gate's `endpoints`)",
+        &["range"],
+        || get(api::endpoints),
+    ),
+    api_route(
+        "get",
+        "/api/v1/runs/{run}/endpoints/{endpoint}/fields",
+        "An endpoint's places with counts and verdicts",
+        &["range"],
+        || get(api::fields),
+    ),
+    api_route(
+        "get",
+        API_TIMELINE,
+        "An endpoint minute by minute: requests, diff rate, latency",
+        &["range"],
+        || get(api::timeline),
+    ),
+    route(
+        "get",
+        "/api/v1/runs/{run}/templates",
+        "Endpoint templates learned from traffic in a run, and which segment each generalised",
+        || get(api::templates),
+    ),
+    api_route(
+        "get",
+        "/api/v1/runs/{run}/samples",
+        "Sample exchanges of an endpoint, for a place or all",
+        &["endpoint", "path", "kind", "limit"],
+        || get(api::samples),
+    ),
+    route(
+        "get",
+        "/api/v1/exchanges/{id}",
+        "One stored exchange, whole (redacted)",
+        || get(api::exchange),
+    ),
+    route(
+        "get",
+        "/api/v1/rules",
+        "Rules in force: from the rules file, and stored",
+        || get(api::rules),
+    ),
+    route(
+        "post",
+        "/api/v1/rules",
+        "Add a rule (JSON body: endpoint, path, action, absolute, relative)",
+        || post(api::add_rule),
+    ),
+    route(
+        "delete",
+        "/api/v1/rules/{id}",
+        "Remove a stored rule",
+        || delete(api::delete_rule),
+    ),
+    route("get", "/api/v1/openapi.json", "This document", || {
+        get(api::openapi)
+    }),
+];
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    handler: fn() -> MethodRouter<AdminState>,
+) -> Route {
+    api_route(method, path, summary, &[], handler)
+}
+
+const fn api_route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    query: &'static [&'static str],
+    handler: fn() -> MethodRouter<AdminState>,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        query,
+        handler,
+    }
+}
+
+/// Every table, for checks over the whole URL space.
+pub const ALL_ROUTES: [&[Route]; 4] = [PUBLIC_ROUTES, PAGE_ROUTES, METRICS_ROUTES, API_ROUTES];
+
+fn routes(table: &[Route]) -> Router<AdminState> {
+    table.iter().fold(Router::new(), |router, route| {
+        router.route(route.path, (route.handler)())
+    })
+}
+
+/// The admin listener: the public routes as they are, the pages behind the login redirect, the API and the
+/// metrics behind a 401, and the security headers on every answer.
+pub fn router(state: AdminState) -> Router {
+    let pages = routes(PAGE_ROUTES)
+        .fallback(crate::web::pages::not_found)
+        .layer(from_fn_with_state(state.clone(), auth::require_page_token));
+    let api = routes(API_ROUTES)
+        .merge(routes(METRICS_ROUTES))
+        .layer(from_fn_with_state(state.clone(), auth::require_api_token));
+    routes(PUBLIC_ROUTES)
+        .merge(pages)
+        .merge(api)
+        .layer(axum::middleware::from_fn(auth::security_headers))
+        .with_state(state)
+}
+
+/// The path of `pattern` with its `{name}` segments filled, in order, with `values` (percent-encoded).
+pub fn link(pattern: &str, values: &[&str]) -> String {
+    let mut values = values.iter();
+    pattern
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') && segment.ends_with('}') {
+                percent_encode(values.next().copied().unwrap_or_default(), &[])
+            } else {
+                segment.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_fill_patterns_and_every_linked_path_is_routed() {
+        assert_eq!(
+            link(ENDPOINT, &["run 1", "GET /users/{id}"]),
+            "/runs/run%201/endpoints/GET%20%2Fusers%2F%7Bid%7D"
+        );
+        assert_eq!(link(HOME, &[]), "/");
+        let routed: Vec<&str> = ALL_ROUTES
+            .iter()
+            .flat_map(|table| table.iter().map(|route| route.path))
+            .collect();
+        for linked in [
+            HOME,
+            LOGIN,
+            RUN,
+            RUN_LIVE,
+            RUN_CLEAR,
+            ENDPOINT,
+            ENDPOINT_LIVE,
+            ENDPOINT_SAMPLES,
+            ENDPOINT_RULES,
+            ENDPOINT_RULE_DELETE,
+            EXCHANGE,
+            API_TIMELINE,
+        ] {
+            assert!(
+                routed.contains(&linked),
+                "{linked} is linked but not routed"
+            );
+        }
+    }
+}
