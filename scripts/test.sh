@@ -17,4 +17,15 @@ eval "$(scripts/pg.sh start)"
 trap 'scripts/pg.sh stop "$PG_DIR"' EXIT
 export DATABASE_URL
 
-cargo test --locked --all-targets "$@"
+# Every target's results, then one line over all of them (each target prints its own `test result:` line).
+log=$(mktemp /tmp/shadowdiff-test.XXXXXX)
+set +e
+cargo test --locked --all-targets "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+scripts/pg.sh stop "$PG_DIR"
+trap - EXIT
+summary=$(awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed", passed, failed }' "$log")
+rm -f "$log"
+echo "$summary"
+exit "$status"

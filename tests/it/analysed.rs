@@ -59,14 +59,7 @@ async fn exchanges_through_the_proxy_are_analysed() {
             ]
         );
     }
-    let metrics = client()
-        .get(app.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.scrape().await;
     assert!(
         metrics.contains(r#"shadowdiff_exchanges_analysed_total{result="compared"} 5"#),
         "{metrics}"

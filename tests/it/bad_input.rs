@@ -48,11 +48,13 @@ fn status_line(answer: &str) -> &str {
 }
 
 async fn healthy_app() -> (TestApp, Stub, Stub, Stub) {
-    let primary = Stub::json(r#"{"ok":true}"#).await;
-    let secondary = Stub::json(r#"{"ok":true}"#).await;
-    let candidate = Stub::json(r#"{"ok":true}"#).await;
-    let app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
-    (app, primary, secondary, candidate)
+    let (app, upstreams) = TestApp::with_json_upstreams(r#"{"ok":true}"#, |_| {}).await;
+    (
+        app,
+        upstreams.primary,
+        upstreams.secondary,
+        upstreams.candidate,
+    )
 }
 
 /// After the bad requests, a good one on a new connection is still served.

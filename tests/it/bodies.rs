@@ -8,7 +8,7 @@ use shadowdiff::proxy::metrics::UnshadowedReason;
 
 use crate::hygiene::raw_exchange;
 use crate::support::stub::{Stub, full, json_response};
-use crate::support::{TestApp, client};
+use crate::support::{TestApp, Upstreams, client};
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
@@ -123,13 +123,14 @@ async fn a_request_over_max_body_reaches_primary_whole_and_is_not_shadowed() {
 
 #[tokio::test]
 async fn a_chunked_request_is_read_once_and_sent_whole_to_all_three() {
-    let primary = Stub::json("{}").await;
-    let secondary = Stub::json("{}").await;
-    let candidate = Stub::json("{}").await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
-        s.proxy.shadow.allow_side_effects = true
-    })
-    .await;
+    let (
+        mut app,
+        Upstreams {
+            primary,
+            secondary,
+            candidate,
+        },
+    ) = TestApp::with_json_upstreams("{}", |s| s.proxy.shadow.allow_side_effects = true).await;
     let answer = raw_exchange(
         &app,
         "POST /search HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\

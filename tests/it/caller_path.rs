@@ -7,7 +7,7 @@ use shadowdiff::exchange::{Target, UpstreamError};
 use std::time::Duration;
 
 use crate::support::stub::{Gate, Misbehaviour, RawPeer, Refusing, Stub, channel_body};
-use crate::support::{TestApp, client, patience};
+use crate::support::{TestApp, Upstreams, client, patience};
 
 const PRIMARY_BODY: &str = r#"{"user":{"id":1,"name":"ada"}}"#;
 
@@ -103,14 +103,7 @@ async fn a_candidate_that_never_answers_changes_nothing_for_the_caller() {
     .await;
     caller_unaffected(&app).await;
     assert!(app.try_exchange().is_none());
-    let metrics = client()
-        .get(app.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.scrape().await;
     assert!(
         metrics.contains("shadowdiff_shadow_inflight{target=\"candidate\"} 3"),
         "{metrics}"
@@ -266,10 +259,14 @@ async fn caller_unaffected_once(app: &TestApp, path: &str) {
 
 #[tokio::test]
 async fn upstream_connections_are_pooled_and_kept_alive() {
-    let primary = Stub::json(PRIMARY_BODY).await;
-    let secondary = Stub::json(PRIMARY_BODY).await;
-    let candidate = Stub::json(PRIMARY_BODY).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
+    let (
+        mut app,
+        Upstreams {
+            primary,
+            secondary,
+            candidate,
+        },
+    ) = TestApp::with_json_upstreams(PRIMARY_BODY, |_| {}).await;
     for _ in 0..10 {
         caller_unaffected_once(&app, "/users/1").await;
         // Waiting for each exchange makes the requests sequential, so one connection per upstream suffices.
@@ -285,13 +282,8 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
 async fn a_full_exchange_queue_drops_and_counts_without_delaying_callers() {
     use shadowdiff::pipeline::metrics::{DropReason, Queue};
 
-    let primary = Stub::json(PRIMARY_BODY).await;
-    let secondary = Stub::json(PRIMARY_BODY).await;
-    let candidate = Stub::json(PRIMARY_BODY).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
-        s.proxy.exchange_queue = 1
-    })
-    .await;
+    let (mut app, _upstreams) =
+        TestApp::with_json_upstreams(PRIMARY_BODY, |s| s.proxy.exchange_queue = 1).await;
     let metrics = app.metrics.clone();
     let offered = |n: u64| {
         let metrics = metrics.clone();

@@ -17,14 +17,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::hygiene::raw_exchange;
 use crate::support::stub::{Misbehaviour, RawPeer, Stub, channel_body};
-use crate::support::{TestApp, client, patience};
+use crate::support::{TestApp, Upstreams, client, patience};
 
 async fn json_stubs() -> (Stub, Stub, Stub) {
-    (
-        Stub::json("{}").await,
-        Stub::json("{}").await,
-        Stub::json("{}").await,
-    )
+    let upstreams = Upstreams::json("{}").await;
+    (upstreams.primary, upstreams.secondary, upstreams.candidate)
 }
 
 #[tokio::test]
@@ -62,10 +59,8 @@ async fn a_caller_leaving_mid_body_gives_an_abandoned_exchange() {
 
 #[tokio::test]
 async fn http2_callers_are_served_and_compared() {
-    let primary = Stub::json(r#"{"via":"h2"}"#).await;
-    let secondary = Stub::json(r#"{"via":"h2"}"#).await;
-    let candidate = Stub::json(r#"{"via":"h2"}"#).await;
-    let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
+    let (mut app, upstreams) = TestApp::with_json_upstreams(r#"{"via":"h2"}"#, |_| {}).await;
+    let primary = &upstreams.primary;
 
     let stream = TcpStream::connect(app.proxy).await.unwrap();
     let (mut sender, connection) =

@@ -5,7 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::stub::{Seen, Stub, full};
-use crate::support::{TestApp, patience};
+use crate::support::{TestApp, Upstreams, patience};
 
 /// Writes a raw request (which should ask for `Connection: close`) and reads the whole answer.
 pub async fn raw_exchange(app: &TestApp, request: &str) -> String {
@@ -113,10 +113,14 @@ async fn hop_by_hop_headers_stay_behind_and_forwarded_headers_are_set() {
 
 #[tokio::test]
 async fn preserve_host_and_the_shadow_suffix() {
-    let primary = Stub::json("{}").await;
-    let secondary = Stub::json("{}").await;
-    let candidate = Stub::json("{}").await;
-    let _app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+    let (
+        _app,
+        Upstreams {
+            primary,
+            secondary,
+            candidate,
+        },
+    ) = TestApp::with_json_upstreams("{}", |s| {
         s.proxy.shadow.preserve_host = true;
         s.proxy.shadow.host_suffix = true;
     })
@@ -143,13 +147,9 @@ async fn preserve_host_and_the_shadow_suffix() {
 
 #[tokio::test]
 async fn shadow_suffix_applies_to_each_upstreams_own_host() {
-    let primary = Stub::json("{}").await;
-    let secondary = Stub::json("{}").await;
-    let candidate = Stub::json("{}").await;
-    let app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |s| {
-        s.proxy.shadow.host_suffix = true
-    })
-    .await;
+    let (app, upstreams) =
+        TestApp::with_json_upstreams("{}", |s| s.proxy.shadow.host_suffix = true).await;
+    let (primary, candidate) = (&upstreams.primary, &upstreams.candidate);
     raw_exchange(
         &app,
         "GET / HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n",

@@ -7,31 +7,14 @@ use std::collections::HashMap;
 use http::Method;
 use shadowdiff::proxy::metrics::UnshadowedReason;
 
-use crate::support::stub::Stub;
-use crate::support::{TestApp, client};
-
-struct Upstreams {
-    primary: Stub,
-    secondary: Stub,
-    candidate: Stub,
-}
+use crate::support::{TestApp, Upstreams, client};
 
 async fn upstreams() -> Upstreams {
-    Upstreams {
-        primary: Stub::json(r#"{"ok":true}"#).await,
-        secondary: Stub::json(r#"{"ok":true}"#).await,
-        candidate: Stub::json(r#"{"ok":true}"#).await,
-    }
+    Upstreams::json(r#"{"ok":true}"#).await
 }
 
 async fn start(upstreams: &Upstreams, change: impl FnOnce(&mut AppSettings)) -> TestApp {
-    TestApp::start(
-        &upstreams.primary.url(),
-        &upstreams.secondary.url(),
-        &upstreams.candidate.url(),
-        change,
-    )
-    .await
+    TestApp::start_for(upstreams, change).await
 }
 
 async fn send(app: &TestApp, method: Method, path: &str) {

@@ -97,6 +97,24 @@ pub fn settings(
     settings
 }
 
+/// Three upstreams: primary, secondary and candidate.
+pub struct Upstreams {
+    pub primary: stub::Stub,
+    pub secondary: stub::Stub,
+    pub candidate: stub::Stub,
+}
+
+impl Upstreams {
+    /// Three upstreams that all answer `body` as JSON.
+    pub async fn json(body: &'static str) -> Upstreams {
+        Upstreams {
+            primary: stub::Stub::json(body).await,
+            secondary: stub::Stub::json(body).await,
+            candidate: stub::Stub::json(body).await,
+        }
+    }
+}
+
 /// Where a test taps the pipeline.
 enum Tap {
     /// Raw exchanges, before analysis.
@@ -136,6 +154,43 @@ impl TestApp {
         change: impl FnOnce(&mut AppSettings),
     ) -> TestApp {
         Self::start_tapped(primary, secondary, candidate, change, Some(false), None).await
+    }
+
+    /// An instance in front of `upstreams` whose raw exchanges the test reads.
+    pub async fn start_for(
+        upstreams: &Upstreams,
+        change: impl FnOnce(&mut AppSettings),
+    ) -> TestApp {
+        Self::start(
+            &upstreams.primary.url(),
+            &upstreams.secondary.url(),
+            &upstreams.candidate.url(),
+            change,
+        )
+        .await
+    }
+
+    /// Three upstreams answering `body` as JSON and an instance in front of them (raw exchanges tapped), in
+    /// one call.
+    pub async fn with_json_upstreams(
+        body: &'static str,
+        change: impl FnOnce(&mut AppSettings),
+    ) -> (TestApp, Upstreams) {
+        let upstreams = Upstreams::json(body).await;
+        let app = Self::start_for(&upstreams, change).await;
+        (app, upstreams)
+    }
+
+    /// The instance's `/metrics` text, as a scraper reads it.
+    pub async fn scrape(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("scrape /metrics")
+            .text()
+            .await
+            .expect("read /metrics")
     }
 
     /// An instance whose analysed exchanges the test reads.
