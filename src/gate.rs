@@ -4,9 +4,8 @@ pub mod render;
 
 use serde::Serialize;
 
-use crate::analysis::aggregate::{self, EndpointReport, TargetLatency};
+use crate::analysis::aggregate::{self, EndpointReport, RegressionReport, TargetLatency};
 use crate::analysis::compat::Compat;
-use crate::analysis::diff::DiffKind;
 use crate::analysis::rules::EndpointGlob;
 use crate::report::{ReportError, Reports, RunReport};
 use crate::store::StoreError;
@@ -110,7 +109,8 @@ pub struct GateEndpoint {
     pub noise_rate: f64,
     pub latency: GateLatency,
     pub latency_regression: bool,
-    pub regressions: Vec<GateRegression>,
+    /// The places judged regressions that count (all, or only breaking ones), as the report has them.
+    pub regressions: Vec<RegressionReport>,
     pub noise: Vec<GateNoise>,
     /// Whether it had enough requests to be judged on its own.
     #[serde(skip)]
@@ -131,18 +131,6 @@ pub struct GateLatency {
 pub struct Percentiles {
     pub p50_ms: f64,
     pub p99_ms: f64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct GateRegression {
-    pub path: String,
-    pub kind: DiffKind,
-    pub compat: Compat,
-    pub raw: u64,
-    pub noise: u64,
-    pub rate: f64,
-    /// An exchange showing it (`/exchanges/{id}` on the dashboard).
-    pub sample: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -239,15 +227,7 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
                 .regressions
                 .iter()
                 .filter(|r| settings.fail_on == FailOn::Any || r.compat == Compat::Breaking)
-                .map(|r| GateRegression {
-                    path: r.path.clone(),
-                    kind: r.kind,
-                    compat: r.compat,
-                    raw: r.raw,
-                    noise: r.noise,
-                    rate: r.rate,
-                    sample: r.sample.clone(),
-                })
+                .cloned()
                 .collect(),
             noise: report
                 .noise

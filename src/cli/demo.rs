@@ -102,13 +102,7 @@ pub async fn run(args: DemoArgs) -> Outcome {
     );
 
     let tally = send_traffic(&proxy_url(proxy), &args.traffic, &interrupted).await;
-    eprintln!(
-        "Sent {} requests: {} answered ({}), {} failed.",
-        tally.sent(),
-        tally.answered(),
-        tally.classes(),
-        tally.failed()
-    );
+    eprintln!("{}", sent_line(&tally));
 
     if !args.then_gate && !interrupted.is_cancelled() {
         eprintln!("Traffic stopped; the dashboard stays up at http://{admin}/ until Ctrl-C.");
@@ -148,13 +142,7 @@ pub async fn run_traffic(args: DemoTrafficArgs) -> Outcome {
         limits(&args.traffic)
     );
     let tally = send_traffic(&args.target, &args.traffic, &interrupted).await;
-    eprintln!(
-        "Sent {} requests: {} answered ({}), {} failed.",
-        tally.sent(),
-        tally.answered(),
-        tally.classes(),
-        tally.failed()
-    );
+    eprintln!("{}", sent_line(&tally));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -190,6 +178,17 @@ async fn send_traffic(
     .await;
     progress.finish().await;
     tally
+}
+
+/// What traffic got: `Sent N requests: N answered (classes), N failed.`
+fn sent_line(tally: &Tally) -> String {
+    format!(
+        "Sent {} requests: {} answered ({}), {} failed.",
+        tally.sent(),
+        tally.answered(),
+        tally.classes(),
+        tally.failed()
+    )
 }
 
 /// Cancelled on the first SIGINT (Ctrl-C) or SIGTERM.

@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::{FailOn, Failure, GateEndpoint, GateRegression, GateReport};
+use super::{FailOn, Failure, GateEndpoint, GateReport};
+use crate::analysis::aggregate::RegressionReport;
 use crate::encoding::{Markup, escape};
 use crate::units::{count, kind_label, millis, percent};
 
@@ -73,7 +74,7 @@ fn counting(report: &GateReport) -> &'static str {
     }
 }
 
-fn regression_line(regression: &GateRegression) -> String {
+fn regression_line(regression: &RegressionReport) -> String {
     format!(
         "{} {} ({}): {} of requests (raw {}, noise {}){}",
         regression.path,

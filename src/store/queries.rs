@@ -132,7 +132,7 @@ impl Store {
             let mut counters = QueryBuilder::new(
                 "SELECT endpoint, name, CAST(SUM(value) AS BIGINT) AS total FROM endpoint_counters WHERE run_id = ",
             );
-            counters.push_bind(run_id).push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            push_scope(&mut counters, run_id, None, (from, to));
             counters.push(" GROUP BY endpoint, name");
             for row in counters.build().fetch_all(pool).await? {
                 let endpoint = name(row.try_get("endpoint")?);
@@ -145,7 +145,7 @@ impl Store {
                  CAST(SUM(raw_additive) AS BIGINT) AS additive, CAST(SUM(raw_breaking) AS BIGINT) AS breaking, \
                  CAST(SUM(noise) AS BIGINT) AS noise FROM path_counts WHERE run_id = ",
             );
-            places.push_bind(run_id).push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            push_scope(&mut places, run_id, None, (from, to));
             places.push(" GROUP BY endpoint, path, kind");
             for row in places.build().fetch_all(pool).await? {
                 let endpoint = name(row.try_get("endpoint")?);
@@ -161,7 +161,7 @@ impl Store {
             let mut signatures = QueryBuilder::new(
                 "SELECT endpoint, signature, CAST(SUM(count) AS BIGINT) AS total FROM signature_counts WHERE run_id = ",
             );
-            signatures.push_bind(run_id).push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            push_scope(&mut signatures, run_id, None, (from, to));
             signatures.push(" GROUP BY endpoint, signature_hash, signature");
             for row in signatures.build().fetch_all(pool).await? {
                 let endpoint = name(row.try_get("endpoint")?);
@@ -217,26 +217,20 @@ impl Store {
         let mut minutes: BTreeMap<i64, EndpointCounts> = BTreeMap::new();
         on_pool!(self, pool => {
             let mut counters = QueryBuilder::new("SELECT bucket, name, value FROM endpoint_counters WHERE run_id = ");
-            counters.push_bind(run_id).push(" AND endpoint IN (");
-            push_list(&mut counters, &names);
-            counters.push(") AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            push_scope(&mut counters, run_id, Some(&names), (from, to));
             for row in counters.build().fetch_all(pool).await? {
                 let name: String = row.try_get("name")?;
                 apply_counter(&mut minutes.entry(row.try_get("bucket")?).or_default().tally, &name, row.try_get("value")?);
             }
             let mut signatures = QueryBuilder::new("SELECT bucket, signature, count FROM signature_counts WHERE run_id = ");
-            signatures.push_bind(run_id).push(" AND endpoint IN (");
-            push_list(&mut signatures, &names);
-            signatures.push(") AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            push_scope(&mut signatures, run_id, Some(&names), (from, to));
             for row in signatures.build().fetch_all(pool).await? {
                 let Some(signature) = parse_signature(&row.try_get::<String, _>("signature")?) else { continue };
                 let count = row.try_get::<i64, _>("count")?.max(0) as u64;
                 *minutes.entry(row.try_get("bucket")?).or_default().tally.signatures.entry(signature).or_default() += count;
             }
             let mut histograms = QueryBuilder::new("SELECT bucket, target, histogram FROM latency_histograms WHERE run_id = ");
-            histograms.push_bind(run_id).push(" AND endpoint IN (");
-            push_list(&mut histograms, &names);
-            histograms.push(") AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
+            push_scope(&mut histograms, run_id, Some(&names), (from, to));
             for row in histograms.build().fetch_all(pool).await? {
                 let Some(target) = parse_target(&row.try_get::<String, _>("target")?) else { continue };
                 let bytes: Vec<u8> = row.try_get("histogram")?;
@@ -380,6 +374,30 @@ impl Store {
 }
 
 /// `?, ?, ...` binding each of `items`.
+/// The rest of a `WHERE run_id = ` clause over a count table: the run, the endpoint names (all when `None`)
+/// and the buckets from `from` to `to`, both included.
+fn push_scope<DB: sqlx::Database>(
+    query: &mut QueryBuilder<DB>,
+    run_id: i64,
+    names: Option<&[String]>,
+    (from, to): (i64, i64),
+) where
+    i64: for<'a> sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    query.push_bind(run_id);
+    if let Some(names) = names {
+        query.push(" AND endpoint IN (");
+        push_list(query, names);
+        query.push(")");
+    }
+    query
+        .push(" AND bucket >= ")
+        .push_bind(from)
+        .push(" AND bucket <= ")
+        .push_bind(to);
+}
+
 fn push_list<DB: sqlx::Database>(query: &mut QueryBuilder<DB>, items: &[String])
 where
     for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
