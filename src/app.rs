@@ -31,6 +31,7 @@ use crate::store::health::StoreHealth;
 use crate::store::sample::SampleLimits;
 use crate::store::writer::{Writer, WriterConfig, WriterSettings};
 use crate::store::{Store, StoreError, StoreSettings};
+use crate::web::guard::AdminGuard;
 use crate::web::{self, WebSettings};
 
 /// Why the instance could not start.
@@ -122,7 +123,8 @@ pub struct Application {
     shutdown_grace: Duration,
     shadow_timeout: Duration,
     verdicts: VerdictSettings,
-    admin_token: Option<Arc<str>>,
+    /// The admin listener's settings: its token, public URL, names and session length.
+    web: WebSettings,
 }
 
 impl Application {
@@ -310,7 +312,7 @@ impl Application {
             shutdown_grace: settings.proxy.shutdown_grace,
             shadow_timeout: settings.upstreams.shadow_timeout,
             verdicts: settings.verdicts,
-            admin_token: settings.web.token.as_deref().map(Arc::from),
+            web: settings.web,
         })
     }
 
@@ -337,7 +339,7 @@ impl Application {
 
     /// Whether the admin listener needs a token.
     pub fn admin_protected(&self) -> bool {
-        self.admin_token.is_some()
+        self.web.token.is_some()
     }
 
     /// The store this instance writes to.
@@ -423,17 +425,34 @@ impl Application {
             draining: draining.clone(),
             store: self.store.clone(),
             reports,
-            token: self.admin_token.clone(),
+            token: self.web.token.as_deref().map(Arc::from),
             proxy_addr: Some(proxy_addr),
             store_health: Some(self.store_health.clone()),
             samples_per_path: self.writer_config.samples_per_path,
+            guard: Arc::new(AdminGuard::new(
+                self.admin_listener
+                    .local_addr()
+                    .expect("a bound listener has a local address"),
+                &self.web.allowed_hosts,
+                self.web.public_url.as_ref(),
+                self.web.token.is_some(),
+            )),
+            session_ttl: self.web.session_ttl,
+            secure_cookie: self
+                .web
+                .public_url
+                .as_ref()
+                .is_some_and(|url| url.scheme_str() == Some("https")),
         });
         let admin_stop = stop_consumer.clone();
         let admin_listener = self.admin_listener;
         let admin = tokio::spawn(async move {
-            let served = axum::serve(admin_listener, admin_router)
-                .with_graceful_shutdown(admin_stop.cancelled_owned())
-                .await;
+            let served = axum::serve(
+                admin_listener,
+                admin_router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(admin_stop.cancelled_owned())
+            .await;
             if let Err(error) = served {
                 tracing::error!(%error, "admin listener failed");
             }

@@ -36,13 +36,24 @@ impl UpstreamUrl {
 
     /// The absolute URI of `path_and_query` on this upstream, with the prefix in front; `None` when the result
     /// is not a valid URI (longer than a URI may be).
+    /// Dot segments (`.`, `..`, also percent-encoded) are resolved first, so that no request climbs above
+    /// the prefix.
     pub fn join(&self, path_and_query: &str) -> Option<Uri> {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let path = resolve_dot_segments(path);
         let mut joined = String::with_capacity(self.prefix.len() + path_and_query.len() + 1);
         joined.push_str(&self.prefix);
-        if !path_and_query.starts_with('/') {
+        if !path.starts_with('/') {
             joined.push('/');
         }
-        joined.push_str(path_and_query);
+        joined.push_str(&path);
+        if let Some(query) = query {
+            joined.push('?');
+            joined.push_str(query);
+        }
         let path_and_query = PathAndQuery::from_maybe_shared(joined).ok()?;
         Uri::builder()
             .scheme(self.scheme.clone())
@@ -51,6 +62,40 @@ impl UpstreamUrl {
             .build()
             .ok()
     }
+}
+
+/// A path with its `.` and `..` segments resolved (RFC 3986 §5.2.4), counting percent-encoded dots too
+/// (servers decode `%2e%2e` into `..`); a `..` at the root stays at the root.
+pub fn resolve_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
+    fn dots(segment: &str) -> Option<usize> {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        match decoded.as_str() {
+            "." => Some(1),
+            ".." => Some(2),
+            _ => None,
+        }
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    if !segments.iter().any(|segment| dots(segment).is_some()) {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
+    let last = segments.len() - 1;
+    for (at, segment) in segments.iter().enumerate().skip(1) {
+        match dots(segment) {
+            Some(count) => {
+                if count == 2 {
+                    kept.pop();
+                }
+                // A path ending in a dot segment names a directory: keep its trailing slash.
+                if at == last {
+                    kept.push("");
+                }
+            }
+            None => kept.push(segment),
+        }
+    }
+    std::borrow::Cow::Owned(format!("/{}", kept.join("/")))
 }
 
 impl FromStr for UpstreamUrl {
@@ -300,6 +345,22 @@ impl fmt::Display for MethodList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_never_climb_above_an_upstream_prefix() {
+        let url: UpstreamUrl = "http://10.0.0.5:8080/api".parse().unwrap();
+        for (caller, sent) in [
+            ("/../x", "/api/x"),
+            ("/a/../../etc/passwd?q=..", "/api/etc/passwd?q=.."),
+            ("/%2e%2E/secret", "/api/secret"),
+            ("/a/./b/.", "/api/a/b/"),
+            ("/a/b/..", "/api/a/"),
+            ("/plain/path", "/api/plain/path"),
+        ] {
+            let joined = url.join(caller).unwrap();
+            assert_eq!(joined.path_and_query().unwrap().as_str(), sent, "{caller}");
+        }
+    }
 
     #[test]
     fn durations_and_fractions_read_back_as_written() {

@@ -6,6 +6,7 @@ pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod fragment;
+pub mod guard;
 pub mod health;
 pub mod pages;
 pub mod range;
@@ -14,6 +15,7 @@ pub mod view;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +25,7 @@ use crate::report::Reports;
 use crate::store::health::StoreHealth;
 use crate::store::{RunInfo, Store};
 use crate::web::error::WebError;
+use crate::web::guard::AdminGuard;
 
 /// The admin listener.
 #[derive(Clone, Debug)]
@@ -31,11 +34,19 @@ pub struct WebSettings {
     pub listen: SocketAddr,
     /// Token every page, API call and /metrics then needs; health checks stay open.
     pub token: Option<String>,
+    /// The URL people reach the dashboard at (behind a load balancer or TLS): its host is served, its origin
+    /// accepted for changes, and an https one makes the session cookie `Secure`.
+    pub public_url: Option<http::Uri>,
+    /// More names the listener answers to without a token (`dashboard.internal`, `10.0.0.5:8888`).
+    pub allowed_hosts: Vec<String>,
+    /// How long a login lasts.
+    pub session_ttl: Duration,
 }
 
 impl WebSettings {
     pub const DEFAULT_LISTEN: SocketAddr =
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8888));
+    pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 }
 
 impl Default for WebSettings {
@@ -43,6 +54,9 @@ impl Default for WebSettings {
         Self {
             listen: Self::DEFAULT_LISTEN,
             token: None,
+            public_url: None,
+            allowed_hosts: Vec::new(),
+            session_ttl: Self::DEFAULT_SESSION_TTL,
         }
     }
 }
@@ -66,6 +80,12 @@ pub struct AdminState {
     pub store_health: Option<Arc<StoreHealth>>,
     /// Samples kept per endpoint and place (`--samples-per-path`), which the samples page tells.
     pub samples_per_path: usize,
+    /// Which hosts and origins are the listener's own, and the pace of login attempts.
+    pub guard: Arc<AdminGuard>,
+    /// How long a login lasts.
+    pub session_ttl: Duration,
+    /// Whether the session cookie is `Secure` (the public URL is https).
+    pub secure_cookie: bool,
 }
 
 /// Every admin route, from the route table.

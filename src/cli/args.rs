@@ -464,6 +464,42 @@ pub struct AdminArgs {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+
+    /// The URL people open the dashboard at, when it is not the listener's own address (a load balancer, TLS
+    /// in front): its host is served, its origin accepted for changes, and with https the session cookie is
+    /// `Secure`.
+    #[arg(long, value_name = "URL", env = "SHADOWDIFF_ADMIN_PUBLIC_URL", value_parser = parse_public_url)]
+    pub admin_public_url: Option<http::Uri>,
+
+    /// Another name the admin listener answers to without a token (`dash.internal`, or with a port); repeat
+    /// the flag (or comma-separate) for several. Requests naming any other host are refused, so that a web
+    /// page cannot rebind its own name to this listener and read it.
+    #[arg(
+        long = "admin-allowed-host",
+        value_name = "HOST",
+        env = "SHADOWDIFF_ADMIN_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
+    pub admin_allowed_hosts: Vec<String>,
+
+    /// How long a login to the dashboard lasts.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_ADMIN_SESSION_TTL",
+          default_value_t = Span(WebSettings::DEFAULT_SESSION_TTL), value_parser = parse_interval_span)]
+    pub admin_session_ttl: Span,
+}
+
+/// An http:// or https:// URL with a host.
+fn parse_public_url(text: &str) -> Result<http::Uri, String> {
+    let url: http::Uri = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL"))?;
+    match (url.scheme_str(), url.authority()) {
+        (Some("http" | "https"), Some(_)) => Ok(url),
+        _ => Err(format!(
+            "`{text}` must be an http:// or https:// URL with a host"
+        )),
+    }
 }
 
 impl ServeArgs {
@@ -603,6 +639,9 @@ impl AdminArgs {
         WebSettings {
             listen: self.admin_listen,
             token: self.admin_token,
+            public_url: self.admin_public_url,
+            allowed_hosts: self.admin_allowed_hosts,
+            session_ttl: self.admin_session_ttl.into(),
         }
     }
 }

@@ -556,6 +556,15 @@ impl Proxy {
             headers.insert(ROLE_HEADER, HeaderValue::from_static(target.as_str()));
         }
         let client = &self.clients[target.index()];
+        // An HTTP/1.1 client sends a GET or HEAD whose length it does not know with no body at all; a caller's
+        // chunked body, streamed on, must keep its chunked framing to arrive.
+        if client.version() == Version::HTTP_11
+            && matches!(forward.method, Method::GET | Method::HEAD)
+            && !body.is_end_stream()
+            && body.size_hint().exact().is_none()
+        {
+            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
         let mut request = Request::new(body);
         *request.method_mut() = forward.method.clone();
         *request.uri_mut() = forward.uris[target.index()].clone();

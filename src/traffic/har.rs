@@ -123,15 +123,20 @@ fn parse_offset_time(text: &str) -> Result<std::time::SystemTime, ()> {
         _ => return Err(()),
     };
     let (hours, minutes) = offset.split_once(':').ok_or(())?;
-    let shift = std::time::Duration::from_secs(
-        hours.parse::<u64>().map_err(|_| ())? * 3600 + minutes.parse::<u64>().map_err(|_| ())? * 60,
-    );
+    let hours: u64 = hours.parse().map_err(|_| ())?;
+    let minutes: u64 = minutes.parse().map_err(|_| ())?;
+    // RFC 3339 offsets are at most 23:59; anything larger is not a time (and could overflow the clock).
+    if hours > 23 || minutes > 59 {
+        return Err(());
+    }
+    let shift = std::time::Duration::from_secs(hours * 3600 + minutes * 60);
     let local = humantime::parse_rfc3339_weak(local).map_err(|_| ())?;
-    Ok(if sign == "+" {
-        local - shift
+    if sign == "+" {
+        local.checked_sub(shift)
     } else {
-        local + shift
-    })
+        local.checked_add(shift)
+    }
+    .ok_or(())
 }
 
 /// Line numbers of byte offsets, asked in increasing order.
@@ -165,6 +170,26 @@ impl<'a> LineCounter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offset_out_of_range_is_a_skipped_entry_not_a_panic() {
+        let har = r#"{"log":{"entries":[
+          {"startedDateTime":"2026-11-23T10:15:00.123+3000000000000000:00",
+           "request":{"method":"GET","url":"https://x.example/a","headers":[]}},
+          {"startedDateTime":"2026-11-23T10:15:00.123+01:00",
+           "request":{"method":"GET","url":"https://x.example/b","headers":[]}}
+        ]}}"#;
+        let traffic = parse(har.as_bytes()).unwrap();
+        assert_eq!(traffic.requests.len(), 1);
+        assert_eq!(traffic.skipped.len(), 1);
+        assert!(
+            traffic.skipped[0].to_string().contains("startedDateTime"),
+            "{}",
+            traffic.skipped[0]
+        );
+        assert!(parse_offset_time("2026-11-23T10:15:00+24:00").is_err());
+        assert!(parse_offset_time("2026-11-23T10:15:00-00:60").is_err());
+    }
 
     const HAR: &str = r#"{
   "log": {

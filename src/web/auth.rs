@@ -1,13 +1,16 @@
 //! `--admin-token`: when set, every page, API call and `/metrics` needs it, as `Authorization: Bearer TOKEN`
 //! or as the session cookie the login form sets. Health checks and the assets stay open.
 
+use std::net::SocketAddr;
+
 use askama::Template;
-use axum::Form;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -17,12 +20,43 @@ use crate::web::{AdminState, routes};
 
 const COOKIE: &str = "shadowdiff_session";
 
-/// The session cookie's value for a token: an HMAC of it, so the token itself never sits in a cookie.
+/// A session cookie's value, valid for the default session length from now.
+#[cfg(test)]
 fn session_value(token: &str) -> String {
+    session_until(
+        token,
+        now_secs() + crate::web::WebSettings::DEFAULT_SESSION_TTL.as_secs(),
+    )
+}
+
+/// A session cookie's value: when it expires (unix seconds) and an HMAC of that under the token, so the token
+/// itself never sits in a cookie and an old cookie stops working when its time is up, whatever the browser
+/// keeps.
+fn session_until(token: &str, expires: u64) -> String {
+    format!("{expires}.{}", session_mac(token, expires))
+}
+
+fn session_mac(token: &str, expires: u64) -> String {
     let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(token.as_bytes())
         .expect("HMAC takes any key");
-    mac.update(b"shadowdiff admin session");
+    mac.update(b"shadowdiff admin session until ");
+    mac.update(expires.to_string().as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether a cookie value is a session of this token that has not expired.
+fn valid_session(token: &str, value: &str) -> bool {
+    let Some((expires, mac)) = value.split_once('.') else {
+        return false;
+    };
+    let Ok(expires) = expires.parse::<u64>() else {
+        return false;
+    };
+    expires > now_secs() && same(mac.as_bytes(), session_mac(token, expires).as_bytes())
+}
+
+fn now_secs() -> u64 {
+    u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0)
 }
 
 /// Compares without leaking, through timing, how much of a guess was right.
@@ -36,14 +70,13 @@ fn authorised(headers: &HeaderMap, token: &str) -> bool {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()));
-    let session = session_value(token);
     let cookie = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(name, value)| name == COOKIE && same(value.as_bytes(), session.as_bytes()));
+        .any(|(name, value)| name == COOKIE && valid_session(token, value));
     bearer || cookie
 }
 
@@ -90,10 +123,16 @@ fn urlencode(text: &str) -> String {
     crate::encoding::percent_encode(text, b"/")
 }
 
-/// Only a path on this site: never `//elsewhere` or a full URL.
+/// Only a path on this site: never `//elsewhere`, `/\\elsewhere` or a full URL, and nothing a browser would
+/// drop on the way (white space or control characters: `/\t/evil.example` is followed as `//evil.example`).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
             path.to_string()
         }
         _ => "/".to_string(),
@@ -129,22 +168,65 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login(State(state): State<AdminState>, Form(form): Form<LoginForm>) -> Response {
+/// Checks the token from the form and sets the session cookie. Failed attempts from one address past a few
+/// make it wait, longer each time (429 with `Retry-After`), so that the token cannot be guessed at speed.
+pub async fn login(
+    State(state): State<AdminState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = safe_next(form.next.as_deref());
     let Some(token) = state.token.as_deref() else {
         return Redirect::to(&next).into_response();
     };
+    let address = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if let Some(address) = address {
+        let wait = state.guard.login_wait(address);
+        if !wait.is_zero() {
+            let seconds = wait.as_secs().max(1);
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                format!("too many failed logins from this address: try again in {seconds} s\n"),
+            )
+                .into_response();
+        }
+    }
     if !same(form.token.trim().as_bytes(), token.as_bytes()) {
+        if let Some(address) = address {
+            state.guard.login_failed(address);
+        }
         return match html(&LoginPage { next, failed: true }) {
             Ok(page) => (StatusCode::UNAUTHORIZED, page).into_response(),
             Err(error) => PageError(error).into_response(),
         };
     }
+    if let Some(address) = address {
+        state.guard.login_succeeded(address);
+    }
+    let ttl = state.session_ttl.as_secs().max(1);
     let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        session_value(token)
+        "{COOKIE}={}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Strict{}",
+        session_until(token, now_secs() + ttl),
+        if state.secure_cookie { "; Secure" } else { "" }
     );
     let mut response = Redirect::to(&next).into_response();
+    if let Ok(value) = cookie.parse() {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Ends the session: the cookie is cleared, and the browser sent to the login form (or the overview when no
+/// token is set).
+pub async fn logout(State(state): State<AdminState>) -> Response {
+    let target = if state.token.is_some() {
+        routes::LOGIN
+    } else {
+        routes::HOME
+    };
+    let mut response = Redirect::to(target).into_response();
+    let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
     if let Ok(value) = cookie.parse() {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -201,11 +283,43 @@ mod tests {
     }
 
     #[test]
+    fn a_session_stops_working_when_its_time_is_up() {
+        let cookie = |value: String| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, format!("{COOKIE}={value}").parse().unwrap());
+            headers
+        };
+        let later = now_secs() + 60;
+        assert!(authorised(
+            &cookie(session_until("s3cret", later)),
+            "s3cret"
+        ));
+        let earlier = now_secs() - 1;
+        assert!(!authorised(
+            &cookie(session_until("s3cret", earlier)),
+            "s3cret"
+        ));
+        // Moving the expiry without the token does not help.
+        let forged =
+            session_until("s3cret", earlier).replacen(&earlier.to_string(), &later.to_string(), 1);
+        assert!(!authorised(&cookie(forged), "s3cret"));
+    }
+
+    #[test]
     fn next_pages_stay_on_this_site() {
         assert_eq!(safe_next(Some("/runs/x?range=1h")), "/runs/x?range=1h");
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(None), "/");
+        for hostile in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/\\evil.example",
+            "/\u{0}/evil.example",
+        ] {
+            assert_eq!(safe_next(Some(hostile)), "/", "{hostile:?}");
+        }
         assert_eq!(urlencode("/a b?c=d&e"), "/a%20b%3Fc%3Dd%26e");
     }
 }

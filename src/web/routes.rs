@@ -8,7 +8,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::encoding::percent_encode;
 use crate::web::pages::{endpoint, exchange, overview, samples};
-use crate::web::{AdminState, api, assets, auth, health};
+use crate::web::{AdminState, api, assets, auth, guard, health};
 
 /// One route: a method on a path pattern (`{name}` is one segment, `{*name}` the rest), and its handler.
 pub struct Route {
@@ -25,6 +25,7 @@ pub struct Route {
 // The paths pages link to.
 pub const HOME: &str = "/";
 pub const LOGIN: &str = "/login";
+pub const LOGOUT: &str = "/logout";
 pub const RUN: &str = "/runs/{run}";
 pub const RUN_LIVE: &str = "/runs/{run}/live";
 pub const RUN_CLEAR: &str = "/runs/{run}/clear";
@@ -36,8 +37,9 @@ pub const ENDPOINT_RULE_DELETE: &str = "/runs/{run}/endpoints/{endpoint}/rules/{
 pub const EXCHANGE: &str = "/exchanges/{id}";
 pub const API_TIMELINE: &str = "/api/v1/runs/{run}/endpoints/{endpoint}/timeline";
 
-/// Open to anyone who reaches the listener: health checks, the login form and the page assets.
-pub const PUBLIC_ROUTES: &[Route] = &[
+/// Open to anyone who reaches the listener, whatever name they used: the health checks (probes address
+/// the listener by whatever IP it has), which say nothing about the traffic.
+pub const HEALTH_ROUTES: &[Route] = &[
     route("get", "/healthz", "Liveness", || get(health::healthz)),
     route("get", "/readyz", "Readiness of the caller's path", || {
         get(health::readyz)
@@ -45,10 +47,15 @@ pub const PUBLIC_ROUTES: &[Route] = &[
     route("get", "/readyz/store", "Readiness of the store", || {
         get(health::readyz_store)
     }),
+];
+
+/// Open without a token: the login and logout forms and the page assets.
+pub const PUBLIC_ROUTES: &[Route] = &[
     route("get", LOGIN, "The login form", || get(auth::login_page)),
     route("post", LOGIN, "Log in with the admin token", || {
         post(auth::login)
     }),
+    route("post", LOGOUT, "Log out", || post(auth::logout)),
     route("get", "/static/{*file}", "Stylesheets and scripts", || {
         get(assets::serve)
     }),
@@ -214,7 +221,13 @@ const fn api_route(
 }
 
 /// Every table, for checks over the whole URL space.
-pub const ALL_ROUTES: [&[Route]; 4] = [PUBLIC_ROUTES, PAGE_ROUTES, METRICS_ROUTES, API_ROUTES];
+pub const ALL_ROUTES: [&[Route]; 5] = [
+    HEALTH_ROUTES,
+    PUBLIC_ROUTES,
+    PAGE_ROUTES,
+    METRICS_ROUTES,
+    API_ROUTES,
+];
 
 fn routes(table: &[Route]) -> Router<AdminState> {
     table.iter().fold(Router::new(), |router, route| {
@@ -222,8 +235,9 @@ fn routes(table: &[Route]) -> Router<AdminState> {
     })
 }
 
-/// The admin listener: the public routes as they are, the pages behind the login redirect, the API and the
-/// metrics behind a 401, and the security headers on every answer.
+/// The admin listener: the health checks as they are; everything else only for the listener's own names and
+/// with no cross-site changes (`guard`); the pages behind the login redirect, the API and the metrics behind
+/// a 401; the security headers on every answer.
 pub fn router(state: AdminState) -> Router {
     let pages = routes(PAGE_ROUTES)
         .fallback(crate::web::pages::not_found)
@@ -231,9 +245,12 @@ pub fn router(state: AdminState) -> Router {
     let api = routes(API_ROUTES)
         .merge(routes(METRICS_ROUTES))
         .layer(from_fn_with_state(state.clone(), auth::require_api_token));
-    routes(PUBLIC_ROUTES)
+    let guarded = routes(PUBLIC_ROUTES)
         .merge(pages)
         .merge(api)
+        .layer(from_fn_with_state(state.clone(), guard::check));
+    routes(HEALTH_ROUTES)
+        .merge(guarded)
         .layer(axum::middleware::from_fn(auth::security_headers))
         .with_state(state)
 }
@@ -272,6 +289,7 @@ mod tests {
         for linked in [
             HOME,
             LOGIN,
+            LOGOUT,
             RUN,
             RUN_LIVE,
             RUN_CLEAR,

@@ -147,6 +147,37 @@ async fn a_chunked_request_is_read_once_and_sent_whole_to_all_three() {
     assert_eq!(app.next_exchange().await.request.body, &b"hello world"[..]);
 }
 
+#[tokio::test]
+async fn a_chunked_body_not_shadowed_still_reaches_primary_whole() {
+    const CHUNKED_GET: &str = "GET /search HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    // Sampled out: sent to primary alone, streamed as it arrives.
+    let (app, upstreams) =
+        TestApp::with_json_upstreams("{}", |s| s.proxy.shadow.sample_rate = 0.0).await;
+    let answer = raw_exchange(&app, CHUNKED_GET).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        upstreams.primary.next_request().await.body,
+        &b"hello world"[..]
+    );
+    assert_eq!(upstreams.secondary.hits() + upstreams.candidate.hits(), 0);
+    // Over --max-body: what was read to find out, then the rest, to primary alone.
+    let (app, upstreams) =
+        TestApp::with_json_upstreams("{}", |s| s.proxy.shadow.max_body = 4).await;
+    let answer = raw_exchange(&app, CHUNKED_GET).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        upstreams.primary.next_request().await.body,
+        &b"hello world"[..]
+    );
+    assert_eq!(
+        app.metrics
+            .proxy
+            .unshadowed_count(UnshadowedReason::BodyTooLarge),
+        1
+    );
+}
+
 const DOC: &str = r#"{"title":"a document with a length"}"#;
 
 #[tokio::test]

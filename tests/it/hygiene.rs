@@ -197,3 +197,33 @@ async fn upstream_path_prefixes_are_prepended() {
         "/users/7?fields=name&x=%2F"
     );
 }
+
+#[tokio::test]
+async fn dot_segments_cannot_climb_above_an_upstream_prefix() {
+    let upstreams = Upstreams::json("{}").await;
+    let app = TestApp::start(
+        &format!("{}/base", upstreams.primary.url()),
+        &format!("{}/v1", upstreams.secondary.url()),
+        &upstreams.candidate.url(),
+        |_| {},
+    )
+    .await;
+    let answer = raw_exchange(
+        &app,
+        "GET /a/../../%2e%2e/admin?x=.. HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        upstreams.primary.next_request().await.uri.to_string(),
+        "/base/admin?x=.."
+    );
+    assert_eq!(
+        upstreams.secondary.next_request().await.uri.to_string(),
+        "/v1/admin?x=.."
+    );
+    assert_eq!(
+        upstreams.candidate.next_request().await.uri.to_string(),
+        "/admin?x=.."
+    );
+}

@@ -1,5 +1,6 @@
 //! Integration tests: the app and stub upstreams on port 0, in one process.
 
+mod admin_security;
 mod analysed;
 mod bad_input;
 mod bodies;
