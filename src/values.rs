@@ -1,6 +1,7 @@
 //! The values settings take, with their text forms: upstream URLs, byte sizes, durations, method lists and rates.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -302,6 +303,103 @@ impl fmt::Display for Fraction {
     }
 }
 
+/// Networks whose callers' forwarded headers (`X-Forwarded-*`, `Forwarded`) are believed: load balancers and
+/// proxies in front. Written as `CIDR,...` (`10.0.0.0/8,192.0.2.7`), or `none`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// Loopback and the private ranges, where load balancers in front of a service usually are.
+    pub fn private_ranges() -> Self {
+        Self(vec![
+            (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+            (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8),
+            (IpAddr::V4(Ipv4Addr::new(172, 16, 0, 0)), 12),
+            (IpAddr::V4(Ipv4Addr::new(192, 168, 0, 0)), 16),
+            (IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+            (IpAddr::V6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0)), 7),
+        ])
+    }
+
+    /// Nobody: every caller's forwarded headers are replaced.
+    pub fn none() -> Self {
+        Self(Vec::new())
+    }
+
+    pub fn contains(&self, address: IpAddr) -> bool {
+        // An IPv4 caller on an IPv6 socket arrives mapped (`::ffff:10.0.0.1`).
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0
+            .iter()
+            .any(|(network, prefix)| match (network, address) {
+                (IpAddr::V4(network), IpAddr::V4(address)) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                    u32::from(*network) & mask == u32::from(address) & mask
+                }
+                (IpAddr::V6(network), IpAddr::V6(address)) => {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                    u128::from(*network) & mask == u128::from(address) & mask
+                }
+                _ => false,
+            })
+    }
+}
+
+impl FromStr for TrustedProxies {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("none") {
+            return Ok(Self::none());
+        }
+        let mut networks = Vec::new();
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            let (address, prefix) = match item.split_once('/') {
+                Some((address, prefix)) => (address, Some(prefix)),
+                None => (item, None),
+            };
+            let address: IpAddr = address
+                .parse()
+                .map_err(|_| format!("`{item}` is not an address or CIDR network"))?;
+            let longest = if address.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                Some(prefix) => prefix
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|prefix| *prefix <= longest)
+                    .ok_or_else(|| format!("`{item}` has a prefix length out of range"))?,
+                None => longest,
+            };
+            networks.push((address, prefix));
+        }
+        if networks.is_empty() {
+            return Err("the list is empty; write `none` to trust no one".to_string());
+        }
+        Ok(Self(networks))
+    }
+}
+
+impl fmt::Display for TrustedProxies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        let items: Vec<String> = self
+            .0
+            .iter()
+            .map(|(address, prefix)| format!("{address}/{prefix}"))
+            .collect();
+        f.write_str(&items.join(","))
+    }
+}
+
 /// A comma-separated list of HTTP methods, such as `GET,HEAD,OPTIONS`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MethodList(pub Vec<Method>);
@@ -345,6 +443,35 @@ impl fmt::Display for MethodList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_proxies_are_networks_or_none() {
+        let private = TrustedProxies::private_ranges();
+        for trusted in [
+            "127.0.0.1",
+            "10.2.3.4",
+            "172.31.0.1",
+            "192.168.1.1",
+            "::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(private.contains(trusted.parse().unwrap()), "{trusted}");
+        }
+        for outside in ["203.0.113.7", "172.32.0.1", "8.8.8.8", "2001:db8::1"] {
+            assert!(!private.contains(outside.parse().unwrap()), "{outside}");
+        }
+        let parsed: TrustedProxies = private.to_string().parse().unwrap();
+        assert_eq!(parsed, private);
+        let none: TrustedProxies = "none".parse().unwrap();
+        assert!(!none.contains("127.0.0.1".parse().unwrap()));
+        let one: TrustedProxies = "192.0.2.7".parse().unwrap();
+        assert!(one.contains("192.0.2.7".parse().unwrap()));
+        assert!(!one.contains("192.0.2.8".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
+        assert!("".parse::<TrustedProxies>().is_err());
+        assert!("example.com".parse::<TrustedProxies>().is_err());
+    }
 
     #[test]
     fn dot_segments_never_climb_above_an_upstream_prefix() {

@@ -24,7 +24,8 @@ use crate::store::StoreSettings;
 use crate::store::writer::WriterSettings;
 use crate::telemetry::{LogFormat, TelemetrySettings};
 use crate::values::{
-    ByteSize, Fraction, MethodList, Span, UpstreamUrl, parse_interval_span, parse_span,
+    ByteSize, Fraction, MethodList, Span, TrustedProxies, UpstreamUrl, parse_interval_span,
+    parse_span,
 };
 use crate::web::WebSettings;
 pub use commands::{
@@ -370,6 +371,13 @@ pub struct ProxyArgs {
     /// redacted as in the store, for `shadowdiff replay`.
     #[arg(long, value_name = "FILE", env = "SHADOWDIFF_RECORD")]
     pub record: Option<PathBuf>,
+
+    /// Callers whose X-Forwarded-For/Proto/Host and Forwarded headers are believed (load balancers in front),
+    /// as CIDR networks, or `none`; other callers' are replaced by what the proxy sees. By default loopback
+    /// and the private ranges.
+    #[arg(long, value_name = "CIDR,...", env = "SHADOWDIFF_TRUSTED_PROXIES",
+          default_value_t = TrustedProxies::private_ranges())]
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Which requests are shadowed, and how the copies are sent.
@@ -565,6 +573,7 @@ impl ProxyArgs {
         proxy.response_mode = self.response_mode;
         proxy.shutdown_grace = self.shutdown_grace.into();
         proxy.record = self.record;
+        proxy.trusted_proxies = self.trusted_proxies;
     }
 }
 

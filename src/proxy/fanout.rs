@@ -33,13 +33,15 @@ use crate::pipeline::recorder::Recording;
 use crate::pipeline::{ExchangeSink, Sink};
 use crate::proxy::ProxySettings;
 use crate::proxy::capture::{TeeBody, TeeReport, read_capped};
-use crate::proxy::headers::{ROLE_HEADER, add_forwarded, set_host, strip_hop_by_hop};
+use crate::proxy::headers::{
+    ROLE_HEADER, add_forwarded, drop_untrusted_forwarded, set_host, strip_hop_by_hop,
+};
 use crate::proxy::metrics::{BodySide, UnshadowedReason};
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::request_body::{self, RequestBody};
 use crate::proxy::upstream::UpstreamSettings;
 use crate::proxy::upstream::{UpstreamBody, UpstreamClient, buffered, streamed};
-use crate::values::UpstreamUrl;
+use crate::values::{TrustedProxies, UpstreamUrl};
 
 /// The body the caller receives.
 // One per response, for its whole life; boxing the tee would add an allocation to every request.
@@ -106,6 +108,8 @@ impl Forward {
         parts: &http::request::Parts,
         caller: IpAddr,
         upstreams: &[UpstreamUrl; 3],
+        trusted: &TrustedProxies,
+        metrics: &Metrics,
     ) -> Option<Self> {
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let [primary, secondary, candidate] = upstreams
@@ -125,6 +129,9 @@ impl Forward {
         headers.remove(ROLE_HEADER);
         // The caller has been told to continue already, and a buffered body has nothing left to wait for.
         headers.remove(EXPECT);
+        if !trusted.contains(caller) && drop_untrusted_forwarded(&mut headers) {
+            metrics.proxy.forwarded_dropped();
+        }
         add_forwarded(&mut headers, caller, caller_host.as_ref());
         Some(Self {
             method: parts.method.clone(),
@@ -175,6 +182,8 @@ pub struct Proxy {
     capture_deadline: Duration,
     preserve_host: bool,
     shadow_host_suffix: bool,
+    /// Callers whose forwarded headers are believed (`--trusted-proxies`).
+    trusted_proxies: TrustedProxies,
     /// Background requests in flight per upstream, bounded by `--max-shadow-inflight`.
     inflight: [Arc<Semaphore>; 3],
     /// Names exchanges by endpoint (and learns templates as it does).
@@ -219,6 +228,7 @@ impl Proxy {
             capture_deadline: response_timeout.max(shadow_timeout),
             preserve_host: settings.shadow.preserve_host,
             shadow_host_suffix: settings.shadow.host_suffix,
+            trusted_proxies: settings.trusted_proxies.clone(),
             inflight,
             namer,
             budget,
@@ -265,7 +275,13 @@ impl Proxy {
             return self.tunnel(request, caller.ip()).await;
         }
         let (parts, body) = request.into_parts();
-        let Some(forward) = Forward::new(&parts, caller.ip(), &self.upstreams) else {
+        let Some(forward) = Forward::new(
+            &parts,
+            caller.ip(),
+            &self.upstreams,
+            &self.trusted_proxies,
+            &self.metrics,
+        ) else {
             self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
             return plain_response(StatusCode::URI_TOO_LONG, "shadowdiff: URI too long\n");
         };
@@ -335,7 +351,13 @@ impl Proxy {
         let protocol = request.headers().get(UPGRADE).cloned();
         let caller_upgrade = hyper::upgrade::on(&mut request);
         let (parts, body) = request.into_parts();
-        let Some(forward) = Forward::new(&parts, caller, &self.upstreams) else {
+        let Some(forward) = Forward::new(
+            &parts,
+            caller,
+            &self.upstreams,
+            &self.trusted_proxies,
+            &self.metrics,
+        ) else {
             return plain_response(StatusCode::URI_TOO_LONG, "shadowdiff: URI too long\n");
         };
         let mut upstream_request = self.upstream_request(Target::Primary, &forward, streamed(body));

@@ -46,8 +46,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The standard `Forwarded` header (RFC 7239), which untrusted callers must not set either.
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Removes the forwarded headers a caller that is not a trusted proxy sent (it could claim to be anyone, or
+/// claim https); whether there were any.
+pub fn drop_untrusted_forwarded(headers: &mut HeaderMap) -> bool {
+    let mut dropped = false;
+    for name in [
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        FORWARDED,
+    ] {
+        dropped |= headers.remove(name).is_some();
+    }
+    dropped
+}
+
 /// Sets the X-Forwarded-* headers: the caller's address is appended to X-Forwarded-For; X-Forwarded-Proto and
-/// X-Forwarded-Host are set unless a proxy in front already set them.
+/// X-Forwarded-Host are set unless a proxy in front already set them (untrusted callers' ones are dropped
+/// first, see [`drop_untrusted_forwarded`]).
 pub fn add_forwarded(headers: &mut HeaderMap, caller: IpAddr, original_host: Option<&HeaderValue>) {
     // Every X-Forwarded-For line counts, in order.
     let mut chain: Vec<String> = headers

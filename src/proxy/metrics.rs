@@ -118,6 +118,7 @@ pub struct ProxyMetrics {
     shed: [Counter; 3],
     upstream_errors: Family<TargetKindLabels, Counter>,
     bodies_too_large: Family<SideLabel, Counter>,
+    forwarded_dropped: Counter,
 }
 
 impl ProxyMetrics {
@@ -173,6 +174,13 @@ impl ProxyMetrics {
             "Bodies larger than --max-body, forwarded but not kept (side: request or an upstream)",
             bodies_too_large.clone(),
         );
+        let forwarded_dropped = Counter::default();
+        registry.register(
+            "forwarded_headers_dropped",
+            "Caller requests whose X-Forwarded-* or Forwarded headers were replaced, the caller not being in \
+             --trusted-proxies",
+            forwarded_dropped.clone(),
+        );
         Self {
             requests,
             unshadowed,
@@ -180,6 +188,7 @@ impl ProxyMetrics {
             shed,
             upstream_errors,
             bodies_too_large,
+            forwarded_dropped,
         }
     }
 
@@ -221,7 +230,16 @@ impl ProxyMetrics {
             .inc();
     }
 
+    /// A caller outside `--trusted-proxies` sent forwarded headers, which were replaced.
+    pub fn forwarded_dropped(&self) {
+        self.forwarded_dropped.inc();
+    }
+
     // Readers, for tests and summaries.
+
+    pub fn forwarded_dropped_count(&self) -> u64 {
+        self.forwarded_dropped.get()
+    }
 
     pub fn requests(&self) -> u64 {
         self.requests.get()

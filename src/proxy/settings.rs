@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 
 use crate::exchange::Target;
-use crate::values::MethodList;
+use crate::values::{MethodList, TrustedProxies};
 
 /// Which upstream's response the caller receives.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -49,6 +49,9 @@ pub struct ProxySettings {
     pub shadow: ShadowSettings,
     /// Completed exchanges waiting for analysis; when full, new ones are dropped and counted.
     pub exchange_queue: usize,
+    /// Callers whose `X-Forwarded-*` and `Forwarded` headers are kept; other callers' are replaced by what
+    /// the proxy sees.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl ProxySettings {
@@ -68,6 +71,7 @@ impl Default for ProxySettings {
             record: None,
             shadow: ShadowSettings::default(),
             exchange_queue: Self::DEFAULT_EXCHANGE_QUEUE,
+            trusted_proxies: TrustedProxies::private_ranges(),
         }
     }
 }

@@ -6,6 +6,7 @@ use tokio::net::TcpStream;
 
 use crate::support::stub::{Seen, Stub, full};
 use crate::support::{TestApp, Upstreams, patience};
+use shadowdiff::values::TrustedProxies;
 
 /// Writes a raw request (which should ask for `Connection: close`) and reads the whole answer.
 pub async fn raw_exchange(app: &TestApp, request: &str) -> String {
@@ -226,4 +227,38 @@ async fn dot_segments_cannot_climb_above_an_upstream_prefix() {
         upstreams.candidate.next_request().await.uri.to_string(),
         "/admin?x=.."
     );
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_untrusted_callers_are_replaced_and_counted() {
+    const CLAIMS: &str = "GET /x HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\
+         X-Forwarded-For: 198.51.100.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n\
+         Forwarded: for=198.51.100.9;proto=https\r\n\r\n";
+    // A caller outside --trusted-proxies: what the proxy sees replaces what it claims.
+    let (app, upstreams) =
+        TestApp::with_json_upstreams("{}", |s| s.proxy.trusted_proxies = TrustedProxies::none())
+            .await;
+    let answer = raw_exchange(&app, CLAIMS).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for stub in [
+        &upstreams.primary,
+        &upstreams.secondary,
+        &upstreams.candidate,
+    ] {
+        let seen = stub.next_request().await;
+        assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(seen.headers["x-forwarded-proto"], "http");
+        assert_eq!(seen.headers["x-forwarded-host"], "shop.example");
+        assert!(!seen.headers.contains_key("forwarded"));
+    }
+    assert_eq!(app.metrics.proxy.forwarded_dropped_count(), 1);
+
+    // A load balancer in front (loopback is trusted by default): its headers are kept and appended to.
+    let (app, upstreams) = TestApp::with_json_upstreams("{}", |_| {}).await;
+    raw_exchange(&app, CLAIMS).await;
+    let seen = upstreams.primary.next_request().await;
+    assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.9, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["x-forwarded-host"], "evil.example");
+    assert_eq!(app.metrics.proxy.forwarded_dropped_count(), 0);
 }
