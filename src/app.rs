@@ -148,7 +148,7 @@ impl Application {
         let redaction_key = store
             .redaction_key(settings.redaction.key.as_deref())
             .await?;
-        let redactor = Redactor::new(redaction_key, &settings.redaction.json_fields);
+        let redactor = Redactor::with(redaction_key, &settings.redaction);
         let started_ms = crate::clock::now_ms();
         let label = settings
             .writer

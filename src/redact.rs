@@ -1,6 +1,10 @@
-//! Secrets never reach storage: credential headers and configured JSON fields become `redacted:<12 hex>`, a
-//! keyed hash (HMAC-SHA256), so that equal secrets still compare equal and nobody can reverse them.
+//! Secrets never reach storage, the record file or the log: credential headers, secret query parameters (in the
+//! request line, in `Location` and in URL-valued JSON strings), and secret fields of JSON and form bodies become
+//! `redacted:<12 hex>`, a keyed hash (HMAC-SHA256), so that equal secrets still compare equal and nobody can
+//! reverse them. Names match ignoring case, `_` and `-` (`accessToken` is `access_token`); the built-in lists
+//! are extended by flags, never shortened.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use hmac::{KeyInit, Mac};
@@ -11,24 +15,67 @@ use sha2::Sha256;
 use crate::analysis::diff::{Difference, MAX_VALUE_LEN};
 
 /// Headers whose values are always redacted.
-pub const SECRET_HEADERS: [&str; 5] = [
+pub const SECRET_HEADERS: [&str; 9] = [
     "authorization",
     "cookie",
     "set-cookie",
     "proxy-authorization",
     "x-api-key",
+    "x-auth-token",
+    "private-token",
+    "x-amz-security-token",
+    "x-csrf-token",
 ];
+
+/// Query parameters whose values are always redacted.
+pub const SECRET_QUERY_PARAMS: [&str; 14] = [
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "token",
+    "api_key",
+    "apikey",
+    "key",
+    "password",
+    "secret",
+    "client_secret",
+    "signature",
+    "sig",
+    "code",
+    "session",
+];
+
+/// Query parameters too generic to redact as body fields: `key`, `sig`, `code` and `session` name ordinary data
+/// in bodies far more often than secrets.
+const GENERIC_NAMES: [&str; 4] = ["key", "sig", "code", "session"];
+
+/// Headers whose values are URLs, whose secret query parameters are redacted.
+const URL_HEADERS: [&str; 3] = ["location", "content-location", "referer"];
+
+/// A name as it is matched: lowercase, without `_` and `-`.
+fn normalise(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
 
 /// What a body that names a secret field but cannot be parsed as JSON is stored as.
 pub const UNPARSEABLE_WITH_SECRET: &[u8] =
     br#"{"shadowdiff":"body not stored: it names a secret field and is not parseable JSON"}"#;
 
+/// What a body whose encoding cannot be undone is stored and recorded as: it cannot be searched for secrets.
+pub const UNDECODABLE: &[u8] =
+    br#"{"shadowdiff":"body not stored: its content encoding could not be undone, so it cannot be redacted"}"#;
+
 /// Applies redaction with one key.
 #[derive(Clone)]
 pub struct Redactor {
     key: Vec<u8>,
+    /// Normalised names (see [`normalise`]).
     headers: HashSet<String>,
     json_fields: HashSet<String>,
+    query_params: HashSet<String>,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -39,25 +86,51 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
-/// What is never stored in clear, beyond the built-in secret headers.
+/// What is never stored in clear, beyond the built-in lists.
 #[derive(Clone, Debug, Default)]
 pub struct RedactionSettings {
-    /// JSON fields whose values are replaced by `redacted:<keyed hash>` at any depth.
+    /// More JSON and form body fields whose values are replaced by `redacted:<keyed hash>` at any depth.
     pub json_fields: Vec<String>,
+    /// More query parameters whose values are redacted.
+    pub query_params: Vec<String>,
+    /// More headers whose values are redacted.
+    pub headers: Vec<String>,
     /// Key of the redaction hash; `None`: a random key made once and kept in the database.
     pub key: Option<String>,
 }
 
 impl Redactor {
-    /// `json_fields` are object keys whose values are redacted at any depth (`--redact-json-field`).
+    /// The built-in lists, with `json_fields` added to the body fields (`--redact-json-field`).
     pub fn new(key: impl Into<Vec<u8>>, json_fields: &[String]) -> Self {
+        Self::with(
+            key,
+            &RedactionSettings {
+                json_fields: json_fields.to_vec(),
+                ..RedactionSettings::default()
+            },
+        )
+    }
+
+    /// The built-in lists extended by `settings`.
+    pub fn with(key: impl Into<Vec<u8>>, settings: &RedactionSettings) -> Self {
+        let names = |builtin: &[&str], extra: &[String]| -> HashSet<String> {
+            builtin
+                .iter()
+                .map(|name| normalise(name))
+                .chain(extra.iter().map(|name| normalise(name)))
+                .filter(|name| !name.is_empty())
+                .collect()
+        };
+        let body_fields: Vec<&str> = SECRET_QUERY_PARAMS
+            .iter()
+            .copied()
+            .filter(|name| !GENERIC_NAMES.contains(name))
+            .collect();
         Self {
             key: key.into(),
-            headers: SECRET_HEADERS.iter().map(|name| name.to_string()).collect(),
-            json_fields: json_fields
-                .iter()
-                .map(|field| field.to_ascii_lowercase())
-                .collect(),
+            headers: names(&SECRET_HEADERS, &settings.headers),
+            json_fields: names(&body_fields, &settings.json_fields),
+            query_params: names(&SECRET_QUERY_PARAMS, &settings.query_params),
         }
     }
 
@@ -77,26 +150,113 @@ impl Redactor {
     }
 
     pub fn is_secret_header(&self, name: &str) -> bool {
-        self.headers.contains(&name.to_ascii_lowercase())
+        self.headers.contains(&normalise(name))
     }
 
     fn is_secret_field(&self, key: &str) -> bool {
-        !self.json_fields.is_empty() && self.json_fields.contains(&key.to_ascii_lowercase())
+        !self.json_fields.is_empty() && self.json_fields.contains(&normalise(key))
     }
 
-    /// Header pairs as stored: secret values replaced, others as they are (lossily, if not UTF-8).
+    fn is_secret_param(&self, name: &str) -> bool {
+        self.query_params
+            .contains(&normalise(&percent_decode(name)))
+    }
+
+    /// Header pairs as stored: secret values replaced, URL values with their secret parameters redacted,
+    /// others as they are (lossily, if not UTF-8).
     pub fn headers(&self, headers: &HeaderMap) -> Vec<(String, String)> {
         headers
             .iter()
             .map(|(name, value)| {
-                let stored = if self.is_secret_header(name.as_str()) {
-                    self.token(value.as_bytes())
-                } else {
-                    String::from_utf8_lossy(value.as_bytes()).into_owned()
-                };
-                (name.as_str().to_string(), stored)
+                (
+                    name.as_str().to_string(),
+                    self.header_value(name.as_str(), value.as_bytes()),
+                )
             })
             .collect()
+    }
+
+    /// One header's value as stored.
+    pub fn header_value(&self, name: &str, value: &[u8]) -> String {
+        if self.is_secret_header(name) {
+            return self.token(value);
+        }
+        let text = String::from_utf8_lossy(value);
+        if URL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return self.uri(&text).into_owned();
+        }
+        text.into_owned()
+    }
+
+    /// A URI (or any text with a `?query`) with the values of its secret query parameters redacted.
+    pub fn uri<'a>(&self, uri: &'a str) -> Cow<'a, str> {
+        let Some((base, rest)) = uri.split_once('?') else {
+            return Cow::Borrowed(uri);
+        };
+        let (query, fragment) = match rest.split_once('#') {
+            Some((query, fragment)) => (query, Some(fragment)),
+            None => (rest, None),
+        };
+        match self.pairs(query, |name| self.is_secret_param(name)) {
+            Cow::Borrowed(_) => Cow::Borrowed(uri),
+            Cow::Owned(query) => {
+                let mut redacted = format!("{base}?{query}");
+                if let Some(fragment) = fragment {
+                    redacted.push('#');
+                    redacted.push_str(fragment);
+                }
+                Cow::Owned(redacted)
+            }
+        }
+    }
+
+    /// `name=value&...` with the values of the pairs `secret` picks redacted (by the keyed hash of the value).
+    fn pairs<'a>(&self, encoded: &'a str, secret: impl Fn(&str) -> bool) -> Cow<'a, str> {
+        let mut changed = false;
+        let pairs: Vec<String> = encoded
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, value)) if secret(name) => {
+                    changed = true;
+                    format!("{name}={}", self.token(value.as_bytes()))
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        if changed {
+            Cow::Owned(pairs.join("&"))
+        } else {
+            Cow::Borrowed(encoded)
+        }
+    }
+
+    /// A form-encoded body with its secret fields redacted; `None` when nothing needed changing.
+    pub fn form_body(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let text = String::from_utf8_lossy(body);
+        match self.pairs(text.trim_end_matches(['\r', '\n']), |name| {
+            self.is_secret_field(&percent_decode(name))
+        }) {
+            Cow::Owned(redacted) => Some(redacted.into_bytes()),
+            Cow::Borrowed(_) => None,
+        }
+    }
+
+    /// A whole decoded body as stored or recorded: form fields or JSON fields redacted by its content type;
+    /// `None` when nothing needed changing.
+    pub fn body(&self, headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
+        let form = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                value
+                    .to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
+        if form {
+            self.form_body(body)
+        } else {
+            self.json_body(body)
+        }
     }
 
     /// Replaces the value of every secret field, at any depth. String values hash by their content, others by
@@ -116,6 +276,12 @@ impl Redactor {
                 }
             }
             Value::Array(items) => items.iter_mut().for_each(|item| self.json(item)),
+            // A URL in a string (a redirect target, a next-page link) can carry a token in its query.
+            Value::String(text) if text.contains('?') => {
+                if let Cow::Owned(redacted) = self.uri(text) {
+                    *text = redacted;
+                }
+            }
             _ => {}
         }
     }
@@ -219,6 +385,32 @@ impl Redactor {
     }
 }
 
+/// `%XX` sequences decoded (and `+` as a space), lossily: enough to match a parameter's name.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'%' if at + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[at + 1..at + 3]).ok();
+                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        at += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+        at += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn unescape(segment: &str) -> String {
     segment.replace("~1", "/").replace("~0", "~")
 }
@@ -242,6 +434,79 @@ mod tests {
             b"test key".to_vec(),
             &["password".to_string(), "Token".to_string()],
         )
+    }
+
+    #[test]
+    fn secrets_are_redacted_by_default_wherever_they_sit() {
+        let r = Redactor::new(b"k".to_vec(), &[]);
+        let uri = r.uri("/cb?code=c0de&state=ok&Access-Token=t0k&x=%2F#frag");
+        assert!(!uri.contains("c0de") && !uri.contains("t0k"), "{uri}");
+        assert!(
+            uri.contains("state=ok") && uri.contains("x=%2F") && uri.ends_with("#frag"),
+            "{uri}"
+        );
+        assert_eq!(r.uri("/plain?a=1"), "/plain?a=1");
+        assert!(matches!(r.uri("/plain?a=1"), Cow::Borrowed(_)));
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "location",
+            HeaderValue::from_static("https://app.example/cb?code=c0de"),
+        );
+        headers.insert("X-CSRF-Token", HeaderValue::from_static("csrf1"));
+        headers.insert("private-token", HeaderValue::from_static("pt1"));
+        let stored = format!("{:?}", r.headers(&headers));
+        for secret in ["c0de", "csrf1", "pt1"] {
+            assert!(!stored.contains(secret), "{secret} in {stored}");
+        }
+
+        let mut value = json!({"next": "https://x.example/?token=t0k&page=2", "accessToken": "at1",
+                               "code": "ABC-123", "client-secret": "cs1"});
+        r.json(&mut value);
+        let text = value.to_string();
+        for secret in ["t0k", "at1", "cs1"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            text.contains("ABC-123"),
+            "a body field named `code` is ordinary data: {text}"
+        );
+        assert!(text.contains("page=2"));
+
+        let mut form = HeaderMap::new();
+        form.insert(
+            "content-type",
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+        );
+        let body = r
+            .body(&form, b"user=ada&password=hunter2&remember=on")
+            .unwrap();
+        let body = String::from_utf8(body).unwrap();
+        assert!(
+            !body.contains("hunter2") && body.contains("user=ada"),
+            "{body}"
+        );
+        assert!(r.body(&form, b"user=ada").is_none());
+    }
+
+    #[test]
+    fn flags_extend_the_lists() {
+        let r = Redactor::with(
+            b"k".to_vec(),
+            &RedactionSettings {
+                json_fields: vec!["ssn".into()],
+                query_params: vec!["otp".into()],
+                headers: vec!["X-Tenant-Secret".into()],
+                key: None,
+            },
+        );
+        assert!(!r.uri("/a?otp=123456").contains("123456"));
+        assert!(r.is_secret_header("x_tenant_secret"));
+        let body = r.json_body(br#"{"SSN":"078-05-1120"}"#).unwrap();
+        assert!(!String::from_utf8(body).unwrap().contains("078-05-1120"));
+        // The built-in names stay.
+        assert!(r.is_secret_header("authorization"));
+        assert!(!r.uri("/a?token=abc").contains("abc"));
     }
 
     #[test]

@@ -161,9 +161,10 @@ pub struct StoreArgs {
     #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_SAMPLE_BODY_LIMIT", default_value_t = ByteSize(WriterSettings::DEFAULT_SAMPLE_BODY_LIMIT as u64))]
     pub sample_body_limit: ByteSize,
 
-    /// A JSON field whose value is never stored (at any depth, in bodies and differences), but replaced by
-    /// `redacted:<keyed hash>`; repeat the flag (or comma-separate) for several. Authorization, Cookie,
-    /// Set-Cookie, Proxy-Authorization and X-Api-Key headers always are.
+    /// A JSON or form body field whose value is never stored or recorded (at any depth, in bodies and
+    /// differences), but replaced by `redacted:<keyed hash>`, besides the built-in ones (password, token,
+    /// secret, access_token, client_secret, api_key, signature, ...); repeat the flag (or comma-separate) for
+    /// several. Names match ignoring case, `_` and `-`.
     #[arg(
         long = "redact-json-field",
         value_name = "NAME",
@@ -171,6 +172,27 @@ pub struct StoreArgs {
         value_delimiter = ','
     )]
     pub redact_json_fields: Vec<String>,
+
+    /// A query parameter whose value is never stored or recorded (in the request line, in `Location` and in
+    /// URLs inside JSON), besides the built-in ones (access_token, token, api_key, password, code, ...); repeat
+    /// the flag (or comma-separate) for several.
+    #[arg(
+        long = "redact-query-param",
+        value_name = "NAME",
+        env = "SHADOWDIFF_REDACT_QUERY_PARAM",
+        value_delimiter = ','
+    )]
+    pub redact_query_params: Vec<String>,
+
+    /// A header whose value is never stored or recorded, besides the built-in ones (Authorization, Cookie,
+    /// X-Api-Key, X-Auth-Token, ...); repeat the flag (or comma-separate) for several.
+    #[arg(
+        long = "redact-header",
+        value_name = "NAME",
+        env = "SHADOWDIFF_REDACT_HEADER",
+        value_delimiter = ','
+    )]
+    pub redact_headers: Vec<String>,
 
     /// Key of the redaction hash (prefer the environment variable to the flag, which other users can see).
     /// Default: a random key made once and kept in the database, shared by every replica.
@@ -638,6 +660,8 @@ impl StoreArgs {
         };
         settings.redaction = RedactionSettings {
             json_fields: self.redact_json_fields,
+            query_params: self.redact_query_params,
+            headers: self.redact_headers,
             key: self.redaction_key,
         };
     }

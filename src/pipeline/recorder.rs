@@ -15,7 +15,7 @@ use crate::exchange::RecordedRequest;
 use crate::metrics::Metrics;
 use crate::pipeline::Draining;
 use crate::pipeline::metrics::{DropReason, Queue};
-use crate::redact::Redactor;
+use crate::redact::{Redactor, UNDECODABLE};
 use crate::traffic::{TrafficRequest, jsonl};
 
 /// A shadowed request and when it arrived.
@@ -28,11 +28,12 @@ pub struct Recording {
 
 /// Opens (creating, or appending to) the record file.
 pub async fn open(path: &Path) -> std::io::Result<BufWriter<tokio::fs::File>> {
-    let file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await?;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.create(true).append(true);
+    // Recorded traffic is for its owner's eyes only, even redacted.
+    #[cfg(unix)]
+    options.mode(0o600);
+    let file = options.open(path).await?;
     Ok(BufWriter::new(file))
 }
 
@@ -86,11 +87,10 @@ fn redacted(recording: Recording, redactor: &Redactor, max_decoded_body: usize) 
     } = recording.request;
     let mut body = body;
     let mut drop_encoding = false;
-    if redactor.redacts_json_fields() && !body.is_empty() {
-        let decoded = crate::analysis::decode::decode(&headers, &body, max_decoded_body);
-        if let Ok(decoded) = decoded {
-            let encoded = headers.contains_key(CONTENT_ENCODING);
-            match redactor.json_body(&decoded) {
+    if !body.is_empty() {
+        let encoded = headers.contains_key(CONTENT_ENCODING);
+        match crate::analysis::decode::decode(&headers, &body, max_decoded_body) {
+            Ok(decoded) => match redactor.body(&headers, &decoded) {
                 Some(clean) => {
                     body = clean.into();
                     drop_encoding = encoded;
@@ -100,6 +100,11 @@ fn redacted(recording: Recording, redactor: &Redactor, max_decoded_body: usize) 
                     drop_encoding = true;
                 }
                 None => {}
+            },
+            // It cannot be searched for secrets, so it is not recorded.
+            Err(_) => {
+                body = bytes::Bytes::from_static(UNDECODABLE);
+                drop_encoding = encoded;
             }
         }
     }
@@ -109,7 +114,7 @@ fn redacted(recording: Recording, redactor: &Redactor, max_decoded_body: usize) 
         method,
         uri: uri
             .path_and_query()
-            .cloned()
+            .and_then(|pq| redactor.uri(pq.as_str()).parse().ok())
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         headers,
         body,
@@ -127,11 +132,12 @@ fn stored_headers(
             !(drop_encoding && (*name == CONTENT_ENCODING || *name == CONTENT_LENGTH))
         })
         .map(|(name, value)| {
-            let value = if redactor.is_secret_header(name.as_str()) {
-                http::HeaderValue::from_str(&redactor.token(value.as_bytes()))
-                    .unwrap_or_else(|_| http::HeaderValue::from_static("redacted"))
-            } else {
+            let stored = redactor.header_value(name.as_str(), value.as_bytes());
+            let value = if stored.as_bytes() == value.as_bytes() {
                 value.clone()
+            } else {
+                http::HeaderValue::from_str(&stored)
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("redacted"))
             };
             (name.clone(), value)
         })

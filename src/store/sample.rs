@@ -10,7 +10,7 @@ use crate::analysis::decode;
 use crate::analysis::diff::Difference;
 use crate::analysis::{Analysis, Compared};
 use crate::exchange::{CapturedBody, Exchange, Outcome, Target};
-use crate::redact::Redactor;
+use crate::redact::{Redactor, UNDECODABLE};
 
 /// A body as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,7 +168,7 @@ impl SampleDocument {
             started_at_ms: started_at_ms(exchange),
             request: StoredRequest {
                 method: exchange.request.method.to_string(),
-                uri: exchange.request.uri.to_string(),
+                uri: redactor.uri(&exchange.request.uri.to_string()).into_owned(),
                 version: format!("{:?}", exchange.request.version),
                 headers: redactor.headers(&exchange.request.headers),
                 body: stored_body(
@@ -270,12 +270,17 @@ fn stored_body(
     redactor: &Redactor,
     limits: SampleLimits,
 ) -> StoredBody {
-    let (decoded, complete) = decode::decode_prefix(headers, raw, limits.max_decoded)
-        .unwrap_or((std::borrow::Cow::Borrowed(&raw[..]), true));
+    // A body whose encoding cannot be undone cannot be searched for secrets: it is not kept.
+    let Ok((decoded, complete)) = decode::decode_prefix(headers, raw, limits.max_decoded) else {
+        return StoredBody::Text {
+            text: String::from_utf8_lossy(UNDECODABLE).into_owned(),
+            truncated: false,
+        };
+    };
     let mut truncated = !complete;
     let mut bytes: Vec<u8> = if complete {
         redactor
-            .json_body(&decoded)
+            .body(headers, &decoded)
             .unwrap_or_else(|| decoded.into_owned())
     } else {
         decoded.into_owned()

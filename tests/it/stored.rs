@@ -341,3 +341,164 @@ async fn secrets_sent_through_the_proxy_never_reach_the_database(db: TestDb) {
         assert!(!stored.contains(secret), "{secret} reached the database");
     }
 }
+
+crate::support::on_both_backends!(a_secret_planted_in_each_place_reaches_no_store_recording_or_log);
+
+/// A different secret in every place a secret hides in traffic: the query string, credential headers, a form
+/// body, a JSON body, a Location header's query, a URL inside JSON, a difference's values, and a body whose
+/// encoding cannot be undone. None of them may reach the database, the record file or the log.
+async fn a_secret_planted_in_each_place_reaches_no_store_recording_or_log(db: TestDb) {
+    const SECRETS: [&str; 9] = [
+        "q-token-4c1d8e",
+        "hdr-auth-9a7f3b",
+        "form-pw-2e6b0c",
+        "json-secret-7d3a91",
+        "loc-code-5f8e2a",
+        "url-token-0b4c7d",
+        "diff-secret-3e9f15",
+        "gzip-secret-8a2d6c",
+        "csrf-1f7b4e9d",
+    ];
+    let upstream = |candidate: bool| {
+        Stub::start(move |seen: crate::support::stub::Seen| async move {
+            let path = seen.uri.path().to_string();
+            let builder = http::Response::builder().header(
+                "location",
+                format!("https://app.example/cb?code={}&state=1", SECRETS[4]),
+            );
+            if path == "/gzip" {
+                // Not gzip at all: it cannot be decoded, so it cannot be searched for secrets.
+                return builder
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(crate::support::stub::full(format!(
+                        r#"{{"secret":"{}"}}"#,
+                        SECRETS[7]
+                    )))
+                    .unwrap();
+            }
+            let secret = if candidate {
+                format!("{}-new", SECRETS[6])
+            } else {
+                SECRETS[6].to_string()
+            };
+            builder
+                .header("content-type", "application/json")
+                .body(crate::support::stub::full(format!(
+                    r#"{{"next":"https://app.example/page?access_token={}","client_secret":"{secret}"}}"#,
+                    SECRETS[5]
+                )))
+                .unwrap()
+        })
+    };
+    let (primary, secondary, candidate) = (
+        upstream(false).await,
+        upstream(false).await,
+        upstream(true).await,
+    );
+    let record = tempfile::tempdir().unwrap();
+    let record_file = record.path().join("recorded.jsonl");
+    let record_flag = record_file.display().to_string();
+    let serving = crate::support::process::spawn_serving(
+        &[
+            "--run",
+            "planted",
+            "--store-flush-interval",
+            "50ms",
+            "--allow-side-effects",
+            "--record",
+            &record_flag,
+            "--log",
+            "debug",
+        ],
+        &[
+            ("SHADOWDIFF_DATABASE_URL", db.url().to_string()),
+            ("SHADOWDIFF_PRIMARY", primary.url()),
+            ("SHADOWDIFF_SECONDARY", secondary.url()),
+            ("SHADOWDIFF_CANDIDATE", candidate.url()),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        let response = client()
+            .get(serving.url(&format!("/api/items?token={}&page=2", SECRETS[0])))
+            .header("x-auth-token", SECRETS[1])
+            .header("x-csrf-token", SECRETS[8])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.text().await.unwrap().contains(SECRETS[5]),
+            "callers get the real thing"
+        );
+        client()
+            .post(serving.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("user=ada&password={}", SECRETS[2]))
+            .send()
+            .await
+            .unwrap();
+        client()
+            .post(serving.url("/settings"))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"user":"ada","clientSecret":"{}"}}"#,
+                SECRETS[3]
+            ))
+            .send()
+            .await
+            .unwrap();
+        client().get(serving.url("/gzip")).send().await.unwrap();
+    }
+    // Wait until the store holds every exchange, then stop (which flushes the recording).
+    let store = db.store().await;
+    crate::support::wait_for("the exchanges to be stored", || {
+        let store = store.clone();
+        async move {
+            let Ok(Some(run)) = store.run("planted").await else {
+                return false;
+            };
+            store
+                .endpoint_counts(run.id, TimeRange::all())
+                .await
+                .is_ok_and(|counts| counts.values().map(|c| c.tally.requests).sum::<u64>() == 12)
+        }
+    })
+    .await;
+    drop(store);
+    let log = serving.log().join("\n");
+    let exit = serving.terminate().await;
+    assert_eq!(exit.code(), Some(0));
+
+    let stored = match db.sqlite_path() {
+        Some(path) => {
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        None => crate::support::db::pg_dump(db.url()),
+    };
+    let recording = std::fs::read_to_string(&record_file).unwrap();
+    assert!(recording.lines().count() >= 12, "{recording}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&record_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the record file is its owner's alone");
+    }
+    assert!(
+        stored.contains("redacted:"),
+        "redacted values are stored in their place"
+    );
+    for secret in SECRETS {
+        assert!(!stored.contains(secret), "{secret} reached the database");
+        assert!(
+            !recording.contains(secret),
+            "{secret} reached the recording"
+        );
+        assert!(!log.contains(secret), "{secret} reached the log");
+    }
+}
