@@ -14,6 +14,7 @@ use http::HeaderName;
 use crate::analysis::AnalysisSettings;
 use crate::analysis::aggregate::VerdictSettings;
 use crate::analysis::noise::Thresholds;
+use crate::analysis::rules::EndpointGlob;
 use crate::app::AppSettings;
 use crate::budget::MemoryBudget;
 use crate::endpoint::{EndpointPattern, NamingSettings};
@@ -465,6 +466,13 @@ pub struct ShadowArgs {
           default_value_t = NamingSettings::DEFAULT_MAX_ENDPOINTS as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_endpoints: u32,
 
+    /// Requests never shadowed, sent to primary alone: an endpoint template or path glob with an optional
+    /// method (`POST /oauth/token`, `/logout`, `/links/{token}`, `/admin/**`), for one-time links, logouts and
+    /// token exchanges that must not happen three times; repeat the flag (or comma-separate) for several.
+    #[arg(long = "no-shadow", value_name = "PATTERN", env = "SHADOWDIFF_NO_SHADOW",
+          value_delimiter = ',', value_parser = parse_no_shadow)]
+    pub no_shadow: Vec<EndpointGlob>,
+
     /// Memory all shadow work may hold (request and response bodies in flight, queued exchanges, analysis,
     /// the store's buffer); past it, new shadow work is shed (the caller is still answered) and counted.
     #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MEMORY_BUDGET", default_value_t = ByteSize(MemoryBudget::DEFAULT_LIMIT as u64))]
@@ -516,6 +524,22 @@ pub struct AdminArgs {
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_ADMIN_SESSION_TTL",
           default_value_t = Span(WebSettings::DEFAULT_SESSION_TTL), value_parser = parse_interval_span)]
     pub admin_session_ttl: Span,
+}
+
+/// A `--no-shadow` pattern: an endpoint glob, where a template's `{name}` segments match any one segment.
+fn parse_no_shadow(text: &str) -> Result<EndpointGlob, String> {
+    let generalised: Vec<String> = text
+        .trim()
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') && segment.ends_with('}') {
+                "*".to_string()
+            } else {
+                segment.to_string()
+            }
+        })
+        .collect();
+    EndpointGlob::parse(&generalised.join("/"))
 }
 
 /// An http:// or https:// URL with a host.
@@ -611,6 +635,7 @@ impl ShadowArgs {
             preserve_host: self.preserve_host,
             max_body: self.max_body.as_usize(),
             max_inflight: self.max_shadow_inflight as usize,
+            never: self.no_shadow,
         };
         settings.proxy.exchange_queue = self.exchange_queue as usize;
         settings.naming = NamingSettings {
@@ -747,6 +772,17 @@ mod tests {
         assert_eq!(args.instance.shadow.endpoint_cluster_threshold, 50);
         assert_eq!(args.instance.shadow.max_endpoints, 2000);
         assert_eq!(args.instance.store.sample_body_limit, ByteSize(64 << 10));
+    }
+
+    #[test]
+    fn no_shadow_takes_templates_and_globs() {
+        let serve = serve_from(&["--no-shadow", "/links/{token},POST /oauth/token"]).unwrap();
+        let never = serve.instance.shadow.no_shadow;
+        assert!(never[0].matches("GET /links/abc123"));
+        assert!(!never[0].matches("GET /links/abc/more"));
+        assert!(never[1].matches("POST /oauth/token"));
+        assert!(!never[1].matches("GET /oauth/token"));
+        assert!(serve_from(&["--no-shadow", "nonsense"]).is_err());
     }
 
     #[test]

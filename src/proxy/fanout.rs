@@ -285,6 +285,10 @@ impl Proxy {
             self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
             return plain_response(StatusCode::URI_TOO_LONG, "shadowdiff: URI too long\n");
         };
+        if self.policy.excluded(&parts.method, parts.uri.path()) {
+            self.metrics.proxy.unshadowed(UnshadowedReason::Excluded);
+            return self.primary_only(&forward, streamed(body)).await;
+        }
         if let Err(reason) = self.policy.decide(&parts.method, &parts.headers) {
             self.metrics.proxy.unshadowed(reason);
             return self.primary_only(&forward, streamed(body)).await;

@@ -26,10 +26,12 @@ pub enum UnshadowedReason {
     UriTooLong,
     /// Holding it for the shadows would have gone over `--memory-budget`.
     MemoryBudget,
+    /// It matches a `--no-shadow` pattern (a one-time link, a logout, a token exchange).
+    Excluded,
 }
 
 impl UnshadowedReason {
-    pub const ALL: [UnshadowedReason; 7] = [
+    pub const ALL: [UnshadowedReason; 8] = [
         UnshadowedReason::Method,
         UnshadowedReason::SampledOut,
         UnshadowedReason::BodyTooLarge,
@@ -37,6 +39,7 @@ impl UnshadowedReason {
         UnshadowedReason::Upgrade,
         UnshadowedReason::UriTooLong,
         UnshadowedReason::MemoryBudget,
+        UnshadowedReason::Excluded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl UnshadowedReason {
             UnshadowedReason::Upgrade => "upgrade",
             UnshadowedReason::UriTooLong => "uri_too_long",
             UnshadowedReason::MemoryBudget => "memory_budget",
+            UnshadowedReason::Excluded => "no_shadow",
         }
     }
 }

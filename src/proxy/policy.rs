@@ -2,6 +2,7 @@
 
 use http::{HeaderMap, HeaderName, Method};
 
+use crate::analysis::rules::EndpointGlob;
 use crate::proxy::ShadowSettings;
 use crate::proxy::metrics::UnshadowedReason;
 use crate::values::MethodList;
@@ -19,6 +20,8 @@ enum MethodPolicy {
 #[derive(Clone, Debug)]
 pub struct ShadowPolicy {
     methods: MethodPolicy,
+    /// `--no-shadow` patterns.
+    never: Vec<EndpointGlob>,
     sample_rate: f64,
     sample_key_header: Option<HeaderName>,
 }
@@ -32,9 +35,19 @@ impl ShadowPolicy {
         };
         Self {
             methods,
+            never: settings.never.clone(),
             sample_rate: settings.sample_rate,
             sample_key_header: settings.sample_key_header.clone(),
         }
+    }
+
+    /// Whether a `--no-shadow` pattern keeps this request to primary alone.
+    pub fn excluded(&self, method: &Method, path: &str) -> bool {
+        if self.never.is_empty() {
+            return false;
+        }
+        let request = format!("{method} {path}");
+        self.never.iter().any(|pattern| pattern.matches(&request))
     }
 
     /// `Ok` when the request is shadowed, otherwise why not.

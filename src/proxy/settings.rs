@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
+use crate::analysis::rules::EndpointGlob;
 use crate::exchange::Target;
 use crate::values::{MethodList, TrustedProxies};
 
@@ -95,6 +96,9 @@ pub struct ShadowSettings {
     pub max_body: usize,
     /// Most shadow requests in flight per upstream.
     pub max_inflight: usize,
+    /// Requests that are never shadowed (`--no-shadow`): endpoint templates or path globs, with an optional
+    /// method (`POST /oauth/token`, `/logout`, `/links/{token}`, `/admin/**`).
+    pub never: Vec<EndpointGlob>,
 }
 
 impl ShadowSettings {
@@ -119,6 +123,7 @@ impl Default for ShadowSettings {
             preserve_host: false,
             max_body: Self::DEFAULT_MAX_BODY,
             max_inflight: Self::DEFAULT_MAX_INFLIGHT,
+            never: Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@ use shadowdiff::app::AppSettings;
 use std::collections::HashMap;
 
 use http::Method;
+use shadowdiff::analysis::rules::EndpointGlob;
 use shadowdiff::proxy::metrics::UnshadowedReason;
 
 use crate::support::{TestApp, Upstreams, client};
@@ -149,4 +150,33 @@ async fn sampling_by_key_is_all_or_nothing_per_key() {
         "{} of {users} keys shadowed",
         per_user.len()
     );
+}
+
+#[tokio::test]
+async fn no_shadow_patterns_keep_requests_to_primary_alone() {
+    let upstreams = upstreams().await;
+    let mut app = start(&upstreams, |s| {
+        s.proxy.shadow.allow_side_effects = true;
+        s.proxy.shadow.never = vec![
+            EndpointGlob::parse("POST /oauth/token").unwrap(),
+            EndpointGlob::parse("/links/*").unwrap(),
+        ];
+    })
+    .await;
+    send(&app, Method::POST, "/oauth/token").await;
+    send(&app, Method::GET, "/links/one-time-abc").await;
+    send(&app, Method::GET, "/oauth/token").await;
+    // Only the GET of /oauth/token (another method) is shadowed.
+    let exchange = app.next_exchange().await;
+    assert_eq!(exchange.request.uri.path(), "/oauth/token");
+    assert_eq!(exchange.request.method, Method::GET);
+    assert_eq!(
+        app.metrics
+            .proxy
+            .unshadowed_count(UnshadowedReason::Excluded),
+        2
+    );
+    assert_eq!(upstreams.primary.hits(), 3);
+    assert_eq!(upstreams.secondary.hits(), 1);
+    assert_eq!(upstreams.candidate.hits(), 1);
 }
