@@ -23,6 +23,7 @@ use crate::pipeline::metrics::{DropReason, Queue};
 use crate::pipeline::recorder::{self, Recording};
 use crate::pipeline::{self, AnalysisSink};
 use crate::proxy::fanout::UpstreamPools;
+use crate::proxy::server::ListenerLimits;
 use crate::proxy::upstream::{ClientError, UpstreamClient, UpstreamSettings, tls_config};
 use crate::proxy::{Proxy, ProxySettings};
 use crate::redact::{RedactionSettings, Redactor};
@@ -120,7 +121,8 @@ pub struct Application {
     /// The writer's view of the store, for readiness and the dashboard.
     store_health: Arc<StoreHealth>,
     redactor: Redactor,
-    shutdown_grace: Duration,
+    /// The proxy listener's connection cap, head timeout and shutdown grace.
+    listener_limits: ListenerLimits,
     shadow_timeout: Duration,
     verdicts: VerdictSettings,
     /// The admin listener's settings: its token, public URL, names and session length.
@@ -309,7 +311,11 @@ impl Application {
             budget,
             store_health: Arc::new(StoreHealth::default()),
             redactor,
-            shutdown_grace: settings.proxy.shutdown_grace,
+            listener_limits: ListenerLimits {
+                max_connections: settings.proxy.max_connections,
+                header_timeout: settings.proxy.header_timeout,
+                grace: settings.proxy.shutdown_grace,
+            },
             shadow_timeout: settings.upstreams.shadow_timeout,
             verdicts: settings.verdicts,
             web: settings.web,
@@ -466,7 +472,7 @@ impl Application {
             self.proxy_listener,
             self.proxy.clone(),
             shutdown,
-            self.shutdown_grace,
+            self.listener_limits,
         )
         .await;
 

@@ -401,6 +401,23 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "CIDR,...", env = "SHADOWDIFF_TRUSTED_PROXIES",
           default_value_t = TrustedProxies::private_ranges())]
     pub trusted_proxies: TrustedProxies,
+
+    /// Most caller connections open at once; past it a new connection is closed at once and counted, so that
+    /// idle or slow callers cannot take every file descriptor.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_MAX_CONNECTIONS",
+          default_value_t = ProxySettings::DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Longest a caller may take to send a request's head; past it the connection is closed and counted.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_CALLER_HEADER_TIMEOUT",
+          default_value_t = Span(ProxySettings::DEFAULT_HEADER_TIMEOUT), value_parser = parse_interval_span)]
+    pub caller_header_timeout: Span,
+
+    /// Longest a caller may take to send a body that is read to be shared with the shadows (up to --max-body);
+    /// past it the caller gets 408 and it is counted.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_CALLER_BODY_TIMEOUT",
+          default_value_t = Span(ProxySettings::DEFAULT_BODY_TIMEOUT), value_parser = parse_interval_span)]
+    pub caller_body_timeout: Span,
 }
 
 /// Which requests are shadowed, and how the copies are sent.
@@ -620,6 +637,9 @@ impl ProxyArgs {
         proxy.shutdown_grace = self.shutdown_grace.into();
         proxy.record = self.record;
         proxy.trusted_proxies = self.trusted_proxies;
+        proxy.max_connections = self.max_connections as usize;
+        proxy.header_timeout = self.caller_header_timeout.into();
+        proxy.body_timeout = self.caller_body_timeout.into();
     }
 }
 

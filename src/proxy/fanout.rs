@@ -36,7 +36,7 @@ use crate::proxy::capture::{TeeBody, TeeReport, read_capped};
 use crate::proxy::headers::{
     ROLE_HEADER, add_forwarded, drop_untrusted_forwarded, set_host, strip_hop_by_hop,
 };
-use crate::proxy::metrics::{BodySide, UnshadowedReason};
+use crate::proxy::metrics::{BodySide, CallerRejection, UnshadowedReason};
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::request_body::{self, RequestBody};
 use crate::proxy::upstream::UpstreamSettings;
@@ -184,6 +184,8 @@ pub struct Proxy {
     shadow_host_suffix: bool,
     /// Callers whose forwarded headers are believed (`--trusted-proxies`).
     trusted_proxies: TrustedProxies,
+    /// Longest a caller may take to send a body read for the shadows.
+    body_timeout: Duration,
     /// Background requests in flight per upstream, bounded by `--max-shadow-inflight`.
     inflight: [Arc<Semaphore>; 3],
     /// Names exchanges by endpoint (and learns templates as it does).
@@ -229,6 +231,7 @@ impl Proxy {
             preserve_host: settings.shadow.preserve_host,
             shadow_host_suffix: settings.shadow.host_suffix,
             trusted_proxies: settings.trusted_proxies.clone(),
+            body_timeout: settings.body_timeout,
             inflight,
             namer,
             budget,
@@ -294,7 +297,18 @@ impl Proxy {
             return self.primary_only(&forward, streamed(body)).await;
         }
         let mut charge = self.budget.empty(Stage::Request);
-        let body = match request_body::read_capped(body, self.max_body, &mut charge).await {
+        let read = request_body::read_capped(body, self.max_body, &mut charge);
+        let Ok(read) = tokio::time::timeout(self.body_timeout, read).await else {
+            // A caller trickling its body would hold a connection and its charge for as long as it liked.
+            self.metrics
+                .proxy
+                .caller_rejected(CallerRejection::BodyTimeout);
+            return plain_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "shadowdiff: the request body did not arrive in time\n",
+            );
+        };
+        let body = match read {
             RequestBody::Buffered(bytes) => bytes,
             RequestBody::TooLarge(stream) => {
                 self.metrics

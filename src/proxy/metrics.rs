@@ -65,6 +65,10 @@ pub enum CallerRejection {
     HeaderTooLarge,
     /// Its head did not arrive in time.
     HeaderTimeout,
+    /// Its body, read to be shared with the shadows, did not arrive in time (answered 408).
+    BodyTimeout,
+    /// `--max-connections` callers were connected already (closed at once).
+    TooManyConnections,
 }
 
 impl CallerRejection {
@@ -73,6 +77,8 @@ impl CallerRejection {
             CallerRejection::Malformed => "malformed",
             CallerRejection::HeaderTooLarge => "header_too_large",
             CallerRejection::HeaderTimeout => "header_timeout",
+            CallerRejection::BodyTimeout => "body_timeout",
+            CallerRejection::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -149,8 +155,8 @@ impl ProxyMetrics {
         let callers_rejected = Family::default();
         registry.register(
             "callers_rejected",
-            "Caller connections answered with an error before any request reached the proxy (malformed, \
-             header_too_large, header_timeout)",
+            "Caller connections or requests turned away: malformed, header_too_large, header_timeout, \
+             body_timeout (answered 408), too_many_connections (closed at once)",
             callers_rejected.clone(),
         );
         let shed_family = Family::<TargetLabel, Counter>::default();

@@ -11,29 +11,40 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
 use crate::proxy::metrics::CallerRejection;
 
-/// Longest a caller may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The largest read buffer of a caller's connection.
 const CALLER_READ_BUFFER: usize = 128 << 10;
 
-/// Serves callers until `shutdown` resolves, then waits up to `grace` for in-flight requests.
+/// How the listener treats callers.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerLimits {
+    /// Most caller connections open at once.
+    pub max_connections: usize,
+    /// Longest a caller may take to send its request head.
+    pub header_timeout: Duration,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub grace: Duration,
+}
+
+/// Serves callers until `shutdown` resolves, then waits up to the grace for in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    limits: ListenerLimits,
 ) {
+    let grace = limits.grace;
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_timeout)
         // Each caller connection's read buffer grows with what the caller sends, by default up to about
         // 400 KiB, and keeps that size for the connection's life; this bounds it, and a request's head (the
         // longest URI an HTTP library takes, 64 KiB, fits), past which the caller gets 431.
@@ -57,6 +68,13 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Past the cap a connection is closed at once: a flood of idle callers cannot take every file
+                // descriptor and every buffer from the ones being served.
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    proxy.metrics().proxy.caller_rejected(CallerRejection::TooManyConnections);
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let handler = proxy.clone();
                 let service = service_fn(move |request| {
@@ -70,6 +88,7 @@ pub async fn serve(
                 let cut = cut.clone();
                 let proxy = proxy.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     tokio::select! {
                         served = connection => if let Err(error) = served {
                             match rejection(&*error) {

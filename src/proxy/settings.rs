@@ -53,6 +53,12 @@ pub struct ProxySettings {
     /// Callers whose `X-Forwarded-*` and `Forwarded` headers are kept; other callers' are replaced by what
     /// the proxy sees.
     pub trusted_proxies: TrustedProxies,
+    /// Most caller connections open at once; past it, a new one is closed at once and counted.
+    pub max_connections: usize,
+    /// Longest a caller may take to send its request head.
+    pub header_timeout: Duration,
+    /// Longest a caller may take to send a body that is read to be shared with the shadows.
+    pub body_timeout: Duration,
 }
 
 impl ProxySettings {
@@ -61,6 +67,9 @@ impl ProxySettings {
     pub const DEFAULT_RESPONSE_MODE: ResponseMode = ResponseMode::Primary;
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     pub const DEFAULT_EXCHANGE_QUEUE: usize = 8192;
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 impl Default for ProxySettings {
@@ -73,6 +82,9 @@ impl Default for ProxySettings {
             shadow: ShadowSettings::default(),
             exchange_queue: Self::DEFAULT_EXCHANGE_QUEUE,
             trusted_proxies: TrustedProxies::private_ranges(),
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
+            body_timeout: Self::DEFAULT_BODY_TIMEOUT,
         }
     }
 }

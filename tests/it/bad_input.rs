@@ -6,6 +6,7 @@ use shadowdiff::analysis::BodySkip;
 use shadowdiff::app::AppSettings;
 use shadowdiff::proxy::metrics::CallerRejection;
 use std::io::Write;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -387,4 +388,95 @@ async fn html_under_a_json_type_is_a_type_change() {
             Some("invalid json")
         )
     );
+}
+
+#[tokio::test]
+async fn a_caller_trickling_its_body_gets_408_and_is_counted() {
+    let (app, upstreams) = TestApp::with_json_upstreams(r#"{"ok":true}"#, |s| {
+        s.proxy.body_timeout = Duration::from_millis(300);
+        s.proxy.shadow.allow_side_effects = true;
+    })
+    .await;
+    let stream = TcpStream::connect(app.proxy).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    // One byte a second: the whole body would take ten seconds. The caller is the slow one here; nothing
+    // waits on this pace but the caller itself.
+    let trickle = async move {
+        for _ in 0..10 {
+            if writer.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        std::future::pending::<()>().await
+    };
+    let mut answer = Vec::new();
+    tokio::select! {
+        read = patience("the 408", reader.read_buf(&mut answer)) => { read.unwrap(); }
+        () = trickle => {}
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(
+        app.metrics
+            .proxy
+            .callers_rejected_count(CallerRejection::BodyTimeout),
+        1
+    );
+    assert_eq!(upstreams.primary.hits(), 0, "nothing was sent on");
+}
+
+#[tokio::test]
+async fn past_max_connections_a_new_caller_is_closed_at_once_and_counted() {
+    let (app, _upstreams) =
+        TestApp::with_json_upstreams(r#"{"ok":true}"#, |s| s.proxy.max_connections = 2).await;
+    let request = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Two callers keep their connections open after one request each.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(app.proxy).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut buffer = vec![0u8; 4096];
+        let read = patience("an answer", stream.read(&mut buffer))
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
+        held.push(stream);
+    }
+    let mut third = TcpStream::connect(app.proxy).await.unwrap();
+    let _ = third.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = patience(
+        "the third caller to be closed",
+        third.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        read.is_err() || answer.is_empty(),
+        "the third caller was served: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(
+        app.metrics
+            .proxy
+            .callers_rejected_count(CallerRejection::TooManyConnections),
+        1
+    );
+    // Once a caller leaves, a new one is served again.
+    drop(held);
+    crate::support::wait_for("a new caller to be served", || async {
+        let Ok(mut stream) = TcpStream::connect(app.proxy).await else {
+            return false;
+        };
+        if stream.write_all(request).await.is_err() {
+            return false;
+        }
+        let mut buffer = vec![0u8; 4096];
+        matches!(stream.read(&mut buffer).await, Ok(read) if buffer[..read].starts_with(b"HTTP/1.1 200"))
+    })
+    .await;
 }
