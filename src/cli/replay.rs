@@ -33,6 +33,8 @@ pub struct ReplaySettings {
     pub concurrency: usize,
     /// Requests per second at most; `None` as fast as the concurrency allows.
     pub rate: Option<u32>,
+    /// Headers set on every request, replacing the recorded ones (credentials a recording keeps redacted).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl ReplaySettings {
@@ -45,6 +47,7 @@ impl ReplaySettings {
             format: None,
             concurrency: Self::DEFAULT_CONCURRENCY,
             rate: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -73,6 +76,8 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
         )));
     }
 
+    let mut requests = traffic.requests;
+    let still_redacted = with_headers(&mut requests, &replay.headers);
     let concurrency = replay.concurrency;
     let queue_room = settings.proxy.exchange_queue.min(settings.analysis.queue);
     let rate = replay.rate;
@@ -90,7 +95,7 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
     let stop_app = CancellationToken::new();
     let serving = tokio::spawn(app.run_until(stop_app.clone().cancelled_owned()));
 
-    let total = traffic.requests.len() as u64;
+    let total = requests.len() as u64;
     let tally = Arc::new(Tally::default());
     let progress = Progress::start("replay", Some(total), tally.clone());
     let started = Instant::now();
@@ -106,7 +111,7 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
     };
     driver::drive(
         &proxy,
-        traffic.requests.into_iter(),
+        requests.into_iter(),
         Pace { concurrency, rate },
         tally.clone(),
         CancellationToken::new(),
@@ -143,6 +148,12 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
         println!(
             "Not shadowed (primary only): {} (see --allow-side-effects, --shadow-methods)",
             unshadowed.join(", ")
+        );
+    }
+    if still_redacted > 0 {
+        println!(
+            "{still_redacted} requests still carried redacted values (credentials kept only as hashes): \
+             upstreams likely refused them; set real ones with --header 'Authorization: ...'"
         );
     }
     let dropped = metrics
@@ -189,4 +200,37 @@ fn private_instance(settings: &mut AppSettings, input: &str) {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.proxy.listen = loopback;
     settings.web.listen = loopback;
+}
+
+/// Sets `headers` on every request (replacing recorded ones of the same name), and counts the requests that
+/// still carry a redacted value somewhere (a header, the query, the body).
+fn with_headers(
+    requests: &mut [traffic::TrafficRequest],
+    headers: &[(http::HeaderName, http::HeaderValue)],
+) -> usize {
+    const MARK: &[u8] = b"redacted:";
+    let mut still = 0;
+    for request in requests.iter_mut() {
+        if !headers.is_empty() {
+            request
+                .headers
+                .retain(|(name, _)| !headers.iter().any(|(set, _)| set == name));
+            request.headers.extend(headers.iter().cloned());
+        }
+        let in_headers = request
+            .headers
+            .iter()
+            .any(|(_, value)| contains(value.as_bytes(), MARK));
+        let in_uri = request.uri.as_str().contains("redacted:");
+        if in_headers || in_uri || contains(&request.body, MARK) {
+            still += 1;
+        }
+    }
+    still
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }

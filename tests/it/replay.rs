@@ -352,3 +352,66 @@ async fn what_serve_records_replays_and_keeps_no_secret() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_sets_credentials_on_redacted_recordings_and_counts_what_stays_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("recorded.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"time":"2026-11-23T10:15:00.000Z","method":"GET","uri":"/users/1","headers":[["authorization","redacted:5d41402abc4b"]],"body_base64":""}"#,
+            "\n",
+            r#"{"time":"2026-11-23T10:15:01.000Z","method":"GET","uri":"/users/2?token=redacted:0123456789ab","headers":[],"body_base64":""}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let stubs = [
+        Stub::json("{}").await,
+        Stub::json("{}").await,
+        Stub::json("{}").await,
+    ];
+    let (_database, url) = temp_database();
+
+    let ran = replay(&input, &stubs, &url, &[]).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stdout
+            .contains("2 requests still carried redacted values"),
+        "{}",
+        ran.stdout
+    );
+
+    let ran = replay(
+        &input,
+        &stubs,
+        &url,
+        &["--header", "Authorization: Bearer real-one"],
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stdout
+            .contains("1 requests still carried redacted values"),
+        "the query's token is still redacted: {}",
+        ran.stdout
+    );
+    let mut authorizations = Vec::new();
+    while stubs[0].hits() > authorizations.len() {
+        let seen = stubs[0].next_request().await;
+        authorizations.push(
+            seen.headers
+                .get("authorization")
+                .map(|value| value.to_str().unwrap().to_string()),
+        );
+    }
+    assert!(
+        authorizations
+            .iter()
+            .filter(|value| value.as_deref() == Some("Bearer real-one"))
+            .count()
+            == 2,
+        "{authorizations:?}"
+    );
+}

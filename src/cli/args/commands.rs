@@ -38,8 +38,27 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "RPS", env = "SHADOWDIFF_RATE", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: Option<u32>,
 
+    /// A header set on every replayed request, replacing the recorded one (`Authorization: Bearer ...`):
+    /// recordings keep credentials only as redacted hashes, which upstreams refuse. Repeat the flag for
+    /// several; from the environment, one per line.
+    #[arg(long = "header", value_name = "NAME: VALUE", env = "SHADOWDIFF_REPLAY_HEADER",
+          value_delimiter = '\n', value_parser = parse_header, hide_env_values = true)]
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+
     #[command(flatten)]
     pub instance: InstanceArgs,
+}
+
+/// `Name: value`.
+fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not a header; expected `Name: value`"))?;
+    let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("`{}` is not a header name", name.trim()))?;
+    let value = http::HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("the value of `{name}` is not a valid header value"))?;
+    Ok((name, value))
 }
 
 /// The gate's bounds and output, shared by `gate` and `demo --then-gate`.
@@ -185,6 +204,7 @@ impl ReplayArgs {
             format: self.format,
             concurrency: self.concurrency as usize,
             rate: self.rate,
+            headers: self.headers,
         };
         let settings = self.instance.settings();
         (replay, settings)
