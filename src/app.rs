@@ -131,7 +131,7 @@ pub struct Application {
 
 impl Application {
     /// Binds the listeners (port 0 picks a free port) and builds every part.
-    pub async fn build(settings: AppSettings) -> Result<Self, StartupError> {
+    pub async fn build(mut settings: AppSettings) -> Result<Self, StartupError> {
         if settings.upstreams.http2
             && (settings.proxy.shadow.preserve_host || settings.proxy.shadow.host_suffix)
         {
@@ -141,6 +141,8 @@ impl Application {
             ));
         }
         let analysis = settings.analysis.config()?;
+        // The rules file's `[[sample]]` rates decide, per endpoint, what the proxy shadows.
+        settings.proxy.shadow.endpoint_rates = analysis.rules.sampling().to_vec();
         let analyzer = Arc::new(Analyzer::new(analysis));
         let tls = tls_config(settings.upstreams.ca_file.as_deref())?;
         let clients = Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone()));

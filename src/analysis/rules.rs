@@ -353,6 +353,22 @@ pub struct RulesError {
 #[derive(Clone, Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// Per-endpoint shadow sample rates (`[[sample]]`), the first that matches deciding.
+    sampling: Vec<SampleRate>,
+}
+
+/// A `[[sample]]` table: the share of an endpoint's requests that are shadowed (0 keeps them to primary).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleRate {
+    pub endpoint: EndpointGlob,
+    pub rate: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SampleSpec {
+    endpoint: String,
+    rate: f64,
 }
 
 #[derive(Deserialize)]
@@ -360,11 +376,28 @@ pub struct RuleSet {
 struct RulesFile {
     #[serde(default)]
     rule: Vec<toml::Spanned<RuleSpec>>,
+    #[serde(default)]
+    sample: Vec<toml::Spanned<SampleSpec>>,
 }
 
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> Self {
-        Self { rules }
+        Self {
+            rules,
+            sampling: Vec::new(),
+        }
+    }
+
+    /// The same rules with other ones added after them (stored rules after the file's); the sample rates stay.
+    pub fn with_more(&self, more: impl IntoIterator<Item = Rule>) -> Self {
+        let mut merged = self.clone();
+        merged.rules.extend(more);
+        merged
+    }
+
+    /// The per-endpoint shadow sample rates, in the file's order.
+    pub fn sampling(&self) -> &[SampleRate] {
+        &self.sampling
     }
 
     /// Reads a rules file, rejecting it with the line and reason of the first problem.
@@ -400,7 +433,36 @@ impl RuleSet {
                 Rule::new(spanned.into_inner()).map_err(|message| error_at(offset, message))?;
             rules.push(rule);
         }
-        Ok(Self { rules })
+        let mut sampling = Vec::with_capacity(parsed.sample.len());
+        for spanned in parsed.sample {
+            let offset = spanned.span().start;
+            let spec = spanned.into_inner();
+            if !(0.0..=1.0).contains(&spec.rate) {
+                return Err(error_at(
+                    offset,
+                    format!("sample rate {} is out of range; expected 0 to 1", spec.rate),
+                ));
+            }
+            let generalised: Vec<String> = spec
+                .endpoint
+                .trim()
+                .split('/')
+                .map(|segment| {
+                    if segment.starts_with('{') && segment.ends_with('}') {
+                        "*".to_string()
+                    } else {
+                        segment.to_string()
+                    }
+                })
+                .collect();
+            let endpoint = EndpointGlob::parse(&generalised.join("/"))
+                .map_err(|message| error_at(offset, message))?;
+            sampling.push(SampleRate {
+                endpoint,
+                rate: spec.rate,
+            });
+        }
+        Ok(Self { rules, sampling })
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -496,6 +558,30 @@ impl fmt::Display for Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_tables_give_per_endpoint_rates_and_bad_ones_name_their_line() {
+        let rules = RuleSet::parse(
+            "[[sample]]\nendpoint = \"POST /oauth/{provider}/token\"\nrate = 0\n",
+            "r.toml",
+        )
+        .unwrap();
+        assert_eq!(rules.sampling().len(), 1);
+        assert!(
+            rules.sampling()[0]
+                .endpoint
+                .matches("POST /oauth/github/token")
+        );
+        assert!(
+            !rules.sampling()[0]
+                .endpoint
+                .matches("GET /oauth/github/token")
+        );
+        let error =
+            RuleSet::parse("\n[[sample]]\nendpoint = \"/a\"\nrate = 2\n", "r.toml").unwrap_err();
+        assert_eq!(error.line, 2, "{error}");
+        assert!(error.to_string().contains("out of range"), "{error}");
+    }
 
     #[test]
     fn globs_match_segments_and_depths() {

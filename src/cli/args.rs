@@ -656,6 +656,8 @@ impl ShadowArgs {
             max_body: self.max_body.as_usize(),
             max_inflight: self.max_shadow_inflight as usize,
             never: self.no_shadow,
+            // From the rules file, read when the app is built.
+            endpoint_rates: Vec::new(),
         };
         settings.proxy.exchange_queue = self.exchange_queue as usize;
         settings.naming = NamingSettings {

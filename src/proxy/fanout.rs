@@ -292,7 +292,10 @@ impl Proxy {
             self.metrics.proxy.unshadowed(UnshadowedReason::Excluded);
             return self.primary_only(&forward, streamed(body)).await;
         }
-        if let Err(reason) = self.policy.decide(&parts.method, &parts.headers) {
+        if let Err(reason) = self
+            .policy
+            .decide_for(&parts.method, parts.uri.path(), &parts.headers)
+        {
             self.metrics.proxy.unshadowed(reason);
             return self.primary_only(&forward, streamed(body)).await;
         }

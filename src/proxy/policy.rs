@@ -2,7 +2,7 @@
 
 use http::{HeaderMap, HeaderName, Method};
 
-use crate::analysis::rules::EndpointGlob;
+use crate::analysis::rules::{EndpointGlob, SampleRate};
 use crate::proxy::ShadowSettings;
 use crate::proxy::metrics::UnshadowedReason;
 use crate::values::MethodList;
@@ -22,6 +22,8 @@ pub struct ShadowPolicy {
     methods: MethodPolicy,
     /// `--no-shadow` patterns.
     never: Vec<EndpointGlob>,
+    /// Per-endpoint sample rates, winning over `sample_rate`.
+    endpoint_rates: Vec<SampleRate>,
     sample_rate: f64,
     sample_key_header: Option<HeaderName>,
 }
@@ -36,6 +38,7 @@ impl ShadowPolicy {
         Self {
             methods,
             never: settings.never.clone(),
+            endpoint_rates: settings.endpoint_rates.clone(),
             sample_rate: settings.sample_rate,
             sample_key_header: settings.sample_key_header.clone(),
         }
@@ -50,14 +53,43 @@ impl ShadowPolicy {
         self.never.iter().any(|pattern| pattern.matches(&request))
     }
 
+    /// `Ok` when the request to `path` is shadowed, otherwise why not: the method policy, then the first
+    /// per-endpoint rate that matches (else the global one).
+    pub fn decide_for(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<(), UnshadowedReason> {
+        if self.endpoint_rates.is_empty() {
+            return self.decide(method, headers);
+        }
+        let request = format!("{method} {path}");
+        let rate = self
+            .endpoint_rates
+            .iter()
+            .find(|rate| rate.endpoint.matches(&request))
+            .map_or(self.sample_rate, |rate| rate.rate);
+        self.decide_at(method, headers, rate)
+    }
+
     /// `Ok` when the request is shadowed, otherwise why not.
     pub fn decide(&self, method: &Method, headers: &HeaderMap) -> Result<(), UnshadowedReason> {
+        self.decide_at(method, headers, self.sample_rate)
+    }
+
+    fn decide_at(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        sample_rate: f64,
+    ) -> Result<(), UnshadowedReason> {
         if let MethodPolicy::Only(list) = &self.methods
             && !list.contains(method)
         {
             return Err(UnshadowedReason::Method);
         }
-        if self.sample_rate >= 1.0 {
+        if sample_rate >= 1.0 {
             return Ok(());
         }
         let position = match self
@@ -68,7 +100,7 @@ impl ShadowPolicy {
             Some(key) => key_position(key.as_bytes()),
             None => fastrand::f64(),
         };
-        if position < self.sample_rate {
+        if position < sample_rate {
             Ok(())
         } else {
             Err(UnshadowedReason::SampledOut)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
-use crate::analysis::rules::EndpointGlob;
+use crate::analysis::rules::{EndpointGlob, SampleRate};
 use crate::exchange::Target;
 use crate::values::{MethodList, TrustedProxies};
 
@@ -111,6 +111,9 @@ pub struct ShadowSettings {
     /// Requests that are never shadowed (`--no-shadow`): endpoint templates or path globs, with an optional
     /// method (`POST /oauth/token`, `/logout`, `/links/{token}`, `/admin/**`).
     pub never: Vec<EndpointGlob>,
+    /// Per-endpoint sample rates (the rules file's `[[sample]]`), the first that matches winning over
+    /// `sample_rate`.
+    pub endpoint_rates: Vec<SampleRate>,
 }
 
 impl ShadowSettings {
@@ -136,6 +139,7 @@ impl Default for ShadowSettings {
             max_body: Self::DEFAULT_MAX_BODY,
             max_inflight: Self::DEFAULT_MAX_INFLIGHT,
             never: Vec::new(),
+            endpoint_rates: Vec::new(),
         }
     }
 }

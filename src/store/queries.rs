@@ -363,13 +363,12 @@ impl Store {
 
     /// The rules in force: those given at start, then those stored.
     pub async fn rule_set(&self, from_file: &RuleSet) -> Result<RuleSet, StoreError> {
-        let mut rules: Vec<Rule> = from_file.rules().to_vec();
-        for stored in self.rules().await? {
-            if let Ok(rule) = Rule::new(stored.spec) {
-                rules.push(rule);
-            }
-        }
-        Ok(RuleSet::new(rules))
+        let stored = self.rules().await?;
+        Ok(from_file.with_more(
+            stored
+                .into_iter()
+                .filter_map(|stored| Rule::new(stored.spec).ok()),
+        ))
     }
 }
 

@@ -180,3 +180,32 @@ async fn no_shadow_patterns_keep_requests_to_primary_alone() {
     assert_eq!(upstreams.secondary.hits(), 1);
     assert_eq!(upstreams.candidate.hits(), 1);
 }
+
+#[tokio::test]
+async fn per_endpoint_sample_rates_in_the_rules_file_win_over_the_global_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[sample]]\nendpoint = \"POST /login\"\nrate = 0\n\n[[sample]]\nendpoint = \"/links/{token}\"\nrate = 0.0\n",
+    )
+    .unwrap();
+    let upstreams = upstreams().await;
+    let mut app = start(&upstreams, |s| {
+        s.proxy.shadow.allow_side_effects = true;
+        s.analysis.rules = Some(rules.clone());
+    })
+    .await;
+    send(&app, Method::POST, "/login").await;
+    send(&app, Method::GET, "/links/abc").await;
+    send(&app, Method::GET, "/items/1").await;
+    let exchange = app.next_exchange().await;
+    assert_eq!(exchange.request.uri.path(), "/items/1");
+    assert_eq!(
+        app.metrics
+            .proxy
+            .unshadowed_count(UnshadowedReason::SampledOut),
+        2
+    );
+    assert_eq!(upstreams.secondary.hits(), 1);
+}

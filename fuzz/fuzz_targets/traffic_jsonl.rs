@@ -1,0 +1,12 @@
+//! Fuzz target: arbitrary bytes read as shadowdiff's JSON lines. Malformed lines are skipped and counted; nothing
+//! panics.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| {
+    let traffic = shadowdiff::traffic::jsonl::parse(bytes);
+    for skipped in &traffic.skipped {
+        let _ = skipped.to_string();
+    }
+});
