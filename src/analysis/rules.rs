@@ -287,6 +287,23 @@ impl EndpointGlob {
         })
     }
 
+    /// A pattern written as an endpoint template or a glob: a template's `{name}` segments match any one
+    /// segment (`POST /oauth/{provider}/token`).
+    pub fn parse_template(text: &str) -> Result<Self, String> {
+        let generalised: Vec<&str> = text
+            .trim()
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') && segment.ends_with('}') {
+                    "*"
+                } else {
+                    segment
+                }
+            })
+            .collect();
+        Self::parse(&generalised.join("/"))
+    }
+
     pub fn matches(&self, endpoint: &str) -> bool {
         let (method, path) = endpoint.split_once(' ').unwrap_or(("", endpoint));
         self.method.as_deref().is_none_or(|m| m == method)
@@ -443,19 +460,7 @@ impl RuleSet {
                     format!("sample rate {} is out of range; expected 0 to 1", spec.rate),
                 ));
             }
-            let generalised: Vec<String> = spec
-                .endpoint
-                .trim()
-                .split('/')
-                .map(|segment| {
-                    if segment.starts_with('{') && segment.ends_with('}') {
-                        "*".to_string()
-                    } else {
-                        segment.to_string()
-                    }
-                })
-                .collect();
-            let endpoint = EndpointGlob::parse(&generalised.join("/"))
+            let endpoint = EndpointGlob::parse_template(&spec.endpoint)
                 .map_err(|message| error_at(offset, message))?;
             sampling.push(SampleRate {
                 endpoint,

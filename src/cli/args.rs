@@ -487,7 +487,7 @@ pub struct ShadowArgs {
     /// method (`POST /oauth/token`, `/logout`, `/links/{token}`, `/admin/**`), for one-time links, logouts and
     /// token exchanges that must not happen three times; repeat the flag (or comma-separate) for several.
     #[arg(long = "no-shadow", value_name = "PATTERN", env = "SHADOWDIFF_NO_SHADOW",
-          value_delimiter = ',', value_parser = parse_no_shadow)]
+          value_delimiter = ',', value_parser = EndpointGlob::parse_template)]
     pub no_shadow: Vec<EndpointGlob>,
 
     /// Memory all shadow work may hold (request and response bodies in flight, queued exchanges, analysis,
@@ -541,22 +541,6 @@ pub struct AdminArgs {
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_ADMIN_SESSION_TTL",
           default_value_t = Span(WebSettings::DEFAULT_SESSION_TTL), value_parser = parse_interval_span)]
     pub admin_session_ttl: Span,
-}
-
-/// A `--no-shadow` pattern: an endpoint glob, where a template's `{name}` segments match any one segment.
-fn parse_no_shadow(text: &str) -> Result<EndpointGlob, String> {
-    let generalised: Vec<String> = text
-        .trim()
-        .split('/')
-        .map(|segment| {
-            if segment.starts_with('{') && segment.ends_with('}') {
-                "*".to_string()
-            } else {
-                segment.to_string()
-            }
-        })
-        .collect();
-    EndpointGlob::parse(&generalised.join("/"))
 }
 
 /// An http:// or https:// URL with a host.
