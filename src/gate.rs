@@ -50,6 +50,10 @@ pub struct GateReport {
     pub max_diff_rate: f64,
     pub requests: u64,
     pub diff_rate: f64,
+    /// Requests that carried a redacted value instead of a credential (replayed from a redacted recording
+    /// without `--header`): upstreams likely refused them, so their verdicts say little. Present when not zero.
+    #[serde(skip_serializing_if = "crate::analysis::aggregate::is_zero")]
+    pub redacted_requests: u64,
     pub endpoints: Vec<GateEndpoint>,
     /// Why it failed, in the order checked (empty when it passed).
     #[serde(skip)]
@@ -180,6 +184,7 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
         FailOn::Breaking => endpoint.failing_breaking,
     };
     let requests: u64 = selected.iter().map(|endpoint| endpoint.requests).sum();
+    let redacted_requests: u64 = selected.iter().map(|e| e.redacted_requests).sum();
     let diff_rate = aggregate::rate(selected.iter().map(|e| failing(e)).sum(), requests);
 
     let mut failures = Vec::new();
@@ -248,6 +253,7 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
         max_diff_rate: settings.max_diff_rate,
         requests,
         diff_rate,
+        redacted_requests,
         endpoints,
         failures,
         settings,

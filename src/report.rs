@@ -40,6 +40,10 @@ pub struct RunReport {
     pub diff_rate: f64,
     /// Share of compared requests where primary and secondary differed.
     pub noise_rate: f64,
+    /// Requests that carried a redacted value instead of a credential (replayed from a redacted recording);
+    /// present when not zero.
+    #[serde(skip_serializing_if = "aggregate::is_zero")]
+    pub redacted_requests: u64,
     pub endpoints: Vec<EndpointReport>,
 }
 
@@ -55,11 +59,13 @@ impl RunReport {
         let requests: u64 = endpoints.iter().map(|e| e.requests).sum();
         let failing: u64 = endpoints.iter().map(|e| e.failing).sum();
         let noisy: u64 = endpoints.iter().map(|e| e.noisy).sum();
+        let redacted_requests = endpoints.iter().map(|e| e.redacted_requests).sum();
         Self {
             run,
             requests,
             diff_rate: aggregate::rate(failing, requests),
             noise_rate: aggregate::rate(noisy, requests),
+            redacted_requests,
             endpoints,
         }
     }

@@ -54,6 +54,9 @@ pub struct Tally {
     pub body_skipped: BTreeMap<(Target, BodySkip), u64>,
     /// Compared exchanges where secondary differed from primary anywhere.
     pub noisy: u64,
+    /// Exchanges whose request carried a redacted value (`redacted:...`): replayed from a redacted recording
+    /// without real credentials, so upstreams likely refused them.
+    pub redacted: u64,
     pub paths: BTreeMap<PathKey, PathCounts>,
     /// Compared exchanges by their set of uncancelled candidate differences (empty sets are not kept).
     pub signatures: BTreeMap<Vec<PathKey>, u64>,
@@ -66,6 +69,9 @@ impl Tally {
     /// Adds one analysed exchange.
     pub fn record(&mut self, analysis: &Analysis) {
         self.requests += 1;
+        if carries_redacted_value(&analysis.exchange.request) {
+            self.redacted += 1;
+        }
         for target in Target::ALL {
             if let Err(error) = &analysis.exchange.outcome(target).result
                 && error.is_upstream_fault()
@@ -107,6 +113,7 @@ impl Tally {
         self.requests += other.requests;
         self.compared += other.compared;
         self.noisy += other.noisy;
+        self.redacted += other.redacted;
         for (reason, count) in &other.skipped {
             *self.skipped.entry(*reason).or_default() += count;
         }
@@ -272,6 +279,9 @@ pub struct EndpointReport {
     pub latency_regression: bool,
     pub regressions: Vec<RegressionReport>,
     pub noise: Vec<NoiseReport>,
+    /// Requests that carried a redacted value (`redacted:...`) instead of a credential; present when not zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redacted_requests: u64,
     /// Requests whose candidate differs at a regression path (the numerator of `diff_rate`).
     #[serde(skip)]
     pub failing: u64,
@@ -424,6 +434,7 @@ pub fn report(
         requests: compared,
         diff_rate: fraction(failing),
         noise_rate: fraction(counts.tally.noisy),
+        redacted_requests: counts.tally.redacted,
         noisy: counts.tally.noisy,
         latency: TargetLatency {
             primary: counts.latency.summary(Target::Primary),
@@ -436,6 +447,27 @@ pub fn report(
         failing,
         failing_breaking,
     }
+}
+
+/// Whether a request carries a value redaction put there (`redacted:` and a keyed hash) in a header, its
+/// query or its body: a request replayed from a redacted recording without real credentials.
+pub fn carries_redacted_value(request: &crate::exchange::RecordedRequest) -> bool {
+    const MARK: &[u8] = b"redacted:";
+    let within = |bytes: &[u8]| bytes.windows(MARK.len()).any(|window| window == MARK);
+    request
+        .headers
+        .values()
+        .any(|value| within(value.as_bytes()))
+        || request
+            .uri
+            .query()
+            .is_some_and(|query| within(query.as_bytes()))
+        || within(&request.body)
+}
+
+/// For counts that appear in JSON only when they are not zero.
+pub fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// A share of `whole`: the diff rate, the noise rate and every other rate of the report are this, and nothing

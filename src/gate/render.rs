@@ -36,6 +36,17 @@ pub fn render(report: &GateReport, format: GateFormat) -> String {
     }
 }
 
+/// What the gate says when requests carried redacted values instead of credentials.
+fn redacted_warning(report: &GateReport) -> Option<String> {
+    (report.redacted_requests > 0).then(|| {
+        format!(
+            "{} requests carried redacted values instead of credentials (replayed from a redacted recording?): \
+             upstreams likely refused them; replay with --header to set real ones",
+            count(report.redacted_requests)
+        )
+    })
+}
+
 /// A failure in one line.
 pub fn describe(failure: &Failure) -> String {
     match failure {
@@ -118,6 +129,9 @@ fn text(report: &GateReport) -> String {
     for failure in &report.failures {
         let _ = writeln!(out, "  ✗ {}", describe(failure));
     }
+    if let Some(warning) = redacted_warning(report) {
+        let _ = writeln!(out, "  ! {warning}");
+    }
     for endpoint in &report.endpoints {
         let _ = writeln!(
             out,
@@ -194,7 +208,19 @@ fn junit(report: &GateReport) -> String {
             percent(report.diff_rate)
         ))
     );
-    if run_failures.is_empty() {
+    if let Some(warning) = redacted_warning(report) {
+        let _ = write!(out, ">\n      <system-out>{}</system-out>", xml(&warning));
+        if run_failures.is_empty() {
+            out.push_str("\n    </testcase>\n");
+        } else {
+            let message: Vec<String> = run_failures.iter().map(|f| describe(f)).collect();
+            let _ = writeln!(
+                out,
+                "\n      <failure message=\"{}\" type=\"gate\"/>\n    </testcase>",
+                xml(&message.join("; "))
+            );
+        }
+    } else if run_failures.is_empty() {
         out.push_str("/>\n");
     } else {
         let message: Vec<String> = run_failures.iter().map(|f| describe(f)).collect();
@@ -278,6 +304,9 @@ fn markdown(report: &GateReport) -> String {
     let _ = writeln!(out, "Run {} · {}.\n", code(&report.run), counting(report));
     for failure in &report.failures {
         let _ = writeln!(out, "- {}", describe(failure).replace('|', "\\|"));
+    }
+    if let Some(warning) = redacted_warning(report) {
+        let _ = writeln!(out, "- ⚠️ {warning}");
     }
     if !report.failures.is_empty() {
         out.push('\n');

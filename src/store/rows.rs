@@ -14,6 +14,7 @@ pub fn counter_rows(counts: &Tally) -> Vec<(String, i64)> {
         ("requests".to_string(), counts.requests as i64),
         ("compared".to_string(), counts.compared as i64),
         ("noisy".to_string(), counts.noisy as i64),
+        ("redacted".to_string(), counts.redacted as i64),
     ];
     for (reason, count) in &counts.skipped {
         rows.push((format!("skipped:{}", reason.as_str()), *count as i64));
@@ -36,6 +37,7 @@ pub fn apply_counter(counts: &mut Tally, name: &str, value: i64) {
         (Some("requests"), None, _) => counts.requests += value,
         (Some("compared"), None, _) => counts.compared += value,
         (Some("noisy"), None, _) => counts.noisy += value,
+        (Some("redacted"), None, _) => counts.redacted += value,
         (Some("skipped"), Some(reason), None) => {
             if let Some(reason) = SkipReason::parse(reason) {
                 *counts.skipped.entry(reason).or_default() += value;

@@ -374,7 +374,7 @@ async fn replay_sets_credentials_on_redacted_recordings_and_counts_what_stays_re
     ];
     let (_database, url) = temp_database();
 
-    let ran = replay(&input, &stubs, &url, &[]).await;
+    let ran = replay(&input, &stubs, &url, &["--run", "without-credentials"]).await;
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert!(
         ran.stdout
@@ -383,11 +383,40 @@ async fn replay_sets_credentials_on_redacted_recordings_and_counts_what_stays_re
         ran.stdout
     );
 
+    // The gate says so too, in every format, so that a run of refusals cannot pass silently.
+    let (_, gate) = gate_json(&url, "without-credentials", &["--min-requests", "1"]).await;
+    assert_eq!(gate["redacted_requests"], 2, "{gate}");
+    for format in ["text", "markdown", "junit"] {
+        let ran = run_command(&[
+            "gate",
+            "--database-url",
+            &url,
+            "--run",
+            "without-credentials",
+            "--min-requests",
+            "1",
+            "--format",
+            format,
+        ])
+        .await;
+        assert!(
+            ran.stdout
+                .contains("2 requests carried redacted values instead of credentials"),
+            "{format}: {}",
+            ran.stdout
+        );
+    }
+
     let ran = replay(
         &input,
         &stubs,
         &url,
-        &["--header", "Authorization: Bearer real-one"],
+        &[
+            "--run",
+            "with-credentials",
+            "--header",
+            "Authorization: Bearer real-one",
+        ],
     )
     .await;
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
@@ -397,6 +426,8 @@ async fn replay_sets_credentials_on_redacted_recordings_and_counts_what_stays_re
         "the query's token is still redacted: {}",
         ran.stdout
     );
+    let (_, gate) = gate_json(&url, "with-credentials", &["--min-requests", "1"]).await;
+    assert_eq!(gate["redacted_requests"], 1, "{gate}");
     let mut authorizations = Vec::new();
     while stubs[0].hits() > authorizations.len() {
         let seen = stubs[0].next_request().await;
