@@ -1,5 +1,6 @@
-//! Text made safe for where it goes (HTML and XML markup, URL components) and the one stable hash stored keys
-//! use: small, dependency-free, shared by the web, the gate's reports, the proxy and the store.
+//! Text made safe for where it goes (HTML and XML markup, URL components), the mark redacted values carry, and
+//! the one stable hash stored keys use: small, dependency-free, shared by the web, the gate's reports, the
+//! proxy, redaction and the store.
 
 /// Which markup escaped text goes into.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -46,6 +47,41 @@ pub fn percent_encode(text: &str, keep: &[u8]) -> String {
     out
 }
 
+/// `%XX` sequences decoded (and `+` as a space), lossily: enough to match a parameter's name.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'%' if at + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[at + 1..at + 3]).ok();
+                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        at += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+        at += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What every redacted value starts with: `redacted:` and a keyed hash (see `redact`).
+pub const REDACTED_MARK: &str = "redacted:";
+
+/// Whether `bytes` hold a redacted value somewhere.
+pub fn holds_redacted(bytes: &[u8]) -> bool {
+    let mark = REDACTED_MARK.as_bytes();
+    bytes.windows(mark.len()).any(|window| window == mark)
+}
+
 /// FNV-1a over `bytes`: fixed by its definition (unlike the standard library's hasher), so every process and
 /// every release computes the same value, which stored keys and replicas' sampling decisions rely on.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
@@ -75,6 +111,9 @@ mod tests {
         );
         assert_eq!(percent_encode("GET /a b~", &[]), "GET%20%2Fa%20b~");
         assert_eq!(percent_encode("/a b?c", b"/"), "/a%20b%3Fc");
+        assert_eq!(percent_decode("access%5Ftoken+x%2"), "access_token x%2");
+        assert!(holds_redacted(b"Bearer redacted:0123456789ab"));
+        assert!(!holds_redacted(b"redacted"));
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::analysis::diff::{Difference, MAX_VALUE_LEN};
+use crate::encoding::{REDACTED_MARK, percent_decode};
 
 /// Headers whose values are always redacted.
 pub const SECRET_HEADERS: [&str; 9] = [
@@ -141,7 +142,7 @@ impl Redactor {
             .expect("HMAC accepts any key length");
         mac.update(value);
         let digest = mac.finalize().into_bytes();
-        format!("redacted:{}", &hex::encode(digest)[..12])
+        format!("{REDACTED_MARK}{}", &hex::encode(digest)[..12])
     }
 
     /// Whether any JSON field is redacted (`--redact-json-field`).
@@ -383,32 +384,6 @@ impl Redactor {
             *rendered = self.token(rendered.as_bytes());
         }
     }
-}
-
-/// `%XX` sequences decoded (and `+` as a space), lossily: enough to match a parameter's name.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        match bytes[at] {
-            b'%' if at + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[at + 1..at + 3]).ok();
-                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        at += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            other => out.push(other),
-        }
-        at += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn unescape(segment: &str) -> String {

@@ -12,6 +12,7 @@ use crate::analysis::latency::{Latencies, LatencySummary};
 use crate::analysis::noise::{self, Thresholds, Verdict};
 use crate::analysis::rules::{RuleAction, RuleSet};
 use crate::analysis::{Analysis, BodySkip, PathKey, SkipReason};
+use crate::encoding::holds_redacted;
 
 use crate::exchange::{ErrorKind, Target};
 
@@ -452,17 +453,15 @@ pub fn report(
 /// Whether a request carries a value redaction put there (`redacted:` and a keyed hash) in a header, its
 /// query or its body: a request replayed from a redacted recording without real credentials.
 pub fn carries_redacted_value(request: &crate::exchange::RecordedRequest) -> bool {
-    const MARK: &[u8] = b"redacted:";
-    let within = |bytes: &[u8]| bytes.windows(MARK.len()).any(|window| window == MARK);
     request
         .headers
         .values()
-        .any(|value| within(value.as_bytes()))
+        .any(|value| holds_redacted(value.as_bytes()))
         || request
             .uri
             .query()
-            .is_some_and(|query| within(query.as_bytes()))
-        || within(&request.body)
+            .is_some_and(|query| holds_redacted(query.as_bytes()))
+        || holds_redacted(&request.body)
 }
 
 /// For counts that appear in JSON only when they are not zero.

@@ -13,6 +13,7 @@ use crate::app::{AppSettings, Application};
 use crate::cli::driver::{self, Pace, Tally};
 use crate::cli::progress::Progress;
 use crate::cli::{CommandError, Outcome, summary};
+use crate::encoding::holds_redacted;
 use crate::pipeline::metrics::{DropReason, Queue};
 use crate::proxy::metrics::UnshadowedReason;
 use crate::store::queries::TimeRange;
@@ -208,7 +209,6 @@ fn with_headers(
     requests: &mut [traffic::TrafficRequest],
     headers: &[(http::HeaderName, http::HeaderValue)],
 ) -> usize {
-    const MARK: &[u8] = b"redacted:";
     let mut still = 0;
     for request in requests.iter_mut() {
         if !headers.is_empty() {
@@ -220,17 +220,11 @@ fn with_headers(
         let in_headers = request
             .headers
             .iter()
-            .any(|(_, value)| contains(value.as_bytes(), MARK));
-        let in_uri = request.uri.as_str().contains("redacted:");
-        if in_headers || in_uri || contains(&request.body, MARK) {
+            .any(|(_, value)| holds_redacted(value.as_bytes()));
+        let in_uri = holds_redacted(request.uri.as_str().as_bytes());
+        if in_headers || in_uri || holds_redacted(&request.body) {
             still += 1;
         }
     }
     still
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
 }

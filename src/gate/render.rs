@@ -208,27 +208,23 @@ fn junit(report: &GateReport) -> String {
             percent(report.diff_rate)
         ))
     );
-    if let Some(warning) = redacted_warning(report) {
-        let _ = write!(out, ">\n      <system-out>{}</system-out>", xml(&warning));
-        if run_failures.is_empty() {
-            out.push_str("\n    </testcase>\n");
-        } else {
+    let warning = redacted_warning(report);
+    if warning.is_none() && run_failures.is_empty() {
+        out.push_str("/>\n");
+    } else {
+        out.push('>');
+        if let Some(warning) = &warning {
+            let _ = write!(out, "\n      <system-out>{}</system-out>", xml(warning));
+        }
+        if !run_failures.is_empty() {
             let message: Vec<String> = run_failures.iter().map(|f| describe(f)).collect();
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "\n      <failure message=\"{}\" type=\"gate\"/>\n    </testcase>",
+                "\n      <failure message=\"{}\" type=\"gate\"/>",
                 xml(&message.join("; "))
             );
         }
-    } else if run_failures.is_empty() {
-        out.push_str("/>\n");
-    } else {
-        let message: Vec<String> = run_failures.iter().map(|f| describe(f)).collect();
-        let _ = writeln!(
-            out,
-            ">\n      <failure message=\"{}\" type=\"gate\"/>\n    </testcase>",
-            xml(&message.join("; "))
-        );
+        out.push_str("\n    </testcase>\n");
     }
     for endpoint in &report.endpoints {
         let _ = write!(

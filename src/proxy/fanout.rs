@@ -288,10 +288,6 @@ impl Proxy {
             self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
             return plain_response(StatusCode::URI_TOO_LONG, "shadowdiff: URI too long\n");
         };
-        if self.policy.excluded(&parts.method, parts.uri.path()) {
-            self.metrics.proxy.unshadowed(UnshadowedReason::Excluded);
-            return self.primary_only(&forward, streamed(body)).await;
-        }
         if let Err(reason) = self
             .policy
             .decide_for(&parts.method, parts.uri.path(), &parts.headers)

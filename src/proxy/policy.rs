@@ -44,27 +44,21 @@ impl ShadowPolicy {
         }
     }
 
-    /// Whether a `--no-shadow` pattern keeps this request to primary alone.
-    pub fn excluded(&self, method: &Method, path: &str) -> bool {
-        if self.never.is_empty() {
-            return false;
-        }
-        let request = format!("{method} {path}");
-        self.never.iter().any(|pattern| pattern.matches(&request))
-    }
-
-    /// `Ok` when the request to `path` is shadowed, otherwise why not: the method policy, then the first
-    /// per-endpoint rate that matches (else the global one).
+    /// `Ok` when the request to `path` is shadowed, otherwise why not: a `--no-shadow` pattern, the method
+    /// policy, then the first per-endpoint rate that matches (else the global one).
     pub fn decide_for(
         &self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
     ) -> Result<(), UnshadowedReason> {
-        if self.endpoint_rates.is_empty() {
+        if self.never.is_empty() && self.endpoint_rates.is_empty() {
             return self.decide(method, headers);
         }
         let request = format!("{method} {path}");
+        if self.never.iter().any(|pattern| pattern.matches(&request)) {
+            return Err(UnshadowedReason::Excluded);
+        }
         let rate = self
             .endpoint_rates
             .iter()

@@ -210,11 +210,7 @@ pub async fn login(
         session_until(token, now_secs() + ttl),
         if state.secure_cookie { "; Secure" } else { "" }
     );
-    let mut response = Redirect::to(&next).into_response();
-    if let Ok(value) = cookie.parse() {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
+    redirect_setting_cookie(&next, &cookie)
 }
 
 /// Ends the session: the cookie is cleared, and the browser sent to the login form (or the overview when no
@@ -225,8 +221,13 @@ pub async fn logout(State(state): State<AdminState>) -> Response {
     } else {
         routes::HOME
     };
-    let mut response = Redirect::to(target).into_response();
     let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+    redirect_setting_cookie(target, &cookie)
+}
+
+/// A redirect to `target` that sets the session cookie to `cookie`.
+fn redirect_setting_cookie(target: &str, cookie: &str) -> Response {
+    let mut response = Redirect::to(target).into_response();
     if let Ok(value) = cookie.parse() {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
