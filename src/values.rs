@@ -68,18 +68,26 @@ impl UpstreamUrl {
 /// A path with its `.` and `..` segments resolved (RFC 3986 §5.2.4), counting percent-encoded dots too
 /// (servers decode `%2e%2e` into `..`); a `..` at the root stays at the root.
 pub fn resolve_dot_segments(path: &str) -> std::borrow::Cow<'_, str> {
+    // Each segment of every forwarded path is looked at: this allocates nothing unless a dot segment is found.
     fn dots(segment: &str) -> Option<usize> {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        match decoded.as_str() {
-            "." => Some(1),
-            ".." => Some(2),
-            _ => None,
+        let mut rest = segment.as_bytes();
+        let mut count = 0;
+        while !rest.is_empty() && count < 3 {
+            if let Some(after) = rest.strip_prefix(b".") {
+                rest = after;
+            } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+                rest = &rest[3..];
+            } else {
+                return None;
+            }
+            count += 1;
         }
+        (rest.is_empty() && (1..=2).contains(&count)).then_some(count)
     }
-    let segments: Vec<&str> = path.split('/').collect();
-    if !segments.iter().any(|segment| dots(segment).is_some()) {
+    if !path.split('/').any(|segment| dots(segment).is_some()) {
         return std::borrow::Cow::Borrowed(path);
     }
+    let segments: Vec<&str> = path.split('/').collect();
     let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
     let last = segments.len() - 1;
     for (at, segment) in segments.iter().enumerate().skip(1) {
