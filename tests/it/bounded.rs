@@ -30,7 +30,7 @@ use shadowdiff::store::writer::{Writer, WriterConfig};
 
 use crate::support::db::TestDb;
 use crate::support::stub::{Stub, json_response};
-use crate::support::{TestApp, client, wait_for};
+use crate::support::{TestApp, client, get_json, get_text, wait_for};
 use crate::verdicts::{exchange_of, json_response as json_outcome};
 
 crate::support::on_both_backends!(
@@ -103,28 +103,6 @@ async fn stored_app(
     )
     .await;
     (app, stubs)
-}
-
-async fn get_text(url: &str) -> String {
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-async fn get_json(url: &str) -> serde_json::Value {
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn stored_requests(store: &Store, label: &str) -> Option<u64> {

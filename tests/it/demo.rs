@@ -146,14 +146,7 @@ async fn the_demo_serves_its_dashboard_until_ctrl_c() {
     crate::support::wait_for("the demo's traffic to be stored", || {
         let url = runs_url.clone();
         async move {
-            let runs: Value = crate::support::client()
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let runs = crate::support::get_json(&url).await;
             runs[0]["label"] == "interactive" && runs[0]["requests"].as_u64() > Some(0)
         }
     })

@@ -21,16 +21,7 @@ async fn shutdown_lets_in_flight_requests_finish_and_drains_exchanges() {
     let mut app = TestApp::start(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
 
     let url = app.url("/slow");
-    let in_flight = tokio::spawn(async move {
-        client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let in_flight = tokio::spawn(async move { crate::support::get_text(&url).await });
     primary.next_request().await;
 
     let stopped = app.begin_shutdown();

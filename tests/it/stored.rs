@@ -329,14 +329,7 @@ async fn secrets_sent_through_the_proxy_never_reach_the_database(db: TestDb) {
     );
     drop(store);
 
-    let stored = match db.sqlite_path() {
-        Some(path) => {
-            let mut bytes = std::fs::read(&path).unwrap();
-            bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
-        None => crate::support::db::pg_dump(db.url()),
-    };
+    let stored = db.everything_as_text();
     for secret in [TOKEN, PASSWORD] {
         assert!(!stored.contains(secret), "{secret} reached the database");
     }
@@ -470,14 +463,7 @@ async fn a_secret_planted_in_each_place_reaches_no_store_recording_or_log(db: Te
     let exit = serving.terminate().await;
     assert_eq!(exit.code(), Some(0));
 
-    let stored = match db.sqlite_path() {
-        Some(path) => {
-            let mut bytes = std::fs::read(&path).unwrap();
-            bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
-        None => crate::support::db::pg_dump(db.url()),
-    };
+    let stored = db.everything_as_text();
     let recording = std::fs::read_to_string(&record_file).unwrap();
     assert!(recording.lines().count() >= 12, "{recording}");
     #[cfg(unix)]

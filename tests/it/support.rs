@@ -332,3 +332,27 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// The text a GET of `url` answers (the test fails if it cannot be fetched).
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The JSON a GET of `url` answers.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -598,14 +598,7 @@ async fn live_fragments_answer_not_modified_until_the_report_changes() {
     wait_for("the new request to be stored", || {
         let url = url.clone();
         async move {
-            let endpoints: Value = client()
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let endpoints = crate::support::get_json(&url).await;
             endpoints
                 .as_array()
                 .unwrap()
