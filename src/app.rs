@@ -18,6 +18,7 @@ use crate::analysis::{Analysis, AnalysisSettings, Analyzer};
 use crate::budget::{MemoryBudget, Stage};
 use crate::endpoint::{EndpointNamer, NamingSettings};
 use crate::exchange::{Exchange, Target};
+use crate::lane::{Lane, LaneSettings};
 use crate::metrics::Metrics;
 use crate::pipeline::metrics::{DropReason, Queue};
 use crate::pipeline::recorder::{self, Recording};
@@ -52,6 +53,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Config(String),
+    #[error("cannot start the shadow threads: {0}")]
+    Lane(io::Error),
 }
 
 /// Everything one running instance is told, one plain struct per component. The command line converts into
@@ -60,6 +63,7 @@ pub enum StartupError {
 pub struct AppSettings {
     pub upstreams: UpstreamSettings,
     pub proxy: ProxySettings,
+    pub lane: LaneSettings,
     pub naming: NamingSettings,
     /// What all shadow work may hold, in bytes.
     pub memory_budget: usize,
@@ -77,6 +81,7 @@ impl AppSettings {
         Self {
             upstreams,
             proxy: ProxySettings::default(),
+            lane: LaneSettings::default(),
             naming: NamingSettings::default(),
             memory_budget: MemoryBudget::DEFAULT_LIMIT,
             analysis: AnalysisSettings::default(),
@@ -89,7 +94,7 @@ impl AppSettings {
     }
 }
 
-/// Reads the number of items waiting between stages.
+/// Reads the number of exchanges in shadow work or waiting between stages.
 pub type Backlog = Arc<dyn Fn() -> usize + Send + Sync>;
 
 /// A built instance, listening but not yet serving.
@@ -113,11 +118,15 @@ pub struct Application {
     /// The receiving end of the analysis queue, until someone takes it or `run_until` stores it.
     analyses: Option<mpsc::Receiver<Analysis>>,
     store: Store,
+    /// Where the writer opens connections of its own, from a lane thread.
+    store_settings: StoreSettings,
     writer_config: WriterConfig,
     /// Names exchanges; shared by the proxy (which names) and the writer (which stores what it learns).
     namer: Arc<EndpointNamer>,
     /// What all shadow work may hold.
     budget: Arc<MemoryBudget>,
+    /// The threads shadow work runs on.
+    lane: Arc<Lane>,
     /// The writer's view of the store, for readiness and the dashboard.
     store_health: Arc<StoreHealth>,
     redactor: Redactor,
@@ -146,6 +155,9 @@ impl Application {
         let analyzer = Arc::new(Analyzer::new(analysis));
         let tls = tls_config(settings.upstreams.ca_file.as_deref())?;
         let clients = Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone()));
+        let shadow_clients =
+            Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone()));
+        let lane = Lane::start(&settings.lane).map_err(StartupError::Lane)?;
         let proxy_listener = bind("proxy", settings.proxy.listen).await?;
         let admin_listener = bind("admin", settings.web.listen).await?;
         let store = Store::open(&settings.store).await?;
@@ -251,7 +263,8 @@ impl Application {
         let backlog: Backlog = {
             let (exchanges, analyses) =
                 (exchange_sink.depth_reader(), analyses_sink.depth_reader());
-            Arc::new(move || exchanges() + analyses())
+            let shadowing = lane.tasks().clone();
+            Arc::new(move || shadowing.len() + exchanges() + analyses())
         };
         metrics.register_scrape_gauge(
             "queue_depth",
@@ -268,7 +281,12 @@ impl Application {
         let mut proxy = Proxy::new(
             &settings.proxy,
             &settings.upstreams,
-            UpstreamPools { clients, inflight },
+            UpstreamPools {
+                clients,
+                shadow_clients,
+                inflight,
+                lane: lane.clone(),
+            },
             exchange_sink,
             namer.clone(),
             budget.clone(),
@@ -308,9 +326,11 @@ impl Application {
             analyses_sink,
             analyses: Some(analyses),
             store,
+            store_settings: settings.store.clone(),
             writer_config,
             namer,
             budget,
+            lane,
             store_health: Arc::new(StoreHealth::default()),
             redactor,
             listener_limits: ListenerLimits {
@@ -355,8 +375,8 @@ impl Application {
         &self.store
     }
 
-    /// Reads how many exchanges wait for analysis or storage: a sender that must not lose any (replay) waits
-    /// while it is high.
+    /// Reads how many exchanges are being shadowed or wait for analysis or storage: a sender that must not lose
+    /// any (replay) waits while it is high, since shadow work yields to callers and is shed when it falls behind.
     pub fn backlog(&self) -> Backlog {
         self.backlog.clone()
     }
@@ -392,40 +412,67 @@ impl Application {
         let reports = self.reports();
         let stop_analysis = CancellationToken::new();
         let stop_consumer = CancellationToken::new();
+        // Every stage after the proxy runs on the lane, below the callers' priority.
         let analysis = self.exchanges.map(|rx| {
-            tokio::spawn(pipeline::analyse(
-                rx,
-                stop_analysis.clone(),
-                self.analyzer.clone(),
-                self.analysis_workers,
-                self.budget.clone(),
-                self.metrics.clone(),
-                self.analyses_sink.clone(),
-            ))
+            self.lane.spawn_stage(
+                0,
+                pipeline::analyse(
+                    rx,
+                    stop_analysis.clone(),
+                    self.analyzer.clone(),
+                    self.analysis_workers,
+                    self.budget.clone(),
+                    self.metrics.clone(),
+                    self.analyses_sink.clone(),
+                ),
+            )
         });
         drop(self.analyses_sink);
         let recorder = self.recordings.map(|(file, rx)| {
-            tokio::spawn(recorder::run(
-                file,
-                rx,
-                self.redactor.clone(),
-                self.analyzer.config().max_decoded_body,
-                self.metrics.clone(),
-                stop_analysis.clone(),
-            ))
+            self.lane.spawn_stage(
+                1,
+                recorder::run(
+                    file,
+                    rx,
+                    self.redactor.clone(),
+                    self.analyzer.config().max_decoded_body,
+                    self.metrics.clone(),
+                    stop_analysis.clone(),
+                ),
+            )
         });
-        let writer = Writer::new(
-            self.store.clone(),
-            self.writer_config.clone(),
-            self.redactor.clone(),
-            self.metrics.clone(),
-        )
-        .with_namer(self.namer.clone())
-        .with_budget(&self.budget)
-        .with_health(self.store_health.clone());
-        let consumer = self
-            .analyses
-            .map(|rx| tokio::spawn(writer.run(rx, stop_consumer.clone())));
+        let consumer = self.analyses.map(|rx| {
+            let shared = self.store.clone();
+            let url = self.store_settings.database_url.clone();
+            let (config, redactor, metrics) = (
+                self.writer_config.clone(),
+                self.redactor.clone(),
+                self.metrics.clone(),
+            );
+            let (namer, budget, health) = (
+                self.namer.clone(),
+                self.budget.clone(),
+                self.store_health.clone(),
+            );
+            let stop = stop_consumer.clone();
+            self.lane.spawn_stage(self.lane.threads() - 1, async move {
+                // Connections of its own, opened from a lane thread: SQLite's connection threads inherit its
+                // priority, and PostgreSQL's are driven by it.
+                let store = match Store::connect(&url, WRITER_CONNECTIONS).await {
+                    Ok(store) => store,
+                    Err(error) => {
+                        tracing::warn!(%error, "the writer could not open connections of its own; sharing the dashboard's");
+                        shared
+                    }
+                };
+                Writer::new(store, config, redactor, metrics)
+                    .with_namer(namer)
+                    .with_budget(&budget)
+                    .with_health(health)
+                    .run(rx, stop)
+                    .await
+            })
+        });
 
         let draining = CancellationToken::new();
         let admin_router = web::router(web::AdminState {
@@ -510,6 +557,9 @@ impl Application {
         tracing::info!("shadowdiff stopped");
     }
 }
+
+/// Connections the writer opens for itself: it writes one batch at a time, beside a heartbeat.
+const WRITER_CONNECTIONS: u32 = 2;
 
 /// `candidate-host:port@2026-11-23T10:15:00Z`: which candidate, since when.
 fn default_run_label(upstreams: &UpstreamSettings) -> String {

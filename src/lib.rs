@@ -12,6 +12,7 @@ pub mod endpoint;
 pub mod exchange;
 pub mod gate;
 pub mod identifier;
+pub mod lane;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

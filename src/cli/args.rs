@@ -18,6 +18,7 @@ use crate::analysis::rules::EndpointGlob;
 use crate::app::AppSettings;
 use crate::budget::MemoryBudget;
 use crate::endpoint::{EndpointPattern, NamingSettings};
+use crate::lane::LaneSettings;
 use crate::proxy::upstream::UpstreamSettings;
 use crate::proxy::{ProxySettings, ResponseMode, ShadowSettings};
 use crate::redact::RedactionSettings;
@@ -287,8 +288,8 @@ pub struct VerdictArgs {
           default_value_t = Thresholds::DEFAULT_ABSOLUTE_PERCENT, value_parser = parse_percent)]
     pub threshold_absolute: f64,
 
-    /// An endpoint has a latency regression when the candidate's p99 exceeds this many times primary's and
-    /// secondary's, while secondary's stays within this many times primary's (at least 100 samples each).
+    /// An endpoint has a latency regression when the candidate's p99 exceeds this many times secondary's, which
+    /// runs the current code on the candidate's path (at least 100 samples each).
     #[arg(long, value_name = "FACTOR", env = "SHADOWDIFF_LATENCY_FACTOR",
           default_value_t = VerdictSettings::DEFAULT_LATENCY_FACTOR, value_parser = parse_factor)]
     pub latency_factor: f64,
@@ -459,6 +460,17 @@ pub struct ShadowArgs {
     #[arg(long, value_name = "N", env = "SHADOWDIFF_MAX_SHADOW_INFLIGHT",
           default_value_t = ShadowSettings::DEFAULT_MAX_INFLIGHT as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_shadow_inflight: u32,
+
+    /// Threads that carry shadow work (shadow requests, capture, analysis hand-off, the store writer), each with
+    /// its own event loop (default: one per CPU core). They run below the callers' threads.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_SHADOW_THREADS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub shadow_threads: Option<u32>,
+
+    /// Nice value of the shadow threads and the analysis (0 to 19): they are in the batch scheduling class and
+    /// this much below the callers' threads, so that a caller's request always runs first.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_SHADOW_NICE",
+          default_value_t = LaneSettings::DEFAULT_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub shadow_nice: i32,
 
     /// Endpoint template that wins over the automatic one, such as `/users/{id}/orders` or
     /// `GET /search/{term}`; repeat the flag (or comma-separate) for several.
@@ -644,6 +656,10 @@ impl ShadowArgs {
             endpoint_rates: Vec::new(),
         };
         settings.proxy.exchange_queue = self.exchange_queue as usize;
+        settings.lane = LaneSettings {
+            threads: self.shadow_threads.map(|n| n as usize),
+            nice: self.shadow_nice,
+        };
         settings.naming = NamingSettings {
             patterns: self.endpoints,
             cluster_threshold: self.endpoint_cluster_threshold as usize,

@@ -155,9 +155,9 @@ fn text(report: &GateReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "        latency regression: candidate p99 {} vs primary {}{judged}",
+                "        latency regression: candidate p99 {} vs secondary {}{judged}",
                 millis(endpoint.latency.candidate.p99_ms),
-                millis(endpoint.latency.primary.p99_ms),
+                millis(endpoint.latency.secondary.p99_ms),
             );
         }
         if !endpoint.judged {

@@ -10,10 +10,10 @@ use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::oneshot;
 
 use crate::budget::Charge;
 use crate::exchange::{CapturedBody, Outcome, UpstreamError, UpstreamResponse};
+use crate::lane::Handoff;
 use crate::proxy::upstream::classify_body_error;
 
 /// Why a capture stopped keeping the body.
@@ -161,7 +161,7 @@ struct TeeState {
     status: StatusCode,
     headers: HeaderMap,
     elapsed: Duration,
-    report: oneshot::Sender<TeeReport>,
+    report: Handoff<TeeReport>,
 }
 
 /// The responder's body on its way to the caller: every frame passes straight through, and a reference to each
@@ -189,7 +189,7 @@ impl TeeBody {
         status: StatusCode,
         headers: HeaderMap,
         elapsed: Duration,
-        report: oneshot::Sender<TeeReport>,
+        report: Handoff<TeeReport>,
     ) -> Self {
         let announced = inner.size_hint().exact();
         // A body that cannot be there is announced as empty, whatever the headers say.
@@ -220,7 +220,7 @@ impl TeeBody {
                 Some(error) => Err(error),
             };
             // The receiver is gone only if the exchange was given up; nothing to report then.
-            let _ = state.report.send(TeeReport {
+            state.report.send(TeeReport {
                 elapsed: state.elapsed,
                 result,
             });

@@ -18,7 +18,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -27,6 +26,7 @@ use crate::endpoint::EndpointNamer;
 use crate::exchange::{
     Exchange, Outcome, RecordedRequest, Target, UpstreamError, UpstreamResponse,
 };
+use crate::lane::{Handoff, Lane};
 use crate::metrics::Metrics;
 use crate::pipeline::metrics::{DropReason, Queue};
 use crate::pipeline::recorder::Recording;
@@ -170,8 +170,12 @@ enum Plan {
 pub struct Proxy {
     /// Base URLs, indexed by [`Target::index`].
     upstreams: [UpstreamUrl; 3],
-    /// One pooled client per upstream, indexed likewise.
+    /// One pooled client per upstream for the caller's path (the responder, and primary for what is not
+    /// shadowed), indexed likewise.
     clients: [UpstreamClient; 3],
+    /// One pooled client per upstream for the lane: its connections are driven by lane threads, and share no
+    /// pool (and no lock) with the caller's.
+    shadow_clients: [UpstreamClient; 3],
     policy: ShadowPolicy,
     /// The upstream whose response the caller gets; `None` answers at once with an empty 200.
     responder: Option<Target>,
@@ -196,22 +200,33 @@ pub struct Proxy {
     /// Where shadowed requests are recorded (`--record`), if anywhere.
     recorder: Option<Sink<Recording>>,
     metrics: Arc<Metrics>,
-    /// Background tasks, so that shutdown can wait for them.
-    tasks: TaskTracker,
+    /// Where every background task runs: threads at a lower priority than the callers'.
+    lane: Arc<Lane>,
 }
 
-/// The connection pools to the three upstreams and their in-flight bounds, indexed by [`Target::index`].
+/// The connection pools to the three upstreams and their in-flight bounds, indexed by [`Target::index`], and the
+/// lane that carries shadow work.
 pub struct UpstreamPools {
+    /// For the caller's path.
     pub clients: [UpstreamClient; 3],
+    /// For the lane's background requests.
+    pub shadow_clients: [UpstreamClient; 3],
     /// Background requests in flight per upstream (the app reads them for a gauge).
     pub inflight: [Arc<Semaphore>; 3],
+    /// The threads that drive the shadow pools and every other background task.
+    pub lane: Arc<Lane>,
 }
 
 impl Proxy {
     pub fn new(
         settings: &ProxySettings,
         upstreams: &UpstreamSettings,
-        UpstreamPools { clients, inflight }: UpstreamPools,
+        UpstreamPools {
+            clients,
+            shadow_clients,
+            inflight,
+            lane,
+        }: UpstreamPools,
         sink: ExchangeSink,
         namer: Arc<EndpointNamer>,
         budget: Arc<MemoryBudget>,
@@ -222,6 +237,7 @@ impl Proxy {
         Self {
             upstreams: Target::ALL.map(|target| upstreams.url(target).clone()),
             clients,
+            shadow_clients,
             policy: ShadowPolicy::new(&settings.shadow),
             responder: settings.response_mode.responder(),
             max_body: settings.shadow.max_body,
@@ -238,7 +254,7 @@ impl Proxy {
             sink,
             recorder: None,
             metrics,
-            tasks: TaskTracker::new(),
+            lane,
         }
     }
 
@@ -253,8 +269,8 @@ impl Proxy {
     }
 
     /// The background tasks still running, to be awaited at shutdown.
-    pub fn tasks(&self) -> &TaskTracker {
-        &self.tasks
+    pub fn tasks(&self) -> &tokio_util::task::TaskTracker {
+        self.lane.tasks()
     }
 
     /// Answers one caller request.
@@ -436,7 +452,7 @@ impl Proxy {
             return self.primary_only(&forward, buffered(body)).await;
         }
         let id = Uuid::now_v7();
-        let (report_tx, report_rx) = oneshot::channel();
+        let (report_tx, report_rx) = Handoff::channel(&self.lane);
         let mut report_rx = Some(report_rx);
         let plans = Target::ALL.map(|target| {
             if Some(target) == self.responder
@@ -460,26 +476,6 @@ impl Proxy {
             headers: parts.headers,
             body: body.clone(),
         };
-        if let Some(recorder) = &self.recorder {
-            let size = recorded.body.len() + header_bytes(&recorded.headers) + EXCHANGE_BYTES;
-            match self.budget.charge(Stage::Recording, size) {
-                Some(charge) => {
-                    let mut request = recorded.clone();
-                    request.detach();
-                    recorder.offer(Recording {
-                        time: SystemTime::now(),
-                        request,
-                        charge,
-                    })
-                }
-                None => {
-                    self.metrics
-                        .queues
-                        .dropped(Queue::Recordings, DropReason::MemoryBudget);
-                    self.metrics.budget.shed(Stage::Recording);
-                }
-            }
-        }
         let span = tracing::info_span!("exchange", %id, endpoint = tracing::field::Empty);
         let background = self.clone().complete_exchange(
             id,
@@ -489,7 +485,7 @@ impl Proxy {
             plans,
             charge,
         );
-        self.tasks.spawn(background.instrument(span));
+        self.lane.spawn(background.instrument(span));
 
         let Some(target) = self.responder else {
             return empty_ok();
@@ -517,7 +513,7 @@ impl Proxy {
                 for_caller(head, forward.version, CallerBody::Tee(tee))
             }
             Err(error) => {
-                let _ = report_tx.send(TeeReport::failed(started.elapsed(), error.clone()));
+                report_tx.send(TeeReport::failed(started.elapsed(), error.clone()));
                 bad_gateway(target, &error)
             }
         }
@@ -544,7 +540,7 @@ impl Proxy {
             if for_caller {
                 self.send_for_caller(target, request).await
             } else {
-                self.clients[target.index()].send(request).await
+                self.shadow_clients[target.index()].send(request).await
             }
         };
         match attempt().await {
@@ -621,6 +617,27 @@ impl Proxy {
         plans: [Plan; 3],
         mut charge: Charge,
     ) {
+        // Recorded here, on the lane, rather than on the caller's path.
+        if let Some(recorder) = &self.recorder {
+            let size = request.body.len() + header_bytes(&request.headers) + EXCHANGE_BYTES;
+            match self.budget.charge(Stage::Recording, size) {
+                Some(charge) => {
+                    let mut copy = request.clone();
+                    copy.detach();
+                    recorder.offer(Recording {
+                        time: started_at,
+                        request: copy,
+                        charge,
+                    })
+                }
+                None => {
+                    self.metrics
+                        .queues
+                        .dropped(Queue::Recordings, DropReason::MemoryBudget);
+                    self.metrics.budget.shed(Stage::Recording);
+                }
+            }
+        }
         let [primary, secondary, candidate] = plans;
         let (primary, secondary, candidate) = tokio::join!(
             self.outcome(Target::Primary, primary, &forward, &request.body),

@@ -72,6 +72,14 @@ pub enum CallerRejection {
 }
 
 impl CallerRejection {
+    pub const ALL: [CallerRejection; 5] = [
+        CallerRejection::Malformed,
+        CallerRejection::HeaderTooLarge,
+        CallerRejection::HeaderTimeout,
+        CallerRejection::BodyTimeout,
+        CallerRejection::TooManyConnections,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CallerRejection::Malformed => "malformed",
@@ -91,6 +99,20 @@ pub enum BodySide {
 }
 
 impl BodySide {
+    pub const ALL: [BodySide; 4] = [
+        BodySide::Request,
+        BodySide::Response(Target::Primary),
+        BodySide::Response(Target::Secondary),
+        BodySide::Response(Target::Candidate),
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            BodySide::Request => 0,
+            BodySide::Response(target) => 1 + target.index(),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             BodySide::Request => "request",
@@ -120,14 +142,17 @@ struct SideLabel {
     side: &'static str,
 }
 
-/// The caller's path's counters.
+/// The caller's path's counters. Every label set is resolved when they are registered, so that counting is an
+/// atomic increment: a family's lookup takes its lock, which the lane's threads (counting secondary's and
+/// candidate's errors) would share with the callers'.
 pub struct ProxyMetrics {
     requests: Counter,
     unshadowed: [Counter; UnshadowedReason::ALL.len()],
-    callers_rejected: Family<ReasonLabel, Counter>,
+    callers_rejected: [Counter; CallerRejection::ALL.len()],
     shed: [Counter; 3],
-    upstream_errors: Family<TargetKindLabels, Counter>,
-    bodies_too_large: Family<SideLabel, Counter>,
+    /// By target, then by kind ([`ErrorKind::ALL`]'s order).
+    upstream_errors: [[Counter; ErrorKind::ALL.len()]; 3],
+    bodies_too_large: [Counter; BodySide::ALL.len()],
     forwarded_dropped: Counter,
 }
 
@@ -152,13 +177,20 @@ impl ProxyMetrics {
                 })
                 .clone()
         });
-        let callers_rejected = Family::default();
+        let callers_rejected_family = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "callers_rejected",
             "Caller connections or requests turned away: malformed, header_too_large, header_timeout, \
              body_timeout (answered 408), too_many_connections (closed at once)",
-            callers_rejected.clone(),
+            callers_rejected_family.clone(),
         );
+        let callers_rejected = CallerRejection::ALL.map(|reason| {
+            callers_rejected_family
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .clone()
+        });
         let shed_family = Family::<TargetLabel, Counter>::default();
         registry.register(
             "shadow_shed",
@@ -172,18 +204,35 @@ impl ProxyMetrics {
                 })
                 .clone()
         });
-        let upstream_errors = Family::default();
+        let errors_family = Family::<TargetKindLabels, Counter>::default();
         registry.register(
             "upstream_errors",
             "Upstream requests without a usable response, by upstream and kind",
-            upstream_errors.clone(),
+            errors_family.clone(),
         );
-        let bodies_too_large = Family::default();
+        let upstream_errors = Target::ALL.map(|target| {
+            ErrorKind::ALL.map(|kind| {
+                errors_family
+                    .get_or_create(&TargetKindLabels {
+                        target: target.as_str(),
+                        kind: kind.as_str(),
+                    })
+                    .clone()
+            })
+        });
+        let too_large_family = Family::<SideLabel, Counter>::default();
         registry.register(
             "bodies_too_large",
             "Bodies larger than --max-body, forwarded but not kept (side: request or an upstream)",
-            bodies_too_large.clone(),
+            too_large_family.clone(),
         );
+        let bodies_too_large = BodySide::ALL.map(|side| {
+            too_large_family
+                .get_or_create(&SideLabel {
+                    side: side.as_str(),
+                })
+                .clone()
+        });
         let forwarded_dropped = Counter::default();
         registry.register(
             "forwarded_headers_dropped",
@@ -212,11 +261,7 @@ impl ProxyMetrics {
 
     /// A caller's connection that HTTP parsing turned away (answered 400, 431 or 505, or timed out).
     pub fn caller_rejected(&self, reason: CallerRejection) {
-        self.callers_rejected
-            .get_or_create(&ReasonLabel {
-                reason: reason.as_str(),
-            })
-            .inc();
+        self.callers_rejected[reason as usize].inc();
     }
 
     pub fn shadow_shed(&self, target: Target) {
@@ -224,20 +269,11 @@ impl ProxyMetrics {
     }
 
     pub fn upstream_error(&self, target: Target, error: &UpstreamError) {
-        self.upstream_errors
-            .get_or_create(&TargetKindLabels {
-                target: target.as_str(),
-                kind: error.kind().as_str(),
-            })
-            .inc();
+        self.upstream_errors[target.index()][error.kind() as usize].inc();
     }
 
     pub fn body_too_large(&self, side: BodySide) {
-        self.bodies_too_large
-            .get_or_create(&SideLabel {
-                side: side.as_str(),
-            })
-            .inc();
+        self.bodies_too_large[side.index()].inc();
     }
 
     /// A caller outside `--trusted-proxies` sent forwarded headers, which were replaced.
@@ -260,11 +296,7 @@ impl ProxyMetrics {
     }
 
     pub fn callers_rejected_count(&self, reason: CallerRejection) -> u64 {
-        self.callers_rejected
-            .get(&ReasonLabel {
-                reason: reason.as_str(),
-            })
-            .map_or(0, |counter| counter.get())
+        self.callers_rejected[reason as usize].get()
     }
 
     pub fn shed_count(&self, target: Target) -> u64 {
@@ -272,19 +304,32 @@ impl ProxyMetrics {
     }
 
     pub fn upstream_error_count(&self, target: Target, kind: ErrorKind) -> u64 {
-        self.upstream_errors
-            .get(&TargetKindLabels {
-                target: target.as_str(),
-                kind: kind.as_str(),
-            })
-            .map_or(0, |counter| counter.get())
+        self.upstream_errors[target.index()][kind as usize].get()
     }
 
     pub fn too_large_count(&self, side: BodySide) -> u64 {
-        self.bodies_too_large
-            .get(&SideLabel {
-                side: side.as_str(),
-            })
-            .map_or(0, |counter| counter.get())
+        self.bodies_too_large[side.index()].get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counters are indexed by the enums' discriminants, which must follow their `ALL` order.
+    #[test]
+    fn every_label_has_its_own_counter() {
+        for (index, reason) in CallerRejection::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
+        }
+        for (index, kind) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, index);
+        }
+        for (index, reason) in UnshadowedReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
+        }
+        for (index, side) in BodySide::ALL.iter().enumerate() {
+            assert_eq!(side.index(), index);
+        }
     }
 }

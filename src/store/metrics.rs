@@ -87,6 +87,7 @@ pub struct StoreMetrics {
     rejected: Family<TableLabel, Counter>,
     pending: Gauge,
     up: Gauge,
+    stored: Counter,
 }
 
 impl StoreMetrics {
@@ -124,12 +125,19 @@ impl StoreMetrics {
             "Rows waiting to be written to the store",
             pending.clone(),
         );
+        let stored = Counter::default();
+        registry.register(
+            "exchanges_stored",
+            "Compared exchanges whose counts were written to the store",
+            stored.clone(),
+        );
         Self {
             writes,
             dropped,
             rejected,
             pending,
             up,
+            stored,
         }
     }
 
@@ -153,6 +161,15 @@ impl StoreMetrics {
         self.rejected
             .get_or_create(&TableLabel { table })
             .inc_by(rows);
+    }
+
+    /// Compared exchanges of a batch the store took.
+    pub fn stored(&self, exchanges: u64) {
+        self.stored.inc_by(exchanges);
+    }
+
+    pub fn stored_count(&self) -> u64 {
+        self.stored.get()
     }
 
     pub fn set_up(&self, up: bool) {

@@ -54,6 +54,11 @@ impl FlushBatch {
     pub fn requests(&self) -> u64 {
         self.counts.iter().map(|(_, _, tally)| tally.requests).sum()
     }
+
+    /// Exchanges the batch counts as compared.
+    pub fn compared(&self) -> u64 {
+        self.counts.iter().map(|(_, _, tally)| tally.compared).sum()
+    }
 }
 
 /// Rows the database refused, left out of a batch written one row at a time.

@@ -529,6 +529,9 @@ impl Writer {
         }
         match result {
             Ok(written) => {
+                if !written.already {
+                    self.metrics.store.stored(batch.compared());
+                }
                 self.written(written);
                 Ok(())
             }

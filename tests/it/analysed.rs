@@ -11,7 +11,7 @@ use shadowdiff::analysis::diff::DiffKind;
 use shadowdiff::exchange::Target;
 
 use crate::support::stub::{Gate, Stub, full};
-use crate::support::{TestApp, client};
+use crate::support::{TestApp, client, wait_for};
 
 #[tokio::test]
 async fn exchanges_through_the_proxy_are_analysed() {
@@ -235,6 +235,13 @@ async fn shed_shadows_are_counted_skips() {
         .await;
     client().get(app.url("/first")).send().await.unwrap();
     candidate.next_request().await;
+    // Secondary's answer to the first is read on a shadow thread; its slot must be free before the second.
+    wait_for("secondary's first request to finish", || async {
+        app.scrape()
+            .await
+            .contains("shadowdiff_shadow_inflight{target=\"secondary\"} 0")
+    })
+    .await;
     client().get(app.url("/second")).send().await.unwrap();
     let shed = app.next_analysis().await;
     assert_eq!(shed.exchange.request.uri.path(), "/second");

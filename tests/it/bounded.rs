@@ -59,6 +59,9 @@ fn slug(n: usize) -> String {
     format!("how-to-{word}-well")
 }
 
+/// Exchanges a test sender lets the shadow work fall behind by.
+const SENDER_HIGH_WATER: usize = 64;
+
 /// Sends GETs to `paths` through the proxy, `concurrency` at a time; every caller must get 200.
 async fn get_all(app: &TestApp, requests: Vec<(String, Option<String>)>, concurrency: usize) {
     let client = client();
@@ -68,7 +71,13 @@ async fn get_all(app: &TestApp, requests: Vec<(String, Option<String>)>, concurr
             if let Some(resource) = resource {
                 request = request.header("canonical-resource", resource);
             }
+            let backlog = app.backlog.clone();
             async move {
+                // Shadow work yields to callers and is shed when it falls behind; a sender that must not lose
+                // any waits for it, as replay does.
+                while backlog() > SENDER_HIGH_WATER {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 let response = request.send().await.unwrap();
                 assert_eq!(response.status(), 200);
                 response.bytes().await.unwrap();

@@ -18,6 +18,7 @@ mod modes;
 mod policy;
 mod readme;
 mod replay;
+mod shadow_lane;
 mod store;
 mod stored;
 mod support;

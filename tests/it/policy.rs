@@ -8,7 +8,7 @@ use http::Method;
 use shadowdiff::analysis::rules::EndpointGlob;
 use shadowdiff::proxy::metrics::UnshadowedReason;
 
-use crate::support::{TestApp, Upstreams, client};
+use crate::support::{TestApp, Upstreams, client, wait_until};
 
 async fn upstreams() -> Upstreams {
     Upstreams::json(r#"{"ok":true}"#).await
@@ -53,12 +53,14 @@ async fn side_effect_methods_go_to_primary_only_by_default() {
     assert_eq!(upstreams.candidate.next_request().await.method, Method::GET);
     assert_eq!(upstreams.secondary.hits(), 1);
     assert_eq!(upstreams.candidate.hits(), 1);
-    assert_eq!(
+    // The shadow thread counts the exchange just after handing it on.
+    let queued = || {
         app.metrics
             .queues
-            .queued_count(shadowdiff::pipeline::metrics::Queue::Exchanges),
-        1
-    );
+            .queued_count(shadowdiff::pipeline::metrics::Queue::Exchanges)
+    };
+    wait_until("the exchange to be counted", || queued() > 0).await;
+    assert_eq!(queued(), 1);
 }
 
 #[tokio::test]

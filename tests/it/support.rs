@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shadowdiff::analysis::Analysis;
-use shadowdiff::app::{AppSettings, Application};
+use shadowdiff::app::{AppSettings, Application, Backlog};
 use shadowdiff::exchange::Exchange;
 use shadowdiff::metrics::Metrics;
 use shadowdiff::proxy::upstream::UpstreamSettings;
@@ -139,6 +139,8 @@ pub struct TestApp {
     /// The admin token it was given, if any.
     pub admin_token: Option<String>,
     pub metrics: Arc<Metrics>,
+    /// Exchanges in shadow work or waiting between stages (as replay reads it).
+    pub backlog: Backlog,
     tap: Tap,
     _database: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -247,6 +249,7 @@ impl TestApp {
         let proxy = app.proxy_addr();
         let admin = app.admin_addr();
         let metrics = app.metrics();
+        let backlog = app.backlog();
         let task = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
@@ -255,6 +258,7 @@ impl TestApp {
             admin,
             admin_token,
             metrics,
+            backlog,
             tap,
             _database: database,
             stop: Some(stop),

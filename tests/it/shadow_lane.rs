@@ -1,0 +1,158 @@
+//! Shadow work on threads of its own below the callers' priority, and latency judged on the path the shadows
+//! share.
+
+use std::fs;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use shadowdiff::lane::{BLOCKING_THREAD_NAME, LaneSettings, THREAD_NAME};
+
+use crate::support::stub::Stub;
+use crate::support::{TestApp, client, get_json, temp_database, wait_until};
+
+/// SCHED_BATCH, as /proc reports a thread's policy.
+const SCHED_BATCH: u32 = 3;
+
+/// A thread of this process as /proc shows it.
+struct ThreadView {
+    name: String,
+    nice: i32,
+    policy: u32,
+}
+
+/// Every thread of this process: its name, nice value and scheduling policy (`proc_pid_stat(5)`: the fields
+/// after the parenthesised name, nice being the 19th field and policy the 41st).
+fn threads() -> Vec<ThreadView> {
+    let mut views = Vec::new();
+    for entry in fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue; // The thread ended while we looked.
+        };
+        let Some(name_end) = stat.rfind(')') else {
+            continue;
+        };
+        let name = stat[stat.find('(').unwrap() + 1..name_end].to_string();
+        let fields: Vec<&str> = stat[name_end + 2..].split(' ').collect();
+        // `fields[0]` is field 3 (state).
+        views.push(ThreadView {
+            name,
+            nice: fields[19 - 3].parse().unwrap(),
+            policy: fields[41 - 3].parse().unwrap(),
+        });
+    }
+    views
+}
+
+#[tokio::test]
+async fn shadow_threads_run_below_the_callers() {
+    let primary = Stub::json(r#"{"ok":true}"#).await;
+    let secondary = Stub::json(r#"{"ok":true}"#).await;
+    let candidate = Stub::json(r#"{"ok":true}"#).await;
+    let (_dir, database) = temp_database();
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        |_| {},
+        &database,
+    )
+    .await;
+    let response = client().get(app.url("/orders/1")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Once stored, the exchange has been shadowed, analysed and written: every kind of shadow thread has run.
+    wait_until("the exchange to be stored", || {
+        app.metrics.store.stored_count() >= 1
+    })
+    .await;
+
+    let nice = LaneSettings::default().nice;
+    assert!(nice > 0, "shadow threads must rank below the callers'");
+    let all = threads();
+    let lane: Vec<&ThreadView> = all
+        .iter()
+        .filter(|t| t.name.starts_with(THREAD_NAME) || t.name == BLOCKING_THREAD_NAME)
+        .collect();
+    assert!(
+        lane.iter().any(|t| t.name.starts_with(THREAD_NAME)),
+        "no lane thread among {:?}",
+        all.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
+    assert!(
+        lane.iter().any(|t| t.name == BLOCKING_THREAD_NAME),
+        "the analysis ran on no shadow worker thread"
+    );
+    for thread in &lane {
+        assert_eq!(thread.nice, nice, "{}", thread.name);
+        assert_eq!(thread.policy, SCHED_BATCH, "{}", thread.name);
+    }
+    // The writer's SQLite connections were opened from a lane thread, whose priority their threads inherit.
+    assert!(
+        all.iter()
+            .any(|t| t.name.starts_with("sqlx-sqlite") && t.nice == nice),
+        "no SQLite connection thread at the shadow priority"
+    );
+    // The caller's path runs at the process's own priority: this test's threads serve it.
+    let own = fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let own_fields: Vec<&str> = own[own.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_eq!(own_fields[19 - 3], "0");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn three_equal_upstreams_under_load_show_no_latency_regression() {
+    let body = r#"{"items":[1,2,3]}"#;
+    let primary = Stub::json(body).await;
+    let secondary = Stub::json(body).await;
+    let candidate = Stub::json(body).await;
+    let (_dir, database) = temp_database();
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        |s| {
+            s.writer.run = Some("equal".into());
+            s.writer.flush_interval = Duration::from_millis(100);
+        },
+        &database,
+    )
+    .await;
+    // Enough samples for a verdict (at least 100 per target), sent many at a time so that the caller's path
+    // and the shadow threads compete for the cores.
+    let requests = 600;
+    let http = client();
+    futures_util::stream::iter(0..requests)
+        .map(|i| {
+            let request = http.get(app.url(&format!("/items/{i}")));
+            let backlog = app.backlog.clone();
+            async move {
+                // Every exchange must be compared: the sender waits while shadow work is far behind.
+                while backlog() > 128 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.bytes().await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    wait_until("every exchange to be stored", || {
+        app.metrics.store.stored_count() >= requests
+    })
+    .await;
+
+    let run: Value = get_json(&app.admin_url("/api/v1/runs/equal")).await;
+    let endpoints = run["endpoints"].as_array().expect("endpoints");
+    assert_eq!(endpoints.len(), 1, "{run:#}");
+    let endpoint = &endpoints[0];
+    for target in ["primary", "secondary", "candidate"] {
+        assert!(
+            endpoint["latency"][target]["samples"].as_u64().unwrap_or(0) >= 100,
+            "too few {target} samples for a verdict: {endpoint:#}"
+        );
+    }
+    assert_eq!(endpoint["latency_regression"], false, "{endpoint:#}");
+    app.stop().await;
+}
