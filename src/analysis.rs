@@ -494,6 +494,14 @@ impl Analyzer {
             Ok(bytes) => bytes,
             Err(reason) => return unreadable(primary_kind.as_str(), reason),
         };
+        // Bodies that decode to the same bytes under the same media type are equal whatever their encodings
+        // (gzip at another level, brotli against none): nothing to sniff or parse.
+        let decoded_equal = reference
+            .decoded(limit)
+            .is_ok_and(|(primary_bytes, _)| primary_bytes == &other_bytes[..]);
+        if decoded_equal && same_media_type(&reference.response.headers, &other.headers) {
+            return BodyComparison::Compared(Vec::new());
+        }
         let other_kind = decode::content_kind(&other.headers, &other_bytes);
         let timeout = self.config.text_timeout;
 
@@ -603,6 +611,23 @@ fn body_kind_change(primary: &str, other: &str) -> Difference {
 
 fn same_header(a: &http::HeaderMap, b: &http::HeaderMap, name: http::HeaderName) -> bool {
     a.get_all(&name).iter().eq(b.get_all(&name).iter())
+}
+
+/// Whether both responses declare the same media type (parameters such as `charset` aside), or neither does:
+/// what [`decode::content_kind`] reads of the headers, so equal bytes are then of the same kind.
+fn same_media_type(a: &http::HeaderMap, b: &http::HeaderMap) -> bool {
+    fn media_type(headers: &http::HeaderMap) -> Option<&[u8]> {
+        headers.get(http::header::CONTENT_TYPE).map(|value| {
+            let bytes = value.as_bytes();
+            let end = bytes.iter().position(|&b| b == b';').unwrap_or(bytes.len());
+            bytes[..end].trim_ascii()
+        })
+    }
+    match (media_type(a), media_type(b)) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// Why a body that claims to be JSON could not be read as JSON.
@@ -752,5 +777,100 @@ fn latency_sample(outcome: &Outcome) -> Option<Duration> {
     match &outcome.result {
         Ok(_) | Err(UpstreamError::Timeout(_)) => Some(outcome.elapsed),
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
+
+    use crate::exchange::RecordedRequest;
+
+    fn gzip(body: &[u8], level: flate2::Compression) -> Bytes {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
+        encoder.write_all(body).unwrap();
+        Bytes::from(encoder.finish().unwrap())
+    }
+
+    fn outcome(body: Bytes, encoding: Option<&'static str>) -> Outcome {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        if let Some(encoding) = encoding {
+            headers.insert("content-encoding", HeaderValue::from_static(encoding));
+        }
+        Outcome {
+            elapsed: Duration::from_millis(1),
+            result: Ok(UpstreamResponse {
+                status: StatusCode::OK,
+                headers,
+                body: CapturedBody::Complete(body),
+            }),
+        }
+    }
+
+    fn exchange(primary: Outcome, secondary: Outcome, candidate: Outcome) -> Exchange {
+        Exchange {
+            id: uuid::Uuid::now_v7(),
+            started_at: SystemTime::now(),
+            endpoint: "GET /deep".to_string(),
+            request: RecordedRequest {
+                method: Method::GET,
+                uri: Uri::from_static("/deep"),
+                version: Version::HTTP_11,
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+            },
+            primary,
+            secondary,
+            candidate,
+            charge: Default::default(),
+        }
+    }
+
+    #[test]
+    fn bodies_that_decode_to_the_same_bytes_are_equal_unparsed() {
+        // Nested deeper than the parser goes: had it been parsed, primary's body would be `json_too_deep`.
+        let items: Vec<String> = (0..2_000).map(|i| (i * 7919 % 1000).to_string()).collect();
+        let body = format!(
+            "{}[{}]{}",
+            "[".repeat(200),
+            items.join(","),
+            "]".repeat(200)
+        );
+        let fast = gzip(body.as_bytes(), flate2::Compression::fast());
+        let best = gzip(body.as_bytes(), flate2::Compression::best());
+        assert_ne!(fast, best, "the two encodings differ as bytes");
+        let analysis = Analyzer::default().analyse(exchange(
+            outcome(fast.clone(), Some("gzip")),
+            outcome(best, Some("gzip")),
+            outcome(Bytes::from(body), None),
+        ));
+        let compared = analysis.compared().unwrap();
+        assert_eq!(compared.body_skipped, Vec::new());
+        assert_eq!(compared.noise, Vec::new());
+        let paths: Vec<&str> = compared.candidate.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, vec!["header/content-encoding"]);
+
+        // The same bodies declared as different media types are still compared.
+        let mut text = outcome(fast.clone(), Some("gzip"));
+        if let Ok(response) = &mut text.result {
+            response
+                .headers
+                .insert("content-type", HeaderValue::from_static("text/plain"));
+        }
+        let analysis = Analyzer::default().analyse(exchange(
+            outcome(fast.clone(), Some("gzip")),
+            outcome(fast, Some("gzip")),
+            text,
+        ));
+        assert_eq!(
+            analysis.compared().unwrap().body_skipped,
+            vec![(Target::Primary, BodySkip::JsonTooDeep)]
+        );
     }
 }

@@ -98,6 +98,7 @@ pub fn diff<'a>(
         generalised: prefix.to_string(),
         out: Vec::new(),
         examples: HashMap::new(),
+        distinct: 0,
         found: 0,
         probing: false,
     };
@@ -113,8 +114,11 @@ struct Walker<'r, 'a> {
     path: String,
     generalised: String,
     out: Vec<JsonChange<'a>>,
-    /// Differences kept per (generalised path, kind).
-    examples: HashMap<(String, DiffKind), usize>,
+    /// Differences kept per generalised path, by kind ([`kind_slot`]): looked up by `&str`, so that finding
+    /// a path already seen allocates nothing.
+    examples: HashMap<String, [usize; DiffKind::ALL.len()]>,
+    /// Distinct (generalised path, kind) pairs in `examples`.
+    distinct: usize,
     /// Differences found, kept or not.
     found: usize,
     /// Only finding out whether two values differ: nothing is kept.
@@ -128,13 +132,20 @@ impl<'a> Walker<'_, 'a> {
             return;
         }
         if let Some(limit) = self.options.examples_per_path {
-            let distinct = self.examples.len();
-            match self.examples.get_mut(&(self.generalised.clone(), kind)) {
-                Some(kept) if *kept >= limit => return,
-                Some(kept) => *kept += 1,
-                None if distinct >= MAX_DISTINCT_PATHS => return,
+            let slot = kind_slot(kind);
+            match self.examples.get_mut(self.generalised.as_str()) {
+                Some(kept) if kept[slot] >= limit => return,
+                Some(kept) if kept[slot] > 0 => kept[slot] += 1,
+                _ if self.distinct >= MAX_DISTINCT_PATHS => return,
+                Some(kept) => {
+                    kept[slot] = 1;
+                    self.distinct += 1;
+                }
                 None => {
-                    self.examples.insert((self.generalised.clone(), kind), 1);
+                    let mut kept = [0; DiffKind::ALL.len()];
+                    kept[slot] = 1;
+                    self.examples.insert(self.generalised.clone(), kept);
+                    self.distinct += 1;
                 }
             }
         }
@@ -150,8 +161,8 @@ impl<'a> Walker<'_, 'a> {
     /// Drops the differences kept since `mark` (and gives their example slots back).
     fn discard_since(&mut self, mark: usize) {
         for change in self.out.drain(mark..) {
-            if let Some(kept) = self.examples.get_mut(&(change.generalised, change.kind)) {
-                *kept -= 1;
+            if let Some(kept) = self.examples.get_mut(change.generalised.as_str()) {
+                kept[kind_slot(change.kind)] -= 1;
             }
         }
     }
@@ -224,13 +235,21 @@ impl<'a> Walker<'_, 'a> {
     }
 
     fn objects(&mut self, x: &'a Map<String, Value>, y: &'a Map<String, Value>) {
+        let mut shared = 0;
         for (key, a) in x {
             let mark = self.push_key(key);
             match y.get(key) {
-                Some(b) => self.node(a, b),
+                Some(b) => {
+                    shared += 1;
+                    self.node(a, b);
+                }
                 None => self.presence(DiffKind::Missing, Some(a), None),
             }
             self.pop(mark);
+        }
+        // Every key of `y` was in `x`: nothing extra, no second round of lookups.
+        if shared == y.len() {
+            return;
         }
         for (key, b) in y {
             if !x.contains_key(key) {
@@ -244,14 +263,24 @@ impl<'a> Walker<'_, 'a> {
     fn arrays(&mut self, a: &'a Value, b: &'a Value, x: &'a [Value], y: &'a [Value]) {
         let common = x.len().min(y.len());
         let (mark_out, found_before) = (self.out.len(), self.found);
+        let mut first_differing = None;
         for index in 0..common {
             let mark = self.push_index(index);
+            let found = self.found;
             self.node(&x[index], &y[index]);
+            if first_differing.is_none() && self.found > found {
+                first_differing = Some(index);
+            }
             self.pop(mark);
         }
         if x.len() == y.len() {
-            // Element-wise differences that are only a reordering are one difference, not many.
-            if self.found > found_before && self.same_multiset(x, y) {
+            // Element-wise differences that are only a reordering are one difference, not many. A reordering
+            // moves the first differing element elsewhere: looking for it first (comparisons stop at the first
+            // difference) spares hashing both arrays whole when elements changed in place, the usual case.
+            if let Some(index) = first_differing
+                && self.has_equal(index, &x[index], y)
+                && self.same_multiset(x, y)
+            {
                 self.discard_since(mark_out);
                 self.found = found_before;
                 self.emit(DiffKind::ArrayOrder, Some(a), Some(b));
@@ -321,6 +350,18 @@ impl<'a> Walker<'_, 'a> {
             self.emit(DiffKind::Extra, None, Some(&y[index]));
             self.pop(mark);
         }
+    }
+
+    /// Whether `value`, element `index` of the left array, has an equal (under the rules) in `y`.
+    fn has_equal(&mut self, index: usize, value: &'a Value, y: &'a [Value]) -> bool {
+        if self.rules.is_empty() {
+            let strict = self.options.strict_numbers;
+            return y.iter().any(|other| values_equal(value, other, strict));
+        }
+        let mark = self.push_index(index);
+        let found = y.iter().any(|other| self.probe_equal(value, other));
+        self.pop(mark);
+        found
     }
 
     /// Whether two values compare equal here, under the rules; nothing is emitted.
@@ -454,7 +495,7 @@ impl<'a> Walker<'_, 'a> {
 }
 
 fn escape_into(out: &mut String, key: &str) {
-    if !key.contains(['~', '/']) {
+    if !key.bytes().any(|byte| byte == b'~' || byte == b'/') {
         out.push_str(key);
         return;
     }
@@ -464,6 +505,31 @@ fn escape_into(out: &mut String, key: &str) {
             '/' => out.push_str("~1"),
             c => out.push(c),
         }
+    }
+}
+
+/// The index of `kind` in [`DiffKind::ALL`], which lists the kinds in their declared order.
+fn kind_slot(kind: DiffKind) -> usize {
+    kind as usize
+}
+
+/// Equality as the walk sees it without rules (numbers by [`numbers_equal`], arrays in order), stopping at the
+/// first difference.
+fn values_equal(a: &Value, b: &Value, strict: bool) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => numbers_equal(x, y, strict),
+        (Value::String(x), Value::String(y)) => x == y,
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Null, Value::Null) => true,
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b, strict))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(key, a)| y.get(key).is_some_and(|b| values_equal(a, b, strict)))
+        }
+        _ => false,
     }
 }
 
@@ -479,21 +545,28 @@ fn exact_integer(number: &Number) -> Option<i128> {
     (f.fract() == 0.0 && f.abs() < 1.0e38).then_some(f as i128)
 }
 
-/// Numbers of equal value are equal; with `strict`, `1` and `1.0` are not. Integers compare exactly (no
-/// rounding through `f64` for large values).
 /// Memory a parse of `bytes` into a tree holds at most, roughly: a node (and a map entry) per value, plus the
 /// text of strings and keys. The separators bound the number of values, so the estimate costs one pass over
 /// the bytes and no parse.
 pub fn tree_bytes(bytes: &[u8]) -> usize {
     /// A `Value` is 32 bytes; an object's entry adds its key's `String` and a share of a tree node.
     const PER_VALUE: usize = 80;
-    let separators = bytes
-        .iter()
-        .filter(|byte| matches!(byte, b',' | b':' | b'[' | b'{'))
-        .count();
+    // Counted in chunks into a byte-sized counter, which the compiler turns into vector compares: this pass
+    // runs before every parse.
+    let separators: usize = bytes
+        .chunks(255)
+        .map(|chunk| {
+            let count = chunk.iter().fold(0u8, |count, &byte| {
+                count + u8::from(matches!(byte, b',' | b':' | b'[' | b'{'))
+            });
+            usize::from(count)
+        })
+        .sum();
     bytes.len() + (separators + 1) * PER_VALUE
 }
 
+/// Numbers of equal value are equal; with `strict`, `1` and `1.0` are not. Integers compare exactly (no
+/// rounding through `f64` for large values).
 pub fn numbers_equal(x: &Number, y: &Number, strict: bool) -> bool {
     if strict {
         return x == y;
