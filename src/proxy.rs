@@ -8,6 +8,7 @@ pub mod policy;
 pub mod request_body;
 pub mod server;
 pub mod settings;
+pub mod timing;
 pub mod upstream;
 
 pub use fanout::Proxy;

@@ -39,6 +39,7 @@ use crate::proxy::headers::{
 use crate::proxy::metrics::{BodySide, CallerRejection, UnshadowedReason};
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::request_body::{self, RequestBody};
+use crate::proxy::timing::head_latency;
 use crate::proxy::upstream::UpstreamSettings;
 use crate::proxy::upstream::{UpstreamBody, UpstreamClient, buffered, streamed};
 use crate::values::{TrustedProxies, UpstreamUrl};
@@ -493,7 +494,7 @@ impl Proxy {
         let started = Instant::now();
         match self.send_buffered(target, &forward, &body, true).await {
             Ok(response) => {
-                let elapsed = started.elapsed();
+                let elapsed = head_latency(&response).unwrap_or_else(|| started.elapsed());
                 let (head, incoming) = response.into_parts();
                 let upstream_headers = head.headers.clone();
                 let bodiless = forward.method == Method::HEAD
@@ -743,7 +744,8 @@ impl Proxy {
         let mut held = Charge::none();
         let exchange = async {
             let response = self.send_buffered(target, forward, body, false).await?;
-            head_elapsed = Some(started.elapsed());
+            // As the connection stamped it: the lane may have noticed the answer later than it came.
+            head_elapsed = Some(head_latency(&response).unwrap_or_else(|| started.elapsed()));
             let (head, body) = response.into_parts();
             let (body, charge) =
                 read_capped(body, self.max_body, self.budget.empty(Stage::InFlight)).await?;

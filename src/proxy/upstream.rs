@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::exchange::Target;
 use crate::exchange::UpstreamError;
+use crate::proxy::timing::StampingConnector;
 use crate::values::UpstreamUrl;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -162,7 +163,7 @@ impl UpstreamSettings {
 /// connections (or HTTP/2 streams) that the caller's upstream needs, even when they share a host.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    client: Client<HttpsConnector<StampingConnector>, UpstreamBody>,
     version: Version,
 }
 
@@ -174,6 +175,7 @@ impl UpstreamClient {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
+        let http = StampingConnector::new(http, !settings.http2);
 
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
