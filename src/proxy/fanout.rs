@@ -97,14 +97,16 @@ struct Forward {
     method: Method,
     /// The caller's HTTP version, which the response is given back in.
     version: Version,
-    /// The request URI on each upstream (its path prefix in front), indexed by [`Target::index`].
-    uris: [Uri; 3],
+    /// The request URI on each upstream (its path prefix in front), indexed by [`Target::index`]; only primary's
+    /// for a request sent to primary alone.
+    uris: [Option<Uri>; 3],
     headers: HeaderMap,
     caller_host: Option<HeaderValue>,
 }
 
 impl Forward {
-    /// `None` when the URI, with an upstream's path prefix in front, is too long to be a URI.
+    /// For all three upstreams; `None` when the URI, with an upstream's path prefix in front, is too long to be
+    /// a URI.
     fn new(
         parts: &http::request::Parts,
         caller: IpAddr,
@@ -116,8 +118,47 @@ impl Forward {
         let [primary, secondary, candidate] = upstreams
             .each_ref()
             .map(|upstream| upstream.join(path_and_query));
-        let uris = [primary?, secondary?, candidate?];
-        let mut headers = parts.headers.clone();
+        let uris = [Some(primary?), Some(secondary?), Some(candidate?)];
+        Some(Self::with(
+            parts,
+            parts.headers.clone(),
+            uris,
+            caller,
+            trusted,
+            metrics,
+        ))
+    }
+
+    /// For primary alone, taking the caller's headers rather than copying them: the caller's path of a request
+    /// that is not shadowed builds one URI and copies no header.
+    fn for_primary(
+        mut parts: http::request::Parts,
+        caller: IpAddr,
+        upstreams: &[UpstreamUrl; 3],
+        trusted: &TrustedProxies,
+        metrics: &Metrics,
+    ) -> Option<Self> {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let primary = upstreams[Target::Primary.index()].join(path_and_query)?;
+        let headers = std::mem::take(&mut parts.headers);
+        Some(Self::with(
+            &parts,
+            headers,
+            [Some(primary), None, None],
+            caller,
+            trusted,
+            metrics,
+        ))
+    }
+
+    fn with(
+        parts: &http::request::Parts,
+        mut headers: HeaderMap,
+        uris: [Option<Uri>; 3],
+        caller: IpAddr,
+        trusted: &TrustedProxies,
+        metrics: &Metrics,
+    ) -> Self {
         // The authority of an absolute-form request (or HTTP/2's :authority) names the host; Host otherwise.
         let caller_host = parts
             .uri
@@ -134,13 +175,13 @@ impl Forward {
             metrics.proxy.forwarded_dropped();
         }
         add_forwarded(&mut headers, caller, caller_host.as_ref());
-        Some(Self {
+        Self {
             method: parts.method.clone(),
             version: parts.version,
             uris,
             headers,
             caller_host,
-        })
+        }
     }
 
     /// Methods that may be sent again when a pooled connection turned out to be dead (RFC 9110 §9.2.2).
@@ -295,6 +336,22 @@ impl Proxy {
             return self.tunnel(request, caller.ip()).await;
         }
         let (parts, body) = request.into_parts();
+        if let Err(reason) = self
+            .policy
+            .decide_for(&parts.method, parts.uri.path(), &parts.headers)
+        {
+            self.metrics.proxy.unshadowed(reason);
+            let Some(forward) = Forward::for_primary(
+                parts,
+                caller.ip(),
+                &self.upstreams,
+                &self.trusted_proxies,
+                &self.metrics,
+            ) else {
+                return uri_too_long();
+            };
+            return self.primary_only(forward, streamed(body)).await;
+        }
         let Some(forward) = Forward::new(
             &parts,
             caller.ip(),
@@ -303,15 +360,8 @@ impl Proxy {
             &self.metrics,
         ) else {
             self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
-            return plain_response(StatusCode::URI_TOO_LONG, "shadowdiff: URI too long\n");
+            return uri_too_long();
         };
-        if let Err(reason) = self
-            .policy
-            .decide_for(&parts.method, parts.uri.path(), &parts.headers)
-        {
-            self.metrics.proxy.unshadowed(reason);
-            return self.primary_only(&forward, streamed(body)).await;
-        }
         let mut charge = self.budget.empty(Stage::Request);
         let read = request_body::read_capped(body, self.max_body, &mut charge);
         let Ok(read) = tokio::time::timeout(self.body_timeout, read).await else {
@@ -331,14 +381,14 @@ impl Proxy {
                     .proxy
                     .unshadowed(UnshadowedReason::BodyTooLarge);
                 self.metrics.proxy.body_too_large(BodySide::Request);
-                return self.primary_only(&forward, stream).await;
+                return self.primary_only(forward, stream).await;
             }
             RequestBody::OverBudget(stream) => {
                 self.metrics
                     .proxy
                     .unshadowed(UnshadowedReason::MemoryBudget);
                 self.metrics.budget.shed(Stage::Request);
-                return self.primary_only(&forward, stream).await;
+                return self.primary_only(forward, stream).await;
             }
             RequestBody::Unreadable(error) => {
                 self.metrics
@@ -357,15 +407,16 @@ impl Proxy {
     /// A request that is not shadowed goes to primary alone, streamed both ways. In `--response-mode empty`
     /// (a mirror target) it is answered at once and sent nowhere: the mirrored original already reached
     /// production, and a copy sent to primary alone would compare with nothing.
-    async fn primary_only(&self, forward: &Forward, body: UpstreamBody) -> CallerResponse {
+    async fn primary_only(&self, forward: Forward, body: UpstreamBody) -> CallerResponse {
         if self.responder.is_none() {
             return empty_ok();
         }
-        let request = self.upstream_request(Target::Primary, forward, body);
+        let version = forward.version;
+        let request = self.sole_upstream_request(Target::Primary, forward, body);
         match self.send_for_caller(Target::Primary, request).await {
             Ok(response) => {
                 let (head, body) = response.into_parts();
-                for_caller(head, forward.version, CallerBody::Direct(body))
+                for_caller(head, version, CallerBody::Direct(body))
             }
             Err(error) => {
                 // Fanned-out requests count their failures with their exchange; this one has none.
@@ -385,16 +436,18 @@ impl Proxy {
         let protocol = request.headers().get(UPGRADE).cloned();
         let caller_upgrade = hyper::upgrade::on(&mut request);
         let (parts, body) = request.into_parts();
-        let Some(forward) = Forward::new(
-            &parts,
+        let Some(forward) = Forward::for_primary(
+            parts,
             caller,
             &self.upstreams,
             &self.trusted_proxies,
             &self.metrics,
         ) else {
-            return plain_response(StatusCode::URI_TOO_LONG, "shadowdiff: URI too long\n");
+            return uri_too_long();
         };
-        let mut upstream_request = self.upstream_request(Target::Primary, &forward, streamed(body));
+        let version = forward.version;
+        let mut upstream_request =
+            self.sole_upstream_request(Target::Primary, forward, streamed(body));
         if let Some(protocol) = protocol {
             upstream_request.headers_mut().insert(UPGRADE, protocol);
             upstream_request
@@ -413,7 +466,7 @@ impl Proxy {
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             let (head, body) = response.into_parts();
-            return for_caller(head, forward.version, CallerBody::Direct(body));
+            return for_caller(head, version, CallerBody::Direct(body));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
@@ -427,7 +480,7 @@ impl Proxy {
         });
         // The switching response keeps its Connection and Upgrade headers: they are the point of it.
         let (mut head, _) = response.into_parts();
-        head.version = forward.version;
+        head.version = version;
         Response::from_parts(head, CallerBody::Full(Full::new(Bytes::new())))
     }
 
@@ -450,7 +503,7 @@ impl Proxy {
                 .unshadowed(UnshadowedReason::MemoryBudget);
             self.metrics.budget.shed(Stage::InFlight);
             drop(charge);
-            return self.primary_only(&forward, buffered(body)).await;
+            return self.primary_only(forward, buffered(body)).await;
         }
         let id = Uuid::now_v7();
         let (report_tx, report_rx) = Handoff::channel(&self.lane);
@@ -578,10 +631,47 @@ impl Proxy {
         forward: &Forward,
         body: UpstreamBody,
     ) -> Request<UpstreamBody> {
+        self.address(
+            target,
+            forward.method.clone(),
+            forward.uris[target.index()].clone(),
+            forward.headers.clone(),
+            forward.caller_host.as_ref(),
+            body,
+        )
+    }
+
+    /// As [`Proxy::upstream_request`], for the one upstream a request goes to: nothing is copied.
+    fn sole_upstream_request(
+        &self,
+        target: Target,
+        mut forward: Forward,
+        body: UpstreamBody,
+    ) -> Request<UpstreamBody> {
+        let uri = forward.uris[target.index()].take();
+        self.address(
+            target,
+            forward.method,
+            uri,
+            forward.headers,
+            forward.caller_host.as_ref(),
+            body,
+        )
+    }
+
+    fn address(
+        &self,
+        target: Target,
+        method: Method,
+        // Built for every upstream a request is sent to; `Forward::for_primary` is only sent to primary.
+        uri: Option<Uri>,
+        mut headers: HeaderMap,
+        caller_host: Option<&HeaderValue>,
+        body: UpstreamBody,
+    ) -> Request<UpstreamBody> {
         let upstream = &self.upstreams[target.index()];
-        let mut headers = forward.headers.clone();
         let is_copy = target != Target::Primary && Some(target) != self.responder;
-        let host = match (&forward.caller_host, self.preserve_host) {
+        let host = match (caller_host, self.preserve_host) {
             (Some(caller_host), true) => caller_host
                 .to_str()
                 .unwrap_or(upstream.authority().as_str()),
@@ -595,15 +685,15 @@ impl Proxy {
         // An HTTP/1.1 client sends a GET or HEAD whose length it does not know with no body at all; a caller's
         // chunked body, streamed on, must keep its chunked framing to arrive.
         if client.version() == Version::HTTP_11
-            && matches!(forward.method, Method::GET | Method::HEAD)
+            && matches!(method, Method::GET | Method::HEAD)
             && !body.is_end_stream()
             && body.size_hint().exact().is_none()
         {
             headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         }
         let mut request = Request::new(body);
-        *request.method_mut() = forward.method.clone();
-        *request.uri_mut() = forward.uris[target.index()].clone();
+        *request.method_mut() = method;
+        *request.uri_mut() = uri.unwrap_or_default();
         *request.version_mut() = client.version();
         *request.headers_mut() = headers;
         request
@@ -811,6 +901,10 @@ fn bad_gateway(target: Target, error: &UpstreamError) -> CallerResponse {
         StatusCode::BAD_GATEWAY,
         &format!("shadowdiff: {target} upstream failed ({})\n", error.kind()),
     )
+}
+
+fn uri_too_long() -> CallerResponse {
+    plain_response(StatusCode::URI_TOO_LONG, "shadowdiff: URI too long\n")
 }
 
 fn plain_response(status: StatusCode, text: &str) -> CallerResponse {
