@@ -26,7 +26,9 @@
 #
 # Settings (environment): BENCH_REPS (3), BENCH_DURATION (10 s per measured run), BENCH_LONG_DURATION (30 s,
 # the saturation runs of shadowdiff on SQLite and of nginx's mirror), BENCH_WARMUP (2 s),
-# BENCH_FAULT_DURATION (30 s), BENCH_CONNECTIONS (64), BENCH_THREADS (2), BENCH_OUT (target/bench/proxy).
+# BENCH_FAULT_DURATION (30 s; 0 leaves the faults out), BENCH_BINARY (another shadowdiff binary to measure),
+# BENCH_HALF_RATE (half of shadowdiff-sqlite's saturated rate), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
+# BENCH_OUT (target/bench/proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +49,8 @@ THREADS=${BENCH_THREADS:-2}
 OUT=${BENCH_OUT:-target/bench/proxy}
 
 cargo build --release --quiet --bin shadowdiff --example bench_upstream
-SHADOWDIFF=target/release/shadowdiff
+# BENCH_BINARY measures another shadowdiff binary (an earlier build, for before/after figures).
+SHADOWDIFF=${BENCH_BINARY:-target/release/shadowdiff}
 UPSTREAM=target/release/examples/bench_upstream
 
 mkdir -p "$OUT"
@@ -120,7 +123,13 @@ scrape() {
     { name = $1; sub(/\{.*/, "", name) }
     name == "shadowdiff_requests_total" { requests += $NF }
     name == "shadowdiff_exchanges_stored_total" { stored += $NF; seen = 1 }
-    END { printf "%.0f %.0f %d\n", requests, stored, seen }
+    # Binaries older than the stored counter: compared less what the store dropped.
+    name == "shadowdiff_exchanges_analysed_total" && /result="compared"/ { compared += $NF }
+    name == "shadowdiff_store_dropped_total" && /what="exchange"/ { dropped += $NF }
+    END {
+      if (!seen && compared > 0) { stored = compared - dropped; seen = 2 }
+      printf "%.0f %.0f %d\n", requests, stored, seen
+    }
   ' <<<"$text"
 }
 STORED_WARNED=
@@ -301,7 +310,8 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
-HALF_RATE=$(($(median_of saturation shadowdiff-sqlite rps) / 2))
+# BENCH_HALF_RATE sets the rate instead (the same rate for a before and an after run).
+HALF_RATE=${BENCH_HALF_RATE:-$(($(median_of saturation shadowdiff-sqlite rps) / 2))}
 # Each connection waits INTERVAL ms after every answer, so CONNECTIONS x 1000 / INTERVAL is the rate offered.
 HALF_INTERVAL=10
 HALF_CONNECTIONS=$(((HALF_RATE * HALF_INTERVAL + 999) / 1000))
@@ -321,7 +331,9 @@ SLOW_DELAY_US=$((direct_p50 * 10))
 start_upstream SLOW_PORT "delay=${SLOW_DELAY_US}us"
 start_upstream HOLE_PORT blackhole
 echo "== faults: $REPS rounds of ${FAULT_DURATION}s each at $HALF_RATE requests/s; slow candidate +${SLOW_DELAY_US} us" >&2
-for rep in $(seq 1 "$REPS"); do
+# BENCH_FAULT_DURATION=0 leaves the faults out.
+[ "$FAULT_DURATION" -gt 0 ] || REPS_FAULTS=0
+for rep in $(seq 1 "${REPS_FAULTS:-$REPS}"); do
   for candidate in normal:$CANDIDATE_PORT slow:$SLOW_PORT blackhole:$HOLE_PORT; do
     for config in shadowdiff-sqlite nginx; do
       start "$config" "${candidate#*:}" "fault-${candidate%%:*}-$rep"
