@@ -27,7 +27,7 @@
 # Settings (environment): BENCH_REPS (3), BENCH_DURATION (10 s per measured run), BENCH_LONG_DURATION (30 s,
 # the saturation runs of shadowdiff on SQLite and of nginx's mirror), BENCH_WARMUP (2 s),
 # BENCH_FAULT_DURATION (30 s; 0 leaves the faults out), BENCH_BINARY (another shadowdiff binary to measure),
-# BENCH_HALF_RATE (half of shadowdiff-sqlite's saturated rate), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
+# BENCH_BEFORE_BINARY (an earlier build, measured in the same rounds), BENCH_HALF_RATE (half of shadowdiff-sqlite's saturated rate), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
 # BENCH_OUT (target/bench/proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -190,7 +190,7 @@ start_shadowdiff() {
   local candidate_port=$1 database_url=$2 run=$3 sample_rate=${4:-1}
   PROXY_PORT=$(free_port)
   ADMIN_PORT=$(free_port)
-  SHADOWDIFF_LOG=warn "$SHADOWDIFF" serve \
+  SHADOWDIFF_LOG=warn "${BINARY:-$SHADOWDIFF}" serve \
     --listen "127.0.0.1:$PROXY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --primary "http://127.0.0.1:$PRIMARY_PORT" --secondary "http://127.0.0.1:$SECONDARY_PORT" \
     --candidate "http://127.0.0.1:$candidate_port" --database-url "$database_url" --run "$run" \
@@ -224,6 +224,8 @@ start() {
     shadowdiff-sqlite) start_shadowdiff "$2" "sqlite://$WORK/bench.db" "$3" ;;
     shadowdiff-postgres) start_shadowdiff "$2" "$DATABASE_URL" "$3" ;;
     shadowdiff-unshadowed) start_shadowdiff "$2" "sqlite://$WORK/bench.db" "$3" 0 ;;
+    before-sqlite) BINARY=$BEFORE start_shadowdiff "$2" "sqlite://$WORK/before.db" "$3" ;;
+    before-unshadowed) BINARY=$BEFORE start_shadowdiff "$2" "sqlite://$WORK/before.db" "$3" 0 ;;
   esac
 }
 
@@ -292,6 +294,9 @@ start_upstream PRIMARY_PORT fast
 start_upstream SECONDARY_PORT fast
 start_upstream CANDIDATE_PORT fast
 CONFIGS=(direct nginx shadowdiff-sqlite shadowdiff-postgres nginx-proxy-only shadowdiff-unshadowed)
+# BENCH_BEFORE_BINARY: an earlier build measured in the same rounds (SQLite, shadowed and unshadowed).
+BEFORE=${BENCH_BEFORE_BINARY:-}
+[ -n "$BEFORE" ] && CONFIGS+=(before-sqlite before-unshadowed)
 
 # The runs of at least 30 s that compare shadowdiff (SQLite) with nginx's mirror are these two's saturation runs.
 saturation_seconds() {

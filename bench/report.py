@@ -17,9 +17,11 @@ CONFIGS = [
     "shadowdiff-postgres",
     "nginx-proxy-only",
     "shadowdiff-unshadowed",
+    "before-sqlite",
+    "before-unshadowed",
 ]
 # The configurations whose stored/s and shed are figures (the others store nothing, by design).
-SHADOWED = {"shadowdiff-sqlite", "shadowdiff-postgres"}
+SHADOWED = {"shadowdiff-sqlite", "shadowdiff-postgres", "before-sqlite"}
 # The runs that compare shadowdiff (SQLite) with nginx's mirror at saturation must last this long.
 LONG_SECONDS = 30
 DASH = "–"

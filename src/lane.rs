@@ -30,7 +30,7 @@ pub struct LaneSettings {
 }
 
 impl LaneSettings {
-    pub const DEFAULT_NICE: i32 = 10;
+    pub const DEFAULT_NICE: i32 = 5;
 
     /// Lane threads to start.
     pub fn thread_count(&self) -> usize {
