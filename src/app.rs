@@ -155,9 +155,10 @@ impl Application {
         let analyzer = Arc::new(Analyzer::new(analysis));
         let tls = tls_config(settings.upstreams.ca_file.as_deref())?;
         let clients = Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone()));
-        let shadow_clients =
-            Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone()));
         let lane = Lane::start(&settings.lane).map_err(StartupError::Lane)?;
+        let shadow_clients = (0..lane.threads())
+            .map(|_| Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone())))
+            .collect();
         let proxy_listener = bind("proxy", settings.proxy.listen).await?;
         let admin_listener = bind("admin", settings.web.listen).await?;
         let store = Store::open(&settings.store).await?;

@@ -8,6 +8,7 @@
 //! (new exchanges, the responder's captured body, a dropped report channel) goes through the intake, so no
 //! caller thread ever wakes a shadow task directly (that would take the lane runtime's queue lock).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -47,6 +48,17 @@ impl Default for LaneSettings {
             nice: Self::DEFAULT_NICE,
         }
     }
+}
+
+thread_local! {
+    /// The index of the lane thread running here, if this is one.
+    static LANE_THREAD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Which lane thread this code runs on (`None` off the lane): each keeps connection pools of its own, so that a
+/// connection is driven by the thread that sends on it.
+pub fn current_thread_index() -> Option<usize> {
+    LANE_THREAD.with(Cell::get)
 }
 
 /// Work handed to a lane thread: runs there, and may spawn tasks onto its runtime.
@@ -92,6 +104,7 @@ impl Lane {
                 .name(format!("{THREAD_NAME}-{index}"))
                 .spawn(move || {
                     lower_priority(nice);
+                    LANE_THREAD.with(|lane| lane.set(Some(index)));
                     runtime.block_on(async move {
                         while let Some(job) = rx.recv().await {
                             job();

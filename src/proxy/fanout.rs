@@ -215,9 +215,9 @@ pub struct Proxy {
     /// One pooled client per upstream for the caller's path (the responder, and primary for what is not
     /// shadowed), indexed likewise.
     clients: [UpstreamClient; 3],
-    /// One pooled client per upstream for the lane: its connections are driven by lane threads, and share no
-    /// pool (and no lock) with the caller's.
-    shadow_clients: [UpstreamClient; 3],
+    /// One pooled client per upstream for each lane thread: a connection is driven by the thread that sends on
+    /// it, and shares no pool (and no lock) with the caller's.
+    shadow_clients: Vec<[UpstreamClient; 3]>,
     policy: ShadowPolicy,
     /// The upstream whose response the caller gets; `None` answers at once with an empty 200.
     responder: Option<Target>,
@@ -251,8 +251,8 @@ pub struct Proxy {
 pub struct UpstreamPools {
     /// For the caller's path.
     pub clients: [UpstreamClient; 3],
-    /// For the lane's background requests.
-    pub shadow_clients: [UpstreamClient; 3],
+    /// For the lane's background requests: one set per lane thread.
+    pub shadow_clients: Vec<[UpstreamClient; 3]>,
     /// Background requests in flight per upstream (the app reads them for a gauge).
     pub inflight: [Arc<Semaphore>; 3],
     /// The threads that drive the shadow pools and every other background task.
@@ -594,7 +594,9 @@ impl Proxy {
             if for_caller {
                 self.send_for_caller(target, request).await
             } else {
-                self.shadow_clients[target.index()].send(request).await
+                let set =
+                    crate::lane::current_thread_index().unwrap_or(0) % self.shadow_clients.len();
+                self.shadow_clients[set][target.index()].send(request).await
             }
         };
         match attempt().await {
