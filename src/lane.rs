@@ -128,11 +128,13 @@ impl Lane {
         let _ = self.intakes[index].send(Box::new(job));
     }
 
-    /// Spawns a shadow task on a lane thread, tracked for shutdown.
+    /// Spawns a shadow task on a lane thread, tracked for shutdown from this moment (an atomic increment), not
+    /// from when the lane thread gets to it: shutdown must not find nothing to wait for while the task is still
+    /// in the intake.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let tasks = self.tasks.clone();
+        let task = self.tasks.track_future(task);
         self.run(move || {
-            tasks.spawn(task);
+            tokio::spawn(task);
         });
     }
 
