@@ -105,6 +105,19 @@ pub struct StampedStream {
     awaiting: bool,
 }
 
+impl StampedStream {
+    /// Stamps a write: the first after an answer began is the next request's first.
+    fn stamp_write(&mut self) {
+        if let Some(clock) = &self.clock
+            && !self.awaiting
+        {
+            clock.0.arrived.store(0, Ordering::Release);
+            clock.0.sent.store(now_ns(), Ordering::Release);
+            self.awaiting = true;
+        }
+    }
+}
+
 impl Connection for StampedStream {
     fn connected(&self) -> Connected {
         let connected = self.io.connected();
@@ -160,14 +173,7 @@ impl Write for StampedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(clock) = &this.clock
-            && !this.awaiting
-        {
-            // A write after an answer began is the next request's first.
-            clock.0.arrived.store(0, Ordering::Release);
-            clock.0.sent.store(now_ns(), Ordering::Release);
-            this.awaiting = true;
-        }
+        this.stamp_write();
         Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
@@ -189,13 +195,7 @@ impl Write for StampedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(clock) = &this.clock
-            && !this.awaiting
-        {
-            clock.0.arrived.store(0, Ordering::Release);
-            clock.0.sent.store(now_ns(), Ordering::Release);
-            this.awaiting = true;
-        }
+        this.stamp_write();
         Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 }
