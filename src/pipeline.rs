@@ -107,6 +107,11 @@ impl<T> Draining<T> {
         }
     }
 
+    /// An item already queued, without waiting.
+    pub fn try_next(&mut self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+
     /// Whether nothing is queued right now.
     pub fn is_empty(&self) -> bool {
         self.rx.is_empty()
@@ -124,11 +129,18 @@ where
     }
 }
 
-/// Analyses exchanges on blocking worker threads, at most `workers` at a time (CPU work kept off the threads
-/// that serve callers), and hands each result to `out`. Decoded bodies and parse trees are charged to `budget`
-/// while they are held. A full `out` drops and counts; a panic in the analysis of one exchange is caught,
+/// The most exchanges one analysis worker takes at once.
+pub const ANALYSIS_BATCH: usize = 32;
+
+/// Analyses exchanges on blocking worker threads, at most `workers` batches at a time (CPU work kept off the
+/// threads that serve callers), and hands each result to `out`. Decoded bodies and parse trees are charged to
+/// `budget` while they are held. A full `out` drops and counts; a panic in the analysis of one exchange is caught,
 /// counted and logged. When `stop` is cancelled, queued exchanges are still analysed and the function returns
 /// once the last one is done.
+///
+/// Exchanges go to a worker in batches of what is already queued (up to [`ANALYSIS_BATCH`]): each hand-over to
+/// a worker and each worker's return wakes a thread, and under load the task that hands them over waits behind
+/// the callers for its turn, so one exchange per hand-over capped analysis at a few thousand exchanges a second.
 pub async fn analyse(
     rx: mpsc::Receiver<Exchange>,
     stop: CancellationToken,
@@ -141,31 +153,41 @@ pub async fn analyse(
     let workers = workers.max(1);
     let permits = Arc::new(Semaphore::new(workers));
     let mut exchanges = Draining::new(rx, stop);
-    while let Some(mut exchange) = exchanges.next().await {
+    while let Some(first) = exchanges.next().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        exchange.charge.move_to(Stage::Analysis);
+        let mut batch = Vec::with_capacity(ANALYSIS_BATCH);
+        batch.push(first);
+        while batch.len() < ANALYSIS_BATCH
+            && let Some(exchange) = exchanges.try_next()
+        {
+            batch.push(exchange);
+        }
+        for exchange in &mut batch {
+            exchange.charge.move_to(Stage::Analysis);
+        }
         let (analyzer, metrics, out) = (analyzer.clone(), metrics.clone(), out.clone());
         let mut scratch = budget.empty(Stage::Analysis);
         tokio::task::spawn_blocking(move || {
-            let id = exchange.id;
-            let analysed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                analyzer.analyse_within(exchange, &mut scratch)
-            }));
-            match analysed {
-                Ok(mut analysis) => {
-                    metrics.analysis.analysed(&analysis);
-                    analysis.exchange.charge.move_to(Stage::AnalysisQueue);
-                    out.offer(analysis);
-                }
-                Err(_) => {
-                    metrics.analysis.failed();
-                    tracing::error!(%id, "analysis of an exchange failed; it is skipped");
+            for exchange in batch {
+                let id = exchange.id;
+                let analysed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    analyzer.analyse_within(exchange, &mut scratch)
+                }));
+                match analysed {
+                    Ok(mut analysis) => {
+                        metrics.analysis.analysed(&analysis);
+                        analysis.exchange.charge.move_to(Stage::AnalysisQueue);
+                        out.offer(analysis);
+                    }
+                    Err(_) => {
+                        metrics.analysis.failed();
+                        tracing::error!(%id, "analysis of an exchange failed; it is skipped");
+                    }
                 }
             }
-            // Only now is this exchange handed on: shutdown waits for every permit before closing the next
-            // stage.
+            // Only now is this batch handed on: shutdown waits for every permit before closing the next stage.
             drop(permit);
         });
     }
