@@ -20,6 +20,27 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
+/// The scheduling class of the shadow threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShadowScheduling {
+    /// `SCHED_BATCH` at the lane's nice value: a waking caller's thread is preferred, and shadow work keeps a
+    /// share of the CPU when the callers use it all.
+    Batch,
+    /// `SCHED_IDLE`: shadow work runs only on CPU time the callers leave; a waking caller's thread always
+    /// preempts it at once, and at saturation nearly every exchange is shed (counted).
+    Idle,
+}
+
+impl ShadowScheduling {
+    #[cfg(target_os = "linux")]
+    fn policy(self) -> libc::c_int {
+        match self {
+            Self::Batch => libc::SCHED_BATCH,
+            Self::Idle => libc::SCHED_IDLE,
+        }
+    }
+}
+
 /// How shadow work is scheduled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LaneSettings {
@@ -28,6 +49,8 @@ pub struct LaneSettings {
     pub threads: Option<usize>,
     /// The nice value of every shadow thread (0, as the callers' threads, to 19, the lowest priority).
     pub nice: i32,
+    /// The scheduling class of every shadow thread.
+    pub scheduling: ShadowScheduling,
 }
 
 impl LaneSettings {
@@ -46,6 +69,7 @@ impl Default for LaneSettings {
         Self {
             threads: None,
             nice: Self::DEFAULT_NICE,
+            scheduling: ShadowScheduling::Batch,
         }
     }
 }
@@ -89,13 +113,14 @@ impl Lane {
     pub fn start(settings: &LaneSettings) -> io::Result<Arc<Self>> {
         let count = settings.thread_count();
         let nice = settings.nice.clamp(0, 19);
+        let scheduling = settings.scheduling;
         let mut intakes = Vec::with_capacity(count);
         let mut handles = Vec::with_capacity(count);
         for index in 0..count {
             let runtime = Builder::new_current_thread()
                 .enable_all()
                 .thread_name(BLOCKING_THREAD_NAME)
-                .on_thread_start(move || lower_priority(nice))
+                .on_thread_start(move || lower_priority(scheduling, nice))
                 .build()?;
             let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
             handles.push(runtime.handle().clone());
@@ -103,7 +128,7 @@ impl Lane {
             std::thread::Builder::new()
                 .name(format!("{THREAD_NAME}-{index}"))
                 .spawn(move || {
-                    lower_priority(nice);
+                    lower_priority(scheduling, nice);
                     LANE_THREAD.with(|lane| lane.set(Some(index)));
                     runtime.block_on(async move {
                         while let Some(job) = rx.recv().await {
@@ -203,14 +228,15 @@ impl<T: Send + 'static> Drop for Handoff<T> {
 }
 
 /// Moves the calling thread to the batch scheduling class (waking, it does not preempt a running thread) at
-/// `nice`, so that a caller's thread always runs first. Threads inherit this from the thread that starts them.
+/// `nice`, or to the idle class, so that a caller's thread runs first. Threads inherit this from the thread
+/// that starts them.
 #[cfg(target_os = "linux")]
-fn lower_priority(nice: i32) {
+fn lower_priority(scheduling: ShadowScheduling, nice: i32) {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: plain system calls on the calling thread (pid 0), with a valid parameter.
     let (policy, priority) = unsafe {
         (
-            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param),
+            libc::sched_setscheduler(0, scheduling.policy(), &param),
             libc::setpriority(libc::PRIO_PROCESS, 0, nice),
         )
     };
@@ -223,7 +249,7 @@ fn lower_priority(nice: i32) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority(_nice: i32) {}
+fn lower_priority(_scheduling: ShadowScheduling, _nice: i32) {}
 
 #[cfg(test)]
 mod tests {
@@ -234,6 +260,7 @@ mod tests {
         let lane = Lane::start(&LaneSettings {
             threads: Some(2),
             nice: 5,
+            scheduling: ShadowScheduling::Batch,
         })
         .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -255,6 +282,7 @@ mod tests {
         let lane = Lane::start(&LaneSettings {
             threads: Some(1),
             nice: 0,
+            scheduling: ShadowScheduling::Batch,
         })
         .unwrap();
         let runtime = Builder::new_current_thread().build().unwrap();

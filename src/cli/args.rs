@@ -18,7 +18,7 @@ use crate::analysis::rules::EndpointGlob;
 use crate::app::AppSettings;
 use crate::budget::MemoryBudget;
 use crate::endpoint::{EndpointPattern, NamingSettings};
-use crate::lane::LaneSettings;
+use crate::lane::{LaneSettings, ShadowScheduling};
 use crate::proxy::upstream::UpstreamSettings;
 use crate::proxy::{ProxySettings, ResponseMode, ShadowSettings};
 use crate::redact::RedactionSettings;
@@ -466,11 +466,16 @@ pub struct ShadowArgs {
     #[arg(long, value_name = "N", env = "SHADOWDIFF_SHADOW_THREADS", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub shadow_threads: Option<u32>,
 
-    /// Nice value of the shadow threads and the analysis (0 to 19): they are in the batch scheduling class and
-    /// this much below the callers' threads, so that a caller's request always runs first.
+    /// Nice value of the shadow threads and the analysis (0 to 19): in the batch scheduling class, this much
+    /// below the callers' threads, which are preferred whenever they wake.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_SHADOW_NICE",
           default_value_t = LaneSettings::DEFAULT_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub shadow_nice: i32,
+
+    /// Scheduling class of the shadow threads: `batch` keeps them a share of a saturated CPU; `idle` lets them
+    /// run only when the callers leave a core idle, so that a caller's thread always preempts them at once.
+    #[arg(long, value_enum, value_name = "CLASS", env = "SHADOWDIFF_SHADOW_SCHEDULING", default_value_t = ShadowScheduling::Batch)]
+    pub shadow_scheduling: ShadowScheduling,
 
     /// Endpoint template that wins over the automatic one, such as `/users/{id}/orders` or
     /// `GET /search/{term}`; repeat the flag (or comma-separate) for several.
@@ -659,6 +664,7 @@ impl ShadowArgs {
         settings.lane = LaneSettings {
             threads: self.shadow_threads.map(|n| n as usize),
             nice: self.shadow_nice,
+            scheduling: self.shadow_scheduling,
         };
         settings.naming = NamingSettings {
             patterns: self.endpoints,

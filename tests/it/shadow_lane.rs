@@ -8,11 +8,14 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use shadowdiff::lane::{BLOCKING_THREAD_NAME, LaneSettings, THREAD_NAME};
 
+use crate::support::process::spawn_serving;
 use crate::support::stub::Stub;
-use crate::support::{TestApp, client, get_json, temp_database, wait_until};
+use crate::support::{TestApp, client, get_json, temp_database, wait_for, wait_until};
 
 /// SCHED_BATCH, as /proc reports a thread's policy.
 const SCHED_BATCH: u32 = 3;
+/// SCHED_IDLE, likewise.
+const SCHED_IDLE: u32 = 5;
 
 /// A thread of this process as /proc shows it.
 struct ThreadView {
@@ -21,11 +24,16 @@ struct ThreadView {
     policy: u32,
 }
 
-/// Every thread of this process: its name, nice value and scheduling policy (`proc_pid_stat(5)`: the fields
-/// after the parenthesised name, nice being the 19th field and policy the 41st).
+/// Every thread of this process: its name, nice value and scheduling policy.
 fn threads() -> Vec<ThreadView> {
+    threads_in("/proc/self/task")
+}
+
+/// Every thread under a `/proc/<pid>/task` directory (`proc_pid_stat(5)`: the fields after the parenthesised
+/// name, nice being the 19th field and policy the 41st).
+fn threads_in(tasks: &str) -> Vec<ThreadView> {
     let mut views = Vec::new();
-    for entry in fs::read_dir("/proc/self/task").unwrap().flatten() {
+    for entry in fs::read_dir(tasks).unwrap().flatten() {
         let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
             continue; // The thread ended while we looked.
         };
@@ -44,8 +52,11 @@ fn threads() -> Vec<ThreadView> {
     views
 }
 
-#[tokio::test]
-async fn shadow_threads_run_below_the_callers() {
+/// Stores one exchange (so that every kind of shadow thread has run) with the lane configured by `configure`,
+/// and returns the lane's threads, the analysis threads among them, and the process's threads.
+async fn shadow_threads_after_one_exchange(
+    configure: impl FnOnce(&mut LaneSettings),
+) -> (Vec<ThreadView>, Vec<ThreadView>) {
     let primary = Stub::json(r#"{"ok":true}"#).await;
     let secondary = Stub::json(r#"{"ok":true}"#).await;
     let candidate = Stub::json(r#"{"ok":true}"#).await;
@@ -54,7 +65,7 @@ async fn shadow_threads_run_below_the_callers() {
         &primary.url(),
         &secondary.url(),
         &candidate.url(),
-        |_| {},
+        |s| configure(&mut s.lane),
         &database,
     )
     .await;
@@ -65,38 +76,116 @@ async fn shadow_threads_run_below_the_callers() {
         app.metrics.store.stored_count() >= 1
     })
     .await;
-
-    let nice = LaneSettings::default().nice;
-    assert!(nice > 0, "shadow threads must rank below the callers'");
     let all = threads();
-    let lane: Vec<&ThreadView> = all
-        .iter()
-        .filter(|t| t.name.starts_with(THREAD_NAME) || t.name == BLOCKING_THREAD_NAME)
-        .collect();
+    app.stop().await;
+    let (lane, others) = all
+        .into_iter()
+        .partition(|t| t.name.starts_with(THREAD_NAME) || t.name == BLOCKING_THREAD_NAME);
+    (lane, others)
+}
+
+fn assert_every_kind_ran(lane: &[ThreadView], others: &[ThreadView]) {
     assert!(
         lane.iter().any(|t| t.name.starts_with(THREAD_NAME)),
         "no lane thread among {:?}",
-        all.iter().map(|t| &t.name).collect::<Vec<_>>()
+        others.iter().map(|t| &t.name).collect::<Vec<_>>()
     );
     assert!(
         lane.iter().any(|t| t.name == BLOCKING_THREAD_NAME),
         "the analysis ran on no shadow worker thread"
     );
+}
+
+#[tokio::test]
+async fn shadow_threads_run_below_the_callers() {
+    let (lane, others) = shadow_threads_after_one_exchange(|_| {}).await;
+    let nice = LaneSettings::default().nice;
+    assert!(nice > 0, "shadow threads must rank below the callers'");
+    assert_every_kind_ran(&lane, &others);
     for thread in &lane {
         assert_eq!(thread.nice, nice, "{}", thread.name);
         assert_eq!(thread.policy, SCHED_BATCH, "{}", thread.name);
     }
     // The writer's SQLite connections were opened from a lane thread, whose priority their threads inherit.
     assert!(
-        all.iter()
-            .any(|t| t.name.starts_with("sqlx-sqlite") && t.nice == nice),
+        others.iter().any(|t| t.name.starts_with("sqlx-sqlite")
+            && t.nice == nice
+            && t.policy == SCHED_BATCH),
         "no SQLite connection thread at the shadow priority"
     );
     // The caller's path runs at the process's own priority: this test's threads serve it.
     let own = fs::read_to_string("/proc/thread-self/stat").unwrap();
     let own_fields: Vec<&str> = own[own.rfind(')').unwrap() + 2..].split(' ').collect();
     assert_eq!(own_fields[19 - 3], "0");
-    app.stop().await;
+}
+
+/// A process of its own: the test process's other tests start lanes of the default class at the same time.
+#[tokio::test]
+async fn idle_scheduling_puts_every_shadow_thread_in_the_idle_class() {
+    let primary = Stub::json(r#"{"ok":true}"#).await;
+    let secondary = Stub::json(r#"{"ok":true}"#).await;
+    let candidate = Stub::json(r#"{"ok":true}"#).await;
+    let (_dir, database) = temp_database();
+    let (primary_url, secondary_url, candidate_url) =
+        (primary.url(), secondary.url(), candidate.url());
+    let serving = spawn_serving(
+        &[
+            "--primary",
+            &primary_url,
+            "--secondary",
+            &secondary_url,
+            "--candidate",
+            &candidate_url,
+            "--database-url",
+            &database,
+            "--shadow-scheduling",
+            "idle",
+        ],
+        &[],
+    )
+    .await;
+    let response = client().get(serving.url("/orders/1")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    wait_for("the exchange to be stored", || {
+        let serving = &serving;
+        async move {
+            serving
+                .metrics()
+                .await
+                .value("shadowdiff_exchanges_stored_total")
+                >= 1.0
+        }
+    })
+    .await;
+
+    let all = threads_in(&format!("/proc/{}/task", serving.pid()));
+    let (lane, others): (Vec<ThreadView>, Vec<ThreadView>) = all
+        .into_iter()
+        .partition(|t| t.name.starts_with(THREAD_NAME) || t.name == BLOCKING_THREAD_NAME);
+    assert_every_kind_ran(&lane, &others);
+    for thread in &lane {
+        assert_eq!(thread.policy, SCHED_IDLE, "{}", thread.name);
+    }
+    assert!(
+        others
+            .iter()
+            .any(|t| t.name.starts_with("sqlx-sqlite") && t.policy == SCHED_IDLE),
+        "no SQLite connection thread in the idle class"
+    );
+    // The callers' threads (the runtime's workers) keep the normal class.
+    let workers: Vec<&ThreadView> = others
+        .iter()
+        .filter(|t| t.name.starts_with("tokio-rt-worker"))
+        .collect();
+    assert!(
+        !workers.is_empty(),
+        "no runtime worker among {:?}",
+        others.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
+    for worker in workers {
+        assert_eq!(worker.policy, 0, "{}", worker.name);
+    }
+    serving.terminate().await;
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use clap::builder::PossibleValue;
 use crate::demo::service::DemoVariant;
 use crate::gate::FailOn;
 use crate::gate::render::GateFormat;
+use crate::lane::ShadowScheduling;
 use crate::proxy::ResponseMode;
 use crate::telemetry::LogFormat;
 use crate::traffic::TrafficFormat;
@@ -60,4 +61,9 @@ choices!(TrafficFormat {
 choices!(DemoVariant {
     Current => "current": "The current version (run it twice: primary and secondary)",
     Candidate => "candidate": "The new version, with the demo's regressions",
+});
+
+choices!(ShadowScheduling {
+    Batch => "batch": "Batch class at --shadow-nice: callers first, shadow work keeps a share of a busy CPU",
+    Idle => "idle": "Idle class: shadow work only on CPU the callers leave; at saturation nearly all of it is shed",
 });

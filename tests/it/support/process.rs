@@ -84,6 +84,11 @@ impl Serving {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// The log lines written so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
