@@ -23,6 +23,10 @@ enum Stopped {
     OverBudget,
 }
 
+/// The most of a body read without keeping it (over the budget) to keep its connection: past this, reading on
+/// costs more than opening another connection.
+pub const DRAIN_LIMIT: usize = 256 << 10;
+
 /// The smallest buffer a capture of unknown length starts with.
 const FIRST_CAPACITY: usize = 8 << 10;
 
@@ -95,6 +99,13 @@ impl BodyCapture {
     /// Whether the capture has stopped keeping the body (too large, or over the budget).
     pub fn has_stopped(&self) -> bool {
         self.stopped.is_some()
+    }
+
+    /// Whether the rest of the body is worth reading without keeping it (up to [`DRAIN_LIMIT`]), so that its
+    /// connection can serve the next request: a body that did not fit the budget may be small, and a new
+    /// connection costs more than reading a little; one over the limit is large.
+    fn drains(&self) -> bool {
+        self.stopped == Some(Stopped::OverBudget)
     }
 
     /// The body kept (done off the caller's path); the charge holds its memory.
@@ -287,24 +298,36 @@ impl Drop for TeeBody {
     }
 }
 
-/// Reads a shadow's body, keeping at most `limit` bytes (charged to `charge`); past the limit, or the budget,
-/// it stops reading (the connection is then closed rather than drained).
+/// Reads a shadow's body, keeping at most `limit` bytes (charged to `charge`). Past the limit it stops reading
+/// (the connection is then closed rather than drained); past the budget it reads the rest without keeping it, up
+/// to [`DRAIN_LIMIT`], so that the connection goes back to its pool.
 pub async fn read_capped(
     mut body: Incoming,
     limit: usize,
     charge: Charge,
 ) -> Result<(CapturedBody, Charge), UpstreamError> {
     let mut capture = BodyCapture::new(limit, charge, body.size_hint().exact());
-    if capture.has_stopped() {
-        return Ok(capture.finish());
-    }
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| classify_body_error(&error))?;
-        if let Some(data) = frame.data_ref() {
-            capture.push(data);
-            if capture.has_stopped() {
+    let mut drained = 0;
+    while !capture.has_stopped() || capture.drains() {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            // What was being drained is not needed: the capture's own outcome stands.
+            Err(_) if capture.has_stopped() => break,
+            Err(error) => return Err(classify_body_error(&error)),
+        };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        if capture.has_stopped() {
+            drained += data.len();
+            if drained > limit.min(DRAIN_LIMIT) {
                 break;
             }
+        } else {
+            capture.push(data);
         }
     }
     Ok(capture.finish())

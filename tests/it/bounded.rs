@@ -754,3 +754,46 @@ async fn a_small_memory_budget_sheds_and_counts_and_callers_never_notice() {
     assert!(text.contains("shadowdiff_memory_shed_total"), "{text}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_shadow_body_over_the_budget_is_read_through_and_its_connection_kept() {
+    // The candidate's answer fits `--max-body` but not the budget: it is not kept, yet read to its end, so that
+    // the next shadow request reuses the connection instead of opening one.
+    // About 210 KiB: within the drain limit, over what the budget leaves once the exchange is admitted.
+    let big = Arc::new(json!({"items": vec!["x".repeat(100); 2_000]}).to_string());
+    assert!(big.len() < shadowdiff::proxy::capture::DRAIN_LIMIT);
+    let primary = Stub::json(r#"{"items":[]}"#).await;
+    let secondary = Stub::json(r#"{"items":[]}"#).await;
+    let candidate = Stub::start(move |_| {
+        let big = big.clone();
+        async move { json_response(StatusCode::OK, &big) }
+    })
+    .await;
+    let mut app =
+        TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), |s| {
+            s.memory_budget = 128 << 10;
+            // One pool of shadow connections, so that a reused connection is seen as one.
+            s.lane.threads = Some(1);
+        })
+        .await;
+    let requests = 6;
+    for i in 0..requests {
+        let response = client()
+            .get(app.url(&format!("/items/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), r#"{"items":[]}"#);
+        let analysis = app.next_analysis().await;
+        assert_eq!(analysis.result.unwrap_err(), SkipReason::MemoryBudget);
+    }
+    assert_eq!(candidate.hits(), requests);
+    // Closed after each answer, the candidate would have seen one connection per request; a connection may
+    // still be on its way back to the pool when the next request looks for one, hence not exactly one.
+    assert!(
+        candidate.connections() <= requests / 2,
+        "{} connections for {requests} requests",
+        candidate.connections()
+    );
+}
