@@ -26,8 +26,9 @@ pub enum ShadowScheduling {
     /// `SCHED_BATCH` at the lane's nice value: a waking caller's thread is preferred, and shadow work keeps a
     /// share of the CPU when the callers use it all.
     Batch,
-    /// `SCHED_IDLE`: shadow work runs only on CPU time the callers leave; a waking caller's thread always
-    /// preempts it at once, and at saturation nearly every exchange is shed (counted).
+    /// `SCHED_IDLE`: shadow work runs only on CPU time no other thread wants (a niced one included, so a busy
+    /// neighbouring process starves it too); a waking caller's thread always preempts it at once, and at
+    /// saturation nearly every exchange is shed (counted).
     Idle,
 }
 

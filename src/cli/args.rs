@@ -473,7 +473,8 @@ pub struct ShadowArgs {
     pub shadow_nice: i32,
 
     /// Scheduling class of the shadow threads: `batch` keeps them a share of a saturated CPU; `idle` lets them
-    /// run only when the callers leave a core idle, so that a caller's thread always preempts them at once.
+    /// run only on CPU time no other thread on the machine wants (a niced one included), so that a caller's
+    /// thread always preempts them at once.
     #[arg(long, value_enum, value_name = "CLASS", env = "SHADOWDIFF_SHADOW_SCHEDULING", default_value_t = ShadowScheduling::Batch)]
     pub shadow_scheduling: ShadowScheduling,
 

@@ -65,5 +65,5 @@ choices!(DemoVariant {
 
 choices!(ShadowScheduling {
     Batch => "batch": "Batch class at --shadow-nice: callers first, shadow work keeps a share of a busy CPU",
-    Idle => "idle": "Idle class: shadow work only on CPU the callers leave; at saturation nearly all of it is shed",
+    Idle => "idle": "Idle class: shadow work only on CPU no other thread wants; at saturation nearly all of it is shed",
 });
