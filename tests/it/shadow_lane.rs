@@ -52,11 +52,15 @@ fn threads_in(tasks: &str) -> Vec<ThreadView> {
     views
 }
 
-/// Stores one exchange (so that every kind of shadow thread has run) with the lane configured by `configure`,
-/// and returns the lane's threads, the analysis threads among them, and the process's threads.
-async fn shadow_threads_after_one_exchange(
-    configure: impl FnOnce(&mut LaneSettings),
-) -> (Vec<ThreadView>, Vec<ThreadView>) {
+/// Splits threads into the lane's (lane threads and their analysis workers) and all the others.
+fn lane_and_others(all: Vec<ThreadView>) -> (Vec<ThreadView>, Vec<ThreadView>) {
+    all.into_iter()
+        .partition(|t| t.name.starts_with(THREAD_NAME) || t.name == BLOCKING_THREAD_NAME)
+}
+
+/// Stores one exchange through an app in this process (so that every kind of shadow thread has run), and
+/// returns this process's threads, split by [`lane_and_others`].
+async fn shadow_threads_after_one_exchange() -> (Vec<ThreadView>, Vec<ThreadView>) {
     let primary = Stub::json(r#"{"ok":true}"#).await;
     let secondary = Stub::json(r#"{"ok":true}"#).await;
     let candidate = Stub::json(r#"{"ok":true}"#).await;
@@ -65,7 +69,7 @@ async fn shadow_threads_after_one_exchange(
         &primary.url(),
         &secondary.url(),
         &candidate.url(),
-        |s| configure(&mut s.lane),
+        |_| {},
         &database,
     )
     .await;
@@ -78,16 +82,13 @@ async fn shadow_threads_after_one_exchange(
     .await;
     let all = threads();
     app.stop().await;
-    let (lane, others) = all
-        .into_iter()
-        .partition(|t| t.name.starts_with(THREAD_NAME) || t.name == BLOCKING_THREAD_NAME);
-    (lane, others)
+    lane_and_others(all)
 }
 
 fn assert_every_kind_ran(lane: &[ThreadView], others: &[ThreadView]) {
     assert!(
         lane.iter().any(|t| t.name.starts_with(THREAD_NAME)),
-        "no lane thread among {:?}",
+        "no lane thread; the other threads: {:?}",
         others.iter().map(|t| &t.name).collect::<Vec<_>>()
     );
     assert!(
@@ -98,7 +99,7 @@ fn assert_every_kind_ran(lane: &[ThreadView], others: &[ThreadView]) {
 
 #[tokio::test]
 async fn shadow_threads_run_below_the_callers() {
-    let (lane, others) = shadow_threads_after_one_exchange(|_| {}).await;
+    let (lane, others) = shadow_threads_after_one_exchange().await;
     let nice = LaneSettings::default().nice;
     assert!(nice > 0, "shadow threads must rank below the callers'");
     assert_every_kind_ran(&lane, &others);
@@ -158,10 +159,7 @@ async fn idle_scheduling_puts_every_shadow_thread_in_the_idle_class() {
     })
     .await;
 
-    let all = threads_in(&format!("/proc/{}/task", serving.pid()));
-    let (lane, others): (Vec<ThreadView>, Vec<ThreadView>) = all
-        .into_iter()
-        .partition(|t| t.name.starts_with(THREAD_NAME) || t.name == BLOCKING_THREAD_NAME);
+    let (lane, others) = lane_and_others(threads_in(&format!("/proc/{}/task", serving.pid())));
     assert_every_kind_ran(&lane, &others);
     for thread in &lane {
         assert_eq!(thread.policy, SCHED_IDLE, "{}", thread.name);
