@@ -10,6 +10,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use serde_json::{Value, json};
 use shadowdiff::analysis::Analyzer;
+use shadowdiff::analysis::tree;
 use shadowdiff::exchange::{CapturedBody, Exchange, Outcome, RecordedRequest, UpstreamResponse};
 
 /// A list of orders of about `size` bytes; `stamp` varies a timestamp (noise) and `changed` one price in ten.
@@ -89,6 +90,14 @@ fn analysis_throughput(c: &mut Criterion) {
             b.iter(|| {
                 for body in [&primary, &secondary, &candidate] {
                     black_box(serde_json::from_slice::<Value>(body).unwrap());
+                }
+            })
+        });
+        // The tree the analysis parses into, for reference: what is left of `analyse` after it is the diff.
+        group.bench_with_input(BenchmarkId::new("parse_tree", label), &size, |b, _| {
+            b.iter(|| {
+                for body in [&primary, &secondary, &candidate] {
+                    black_box(tree::parse(body).unwrap());
                 }
             })
         });

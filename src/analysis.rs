@@ -12,15 +12,15 @@ pub mod latency;
 pub mod noise;
 pub mod rules;
 pub mod text;
+pub mod tree;
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use http::HeaderName;
-
-use serde_json::Value;
 
 use crate::analysis::compat::Compat;
 use crate::analysis::decode::ContentKind;
@@ -28,6 +28,7 @@ use crate::analysis::diff::{DiffKind, Difference};
 use crate::analysis::headers::HeaderOptions;
 use crate::analysis::json::JsonOptions;
 use crate::analysis::rules::{EndpointRules, RuleSet, RulesError};
+use crate::analysis::tree::Node;
 use crate::budget::Charge;
 use crate::exchange::{CapturedBody, Exchange, Outcome, Target, UpstreamError, UpstreamResponse};
 
@@ -367,7 +368,8 @@ impl Analyzer {
             }
         }
         let rules = self.config.rules.for_endpoint(&exchange.endpoint);
-        let mut reference = Reference::new(primary, scratch);
+        let primary_decoded = OnceCell::new();
+        let mut reference = Reference::new(primary, scratch, &primary_decoded);
         let mut candidate = self.compare(&mut reference, &exchange.candidate, &rules);
         let mut noise = self.compare(&mut reference, &exchange.secondary, &rules);
 
@@ -642,7 +644,7 @@ enum JsonFailure {
 }
 
 /// Parses JSON after taking what its tree may hold from `scratch`.
-fn parse_json_within(bytes: &[u8], scratch: &mut Charge) -> Result<Value, JsonFailure> {
+fn parse_json_within<'b>(bytes: &'b [u8], scratch: &mut Charge) -> Result<Node<'b>, JsonFailure> {
     if !scratch.try_grow(json::tree_bytes(bytes)) {
         return Err(JsonFailure::OverBudget);
     }
@@ -676,8 +678,8 @@ fn decode_within<'a>(
     }
 }
 
-fn parse_json(bytes: &[u8]) -> Result<Value, JsonFailure> {
-    serde_json::from_slice(bytes).map_err(|error| {
+fn parse_json(bytes: &[u8]) -> Result<Node<'_>, JsonFailure> {
+    tree::parse(bytes).map_err(|error| {
         if error.to_string().contains("recursion limit") {
             JsonFailure::TooDeep
         } else {
@@ -690,33 +692,38 @@ fn parse_json(bytes: &[u8]) -> Result<Value, JsonFailure> {
 type Decoded<'a> = Result<(Cow<'a, [u8]>, ContentKind), BodySkip>;
 
 /// Primary's response, decoded and parsed at most once for both comparisons, and the memory the analysis
-/// takes as it goes.
-struct Reference<'a> {
-    response: &'a UpstreamResponse,
-    scratch: &'a mut Charge,
-    decoded: Option<Decoded<'a>>,
-    parsed: Option<Result<Value, JsonFailure>>,
+/// takes as it goes. The decoded body lives in a cell of the caller's ([`Reference::new`]), so that the parse
+/// tree, which borrows its strings from it, can live here beside it.
+struct Reference<'r> {
+    response: &'r UpstreamResponse,
+    scratch: &'r mut Charge,
+    decoded: &'r OnceCell<Decoded<'r>>,
+    parsed: Option<Result<Node<'r>, JsonFailure>>,
     text: Option<String>,
     html: Option<String>,
 }
 
-impl<'a> Reference<'a> {
-    fn new(response: &'a UpstreamResponse, scratch: &'a mut Charge) -> Self {
+impl<'r> Reference<'r> {
+    fn new(
+        response: &'r UpstreamResponse,
+        scratch: &'r mut Charge,
+        decoded: &'r OnceCell<Decoded<'r>>,
+    ) -> Self {
         Self {
             response,
             scratch,
-            decoded: None,
+            decoded,
             parsed: None,
             text: None,
             html: None,
         }
     }
 
-    fn decoded(&mut self, limit: usize) -> Result<(&[u8], ContentKind), BodySkip> {
+    fn decoded(&mut self, limit: usize) -> Result<(&'r [u8], ContentKind), BodySkip> {
         let response = self.response;
         let scratch = &mut *self.scratch;
-        let decoded = self.decoded.get_or_insert_with(|| {
-            let raw: &'a [u8] = response.body.bytes().map_or(&[], |bytes| &bytes[..]);
+        let decoded = self.decoded.get_or_init(|| {
+            let raw: &'r [u8] = response.body.bytes().map_or(&[], |bytes| &bytes[..]);
             decode_within(&response.headers, raw, limit, scratch).map(|bytes| {
                 let kind = decode::content_kind(&response.headers, &bytes);
                 (bytes, kind)
@@ -728,24 +735,16 @@ impl<'a> Reference<'a> {
         }
     }
 
-    fn parsed(&mut self, limit: usize) -> Result<&Value, JsonFailure> {
+    fn parsed(&mut self, limit: usize) -> Result<&Node<'r>, JsonFailure> {
         if self.parsed.is_none() {
-            let estimate = match self.decoded(limit) {
-                Ok((bytes, _)) => Some(json::tree_bytes(bytes)),
-                Err(_) => None,
-            };
-            let parsed = match estimate {
-                Some(estimate) if !self.scratch.try_grow(estimate) => Err(JsonFailure::OverBudget),
-                Some(_) => match self.decoded(limit) {
-                    Ok((bytes, _)) => parse_json(bytes),
-                    Err(_) => Err(JsonFailure::Invalid),
-                },
-                None => Err(JsonFailure::Invalid),
+            let parsed = match self.decoded(limit) {
+                Ok((bytes, _)) => parse_json_within(bytes, self.scratch),
+                Err(_) => Err(JsonFailure::Invalid),
             };
             self.parsed = Some(parsed);
         }
         match self.parsed.as_ref() {
-            Some(Ok(value)) => Ok(value),
+            Some(Ok(node)) => Ok(node),
             Some(Err(failure)) => Err(*failure),
             None => Err(JsonFailure::Invalid),
         }

@@ -5,7 +5,6 @@
 //! indices as they are) and its generalised path (indices as `*`), which is what aggregates count.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::analysis::compat::Compat;
 pub use crate::analysis::kind::DiffKind;
@@ -64,7 +63,7 @@ pub fn truncate(mut text: String) -> String {
 
 /// A JSON value rendered compactly for storage, at most [`MAX_VALUE_LEN`] bytes: rendering stops there, so a
 /// huge value costs no more than a small one.
-pub fn render_json(value: &Value) -> String {
+pub fn render_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     let mut writer = Bounded {
         bytes: Vec::with_capacity(64),
         limit: MAX_VALUE_LEN + 4,
@@ -96,21 +95,10 @@ impl std::io::Write for Bounded {
     }
 }
 
-/// The JSON type name of a value.
-pub fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn long_values_are_cut_on_a_character_boundary() {

@@ -11,11 +11,12 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
-use serde_json::{Map, Number, Value};
+use serde_json::Number;
 
 use crate::analysis::compat::Compat;
-use crate::analysis::diff::{DiffKind, Difference, json_type, render_json};
+use crate::analysis::diff::{DiffKind, Difference, render_json};
 use crate::analysis::rules::{EndpointRules, RuleAction};
+use crate::analysis::tree::{self, Entries, Node};
 use crate::identifier::is_identifier;
 
 /// How JSON values are compared.
@@ -52,19 +53,19 @@ pub struct JsonChange<'a> {
     pub generalised: String,
     pub kind: DiffKind,
     /// Primary's value (for `array_length` and `array_order`, the whole array).
-    pub left: Option<&'a Value>,
+    pub left: Option<&'a Node<'a>>,
     /// The other side's value.
-    pub right: Option<&'a Value>,
+    pub right: Option<&'a Node<'a>>,
 }
 
 impl JsonChange<'_> {
     /// The stored form: values rendered and truncated, compatibility class decided.
     pub fn to_difference(&self) -> Difference {
-        let render = |value: Option<&Value>| {
+        let render = |value: Option<&Node>| {
             value.map(|value| match (self.kind, value) {
-                (DiffKind::ArrayLength, Value::Array(items)) => items.len().to_string(),
+                (DiffKind::ArrayLength, Node::Array(items)) => items.len().to_string(),
                 (DiffKind::TypeChanged, value) => {
-                    format!("{} {}", json_type(value), render_json(value))
+                    format!("{} {}", value.type_name(), render_json(value))
                 }
                 _ => render_json(value),
             })
@@ -84,8 +85,8 @@ impl JsonChange<'_> {
 
 /// Compares two JSON documents; paths start with `prefix` (`body`).
 pub fn diff<'a>(
-    left: &'a Value,
-    right: &'a Value,
+    left: &'a Node<'a>,
+    right: &'a Node<'a>,
     options: JsonOptions,
     rules: &EndpointRules<'_>,
     prefix: &str,
@@ -126,7 +127,7 @@ struct Walker<'r, 'a> {
 }
 
 impl<'a> Walker<'_, 'a> {
-    fn emit(&mut self, kind: DiffKind, left: Option<&'a Value>, right: Option<&'a Value>) {
+    fn emit(&mut self, kind: DiffKind, left: Option<&'a Node<'a>>, right: Option<&'a Node<'a>>) {
         self.found += 1;
         if self.probing {
             return;
@@ -180,11 +181,11 @@ impl<'a> Walker<'_, 'a> {
         rule
     }
 
-    fn node(&mut self, a: &'a Value, b: &'a Value) {
+    fn node(&mut self, a: &'a Node<'a>, b: &'a Node<'a>) {
         match self.rule() {
             Some(RuleAction::Ignore | RuleAction::PresenceOnly) => return,
             Some(RuleAction::TypeOnly) => {
-                if json_type(a) != json_type(b) {
+                if a.type_name() != b.type_name() {
                     self.emit(DiffKind::TypeChanged, Some(a), Some(b));
                 }
                 return;
@@ -197,7 +198,7 @@ impl<'a> Walker<'_, 'a> {
                 }
             }
             Some(RuleAction::Unordered) => {
-                if let (Value::Array(x), Value::Array(y)) = (a, b) {
+                if let (Node::Array(x), Node::Array(y)) = (a, b) {
                     self.unordered(a, b, x, y);
                     return;
                 }
@@ -205,40 +206,45 @@ impl<'a> Walker<'_, 'a> {
             Some(RuleAction::Noise) | None => {}
         }
         match (a, b) {
-            (Value::Object(x), Value::Object(y)) => self.objects(x, y),
-            (Value::Array(x), Value::Array(y)) => self.arrays(a, b, x, y),
-            (Value::Number(x), Value::Number(y)) => {
+            (Node::Object(x), Node::Object(y)) => self.objects(x, y),
+            (Node::Array(x), Node::Array(y)) => self.arrays(a, b, x, y),
+            (Node::Number(x), Node::Number(y)) => {
                 if !numbers_equal(x, y, self.options.strict_numbers) {
                     self.emit(DiffKind::ValueChanged, Some(a), Some(b));
                 }
             }
-            (Value::String(x), Value::String(y)) => {
+            (Node::String(x), Node::String(y)) => {
                 if x != y {
                     self.emit(DiffKind::ValueChanged, Some(a), Some(b));
                 }
             }
-            (Value::Bool(x), Value::Bool(y)) => {
+            (Node::Bool(x), Node::Bool(y)) => {
                 if x != y {
                     self.emit(DiffKind::ValueChanged, Some(a), Some(b));
                 }
             }
-            (Value::Null, Value::Null) => {}
+            (Node::Null, Node::Null) => {}
             _ => self.emit(DiffKind::TypeChanged, Some(a), Some(b)),
         }
     }
 
     /// Emits a missing or extra value unless a rule ignores this path.
-    fn presence(&mut self, kind: DiffKind, left: Option<&'a Value>, right: Option<&'a Value>) {
+    fn presence(
+        &mut self,
+        kind: DiffKind,
+        left: Option<&'a Node<'a>>,
+        right: Option<&'a Node<'a>>,
+    ) {
         if !matches!(self.rule(), Some(RuleAction::Ignore)) {
             self.emit(kind, left, right);
         }
     }
 
-    fn objects(&mut self, x: &'a Map<String, Value>, y: &'a Map<String, Value>) {
+    fn objects(&mut self, x: &'a Entries<'a>, y: &'a Entries<'a>) {
         let mut shared = 0;
         for (key, a) in x {
             let mark = self.push_key(key);
-            match y.get(key) {
+            match tree::get(y, key) {
                 Some(b) => {
                     shared += 1;
                     self.node(a, b);
@@ -252,7 +258,7 @@ impl<'a> Walker<'_, 'a> {
             return;
         }
         for (key, b) in y {
-            if !x.contains_key(key) {
+            if tree::get(x, key).is_none() {
                 let mark = self.push_key(key);
                 self.presence(DiffKind::Extra, None, Some(b));
                 self.pop(mark);
@@ -260,7 +266,7 @@ impl<'a> Walker<'_, 'a> {
         }
     }
 
-    fn arrays(&mut self, a: &'a Value, b: &'a Value, x: &'a [Value], y: &'a [Value]) {
+    fn arrays(&mut self, a: &'a Node<'a>, b: &'a Node<'a>, x: &'a [Node<'a>], y: &'a [Node<'a>]) {
         let common = x.len().min(y.len());
         let (mark_out, found_before) = (self.out.len(), self.found);
         let mut first_differing = None;
@@ -303,7 +309,13 @@ impl<'a> Walker<'_, 'a> {
 
     /// Compares arrays as multisets (under the rules of their elements): elements are matched with an equal
     /// counterpart; the elements left over are paired in order and compared, and the rest are missing or extra.
-    fn unordered(&mut self, a: &'a Value, b: &'a Value, x: &'a [Value], y: &'a [Value]) {
+    fn unordered(
+        &mut self,
+        a: &'a Node<'a>,
+        b: &'a Node<'a>,
+        x: &'a [Node<'a>],
+        y: &'a [Node<'a>],
+    ) {
         let mut unmatched_right: HashMap<u64, Vec<usize>> = HashMap::new();
         for (index, value) in y.iter().enumerate().rev() {
             let hash = self.element_hash(index, value);
@@ -353,7 +365,7 @@ impl<'a> Walker<'_, 'a> {
     }
 
     /// Whether `value`, element `index` of the left array, has an equal (under the rules) in `y`.
-    fn has_equal(&mut self, index: usize, value: &'a Value, y: &'a [Value]) -> bool {
+    fn has_equal(&mut self, index: usize, value: &'a Node<'a>, y: &'a [Node<'a>]) -> bool {
         if self.rules.is_empty() {
             let strict = self.options.strict_numbers;
             return y.iter().any(|other| values_equal(value, other, strict));
@@ -365,7 +377,7 @@ impl<'a> Walker<'_, 'a> {
     }
 
     /// Whether two values compare equal here, under the rules; nothing is emitted.
-    fn probe_equal(&mut self, a: &'a Value, b: &'a Value) -> bool {
+    fn probe_equal(&mut self, a: &'a Node<'a>, b: &'a Node<'a>) -> bool {
         let (probing, found) = (self.probing, self.found);
         self.probing = true;
         self.node(a, b);
@@ -376,7 +388,7 @@ impl<'a> Walker<'_, 'a> {
     }
 
     /// Whether the two arrays hold the same elements (under the rules), in whatever order.
-    fn same_multiset(&mut self, x: &'a [Value], y: &'a [Value]) -> bool {
+    fn same_multiset(&mut self, x: &'a [Node<'a>], y: &'a [Node<'a>]) -> bool {
         let mut unmatched: HashMap<u64, Vec<usize>> = HashMap::new();
         for (index, value) in y.iter().enumerate() {
             let hash = self.element_hash(index, value);
@@ -411,7 +423,7 @@ impl<'a> Walker<'_, 'a> {
     }
 
     /// The hash of an array element under the rules at its path.
-    fn element_hash(&mut self, index: usize, value: &Value) -> u64 {
+    fn element_hash(&mut self, index: usize, value: &Node<'_>) -> u64 {
         if self.rules.is_empty() {
             return canonical_hash(value, self.options.strict_numbers);
         }
@@ -425,13 +437,13 @@ impl<'a> Walker<'_, 'a> {
     /// Hashes a value so that values equal under the rules hash alike: ignored and presence-only parts count as
     /// present, type-only parts by their type, numbers under a tolerance as numbers, unordered arrays as
     /// multisets.
-    fn hash_under_rules(&mut self, value: &Value, hasher: &mut DefaultHasher) {
+    fn hash_under_rules(&mut self, value: &Node<'_>, hasher: &mut DefaultHasher) {
         match self.rule() {
             Some(RuleAction::Ignore | RuleAction::PresenceOnly) => return 0xf0u8.hash(hasher),
-            Some(RuleAction::TypeOnly) => return (0xf1u8, json_type(value)).hash(hasher),
+            Some(RuleAction::TypeOnly) => return (0xf1u8, value.type_name()).hash(hasher),
             Some(RuleAction::Tolerance { .. }) if value.is_number() => return 0xf2u8.hash(hasher),
             Some(RuleAction::Unordered) if value.is_array() => {
-                let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+                let items = value.as_array().unwrap_or_default();
                 let mut hashes: Vec<u64> = items
                     .iter()
                     .enumerate()
@@ -443,7 +455,7 @@ impl<'a> Walker<'_, 'a> {
             _ => {}
         }
         match value {
-            Value::Array(items) => {
+            Node::Array(items) => {
                 (4u8, items.len()).hash(hasher);
                 for (index, item) in items.iter().enumerate() {
                     let mark = self.push_index(index);
@@ -451,7 +463,7 @@ impl<'a> Walker<'_, 'a> {
                     self.pop(mark);
                 }
             }
-            Value::Object(map) => {
+            Node::Object(map) => {
                 (5u8, map.len()).hash(hasher);
                 for (key, item) in map {
                     let mark = self.push_key(key);
@@ -515,19 +527,20 @@ fn kind_slot(kind: DiffKind) -> usize {
 
 /// Equality as the walk sees it without rules (numbers by [`numbers_equal`], arrays in order), stopping at the
 /// first difference.
-fn values_equal(a: &Value, b: &Value, strict: bool) -> bool {
+fn values_equal(a: &Node<'_>, b: &Node<'_>, strict: bool) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => numbers_equal(x, y, strict),
-        (Value::String(x), Value::String(y)) => x == y,
-        (Value::Bool(x), Value::Bool(y)) => x == y,
-        (Value::Null, Value::Null) => true,
-        (Value::Array(x), Value::Array(y)) => {
+        (Node::Number(x), Node::Number(y)) => numbers_equal(x, y, strict),
+        (Node::String(x), Node::String(y)) => x == y,
+        (Node::Bool(x), Node::Bool(y)) => x == y,
+        (Node::Null, Node::Null) => true,
+        (Node::Array(x), Node::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b, strict))
         }
-        (Value::Object(x), Value::Object(y)) => {
+        (Node::Object(x), Node::Object(y)) => {
             x.len() == y.len()
                 && x.iter()
-                    .all(|(key, a)| y.get(key).is_some_and(|b| values_equal(a, b, strict)))
+                    .zip(y.iter())
+                    .all(|((ka, a), (kb, b))| ka == kb && values_equal(a, b, strict))
         }
         _ => false,
     }
@@ -545,12 +558,15 @@ fn exact_integer(number: &Number) -> Option<i128> {
     (f.fract() == 0.0 && f.abs() < 1.0e38).then_some(f as i128)
 }
 
-/// Memory a parse of `bytes` into a tree holds at most, roughly: a node (and a map entry) per value, plus the
-/// text of strings and keys. The separators bound the number of values, so the estimate costs one pass over
-/// the bytes and no parse.
+/// Memory a parse of `bytes` into a [`tree`] holds at most: a slot per value, plus the text of strings and keys
+/// with escapes (the others point into `bytes`), which is unescaped into the parser's scratch buffer (up to
+/// twice the longest such string, as it grows) and copied from there. The separators bound the number of
+/// values, so the estimate costs one pass over the bytes and no parse.
 pub fn tree_bytes(bytes: &[u8]) -> usize {
-    /// A `Value` is 32 bytes; an object's entry adds its key's `String` and a share of a tree node.
-    const PER_VALUE: usize = 80;
+    /// A value takes a slot in its container and, while its container is open, one on the parse stack, whose
+    /// capacity may be twice what it holds. An object entry counts two separators (`:` and `,`), so it is
+    /// given 4 × 56 bytes for its 3 × 56 at most; an array element is given 2 × 56 for its 3 × 32.
+    const PER_VALUE: usize = 2 * tree::BYTES_PER_VALUE;
     // Counted in chunks into a byte-sized counter, which the compiler turns into vector compares: this pass
     // runs before every parse.
     let separators: usize = bytes
@@ -562,7 +578,7 @@ pub fn tree_bytes(bytes: &[u8]) -> usize {
             usize::from(count)
         })
         .sum();
-    bytes.len() + (separators + 1) * PER_VALUE
+    3 * bytes.len() + (separators + 1) * PER_VALUE
 }
 
 /// Numbers of equal value are equal; with `strict`, `1` and `1.0` are not. Integers compare exactly (no
@@ -583,28 +599,28 @@ pub fn numbers_equal(x: &Number, y: &Number, strict: bool) -> bool {
 
 /// A hash under which values that compare equal hash equal (objects key-ordered, numbers by value unless
 /// strict). Equal hashes are trusted to mean equal values: a 64-bit collision is not a practical risk here.
-fn canonical_hash(value: &Value, strict: bool) -> u64 {
+fn canonical_hash(value: &Node<'_>, strict: bool) -> u64 {
     let mut hasher = DefaultHasher::new();
     hash_into(value, strict, &mut hasher);
     hasher.finish()
 }
 
-fn hash_into(value: &Value, strict: bool, hasher: &mut DefaultHasher) {
+fn hash_into(value: &Node<'_>, strict: bool, hasher: &mut DefaultHasher) {
     match value {
-        Value::Null => 0u8.hash(hasher),
-        Value::Bool(b) => (1u8, b).hash(hasher),
-        Value::Number(n) => {
+        Node::Null => 0u8.hash(hasher),
+        Node::Bool(b) => (1u8, b).hash(hasher),
+        Node::Number(n) => {
             2u8.hash(hasher);
             hash_number(n, strict, hasher);
         }
-        Value::String(s) => (3u8, s).hash(hasher),
-        Value::Array(items) => {
+        Node::String(s) => (3u8, s).hash(hasher),
+        Node::Array(items) => {
             (4u8, items.len()).hash(hasher);
             for item in items {
                 hash_into(item, strict, hasher);
             }
         }
-        Value::Object(map) => {
+        Node::Object(map) => {
             (5u8, map.len()).hash(hasher);
             for (key, item) in map {
                 key.hash(hasher);
@@ -650,13 +666,13 @@ pub fn as_patch(changes: &[JsonChange<'_>], prefix: &str) -> Vec<PatchOperation>
                 DiffKind::ValueChanged | DiffKind::TypeChanged | DiffKind::ArrayOrder => {
                     Some(PatchOperation::Replace(ReplaceOperation {
                         path,
-                        value: change.right?.clone(),
+                        value: change.right?.to_value(),
                     }))
                 }
                 DiffKind::Missing => Some(PatchOperation::Remove(RemoveOperation { path })),
                 DiffKind::Extra => Some(PatchOperation::Add(AddOperation {
                     path,
-                    value: change.right?.clone(),
+                    value: change.right?.to_value(),
                 })),
                 DiffKind::ArrayLength => None,
             }
@@ -668,12 +684,17 @@ pub fn as_patch(changes: &[JsonChange<'_>], prefix: &str) -> Vec<PatchOperation>
 mod tests {
     use super::*;
     use crate::analysis::rules::{RuleSet, RuleSpec};
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    /// The tree of a value, as the walk sees it.
+    fn tree(value: &Value) -> Node<'_> {
+        Node::from(value)
+    }
 
     fn changes(a: &Value, b: &Value) -> Vec<(String, String, DiffKind)> {
         diff(
-            a,
-            b,
+            &tree(a),
+            &tree(b),
             JsonOptions::default(),
             &EndpointRules::default(),
             "body",
@@ -755,9 +776,10 @@ mod tests {
             kinds_at(&a, &b),
             vec![("body/big".to_string(), DiffKind::ValueChanged)]
         );
+        let (a_tree, b_tree) = (tree(&a), tree(&b));
         let strict = diff(
-            &a,
-            &b,
+            &a_tree,
+            &b_tree,
             JsonOptions {
                 strict_numbers: true,
                 examples_per_path: None,
@@ -799,7 +821,7 @@ mod tests {
         let a = json!({"updated": 1, "prices": [1.0, 2.0], "tags": ["a", "b", "b"], "session": "s1", "score": 1});
         let b = json!({"updated": 2, "prices": [1.005, 2.5], "tags": ["b", "a", "c"], "session": "s2", "score": 2});
         let mut found: Vec<(String, DiffKind)> =
-            diff(&a, &b, JsonOptions::default(), &rules, "body")
+            diff(&tree(&a), &tree(&b), JsonOptions::default(), &rules, "body")
                 .into_iter()
                 .map(|c| (c.path, c.kind))
                 .collect();
@@ -814,11 +836,16 @@ mod tests {
         );
         let missing_session =
             json!({"updated": 1, "prices": [1.0, 2.0], "tags": ["a", "b", "b"], "score": "x"});
-        let found: Vec<(String, DiffKind)> =
-            diff(&a, &missing_session, JsonOptions::default(), &rules, "body")
-                .into_iter()
-                .map(|c| (c.path, c.kind))
-                .collect();
+        let found: Vec<(String, DiffKind)> = diff(
+            &tree(&a),
+            &tree(&missing_session),
+            JsonOptions::default(),
+            &rules,
+            "body",
+        )
+        .into_iter()
+        .map(|c| (c.path, c.kind))
+        .collect();
         assert!(found.contains(&("body/session".to_string(), DiffKind::Missing)));
         assert!(found.contains(&("body/score".to_string(), DiffKind::TypeChanged)));
     }
@@ -827,9 +854,10 @@ mod tests {
     fn differences_render_with_compatibility_classes() {
         let a = json!({"id": 7, "items": [1, 2]});
         let b = json!({"id": "7", "items": [1, 2, 3]});
+        let (a_tree, b_tree) = (tree(&a), tree(&b));
         let found = diff(
-            &a,
-            &b,
+            &a_tree,
+            &b_tree,
             JsonOptions::default(),
             &EndpointRules::default(),
             "body",
@@ -855,9 +883,10 @@ mod tests {
     fn the_patch_turns_primary_into_the_other_side() {
         let a = json!({"a": [1, 2, 3, 4], "b": {"c": 1}, "d": "x"});
         let b = json!({"a": [1, 9], "b": {"c": [1]}, "e": {"f": 2}});
+        let (a_tree, b_tree) = (tree(&a), tree(&b));
         let found = diff(
-            &a,
-            &b,
+            &a_tree,
+            &b_tree,
             JsonOptions {
                 strict_numbers: true,
                 examples_per_path: None,

@@ -797,3 +797,49 @@ async fn a_shadow_body_over_the_budget_is_read_through_and_its_connection_kept()
         candidate.connections()
     );
 }
+
+/// The charge taken for a JSON body's parse tree before it is parsed covers what the parse allocates at its
+/// peak, whatever the document's shape: the worst cases are many tiny values (two bytes of text each), keys and
+/// strings with escapes (copied out of the body through the parser's scratch buffer), and deep nesting.
+#[test]
+fn a_json_parse_allocates_no_more_than_its_charge() {
+    use shadowdiff::analysis::json::tree_bytes;
+    use shadowdiff::analysis::tree;
+
+    let many = |item: &str, count: usize, open: &str, close: &str| {
+        let items: Vec<String> = (0..count)
+            .map(|i| item.replace('#', &i.to_string()))
+            .collect();
+        format!("{open}{}{close}", items.join(","))
+    };
+    let documents = [
+        many("0", 50_000, "[", "]"),
+        many("[]", 20_000, "[", "]"),
+        many("{}", 20_000, "[", "]"),
+        many(r#""k#":0"#, 20_000, "{", "}"),
+        many(r#""k\n#":"v\t#""#, 20_000, "{", "}"),
+        many(
+            r#"{"id":#,"total":1.5,"tags":["a","b"],"note":null}"#,
+            5_000,
+            "[",
+            "]",
+        ),
+        format!("{}1{}", "[".repeat(127), "]".repeat(127)),
+        format!(r#""{}""#, r"\u00e9".repeat(10_000)),
+        format!(r#""{}""#, "é".repeat(10_000)),
+        format!(r#"["\n{}"]"#, "a".repeat(100_000)),
+        "1".to_string(),
+    ];
+    for text in &documents {
+        let bytes = text.as_bytes();
+        let (peak, parsed) =
+            crate::support::heap::peak_of(|| tree::parse(bytes).map(|node| node.is_array()));
+        assert!(parsed.is_ok(), "{}", &text[..text.len().min(60)]);
+        let charge = tree_bytes(bytes);
+        assert!(
+            peak <= charge,
+            "peak {peak} bytes over the charge of {charge} for {}",
+            &text[..text.len().min(60)]
+        );
+    }
+}

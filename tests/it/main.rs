@@ -25,3 +25,7 @@ mod support;
 mod upgrade;
 mod verdicts;
 mod web;
+
+/// Counts what each thread allocates, for tests that bound memory ([`support::heap::peak_of`]).
+#[global_allocator]
+static HEAP: support::heap::Counting = support::heap::Counting;

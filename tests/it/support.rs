@@ -2,6 +2,7 @@
 
 pub mod browser;
 pub mod db;
+pub mod heap;
 pub mod process;
 pub mod stub;
 pub mod tls;
