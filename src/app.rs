@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::metrics::{DropReason, Queue};
 use crate::pipeline::recorder::{self, Recording};
 use crate::pipeline::{self, AnalysisSink};
+use crate::proxy::callers::CallerListeners;
 use crate::proxy::fanout::UpstreamPools;
 use crate::proxy::server::ListenerLimits;
 use crate::proxy::upstream::{ClientError, UpstreamClient, UpstreamSettings, tls_config};
@@ -99,7 +100,8 @@ pub type Backlog = Arc<dyn Fn() -> usize + Send + Sync>;
 
 /// A built instance, listening but not yet serving.
 pub struct Application {
-    proxy_listener: TcpListener,
+    /// One listener per caller thread, on one address.
+    proxy_listeners: CallerListeners,
     admin_listener: TcpListener,
     /// The caller's path, shared by every connection.
     proxy: Arc<Proxy>,
@@ -154,12 +156,21 @@ impl Application {
         settings.proxy.shadow.endpoint_rates = analysis.rules.sampling().to_vec();
         let analyzer = Arc::new(Analyzer::new(analysis));
         let tls = tls_config(settings.upstreams.ca_file.as_deref())?;
-        let clients = Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone()));
+        let caller_threads = settings.proxy.caller_thread_count();
+        let clients = (0..caller_threads)
+            .map(|_| Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone())))
+            .collect();
         let lane = Lane::start(&settings.lane).map_err(StartupError::Lane)?;
         let shadow_clients = (0..lane.threads())
             .map(|_| Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone())))
             .collect();
-        let proxy_listener = bind("proxy", settings.proxy.listen).await?;
+        let addr = settings.proxy.listen;
+        let proxy_listeners =
+            CallerListeners::bind(addr, caller_threads).map_err(|source| StartupError::Bind {
+                listener: "proxy",
+                addr,
+                source,
+            })?;
         let admin_listener = bind("admin", settings.web.listen).await?;
         let store = Store::open(&settings.store).await?;
         let redaction_key = store
@@ -314,7 +325,7 @@ impl Application {
         };
         let proxy = Arc::new(proxy);
         Ok(Self {
-            proxy_listener,
+            proxy_listeners,
             admin_listener,
             proxy,
             metrics,
@@ -346,9 +357,7 @@ impl Application {
     }
 
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy_listener
-            .local_addr()
-            .expect("a bound listener has a local address")
+        self.proxy_listeners.local_addr()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -518,13 +527,16 @@ impl Application {
             shutdown.await;
             draining.cancel();
         };
-        crate::proxy::server::serve(
-            self.proxy_listener,
+        let served = crate::proxy::callers::serve(
+            self.proxy_listeners,
             self.proxy.clone(),
             shutdown,
             self.listener_limits,
         )
         .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "could not start the caller threads; stopping");
+        }
 
         let tasks = self.proxy.tasks();
         tasks.close();

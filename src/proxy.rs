@@ -1,5 +1,6 @@
 //! The shadow proxy: answers each caller from one upstream and reaches the others in the background.
 
+pub mod callers;
 pub mod capture;
 pub mod fanout;
 pub mod headers;

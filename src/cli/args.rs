@@ -403,6 +403,12 @@ pub struct ProxyArgs {
           default_value_t = TrustedProxies::private_ranges())]
     pub trusted_proxies: TrustedProxies,
 
+    /// Threads that serve callers, each with a runtime, a listener (SO_REUSEPORT) and pools to the upstreams of
+    /// its own, so that a request and its answer never change thread. By default one per core.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_CALLER_THREADS",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub caller_threads: Option<u32>,
+
     /// Most caller connections open at once; past it a new connection is closed at once and counted, so that
     /// idle or slow callers cannot take every file descriptor.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_MAX_CONNECTIONS",
@@ -642,6 +648,7 @@ impl ProxyArgs {
         proxy.max_connections = self.max_connections as usize;
         proxy.header_timeout = self.caller_header_timeout.into();
         proxy.body_timeout = self.caller_body_timeout.into();
+        proxy.caller_threads = self.caller_threads.map(|n| n as usize);
     }
 }
 

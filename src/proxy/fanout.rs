@@ -213,8 +213,9 @@ pub struct Proxy {
     /// Base URLs, indexed by [`Target::index`].
     upstreams: [UpstreamUrl; 3],
     /// One pooled client per upstream for the caller's path (the responder, and primary for what is not
-    /// shadowed), indexed likewise.
-    clients: [UpstreamClient; 3],
+    /// shadowed), indexed likewise, for each caller thread: a connection is driven by the thread that opened
+    /// it, so a caller's request and primary's answer stay on one thread.
+    clients: Vec<[UpstreamClient; 3]>,
     /// One pooled client per upstream for each lane thread: a connection is driven by the thread that sends on
     /// it, and shares no pool (and no lock) with the caller's.
     shadow_clients: Vec<[UpstreamClient; 3]>,
@@ -249,8 +250,8 @@ pub struct Proxy {
 /// The connection pools to the three upstreams and their in-flight bounds, indexed by [`Target::index`], and the
 /// lane that carries shadow work.
 pub struct UpstreamPools {
-    /// For the caller's path.
-    pub clients: [UpstreamClient; 3],
+    /// For the caller's path: one set per caller thread.
+    pub clients: Vec<[UpstreamClient; 3]>,
     /// For the lane's background requests: one set per lane thread.
     pub shadow_clients: Vec<[UpstreamClient; 3]>,
     /// Background requests in flight per upstream (the app reads them for a gauge).
@@ -614,9 +615,10 @@ impl Proxy {
         target: Target,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let set = crate::proxy::callers::current_thread_index().unwrap_or(0) % self.clients.len();
         match tokio::time::timeout(
             self.response_timeout,
-            self.clients[target.index()].send(request),
+            self.clients[set][target.index()].send(request),
         )
         .await
         {
@@ -683,7 +685,8 @@ impl Proxy {
         if is_copy {
             headers.insert(ROLE_HEADER, HeaderValue::from_static(target.as_str()));
         }
-        let client = &self.clients[target.index()];
+        // Every set of clients speaks the same version.
+        let client = &self.clients[0][target.index()];
         // An HTTP/1.1 client sends a GET or HEAD whose length it does not know with no body at all; a caller's
         // chunked body, streamed on, must keep its chunked framing to arrive.
         if client.version() == Version::HTTP_11

@@ -31,15 +31,16 @@ pub struct ListenerLimits {
     pub grace: Duration,
 }
 
-/// Serves callers until `shutdown` resolves, then waits up to the grace for in-flight requests.
+/// Serves callers until `shutdown` resolves, then waits up to the grace for in-flight requests. Each open
+/// connection holds a permit of `connections` (the cap, shared with the other caller threads' listeners).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
     limits: ListenerLimits,
+    connections: Arc<Semaphore>,
 ) {
     let grace = limits.grace;
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -120,6 +121,7 @@ pub async fn serve(
             ?grace,
             "shutdown grace elapsed with requests still in flight; cutting them"
         );
+        cut.cancel();
     }
 }
 

@@ -59,9 +59,18 @@ pub struct ProxySettings {
     pub header_timeout: Duration,
     /// Longest a caller may take to send a body that is read to be shared with the shadows.
     pub body_timeout: Duration,
+    /// Threads that serve callers, each with a runtime and a listener of its own; `None`: one per core.
+    pub caller_threads: Option<usize>,
 }
 
 impl ProxySettings {
+    /// Caller threads to start.
+    pub fn caller_thread_count(&self) -> usize {
+        self.caller_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1)
+    }
+
     pub const DEFAULT_LISTEN: SocketAddr =
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8880));
     pub const DEFAULT_RESPONSE_MODE: ResponseMode = ResponseMode::Primary;
@@ -85,6 +94,7 @@ impl Default for ProxySettings {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
             body_timeout: Self::DEFAULT_BODY_TIMEOUT,
+            caller_threads: None,
         }
     }
 }

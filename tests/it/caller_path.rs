@@ -266,7 +266,11 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
             secondary,
             candidate,
         },
-    ) = TestApp::with_json_upstreams(PRIMARY_BODY, |_| {}).await;
+    ) = TestApp::with_json_upstreams(PRIMARY_BODY, |settings| {
+        // Each caller thread keeps its own pool to primary: with one, one connection is the whole pool.
+        settings.proxy.caller_threads = Some(1);
+    })
+    .await;
     for _ in 0..10 {
         caller_unaffected_once(&app, "/users/1").await;
         // Waiting for each exchange makes the requests sequential, so one connection per upstream suffices.
@@ -276,6 +280,29 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
     assert_eq!(primary.connections(), 1);
     assert_eq!(secondary.connections(), 1);
     assert_eq!(candidate.connections(), 1);
+}
+
+/// Callers are served by a thread per listener, each keeping a pool to primary of its own: however many
+/// caller connections come and go, primary sees at most one connection per caller thread when requests come
+/// one at a time, and every caller gets primary's answer.
+#[tokio::test]
+async fn each_caller_thread_keeps_one_pool_to_primary() {
+    let (mut app, Upstreams { primary, .. }) =
+        TestApp::with_json_upstreams(PRIMARY_BODY, |settings| {
+            settings.proxy.caller_threads = Some(2);
+        })
+        .await;
+    for _ in 0..20 {
+        // A client of its own each time: a new caller connection, which the kernel gives to either listener.
+        caller_unaffected_once(&app, "/users/1").await;
+        app.next_exchange().await;
+    }
+    assert_eq!(primary.hits(), 20);
+    assert!(
+        (1..=2).contains(&primary.connections()),
+        "{} connections to primary from 2 caller threads",
+        primary.connections()
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 use shadowdiff::lane::{BLOCKING_THREAD_NAME, LaneSettings, THREAD_NAME};
+use shadowdiff::proxy::callers::THREAD_NAME as CALLER_THREAD_NAME;
 
 use crate::support::process::spawn_serving;
 use crate::support::stub::Stub;
@@ -114,10 +115,24 @@ async fn shadow_threads_run_below_the_callers() {
             && t.policy == SCHED_BATCH),
         "no SQLite connection thread at the shadow priority"
     );
-    // The caller's path runs at the process's own priority: this test's threads serve it.
-    let own = fs::read_to_string("/proc/thread-self/stat").unwrap();
-    let own_fields: Vec<&str> = own[own.rfind(')').unwrap() + 2..].split(' ').collect();
-    assert_eq!(own_fields[19 - 3], "0");
+    // The caller's path runs at the process's own priority, on the caller threads.
+    assert_callers_at_normal_priority(&others);
+}
+
+/// The caller threads are there, in the normal class at nice 0.
+fn assert_callers_at_normal_priority(others: &[ThreadView]) {
+    let callers: Vec<&ThreadView> = others
+        .iter()
+        .filter(|t| t.name.starts_with(CALLER_THREAD_NAME))
+        .collect();
+    assert!(
+        !callers.is_empty(),
+        "no caller thread among {:?}",
+        others.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
+    for caller in callers {
+        assert_eq!((caller.policy, caller.nice), (0, 0), "{}", caller.name);
+    }
 }
 
 /// A process of its own: the test process's other tests start lanes of the default class at the same time.
@@ -170,19 +185,8 @@ async fn idle_scheduling_puts_every_shadow_thread_in_the_idle_class() {
             .any(|t| t.name.starts_with("sqlx-sqlite") && t.policy == SCHED_IDLE),
         "no SQLite connection thread in the idle class"
     );
-    // The callers' threads (the runtime's workers) keep the normal class.
-    let workers: Vec<&ThreadView> = others
-        .iter()
-        .filter(|t| t.name.starts_with("tokio-rt-worker"))
-        .collect();
-    assert!(
-        !workers.is_empty(),
-        "no runtime worker among {:?}",
-        others.iter().map(|t| &t.name).collect::<Vec<_>>()
-    );
-    for worker in workers {
-        assert_eq!(worker.policy, 0, "{}", worker.name);
-    }
+    // The callers' threads keep the normal class.
+    assert_callers_at_normal_priority(&others);
     serving.terminate().await;
 }
 
