@@ -1,11 +1,16 @@
-//! The floor of a reverse proxy on this stack, for the benchmarks: hyper's server and hyper-util's pooled client
-//! on a multi-threaded tokio runtime, forwarding every request to one upstream and streaming the answer back,
-//! and nothing else (no shadows, no headers touched, no metrics). `bench/proxy.sh` measures it beside
-//! shadowdiff's own hop (`--sample-rate 0`) so that the hop's cost can be read against the stack's.
+//! The floor of a reverse proxy on this stack, for the benchmarks: hyper's server and hyper-util's pooled client,
+//! forwarding every request to one upstream and streaming the answer back, and nothing else (no shadows, no
+//! headers touched, no metrics). `bench/hop.sh` measures it beside shadowdiff's own hop (`--sample-rate 0`) so
+//! that the hop's cost can be read against the stack's.
 //!
 //! ```sh
-//! cargo run --release --example bare_proxy -- LISTEN_ADDR UPSTREAM_ADDR
+//! [BARE_RUNTIME=per-core|per-core-shared] [BARE_SERVER=http1] cargo run --release --example bare_proxy -- LISTEN_ADDR UPSTREAM_ADDR
 //! ```
+//!
+//! By default one multi-threaded runtime serves every connection; `BARE_RUNTIME=per-core` runs a
+//! single-threaded runtime per core, each accepting on its own `SO_REUSEPORT` listener with its own pool;
+//! `BARE_RUNTIME=per-core-shared` likewise, but every thread accepts from one listening socket.
+//! `BARE_SERVER=http1` serves HTTP/1.1 only instead of sniffing for HTTP/2.
 
 use std::net::SocketAddr;
 
@@ -29,38 +34,57 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream: SocketAddr = upstream
         .parse()
         .map_err(|e| format!("UPSTREAM_ADDR: {e}"))?;
-    let per_core = std::env::var("BARE_RUNTIME").as_deref() == Ok("percore");
-    if per_core {
-        let threads: Vec<_> = (0..2)
+    let runtime_mode = std::env::var("BARE_RUNTIME").unwrap_or_default();
+    if runtime_mode == "per-core" || runtime_mode == "per-core-shared" {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // `per-core-shared`: one listening socket, which every thread's runtime polls and accepts from.
+        let shared = if runtime_mode == "per-core-shared" {
+            let listener = std::net::TcpListener::bind(listen)?;
+            listener.set_nonblocking(true)?;
+            Some(listener)
+        } else {
+            None
+        };
+        let threads: Vec<_> = (0..cores)
             .map(|_| {
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
+                let own = shared
+                    .as_ref()
+                    .map(std::net::TcpListener::try_clone)
+                    .transpose();
+                std::thread::spawn(move || -> std::io::Result<()> {
+                    let own = own?;
+                    let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async move {
-                        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                        socket.set_reuseport(true).unwrap();
-                        socket.bind(listen).unwrap();
-                        let listener = socket.listen(4096).unwrap();
-                        serve(listener, upstream).await
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = match own {
+                            Some(listener) => TcpListener::from_std(listener)?,
+                            None => {
+                                let socket = tokio::net::TcpSocket::new_v4()?;
+                                socket.set_reuseaddr(true)?;
+                                socket.set_reuseport(true)?;
+                                socket.bind(listen)?;
+                                socket.listen(1024)?
+                            }
+                        };
+                        serve(listener, upstream).await;
+                        Ok(())
                     })
                 })
             })
             .collect();
-        for t in threads {
-            let _ = t.join();
+        for thread in threads {
+            thread.join().map_err(|_| "a serving thread panicked")??;
         }
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
-        let listener = TcpListener::bind(listen).await.unwrap();
-        serve(listener, upstream).await
-    });
-    Ok(())
+    runtime.block_on(async move {
+        serve(TcpListener::bind(listen).await?, upstream).await;
+        Ok(())
+    })
 }
 
 async fn serve(listener: TcpListener, upstream: SocketAddr) {

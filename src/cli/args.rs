@@ -403,8 +403,8 @@ pub struct ProxyArgs {
           default_value_t = TrustedProxies::private_ranges())]
     pub trusted_proxies: TrustedProxies,
 
-    /// Threads that serve callers, each with a runtime, a listener (SO_REUSEPORT) and pools to the upstreams of
-    /// its own, so that a request and its answer never change thread. By default one per core.
+    /// Threads that serve callers, each with its own runtime and pools to the upstreams, all accepting from the
+    /// proxy's listener, so that a request and its answer never change thread. By default one per core.
     #[arg(long, value_name = "N", env = "SHADOWDIFF_CALLER_THREADS",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub caller_threads: Option<u32>,

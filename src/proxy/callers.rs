@@ -1,6 +1,11 @@
-//! The caller threads: one single-threaded runtime per core, each accepting on a listener of its own bound to
-//! the same address (`SO_REUSEPORT`), so that a caller's request, primary's answer and the copy back to the
-//! caller stay on one thread, with a connection pool to primary of that thread's own.
+//! The caller threads: one single-threaded runtime per core, all accepting from the proxy's one listening
+//! socket, so that a caller's request, primary's answer and the copy back to the caller stay on one thread,
+//! with a connection pool to primary of that thread's own.
+//!
+//! One socket polled by every thread rather than a socket per thread with `SO_REUSEPORT`: the port is bound
+//! exactly as by a single listener (a second process on it fails to start instead of silently taking a share
+//! of the callers), and a new connection goes to whichever thread accepts first, the least busy, rather than
+//! where a hash of its addresses sends it. Measured against `SO_REUSEPORT` in `bench/hop.sh`: within noise.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -18,8 +23,7 @@ use crate::proxy::server::{self, ListenerLimits};
 /// The name every caller thread carries (with its number).
 pub const THREAD_NAME: &str = "caller";
 
-/// Connections the kernel queues for each caller listener before they are accepted (tokio's default for
-/// `TcpListener::bind`).
+/// Connections the kernel queues before they are accepted (tokio's default for `TcpListener::bind`).
 const BACKLOG: u32 = 1024;
 
 thread_local! {
@@ -33,21 +37,31 @@ pub fn current_thread_index() -> Option<usize> {
     CALLER_THREAD.with(Cell::get)
 }
 
-/// The proxy's listening sockets, one per caller thread, all bound to one address.
+/// The proxy's listening socket, and a handle to it for each caller thread.
 pub struct CallerListeners {
     sockets: Vec<std::net::TcpListener>,
     addr: SocketAddr,
 }
 
 impl CallerListeners {
-    /// Binds `count` listeners to `addr` (port 0: a free port, the same for all).
+    /// Binds `addr` (port 0: a free port) once, and hands it to `count` threads. Called on a runtime, whose
+    /// reactor the socket leaves again at once.
     pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Self> {
-        let first = listen(addr)?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restarted proxy can bind its port while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let first = socket.listen(BACKLOG)?.into_std()?;
         let addr = first.local_addr()?;
-        let mut sockets = vec![first];
+        let mut sockets = Vec::with_capacity(count.max(1));
         for _ in 1..count.max(1) {
-            sockets.push(listen(addr)?);
+            sockets.push(first.try_clone()?);
         }
+        sockets.push(first);
         Ok(Self { sockets, addr })
     }
 
@@ -56,7 +70,7 @@ impl CallerListeners {
         self.addr
     }
 
-    /// How many listeners (and caller threads) there are.
+    /// How many caller threads will accept from it.
     pub fn len(&self) -> usize {
         self.sockets.len()
     }
@@ -66,22 +80,8 @@ impl CallerListeners {
     }
 }
 
-/// A listening socket that shares its address with the other caller threads' (as `TcpListener::bind` does it,
-/// plus `SO_REUSEPORT`), handed over without a runtime: each caller thread registers its own with its runtime.
-fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)?.into_std()
-}
-
-/// Serves callers on a thread per listener until `shutdown` resolves; returns when every thread has let its
-/// in-flight requests finish (up to the grace). The connection cap is shared by all threads.
+/// Serves callers on a thread per handle of the listener until `shutdown` resolves; returns when every thread
+/// has let its in-flight requests finish (up to the grace). The connection cap is shared by all threads.
 pub async fn serve(
     listeners: CallerListeners,
     proxy: Arc<Proxy>,
@@ -128,4 +128,25 @@ pub async fn serve(
         let _ = thread.await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_port_is_bound_once_and_no_one_else_can_share_it() {
+        let listeners = CallerListeners::bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        assert_eq!(listeners.len(), 3);
+        let addr = listeners.local_addr();
+        assert_ne!(addr.port(), 0);
+        assert!(CallerListeners::bind(addr, 2).is_err());
+        assert!(std::net::TcpListener::bind(addr).is_err());
+        // Every handle is the same socket: a connection is accepted from any of them.
+        let _caller = std::net::TcpStream::connect(addr).unwrap();
+        let last = listeners.sockets.last().unwrap();
+        last.set_nonblocking(false).unwrap();
+        let (_, from) = last.accept().unwrap();
+        assert_eq!(from.ip(), addr.ip());
+    }
 }
