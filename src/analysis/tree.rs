@@ -312,6 +312,17 @@ mod tests {
     }
 
     #[test]
+    fn adjacent_floats_read_as_the_values_their_texts_name() {
+        // Two neighbouring doubles: a parser that rounds the last step wrongly reads both texts as one value,
+        // and the diff would call a changed number equal.
+        let (a, b) = ("1.0158414948377523", "1.0158414948377525");
+        let (x, y) = (parse(a.as_bytes()).unwrap(), parse(b.as_bytes()).unwrap());
+        assert_ne!(x, y);
+        assert_eq!(x.to_string(), a);
+        assert_eq!(y.to_string(), b);
+    }
+
+    #[test]
     fn keys_are_sorted_and_the_last_duplicate_wins() {
         assert_eq!(
             round_trip(r#"{"b":1,"a":2,"b":3,"c":{"y":1,"x":2}}"#),
