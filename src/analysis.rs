@@ -84,8 +84,7 @@ impl AnalysisSettings {
 
     /// Exchanges analysed at once.
     pub fn worker_count(&self) -> usize {
-        self.workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        crate::values::one_per_core(self.workers)
     }
 
     /// The comparison settings, with the rules file read.

@@ -100,7 +100,7 @@ pub type Backlog = Arc<dyn Fn() -> usize + Send + Sync>;
 
 /// A built instance, listening but not yet serving.
 pub struct Application {
-    /// One listener per caller thread, on one address.
+    /// The proxy's listening socket, a handle of it per caller thread.
     proxy_listeners: CallerListeners,
     admin_listener: TcpListener,
     /// The caller's path, shared by every connection.

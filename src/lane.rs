@@ -59,9 +59,7 @@ impl LaneSettings {
 
     /// Lane threads to start.
     pub fn thread_count(&self) -> usize {
-        self.threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .max(1)
+        crate::values::one_per_core(self.threads).max(1)
     }
 }
 

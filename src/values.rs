@@ -448,6 +448,11 @@ impl fmt::Display for MethodList {
     }
 }
 
+/// A count of threads or workers: as configured, or one per core (2 when the core count cannot be read).
+pub fn one_per_core(configured: Option<usize>) -> usize {
+    configured.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

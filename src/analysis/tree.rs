@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Number, Value};
 
@@ -204,16 +204,17 @@ impl<'de> Visitor<'de> for NodeSeed<'_, 'de> {
         Ok(Number::from_f64(f).map_or(Node::Null, Node::Number))
     }
 
-    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Node<'de>, E> {
-        Ok(Node::String(Cow::Borrowed(text)))
+    // Strings are read as keys are: borrowed from the body when they have no escapes.
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Node<'de>, E> {
+        KeySeed.visit_borrowed_str(text).map(Node::String)
     }
 
-    fn visit_str<E>(self, text: &str) -> Result<Node<'de>, E> {
-        Ok(Node::String(Cow::Owned(text.to_owned())))
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Node<'de>, E> {
+        KeySeed.visit_str(text).map(Node::String)
     }
 
-    fn visit_string<E>(self, text: String) -> Result<Node<'de>, E> {
-        Ok(Node::String(Cow::Owned(text)))
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Node<'de>, E> {
+        KeySeed.visit_string(text).map(Node::String)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {

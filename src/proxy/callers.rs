@@ -81,7 +81,8 @@ impl CallerListeners {
 }
 
 /// Serves callers on a thread per handle of the listener until `shutdown` resolves; returns when every thread
-/// has let its in-flight requests finish (up to the grace). The connection cap is shared by all threads.
+/// has let its in-flight requests finish (up to the grace). The connection cap is shared by all threads. If a
+/// thread cannot be started, those already started are stopped (and waited for) and the error returned.
 pub async fn serve(
     listeners: CallerListeners,
     proxy: Arc<Proxy>,
@@ -91,43 +92,72 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut finished = Vec::with_capacity(listeners.len());
+    let mut started = Ok(());
     for (index, socket) in listeners.sockets.into_iter().enumerate() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (done, finished_rx) = oneshot::channel::<()>();
-        let (proxy, thread_stop, connections) = (proxy.clone(), stop.clone(), connections.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("{THREAD_NAME}-{index}"))
-            .spawn(move || {
-                CALLER_THREAD.with(|thread| thread.set(Some(index)));
-                runtime.block_on(async move {
-                    match TcpListener::from_std(socket) {
-                        Ok(listener) => {
-                            server::serve(listener, proxy, thread_stop.cancelled_owned(), limits, connections)
-                                .await;
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, thread = index, "caller thread could not register its listener");
-                        }
-                    }
-                });
-                // Connections still open past the grace (and upgraded tunnels) end with the runtime.
-                drop(runtime);
-                let _ = done.send(());
-            });
-        if let Err(error) = spawned {
-            stop.cancel();
-            return Err(error);
+        let thread = CallerThread {
+            index,
+            proxy: proxy.clone(),
+            stop: stop.clone(),
+            limits,
+            connections: connections.clone(),
+        };
+        match thread.start(socket) {
+            Ok(done) => finished.push(done),
+            Err(error) => {
+                started = Err(error);
+                break;
+            }
         }
-        finished.push(finished_rx);
     }
-    shutdown.await;
+    if started.is_ok() {
+        shutdown.await;
+    }
     stop.cancel();
     for thread in finished {
         let _ = thread.await;
     }
-    Ok(())
+    started
+}
+
+/// What one caller thread serves with.
+struct CallerThread {
+    index: usize,
+    proxy: Arc<Proxy>,
+    stop: CancellationToken,
+    limits: ListenerLimits,
+    connections: Arc<Semaphore>,
+}
+
+impl CallerThread {
+    /// Starts the thread on its handle of the listener; the receiver resolves when it has finished.
+    fn start(self, socket: std::net::TcpListener) -> io::Result<oneshot::Receiver<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (done, finished) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("{THREAD_NAME}-{}", self.index))
+            .spawn(move || {
+                CALLER_THREAD.with(|thread| thread.set(Some(self.index)));
+                runtime.block_on(self.serve(socket));
+                // Connections still open past the grace (and upgraded tunnels) end with the runtime.
+                drop(runtime);
+                let _ = done.send(());
+            })?;
+        Ok(finished)
+    }
+
+    async fn serve(self, socket: std::net::TcpListener) {
+        let listener = match TcpListener::from_std(socket) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, thread = self.index, "a caller thread could not register its listener");
+                return;
+            }
+        };
+        let stopped = self.stop.cancelled_owned();
+        server::serve(listener, self.proxy, stopped, self.limits, self.connections).await;
+    }
 }
 
 #[cfg(test)]

@@ -247,6 +247,12 @@ pub struct Proxy {
     lane: Arc<Lane>,
 }
 
+/// The set of clients of the thread running here (its index among the lane's or the callers' threads), so that a
+/// connection is driven by the thread that sends on it; off those threads, the first set.
+fn of_thread(sets: &[[UpstreamClient; 3]], thread: Option<usize>) -> &[UpstreamClient; 3] {
+    &sets[thread.unwrap_or(0) % sets.len()]
+}
+
 /// The connection pools to the three upstreams and their in-flight bounds, indexed by [`Target::index`], and the
 /// lane that carries shadow work.
 pub struct UpstreamPools {
@@ -595,9 +601,8 @@ impl Proxy {
             if for_caller {
                 self.send_for_caller(target, request).await
             } else {
-                let set =
-                    crate::lane::current_thread_index().unwrap_or(0) % self.shadow_clients.len();
-                self.shadow_clients[set][target.index()].send(request).await
+                let clients = of_thread(&self.shadow_clients, crate::lane::current_thread_index());
+                clients[target.index()].send(request).await
             }
         };
         match attempt().await {
@@ -615,12 +620,9 @@ impl Proxy {
         target: Target,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let set = crate::proxy::callers::current_thread_index().unwrap_or(0) % self.clients.len();
-        match tokio::time::timeout(
-            self.response_timeout,
-            self.clients[set][target.index()].send(request),
-        )
-        .await
+        let clients = of_thread(&self.clients, crate::proxy::callers::current_thread_index());
+        match tokio::time::timeout(self.response_timeout, clients[target.index()].send(request))
+            .await
         {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),

@@ -32,7 +32,7 @@ pub struct ListenerLimits {
 }
 
 /// Serves callers until `shutdown` resolves, then waits up to the grace for in-flight requests. Each open
-/// connection holds a permit of `connections` (the cap, shared with the other caller threads' listeners).
+/// connection holds a permit of `connections` (the cap, shared with the other caller threads).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,

@@ -59,16 +59,15 @@ pub struct ProxySettings {
     pub header_timeout: Duration,
     /// Longest a caller may take to send a body that is read to be shared with the shadows.
     pub body_timeout: Duration,
-    /// Threads that serve callers, each with a runtime and a listener of its own; `None`: one per core.
+    /// Threads that serve callers, each with a runtime and upstream pools of its own, all accepting from the
+    /// proxy's one listening socket; `None`: one per core.
     pub caller_threads: Option<usize>,
 }
 
 impl ProxySettings {
     /// Caller threads to start.
     pub fn caller_thread_count(&self) -> usize {
-        self.caller_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .max(1)
+        crate::values::one_per_core(self.caller_threads).max(1)
     }
 
     pub const DEFAULT_LISTEN: SocketAddr =
