@@ -156,14 +156,24 @@ impl Application {
         settings.proxy.shadow.endpoint_rates = analysis.rules.sampling().to_vec();
         let analyzer = Arc::new(Analyzer::new(analysis));
         let tls = tls_config(settings.upstreams.ca_file.as_deref())?;
+        // One set of clients (so of pools) per thread that sends: a connection is driven by its own thread.
+        let client_sets = |threads: usize| -> Vec<[UpstreamClient; 3]> {
+            (0..threads)
+                .map(|_| {
+                    Target::ALL.map(|target| {
+                        UpstreamClient::new(
+                            &settings.upstreams,
+                            settings.upstreams.url(target),
+                            tls.clone(),
+                        )
+                    })
+                })
+                .collect()
+        };
         let caller_threads = settings.proxy.caller_thread_count();
-        let clients = (0..caller_threads)
-            .map(|_| Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone())))
-            .collect();
+        let clients = client_sets(caller_threads);
         let lane = Lane::start(&settings.lane).map_err(StartupError::Lane)?;
-        let shadow_clients = (0..lane.threads())
-            .map(|_| Target::ALL.map(|_| UpstreamClient::new(&settings.upstreams, tls.clone())))
-            .collect();
+        let shadow_clients = client_sets(lane.threads());
         let addr = settings.proxy.listen;
         let proxy_listeners =
             CallerListeners::bind(addr, caller_threads).map_err(|source| StartupError::Bind {

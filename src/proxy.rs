@@ -6,6 +6,7 @@ pub mod fanout;
 pub mod headers;
 pub mod metrics;
 pub mod policy;
+pub mod pool;
 pub mod request_body;
 pub mod server;
 pub mod settings;

@@ -56,12 +56,31 @@ impl UpstreamUrl {
             joined.push_str(query);
         }
         let path_and_query = PathAndQuery::from_maybe_shared(joined).ok()?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .ok()
+        self.with_path_and_query(path_and_query)
+    }
+
+    /// As [`UpstreamUrl::join`] with a request's URI. Without a prefix, a path with no dot segments is forwarded
+    /// as it came, so its (already parsed) path and query are reused rather than written out and parsed again.
+    pub fn join_uri(&self, uri: &Uri) -> Option<Uri> {
+        if let Some(path_and_query) = uri.path_and_query()
+            && self.prefix.is_empty()
+            && path_and_query.path().starts_with('/')
+            && matches!(
+                resolve_dot_segments(path_and_query.path()),
+                std::borrow::Cow::Borrowed(_)
+            )
+        {
+            return self.with_path_and_query(path_and_query.clone());
+        }
+        self.join(uri.path_and_query().map_or("/", PathAndQuery::as_str))
+    }
+
+    fn with_path_and_query(&self, path_and_query: PathAndQuery) -> Option<Uri> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).ok()
     }
 }
 
@@ -499,6 +518,30 @@ mod tests {
         ] {
             let joined = url.join(caller).unwrap();
             assert_eq!(joined.path_and_query().unwrap().as_str(), sent, "{caller}");
+        }
+    }
+
+    #[test]
+    fn a_request_uri_is_joined_as_its_text_would_be() {
+        for base in [
+            "http://10.0.0.5:8080",
+            "http://10.0.0.5:8080/api",
+            "https://a.example/",
+        ] {
+            let url: UpstreamUrl = base.parse().unwrap();
+            for caller in [
+                "/",
+                "/users/42?expand=orders&x=%20",
+                "/../x",
+                "/a/./b/.",
+                "/%2e%2E/secret?q=..",
+                "http://caller.example/abs/path?q=1",
+                "*",
+            ] {
+                let uri: Uri = caller.parse().unwrap();
+                let text = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+                assert_eq!(url.join_uri(&uri), url.join(text), "{base} {caller}");
+            }
         }
     }
 

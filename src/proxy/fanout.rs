@@ -2,7 +2,7 @@
 //! is reached from a background task, which also assembles the Exchange.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -34,7 +34,8 @@ use crate::pipeline::{ExchangeSink, Sink};
 use crate::proxy::ProxySettings;
 use crate::proxy::capture::{TeeBody, TeeReport, read_capped};
 use crate::proxy::headers::{
-    ROLE_HEADER, add_forwarded, drop_untrusted_forwarded, set_host, strip_hop_by_hop,
+    ROLE_HEADER, add_forwarded, forwarded_for, host_value, is_forwarded, strip_hop_by_hop,
+    strip_with,
 };
 use crate::proxy::metrics::{BodySide, CallerRejection, UnshadowedReason};
 use crate::proxy::policy::ShadowPolicy;
@@ -109,22 +110,19 @@ impl Forward {
     /// a URI.
     fn new(
         parts: &http::request::Parts,
-        caller: IpAddr,
+        caller: &CallerPeer,
         upstreams: &[UpstreamUrl; 3],
-        trusted: &TrustedProxies,
         metrics: &Metrics,
     ) -> Option<Self> {
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let [primary, secondary, candidate] = upstreams
             .each_ref()
-            .map(|upstream| upstream.join(path_and_query));
+            .map(|upstream| upstream.join_uri(&parts.uri));
         let uris = [Some(primary?), Some(secondary?), Some(candidate?)];
         Some(Self::with(
             parts,
             parts.headers.clone(),
             uris,
             caller,
-            trusted,
             metrics,
         ))
     }
@@ -133,20 +131,17 @@ impl Forward {
     /// that is not shadowed builds one URI and copies no header.
     fn for_primary(
         mut parts: http::request::Parts,
-        caller: IpAddr,
+        caller: &CallerPeer,
         upstreams: &[UpstreamUrl; 3],
-        trusted: &TrustedProxies,
         metrics: &Metrics,
     ) -> Option<Self> {
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let primary = upstreams[Target::Primary.index()].join(path_and_query)?;
+        let primary = upstreams[Target::Primary.index()].join_uri(&parts.uri)?;
         let headers = std::mem::take(&mut parts.headers);
         Some(Self::with(
             &parts,
             headers,
             [Some(primary), None, None],
             caller,
-            trusted,
             metrics,
         ))
     }
@@ -155,8 +150,7 @@ impl Forward {
         parts: &http::request::Parts,
         mut headers: HeaderMap,
         uris: [Option<Uri>; 3],
-        caller: IpAddr,
-        trusted: &TrustedProxies,
+        caller: &CallerPeer,
         metrics: &Metrics,
     ) -> Self {
         // The authority of an absolute-form request (or HTTP/2's :authority) names the host; Host otherwise.
@@ -165,16 +159,20 @@ impl Forward {
             .authority()
             .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
             .or_else(|| headers.get(HOST).cloned());
-        strip_hop_by_hop(&mut headers);
-        headers.remove(HOST);
-        // A caller must not be able to pose as a shadow copy.
-        headers.remove(ROLE_HEADER);
-        // The caller has been told to continue already, and a buffered body has nothing left to wait for.
-        headers.remove(EXPECT);
-        if !trusted.contains(caller) && drop_untrusted_forwarded(&mut headers) {
+        let mut dropped_forwarded = false;
+        strip_with(&mut headers, |name| {
+            if !caller.trusted && is_forwarded(name) {
+                dropped_forwarded = true;
+                return true;
+            }
+            // Host is set per upstream; a caller must not be able to pose as a shadow copy; the caller has been
+            // told to continue already, and a buffered body has nothing left to wait for.
+            name == HOST || name == ROLE_HEADER || name == EXPECT
+        });
+        if dropped_forwarded {
             metrics.proxy.forwarded_dropped();
         }
-        add_forwarded(&mut headers, caller, caller_host.as_ref());
+        add_forwarded(&mut headers, &caller.forwarded_for, caller_host.as_ref());
         Self {
             method: parts.method.clone(),
             version: parts.version,
@@ -196,6 +194,14 @@ impl Forward {
                 | Method::TRACE
         )
     }
+}
+
+/// Who a caller connection comes from, worked out once when it is accepted rather than for each request.
+pub struct CallerPeer {
+    /// Whether its forwarded headers are believed (`--trusted-proxies`).
+    trusted: bool,
+    /// Its address as X-Forwarded-For writes it.
+    forwarded_for: HeaderValue,
 }
 
 /// How one upstream takes part in an exchange.
@@ -229,6 +235,8 @@ pub struct Proxy {
     capture_deadline: Duration,
     preserve_host: bool,
     shadow_host_suffix: bool,
+    /// Each upstream's own Host header, indexed by [`Target::index`]: plain, then with the shadow suffix.
+    hosts: [[Option<HeaderValue>; 2]; 3],
     /// Callers whose forwarded headers are believed (`--trusted-proxies`).
     trusted_proxies: TrustedProxies,
     /// Longest a caller may take to send a body read for the shadows.
@@ -294,6 +302,10 @@ impl Proxy {
             shadow_timeout,
             capture_deadline: response_timeout.max(shadow_timeout),
             preserve_host: settings.shadow.preserve_host,
+            hosts: Target::ALL.map(|target| {
+                let authority = upstreams.url(target).authority().as_str();
+                [false, true].map(|suffixed| host_value(authority, suffixed))
+            }),
             shadow_host_suffix: settings.shadow.host_suffix,
             trusted_proxies: settings.trusted_proxies.clone(),
             body_timeout: settings.body_timeout,
@@ -322,11 +334,19 @@ impl Proxy {
         self.lane.tasks()
     }
 
+    /// Who a newly accepted caller connection comes from, for every request it sends.
+    pub fn peer(&self, addr: SocketAddr) -> Arc<CallerPeer> {
+        Arc::new(CallerPeer {
+            trusted: self.trusted_proxies.contains(addr.ip()),
+            forwarded_for: forwarded_for(addr.ip()),
+        })
+    }
+
     /// Answers one caller request.
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        caller: SocketAddr,
+        caller: Arc<CallerPeer>,
     ) -> CallerResponse {
         self.metrics.proxy.request_received();
         if request.method() == Method::CONNECT {
@@ -340,7 +360,7 @@ impl Proxy {
             return empty_ok();
         }
         if is_upgrade(request.headers()) {
-            return self.tunnel(request, caller.ip()).await;
+            return self.tunnel(request, &caller).await;
         }
         let (parts, body) = request.into_parts();
         if let Err(reason) = self
@@ -348,24 +368,14 @@ impl Proxy {
             .decide_for(&parts.method, parts.uri.path(), &parts.headers)
         {
             self.metrics.proxy.unshadowed(reason);
-            let Some(forward) = Forward::for_primary(
-                parts,
-                caller.ip(),
-                &self.upstreams,
-                &self.trusted_proxies,
-                &self.metrics,
-            ) else {
+            let Some(forward) =
+                Forward::for_primary(parts, &caller, &self.upstreams, &self.metrics)
+            else {
                 return uri_too_long();
             };
             return self.primary_only(forward, streamed(body)).await;
         }
-        let Some(forward) = Forward::new(
-            &parts,
-            caller.ip(),
-            &self.upstreams,
-            &self.trusted_proxies,
-            &self.metrics,
-        ) else {
+        let Some(forward) = Forward::new(&parts, &caller, &self.upstreams, &self.metrics) else {
             self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
             return uri_too_long();
         };
@@ -435,7 +445,7 @@ impl Proxy {
 
     /// A protocol upgrade (WebSocket) is tunnelled to primary alone: a connection cannot be compared, and
     /// three upgraded connections would each expect their own client.
-    async fn tunnel(&self, mut request: Request<Incoming>, caller: IpAddr) -> CallerResponse {
+    async fn tunnel(&self, mut request: Request<Incoming>, caller: &CallerPeer) -> CallerResponse {
         self.metrics.proxy.unshadowed(UnshadowedReason::Upgrade);
         if self.responder.is_none() {
             return empty_ok();
@@ -443,13 +453,8 @@ impl Proxy {
         let protocol = request.headers().get(UPGRADE).cloned();
         let caller_upgrade = hyper::upgrade::on(&mut request);
         let (parts, body) = request.into_parts();
-        let Some(forward) = Forward::for_primary(
-            parts,
-            caller,
-            &self.upstreams,
-            &self.trusted_proxies,
-            &self.metrics,
-        ) else {
+        let Some(forward) = Forward::for_primary(parts, caller, &self.upstreams, &self.metrics)
+        else {
             return uri_too_long();
         };
         let version = forward.version;
@@ -675,15 +680,20 @@ impl Proxy {
         caller_host: Option<&HeaderValue>,
         body: UpstreamBody,
     ) -> Request<UpstreamBody> {
-        let upstream = &self.upstreams[target.index()];
         let is_copy = target != Target::Primary && Some(target) != self.responder;
+        let suffixed = is_copy && self.shadow_host_suffix;
         let host = match (caller_host, self.preserve_host) {
             (Some(caller_host), true) => caller_host
                 .to_str()
-                .unwrap_or(upstream.authority().as_str()),
-            _ => upstream.authority().as_str(),
+                .ok()
+                .and_then(|caller_host| host_value(caller_host, suffixed)),
+            _ => None,
         };
-        set_host(&mut headers, host, is_copy && self.shadow_host_suffix);
+        if let Some(host) =
+            host.or_else(|| self.hosts[target.index()][usize::from(suffixed)].clone())
+        {
+            headers.insert(HOST, host);
+        }
         if is_copy {
             headers.insert(ROLE_HEADER, HeaderValue::from_static(target.as_str()));
         }

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Tells secondary and candidate that a request is a shadow copy: `secondary` or `candidate`.
@@ -16,68 +16,93 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Removes the headers that describe one connection rather than the message (RFC 9110 §7.6.1): Connection and
 /// every header it names, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade and every `Proxy-*` header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    strip_with(headers, |_| false);
+}
+
+/// As [`strip_hop_by_hop`], removing also the headers `also` picks. Each name is looked at once and only the
+/// headers present are removed: on the caller's path this runs twice per request, and a removal by name hashes
+/// it.
+pub fn strip_with(headers: &mut HeaderMap, mut also: impl FnMut(&HeaderName) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut connection = false;
+    for name in headers.keys() {
+        if name == CONNECTION {
+            connection = true;
+        }
+        if is_hop_by_hop(name) || also(name) {
+            doomed.push(name.clone());
+        }
+    }
+    if connection {
+        doomed.extend(
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok()),
+        );
+    }
+    for name in doomed {
         headers.remove(name);
     }
-    for name in [
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
         CONNECTION,
         KEEP_ALIVE,
         TE,
         TRAILER,
         TRANSFER_ENCODING,
         UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    let proxy_headers: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy_headers {
-        headers.remove(name);
-    }
+    ]
+    .contains(name)
+        || name.as_str().starts_with("proxy-")
 }
 
 /// The standard `Forwarded` header (RFC 7239), which untrusted callers must not set either.
 pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Removes the forwarded headers a caller that is not a trusted proxy sent (it could claim to be anyone, or
-/// claim https); whether there were any.
-pub fn drop_untrusted_forwarded(headers: &mut HeaderMap) -> bool {
-    let mut dropped = false;
-    for name in [
+/// The forwarded headers, which a caller that is not a trusted proxy must not set (it could claim to be anyone,
+/// or claim https).
+pub fn is_forwarded(name: &HeaderName) -> bool {
+    [
         X_FORWARDED_FOR,
         X_FORWARDED_PROTO,
         X_FORWARDED_HOST,
         FORWARDED,
-    ] {
-        dropped |= headers.remove(name).is_some();
-    }
-    dropped
+    ]
+    .contains(name)
 }
 
-/// Sets the X-Forwarded-* headers: the caller's address is appended to X-Forwarded-For; X-Forwarded-Proto and
-/// X-Forwarded-Host are set unless a proxy in front already set them (untrusted callers' ones are dropped
-/// first, see [`drop_untrusted_forwarded`]).
-pub fn add_forwarded(headers: &mut HeaderMap, caller: IpAddr, original_host: Option<&HeaderValue>) {
-    // Every X-Forwarded-For line counts, in order.
-    let mut chain: Vec<String> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).trim().to_string())
-        .filter(|value| !value.is_empty())
-        .collect();
-    chain.push(caller.to_string());
-    let forwarded_for = chain.join(", ");
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+/// A caller's address as X-Forwarded-For writes it, made once per connection.
+pub fn forwarded_for(caller: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(caller.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Sets the X-Forwarded-* headers: the caller's address (from [`forwarded_for`]) is appended to
+/// X-Forwarded-For; X-Forwarded-Proto and X-Forwarded-Host are set unless a proxy in front already set them
+/// (an untrusted caller's ones are removed first, see [`is_forwarded`]).
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    caller: &HeaderValue,
+    original_host: Option<&HeaderValue>,
+) {
+    let value = if headers.contains_key(X_FORWARDED_FOR) {
+        // Every X-Forwarded-For line counts, in order.
+        let mut chain: Vec<String> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).trim().to_string())
+            .filter(|value| !value.is_empty())
+            .collect();
+        chain.push(String::from_utf8_lossy(caller.as_bytes()).into_owned());
+        HeaderValue::from_str(&chain.join(", ")).ok()
+    } else {
+        Some(caller.clone())
+    };
+    if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR, value);
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
@@ -100,15 +125,12 @@ pub fn shadow_host(host: &str) -> String {
     format!("{name}-shadow{port}")
 }
 
-/// Sets the Host header for one upstream.
-pub fn set_host(headers: &mut HeaderMap, host: &str, shadow_suffix: bool) {
-    let host = if shadow_suffix {
-        shadow_host(host)
+/// The Host header for one upstream (with the shadow suffix if asked); `None` if it cannot be a header value.
+pub fn host_value(host: &str, shadow_suffix: bool) -> Option<HeaderValue> {
+    if shadow_suffix {
+        HeaderValue::try_from(shadow_host(host)).ok()
     } else {
-        host.to_string()
-    };
-    if let Ok(value) = HeaderValue::from_str(&host) {
-        headers.insert(HOST, value);
+        HeaderValue::from_str(host).ok()
     }
 }
 
@@ -149,7 +171,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         add_forwarded(
             &mut headers,
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &forwarded_for(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             Some(&HeaderValue::from_static("api.example")),
         );
         assert_eq!(headers[X_FORWARDED_FOR], "127.0.0.1");
@@ -160,7 +182,11 @@ mod tests {
         behind_lb.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
         behind_lb.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
         behind_lb.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        add_forwarded(&mut behind_lb, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), None);
+        add_forwarded(
+            &mut behind_lb,
+            &forwarded_for(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
+            None,
+        );
         assert_eq!(
             behind_lb[X_FORWARDED_FOR],
             "198.51.100.1, 203.0.113.9, 10.0.0.2"

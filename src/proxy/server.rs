@@ -78,9 +78,11 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = proxy.clone();
+                let peer = proxy.peer(caller);
                 let service = service_fn(move |request| {
                     let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler.handle(request, caller).await) }
+                    let peer = peer.clone();
+                    async move { Ok::<_, Infallible>(handler.handle(request, peer).await) }
                 });
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)

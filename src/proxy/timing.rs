@@ -106,6 +106,11 @@ pub struct StampedStream {
 }
 
 impl StampedStream {
+    /// The connection's stamps, shared with every response it carries; `None` when it is not stamped.
+    pub fn clock(&self) -> Option<ArrivalClock> {
+        self.clock.clone()
+    }
+
     /// Stamps a write: the first after an answer began is the next request's first.
     fn stamp_write(&mut self) {
         if let Some(clock) = &self.clock

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Version};
+use http::{Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::exchange::Target;
 use crate::exchange::UpstreamError;
+use crate::proxy::pool::{Http1Pool, PoolLimits};
 use crate::proxy::timing::StampingConnector;
 use crate::values::UpstreamUrl;
 
@@ -163,13 +164,25 @@ impl UpstreamSettings {
 /// connections (or HTTP/2 streams) that the caller's upstream needs, even when they share a host.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<StampingConnector>, UpstreamBody>,
+    pool: Pool,
     version: Version,
 }
 
+#[derive(Clone)]
+enum Pool {
+    /// HTTP/1.1, plain or over TLS: a connection per request in flight, the pool of our own.
+    Http1(Http1Pool),
+    /// HTTP/2: hyper-util's client, which multiplexes requests over a shared connection.
+    Http2(Box<Client<HttpsConnector<StampingConnector>, UpstreamBody>>),
+}
+
 impl UpstreamClient {
-    /// `tls` comes from [`tls_config`], built once for the three clients.
-    pub fn new(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> Self {
+    /// `tls` comes from [`tls_config`], built once for the three clients; `upstream` is the one it reaches.
+    pub fn new(
+        settings: &UpstreamSettings,
+        upstream: &UpstreamUrl,
+        tls: rustls::ClientConfig,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -186,30 +199,41 @@ impl UpstreamClient {
         } else {
             tls.enable_http1().wrap_connector(http)
         };
+        if !settings.http2 {
+            let origin = Uri::builder()
+                .scheme(upstream.scheme().clone())
+                .authority(upstream.authority().clone())
+                .path_and_query("/")
+                .build()
+                .expect("an upstream URL's scheme and authority make a URI");
+            let limits = PoolLimits {
+                max_idle: MAX_IDLE_PER_UPSTREAM,
+                // Shorter than the keep-alive timeout of common upstream servers (Node.js: 5 s), so that a
+                // pooled connection is not reused just as the upstream closes it.
+                idle_timeout: settings.idle_timeout,
+                // A connection's read buffer starts at 8 KiB and grows with what it reads, by default up to
+                // about 400 KiB, a size it keeps while it waits (a black-holed upstream, the pool): times a
+                // thousand connections, hundreds of MiB that no budget sees. Large bodies are read in more
+                // pieces instead.
+                max_buf_size: UPSTREAM_READ_BUFFER,
+            };
+            return Self {
+                pool: Pool::Http1(Http1Pool::new(https, origin, limits)),
+                version: Version::HTTP_11,
+            };
+        }
 
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            // Shorter than the keep-alive timeout of common upstream servers (Node.js: 5 s), so that a pooled
-            // connection is not reused just as the upstream closes it.
             .pool_idle_timeout(settings.idle_timeout)
-            // An idle connection keeps its buffers and a socket: enough of them for bursts, not one per
-            // shadow request a spike ever had in flight.
             .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
-            // A connection's read buffer starts at 8 KiB and grows with what it reads, by default up to about
-            // 400 KiB, a size it keeps while it waits (a black-holed upstream, the pool): times a thousand
-            // connections, hundreds of MiB that no budget sees. Large bodies are read in more pieces instead.
-            .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             .set_host(false)
-            .http2_only(settings.http2);
+            .http2_only(true);
         Self {
-            client: builder.build(https),
-            version: if settings.http2 {
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
-            },
+            pool: Pool::Http2(Box::new(builder.build(https))),
+            version: Version::HTTP_2,
         }
     }
 
@@ -223,10 +247,13 @@ impl UpstreamClient {
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        self.client
-            .request(request)
-            .await
-            .map_err(|error| classify_request_error(&error))
+        match &self.pool {
+            Pool::Http1(pool) => pool.send(request).await,
+            Pool::Http2(client) => client
+                .request(request)
+                .await
+                .map_err(|error| classify_request_error(&error)),
+        }
     }
 }
 
@@ -293,7 +320,7 @@ pub fn classify_body_error(error: &hyper::Error) -> UpstreamError {
     classify_hyper(error, error_chain(error))
 }
 
-fn classify_hyper(error: &hyper::Error, message: String) -> UpstreamError {
+pub(crate) fn classify_hyper(error: &hyper::Error, message: String) -> UpstreamError {
     if error.is_parse() || error.is_parse_status() || error.is_parse_too_large() {
         UpstreamError::Protocol(message)
     } else {
