@@ -125,7 +125,8 @@ impl Http1Pool {
                 reused,
             } = match self.take() {
                 Some(taken) => taken,
-                None => self.connect().await?,
+                // Boxed: opening a connection is rare, and inline its state would be carried by every request.
+                None => Box::pin(self.connect()).await?,
             };
             let answer = sender.try_send_request(request);
             // The sender goes back to its connection's task at once: the task returns it to the pool when the
