@@ -75,6 +75,12 @@ impl UpstreamUrl {
         self.join(uri.path_and_query().map_or("/", PathAndQuery::as_str))
     }
 
+    /// The upstream's scheme and authority, with the root path: where its connections go.
+    pub fn origin(&self) -> Uri {
+        self.with_path_and_query(PathAndQuery::from_static("/"))
+            .expect("an upstream URL's scheme and authority make a URI")
+    }
+
     fn with_path_and_query(&self, path_and_query: PathAndQuery) -> Option<Uri> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());

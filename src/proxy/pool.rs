@@ -60,25 +60,33 @@ struct Shared {
 
 struct Idle {
     sender: Sender,
-    clock: Option<ArrivalClock>,
     /// The connection's own slot, through which its task gets the sender back after the next request.
     slot: Arc<Slot>,
     since: Instant,
 }
 
+impl Idle {
+    /// Still open, and not idle for too long.
+    fn usable(&self, idle_timeout: Duration) -> bool {
+        !self.sender.is_closed() && self.since.elapsed() < idle_timeout
+    }
+}
+
 /// A connection taken from the pool or just opened.
 struct Taken {
     sender: Sender,
-    clock: Option<ArrivalClock>,
     /// Given back through here, to the connection's task.
     slot: Arc<Slot>,
     reused: bool,
 }
 
-/// Where a connection's sender waits for its answer to end, watched by the connection's task.
+/// One connection's own state: where its sender waits for the answer to end, watched by the connection's task,
+/// and its latency stamps.
 struct Slot {
-    sender: Mutex<Option<(Sender, Option<ArrivalClock>)>>,
+    sender: Mutex<Option<Sender>>,
     task: AtomicWaker,
+    /// `None` when the connection is not stamped.
+    clock: Option<ArrivalClock>,
 }
 
 impl Http1Pool {
@@ -120,7 +128,6 @@ impl Http1Pool {
         loop {
             let Taken {
                 mut sender,
-                clock,
                 slot,
                 reused,
             } = match self.take() {
@@ -132,13 +139,13 @@ impl Http1Pool {
             // The sender goes back to its connection's task at once: the task returns it to the pool when the
             // connection is ready again, which for HTTP/1.1 is when this answer has been read to its end.
             if let Ok(mut waiting) = slot.sender.lock() {
-                *waiting = Some((sender, clock.clone()));
+                *waiting = Some(sender);
             }
             slot.task.wake();
             match answer.await {
                 Ok(mut response) => {
-                    if let Some(clock) = clock {
-                        response.extensions_mut().insert(clock);
+                    if let Some(clock) = &slot.clock {
+                        response.extensions_mut().insert(clock.clone());
                     }
                     return Ok(response);
                 }
@@ -157,16 +164,13 @@ impl Http1Pool {
     fn take(&self) -> Option<Taken> {
         let mut idle = self.shared.idle.lock().ok()?;
         while let Some(entry) = idle.pop() {
-            if entry.sender.is_closed() || entry.since.elapsed() >= self.shared.limits.idle_timeout
-            {
-                continue;
+            if entry.usable(self.shared.limits.idle_timeout) {
+                return Some(Taken {
+                    sender: entry.sender,
+                    slot: entry.slot,
+                    reused: true,
+                });
             }
-            return Some(Taken {
-                sender: entry.sender,
-                clock: entry.clock,
-                slot: entry.slot,
-                reused: true,
-            });
         }
         None
     }
@@ -186,7 +190,11 @@ impl Http1Pool {
             .handshake(io)
             .await
             .map_err(|error| UpstreamError::Connect(error_chain(&error)))?;
-        let slot = Arc::new(Slot::empty());
+        let slot = Arc::new(Slot {
+            sender: Mutex::new(None),
+            task: AtomicWaker::new(),
+            clock,
+        });
         tokio::spawn(Driven {
             connection: connection.with_upgrades(),
             slot: slot.clone(),
@@ -195,7 +203,6 @@ impl Http1Pool {
         self.start_reaping();
         Ok(Taken {
             sender,
-            clock,
             slot,
             reused: false,
         })
@@ -221,34 +228,22 @@ impl Http1Pool {
                 let Some(pool) = pool.upgrade() else { return };
                 let timeout = pool.limits.idle_timeout;
                 if let Ok(mut idle) = pool.idle.lock() {
-                    idle.retain(|entry| {
-                        !entry.sender.is_closed() && entry.since.elapsed() < timeout
-                    });
+                    idle.retain(|entry| entry.usable(timeout));
                 }
             }
         });
     }
 }
 
-impl Slot {
-    fn empty() -> Self {
-        Self {
-            sender: Mutex::new(None),
-            task: AtomicWaker::new(),
-        }
-    }
-}
-
 impl Shared {
     /// A connection ready for its next request comes back; past the idle cap it is closed instead.
-    fn give_back(&self, sender: Sender, clock: Option<ArrivalClock>, slot: &Arc<Slot>) {
+    fn give_back(&self, sender: Sender, slot: &Arc<Slot>) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
         if idle.len() < self.limits.max_idle {
             idle.push(Idle {
                 sender,
-                clock,
                 slot: slot.clone(),
                 since: Instant::now(),
             });
@@ -282,13 +277,13 @@ impl<C: Future<Output = hyper::Result<()>>> Future for Driven<C> {
         let Ok(mut waiting) = this.slot.sender.lock() else {
             return Poll::Pending;
         };
-        if let Some((sender, _)) = waiting.as_mut() {
+        if let Some(sender) = waiting.as_mut() {
             match sender.poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
-                    if let Some((sender, clock)) = waiting.take()
+                    if let Some(sender) = waiting.take()
                         && let Some(pool) = this.pool.upgrade()
                     {
-                        pool.give_back(sender, clock, this.slot);
+                        pool.give_back(sender, this.slot);
                     }
                 }
                 // Closed: the sender goes with the connection.

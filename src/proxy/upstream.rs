@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -200,12 +200,6 @@ impl UpstreamClient {
             tls.enable_http1().wrap_connector(http)
         };
         if !settings.http2 {
-            let origin = Uri::builder()
-                .scheme(upstream.scheme().clone())
-                .authority(upstream.authority().clone())
-                .path_and_query("/")
-                .build()
-                .expect("an upstream URL's scheme and authority make a URI");
             let limits = PoolLimits {
                 max_idle: MAX_IDLE_PER_UPSTREAM,
                 // Shorter than the keep-alive timeout of common upstream servers (Node.js: 5 s), so that a
@@ -218,7 +212,7 @@ impl UpstreamClient {
                 max_buf_size: UPSTREAM_READ_BUFFER,
             };
             return Self {
-                pool: Pool::Http1(Http1Pool::new(https, origin, limits)),
+                pool: Pool::Http1(Http1Pool::new(https, upstream.origin(), limits)),
                 version: Version::HTTP_11,
             };
         }
