@@ -13,6 +13,10 @@ require_rust
 ensure_commands kill:procps python3:python3 chromium:chromium+fonts-dejavu-core chromedriver:chromium-driver
 ensure_postgres_server
 
+# The deployment files (Kubernetes, Argo Rollouts, Flagger, Grafana) checked offline; the tests below check the
+# names and answers they rely on against a live instance.
+scripts/check-deploy.sh
+
 eval "$(scripts/pg.sh start)"
 trap 'scripts/pg.sh stop "$PG_DIR"' EXIT
 export DATABASE_URL

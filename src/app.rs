@@ -20,6 +20,8 @@ use crate::endpoint::{EndpointNamer, NamingSettings};
 use crate::exchange::{Exchange, Target};
 use crate::lane::{Lane, LaneSettings};
 use crate::metrics::Metrics;
+use crate::monitor::{Monitor, MonitorSettings};
+use crate::notify::{Notifier, NotifySettings};
 use crate::pipeline::metrics::{DropReason, Queue};
 use crate::pipeline::recorder::{self, Recording};
 use crate::pipeline::{self, AnalysisSink};
@@ -30,6 +32,7 @@ use crate::proxy::upstream::{ClientError, UpstreamClient, UpstreamSettings, tls_
 use crate::proxy::{Proxy, ProxySettings};
 use crate::redact::{RedactionSettings, Redactor};
 use crate::report::Reports;
+use crate::runs::RunControl;
 use crate::store::health::StoreHealth;
 use crate::store::sample::SampleLimits;
 use crate::store::writer::{Writer, WriterConfig, WriterSettings};
@@ -74,6 +77,8 @@ pub struct AppSettings {
     pub writer: WriterSettings,
     pub redaction: RedactionSettings,
     pub web: WebSettings,
+    pub monitor: MonitorSettings,
+    pub notify: NotifySettings,
 }
 
 impl AppSettings {
@@ -91,6 +96,8 @@ impl AppSettings {
             writer: WriterSettings::default(),
             redaction: RedactionSettings::default(),
             web: WebSettings::default(),
+            monitor: MonitorSettings::default(),
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -114,6 +121,8 @@ pub struct Application {
     /// Items waiting in the exchange and analysis queues.
     backlog: Backlog,
     run_label: String,
+    /// The run being written, switched without a restart from the API or a deployment hook.
+    runs: Arc<RunControl>,
     /// The record file and its queue, with `--record`.
     recordings: Option<(BufWriter<tokio::fs::File>, mpsc::Receiver<Recording>)>,
     analyses_sink: AnalysisSink,
@@ -138,6 +147,9 @@ pub struct Application {
     verdicts: VerdictSettings,
     /// The admin listener's settings: its token, public URL, names and session length.
     web: WebSettings,
+    monitor: MonitorSettings,
+    /// `--notify-url` receivers, with the TLS their https URLs need.
+    notify: Option<(NotifySettings, rustls::ClientConfig)>,
 }
 
 impl Application {
@@ -187,16 +199,17 @@ impl Application {
             .redaction_key(settings.redaction.key.as_deref())
             .await?;
         let redactor = Redactor::with(redaction_key, &settings.redaction);
-        let started_ms = crate::clock::now_ms();
-        let label = settings
-            .writer
-            .run
-            .clone()
-            .unwrap_or_else(|| default_run_label(&settings.upstreams));
+        let fallback = default_run_label(&settings.upstreams);
         let urls = Target::ALL.map(|target| settings.upstreams.url(target).to_string());
-        let run_id = store
-            .ensure_run(&label, [&urls[0], &urls[1], &urls[2]], started_ms)
-            .await?;
+        let first = crate::runs::first_run(
+            &store,
+            settings.writer.run.as_deref(),
+            &fallback,
+            urls.each_ref().map(String::as_str),
+        )
+        .await?;
+        let (run_id, label) = (first.id, first.label.clone());
+        let runs = Arc::new(RunControl::new(store.clone(), urls.clone(), first));
         tracing::info!(run = %label, store = store.backend().as_str(), "storing comparisons");
         let writer_config = WriterConfig {
             run_id,
@@ -334,6 +347,13 @@ impl Application {
             None => None,
         };
         let proxy = Arc::new(proxy);
+        let notify = if settings.notify.urls.is_empty() {
+            None
+        } else {
+            let mut notify = settings.notify.clone();
+            notify.dashboard = notify.dashboard.or_else(|| settings.web.public_url.clone());
+            Some((notify, tls_config(None)?))
+        };
         Ok(Self {
             proxy_listeners,
             admin_listener,
@@ -344,6 +364,7 @@ impl Application {
             exchanges: Some(exchanges),
             backlog,
             run_label: label,
+            runs,
             recordings,
             analyses_sink,
             analyses: Some(analyses),
@@ -362,6 +383,8 @@ impl Application {
             },
             shadow_timeout: settings.upstreams.shadow_timeout,
             verdicts: settings.verdicts,
+            monitor: settings.monitor,
+            notify,
             web: settings.web,
         })
     }
@@ -410,12 +433,17 @@ impl Application {
         )
     }
 
-    /// The label of the run this instance stores into.
+    /// The run being written now, and the means to start another.
+    pub fn runs(&self) -> Arc<RunControl> {
+        self.runs.clone()
+    }
+
+    /// The label of the run this instance started storing into.
     pub fn run_label(&self) -> &str {
         &self.run_label
     }
 
-    /// The id of the run this instance stores into.
+    /// The id of the run this instance started storing into.
     pub fn run_id(&self) -> i64 {
         self.writer_config.run_id
     }
@@ -469,10 +497,11 @@ impl Application {
                 self.redactor.clone(),
                 self.metrics.clone(),
             );
-            let (namer, budget, health) = (
+            let (namer, budget, health, runs) = (
                 self.namer.clone(),
                 self.budget.clone(),
                 self.store_health.clone(),
+                self.runs.clone(),
             );
             let stop = stop_consumer.clone();
             self.lane.spawn_stage(self.lane.threads() - 1, async move {
@@ -489,10 +518,28 @@ impl Application {
                     .with_namer(namer)
                     .with_budget(&budget)
                     .with_health(health)
+                    .with_runs(runs)
                     .run(rx, stop)
                     .await
             })
         });
+
+        let notifier = self.notify.map(|(settings, tls)| {
+            let (notifier, sender) = Notifier::start(settings, tls, self.metrics.notify.clone());
+            (notifier, self.lane.spawn_stage(0, sender))
+        });
+        let stop_monitor = CancellationToken::new();
+        let monitor = self.lane.spawn_stage(
+            0,
+            Monitor::new(
+                reports.clone(),
+                self.runs.clone(),
+                self.metrics.verdict.clone(),
+                notifier.as_ref().map(|(notifier, _)| notifier.clone()),
+                self.monitor.clone(),
+            )
+            .run(stop_monitor.clone()),
+        );
 
         let draining = CancellationToken::new();
         let admin_router = web::router(web::AdminState {
@@ -504,6 +551,7 @@ impl Application {
             proxy_addr: Some(proxy_addr),
             store_health: Some(self.store_health.clone()),
             samples_per_path: self.writer_config.samples_per_path,
+            runs: Some(self.runs.clone()),
             guard: Arc::new(AdminGuard::new(
                 self.admin_listener
                     .local_addr()
@@ -576,10 +624,22 @@ impl Application {
         if let Some(consumer) = consumer {
             let _ = consumer.await;
         }
+        // After the writer's last batch, so that the summary counts everything.
+        stop_monitor.cancel();
+        let _ = monitor.await;
+        if let Some((notifier, sender)) = notifier {
+            drop(notifier);
+            if tokio::time::timeout(NOTIFY_GRACE, sender).await.is_err() {
+                tracing::warn!("notifications still unsent at shutdown were dropped");
+            }
+        }
         let _ = admin.await;
         tracing::info!("shadowdiff stopped");
     }
 }
+
+/// How long the last notifications (the summary among them) may take to send at shutdown.
+const NOTIFY_GRACE: Duration = Duration::from_secs(10);
 
 /// Connections the writer opens for itself: it writes one batch at a time, beside a heartbeat.
 const WRITER_CONNECTIONS: u32 = 2;

@@ -1,6 +1,7 @@
 //! The CI gate: a stored run judged against bounds (diff rate, evidence, latency), with every reason it fails.
 
 pub mod render;
+pub mod verdict;
 
 use serde::Serialize;
 
@@ -42,11 +43,27 @@ pub async fn evaluate(
     Ok(judge(&report, settings))
 }
 
+/// A run's verdict as deployment tools read it, judged as `evaluate` judges it; a run the store does not
+/// have is a verdict with too little data, not an error.
+pub async fn verdict(
+    reports: &Reports,
+    run: &str,
+    settings: &GateSettings,
+) -> Result<verdict::Verdict, StoreError> {
+    match evaluate(reports, run, settings).await {
+        Ok(report) => Ok(verdict::Verdict::of(&report)),
+        Err(GateError::NoRun(_) | GateError::NoRuns) => Ok(verdict::Verdict::unknown(run)),
+        Err(GateError::Store(error)) => Err(error),
+    }
+}
+
 /// The gate's verdict; its JSON form is the stable interface CI scripts read.
 #[derive(Clone, Debug, Serialize)]
 pub struct GateReport {
     pub run: String,
     pub passed: bool,
+    /// Whether the run had the fewest compared requests asked for (`--min-requests`); it fails without.
+    pub enough_data: bool,
     pub max_diff_rate: f64,
     pub requests: u64,
     pub diff_rate: f64,
@@ -188,7 +205,8 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
     let diff_rate = aggregate::rate(selected.iter().map(|e| failing(e)).sum(), requests);
 
     let mut failures = Vec::new();
-    if requests < settings.min_requests {
+    let enough_data = requests >= settings.min_requests;
+    if !enough_data {
         failures.push(Failure::TooFewRequests {
             requests,
             min: settings.min_requests,
@@ -250,6 +268,7 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
     GateReport {
         run: report.run.label.clone(),
         passed: failures.is_empty(),
+        enough_data,
         max_diff_rate: settings.max_diff_rate,
         requests,
         diff_rate,

@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::budget::BudgetMetrics;
+use crate::monitor::{GaugesCollector, VerdictGauges};
+use crate::notify::NotifyMetrics;
 use crate::pipeline::metrics::{AnalysisMetrics, QueueMetrics};
 use crate::proxy::metrics::ProxyMetrics;
 use crate::store::metrics::StoreMetrics;
@@ -66,6 +68,9 @@ pub struct Metrics {
     pub budget: BudgetMetrics,
     /// Requests whose new endpoint name was past `--max-endpoints` (the endpoint namer increments it).
     pub endpoints_overflowed: Counter,
+    pub notify: NotifyMetrics,
+    /// The run's verdict as last worked out from the store (none while it could not be).
+    pub verdict: Arc<VerdictGauges>,
 }
 
 impl fmt::Debug for Metrics {
@@ -94,6 +99,9 @@ impl Metrics {
         let store = StoreMetrics::register(&mut registry);
         let budget = BudgetMetrics::register(&mut registry);
         let endpoints_overflowed = crate::endpoint::register_overflow_counter(&mut registry);
+        let notify = NotifyMetrics::register(&mut registry);
+        let verdict = Arc::new(VerdictGauges::default());
+        registry.register_collector(Box::new(GaugesCollector(verdict.clone())));
         Self {
             registry: Mutex::new(registry),
             proxy,
@@ -102,6 +110,8 @@ impl Metrics {
             store,
             budget,
             endpoints_overflowed,
+            notify,
+            verdict,
         }
     }
 

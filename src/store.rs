@@ -6,6 +6,7 @@ pub mod health;
 pub mod metrics;
 pub mod queries;
 pub mod rows;
+pub mod runs;
 pub mod sample;
 pub mod sampler;
 pub mod write;
@@ -126,6 +127,9 @@ pub struct RunInfo {
     pub last_seen_at_ms: i64,
     /// When a writer last said it was alive (it keeps the run from retention).
     pub heartbeat_at_ms: i64,
+    /// When another run was started for the same upstreams, closing this one (it is kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at_ms: Option<i64>,
 }
 
 /// A sample as the writer stores it.
@@ -251,21 +255,40 @@ impl Store {
         now_ms: i64,
     ) -> Result<i64, StoreError> {
         on_pool!(self, pool => {
-            let mut query = QueryBuilder::new(
-                "INSERT INTO runs (label, primary_url, secondary_url, candidate_url, started_at, last_seen_at, heartbeat_at) VALUES (",
-            );
-            let mut values = query.separated(", ");
-            values.push_bind(label);
-            for url in urls {
-                values.push_bind(url);
-            }
-            values.push_bind(now_ms).push_bind(now_ms).push_bind(now_ms);
-            query.push(
-                ") ON CONFLICT (label) DO UPDATE SET last_seen_at = excluded.last_seen_at, heartbeat_at = excluded.heartbeat_at \
-                 RETURNING id",
-            );
+            let mut query = QueryBuilder::new("");
+            upsert_run(&mut query, label, urls, now_ms, false);
             let row = query.build().fetch_one(pool).await?;
             Ok(row.try_get::<i64, _>("id")?)
         })
     }
+}
+
+/// `INSERT INTO runs ... RETURNING id` for `label`, or, when it exists, its last-seen time and heartbeat set
+/// to now (and with `reopen`, its closing undone).
+pub(crate) fn upsert_run<DB: sqlx::Database>(
+    query: &mut QueryBuilder<DB>,
+    label: &str,
+    urls: [&str; 3],
+    now_ms: i64,
+    reopen: bool,
+) where
+    i64: for<'a> sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    query.push(
+        "INSERT INTO runs (label, primary_url, secondary_url, candidate_url, started_at, last_seen_at, heartbeat_at) VALUES (",
+    );
+    let mut values = query.separated(", ");
+    values.push_bind(label);
+    for url in urls {
+        values.push_bind(url);
+    }
+    values.push_bind(now_ms).push_bind(now_ms).push_bind(now_ms);
+    query.push(
+        ") ON CONFLICT (label) DO UPDATE SET last_seen_at = excluded.last_seen_at, heartbeat_at = excluded.heartbeat_at",
+    );
+    if reopen {
+        query.push(", closed_at = NULL");
+    }
+    query.push(" RETURNING id");
 }

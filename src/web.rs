@@ -4,6 +4,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod delivery;
 pub mod error;
 pub mod fragment;
 pub mod guard;
@@ -80,6 +81,9 @@ pub struct AdminState {
     pub store_health: Option<Arc<StoreHealth>>,
     /// Samples kept per endpoint and place (`--samples-per-path`), which the samples page tells.
     pub samples_per_path: usize,
+    /// The run the proxy writes into (`current`), switched from the API and deployment hooks; none for a
+    /// report without a proxy.
+    pub runs: Option<Arc<crate::runs::RunControl>>,
     /// Which hosts and origins are the listener's own, and the pace of login attempts.
     pub guard: Arc<AdminGuard>,
     /// How long a login lasts.
@@ -93,7 +97,18 @@ pub fn router(state: AdminState) -> Router {
     routes::router(state)
 }
 
-/// The run with this label, or the most recent for `latest`.
+/// The label that names the run being written (switched with `POST /api/v1/runs`).
+pub const CURRENT_RUN: &str = "current";
+
+/// A run label as asked for, with `current` made the label of the run being written.
+pub fn run_label(state: &AdminState, label: &str) -> String {
+    match &state.runs {
+        Some(runs) if label == CURRENT_RUN => runs.current().label,
+        _ => label.to_string(),
+    }
+}
+
+/// The run with this label, the one being written for `current`, or the most recent for `latest`.
 pub async fn resolve_run(state: &AdminState, label: &str) -> Result<RunInfo, WebError> {
-    Ok(state.reports.run(label).await?)
+    Ok(state.reports.run(&run_label(state, label)).await?)
 }

@@ -19,6 +19,8 @@ use crate::app::AppSettings;
 use crate::budget::MemoryBudget;
 use crate::endpoint::{EndpointPattern, NamingSettings};
 use crate::lane::{LaneSettings, ShadowScheduling};
+use crate::monitor::MonitorSettings;
+use crate::notify::{NotifyFormat, NotifySettings};
 use crate::proxy::upstream::UpstreamSettings;
 use crate::proxy::{ProxySettings, ResponseMode, ShadowSettings};
 use crate::redact::RedactionSettings;
@@ -565,6 +567,23 @@ pub struct AdminArgs {
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_ADMIN_SESSION_TTL",
           default_value_t = Span(WebSettings::DEFAULT_SESSION_TTL), value_parser = parse_interval_span)]
     pub admin_session_ttl: Span,
+
+    /// Post a message here when a regression first appears in the run, when the run's verdict flips, and
+    /// when the process stops (a Slack incoming webhook, or any URL with `--notify-format json`); repeat the
+    /// flag for several. Links point at `--admin-public-url` when set.
+    #[arg(long = "notify-url", value_name = "URL", env = "SHADOWDIFF_NOTIFY_URL", value_delimiter = ',',
+          value_parser = parse_public_url, hide_env_values = true)]
+    pub notify_urls: Vec<http::Uri>,
+
+    /// How notifications are written.
+    #[arg(long, value_enum, env = "SHADOWDIFF_NOTIFY_FORMAT", default_value_t = NotifyFormat::Slack)]
+    pub notify_format: NotifyFormat,
+
+    /// How often the run's verdict is worked out from the store, for the verdict gauges on /metrics and for
+    /// notifications.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_VERDICT_REFRESH",
+          default_value_t = Span(MonitorSettings::DEFAULT_REFRESH), value_parser = parse_interval_span)]
+    pub verdict_refresh: Span,
 }
 
 /// An http:// or https:// URL with a host.
@@ -586,6 +605,14 @@ impl ServeArgs {
     pub fn settings(self) -> AppSettings {
         let mut settings = self.instance.settings();
         self.proxy.apply(&mut settings.proxy);
+        settings.notify = NotifySettings {
+            urls: self.admin.notify_urls.clone(),
+            format: self.admin.notify_format,
+            dashboard: self.admin.admin_public_url.clone(),
+        };
+        settings.monitor = MonitorSettings {
+            refresh: self.admin.verdict_refresh.into(),
+        };
         settings.web = self.admin.settings();
         settings
     }

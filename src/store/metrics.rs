@@ -40,16 +40,20 @@ pub enum UnstoredReason {
     Shutdown,
     /// Making it failed.
     Failed,
+    /// It began before the run it would have counted for was closed and another started (a straggler of the
+    /// revision judged before).
+    RunClosed,
 }
 
 impl UnstoredReason {
-    pub const ALL: [UnstoredReason; 6] = [
+    pub const ALL: [UnstoredReason; 7] = [
         UnstoredReason::BufferFull,
         UnstoredReason::MemoryBudget,
         UnstoredReason::RunDeleted,
         UnstoredReason::Refused,
         UnstoredReason::Shutdown,
         UnstoredReason::Failed,
+        UnstoredReason::RunClosed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl UnstoredReason {
             UnstoredReason::Refused => "refused",
             UnstoredReason::Shutdown => "shutdown",
             UnstoredReason::Failed => "failed",
+            UnstoredReason::RunClosed => "run_closed",
         }
     }
 }

@@ -69,7 +69,7 @@ impl Store {
     pub async fn runs(&self) -> Result<Vec<RunInfo>, StoreError> {
         on_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT id, label, primary_url, secondary_url, candidate_url, started_at, last_seen_at, heartbeat_at \
+                "SELECT id, label, primary_url, secondary_url, candidate_url, started_at, last_seen_at, heartbeat_at, closed_at \
                  FROM runs ORDER BY last_seen_at DESC, id DESC",
             )
             .fetch_all(pool)
@@ -411,6 +411,7 @@ fn run_info<R: Row>(row: &R) -> Result<RunInfo, sqlx::Error>
 where
     for<'r> &'r str: sqlx::ColumnIndex<R>,
     i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'r> sqlx::Decode<'r, R::Database>,
     String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     Ok(RunInfo {
@@ -422,5 +423,6 @@ where
         started_at_ms: row.try_get("started_at")?,
         last_seen_at_ms: row.try_get("last_seen_at")?,
         heartbeat_at_ms: row.try_get("heartbeat_at")?,
+        closed_at_ms: row.try_get("closed_at")?,
     })
 }

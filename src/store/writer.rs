@@ -22,8 +22,10 @@ use crate::exchange::Target;
 use crate::metrics::Metrics;
 use crate::pipeline::Draining;
 use crate::redact::Redactor;
+use crate::runs::RunControl;
 use crate::store::health::StoreHealth;
 use crate::store::metrics::{Unstored, UnstoredReason};
+use crate::store::runs::ActiveRun;
 use crate::store::sample::{SampleDocument, SampleLimits, started_at_ms};
 use crate::store::sampler::{SamplePlace, Sampler, Take};
 use crate::store::write::{FlushBatch, Unsampled, Written};
@@ -161,6 +163,10 @@ pub struct Writer {
     run_missing: bool,
     last_retention: Instant,
     ticks: u64,
+    /// Which run to write, when runs can be switched without a restart.
+    runs: Option<Arc<RunControl>>,
+    /// Exchanges that began before this (unix ms) belong to the run closed when this one started.
+    since_ms: i64,
 }
 
 impl Writer {
@@ -193,7 +199,15 @@ impl Writer {
             run_missing: false,
             last_retention: Instant::now(),
             ticks: 0,
+            runs: None,
+            since_ms: 0,
         }
+    }
+
+    /// Follows the process's run as it is switched (here, or by another replica through the store).
+    pub fn with_runs(mut self, runs: Arc<RunControl>) -> Self {
+        self.runs = Some(runs);
+        self
     }
 
     /// Names this writer's exchanges were given by: templates learned there are stored, and the namer is told
@@ -242,6 +256,12 @@ impl Writer {
     /// Folds one analysed exchange into what waits to be written.
     pub fn add(&mut self, mut analysis: Analysis) {
         analysis.exchange.charge.move_to(Stage::Writer);
+        if started_at_ms(&analysis.exchange) < self.since_ms {
+            self.metrics
+                .store
+                .dropped(Unstored::Exchange, UnstoredReason::RunClosed, 1);
+            return;
+        }
         if self.pending_rows() >= self.config.max_pending_rows {
             self.metrics
                 .store
@@ -623,6 +643,37 @@ impl Writer {
         self.run_missing = true;
     }
 
+    /// Writes what waits into the run being closed, then writes into `active` from now on, with nothing of
+    /// the old run's held (quotas, names, templates).
+    async fn switch_to(&mut self, active: ActiveRun) {
+        if active.label == self.config.run_label {
+            return;
+        }
+        if let Err(error) = self.flush_now().await {
+            let lost =
+                self.pending.requests() + self.unsent.as_ref().map_or(0, FlushBatch::requests);
+            tracing::warn!(%error, lost, run = %self.config.run_label, "could not write the closed run's last counts");
+            self.metrics
+                .store
+                .dropped(Unstored::Exchange, UnstoredReason::RunClosed, lost);
+        }
+        self.forget_run();
+        self.run_missing = false;
+        self.config.run_id = active.id;
+        self.config.run_label = active.label;
+        self.since_ms = active.since_ms;
+        self.load_run_state(true).await;
+    }
+
+    /// Asks the store which run these upstreams are judged under now (another replica may have moved it).
+    async fn follow_runs(&mut self) {
+        if let Some(runs) = &self.runs
+            && let Err(error) = runs.follow().await
+        {
+            tracing::debug!(%error, "could not read the active run");
+        }
+    }
+
     /// Creates the run again under its label (and upstreams) and writes into it from now on.
     async fn start_run_again(&mut self) -> Result<(), StoreError> {
         let urls = self.config.run_urls.each_ref().map(String::as_str);
@@ -726,9 +777,11 @@ impl Writer {
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut analyses = Draining::new(rx, stop);
+        let mut switches = self.runs.as_ref().map(|runs| runs.subscribe());
         loop {
             tokio::select! {
                 biased;
+                active = next_switch(&mut switches) => self.switch_to(active).await,
                 received = analyses.next() => match received {
                     Some(analysis) => {
                         self.add(analysis);
@@ -742,6 +795,7 @@ impl Writer {
                 },
                 _ = tick.tick() => {
                     self.flush().await;
+                    self.follow_runs().await;
                     self.ticks += 1;
                     if self.ticks.is_multiple_of(HEARTBEAT_TICKS) {
                         self.heartbeat().await;
@@ -765,6 +819,20 @@ impl Writer {
                         .dropped(Unstored::Exchange, UnstoredReason::Shutdown, lost);
                 }
             }
+        }
+    }
+}
+
+/// The next run switched to, or never when runs are not switched (or the switch's sender is gone).
+async fn next_switch(switches: &mut Option<tokio::sync::watch::Receiver<ActiveRun>>) -> ActiveRun {
+    let Some(receiver) = switches else {
+        return std::future::pending().await;
+    };
+    match receiver.changed().await {
+        Ok(()) => receiver.borrow_and_update().clone(),
+        Err(_) => {
+            *switches = None;
+            std::future::pending().await
         }
     }
 }

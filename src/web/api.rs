@@ -17,9 +17,9 @@ use crate::store::queries::{SampleSummary, StoredRule};
 use crate::store::sample::SampleDocument;
 use crate::web::error::{ApiError, WebError};
 use crate::web::range::ViewQuery;
-use crate::web::{AdminState, resolve_run};
+use crate::web::{AdminState, resolve_run, run_label};
 
-pub use crate::web::routes::API_ROUTES;
+pub use crate::web::routes::{API_ROUTES, WEBHOOK_ROUTES};
 
 #[derive(Serialize)]
 pub struct RunSummary {
@@ -51,7 +51,7 @@ pub(crate) async fn run_report(
     Ok(Json(
         state
             .reports
-            .report(&run, query.range().time_range())
+            .report(&run_label(&state, &run), query.range().time_range())
             .await?,
     ))
 }
@@ -63,7 +63,7 @@ pub(crate) async fn endpoints(
 ) -> Result<Json<Vec<EndpointReport>>, ApiError> {
     let report = state
         .reports
-        .report(&run, query.range().time_range())
+        .report(&run_label(&state, &run), query.range().time_range())
         .await?;
     Ok(Json(report.endpoints))
 }
@@ -73,7 +73,7 @@ pub(crate) async fn fields(
     Path((run, endpoint)): Path<(String, String)>,
     Query(query): Query<ViewQuery>,
 ) -> Result<Json<EndpointDetail>, ApiError> {
-    let run = state.reports.run(&run).await?;
+    let run = resolve_run(&state, &run).await?;
     let range = query.range().time_range();
     Ok(Json(state.reports.endpoint(&run, &endpoint, range).await?))
 }
@@ -84,7 +84,12 @@ pub(crate) async fn timeline(
     Query(query): Query<ViewQuery>,
 ) -> Result<Json<Vec<TimelinePoint>>, ApiError> {
     let range = query.range().time_range();
-    Ok(Json(state.reports.timeline(&run, &endpoint, range).await?))
+    Ok(Json(
+        state
+            .reports
+            .timeline(&run_label(&state, &run), &endpoint, range)
+            .await?,
+    ))
 }
 
 /// A learned template as the API shows it.
@@ -219,44 +224,47 @@ pub(crate) async fn openapi() -> Json<Value> {
     Json(openapi_document())
 }
 
-/// The OpenAPI 3 document of [`API_ROUTES`].
+/// The OpenAPI 3 document of [`API_ROUTES`] and [`WEBHOOK_ROUTES`].
 pub fn openapi_document() -> Value {
     let mut paths = serde_json::Map::new();
-    for route in API_ROUTES {
+    for route in API_ROUTES.iter().chain(WEBHOOK_ROUTES) {
         let mut parameters: Vec<Value> = route
             .path
             .split('/')
             .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        let required = |name: &str| name == "endpoint" && route.path.ends_with("/samples");
         parameters.extend(
             route
                 .query
                 .iter()
-                .map(|name| json!({"name": name, "in": "query", "required": *name == "endpoint", "schema": {"type": "string"}})),
+                .map(|name| json!({"name": name, "in": "query", "required": required(name), "schema": {"type": "string"}})),
         );
         let (status, description) = match route.method {
+            "post" if route.answer.is_some() => ("200", "JSON"),
             "post" => ("201", "created"),
             "delete" => ("204", "deleted"),
             _ => ("200", "JSON"),
         };
+        let mut answer = json!({"description": description});
+        if let Some(schema) = route.answer {
+            answer["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
+        }
         let mut operation = json!({
             "summary": route.summary,
             "parameters": parameters,
             "responses": {
-                status: {"description": description},
+                status: answer,
+                "400": {"description": "a bad option or body"},
                 "401": {"description": "the admin token is required"},
                 "404": {"description": "no such run, endpoint, exchange or rule"},
             },
         });
-        if route.method == "post" {
+        if let Some(schema) = route.body {
             operation["requestBody"] = json!({
                 "required": true,
-                "content": {"application/json": {"schema": {"type": "object", "required": ["path", "action"], "properties": {
-                    "endpoint": {"type": "string"}, "path": {"type": "string"},
-                    "action": {"type": "string", "enum": ["ignore", "noise", "tolerance", "unordered", "presence-only", "type-only"]},
-                    "absolute": {"type": "number"}, "relative": {"type": "number"}
-                }}}},
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}},
             });
         }
         let entry = paths
@@ -267,9 +275,50 @@ pub fn openapi_document() -> Value {
     json!({
         "openapi": "3.0.3",
         "info": {"title": "shadowdiff", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "The report of a shadow proxy: runs, endpoints, verdicts per place, samples, rules."},
-        "components": {"securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}}},
+                 "description": "The report of a shadow proxy: runs, endpoints, verdicts per place, samples, rules; \
+                                 runs started and judged for deployment pipelines."},
+        "components": {
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        },
         "security": [{"adminToken": []}, {}],
         "paths": paths,
+    })
+}
+
+/// The request and answer bodies the routes name.
+fn schemas() -> Value {
+    let string = json!({"type": "string"});
+    json!({
+        "Rule": {"type": "object", "required": ["path", "action"], "properties": {
+            "endpoint": string, "path": string,
+            "action": {"type": "string", "enum": ["ignore", "noise", "tolerance", "unordered", "presence-only", "type-only"]},
+            "absolute": {"type": "number"}, "relative": {"type": "number"}
+        }},
+        "StartRun": {"type": "object", "required": ["label"], "properties": {"label": string}},
+        "StartedRun": {"type": "object", "properties": {
+            "label": string, "id": {"type": "integer"}, "since_ms": {"type": "integer"}, "started": {"type": "boolean"}
+        }},
+        "Verdict": {"type": "object", "required": ["run", "passed", "enough_data", "requests", "diff_rate", "breaking",
+                                                   "latency_regressions", "failing", "reason"], "properties": {
+            "run": string,
+            "passed": {"type": "boolean", "description": "false whenever enough_data is false"},
+            "enough_data": {"type": "boolean", "description": "at least min_requests compared requests"},
+            "requests": {"type": "integer"},
+            "diff_rate": {"type": "number"},
+            "breaking": {"type": "integer", "description": "places whose regression is breaking"},
+            "latency_regressions": {"type": "integer", "description": "endpoints slower on the candidate"},
+            "failing": {"type": "array", "items": {"type": "object", "properties": {
+                "endpoint": string, "path": string, "kind": string,
+                "compat": {"type": "string", "enum": ["breaking", "additive", "changed"]},
+                "rate": {"type": "number"}, "sample": {"type": "string", "nullable": true}
+            }}},
+            "reason": string
+        }},
+        "FlaggerPayload": {"type": "object", "required": ["name", "namespace"], "properties": {
+            "name": string, "namespace": string, "phase": string, "checksum": string,
+            "metadata": {"type": "object", "additionalProperties": string,
+                         "description": "run, max_diff_rate, min_requests, fail_on, latency, token"}
+        }},
     })
 }

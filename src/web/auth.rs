@@ -80,6 +80,15 @@ fn authorised(headers: &HeaderMap, token: &str) -> bool {
     bearer || cookie
 }
 
+/// Whether a caller that cannot send headers of its own may pass: no token is set, the request carries it,
+/// or it is `given` in the body (Flagger's webhooks carry it in their metadata).
+pub fn admitted_with(state: &AdminState, headers: &HeaderMap, given: Option<&str>) -> bool {
+    state.token.as_deref().is_none_or(|token| {
+        authorised(headers, token)
+            || given.is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
+    })
+}
+
 /// Whether a request may pass: no token is set, or it carries the token.
 fn admitted(state: &AdminState, request: &Request) -> bool {
     state

@@ -8,7 +8,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::encoding::percent_encode;
 use crate::web::pages::{endpoint, exchange, overview, samples};
-use crate::web::{AdminState, api, assets, auth, guard, health};
+use crate::web::{AdminState, api, assets, auth, delivery, guard, health};
 
 /// One route: a method on a path pattern (`{name}` is one segment, `{*name}` the rest), and its handler.
 pub struct Route {
@@ -19,6 +19,9 @@ pub struct Route {
     pub summary: &'static str,
     /// Its query parameters, for the OpenAPI document.
     pub query: &'static [&'static str],
+    /// The schemas (in the OpenAPI document's components) of its JSON body and of its answer, if any.
+    pub body: Option<&'static str>,
+    pub answer: Option<&'static str>,
     handler: fn() -> MethodRouter<AdminState>,
 }
 
@@ -126,6 +129,34 @@ pub const API_ROUTES: &[Route] = &[
         &["range"],
         || get(api::run_report),
     ),
+    Route {
+        body: Some("StartRun"),
+        answer: Some("StartedRun"),
+        ..route(
+            "post",
+            "/api/v1/runs",
+            "Start a run: the proxy (and its replicas) write into it from now on, the run before is closed and \
+             kept. 201 when started, 200 when it already was the run being written",
+            || post(delivery::start_run),
+        )
+    },
+    Route {
+        answer: Some("Verdict"),
+        ..api_route(
+            "get",
+            "/api/v1/runs/{run}/verdict",
+            "A run's verdict under the gate's options (`endpoint` repeatable); a run not seen yet answers 200 \
+             with enough_data false",
+            &[
+                "max_diff_rate",
+                "min_requests",
+                "fail_on",
+                "latency",
+                "endpoint",
+            ],
+            || get(delivery::verdict),
+        )
+    },
     route(
         "delete",
         "/api/v1/runs/{run}",
@@ -178,12 +209,15 @@ pub const API_ROUTES: &[Route] = &[
         "Rules in force: from the rules file, and stored",
         || get(api::rules),
     ),
-    route(
-        "post",
-        "/api/v1/rules",
-        "Add a rule (JSON body: endpoint, path, action, absolute, relative)",
-        || post(api::add_rule),
-    ),
+    Route {
+        body: Some("Rule"),
+        ..route(
+            "post",
+            "/api/v1/rules",
+            "Add a rule (JSON body: endpoint, path, action, absolute, relative)",
+            || post(api::add_rule),
+        )
+    },
     route(
         "delete",
         "/api/v1/rules/{id}",
@@ -194,6 +228,19 @@ pub const API_ROUTES: &[Route] = &[
         get(api::openapi)
     }),
 ];
+
+/// Flagger's webhooks: Flagger cannot set headers, so with `--admin-token` they check the token in the
+/// payload's `metadata.token` (or a bearer header) themselves.
+pub const WEBHOOK_ROUTES: &[Route] = &[Route {
+    body: Some("FlaggerPayload"),
+    ..route(
+        "post",
+        "/api/v1/webhooks/flagger/{hook}",
+        "Flagger webhook (`pre-rollout` starts the revision's run; `rollout` answers 412 when the verdict \
+         fails on enough data; `confirm-promotion` answers 200 only when it passes)",
+        || post(delivery::flagger),
+    )
+}];
 
 const fn route(
     method: &'static str,
@@ -216,17 +263,20 @@ const fn api_route(
         path,
         summary,
         query,
+        body: None,
+        answer: None,
         handler,
     }
 }
 
 /// Every table, for checks over the whole URL space.
-pub const ALL_ROUTES: [&[Route]; 5] = [
+pub const ALL_ROUTES: [&[Route]; 6] = [
     HEALTH_ROUTES,
     PUBLIC_ROUTES,
     PAGE_ROUTES,
     METRICS_ROUTES,
     API_ROUTES,
+    WEBHOOK_ROUTES,
 ];
 
 fn routes(table: &[Route]) -> Router<AdminState> {
@@ -237,7 +287,7 @@ fn routes(table: &[Route]) -> Router<AdminState> {
 
 /// The admin listener: the health checks as they are; everything else only for the listener's own names and
 /// with no cross-site changes (`guard`); the pages behind the login redirect, the API and the metrics behind
-/// a 401; the security headers on every answer.
+/// a 401, the webhooks checking the token themselves; the security headers on every answer.
 pub fn router(state: AdminState) -> Router {
     let pages = routes(PAGE_ROUTES)
         .fallback(crate::web::pages::not_found)
@@ -246,6 +296,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(routes(METRICS_ROUTES))
         .layer(from_fn_with_state(state.clone(), auth::require_api_token));
     let guarded = routes(PUBLIC_ROUTES)
+        .merge(routes(WEBHOOK_ROUTES))
         .merge(pages)
         .merge(api)
         .layer(from_fn_with_state(state.clone(), guard::check));

@@ -7,6 +7,7 @@ mod bodies;
 mod bounded;
 mod browser;
 mod caller_path;
+mod delivery;
 mod demo;
 mod edges;
 mod faults;

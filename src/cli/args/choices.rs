@@ -7,6 +7,7 @@ use crate::demo::service::DemoVariant;
 use crate::gate::FailOn;
 use crate::gate::render::GateFormat;
 use crate::lane::ShadowScheduling;
+use crate::notify::NotifyFormat;
 use crate::proxy::ResponseMode;
 use crate::telemetry::LogFormat;
 use crate::traffic::TrafficFormat;
@@ -43,6 +44,11 @@ choices!(ResponseMode {
 choices!(FailOn {
     Any => "any": "Every regression counts toward the diff rate",
     Breaking => "breaking": "Only breaking ones (a field missing, a type or status class changed): for compatibility checks",
+});
+
+choices!(NotifyFormat {
+    Slack => "slack": "A Slack incoming webhook's text and blocks",
+    Json => "json": "One JSON object per event (event, run, text, dashboard and the event's fields)",
 });
 
 choices!(GateFormat {

@@ -14,7 +14,7 @@ use crate::web::fragment::Fragment;
 use crate::web::range::{RangeChoice, ViewQuery};
 use crate::web::routes::{self, link};
 use crate::web::view::{self, count, millis, percent, timestamp};
-use crate::web::{AdminState, resolve_run};
+use crate::web::{AdminState, resolve_run, run_label};
 
 struct RunView {
     label: String,
@@ -201,7 +201,7 @@ async fn render_overview(
     }
     let report = state
         .reports
-        .report(run, query.range().time_range())
+        .report(&run_label(state, run), query.range().time_range())
         .await?;
     let templates = state.store.templates(report.run.id).await?;
     let info = &report.run;
@@ -246,7 +246,7 @@ pub async fn overview_live(
 ) -> Result<Response, PageError> {
     let report = state
         .reports
-        .report(&run, query.range().time_range())
+        .report(&run_label(&state, &run), query.range().time_range())
         .await?;
     let templates = state.store.templates(report.run.id).await?;
     let live = OverviewLive::new(&report, query.range(), &templates, store_problem(&state));

@@ -1,0 +1,100 @@
+//! The process's run, switched without a restart: a new run started from the API or a deployment hook closes
+//! the one before; the writer follows locally at once and other replicas at their next flush.
+
+use tokio::sync::watch;
+
+use crate::clock::now_ms;
+use crate::store::runs::ActiveRun;
+use crate::store::{Store, StoreError};
+
+/// The run this process writes into, and the means to start another.
+pub struct RunControl {
+    store: Store,
+    /// The upstreams the runs are of (their pointer in the store is kept per set of upstreams).
+    urls: [String; 3],
+    current: watch::Sender<ActiveRun>,
+}
+
+impl RunControl {
+    pub fn new(store: Store, urls: [String; 3], first: ActiveRun) -> Self {
+        Self {
+            store,
+            urls,
+            current: watch::Sender::new(first),
+        }
+    }
+
+    fn urls(&self) -> [&str; 3] {
+        self.urls.each_ref().map(String::as_str)
+    }
+
+    /// The run being written now.
+    pub fn current(&self) -> ActiveRun {
+        self.current.borrow().clone()
+    }
+
+    /// Told of every switch.
+    pub fn subscribe(&self) -> watch::Receiver<ActiveRun> {
+        self.current.subscribe()
+    }
+
+    /// Makes `label` the run of these upstreams, for this process now and for the other replicas at their
+    /// next flush. Returns the run and whether it changed.
+    pub async fn start(&self, label: &str) -> Result<(ActiveRun, bool), StoreError> {
+        let (active, changed) = self.store.start_run(label, self.urls(), now_ms()).await?;
+        self.adopt(active.clone());
+        Ok((active, changed))
+    }
+
+    /// Reads which run the store points at and follows it if another replica moved it.
+    pub async fn follow(&self) -> Result<(), StoreError> {
+        if let Some(active) = self.store.active_run(self.urls()).await? {
+            self.adopt(active);
+        }
+        Ok(())
+    }
+
+    /// Follows `active` unless it is the run being written (by label: a run deleted and started again under
+    /// its label is the same run to follow).
+    fn adopt(&self, active: ActiveRun) {
+        self.current.send_if_modified(|current| {
+            if current.label == active.label {
+                return false;
+            }
+            tracing::info!(run = %active.label, previous = %current.label, "now storing into another run");
+            *current = active;
+            true
+        });
+    }
+}
+
+/// The run a process starts in: the one asked for (made the active run), or else the upstreams' active run
+/// if it is still open, or else a new one under `fallback`.
+pub async fn first_run(
+    store: &Store,
+    asked: Option<&str>,
+    fallback: &str,
+    urls: [&str; 3],
+) -> Result<ActiveRun, StoreError> {
+    if asked.is_none()
+        && let Some(active) = store.active_run(urls).await?
+    {
+        let open = store
+            .run(&active.label)
+            .await?
+            .is_some_and(|run| run.closed_at_ms.is_none());
+        if open {
+            // A replica restarted mid-rollout goes on judging the revision the pipeline named.
+            return Ok(ActiveRun {
+                since_ms: 0,
+                ..active
+            });
+        }
+    }
+    let label = asked.unwrap_or(fallback);
+    let (active, _) = store.start_run(label, urls, now_ms()).await?;
+    Ok(ActiveRun {
+        since_ms: 0,
+        ..active
+    })
+}
