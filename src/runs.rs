@@ -42,23 +42,26 @@ impl RunControl {
     /// next flush. Returns the run and whether it changed.
     pub async fn start(&self, label: &str) -> Result<(ActiveRun, bool), StoreError> {
         let (active, changed) = self.store.start_run(label, self.urls(), now_ms()).await?;
-        self.adopt(active.clone());
+        self.adopt(active.clone(), true);
         Ok((active, changed))
     }
 
     /// Reads which run the store points at and follows it if another replica moved it.
     pub async fn follow(&self) -> Result<(), StoreError> {
         if let Some(active) = self.store.active_run(self.urls()).await? {
-            self.adopt(active);
+            self.adopt(active, false);
         }
         Ok(())
     }
 
     /// Follows `active` unless it is the run being written (by label: a run deleted and started again under
-    /// its label is the same run to follow).
-    fn adopt(&self, active: ActiveRun) {
+    /// its label is the same run to follow). A pointer read from the store is followed only if it is not older
+    /// than the run being written: a read that raced a start made here must not undo it.
+    fn adopt(&self, active: ActiveRun, started_here: bool) {
         self.current.send_if_modified(|current| {
-            if current.label == active.label {
+            if current.label == active.label
+                || (!started_here && active.since_ms < current.since_ms)
+            {
                 return false;
             }
             tracing::info!(run = %active.label, previous = %current.label, "now storing into another run");
@@ -85,16 +88,10 @@ pub async fn first_run(
             .is_some_and(|run| run.closed_at_ms.is_none());
         if open {
             // A replica restarted mid-rollout goes on judging the revision the pipeline named.
-            return Ok(ActiveRun {
-                since_ms: 0,
-                ..active
-            });
+            return Ok(active);
         }
     }
     let label = asked.unwrap_or(fallback);
     let (active, _) = store.start_run(label, urls, now_ms()).await?;
-    Ok(ActiveRun {
-        since_ms: 0,
-        ..active
-    })
+    Ok(active)
 }

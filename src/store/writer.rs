@@ -778,6 +778,10 @@ impl Writer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut analyses = Draining::new(rx, stop);
         let mut switches = self.runs.as_ref().map(|runs| runs.subscribe());
+        // A switch made before this writer started listening is taken now.
+        if let Some(current) = switches.as_mut().map(|s| s.borrow_and_update().clone()) {
+            self.switch_to(current).await;
+        }
         loop {
             tokio::select! {
                 biased;

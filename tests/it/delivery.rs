@@ -131,10 +131,27 @@ async fn start_run(app: &TestApp, label: &str) -> (StatusCode, Value) {
 
 /// Waits until `run` has counted `requests` compared requests.
 async fn counted(app: &TestApp, run: &str, requests: u64) {
-    wait_for(&format!("{requests} requests counted in {run}"), || async {
-        verdict(app, run, "").await.1["requests"] == requests
-    })
-    .await;
+    let last = std::sync::Mutex::new(Value::Null);
+    let counted = async {
+        loop {
+            let (_, answer) = verdict(app, run, "").await;
+            if answer["requests"] == requests {
+                return;
+            }
+            *last.lock().unwrap() = answer;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(20), counted)
+        .await
+        .is_err()
+    {
+        let runs = crate::support::get_json(&app.admin_url("/api/v1/runs")).await;
+        panic!(
+            "{requests} requests never counted in {run}: last {}; runs {runs}",
+            last.lock().unwrap()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
