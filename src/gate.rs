@@ -63,6 +63,8 @@ pub struct GateReport {
     pub run: String,
     pub passed: bool,
     /// Whether the run had the fewest compared requests asked for (`--min-requests`); it fails without.
+    /// Not in the gate's JSON, whose shape is stable; the verdict endpoint's has it.
+    #[serde(skip)]
     pub enough_data: bool,
     pub max_diff_rate: f64,
     pub requests: u64,

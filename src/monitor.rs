@@ -40,6 +40,9 @@ impl Default for MonitorSettings {
     }
 }
 
+/// How long a refresh waits for the store before the gauges are withdrawn: a database that hangs is no more
+/// current than one that refuses.
+const STORE_PATIENCE: Duration = Duration::from_secs(5);
 /// Endpoints with a gauge of their own at most (the ones with most requests), as for the other endpoint
 /// labels.
 pub const MAX_ENDPOINT_GAUGES: usize = 500;
@@ -206,7 +209,13 @@ impl Monitor {
     pub async fn refresh(&mut self) {
         let label = self.runs.current().label;
         let settings = GateSettings::default();
-        let report = match self.reports.report(&label, TimeRange::all()).await {
+        let reading = self.reports.report(&label, TimeRange::all());
+        let Ok(read) = tokio::time::timeout(STORE_PATIENCE, reading).await else {
+            tracing::debug!("verdict gauges withdrawn: the store did not answer in time");
+            self.gauges.set(None);
+            return;
+        };
+        let report = match read {
             Ok(report) => report,
             Err(ReportError::Store(error)) => {
                 tracing::debug!(%error, "verdict gauges withdrawn: the store did not answer");

@@ -325,13 +325,16 @@ async fn a_new_run_per_revision_without_a_restart_judged_as_the_gate_judges() {
             _ => String::new(),
         };
         let (_, answer) = verdict(app, run, &query).await;
-        for field in ["passed", "enough_data", "requests", "diff_rate"] {
+        for field in ["passed", "requests", "diff_rate"] {
             assert_eq!(
                 gate[field], answer[field],
                 "{run} {args:?}: {field} of {gate} vs {answer}"
             );
         }
         assert_eq!(ran.code, Some(if answer["passed"] == true { 0 } else { 1 }));
+        let min_requests = if args.first() == Some(&"--min-requests") { 500 } else { 20 };
+        let enough = gate["requests"].as_u64().unwrap() >= min_requests;
+        assert_eq!(answer["enough_data"], enough, "{run} {args:?}");
     }
     rig.app.stop().await;
 }
@@ -557,5 +560,247 @@ async fn flagger_webhooks_start_the_revisions_run_and_gate_rollout_and_promotion
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    rig.app.stop().await;
+}
+
+/// The value of the first series of `name` in a scrape, if there is one.
+fn series(scrape: &str, name: &str) -> Option<(String, f64)> {
+    scrape.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        if !rest.starts_with('{') {
+            return None;
+        }
+        let (labels, value) = rest.rsplit_once(' ')?;
+        Some((labels.to_string(), value.parse().ok()?))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdict_gauges_follow_the_run_and_are_withdrawn_while_the_store_is_away() {
+    if crate::support::db::TestDb::postgres().await.is_none() {
+        return;
+    }
+    // A cluster of this test's own, so that stopping it disturbs no other test.
+    let cluster = crate::support::db::PgCluster::start();
+    let url = crate::support::db::create_database(&cluster.url).await;
+    let rig = Rig::start(&url, "gauged", |_| {}).await;
+    let app = &rig.app;
+    rig.broken.store(true, Ordering::SeqCst);
+    send(app, 30).await;
+    counted(app, "gauged", 30).await;
+    wait_for("the gauges to show the failing run", || async {
+        series(&app.scrape().await, "shadowdiff_verdict_enough_data").is_some_and(|(_, v)| v == 1.0)
+    })
+    .await;
+    let scrape = app.scrape().await;
+    assert_eq!(
+        series(&scrape, "shadowdiff_verdict_passed"),
+        Some((r#"{run="gauged"}"#.into(), 0.0)),
+        "{scrape}"
+    );
+    assert_eq!(
+        series(&scrape, "shadowdiff_run_diff_rate"),
+        Some((r#"{run="gauged"}"#.into(), 1.0))
+    );
+    assert_eq!(
+        series(&scrape, "shadowdiff_run_noise_rate"),
+        Some((r#"{run="gauged"}"#.into(), 0.0))
+    );
+    assert_eq!(
+        series(&scrape, "shadowdiff_endpoint_diff_rate"),
+        Some((r#"{run="gauged",endpoint="GET /items/{id}"}"#.into(), 1.0))
+    );
+    assert_eq!(
+        series(&scrape, "shadowdiff_endpoint_latency_regression"),
+        Some((r#"{run="gauged",endpoint="GET /items/{id}"}"#.into(), 0.0))
+    );
+
+    // A new run: the gauges speak of it alone.
+    rig.broken.store(false, Ordering::SeqCst);
+    start_run(app, "gauged-2").await;
+    send(app, 25).await;
+    counted(app, "gauged-2", 25).await;
+    wait_for("the gauges to follow the new run", || async {
+        series(&app.scrape().await, "shadowdiff_verdict_passed")
+            == Some((r#"{run="gauged-2"}"#.into(), 1.0))
+    })
+    .await;
+    assert!(
+        !app.scrape().await.contains(r#"run="gauged""#),
+        "the closed run's series are gone"
+    );
+
+    cluster.pause();
+    wait_for("the verdict gauges to be withdrawn", || async {
+        series(&app.scrape().await, "shadowdiff_verdict_passed").is_none()
+    })
+    .await;
+    let scrape = app.scrape().await;
+    for gone in [
+        "shadowdiff_verdict_enough_data",
+        "shadowdiff_run_diff_rate",
+        "shadowdiff_endpoint_diff_rate",
+    ] {
+        assert!(
+            series(&scrape, gone).is_none(),
+            "{gone} is withdrawn, not left stale: {scrape}"
+        );
+    }
+    cluster.resume();
+    wait_for("the verdict gauges to come back", || async {
+        series(&app.scrape().await, "shadowdiff_verdict_passed").is_some()
+    })
+    .await;
+    rig.app.stop().await;
+}
+
+/// Every message a receiver got, as JSON.
+async fn received(receiver: &Stub) -> Vec<Value> {
+    let mut messages = Vec::new();
+    for _ in 0..receiver.hits() {
+        let seen = receiver.next_request().await;
+        assert_eq!(seen.method, http::Method::POST);
+        assert_eq!(seen.headers["content-type"], "application/json");
+        messages.push(serde_json::from_slice(&seen.body).unwrap());
+    }
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_sent_once_across_replicas_in_the_chosen_format() {
+    let (_dir, database) = temp_database();
+    let receiver = Stub::json("{}").await;
+    let hook: http::Uri = format!("{}/hooks/T000/B000", receiver.url())
+        .parse()
+        .unwrap();
+    let notify = |format: shadowdiff::notify::NotifyFormat| {
+        let hook = hook.clone();
+        move |s: &mut shadowdiff::app::AppSettings| {
+            s.notify.urls = vec![hook];
+            s.notify.format = format;
+            s.web.public_url = Some("https://shadowdiff.example".parse().unwrap());
+        }
+    };
+    let rig = Rig::start(
+        &database,
+        "told",
+        notify(shadowdiff::notify::NotifyFormat::Json),
+    )
+    .await;
+    let replica = Rig::instance(
+        &rig.stubs,
+        &database,
+        Some("told"),
+        notify(shadowdiff::notify::NotifyFormat::Slack),
+    )
+    .await;
+    // Too little data first: the verdict is `waiting`; then the candidate breaks and it fails.
+    rig.broken.store(true, Ordering::SeqCst);
+    send(&rig.app, 15).await;
+    send(&replica, 15).await;
+    counted(&rig.app, "told", 30).await;
+    for app in [&rig.app, &replica] {
+        wait_for("both replicas to judge the failing run", || async {
+            series(&app.scrape().await, "shadowdiff_verdict_enough_data")
+                .is_some_and(|(_, v)| v == 1.0)
+        })
+        .await;
+    }
+    replica.stop().await;
+    rig.app.stop().await;
+
+    let messages = received(&receiver).await;
+    let text = |message: &Value| {
+        message["text"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let regressions: Vec<&Value> = messages
+        .iter()
+        .filter(|m| text(m).starts_with("New regression") && text(m).contains("body/name"))
+        .collect();
+    assert_eq!(
+        regressions.len(),
+        1,
+        "one message for the new regression, whichever replica sent it: {messages:?}"
+    );
+    let flips: Vec<&Value> = messages
+        .iter()
+        .filter(|m| text(m).contains("waiting → failed"))
+        .collect();
+    assert_eq!(flips.len(), 1, "one message for the flip: {messages:?}");
+    let summaries: Vec<&Value> = messages
+        .iter()
+        .filter(|m| text(m).starts_with("shadowdiff stopped"))
+        .collect();
+    assert_eq!(summaries.len(), 2, "each process's summary: {messages:?}");
+
+    // The JSON format carries the event's fields; the Slack one text and blocks linking the dashboard.
+    let json_summary = summaries
+        .iter()
+        .find(|m| m.get("event").is_some())
+        .expect("the JSON-format summary");
+    assert_eq!(json_summary["event"], "summary");
+    assert_eq!(json_summary["run"], "told");
+    assert_eq!(
+        json_summary["dashboard"],
+        "https://shadowdiff.example/runs/told"
+    );
+    assert_eq!(json_summary["verdict"]["passed"], false);
+    assert_eq!(json_summary["verdict"]["requests"], 30);
+    let slack_summary = summaries
+        .iter()
+        .find(|m| m.get("blocks").is_some())
+        .expect("the Slack-format summary");
+    let shown = slack_summary["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert_eq!(slack_summary["blocks"][0]["text"]["type"], "mrkdwn");
+    assert!(
+        shown.ends_with("<https://shadowdiff.example/runs/told|dashboard>"),
+        "{shown}"
+    );
+    for message in [regressions[0], flips[0]] {
+        if message.get("event").is_some() {
+            assert!(
+                message["run"] == "told" && message["dashboard"].is_string(),
+                "{message}"
+            );
+        } else {
+            assert!(message["blocks"].is_array(), "{message}");
+        }
+    }
+    if let Some(event) = regressions[0].get("event") {
+        assert_eq!(event, "regression");
+        assert_eq!(regressions[0]["endpoint"], "GET /items/{id}");
+        assert_eq!(regressions[0]["compat"], "breaking");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_keeps_failing_is_retried_then_counted_and_callers_never_wait() {
+    let (_dir, database) = temp_database();
+    let receiver =
+        Stub::start(|_| async { json_response(StatusCode::SERVICE_UNAVAILABLE, "{}") }).await;
+    let hook: http::Uri = receiver.url().parse().unwrap();
+    let rig = Rig::start(&database, "unheard", |s| s.notify.urls = vec![hook]).await;
+    rig.broken.store(true, Ordering::SeqCst);
+    send(&rig.app, 30).await;
+    let metrics = rig.app.metrics.clone();
+    crate::support::wait_until("a message to fail after its retries", || {
+        metrics.notify.outcome("failed") >= 1
+    })
+    .await;
+    assert!(
+        receiver.hits() >= 4,
+        "four attempts before giving up: {}",
+        receiver.hits()
+    );
+    assert_eq!(metrics.notify.outcome("sent"), 0);
+    assert!(
+        rig.app
+            .scrape()
+            .await
+            .contains(r#"shadowdiff_notifications_total{outcome="failed"}"#)
+    );
     rig.app.stop().await;
 }

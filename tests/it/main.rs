@@ -9,6 +9,7 @@ mod browser;
 mod caller_path;
 mod delivery;
 mod demo;
+mod deploy_files;
 mod edges;
 mod faults;
 mod gate;

@@ -148,4 +148,25 @@ async fn a_first_schema_database_upgrades_and_reads_back(db: TestDb) {
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].spec.path, "header/x-request-id");
     assert_eq!(rules[0].spec.endpoint.as_deref(), Some("GET /orders/{id}"));
+
+    // The upgraded database takes runs started without a restart: the old run is open until another is
+    // started for its upstreams, then closed and kept.
+    assert_eq!(runs[0].closed_at_ms, None);
+    let urls = [
+        runs[0].primary_url.as_str(),
+        runs[0].secondary_url.as_str(),
+        runs[0].candidate_url.as_str(),
+    ];
+    let (first, changed) = store.start_run("fixture-v1", urls, 1).await.unwrap();
+    assert!(changed);
+    assert_eq!(
+        first.id, runs[0].id,
+        "the old run itself becomes the active one"
+    );
+    let (second, changed) = store.start_run("after-upgrade", urls, 2).await.unwrap();
+    assert!(changed && second.id != first.id);
+    let runs = store.runs().await.unwrap();
+    let old = runs.iter().find(|run| run.label == "fixture-v1").unwrap();
+    assert_eq!(old.closed_at_ms, Some(2));
+    assert_eq!(store.active_run(urls).await.unwrap(), Some(second));
 }
