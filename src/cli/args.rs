@@ -151,8 +151,10 @@ pub struct InstanceArgs {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Store")]
 pub struct StoreArgs {
-    /// Label of this run; comparisons with the same label add up (several replicas, restarts). Default: the
-    /// candidate's host and the start time.
+    /// Label of the run to store into at start (it becomes the run of these upstreams for every replica);
+    /// comparisons with the same label add up. Default: the run these upstreams were last switched to
+    /// (`POST /api/v1/runs`, a deployment hook) while it is open, else the candidate's host and the start
+    /// time. Leave it unset where a pipeline names the runs.
     #[arg(long, value_name = "LABEL", env = "SHADOWDIFF_RUN")]
     pub run: Option<String>,
 

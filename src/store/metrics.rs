@@ -108,7 +108,7 @@ impl StoreMetrics {
             "store_dropped",
             "Exchanges (their counts) or samples not stored, by reason: buffer_full (database away too long), \
              memory_budget, run_deleted (the run was deleted while being written), refused (by the database), \
-             shutdown (database away at shutdown), failed",
+             shutdown (database away at shutdown), failed, run_closed (begun before its run was closed for another)",
             dropped.clone(),
         );
         let rejected = Family::default();

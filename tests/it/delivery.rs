@@ -332,7 +332,11 @@ async fn a_new_run_per_revision_without_a_restart_judged_as_the_gate_judges() {
             );
         }
         assert_eq!(ran.code, Some(if answer["passed"] == true { 0 } else { 1 }));
-        let min_requests = if args.first() == Some(&"--min-requests") { 500 } else { 20 };
+        let min_requests = if args.first() == Some(&"--min-requests") {
+            500
+        } else {
+            20
+        };
         let enough = gate["requests"].as_u64().unwrap() >= min_requests;
         assert_eq!(answer["enough_data"], enough, "{run} {args:?}");
     }

@@ -285,7 +285,12 @@ async fn the_json_api_has_the_documented_shapes_and_every_route_in_openapi() {
     let sample = regression["sample"].as_str().unwrap().to_string();
     let openapi = get("/api/v1/openapi.json".into()).await;
     let paths = openapi["paths"].as_object().unwrap();
-    for route in shadowdiff::web::api::API_ROUTES {
+    let api_and_webhooks = || {
+        shadowdiff::web::api::API_ROUTES
+            .iter()
+            .chain(shadowdiff::web::api::WEBHOOK_ROUTES)
+    };
+    for route in api_and_webhooks() {
         let documented = paths.get(route.path).and_then(|p| p.get(route.method));
         assert!(
             documented.is_some(),
@@ -298,7 +303,29 @@ async fn the_json_api_has_the_documented_shapes_and_every_route_in_openapi() {
         .values()
         .map(|methods| methods.as_object().unwrap().len())
         .sum();
-    assert_eq!(documented, shadowdiff::web::api::API_ROUTES.len());
+    assert_eq!(documented, api_and_webhooks().count());
+    let verdict = &paths["/api/v1/runs/{run}/verdict"]["get"];
+    assert_eq!(
+        verdict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Verdict"
+    );
+    let schema = &openapi["components"]["schemas"]["Verdict"];
+    for field in [
+        "run",
+        "passed",
+        "enough_data",
+        "requests",
+        "diff_rate",
+        "breaking",
+        "latency_regressions",
+        "failing",
+        "reason",
+    ] {
+        assert!(
+            schema["properties"].get(field).is_some(),
+            "Verdict.{field} is documented"
+        );
+    }
 
     // Every documented read answers (no 404 or 405 for a route that exists).
     for route in shadowdiff::web::api::API_ROUTES
