@@ -209,7 +209,8 @@ impl Application {
         )
         .await?;
         let (run_id, label) = (first.id, first.label.clone());
-        let runs = Arc::new(RunControl::new(store.clone(), urls.clone(), first));
+        let follows = settings.writer.run.is_none();
+        let runs = Arc::new(RunControl::new(store.clone(), urls.clone(), first, follows));
         tracing::info!(run = %label, store = store.backend().as_str(), "storing comparisons");
         let writer_config = WriterConfig {
             run_id,

@@ -1,5 +1,6 @@
 //! The process's run, switched without a restart: a new run started from the API or a deployment hook closes
-//! the one before; the writer follows locally at once and other replicas at their next flush.
+//! the one before; the writer follows locally at once, and replicas started without `--run` at their next
+//! flush.
 
 use tokio::sync::watch;
 
@@ -13,14 +14,18 @@ pub struct RunControl {
     /// The upstreams the runs are of (their pointer in the store is kept per set of upstreams).
     urls: [String; 3],
     current: watch::Sender<ActiveRun>,
+    /// Whether runs started elsewhere (another replica, a hook it answered) are followed; a process given
+    /// `--run` keeps to its run until one is started on it.
+    follows: bool,
 }
 
 impl RunControl {
-    pub fn new(store: Store, urls: [String; 3], first: ActiveRun) -> Self {
+    pub fn new(store: Store, urls: [String; 3], first: ActiveRun, follows: bool) -> Self {
         Self {
             store,
             urls,
             current: watch::Sender::new(first),
+            follows,
         }
     }
 
@@ -48,6 +53,9 @@ impl RunControl {
 
     /// Reads which run the store points at and follows it if another replica moved it.
     pub async fn follow(&self) -> Result<(), StoreError> {
+        if !self.follows {
+            return Ok(());
+        }
         if let Some(active) = self.store.active_run(self.urls()).await? {
             self.adopt(active, false);
         }
@@ -71,17 +79,25 @@ impl RunControl {
     }
 }
 
-/// The run a process starts in: the one asked for (made the active run), or else the upstreams' active run
-/// if it is still open, or else a new one under `fallback`.
+/// The run a process starts in: the one asked for (as before runs could be switched: it moves no pointer,
+/// so processes given different labels keep apart), or else the upstreams' active run if it is still open, or
+/// else a new one under `fallback`, made the active run.
 pub async fn first_run(
     store: &Store,
     asked: Option<&str>,
     fallback: &str,
     urls: [&str; 3],
 ) -> Result<ActiveRun, StoreError> {
-    if asked.is_none()
-        && let Some(active) = store.active_run(urls).await?
-    {
+    let now = now_ms();
+    if let Some(label) = asked {
+        let id = store.ensure_run(label, urls, now).await?;
+        return Ok(ActiveRun {
+            id,
+            label: label.to_string(),
+            since_ms: now,
+        });
+    }
+    if let Some(active) = store.active_run(urls).await? {
         let open = store
             .run(&active.label)
             .await?
@@ -91,7 +107,6 @@ pub async fn first_run(
             return Ok(active);
         }
     }
-    let label = asked.unwrap_or(fallback);
-    let (active, _) = store.start_run(label, urls, now_ms()).await?;
+    let (active, _) = store.start_run(fallback, urls, now).await?;
     Ok(active)
 }

@@ -151,10 +151,10 @@ pub struct InstanceArgs {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Store")]
 pub struct StoreArgs {
-    /// Label of the run to store into at start (it becomes the run of these upstreams for every replica);
-    /// comparisons with the same label add up. Default: the run these upstreams were last switched to
-    /// (`POST /api/v1/runs`, a deployment hook) while it is open, else the candidate's host and the start
-    /// time. Leave it unset where a pipeline names the runs.
+    /// Label of the run to store into; comparisons with the same label add up (replicas, restarts). With it the
+    /// process keeps to that run until one is started on it (`POST /api/v1/runs`). Without it, it joins the run
+    /// these upstreams were last switched to while that is open (else a new one: the candidate's host and the
+    /// start time) and follows every switch another replica makes: leave it unset where a pipeline names runs.
     #[arg(long, value_name = "LABEL", env = "SHADOWDIFF_RUN")]
     pub run: Option<String>,
 

@@ -57,8 +57,8 @@ impl Store {
         })
     }
 
-    /// Makes `label` the active run of these upstreams (created if new, reopened if closed), closing the one
-    /// active before. Returns the active run and whether it changed (asking for the active run again is a
+    /// Makes `label` the active run of these upstreams (created if new, reopened if closed), closing the other
+    /// open runs of these upstreams. Returns the active run and whether it changed (asking for the active run again is a
     /// no-op, so a retried hook or a second replica's start does not reset the clock).
     pub async fn start_run(
         &self,
@@ -83,18 +83,13 @@ impl Store {
             upsert_run(&mut insert, label, urls, now_ms, true);
             let id: i64 = insert.build().fetch_one(&mut *tx).await?.try_get("id")?;
 
-            let mut previous = QueryBuilder::new("SELECT value FROM settings WHERE name = ");
-            previous.push_bind(&name);
-            if let Some(row) = previous.build().fetch_optional(&mut *tx).await? {
-                let value: String = row.try_get("value")?;
-                if let Ok(old) = serde_json::from_str::<Pointer>(&value)
-                    && old.label != label
-                {
-                    let mut close = QueryBuilder::new("UPDATE runs SET closed_at = ");
-                    close.push_bind(now_ms).push(" WHERE label = ").push_bind(old.label);
-                    close.build().execute(&mut *tx).await?;
-                }
-            }
+            // Every other open run of these upstreams is closed, not only the one pointed at: two starts at once
+            // each close what the other made.
+            let mut close = QueryBuilder::new("UPDATE runs SET closed_at = ");
+            close.push_bind(now_ms).push(" WHERE primary_url = ").push_bind(urls[0]);
+            close.push(" AND secondary_url = ").push_bind(urls[1]).push(" AND candidate_url = ").push_bind(urls[2]);
+            close.push(" AND label <> ").push_bind(label).push(" AND closed_at IS NULL");
+            close.build().execute(&mut *tx).await?;
             let mut point = QueryBuilder::new("INSERT INTO settings (name, value) VALUES (");
             point.push_bind(&name).push(", ").push_bind(&pointer);
             point.push(") ON CONFLICT (name) DO UPDATE SET value = excluded.value");

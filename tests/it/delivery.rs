@@ -57,7 +57,7 @@ struct Rig {
 impl Rig {
     async fn start(
         database: &str,
-        run: &str,
+        run: Option<&str>,
         change: impl FnOnce(&mut shadowdiff::app::AppSettings),
     ) -> Rig {
         let broken = Arc::new(AtomicBool::new(false));
@@ -66,7 +66,7 @@ impl Rig {
             steady().await,
             switchable_candidate(broken.clone()).await,
         ];
-        let app = Self::instance(&stubs, database, Some(run), change).await;
+        let app = Self::instance(&stubs, database, run, change).await;
         Rig { app, broken, stubs }
     }
 
@@ -157,7 +157,7 @@ async fn counted(app: &TestApp, run: &str, requests: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_run_per_revision_without_a_restart_judged_as_the_gate_judges() {
     let (_dir, database) = temp_database();
-    let rig = Rig::start(&database, "rev-1", |_| {}).await;
+    let rig = Rig::start(&database, Some("rev-1"), |_| {}).await;
     let app = &rig.app;
     send(app, 30).await;
     counted(app, "rev-1", 30).await;
@@ -346,17 +346,27 @@ async fn a_new_run_per_revision_without_a_restart_judged_as_the_gate_judges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_follow_the_run_started_on_one_and_a_restarted_one_rejoins_it() {
     let (_dir, database) = temp_database();
-    let rig = Rig::start(&database, "first", |_| {}).await;
-    let replica = Rig::instance(&rig.stubs, &database, Some("first"), |_| {}).await;
+    // Without --run, replicas in front of the same upstreams share one run and follow its switches.
+    let rig = Rig::start(&database, None, |_| {}).await;
+    let replica = Rig::instance(&rig.stubs, &database, None, |_| {}).await;
+    let first = verdict(&rig.app, "current", "").await.1["run"].clone();
+    assert_eq!(verdict(&replica, "current", "").await.1["run"], first);
+    // One given --run keeps to it, as before runs could be switched (a CI job beside them, say).
+    let pinned = Rig::instance(&rig.stubs, &database, Some("pinned"), |_| {}).await;
+
     let (status, _) = start_run(&rig.app, "second").await;
     assert_eq!(status, StatusCode::CREATED);
-    // The replica learns of it from the store, at a flush; until then its exchanges still count for `first`.
+    // The replica learns of it from the store, at a flush.
     wait_for("the replica to follow", || async {
         verdict(&replica, "current", "").await.1["run"] == "second"
     })
     .await;
     send(&replica, 25).await;
     counted(&rig.app, "second", 25).await;
+    send(&pinned, 5).await;
+    counted(&pinned, "pinned", 5).await;
+    assert_eq!(verdict(&pinned, "current", "").await.1["run"], "pinned");
+    assert_eq!(verdict(&rig.app, "second", "").await.1["requests"], 25);
 
     // Started without --run, an instance in front of the same upstreams joins the open run.
     let rejoined = Rig::instance(&rig.stubs, &database, None, |_| {}).await;
@@ -367,7 +377,7 @@ async fn replicas_follow_the_run_started_on_one_and_a_restarted_one_rejoins_it()
     let others = [steady().await, steady().await, steady().await];
     let elsewhere = Rig::instance(&others, &database, None, |_| {}).await;
     assert_ne!(verdict(&elsewhere, "current", "").await.1["run"], "second");
-    for app in [elsewhere, rejoined, replica, rig.app] {
+    for app in [elsewhere, rejoined, pinned, replica, rig.app] {
         app.stop().await;
     }
 }
@@ -397,7 +407,7 @@ async fn flagger(app: &TestApp, hook: &str, payload: &Value) -> (StatusCode, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flagger_webhooks_start_the_revisions_run_and_gate_rollout_and_promotion() {
     let (_dir, database) = temp_database();
-    let rig = Rig::start(&database, "before-canary", |s| {
+    let rig = Rig::start(&database, Some("before-canary"), |s| {
         s.web.token = Some("s3cret".into())
     })
     .await;
@@ -587,7 +597,7 @@ async fn verdict_gauges_follow_the_run_and_are_withdrawn_while_the_store_is_away
     // A cluster of this test's own, so that stopping it disturbs no other test.
     let cluster = crate::support::db::PgCluster::start();
     let url = crate::support::db::create_database(&cluster.url).await;
-    let rig = Rig::start(&url, "gauged", |_| {}).await;
+    let rig = Rig::start(&url, Some("gauged"), |_| {}).await;
     let app = &rig.app;
     rig.broken.store(true, Ordering::SeqCst);
     send(app, 30).await;
@@ -687,7 +697,7 @@ async fn notifications_are_sent_once_across_replicas_in_the_chosen_format() {
     };
     let rig = Rig::start(
         &database,
-        "told",
+        Some("told"),
         notify(shadowdiff::notify::NotifyFormat::Json),
     )
     .await;
@@ -786,7 +796,7 @@ async fn a_receiver_that_keeps_failing_is_retried_then_counted_and_callers_never
     let receiver =
         Stub::start(|_| async { json_response(StatusCode::SERVICE_UNAVAILABLE, "{}") }).await;
     let hook: http::Uri = receiver.url().parse().unwrap();
-    let rig = Rig::start(&database, "unheard", |s| s.notify.urls = vec![hook]).await;
+    let rig = Rig::start(&database, Some("unheard"), |s| s.notify.urls = vec![hook]).await;
     rig.broken.store(true, Ordering::SeqCst);
     send(&rig.app, 30).await;
     let metrics = rig.app.metrics.clone();
