@@ -25,6 +25,8 @@ pub enum Queue {
 }
 
 impl Queue {
+    pub const ALL: [Queue; 3] = [Queue::Exchanges, Queue::Analyses, Queue::Recordings];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Queue::Exchanges => "exchanges",
@@ -50,6 +52,14 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::QueueFull,
+        DropReason::Closed,
+        DropReason::WriteFailed,
+        DropReason::MemoryBudget,
+        DropReason::Shutdown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
@@ -109,12 +119,21 @@ impl QueueMetrics {
             "Items handed to the next stage: exchanges to analysis, analyses to storage",
             queued.clone(),
         );
-        let dropped = Family::default();
+        let dropped: Family<QueueReasonLabels, Counter> = Family::default();
         registry.register(
             "dropped",
             "Items dropped because the next stage's queue was full (or closed), by queue and reason",
             dropped.clone(),
         );
+        // Every series from the start, at zero, so that a rate over the first drop sees it.
+        for queue in Queue::ALL {
+            for reason in DropReason::ALL {
+                let _ = dropped.get_or_create(&QueueReasonLabels {
+                    queue: queue.as_str(),
+                    reason: reason.as_str(),
+                });
+            }
+        }
         Self { queued, dropped }
     }
 

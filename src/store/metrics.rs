@@ -103,7 +103,7 @@ impl StoreMetrics {
             "Batches written to the store (result: ok, or error when the database could not be written)",
             writes.clone(),
         );
-        let dropped = Family::default();
+        let dropped: Family<WhatReasonLabels, Counter> = Family::default();
         registry.register(
             "store_dropped",
             "Exchanges (their counts) or samples not stored, by reason: buffer_full (database away too long), \
@@ -111,6 +111,15 @@ impl StoreMetrics {
              shutdown (database away at shutdown), failed, run_closed (begun before its run was closed for another)",
             dropped.clone(),
         );
+        // Every series from the start, at zero, so that a rate over the first drop sees it.
+        for what in [Unstored::Exchange, Unstored::Sample] {
+            for reason in UnstoredReason::ALL {
+                let _ = dropped.get_or_create(&WhatReasonLabels {
+                    what: what.as_str(),
+                    reason: reason.as_str(),
+                });
+            }
+        }
         let rejected = Family::default();
         registry.register(
             "store_rejected_rows",
