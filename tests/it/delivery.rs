@@ -818,3 +818,39 @@ async fn a_receiver_that_keeps_failing_is_retried_then_counted_and_callers_never
     );
     rig.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_begun_before_a_switch_is_counted_for_neither_run_but_as_dropped() {
+    use shadowdiff::store::metrics::{Unstored, UnstoredReason};
+    let (_dir, database) = temp_database();
+    let gate = crate::support::stub::Gate::new();
+    let stubs = [
+        steady().await,
+        steady().await,
+        Stub::gated_json(&gate, r#"{"id":1,"name":"ada"}"#).await,
+    ];
+    let app = Rig::instance(&stubs, &database, Some("old"), |_| {}).await;
+    // The caller is answered by primary while the candidate holds its answer back.
+    send(&app, 1).await;
+    let (status, _) = start_run(&app, "new").await;
+    assert_eq!(status, StatusCode::CREATED);
+    gate.open();
+    let metrics = app.metrics.clone();
+    crate::support::wait_until("the straggler to be dropped", || {
+        metrics
+            .store
+            .dropped_reason_count(Unstored::Exchange, UnstoredReason::RunClosed)
+            == 1
+    })
+    .await;
+    // Afterwards the new run counts what begins in it.
+    send(&app, 3).await;
+    counted(&app, "new", 3).await;
+    assert_eq!(verdict(&app, "old", "").await.1["requests"], 0);
+    let scrape = app.scrape().await;
+    assert!(
+        scrape.contains(r#"shadowdiff_store_dropped_total{what="exchange",reason="run_closed"} 1"#),
+        "{scrape}"
+    );
+    app.stop().await;
+}
