@@ -49,6 +49,8 @@ pub const MAX_ENDPOINT_GAUGES: usize = 500;
 /// Places whose first regression is claimed per refresh at most: a candidate broken everywhere at once is
 /// told over a few refreshes, not in one burst.
 const CLAIMS_PER_REFRESH: usize = 20;
+/// The notification event whose state is the run's verdict last told.
+const VERDICT_EVENT: &str = "verdict";
 /// Places remembered as told, so that they are not claimed again; past it the store's claim still keeps each
 /// event to one message.
 const MAX_TOLD: usize = 10_000;
@@ -162,8 +164,9 @@ pub struct Monitor {
     gauges: Arc<VerdictGauges>,
     notifier: Option<Notifier>,
     settings: MonitorSettings,
-    /// (run id, endpoint, path) already told.
-    told: HashSet<(i64, String, String)>,
+    /// (endpoint, path) of `told_run` already claimed, here or by another replica.
+    told: HashSet<(String, String)>,
+    told_run: i64,
 }
 
 impl Monitor {
@@ -181,6 +184,7 @@ impl Monitor {
             notifier,
             settings,
             told: HashSet::new(),
+            told_run: 0,
         }
     }
 
@@ -191,16 +195,25 @@ impl Monitor {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tick.tick() => self.refresh().await,
+                _ = tick.tick() => {
+                    // A store that hangs part-way through a refresh is no more current than one that refuses.
+                    if tokio::time::timeout(STORE_PATIENCE, self.refresh()).await.is_err() {
+                        tracing::debug!("verdict gauges withdrawn: the store did not answer in time");
+                        self.gauges.set(None);
+                    }
+                }
             }
         }
         if let Some(notifier) = &self.notifier {
             let label = self.runs.current().label;
-            match gate::verdict(&self.reports, &label, &GateSettings::default()).await {
-                Ok(verdict) => notifier.tell(Event::Summary { verdict }),
-                Err(error) => {
+            let defaults = GateSettings::default();
+            let judged = gate::verdict(&self.reports, &label, &defaults);
+            match tokio::time::timeout(STORE_PATIENCE, judged).await {
+                Ok(Ok(verdict)) => notifier.tell(Event::Summary { verdict }),
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "no summary to send: the store did not answer")
                 }
+                Err(_) => tracing::warn!("no summary to send: the store did not answer in time"),
             }
         }
     }
@@ -209,13 +222,7 @@ impl Monitor {
     pub async fn refresh(&mut self) {
         let label = self.runs.current().label;
         let settings = GateSettings::default();
-        let reading = self.reports.report(&label, TimeRange::all());
-        let Ok(read) = tokio::time::timeout(STORE_PATIENCE, reading).await else {
-            tracing::debug!("verdict gauges withdrawn: the store did not answer in time");
-            self.gauges.set(None);
-            return;
-        };
-        let report = match read {
+        let report = match self.reports.report(&label, TimeRange::all()).await {
             Ok(report) => report,
             Err(ReportError::Store(error)) => {
                 tracing::debug!(%error, "verdict gauges withdrawn: the store did not answer");
@@ -242,11 +249,17 @@ impl Monitor {
         };
         let store = self.reports.store().clone();
         let run_id = report.run.id;
+        if self.told_run != run_id {
+            self.told.clear();
+            self.told_run = run_id;
+        }
         let now = notify::state(verdict);
-        let name = format!("verdict {run_id}");
-        match store.setting(&name).await {
+        match store.told_state(run_id, VERDICT_EVENT).await {
             Ok(before) if before.as_deref() != Some(now) => {
-                match store.swap_setting(&name, before.as_deref(), now).await {
+                let swapped = store
+                    .swap_told_state(run_id, VERDICT_EVENT, before.as_deref(), now, now_ms())
+                    .await;
+                match swapped {
                     // The first verdict of a run is where it starts, not a flip.
                     Ok(true) => {
                         if let Some(before) = before {
@@ -269,13 +282,13 @@ impl Monitor {
             if claimed == CLAIMS_PER_REFRESH {
                 break;
             }
-            let key = (run_id, place.endpoint.clone(), place.path.clone());
+            let key = (place.endpoint.clone(), place.path.clone());
             if self.told.contains(&key) {
                 continue;
             }
             claimed += 1;
-            let event = format!("regression {run_id} {} {}", place.endpoint, place.path);
-            match store.claim_event(&event, now_ms()).await {
+            let event = format!("regression {} {}", place.endpoint, place.path);
+            match store.claim_event(run_id, &event, now_ms()).await {
                 Ok(first) => {
                     if first {
                         notifier.tell(Event::Regression {

@@ -35,7 +35,7 @@ pub struct NotifySettings {
     /// Each message is posted to every one of these.
     pub urls: Vec<http::Uri>,
     pub format: NotifyFormat,
-    /// The dashboard's public URL, for links.
+    /// The dashboard's URL, for links (by default `--admin-public-url`).
     pub dashboard: Option<http::Uri>,
 }
 
@@ -138,12 +138,16 @@ async fn send_all(
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
     while let Some(event) = rx.recv().await {
         let body = Bytes::from(message(&event, &settings).to_string());
-        for url in &settings.urls {
-            if post(&client, url, body.clone()).await {
-                metrics.count("sent");
-            } else {
-                metrics.count("failed");
-            }
+        // Every receiver at once: one that is slow or down does not hold up the others.
+        let sent = futures_util::future::join_all(
+            settings
+                .urls
+                .iter()
+                .map(|url| post(&client, url, body.clone())),
+        )
+        .await;
+        for delivered in sent {
+            metrics.count(if delivered { "sent" } else { "failed" });
         }
     }
 }
@@ -259,12 +263,12 @@ pub fn message(event: &Event, settings: &NotifySettings) -> Value {
             object
         }
         NotifyFormat::Slack => {
-            let mut shown = slack_escape(&text);
+            let mut shown = slack_text(&text);
             if let Some(url) = &link_to {
                 shown.push_str(&format!(" <{}|dashboard>", slack_escape(url)));
             }
             json!({
-                "text": text,
+                "text": cut(&text, SLACK_TEXT),
                 "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": shown}}],
             })
         }
@@ -280,6 +284,32 @@ pub fn state(verdict: &Verdict) -> &'static str {
     } else {
         "waiting"
     }
+}
+
+/// Characters of a Slack section's text kept (Slack refuses more than 3 000), leaving room for the link.
+const SLACK_TEXT: usize = 2_800;
+
+/// `text` cut to at most `chars` characters, marked when cut.
+fn cut(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// `text` escaped for Slack and cut to fit a section, never in the middle of an escape.
+fn slack_text(text: &str) -> String {
+    let escaped = slack_escape(text);
+    let Some((at, _)) = escaped.char_indices().nth(SLACK_TEXT) else {
+        return escaped;
+    };
+    let mut kept = &escaped[..at];
+    if let Some(amp) = kept.rfind('&')
+        && !kept[amp..].contains(';')
+    {
+        kept = &kept[..amp];
+    }
+    format!("{kept}…")
 }
 
 /// Slack reads `<`, `>` and `&` as markup: a path a caller chose must not become a link or a mention.
@@ -323,5 +353,15 @@ mod tests {
             ),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn long_slack_texts_are_cut_to_fit_and_never_inside_an_escape() {
+        let long = "&".repeat(5_000);
+        let shown = slack_text(&long);
+        assert!(shown.chars().count() <= SLACK_TEXT + 1, "{}", shown.len());
+        assert!(shown.ends_with("&amp;…"), "{}", &shown[shown.len() - 12..]);
+        let short = slack_text("a < b");
+        assert_eq!(short, "a &lt; b");
     }
 }

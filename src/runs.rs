@@ -5,7 +5,7 @@
 use tokio::sync::watch;
 
 use crate::clock::now_ms;
-use crate::store::runs::ActiveRun;
+use crate::store::runs::{ActiveRun, Start};
 use crate::store::{Store, StoreError};
 
 /// The run this process writes into, and the means to start another.
@@ -46,7 +46,16 @@ impl RunControl {
     /// Makes `label` the run of these upstreams, for this process now and for the other replicas at their
     /// next flush. Returns the run and whether it changed.
     pub async fn start(&self, label: &str) -> Result<(ActiveRun, bool), StoreError> {
-        let (active, changed) = self.store.start_run(label, self.urls(), now_ms()).await?;
+        let (active, changed) = self
+            .store
+            .start_run(
+                label,
+                self.urls(),
+                now_ms(),
+                Start::Replace,
+                Some(self.current().id),
+            )
+            .await?;
         self.adopt(active.clone(), true);
         Ok((active, changed))
     }
@@ -63,12 +72,13 @@ impl RunControl {
     }
 
     /// Follows `active` unless it is the run being written (by label: a run deleted and started again under
-    /// its label is the same run to follow). A pointer read from the store is followed only if it is not older
-    /// than the run being written: a read that raced a start made here must not undo it.
+    /// its label is the same run to follow). A pointer read from the store is followed only if the pointer
+    /// moved since the run being written was taken (a larger generation): a read that raced a start made here
+    /// must not undo it.
     fn adopt(&self, active: ActiveRun, started_here: bool) {
         self.current.send_if_modified(|current| {
             if current.label == active.label
-                || (!started_here && active.since_ms < current.since_ms)
+                || (!started_here && active.generation <= current.generation)
             {
                 return false;
             }
@@ -95,18 +105,13 @@ pub async fn first_run(
             id,
             label: label.to_string(),
             since_ms: now,
+            generation: 0,
         });
     }
-    if let Some(active) = store.active_run(urls).await? {
-        let open = store
-            .run(&active.label)
-            .await?
-            .is_some_and(|run| run.closed_at_ms.is_none());
-        if open {
-            // A replica restarted mid-rollout goes on judging the revision the pipeline named.
-            return Ok(active);
-        }
-    }
-    let (active, _) = store.start_run(fallback, urls, now).await?;
+    // A replica restarted mid-rollout goes on judging the revision the pipeline named; replicas starting
+    // together agree on one run, whichever of them names it.
+    let (active, _) = store
+        .start_run(fallback, urls, now, Start::JoinOrCreate, None)
+        .await?;
     Ok(active)
 }

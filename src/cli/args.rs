@@ -610,7 +610,7 @@ impl ServeArgs {
         settings.notify = NotifySettings {
             urls: self.admin.notify_urls.clone(),
             format: self.admin.notify_format,
-            dashboard: self.admin.admin_public_url.clone(),
+            dashboard: None,
         };
         settings.monitor = MonitorSettings {
             refresh: self.admin.verdict_refresh.into(),

@@ -12,6 +12,9 @@ use crate::units::{count, percent};
 
 /// Places listed in `failing` at most, worst first: a verdict stays small whatever the run holds.
 pub const MAX_FAILING: usize = 50;
+/// Reasons a failing verdict's `reason` names at most (the rest counted): it is one line in a Kubernetes
+/// event, a chat message or a log.
+pub const MAX_REASONS: usize = 5;
 
 /// A run's verdict. `passed` is false whenever `enough_data` is false.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,12 +88,20 @@ impl Verdict {
                 count(report.requests)
             )
         } else {
-            report
+            let mut reason = report
                 .failures
                 .iter()
+                .take(MAX_REASONS)
                 .map(render::describe)
                 .collect::<Vec<_>>()
-                .join("; ")
+                .join("; ");
+            if report.failures.len() > MAX_REASONS {
+                reason.push_str(&format!(
+                    "; and {} more",
+                    count((report.failures.len() - MAX_REASONS) as u64)
+                ));
+            }
+            reason
         };
         Self {
             run: report.run.clone(),

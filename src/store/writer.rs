@@ -146,8 +146,10 @@ pub struct Writer {
     namer: Arc<EndpointNamer>,
     health: Arc<StoreHealth>,
     pending: Pending,
-    /// A batch the database did not take yet: sent again as it is (same id) until it is.
+    /// A batch the database did not take yet: sent again as it is (same id, same run) until it is.
     unsent: Option<FlushBatch>,
+    /// The run `unsent` counts for (the run before a switch, for a batch frozen before it).
+    unsent_run: i64,
     unsent_rows: usize,
     unsent_bytes: usize,
     next_batch: i64,
@@ -186,6 +188,7 @@ impl Writer {
             health: Arc::new(StoreHealth::default()),
             pending: Pending::default(),
             unsent: None,
+            unsent_run: 0,
             unsent_rows: 0,
             unsent_bytes: 0,
             // Batch ids grow over the writer's life, from its start time, so that they never repeat for a
@@ -504,7 +507,7 @@ impl Writer {
             self.start_run_again().await?;
         }
         if let Some(batch) = self.unsent.take() {
-            self.send(batch).await?;
+            self.send(self.unsent_run, batch).await?;
         }
         if self.pending.counts.is_empty()
             && self.pending.latency.is_empty()
@@ -521,17 +524,16 @@ impl Writer {
                 ..FlushBatch::default()
             };
             self.next_batch += 1;
-            return self.send(batch).await;
+            return self.send(self.config.run_id, batch).await;
         }
         let batch = self.freeze().await;
         self.settle_charge();
-        self.send(batch).await
+        self.send(self.config.run_id, batch).await
     }
 
-    /// Writes one batch; what becomes of it depends on how the database answers.
-    async fn send(&mut self, batch: FlushBatch) -> Result<(), StoreError> {
+    /// Writes one batch into `run_id`; what becomes of it depends on how the database answers.
+    async fn send(&mut self, run_id: i64, batch: FlushBatch) -> Result<(), StoreError> {
         let now = now_ms();
-        let run_id = self.config.run_id;
         let writer = self.config.writer_id.clone();
         let mut result = self
             .store
@@ -578,6 +580,7 @@ impl Writer {
                 }
                 self.failed(&error);
                 self.unsent = Some(batch);
+                self.unsent_run = run_id;
                 Err(error)
             }
             Err(error) => {
@@ -650,14 +653,18 @@ impl Writer {
             return;
         }
         if let Err(error) = self.flush_now().await {
-            let lost =
-                self.pending.requests() + self.unsent.as_ref().map_or(0, FlushBatch::requests);
-            tracing::warn!(%error, lost, run = %self.config.run_label, "could not write the closed run's last counts");
+            // A batch the database did not take stays tagged with the closed run and is sent again; only what
+            // had not been made into a batch yet is lost.
+            let lost = self.pending.requests();
+            tracing::warn!(%error, lost, run = %self.config.run_label, "the store did not take the closed run's last counts; they are sent again");
             self.metrics
                 .store
                 .dropped(Unstored::Exchange, UnstoredReason::RunClosed, lost);
         }
-        self.forget_run();
+        self.pending = Pending::default();
+        self.sampler.reset();
+        self.namer.reset();
+        self.settle_charge();
         self.run_missing = false;
         self.config.run_id = active.id;
         self.config.run_label = active.label;

@@ -120,6 +120,20 @@ fn checked_label(label: &str) -> Result<&str, WebError> {
     Ok(label)
 }
 
+/// A label of at most [`MAX_LABEL`] bytes: a longer one keeps its start and gains a hash of the whole, so that
+/// different long names stay different runs.
+fn fitted(label: String) -> String {
+    if label.len() <= MAX_LABEL {
+        return label;
+    }
+    let digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(label.as_bytes())[..8]);
+    let mut keep = MAX_LABEL - digest.len() - 1;
+    while !label.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}-{digest}", &label[..keep])
+}
+
 /// What Flagger sends to a webhook.
 #[derive(Deserialize)]
 pub struct FlaggerPayload {
@@ -134,19 +148,21 @@ pub struct FlaggerPayload {
 }
 
 impl FlaggerPayload {
-    /// The run this revision is judged under: `metadata.run`, or `{name}.{namespace}-{checksum}`.
-    fn run(&self) -> String {
+    /// The run this revision is judged under: `metadata.run`, or `{name}.{namespace}-{checksum}` (made to
+    /// fit a label when Kubernetes' longer names make it too long).
+    fn run(&self) -> Result<String, WebError> {
         if let Some(run) = self
             .metadata
             .get("run")
             .filter(|run| !run.trim().is_empty())
         {
-            return run.trim().to_string();
+            return Ok(checked_label(run)?.to_string());
         }
-        match self.checksum.trim() {
+        let derived = match self.checksum.trim() {
             "" => format!("{}.{}", self.name, self.namespace),
             checksum => format!("{}.{}-{checksum}", self.name, self.namespace),
-        }
+        };
+        Ok(checked_label(&fitted(derived))?.to_string())
     }
 
     /// The gate's options from the metadata; other keys (`run`, `token`, the user's own) are left alone.
@@ -227,7 +243,7 @@ async fn answer(
     hook: Hook,
     payload: &FlaggerPayload,
 ) -> Result<(StatusCode, String), WebError> {
-    let run = payload.run();
+    let run = payload.run()?;
     let settings = payload.settings()?;
     if hook == Hook::PreRollout {
         let (started, _) = start(state, &run).await?;
@@ -266,4 +282,21 @@ fn line(status: StatusCode, mut text: String) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_derived_labels_fit_and_stay_apart() {
+        let long = |tail: &str| format!("{}.shop-{tail}", "a".repeat(240));
+        let (one, two) = (fitted(long("1")), fitted(long("2")));
+        assert!(one.len() <= MAX_LABEL && two.len() <= MAX_LABEL);
+        assert_ne!(one, two);
+        assert!(checked_label(&one).is_ok());
+        assert_eq!(fitted("checkout.shop-abc".into()), "checkout.shop-abc");
+        let wide = fitted("é".repeat(150));
+        assert!(wide.len() <= MAX_LABEL, "{}", wide.len());
+    }
 }

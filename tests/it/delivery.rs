@@ -854,3 +854,54 @@ async fn an_exchange_begun_before_a_switch_is_counted_for_neither_run_but_as_dro
     );
     app.stop().await;
 }
+
+crate::support::on_both_backends!(starts_at_once_from_many_replicas_leave_one_open_run_pointed_at);
+
+async fn starts_at_once_from_many_replicas_leave_one_open_run_pointed_at(
+    db: crate::support::db::TestDb,
+) {
+    use shadowdiff::store::runs::Start;
+    let store = db.store().await;
+    let urls = ["http://p", "http://s", "http://c"];
+    let starts = (0..8).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let label = format!("rev-{n}");
+            store
+                .start_run(&label, urls, n, Start::Replace, None)
+                .await
+                .unwrap()
+        })
+    });
+    let started = futures_util::future::join_all(starts).await;
+    let mut generations: Vec<i64> = started
+        .iter()
+        .map(|s| s.as_ref().unwrap().0.generation)
+        .collect();
+    generations.sort();
+    assert_eq!(
+        generations,
+        (1..=8).collect::<Vec<_>>(),
+        "each start moved the pointer once, in turn"
+    );
+    let active = store.active_run(urls).await.unwrap().unwrap();
+    assert_eq!(active.generation, 8);
+    let runs = store.runs().await.unwrap();
+    let open: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.closed_at_ms.is_none())
+        .map(|r| r.label.as_str())
+        .collect();
+    assert_eq!(
+        open,
+        [active.label.as_str()],
+        "every run but the active one is closed"
+    );
+    // Replicas starting together agree on the run one of them named.
+    let (joined, moved) = store
+        .start_run("fallback", urls, 9, Start::JoinOrCreate, None)
+        .await
+        .unwrap();
+    assert!(!moved);
+    assert_eq!(joined, active);
+}

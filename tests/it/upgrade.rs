@@ -8,6 +8,8 @@ use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
+use shadowdiff::store::runs::Start;
+
 use crate::support::db::TestDb;
 use crate::support::process::run_command;
 
@@ -157,13 +159,19 @@ async fn a_first_schema_database_upgrades_and_reads_back(db: TestDb) {
         runs[0].secondary_url.as_str(),
         runs[0].candidate_url.as_str(),
     ];
-    let (first, changed) = store.start_run("fixture-v1", urls, 1).await.unwrap();
+    let (first, changed) = store
+        .start_run("fixture-v1", urls, 1, Start::Replace, None)
+        .await
+        .unwrap();
     assert!(changed);
     assert_eq!(
         first.id, runs[0].id,
         "the old run itself becomes the active one"
     );
-    let (second, changed) = store.start_run("after-upgrade", urls, 2).await.unwrap();
+    let (second, changed) = store
+        .start_run("after-upgrade", urls, 2, Start::Replace, None)
+        .await
+        .unwrap();
     assert!(changed && second.id != first.id);
     let runs = store.runs().await.unwrap();
     let old = runs.iter().find(|run| run.label == "fixture-v1").unwrap();
