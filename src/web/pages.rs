@@ -54,6 +54,8 @@ fn rate_class(rate: f64) -> &'static str {
 struct RunOption {
     label: String,
     selected: bool,
+    /// Another run replaced it for its upstreams: it is kept, and no longer written.
+    closed: bool,
 }
 
 struct RangeOption {
@@ -78,6 +80,7 @@ impl Controls {
                 .map(|run| RunOption {
                     label: run.label.clone(),
                     selected: Some(run.label.as_str()) == selected,
+                    closed: run.closed_at_ms.is_some(),
                 })
                 .collect(),
             ranges: RangeChoice::ALL

@@ -298,6 +298,12 @@ async fn a_new_run_per_revision_without_a_restart_judged_as_the_gate_judges() {
     };
     assert!(closed("rev-1"), "{runs}");
     assert!(!closed("rev-2"), "{runs}");
+    let overview = crate::support::get_text(&app.admin_url("/runs/current")).await;
+    assert!(
+        overview.contains(">rev-1 (closed)</option>"),
+        "the run selector says which run is closed"
+    );
+    assert!(overview.contains(">rev-2</option>"));
 
     // The gate command judges the same runs the same way.
     for (run, args) in [
