@@ -3,6 +3,7 @@
 //! report and the gate ([`queries`]).
 
 pub mod health;
+pub mod listing;
 pub mod metrics;
 pub mod queries;
 pub mod rows;

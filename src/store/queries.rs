@@ -279,7 +279,11 @@ impl Store {
 
     /// The names rows of `endpoint` are stored under: itself, and names made before one of the run's templates
     /// was learned that the template now covers.
-    async fn names_under(&self, run_id: i64, endpoint: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn names_under(
+        &self,
+        run_id: i64,
+        endpoint: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let templates = TemplateSet::new(self.templates(run_id).await?);
         if templates.is_empty() {
             return Ok(vec![endpoint.to_string()]);
@@ -397,7 +401,7 @@ fn push_scope<DB: sqlx::Database>(
         .push_bind(to);
 }
 
-fn push_list<DB: sqlx::Database>(query: &mut QueryBuilder<DB>, items: &[String])
+pub(crate) fn push_list<DB: sqlx::Database>(query: &mut QueryBuilder<DB>, items: &[String])
 where
     for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {

@@ -13,7 +13,8 @@ use crate::analysis::rules::RuleSpec;
 use crate::clock::now_ms;
 use crate::report::{EndpointDetail, RunReport, TimelinePoint};
 use crate::store::RunInfo;
-use crate::store::queries::{SampleSummary, StoredRule};
+use crate::store::listing::{SampleFilter, SampleListing};
+use crate::store::queries::StoredRule;
 use crate::store::sample::SampleDocument;
 use crate::web::error::{ApiError, WebError};
 use crate::web::range::ViewQuery;
@@ -130,29 +131,35 @@ pub struct SamplesQuery {
     endpoint: String,
     path: Option<String>,
     kind: Option<String>,
-    limit: Option<i64>,
+    value: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
 }
+
+/// Samples an API page lists at most, and the deepest page.
+const MAX_SAMPLES: usize = 500;
+const MAX_OFFSET: usize = 10_000;
 
 pub(crate) async fn samples(
     State(state): State<AdminState>,
     Path(run): Path<String>,
     Query(query): Query<SamplesQuery>,
-) -> Result<Json<Vec<SampleSummary>>, ApiError> {
+) -> Result<Json<Vec<SampleListing>>, ApiError> {
     let run = resolve_run(&state, &run).await?;
-    let place = match (&query.path, &query.kind) {
-        (Some(path), Some(kind)) => Some((path.as_str(), kind.as_str())),
-        (None, None) => None,
-        _ => {
-            return Err(
-                WebError::BadRequest("give both `path` and `kind`, or neither".into()).into(),
-            );
-        }
+    if query.kind.is_some() && query.path.is_none() {
+        return Err(WebError::BadRequest("`kind` needs `path`".into()).into());
+    }
+    let filter = SampleFilter {
+        path: query.path,
+        kind: query.kind,
+        value: query.value.filter(|value| !value.is_empty()),
     };
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = query.limit.unwrap_or(50).clamp(1, MAX_SAMPLES);
+    let offset = query.offset.unwrap_or(0).min(MAX_OFFSET);
     Ok(Json(
         state
             .store
-            .samples(run.id, &query.endpoint, place, limit)
+            .sample_listing(run.id, &query.endpoint, &filter, limit, offset)
             .await?,
     ))
 }

@@ -193,8 +193,10 @@ pub const API_ROUTES: &[Route] = &[
     api_route(
         "get",
         "/api/v1/runs/{run}/samples",
-        "Sample exchanges of an endpoint, for a place or all",
-        &["endpoint", "path", "kind", "limit"],
+        "Sample exchanges of an endpoint, newest first, for a place (a path, and optionally a kind) or all: \
+         the request line, the three statuses and the values at the place; `value` keeps those whose primary or \
+         candidate value contains it; `limit` and `offset` page",
+        &["endpoint", "path", "kind", "value", "limit", "offset"],
         || get(api::samples),
     ),
     route(

@@ -140,6 +140,50 @@ pub fn unified_diff(primary: &str, other: &str, left: &str, right: &str) -> Vec<
         .collect()
 }
 
+/// A value split around the part that differs from the other side's: `before` and `after` are shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub before: String,
+    pub changed: String,
+    pub after: String,
+}
+
+impl Split {
+    /// A value with no other side to compare: all of it differs.
+    pub fn whole(value: &str) -> Self {
+        Self {
+            before: String::new(),
+            changed: value.to_string(),
+            after: String::new(),
+        }
+    }
+}
+
+/// Both values split around what differs between them: the longest shared start and end (whole characters)
+/// are kept apart from the middle, which is what a reader looks at.
+pub fn split_difference(primary: &str, candidate: &str) -> (Split, Split) {
+    let prefix: usize = primary
+        .chars()
+        .zip(candidate.chars())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a.len_utf8())
+        .sum();
+    let (rest_a, rest_b) = (&primary[prefix..], &candidate[prefix..]);
+    let suffix: usize = rest_a
+        .chars()
+        .rev()
+        .zip(rest_b.chars().rev())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a.len_utf8())
+        .sum();
+    let split = |value: &str| Split {
+        before: value[..prefix].to_string(),
+        changed: value[prefix..value.len() - suffix].to_string(),
+        after: value[value.len() - suffix..].to_string(),
+    };
+    (split(primary), split(candidate))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +232,24 @@ mod tests {
         let classes: Vec<&str> = lines.iter().map(|l| l.class).collect();
         assert!(classes.contains(&"del") && classes.contains(&"add") && classes.contains(&"hunk"));
         assert!(lines.iter().any(|l| l.text == "-b"));
+    }
+
+    #[test]
+    fn values_split_around_what_differs() {
+        let (a, b) = split_difference("price: 12.50 EUR", "price: 13.50 EUR");
+        assert_eq!(
+            (a.before.as_str(), a.changed.as_str(), a.after.as_str()),
+            ("price: 1", "2", ".50 EUR")
+        );
+        assert_eq!(b.changed, "3");
+        let (a, b) = split_difference("\"ada\"", "\"ada lovelace\"");
+        assert_eq!((a.changed.as_str(), b.changed.as_str()), ("", " lovelace"));
+        let (a, b) = split_difference("é1é", "é2é");
+        assert_eq!(
+            (a.before.as_str(), a.changed.as_str(), b.changed.as_str()),
+            ("é", "1", "2")
+        );
+        let (a, _) = split_difference("aa", "aaa");
+        assert_eq!(format!("{}{}{}", a.before, a.changed, a.after), "aa");
     }
 }

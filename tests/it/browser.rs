@@ -91,7 +91,41 @@ async fn a_regression_followed_from_the_overview_to_one_exchange() {
         .unwrap();
     assert_eq!(browser.text("h1").await, "Samples");
     assert!(browser.text(".run-head").await.contains("body/name"));
+    // Each row reads without opening it: the request line, the three statuses, both values.
+    let row = browser.text("table.samples tr.sample").await;
+    assert!(row.contains("GET /users/"), "{row}");
+    assert!(row.contains("200 / 200 / 200"), "{row}");
+    assert!(row.contains("body/name"), "{row}");
+    let primary = browser
+        .text("table.samples tr.sample td.value.primary")
+        .await;
+    assert!(
+        primary.contains("ada <script>alert(1)</script>"),
+        "shown as text: {primary}"
+    );
+    assert_eq!(
+        browser
+            .text("table.samples tr.sample td.value.candidate")
+            .await,
+        "absent"
+    );
     browser.screenshot("samples").await;
+    // Filtering by a value that no sample has empties the list; the place stays chosen.
+    let samples_url = browser.client.current_url().await.unwrap().to_string();
+    let search = browser.css(".sample-filter input[name='value']").await;
+    search.send_keys("nothing-like-this").await.unwrap();
+    browser
+        .css(".sample-filter button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        browser.text(".empty").await.contains("nothing-like-this"),
+        "the filter says what it looked for"
+    );
+    assert!(browser.text(".run-head").await.contains("body/name"));
+    browser.open(&samples_url).await;
     browser.css("table.samples a").await.click().await.unwrap();
     assert!(browser.text("h1").await.starts_with("GET /users/"));
     let differences = browser.text("table.differences").await;

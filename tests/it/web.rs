@@ -669,3 +669,99 @@ async fn an_unknown_page_is_a_404_page_and_behind_the_token() {
     assert!(response.text().await.unwrap().contains("/no/such/page"));
     report.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_are_readable_in_the_list_filtered_by_value_and_paged() {
+    let report = report(|_| {}).await;
+    let app = &report.app;
+    let api = |query: &str| {
+        let url = app.admin_url(&format!(
+            "/api/v1/runs/hostile/samples?endpoint=GET%20%2Fusers%2F%7Bid%7D{query}"
+        ));
+        async move { client().get(url).send().await.unwrap() }
+    };
+    // `kind` is optional: every kind at the path.
+    let listed: Value = api("&path=body/name").await.json().await.unwrap();
+    let listed = listed.as_array().unwrap();
+    assert!(!listed.is_empty());
+    for sample in listed {
+        assert_eq!(sample["method"], "GET");
+        assert!(
+            sample["target"].as_str().unwrap().starts_with("/users/"),
+            "{sample}"
+        );
+        assert_eq!(
+            sample["statuses"],
+            serde_json::json!({"primary": 200, "secondary": 200, "candidate": 200})
+        );
+        let value = &sample["values"][0];
+        assert_eq!(value["path"], "body/name");
+        assert_eq!(value["kind"], "missing");
+        assert_eq!(value["primary"], format!("\"ada {SCRIPT}\""));
+        assert!(
+            value["candidate"].is_null(),
+            "absent on the candidate: {value}"
+        );
+    }
+    let kinds: Value = api("&path=body/name&kind=missing")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kinds.as_array().unwrap().len(), listed.len());
+    let none: Value = api("&path=body/name&kind=extra")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none, serde_json::json!([]));
+    // Filtered by value, and paged.
+    let matching: Value = api("&path=body/full_name&value=script")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!matching.as_array().unwrap().is_empty());
+    let unmatched: Value = api("&path=body/full_name&value=nothing-like-this")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unmatched, serde_json::json!([]));
+    let first: Value = api("&limit=1").await.json().await.unwrap();
+    let second: Value = api("&limit=1&offset=1").await.json().await.unwrap();
+    assert_eq!(
+        (
+            first.as_array().unwrap().len(),
+            second.as_array().unwrap().len()
+        ),
+        (1, 1)
+    );
+    assert_ne!(first[0]["id"], second[0]["id"]);
+    assert_eq!(
+        api("&kind=missing").await.status(),
+        400,
+        "a kind needs its path"
+    );
+
+    // The page shows the same, every stored byte escaped, the differing part marked.
+    let html = page(
+        app,
+        "/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D/samples?path=body/full_name",
+    )
+    .await;
+    assert!(html.contains("<code>GET /users/"), "the request line");
+    assert!(!html.contains(SCRIPT), "stored markup is escaped");
+    assert!(html.contains("ada &lt;script&gt;"), "{html}");
+    assert!(html.contains(r#"<mark class="mark-extra">"#), "{html}");
+    let filtered = page(
+        app,
+        "/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D/samples?path=body/full_name&value=nothing-like-this",
+    )
+    .await;
+    assert!(
+        filtered.contains("No sample of this place has a value containing"),
+        "{filtered}"
+    );
+    report.app.stop().await;
+}

@@ -1,0 +1,184 @@
+//! Samples listed to be read without opening each: the request line, the three statuses and primary's and
+//! the candidate's values at the place, filtered by place and value, a page at a time.
+
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use sqlx::{QueryBuilder, Row};
+
+use crate::store::queries::{SampleSummary, push_list};
+use crate::store::sample::SampleDocument;
+use crate::store::{Pool, Store, StoreError, on_pool};
+
+/// Which samples to list.
+#[derive(Clone, Debug, Default)]
+pub struct SampleFilter {
+    /// The generalised path (`body/items/*/price`); none lists every sample of the endpoint.
+    pub path: Option<String>,
+    /// The kind of difference at the path; none takes every kind there.
+    pub kind: Option<String>,
+    /// Only samples whose primary or candidate value (at the path, or anywhere shown) contains this text.
+    pub value: Option<String>,
+}
+
+/// A sample as a list shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SampleListing {
+    #[serde(flatten)]
+    pub summary: SampleSummary,
+    pub method: String,
+    /// Path and query as stored (secrets redacted).
+    pub target: String,
+    pub statuses: Statuses,
+    /// The candidate's differences at the place (or, without one, the first few), with both values.
+    pub values: Vec<SampleValue>,
+}
+
+/// The status each upstream answered (none: no response).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Statuses {
+    pub primary: Option<u16>,
+    pub secondary: Option<u16>,
+    pub candidate: Option<u16>,
+}
+
+/// One difference of a listed sample.
+#[derive(Clone, Debug, Serialize)]
+pub struct SampleValue {
+    /// Concrete path (`body/items/3/price`).
+    pub path: String,
+    pub kind: String,
+    /// Primary's value, truncated; none when absent.
+    pub primary: Option<String>,
+    /// The candidate's value, truncated; none when absent.
+    pub candidate: Option<String>,
+}
+
+/// Differences shown per sample at most.
+const VALUES_PER_SAMPLE: usize = 3;
+/// Characters of a value shown at most.
+const VALUE_CHARS: usize = 160;
+/// Samples read at most to answer one page: a filter that matches little costs a bounded scan, one document
+/// in memory at a time.
+const MAX_SCANNED: usize = 2_000;
+
+impl Store {
+    /// A page of an endpoint's samples, newest first: `offset` matching samples skipped, at most `limit` kept.
+    pub async fn sample_listing(
+        &self,
+        run_id: i64,
+        endpoint: &str,
+        filter: &SampleFilter,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<SampleListing>, StoreError> {
+        let names = self.names_under(run_id, endpoint).await?;
+        // Without a value to match, the database pages; with one, documents are read until the page is full.
+        let read = if filter.value.is_some() {
+            MAX_SCANNED
+        } else {
+            (offset + limit).min(MAX_SCANNED)
+        };
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new(
+                "SELECT s.id, s.endpoint, s.created_at, s.document FROM samples s WHERE s.run_id = ",
+            );
+            query.push_bind(run_id).push(" AND s.endpoint IN (");
+            push_list(&mut query, &names);
+            query.push(")");
+            if let Some(path) = &filter.path {
+                query.push(" AND s.id IN (SELECT sample_id FROM sample_paths WHERE run_id = ").push_bind(run_id);
+                query.push(" AND path = ").push_bind(path.as_str());
+                if let Some(kind) = &filter.kind {
+                    query.push(" AND kind = ").push_bind(kind.as_str());
+                }
+                query.push(")");
+            }
+            query.push(" ORDER BY s.created_at DESC, s.id DESC LIMIT ").push_bind(read as i64);
+            let mut rows = query.build().fetch(pool);
+            let mut listed = Vec::new();
+            let mut skipped = 0;
+            while let Some(row) = rows.try_next().await? {
+                let summary = SampleSummary {
+                    id: row.try_get("id")?,
+                    endpoint: row.try_get("endpoint")?,
+                    created_at_ms: row.try_get("created_at")?,
+                };
+                let document: String = row.try_get("document")?;
+                // A document that does not read back is left out, not an error for the whole page.
+                let Ok(document) = serde_json::from_str::<SampleDocument>(&document) else {
+                    continue;
+                };
+                let listing = listing(summary, &document, filter);
+                if let Some(value) = &filter.value
+                    && !listing.values.iter().any(|v| contains(v, value))
+                {
+                    continue;
+                }
+                if skipped < offset {
+                    skipped += 1;
+                    continue;
+                }
+                listed.push(listing);
+                if listed.len() == limit {
+                    break;
+                }
+            }
+            Ok(listed)
+        })
+    }
+}
+
+fn contains(value: &SampleValue, text: &str) -> bool {
+    [&value.primary, &value.candidate]
+        .into_iter()
+        .flatten()
+        .any(|side| side.contains(text))
+}
+
+fn listing(
+    summary: SampleSummary,
+    document: &SampleDocument,
+    filter: &SampleFilter,
+) -> SampleListing {
+    let at_place = |difference: &crate::analysis::diff::Difference| {
+        filter
+            .path
+            .as_deref()
+            .is_none_or(|path| difference.generalised == path)
+            && filter
+                .kind
+                .as_deref()
+                .is_none_or(|kind| difference.kind.as_str() == kind)
+    };
+    let values = document
+        .candidate_differences
+        .iter()
+        .map(|stored| &stored.difference)
+        .filter(|difference| at_place(difference))
+        .take(VALUES_PER_SAMPLE)
+        .map(|difference| SampleValue {
+            path: difference.path.clone(),
+            kind: difference.kind.as_str().to_string(),
+            primary: difference.primary.as_deref().map(shortened),
+            candidate: difference.other.as_deref().map(shortened),
+        })
+        .collect();
+    SampleListing {
+        summary,
+        method: document.request.method.clone(),
+        target: document.request.uri.clone(),
+        statuses: Statuses {
+            primary: document.primary.status,
+            secondary: document.secondary.status,
+            candidate: document.candidate.status,
+        },
+        values,
+    }
+}
+
+fn shortened(value: &str) -> String {
+    match value.char_indices().nth(VALUE_CHARS) {
+        Some((at, _)) => format!("{}…", &value[..at]),
+        None => value.to_string(),
+    }
+}
