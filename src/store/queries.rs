@@ -128,13 +128,21 @@ impl Store {
             std::borrow::Cow::Owned(renamed) => renamed,
         };
         let mut endpoints: BTreeMap<String, EndpointCounts> = BTreeMap::new();
+        let postgres = self.backend() == crate::store::Backend::Postgres;
         on_pool!(self, pool => {
+            // One snapshot for every table: a batch committed between two reads would otherwise count its
+            // places but not its requests (a diff rate over 100 %). SQLite's read transaction is a snapshot in
+            // WAL mode; PostgreSQL's needs REPEATABLE READ.
+            let mut tx = pool.begin().await?;
+            if postgres {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+            }
             let mut counters = QueryBuilder::new(
                 "SELECT endpoint, name, CAST(SUM(value) AS BIGINT) AS total FROM endpoint_counters WHERE run_id = ",
             );
             push_scope(&mut counters, run_id, None, (from, to));
             counters.push(" GROUP BY endpoint, name");
-            for row in counters.build().fetch_all(pool).await? {
+            for row in counters.build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let counter: String = row.try_get("name")?;
                 apply_counter(&mut endpoints.entry(endpoint).or_default().tally, &counter, row.try_get("total")?);
@@ -147,7 +155,7 @@ impl Store {
             );
             push_scope(&mut places, run_id, None, (from, to));
             places.push(" GROUP BY endpoint, path, kind");
-            for row in places.build().fetch_all(pool).await? {
+            for row in places.build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let Some(kind) = DiffKind::parse(&row.try_get::<String, _>("kind")?) else { continue };
                 let counts = endpoints.entry(endpoint).or_default();
@@ -163,7 +171,7 @@ impl Store {
             );
             push_scope(&mut signatures, run_id, None, (from, to));
             signatures.push(" GROUP BY endpoint, signature_hash, signature");
-            for row in signatures.build().fetch_all(pool).await? {
+            for row in signatures.build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let Some(signature) = parse_signature(&row.try_get::<String, _>("signature")?) else { continue };
                 let total = row.try_get::<i64, _>("total")?.max(0) as u64;
@@ -178,7 +186,7 @@ impl Store {
             } else {
                 histograms.push(" AND bucket >= ").push_bind(from).push(" AND bucket <= ").push_bind(to);
             }
-            for row in histograms.build().fetch_all(pool).await? {
+            for row in histograms.build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let Some(target) = parse_target(&row.try_get::<String, _>("target")?) else { continue };
                 let bytes: Vec<u8> = row.try_get("histogram")?;
@@ -191,7 +199,7 @@ impl Store {
                 "SELECT endpoint, path, kind, MIN(sample_id) AS sample FROM sample_paths WHERE run_id = ",
             );
             samples.push_bind(run_id).push(" GROUP BY endpoint, path, kind");
-            for row in samples.build().fetch_all(pool).await? {
+            for row in samples.build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let Some(kind) = DiffKind::parse(&row.try_get::<String, _>("kind")?) else { continue };
                 let Ok(id) = row.try_get::<String, _>("sample")?.parse() else { continue };
@@ -199,6 +207,7 @@ impl Store {
                     counts.samples.entry((row.try_get("path")?, kind)).or_insert((id, true));
                 }
             }
+            tx.commit().await?;
             Ok::<(), StoreError>(())
         })?;
         Ok(endpoints)
