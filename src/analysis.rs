@@ -10,6 +10,7 @@ pub mod json;
 pub mod kind;
 pub mod latency;
 pub mod noise;
+pub mod rewrite;
 pub mod rules;
 pub mod text;
 pub mod tree;

@@ -166,6 +166,8 @@ impl Application {
         let analysis = settings.analysis.config()?;
         // The rules file's `[[sample]]` rates decide, per endpoint, what the proxy shadows.
         settings.proxy.shadow.endpoint_rates = analysis.rules.sampling().to_vec();
+        // And its `[[rewrite]]`s what secondary and candidate are sent.
+        settings.proxy.shadow.rewrites = analysis.rules.rewrites().clone();
         let analyzer = Arc::new(Analyzer::new(analysis));
         let tls = tls_config(settings.upstreams.ca_file.as_deref())?;
         // One set of clients (so of pools) per thread that sends: a connection is driven by its own thread.
@@ -504,6 +506,7 @@ impl Application {
                 self.store_health.clone(),
                 self.runs.clone(),
             );
+            let rewrites = self.analyzer.config().rules.rewrites().clone();
             let stop = stop_consumer.clone();
             self.lane.spawn_stage(self.lane.threads() - 1, async move {
                 // Connections of its own, opened from a lane thread: SQLite's connection threads inherit its
@@ -520,6 +523,7 @@ impl Application {
                     .with_budget(&budget)
                     .with_health(health)
                     .with_runs(runs)
+                    .with_rewrites(rewrites)
                     .run(rx, stop)
                     .await
             })

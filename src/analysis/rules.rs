@@ -1,5 +1,6 @@
 //! User rules, per endpoint pattern and path pattern: ignore, noise, numeric tolerance, unordered array,
-//! presence-only and type-only; read from a TOML file (`--rules`) or added through the API.
+//! presence-only and type-only; read from a TOML file (`--rules`) or added through the API. The file also
+//! holds per-endpoint shadow sample rates (`[[sample]]`) and per-target request rewrites (`[[rewrite]]`).
 //!
 //! ```toml
 //! [[rule]]
@@ -21,6 +22,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::diff::DiffKind;
+use crate::analysis::rewrite::{Rewrite, RewriteSpec, Rewrites};
 
 /// What a rule does at the paths it matches.
 #[derive(Clone, Debug, PartialEq)]
@@ -372,6 +374,8 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// Per-endpoint shadow sample rates (`[[sample]]`), the first that matches deciding.
     sampling: Vec<SampleRate>,
+    /// What secondary or candidate is sent instead of the caller's request (`[[rewrite]]`).
+    rewrites: Rewrites,
 }
 
 /// A `[[sample]]` table: the share of an endpoint's requests that are shadowed (0 keeps them to primary).
@@ -395,6 +399,8 @@ struct RulesFile {
     rule: Vec<toml::Spanned<RuleSpec>>,
     #[serde(default)]
     sample: Vec<toml::Spanned<SampleSpec>>,
+    #[serde(default)]
+    rewrite: Vec<toml::Spanned<RewriteSpec>>,
 }
 
 impl RuleSet {
@@ -402,6 +408,7 @@ impl RuleSet {
         Self {
             rules,
             sampling: Vec::new(),
+            rewrites: Rewrites::default(),
         }
     }
 
@@ -467,7 +474,23 @@ impl RuleSet {
                 rate: spec.rate,
             });
         }
-        Ok(Self { rules, sampling })
+        let mut rewrites = Vec::with_capacity(parsed.rewrite.len());
+        for spanned in parsed.rewrite {
+            let offset = spanned.span().start;
+            rewrites.push(
+                Rewrite::new(spanned.into_inner()).map_err(|message| error_at(offset, message))?,
+            );
+        }
+        Ok(Self {
+            rules,
+            sampling,
+            rewrites: Rewrites::new(rewrites),
+        })
+    }
+
+    /// The per-target request rewrites.
+    pub fn rewrites(&self) -> &Rewrites {
+        &self.rewrites
     }
 
     pub fn rules(&self) -> &[Rule] {

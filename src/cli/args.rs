@@ -696,6 +696,7 @@ impl ShadowArgs {
             never: self.no_shadow,
             // From the rules file, read when the app is built.
             endpoint_rates: Vec::new(),
+            rewrites: Default::default(),
         };
         settings.proxy.exchange_queue = self.exchange_queue as usize;
         settings.lane = LaneSettings {

@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::analysis::rewrite::{RewriteId, Rewrites};
 use crate::budget::{Charge, MemoryBudget, Stage, header_bytes};
 use crate::endpoint::EndpointNamer;
 use crate::exchange::{
@@ -103,6 +104,8 @@ struct Forward {
     uris: [Option<Uri>; 3],
     headers: HeaderMap,
     caller_host: Option<HeaderValue>,
+    /// The rewrite (the rules file's `[[rewrite]]`) each upstream is sent, if any.
+    rewritten: [Option<RewriteId>; 3],
 }
 
 impl Forward {
@@ -112,19 +115,33 @@ impl Forward {
         parts: &http::request::Parts,
         caller: &CallerPeer,
         upstreams: &[UpstreamUrl; 3],
+        rewrites: &Rewrites,
         metrics: &Metrics,
     ) -> Option<Self> {
-        let [primary, secondary, candidate] = upstreams
-            .each_ref()
-            .map(|upstream| upstream.join_uri(&parts.uri));
-        let uris = [Some(primary?), Some(secondary?), Some(candidate?)];
-        Some(Self::with(
-            parts,
-            parts.headers.clone(),
-            uris,
-            caller,
-            metrics,
-        ))
+        let mut rewritten = [None; 3];
+        let mut uri_for = |target: Target| {
+            let upstream = &upstreams[target.index()];
+            // Without rewrites (the usual case) nothing is looked at.
+            let rewrite = if rewrites.is_empty() {
+                None
+            } else {
+                rewrites.request(target, &parts.uri)
+            };
+            match rewrite {
+                Some((id, uri)) => {
+                    rewritten[target.index()] = Some(id);
+                    upstream.join_uri(&uri)
+                }
+                _ => upstream.join_uri(&parts.uri),
+            }
+        };
+        let primary = upstreams[Target::Primary.index()].join_uri(&parts.uri)?;
+        let secondary = uri_for(Target::Secondary)?;
+        let candidate = uri_for(Target::Candidate)?;
+        let uris = [Some(primary), Some(secondary), Some(candidate)];
+        let mut forward = Self::with(parts, parts.headers.clone(), uris, caller, metrics);
+        forward.rewritten = rewritten;
+        Some(forward)
     }
 
     /// For primary alone, taking the caller's headers rather than copying them: the caller's path of a request
@@ -179,6 +196,7 @@ impl Forward {
             uris,
             headers,
             caller_host,
+            rewritten: [None; 3],
         }
     }
 
@@ -235,6 +253,8 @@ pub struct Proxy {
     capture_deadline: Duration,
     preserve_host: bool,
     shadow_host_suffix: bool,
+    /// What secondary or candidate is sent instead of the caller's request (the rules file's `[[rewrite]]`).
+    rewrites: Rewrites,
     /// Each upstream's own Host header, indexed by [`Target::index`]: plain, then with the shadow suffix.
     hosts: [[Option<HeaderValue>; 2]; 3],
     /// Callers whose forwarded headers are believed (`--trusted-proxies`).
@@ -307,6 +327,7 @@ impl Proxy {
                 [false, true].map(|suffixed| host_value(authority, suffixed))
             }),
             shadow_host_suffix: settings.shadow.host_suffix,
+            rewrites: settings.shadow.rewrites.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
             body_timeout: settings.body_timeout,
             inflight,
@@ -375,7 +396,13 @@ impl Proxy {
             };
             return self.primary_only(forward, streamed(body)).await;
         }
-        let Some(forward) = Forward::new(&parts, &caller, &self.upstreams, &self.metrics) else {
+        let Some(forward) = Forward::new(
+            &parts,
+            &caller,
+            &self.upstreams,
+            &self.rewrites,
+            &self.metrics,
+        ) else {
             self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
             return uri_too_long();
         };
@@ -642,11 +669,15 @@ impl Proxy {
         forward: &Forward,
         body: UpstreamBody,
     ) -> Request<UpstreamBody> {
+        let mut headers = forward.headers.clone();
+        if let Some(id) = forward.rewritten[target.index()] {
+            self.rewrites.headers(id, &mut headers);
+        }
         self.address(
             target,
             forward.method.clone(),
             forward.uris[target.index()].clone(),
-            forward.headers.clone(),
+            headers,
             forward.caller_host.as_ref(),
             body,
         )

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
+use crate::analysis::rewrite::Rewrites;
 use crate::analysis::rules::{EndpointGlob, SampleRate};
 use crate::exchange::Target;
 use crate::values::{MethodList, TrustedProxies};
@@ -123,6 +124,8 @@ pub struct ShadowSettings {
     /// Per-endpoint sample rates (the rules file's `[[sample]]`), the first that matches winning over
     /// `sample_rate`.
     pub endpoint_rates: Vec<SampleRate>,
+    /// What secondary or candidate is sent instead of the caller's request (the rules file's `[[rewrite]]`).
+    pub rewrites: Rewrites,
 }
 
 impl ShadowSettings {
@@ -149,6 +152,7 @@ impl Default for ShadowSettings {
             max_inflight: Self::DEFAULT_MAX_INFLIGHT,
             never: Vec::new(),
             endpoint_rates: Vec::new(),
+            rewrites: Rewrites::default(),
         }
     }
 }

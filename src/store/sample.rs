@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::decode;
 use crate::analysis::diff::Difference;
+use crate::analysis::rewrite::Rewrites;
 use crate::analysis::{Analysis, Compared};
 use crate::exchange::{CapturedBody, Exchange, Outcome, Target};
 use crate::redact::{Redactor, UNDECODABLE};
@@ -139,6 +140,18 @@ pub struct SampleDocument {
     pub candidate_differences: Vec<StoredDifference>,
     pub noise_differences: Vec<Difference>,
     pub body_skipped: Vec<(String, String)>,
+    /// What secondary or candidate was sent instead of the caller's request (the rules file's `[[rewrite]]`),
+    /// redacted as the request is; empty when every upstream was sent the caller's request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<SentRequest>,
+}
+
+/// The request one upstream was sent, when a rewrite changed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SentRequest {
+    pub target: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
 }
 
 impl SampleDocument {
@@ -151,7 +164,12 @@ impl SampleDocument {
     }
 
     /// The document of an analysed exchange, redacted, each body cut to `limits.body_limit` bytes.
-    pub fn build(analysis: &Analysis, redactor: &Redactor, limits: SampleLimits) -> Self {
+    pub fn build(
+        analysis: &Analysis,
+        redactor: &Redactor,
+        limits: SampleLimits,
+        rewrites: &Rewrites,
+    ) -> Self {
         let exchange = &analysis.exchange;
         let (candidate_differences, noise_differences, body_skipped) = match &analysis.result {
             Ok(compared) => redacted_differences(compared, redactor),
@@ -185,6 +203,7 @@ impl SampleDocument {
             candidate_differences,
             noise_differences,
             body_skipped,
+            sent: sent_requests(&exchange.request, redactor, rewrites),
         }
     }
 }
@@ -322,4 +341,30 @@ fn stored_body(
             }
         }
     }
+}
+
+/// The requests rewrites made of the caller's, as secondary and candidate were sent them (the rewrites are the
+/// process's own, fixed at start, so the same ones that were applied), redacted.
+fn sent_requests(
+    request: &crate::exchange::RecordedRequest,
+    redactor: &Redactor,
+    rewrites: &Rewrites,
+) -> Vec<SentRequest> {
+    if rewrites.is_empty() {
+        return Vec::new();
+    }
+    [Target::Secondary, Target::Candidate]
+        .into_iter()
+        .filter_map(|target| {
+            let mut uri = request.uri.clone();
+            let mut headers = request.headers.clone();
+            rewrites
+                .apply(target, &mut uri, &mut headers)
+                .then(|| SentRequest {
+                    target: target.as_str().to_string(),
+                    uri: redactor.uri(&uri.to_string()).into_owned(),
+                    headers: redactor.headers(&headers),
+                })
+        })
+        .collect()
 }

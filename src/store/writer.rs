@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::analysis::Analysis;
 use crate::analysis::aggregate::Tally;
 use crate::analysis::latency::Latencies;
+use crate::analysis::rewrite::Rewrites;
 use crate::budget::{Charge, MemoryBudget, Stage};
 use crate::clock::now_ms;
 use crate::endpoint::EndpointNamer;
@@ -167,6 +168,8 @@ pub struct Writer {
     ticks: u64,
     /// Which run to write, when runs can be switched without a restart.
     runs: Option<Arc<RunControl>>,
+    /// The rewrites secondary and candidate were sent, shown in samples.
+    rewrites: Arc<Rewrites>,
     /// Exchanges that began before this (unix ms) belong to the run closed when this one started.
     since_ms: i64,
 }
@@ -204,7 +207,14 @@ impl Writer {
             ticks: 0,
             runs: None,
             since_ms: 0,
+            rewrites: Arc::new(Rewrites::default()),
         }
+    }
+
+    /// The rules file's rewrites, for samples to say what secondary and candidate were sent.
+    pub fn with_rewrites(mut self, rewrites: Rewrites) -> Self {
+        self.rewrites = Arc::new(rewrites);
+        self
     }
 
     /// Follows the process's run as it is switched (here, or by another replica through the store).
@@ -430,11 +440,12 @@ impl Writer {
             return Vec::new();
         };
         let redactor = self.redactor.clone();
+        let rewrites = self.rewrites.clone();
         let built = tokio::task::spawn_blocking(move || {
             waiting
                 .into_iter()
                 .map(|ToSample { analysis, places }| {
-                    let document = SampleDocument::build(&analysis, &redactor, limits);
+                    let document = SampleDocument::build(&analysis, &redactor, limits, &rewrites);
                     SampleRow {
                         id: document.id.clone(),
                         endpoint: analysis.exchange.endpoint.clone(),

@@ -257,3 +257,119 @@ async fn shed_shadows_are_counted_skips() {
     );
     assert_eq!(app.metrics.analysis.analysed_count(Analysed::Compared), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_target_rewrites_send_the_candidate_its_own_words_and_compare_the_answers() {
+    use crate::support::stub::json_response;
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        rules.path(),
+        r#"
+[[rewrite]]
+target = "candidate"
+path_prefix = { from = "/api/v4/", to = "/api/v5/" }
+set_header = { "X-Feature" = "new-checkout" }
+remove_header = ["X-Legacy"]
+set_query = { flag = "on" }
+remove_query = ["debug"]
+
+[[rewrite]]
+target = "secondary"
+path_regex = { pattern = "^/api/v4/orders/(\\d+)$", replace = "/api/v4/order/$1" }
+"#,
+    )
+    .unwrap();
+    // Each version answers only the request in its own words: a rewrite that did not happen is a 404.
+    let current = |accepted: &'static str| {
+        Stub::start(move |seen| async move {
+            let status = if seen.uri.path().starts_with(accepted) {
+                200
+            } else {
+                404
+            };
+            json_response(
+                http::StatusCode::from_u16(status).unwrap(),
+                r#"{"id":7,"total":12}"#,
+            )
+        })
+    };
+    let primary = current("/api/v4/orders/").await;
+    let secondary = current("/api/v4/order/").await;
+    let candidate = current("/api/v5/orders/").await;
+    let (_dir, database) = crate::support::temp_database();
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        |s| {
+            s.analysis.rules = Some(rules.path().to_str().unwrap().into());
+            s.writer.run = Some("rewritten".into());
+            s.writer.flush_interval = std::time::Duration::from_millis(50);
+        },
+        &database,
+    )
+    .await;
+    let response = client()
+        .get(app.url("/api/v4/orders/7?debug=1&page=2"))
+        .header("x-legacy", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let sent = candidate.next_request().await;
+    assert_eq!(sent.uri.path(), "/api/v5/orders/7");
+    assert_eq!(sent.uri.query(), Some("page=2&flag=on"));
+    assert_eq!(sent.headers["x-feature"], "new-checkout");
+    assert!(sent.headers.get("x-legacy").is_none());
+    let to_secondary = secondary.next_request().await;
+    assert_eq!(to_secondary.uri.path(), "/api/v4/order/7");
+    assert_eq!(to_secondary.uri.query(), Some("debug=1&page=2"));
+    assert_eq!(
+        to_secondary.headers["x-legacy"], "1",
+        "a secondary rewrite changes only its path"
+    );
+    let to_primary = primary.next_request().await;
+    assert_eq!(
+        to_primary.uri.path_and_query().unwrap().as_str(),
+        "/api/v4/orders/7?debug=1&page=2"
+    );
+
+    // The answers are compared as answers to one request: nothing differs.
+    let url = app.admin_url("/api/v1/runs/rewritten/verdict?min_requests=1");
+    crate::support::wait_for("the exchange to be stored", || {
+        let url = url.clone();
+        async move {
+            let verdict = crate::support::get_json(&url).await;
+            verdict["requests"] == 1
+        }
+    })
+    .await;
+    let verdict = crate::support::get_json(&url).await;
+    assert_eq!(verdict["passed"], true, "{verdict}");
+    // The exchange page says what each rewritten upstream was sent.
+    let samples = crate::support::get_json(&app.admin_url(
+        "/api/v1/runs/rewritten/samples?endpoint=GET%20%2Fapi%2Fv4%2Forders%2F%7Bid%7D",
+    ))
+    .await;
+    let id = samples[0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a sample: {samples}"))
+        .to_string();
+    let exchange =
+        crate::support::get_json(&app.admin_url(&format!("/api/v1/exchanges/{id}"))).await;
+    let sent = exchange["sent"].as_array().unwrap();
+    assert_eq!(sent.len(), 2, "{exchange}");
+    let to_candidate = sent.iter().find(|s| s["target"] == "candidate").unwrap();
+    assert_eq!(to_candidate["uri"], "/api/v5/orders/7?page=2&flag=on");
+    let page = crate::support::get_text(&app.admin_url(&format!("/exchanges/{id}"))).await;
+    assert!(
+        page.contains("Sent to candidate (rewritten by the rules file)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("/api/v5/orders/7?page=2&#38;flag=on"),
+        "{page}"
+    );
+    app.stop().await;
+}

@@ -19,6 +19,13 @@ struct HeaderRow {
     marked: bool,
 }
 
+/// The request one upstream was sent instead of the caller's, its headers marked where they differ.
+struct SentRow {
+    target: String,
+    uri: String,
+    headers: Vec<HeaderRow>,
+}
+
 /// One upstream's response, ready to show.
 struct Panel {
     title: &'static str,
@@ -126,6 +133,8 @@ struct ExchangePage {
     time: String,
     result: String,
     request_headers: Vec<HeaderRow>,
+    /// What secondary or candidate was sent instead, when a rewrite changed it.
+    sent: Vec<SentRow>,
     request_body: Option<String>,
     /// Said when only the beginning of the request body was kept.
     request_truncated: Option<&'static str>,
@@ -228,6 +237,27 @@ fn exchange_view(document: SampleDocument) -> ExchangePage {
         uri: document.request.uri.clone(),
         time: timestamp(document.started_at_ms),
         result: document.result.replace('_', " "),
+        sent: document
+            .sent
+            .iter()
+            .map(|sent| SentRow {
+                target: sent.target.clone(),
+                uri: sent.uri.clone(),
+                headers: sent
+                    .headers
+                    .iter()
+                    .map(|(name, value)| HeaderRow {
+                        marked: !document
+                            .request
+                            .headers
+                            .iter()
+                            .any(|(n, v)| n == name && v == value),
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
         request_headers: document
             .request
             .headers
