@@ -202,7 +202,7 @@ impl Application {
             .await?;
         let redactor = Redactor::with(redaction_key, &settings.redaction);
         let fallback = default_run_label(&settings.upstreams);
-        let urls = Target::ALL.map(|target| settings.upstreams.url(target).to_string());
+        let urls = settings.upstreams.run_urls();
         let first = crate::runs::first_run(
             &store,
             settings.writer.run.as_deref(),

@@ -73,6 +73,10 @@ pub struct GateReport {
     /// without `--header`): upstreams likely refused them, so their verdicts say little. Present when not zero.
     #[serde(skip_serializing_if = "crate::analysis::aggregate::is_zero")]
     pub redacted_requests: u64,
+    /// `primary-twice` when the run had no secondary (primary was asked a second time for the noise
+    /// baseline); absent for the usual secondary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<&'static str>,
     pub endpoints: Vec<GateEndpoint>,
     /// Why it failed, in the order checked (empty when it passed).
     #[serde(skip)]
@@ -275,6 +279,11 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
         requests,
         diff_rate,
         redacted_requests,
+        baseline: report
+            .run
+            .secondary_url
+            .is_empty()
+            .then_some("primary-twice"),
         endpoints,
         failures,
         settings,

@@ -21,7 +21,7 @@ use crate::endpoint::{EndpointPattern, NamingSettings};
 use crate::lane::{LaneSettings, ShadowScheduling};
 use crate::monitor::MonitorSettings;
 use crate::notify::{NotifyFormat, NotifySettings};
-use crate::proxy::upstream::UpstreamSettings;
+use crate::proxy::upstream::{Baseline, UpstreamSettings};
 use crate::proxy::{ProxySettings, ResponseMode, ShadowSettings};
 use crate::redact::RedactionSettings;
 use crate::store::StoreSettings;
@@ -333,9 +333,11 @@ pub struct UpstreamArgs {
     #[arg(long, value_name = "URL", env = "SHADOWDIFF_PRIMARY")]
     pub primary: UpstreamUrl,
 
-    /// A second instance of the current version: what differs between it and primary is noise.
+    /// A second instance of the current version: what differs between it and primary is noise. Without it,
+    /// primary is asked a second time (safe methods only; others get no noise baseline), which misses noise
+    /// that differs between instances (caches, per-instance state): give one where you can.
     #[arg(long, value_name = "URL", env = "SHADOWDIFF_SECONDARY")]
-    pub secondary: UpstreamUrl,
+    pub secondary: Option<UpstreamUrl>,
 
     /// The new version under test.
     #[arg(long, value_name = "URL", env = "SHADOWDIFF_CANDIDATE")]
@@ -653,9 +655,14 @@ impl DatabaseArgs {
 
 impl UpstreamArgs {
     pub fn settings(&self) -> UpstreamSettings {
+        let (secondary, baseline) = match &self.secondary {
+            Some(secondary) => (secondary.clone(), Baseline::Secondary),
+            None => (self.primary.clone(), Baseline::PrimaryTwice),
+        };
         UpstreamSettings {
             primary: self.primary.clone(),
-            secondary: self.secondary.clone(),
+            secondary,
+            baseline,
             candidate: self.candidate.clone(),
             http2: self.upstream_http2,
             ca_file: self.upstream_ca.clone(),

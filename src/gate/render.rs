@@ -47,6 +47,14 @@ fn redacted_warning(report: &GateReport) -> Option<String> {
     })
 }
 
+/// What the gate says when the run had no secondary.
+pub fn baseline_note(report: &GateReport) -> Option<&'static str> {
+    report.baseline.map(|_| {
+        "noise baseline: primary asked twice (no --secondary): noise that differs between instances (caches, \
+         per-instance state) is not seen, and methods that are not safe had no baseline"
+    })
+}
+
 /// A failure in one line.
 pub fn describe(failure: &Failure) -> String {
     match failure {
@@ -131,6 +139,9 @@ fn text(report: &GateReport) -> String {
     }
     if let Some(warning) = redacted_warning(report) {
         let _ = writeln!(out, "  ! {warning}");
+    }
+    if let Some(note) = baseline_note(report) {
+        let _ = writeln!(out, "  ! {note}");
     }
     for endpoint in &report.endpoints {
         let _ = writeln!(

@@ -42,8 +42,9 @@ use crate::proxy::metrics::{BodySide, CallerRejection, UnshadowedReason};
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::request_body::{self, RequestBody};
 use crate::proxy::timing::head_latency;
-use crate::proxy::upstream::UpstreamSettings;
-use crate::proxy::upstream::{UpstreamBody, UpstreamClient, buffered, streamed};
+use crate::proxy::upstream::{
+    Baseline, UpstreamBody, UpstreamClient, UpstreamSettings, buffered, streamed,
+};
 use crate::values::{TrustedProxies, UpstreamUrl};
 
 /// The body the caller receives.
@@ -230,6 +231,9 @@ enum Plan {
     Send(OwnedSemaphorePermit),
     /// Over its in-flight bound: not sent.
     Shed,
+    /// Secondary without a `--secondary`, for a method that must not be sent twice: no request, and its
+    /// outcome is primary's own, so the exchange has no noise baseline (nothing differs from primary).
+    AsPrimary,
 }
 
 /// Everything the caller's path needs, shared by all connections.
@@ -255,6 +259,8 @@ pub struct Proxy {
     shadow_host_suffix: bool,
     /// What secondary or candidate is sent instead of the caller's request (the rules file's `[[rewrite]]`).
     rewrites: Rewrites,
+    /// No `--secondary`: primary is asked twice, for safe methods only.
+    primary_twice: bool,
     /// Each upstream's own Host header, indexed by [`Target::index`]: plain, then with the shadow suffix.
     hosts: [[Option<HeaderValue>; 2]; 3],
     /// Callers whose forwarded headers are believed (`--trusted-proxies`).
@@ -328,6 +334,7 @@ impl Proxy {
             }),
             shadow_host_suffix: settings.shadow.host_suffix,
             rewrites: settings.shadow.rewrites.clone(),
+            primary_twice: upstreams.baseline == Baseline::PrimaryTwice,
             trusted_proxies: settings.trusted_proxies.clone(),
             body_timeout: settings.body_timeout,
             inflight,
@@ -552,6 +559,9 @@ impl Proxy {
                 && let Some(rx) = report_rx.take()
             {
                 return Plan::Responder(rx);
+            }
+            if target == Target::Secondary && self.primary_twice && !parts.method.is_safe() {
+                return Plan::AsPrimary;
             }
             match self.inflight[target.index()].clone().try_acquire_owned() {
                 Ok(permit) => Plan::Send(permit),
@@ -778,6 +788,7 @@ impl Proxy {
             }
         }
         let [primary, secondary, candidate] = plans;
+        let secondary_as_primary = matches!(secondary, Plan::AsPrimary);
         let (primary, secondary, candidate) = tokio::join!(
             self.outcome(Target::Primary, primary, &forward, &request.body),
             self.outcome(Target::Secondary, secondary, &forward, &request.body),
@@ -788,6 +799,12 @@ impl Proxy {
             (secondary, held_secondary),
             (candidate, held_candidate),
         ] = [primary, secondary, candidate];
+        let secondary = if secondary_as_primary {
+            // The same bytes: the body is shared, not copied, and charged once.
+            primary.clone()
+        } else {
+            secondary
+        };
         // The background requests are done: what they held is let go, what they captured is kept.
         charge.shrink(self.background_bytes());
         for held in [held_primary, held_secondary, held_candidate] {
@@ -859,6 +876,11 @@ impl Proxy {
                 }
             }
             Plan::Shed => (
+                Outcome::failed(UpstreamError::Shed, Duration::ZERO),
+                Charge::none(),
+            ),
+            // Replaced by primary's outcome once it is known.
+            Plan::AsPrimary => (
                 Outcome::failed(UpstreamError::Shed, Duration::ZERO),
                 Charge::none(),
             ),

@@ -107,15 +107,27 @@ pub enum ClientError {
     Tls(String),
 }
 
+/// Where the noise baseline (what differs between two answers of the current version) comes from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// A second instance of the current version (`--secondary`): the recommended set-up.
+    Secondary,
+    /// Primary asked a second time (no `--secondary`): safe methods only; for others there is no baseline.
+    PrimaryTwice,
+}
+
 /// Where the three upstreams are and how they are reached.
 #[derive(Clone, Debug)]
 pub struct UpstreamSettings {
     /// The current version; its response goes back to the caller by default.
     pub primary: UpstreamUrl,
-    /// A second instance of the current version: what differs between it and primary is noise.
+    /// A second instance of the current version: what differs between it and primary is noise. Primary
+    /// itself when there is none (see `baseline`).
     pub secondary: UpstreamUrl,
     /// The new version under test.
     pub candidate: UpstreamUrl,
+    /// Where the noise baseline comes from.
+    pub baseline: Baseline,
     /// Speak HTTP/2 to the upstreams instead of HTTP/1.1.
     pub http2: bool,
     /// A PEM file of extra CA certificates trusted for https:// upstreams.
@@ -142,6 +154,7 @@ impl UpstreamSettings {
             primary,
             secondary,
             candidate,
+            baseline: Baseline::Secondary,
             http2: false,
             ca_file: None,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
@@ -149,6 +162,23 @@ impl UpstreamSettings {
             response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
             shadow_timeout: Self::DEFAULT_SHADOW_TIMEOUT,
         }
+    }
+
+    /// Primary and candidate alone: primary is asked a second time for the noise baseline (safe methods
+    /// only).
+    pub fn without_secondary(primary: UpstreamUrl, candidate: UpstreamUrl) -> Self {
+        Self {
+            baseline: Baseline::PrimaryTwice,
+            ..Self::new(primary.clone(), primary, candidate)
+        }
+    }
+
+    /// The upstreams as a run records them: secondary's URL empty when primary was asked twice.
+    pub fn run_urls(&self) -> [String; 3] {
+        Target::ALL.map(|target| match (target, self.baseline) {
+            (Target::Secondary, Baseline::PrimaryTwice) => String::new(),
+            _ => self.url(target).to_string(),
+        })
     }
 
     pub fn url(&self, target: Target) -> &UpstreamUrl {

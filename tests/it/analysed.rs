@@ -373,3 +373,115 @@ path_regex = { pattern = "^/api/v4/orders/(\\d+)$", replace = "/api/v4/order/$1"
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secondary_primary_is_asked_twice_for_safe_methods_only() {
+    let primary = Stub::users(0, false).await;
+    let candidate = Stub::users(1_000_000, false).await;
+    let (_dir, database) = crate::support::temp_database();
+    let url = |stub: &Stub| stub.url().parse().unwrap();
+    let app = TestApp::start_stored(
+        &primary.url(),
+        &primary.url(),
+        &candidate.url(),
+        |s| {
+            s.upstreams = shadowdiff::proxy::upstream::UpstreamSettings::without_secondary(
+                url(&primary),
+                url(&candidate),
+            );
+            s.proxy.shadow.allow_side_effects = true;
+            s.writer.run = Some("alone".into());
+            s.writer.flush_interval = std::time::Duration::from_millis(50);
+        },
+        &database,
+    )
+    .await;
+    for id in 0..10 {
+        client()
+            .get(app.url(&format!("/users/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    client()
+        .post(app.url("/users/1"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let url = app.admin_url("/api/v1/runs/alone/verdict?min_requests=1");
+    crate::support::wait_for("the exchanges to be stored", || {
+        let url = url.clone();
+        async move { crate::support::get_json(&url).await["requests"] == 11 }
+    })
+    .await;
+    // Each GET reached primary twice (the second answer is the baseline), the POST once.
+    assert_eq!(primary.hits(), 21);
+    assert_eq!(candidate.hits(), 11);
+    // `served_at` differs between primary's two answers: noise, not a regression; the POST had no baseline, so
+    // its `served_at` counts.
+    let report = crate::support::get_json(&app.admin_url("/api/v1/runs/alone")).await;
+    let gets = report["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "GET /users/{id}")
+        .unwrap();
+    assert_eq!(gets["diff_rate"], 0.0, "{gets}");
+    assert!(
+        gets["noise"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["path"] == "body/served_at"),
+        "{gets}"
+    );
+    let runs = crate::support::get_json(&app.admin_url("/api/v1/runs")).await;
+    assert_eq!(
+        runs[0]["secondary_url"], "",
+        "the run records that it had no secondary"
+    );
+    let overview = crate::support::get_text(&app.admin_url("/runs/alone")).await;
+    assert!(
+        overview.contains("noise baseline: primary asked twice (no secondary)"),
+        "{overview}"
+    );
+    app.stop().await;
+    let database = database.clone();
+    let gate = crate::support::process::run_command(&[
+        "gate",
+        "--database-url",
+        &database,
+        "--run",
+        "alone",
+        "--min-requests",
+        "1",
+        "--format",
+        "json",
+    ])
+    .await;
+    let json: serde_json::Value =
+        serde_json::from_str(&gate.stdout).unwrap_or_else(|_| panic!("{}", gate.stderr));
+    assert_eq!(json["baseline"], "primary-twice");
+    let text = crate::support::process::run_command(&[
+        "gate",
+        "--database-url",
+        &database,
+        "--run",
+        "alone",
+        "--min-requests",
+        "1",
+    ])
+    .await;
+    assert!(
+        text.stdout.contains("noise baseline: primary asked twice"),
+        "{}",
+        text.stdout
+    );
+}
