@@ -7,6 +7,7 @@ pub mod gate;
 pub mod migrate;
 pub mod progress;
 pub mod replay;
+pub mod report;
 pub mod serve;
 pub mod summary;
 
@@ -72,6 +73,7 @@ pub fn main() -> ExitCode {
                 replay::run(replay, settings).await
             }
             Command::Gate(args) => gate::run(args).await,
+            Command::Report(args) => report::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::DemoService(args) => demo::run_service(args).await,
             Command::DemoTraffic(args) => demo::run_traffic(args).await,

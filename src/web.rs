@@ -11,6 +11,7 @@ pub mod guard;
 pub mod health;
 pub mod pages;
 pub mod range;
+pub mod report_file;
 pub mod routes;
 pub mod view;
 

@@ -33,7 +33,8 @@ use crate::values::{
 };
 use crate::web::WebSettings;
 pub use commands::{
-    DemoArgs, DemoServiceArgs, DemoTrafficArgs, GateArgs, GateOptions, ReplayArgs, TrafficArgs,
+    DemoArgs, DemoServiceArgs, DemoTrafficArgs, GateArgs, GateOptions, ReplayArgs, ReportArgs,
+    TrafficArgs,
 };
 
 /// shadowdiff: send each request to primary, secondary and candidate; report what the candidate changed.
@@ -62,6 +63,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Judge a stored run for CI: exit 0 within bounds, 1 over them, 2 on errors.
     Gate(GateArgs),
+    /// Write a stored run's report as one self-contained HTML file (for a CI job's artifacts).
+    Report(ReportArgs),
     /// Start example services, the proxy and the dashboard, and send traffic through them.
     Demo(DemoArgs),
     /// Serve one version of the demo's example service (for docker-compose).

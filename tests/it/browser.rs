@@ -220,3 +220,37 @@ async fn a_regression_followed_from_the_overview_to_one_exchange() {
     browser.assert_no_dialog().await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_file_opens_offline_in_a_browser() {
+    if browser::skipped() {
+        return;
+    }
+    let report = report(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = crate::web::report_file(&report, dir.path()).await;
+    report.app.stop().await;
+    let browser = Browser::start().await;
+    browser.open(&format!("file://{}", file.display())).await;
+    browser.assert_no_dialog().await;
+    assert_eq!(browser.text("h1").await, "hostile");
+    assert!(browser.text(".verdict").await.starts_with("FAILED"));
+    let panels = browser
+        .client
+        .find_all(fantoccini::Locator::Css(".side-by-side .panel"))
+        .await
+        .unwrap();
+    assert!(panels.len() >= 2, "primary and candidate side by side");
+    assert!(panels[0].text().await.unwrap().starts_with("Primary"));
+    let added = browser.css(".side-by-side .panel span.mark-extra").await;
+    assert!(
+        added
+            .text()
+            .await
+            .unwrap()
+            .contains("ada <script>alert(1)</script>"),
+        "stored markup shown as text"
+    );
+    browser.screenshot("report-file").await;
+    browser.close().await;
+}

@@ -77,7 +77,13 @@ fn json_exchange(primary: Value, secondary: Value, candidate: Value) -> Exchange
 
 /// Analyses every exchange and judges the endpoint.
 fn judge(exchanges: Vec<Exchange>) -> (EndpointReport, Vec<Analysis>) {
-    let analyzer = Analyzer::default();
+    // A text diff that runs out of time falls back to coarser regions; these verdicts are about the regions
+    // themselves, so a loaded machine must not make the diff give up.
+    let settings = shadowdiff::analysis::AnalysisSettings {
+        text_diff_timeout: std::time::Duration::from_secs(60),
+        ..Default::default()
+    };
+    let analyzer = Analyzer::new(settings.config().unwrap());
     let mut counts = EndpointCounts::default();
     let analyses: Vec<Analysis> = exchanges.into_iter().map(|e| analyzer.analyse(e)).collect();
     for analysis in &analyses {

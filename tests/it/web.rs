@@ -49,6 +49,8 @@ pub async fn hostile(role: &'static str) -> Stub {
 /// A stored report with a known regression, with hostile bytes in it, served by a running instance.
 pub struct Report {
     pub app: TestApp,
+    /// The store the report is in.
+    pub database_url: String,
     _stubs: [Stub; 3],
     _database: tempfile::TempDir,
 }
@@ -104,6 +106,7 @@ pub async fn report(change: impl FnOnce(&mut AppSettings)) -> Report {
     .await;
     Report {
         app,
+        database_url: url,
         _stubs: stubs,
         _database: database,
     }
@@ -762,6 +765,87 @@ async fn samples_are_readable_in_the_list_filtered_by_value_and_paged() {
     assert!(
         filtered.contains("No sample of this place has a value containing"),
         "{filtered}"
+    );
+    report.app.stop().await;
+}
+
+/// Writes the fixture's run as a report file; its path.
+pub async fn report_file(report: &Report, dir: &std::path::Path) -> std::path::PathBuf {
+    let output = dir.join("report.html");
+    let ran = crate::support::process::run_command(&[
+        "report",
+        "--database-url",
+        &report.database_url,
+        "--run",
+        "hostile",
+        "--output",
+        output.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(ran.stderr.contains("run hostile: failed"), "{}", ran.stderr);
+    output
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_file_is_self_contained_and_escapes_every_stored_byte() {
+    let report = report(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let html = std::fs::read_to_string(report_file(&report, dir.path()).await).unwrap();
+    assert!(html.contains("<h1>hostile</h1>"), "{html}");
+    assert!(html.contains("<strong>FAILED</strong>"));
+    assert!(html.contains("<code>GET /users/{id}</code>"));
+    assert!(html.contains("<code>body/name</code>") && html.contains("breaking"));
+    assert!(
+        html.contains(r#"<div class="side-by-side">"#),
+        "a sample side by side"
+    );
+    // Nothing is loaded: no script, no external reference, and a policy that forbids loading anything.
+    assert!(
+        html.contains(r#"content="default-src 'none'; style-src 'unsafe-inline'; img-src data:""#)
+    );
+    for forbidden in ["url(", "@import"] {
+        assert!(
+            !html.contains(forbidden),
+            "`{forbidden}` in the report file"
+        );
+    }
+    // Every element is one the report is made of: stored markup came out as text, never as a tag.
+    let made_of = [
+        "html", "head", "meta", "title", "style", "body", "main", "section", "h1", "h2", "h3", "p",
+        "strong", "span", "table", "thead", "tbody", "tr", "th", "td", "code", "svg", "path",
+        "div", "pre", "details", "summary", "br", "mark",
+    ];
+    for (at, _) in html.match_indices('<') {
+        let name: String = html[at + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        assert!(
+            name.is_empty() || made_of.contains(&name.as_str()),
+            "<{name}> in the report file"
+        );
+    }
+    assert!(
+        html.contains("ada &lt;script&gt;alert(1)&lt;/script&gt;")
+            || html.contains("ada &#60;script&#62;"),
+        "escaped, shown as text"
+    );
+    let missing = crate::support::process::run_command(&[
+        "report",
+        "--database-url",
+        &report.database_url,
+        "--run",
+        "nope",
+        "--output",
+        dir.path().join("x.html").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(missing.code, Some(2));
+    assert!(
+        missing.stderr.contains("no run labelled `nope`"),
+        "{}",
+        missing.stderr
     );
     report.app.stop().await;
 }

@@ -126,6 +126,37 @@ pub struct GateArgs {
     pub database: DatabaseArgs,
 }
 
+/// Everything `report` needs.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// The run to write: its label, or `latest`.
+    #[arg(
+        long,
+        value_name = "LABEL",
+        env = "SHADOWDIFF_RUN",
+        default_value = "latest"
+    )]
+    pub run: String,
+
+    /// Where the HTML file goes (one self-contained file: styles and charts inline, nothing loaded from the
+    /// network), to attach to a build.
+    #[arg(long, value_name = "FILE", env = "SHADOWDIFF_REPORT_OUTPUT")]
+    pub output: PathBuf,
+
+    /// Rules file (TOML) whose rules apply to the verdicts, as in `serve --rules`; stored rules apply too.
+    #[arg(long, value_name = "FILE", env = "SHADOWDIFF_RULES")]
+    pub rules: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub gate: GateOptions,
+
+    #[command(flatten)]
+    pub verdicts: VerdictArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
 /// How long traffic runs: until a duration has passed, a number of requests has been sent, or Ctrl-C.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Traffic")]

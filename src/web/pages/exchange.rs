@@ -13,10 +13,10 @@ use crate::web::error::{PageError, WebError};
 use crate::web::range::RangeChoice;
 use crate::web::view::{self, DiffLine, Marks, millis, timestamp};
 
-struct HeaderRow {
-    name: String,
-    value: String,
-    marked: bool,
+pub(crate) struct HeaderRow {
+    pub(crate) name: String,
+    pub(crate) value: String,
+    pub(crate) marked: bool,
 }
 
 /// The request one upstream was sent instead of the caller's, its headers marked where they differ.
@@ -27,21 +27,21 @@ struct SentRow {
 }
 
 /// One upstream's response, ready to show.
-struct Panel {
-    title: &'static str,
-    status: Option<String>,
-    status_class: char,
-    elapsed: String,
-    error: Option<String>,
-    headers: Vec<HeaderRow>,
-    marked_headers: usize,
+pub(crate) struct Panel {
+    pub(crate) title: &'static str,
+    pub(crate) status: Option<String>,
+    pub(crate) status_class: char,
+    pub(crate) elapsed: String,
+    pub(crate) error: Option<String>,
+    pub(crate) headers: Vec<HeaderRow>,
+    pub(crate) marked_headers: usize,
     /// A JSON body, rendered and escaped, with its differing places marked.
-    json_html: Option<String>,
-    text: Option<String>,
-    note: Option<String>,
+    pub(crate) json_html: Option<String>,
+    pub(crate) text: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
-fn panel(
+pub(crate) fn panel(
     title: &'static str,
     outcome: &StoredOutcome,
     marks: &Marks,
@@ -111,13 +111,13 @@ fn panel(
     }
 }
 
-struct DifferenceRow {
-    path: String,
-    kind: String,
-    compat: &'static str,
-    primary: String,
-    other: String,
-    cancelled: bool,
+pub(crate) struct DifferenceRow {
+    pub(crate) path: String,
+    pub(crate) kind: String,
+    pub(crate) compat: &'static str,
+    pub(crate) primary: String,
+    pub(crate) other: String,
+    pub(crate) cancelled: bool,
 }
 
 #[derive(Template)]
@@ -147,7 +147,7 @@ struct ExchangePage {
 }
 
 /// Body marks and header names for one side's differences (`missing` marks primary's side, `extra` the other).
-fn marks_of<'a>(
+pub(crate) fn marks_of<'a>(
     differences: impl Iterator<Item = &'a crate::analysis::diff::Difference>,
 ) -> (Marks, Marks, Vec<String>) {
     let (mut primary, mut other, mut headers) = (Marks::new(), Marks::new(), Vec::new());
@@ -177,7 +177,7 @@ fn marks_of<'a>(
     (primary, other, headers)
 }
 
-fn difference_row(
+pub(crate) fn difference_row(
     difference: &crate::analysis::diff::Difference,
     cancelled: bool,
 ) -> DifferenceRow {
