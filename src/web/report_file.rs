@@ -10,7 +10,7 @@ use crate::gate::{GateEndpoint, GateReport};
 use crate::report::{ReportError, Reports};
 use crate::store::queries::TimeRange;
 use crate::units::{count, millis, percent, timestamp};
-use crate::web::pages::exchange::{DifferenceRow, Panel, difference_row, marks_of, panel};
+use crate::web::pages::exchange::{DifferenceRow, Panel, side_by_side};
 
 /// Endpoints shown in detail at most (worst first); the table lists them all.
 const MAX_DETAILED: usize = 20;
@@ -149,27 +149,12 @@ async fn detail(
 }
 
 fn sample_view(document: crate::store::sample::SampleDocument) -> SampleView {
-    let (primary_marks, candidate_marks, candidate_headers) =
-        marks_of(document.candidate_differences.iter().map(|d| &d.difference));
+    let (differences, primary, candidate) = side_by_side(&document);
     SampleView {
         request: format!("{} {}", document.request.method, document.request.uri),
-        differences: document
-            .candidate_differences
-            .iter()
-            .map(|d| difference_row(&d.difference, d.cancelled))
-            .collect(),
-        primary: panel(
-            "Primary",
-            &document.primary,
-            &primary_marks,
-            &candidate_headers,
-        ),
-        candidate: panel(
-            "Candidate",
-            &document.candidate,
-            &candidate_marks,
-            &candidate_headers,
-        ),
+        differences,
+        primary,
+        candidate,
         id: document.id,
     }
 }

@@ -204,8 +204,34 @@ pub async fn exchange_page(
 /// What a body cut to `--sample-body-limit` says on the exchange page.
 const TRUNCATED: &str = "truncated: only the beginning of this body is kept (--sample-body-limit)";
 
-fn exchange_view(document: SampleDocument) -> ExchangePage {
+/// The candidate's differences, and primary's and the candidate's panels with them marked.
+pub(crate) fn side_by_side(document: &SampleDocument) -> (Vec<DifferenceRow>, Panel, Panel) {
     let (primary_marks, candidate_marks, candidate_headers) =
+        marks_of(document.candidate_differences.iter().map(|d| &d.difference));
+    (
+        document
+            .candidate_differences
+            .iter()
+            .map(|d| difference_row(&d.difference, d.cancelled))
+            .collect(),
+        panel(
+            "Primary",
+            &document.primary,
+            &primary_marks,
+            &candidate_headers,
+        ),
+        panel(
+            "Candidate",
+            &document.candidate,
+            &candidate_marks,
+            &candidate_headers,
+        ),
+    )
+}
+
+fn exchange_view(document: SampleDocument) -> ExchangePage {
+    let (differences, primary, candidate) = side_by_side(&document);
+    let (_, _, candidate_headers) =
         marks_of(document.candidate_differences.iter().map(|d| &d.difference));
     let (_, secondary_marks, secondary_headers) = marks_of(document.noise_differences.iter());
     let text_of = |outcome: &StoredOutcome| match &outcome.body {
@@ -270,28 +296,14 @@ fn exchange_view(document: SampleDocument) -> ExchangePage {
             .collect(),
         request_body,
         request_truncated,
-        differences: document
-            .candidate_differences
-            .iter()
-            .map(|d| difference_row(&d.difference, d.cancelled))
-            .collect(),
+        differences,
         noise: document
             .noise_differences
             .iter()
             .map(|d| difference_row(d, false))
             .collect(),
-        primary: panel(
-            "Primary",
-            &document.primary,
-            &primary_marks,
-            &candidate_headers,
-        ),
-        candidate: panel(
-            "Candidate",
-            &document.candidate,
-            &candidate_marks,
-            &candidate_headers,
-        ),
+        primary,
+        candidate,
         secondary: panel(
             "Secondary",
             &document.secondary,
