@@ -36,6 +36,32 @@ pub struct ReplaySettings {
     pub rate: Option<u32>,
     /// Headers set on every request, replacing the recorded ones (credentials a recording keeps redacted).
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Which recorded requests are sent.
+    pub filter: ReplayFilter,
+}
+
+/// Which recorded requests a replay sends: paths matching `include` (all when none) and not `exclude`, with
+/// one of `methods` (all when empty).
+#[derive(Clone, Debug, Default)]
+pub struct ReplayFilter {
+    pub include_path: Option<regex::Regex>,
+    pub exclude_path: Option<regex::Regex>,
+    pub methods: Vec<http::Method>,
+}
+
+impl ReplayFilter {
+    /// Whether the request is sent.
+    pub fn keeps(&self, request: &traffic::TrafficRequest) -> bool {
+        let path = request.uri.path();
+        self.include_path
+            .as_ref()
+            .is_none_or(|include| include.is_match(path))
+            && !self
+                .exclude_path
+                .as_ref()
+                .is_some_and(|exclude| exclude.is_match(path))
+            && (self.methods.is_empty() || self.methods.contains(&request.method))
+    }
 }
 
 impl ReplaySettings {
@@ -49,6 +75,7 @@ impl ReplaySettings {
             concurrency: Self::DEFAULT_CONCURRENCY,
             rate: None,
             headers: Vec::new(),
+            filter: ReplayFilter::default(),
         }
     }
 }
@@ -77,7 +104,23 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
         )));
     }
 
-    let mut requests = traffic.requests;
+    let recorded = traffic.requests.len();
+    let mut requests: Vec<_> = traffic
+        .requests
+        .into_iter()
+        .filter(|request| replay.filter.keeps(request))
+        .collect();
+    let filtered = recorded - requests.len();
+    if filtered > 0 {
+        eprintln!(
+            "{input}: {filtered} of {recorded} requests left out by --include-path, --exclude-path or --methods"
+        );
+    }
+    if requests.is_empty() {
+        return Err(CommandError::new(format!(
+            "{input}: the filters leave none of its {recorded} requests to replay"
+        )));
+    }
     let still_redacted = with_headers(&mut requests, &replay.headers);
     let concurrency = replay.concurrency;
     let queue_room = settings.proxy.exchange_queue.min(settings.analysis.queue);

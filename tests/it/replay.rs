@@ -446,3 +446,61 @@ async fn replay_sets_credentials_on_redacted_recordings_and_counts_what_stays_re
         "{authorizations:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_filters_keep_the_paths_and_methods_asked_for_and_say_how_many_they_left_out() {
+    let stubs = users().await;
+    let (dir, database) = temp_database();
+    let input = dir.path().join("mixed.jsonl");
+    let mut lines = Vec::new();
+    for id in 1..=10 {
+        lines.push(format!(r#"{{"method":"GET","uri":"/users/{id}"}}"#));
+        lines.push(format!(r#"{{"method":"HEAD","uri":"/users/{id}"}}"#));
+        lines.push(format!(r#"{{"method":"GET","uri":"/static/app{id}.css"}}"#));
+        lines.push(format!(
+            r#"{{"method":"GET","uri":"/users/{id}/avatar.png"}}"#
+        ));
+    }
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let ran = replay(
+        &input,
+        &stubs,
+        &database,
+        &[
+            "--run",
+            "filtered",
+            "--include-path",
+            "^/users/",
+            "--exclude-path",
+            r"\.png$",
+            "--methods",
+            "GET",
+        ],
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("30 of 40 requests left out by --include-path, --exclude-path or --methods"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(stubs[0].hits(), 10, "only the GETs of /users/{{id}}");
+    let (_, report) = gate_json(&database, "filtered", &[]).await;
+    assert_eq!(report["requests"], 10);
+    let ran = replay(&input, &stubs, &database, &["--include-path", "^/nowhere"]).await;
+    assert_eq!(ran.code, Some(2));
+    assert!(
+        ran.stderr
+            .contains("the filters leave none of its 40 requests"),
+        "{}",
+        ran.stderr
+    );
+    let ran = replay(&input, &stubs, &database, &["--include-path", "("]).await;
+    assert_eq!(ran.code, Some(2));
+    assert!(
+        ran.stderr.contains("is not a regular expression"),
+        "{}",
+        ran.stderr
+    );
+}

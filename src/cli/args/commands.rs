@@ -11,12 +11,12 @@ use super::{DatabaseArgs, Fraction, InstanceArgs, UpstreamUrl, VerdictArgs};
 use crate::analysis::rules::EndpointGlob;
 use crate::app::AppSettings;
 use crate::cli::demo::DemoSettings;
-use crate::cli::replay::ReplaySettings;
+use crate::cli::replay::{ReplayFilter, ReplaySettings};
 use crate::demo::service::DemoVariant;
 use crate::gate::render::GateFormat;
 use crate::gate::{FailOn, GateSettings};
 use crate::traffic::TrafficFormat;
-use crate::values::parse_duration;
+use crate::values::{MethodList, parse_duration};
 
 /// Everything `replay` needs.
 #[derive(Args, Debug, Clone)]
@@ -45,8 +45,25 @@ pub struct ReplayArgs {
           value_delimiter = '\n', value_parser = parse_header, hide_env_values = true)]
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 
+    /// Replay only requests whose path matches this regular expression (`^/api/`).
+    #[arg(long, value_name = "REGEX", env = "SHADOWDIFF_INCLUDE_PATH", value_parser = parse_regex)]
+    pub include_path: Option<regex::Regex>,
+
+    /// Leave out requests whose path matches this regular expression (`\.(css|js|png)$`).
+    #[arg(long, value_name = "REGEX", env = "SHADOWDIFF_EXCLUDE_PATH", value_parser = parse_regex)]
+    pub exclude_path: Option<regex::Regex>,
+
+    /// Replay only these methods (`GET,HEAD`) [default: every method recorded].
+    #[arg(long, value_name = "LIST", env = "SHADOWDIFF_REPLAY_METHODS")]
+    pub methods: Option<MethodList>,
+
     #[command(flatten)]
     pub instance: InstanceArgs,
+}
+
+fn parse_regex(text: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(text)
+        .map_err(|error| format!("`{text}` is not a regular expression: {error}"))
 }
 
 /// `Name: value`.
@@ -236,6 +253,11 @@ impl ReplayArgs {
             concurrency: self.concurrency as usize,
             rate: self.rate,
             headers: self.headers,
+            filter: ReplayFilter {
+                include_path: self.include_path,
+                exclude_path: self.exclude_path,
+                methods: self.methods.map(|list| list.0).unwrap_or_default(),
+            },
         };
         let settings = self.instance.settings();
         (replay, settings)
