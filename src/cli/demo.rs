@@ -170,6 +170,7 @@ async fn send_traffic(
         Pace {
             concurrency: DEMO_CONCURRENCY,
             rate: Some(traffic.rate),
+            speed: None,
         },
         tally.clone(),
         stop,

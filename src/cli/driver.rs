@@ -69,6 +69,9 @@ pub struct Pace {
     pub concurrency: usize,
     /// Requests started per second at most.
     pub rate: Option<u32>,
+    /// Keep the recorded pace, this many times faster (`1.0`: as recorded): each request waits until its
+    /// recorded offset from the first, divided by this. Requests without a time are not held.
+    pub speed: Option<f64>,
 }
 
 /// Sends every request to `target` (the recorded path and query appended to its URL), paced, until the
@@ -97,7 +100,19 @@ pub async fn drive<H, F>(
         ticker
     });
     let tasks = TaskTracker::new();
+    let started = tokio::time::Instant::now();
+    let mut first_time = None;
     for recorded in requests {
+        if let (Some(speed), Some(time)) = (pace.speed, recorded.time) {
+            let first = *first_time.get_or_insert(time);
+            // A request recorded before the first (clocks, merged files) is not held.
+            let offset = time.duration_since(first).unwrap_or_default();
+            let due = started + offset.div_f64(speed);
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                () = stop.cancelled() => break,
+            }
+        }
         if let Some(ticker) = ticker.as_mut() {
             tokio::select! {
                 _ = ticker.tick() => {}

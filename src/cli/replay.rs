@@ -38,6 +38,8 @@ pub struct ReplaySettings {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Which recorded requests are sent.
     pub filter: ReplayFilter,
+    /// Keep the recorded pace, this many times faster; `None` as fast as the concurrency (and rate) allow.
+    pub speed: Option<f64>,
 }
 
 /// Which recorded requests a replay sends: paths matching `include` (all when none) and not `exclude`, with
@@ -76,6 +78,7 @@ impl ReplaySettings {
             rate: None,
             headers: Vec::new(),
             filter: ReplayFilter::default(),
+            speed: None,
         }
     }
 }
@@ -156,7 +159,11 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
     driver::drive(
         &proxy,
         requests.into_iter(),
-        Pace { concurrency, rate },
+        Pace {
+            concurrency,
+            rate,
+            speed: replay.speed,
+        },
         tally.clone(),
         CancellationToken::new(),
         hold,

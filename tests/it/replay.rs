@@ -504,3 +504,39 @@ async fn replay_filters_keep_the_paths_and_methods_asked_for_and_say_how_many_th
         ran.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_at_the_recorded_pace_sends_every_request() {
+    let stubs = users().await;
+    let (dir, database) = temp_database();
+    let input = dir.path().join("paced.jsonl");
+    let lines: Vec<String> = (0..10)
+        .map(|n| {
+            format!(
+                r#"{{"time":"2026-11-23T10:00:{n:02}.000Z","method":"GET","uri":"/users/{n}"}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    // Ten seconds recorded, replayed a thousand times faster (how closely the pace is kept is a benchmark's
+    // matter, not a test's).
+    let ran = replay(
+        &input,
+        &stubs,
+        &database,
+        &["--run", "paced", "--speed", "1000x"],
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(stubs[0].next_request().await.uri.path().to_string());
+    }
+    seen.sort();
+    let mut expected: Vec<String> = (0..10).map(|n| format!("/users/{n}")).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    let ran = replay(&input, &stubs, &database, &["--speed", "0x"]).await;
+    assert_eq!(ran.code, Some(2));
+    assert!(ran.stderr.contains("is not a speed"), "{}", ran.stderr);
+}

@@ -53,12 +53,30 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "REGEX", env = "SHADOWDIFF_EXCLUDE_PATH", value_parser = parse_regex)]
     pub exclude_path: Option<regex::Regex>,
 
+    /// Keep the recorded pace from each entry's time, this many times faster: `1x` as recorded, `2x` (or
+    /// `200%`) twice as fast [default: as fast as --concurrency and --rate allow].
+    #[arg(long, value_name = "FACTOR", env = "SHADOWDIFF_REPLAY_SPEED", value_parser = parse_speed)]
+    pub speed: Option<f64>,
+
     /// Replay only these methods (`GET,HEAD`) [default: every method recorded].
     #[arg(long, value_name = "LIST", env = "SHADOWDIFF_REPLAY_METHODS")]
     pub methods: Option<MethodList>,
 
     #[command(flatten)]
     pub instance: InstanceArgs,
+}
+
+/// `2x`, `200%` or `2`: a factor above zero.
+fn parse_speed(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let factor = match (trimmed.strip_suffix('x'), trimmed.strip_suffix('%')) {
+        (Some(times), _) => times.trim().parse::<f64>().ok(),
+        (_, Some(percent)) => percent.trim().parse::<f64>().ok().map(|p| p / 100.0),
+        _ => trimmed.parse::<f64>().ok(),
+    };
+    factor
+        .filter(|factor| factor.is_finite() && *factor > 0.0)
+        .ok_or_else(|| format!("`{text}` is not a speed: write `1x`, `2x`, `50%`"))
 }
 
 fn parse_regex(text: &str) -> Result<regex::Regex, String> {
@@ -258,6 +276,7 @@ impl ReplayArgs {
                 exclude_path: self.exclude_path,
                 methods: self.methods.map(|list| list.0).unwrap_or_default(),
             },
+            speed: self.speed,
         };
         let settings = self.instance.settings();
         (replay, settings)
@@ -272,6 +291,22 @@ impl GateOptions {
             fail_on: self.fail_on,
             latency: self.latency,
             endpoints: self.endpoints.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_speed;
+
+    #[test]
+    fn speeds_read_as_factors_or_percentages() {
+        assert_eq!(parse_speed("2x"), Ok(2.0));
+        assert_eq!(parse_speed("1x"), Ok(1.0));
+        assert_eq!(parse_speed("200%"), Ok(2.0));
+        assert_eq!(parse_speed("0.5"), Ok(0.5));
+        for bad in ["0x", "-1", "fast", "inf", "NaNx", ""] {
+            assert!(parse_speed(bad).is_err(), "{bad}");
         }
     }
 }
