@@ -65,15 +65,16 @@ pub struct StoredRule {
     pub spec: RuleSpec,
 }
 
+/// A run's columns, as [`run_info`] reads them.
+const RUN_COLUMNS: &str = "SELECT id, label, primary_url, secondary_url, candidate_url, started_at, last_seen_at, \
+                           heartbeat_at, closed_at FROM runs";
+
 impl Store {
     pub async fn runs(&self) -> Result<Vec<RunInfo>, StoreError> {
         on_pool!(self, pool => {
-            let rows = sqlx::query(
-                "SELECT id, label, primary_url, secondary_url, candidate_url, started_at, last_seen_at, heartbeat_at, closed_at \
-                 FROM runs ORDER BY last_seen_at DESC, id DESC",
-            )
-            .fetch_all(pool)
-            .await?;
+            let mut query = QueryBuilder::new(RUN_COLUMNS);
+            query.push(" ORDER BY last_seen_at DESC, id DESC");
+            let rows = query.build().fetch_all(pool).await?;
             rows.iter().map(|row| Ok(run_info(row)?)).collect()
         })
     }
@@ -97,11 +98,16 @@ impl Store {
 
     /// The run with this label, or the most recently active one for `latest`.
     pub async fn run(&self, label: &str) -> Result<Option<RunInfo>, StoreError> {
-        let runs = self.runs().await?;
-        Ok(if label == "latest" {
-            runs.into_iter().next()
-        } else {
-            runs.into_iter().find(|run| run.label == label)
+        // One row, not the whole list: the writer's pointer poll and the verdict refresh ask for it often.
+        on_pool!(self, pool => {
+            let mut query = QueryBuilder::new(RUN_COLUMNS);
+            if label == "latest" {
+                query.push(" ORDER BY last_seen_at DESC, id DESC LIMIT 1");
+            } else {
+                query.push(" WHERE label = ").push_bind(label);
+            }
+            let row = query.build().fetch_optional(pool).await?;
+            Ok(row.as_ref().map(run_info).transpose()?)
         })
     }
 

@@ -16,35 +16,11 @@ use crate::support::{TestApp, client, temp_database, wait_for};
 
 /// A candidate that renames `name` to `full_name` while `broken` is set, as a bad revision would.
 async fn switchable_candidate(broken: Arc<AtomicBool>) -> Stub {
-    Stub::start(move |seen| {
-        let broken = broken.load(Ordering::SeqCst);
-        async move {
-            let id = seen
-                .uri
-                .path()
-                .rsplit('/')
-                .next()
-                .unwrap_or("0")
-                .to_string();
-            let key = if broken { "full_name" } else { "name" };
-            json_response(StatusCode::OK, &format!(r#"{{"id":{id},"{key}":"ada"}}"#))
-        }
-    })
-    .await
+    Stub::item(Some(broken)).await
 }
 
 async fn steady() -> Stub {
-    Stub::start(|seen| async move {
-        let id = seen
-            .uri
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or("0")
-            .to_string();
-        json_response(StatusCode::OK, &format!(r#"{{"id":{id},"name":"ada"}}"#))
-    })
-    .await
+    Stub::item(None).await
 }
 
 /// Primary, secondary and a candidate to break, behind an instance storing into `database` under `run`.

@@ -13,7 +13,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::support::stub::{Stub, json_response};
+use crate::support::stub::Stub;
 use crate::support::{TestApp, client, temp_database, wait_for};
 
 fn deploy_file(path: &str) -> String {
@@ -134,23 +134,7 @@ async fn measure(metric: &Value, app: &TestApp, args: &[(&str, &str)]) -> (Statu
 }
 
 async fn item_stub(broken: Option<Arc<AtomicBool>>) -> Stub {
-    Stub::start(move |seen| {
-        let renamed = broken
-            .as_ref()
-            .is_some_and(|broken| broken.load(Ordering::SeqCst));
-        async move {
-            let id = seen
-                .uri
-                .path()
-                .rsplit('/')
-                .next()
-                .unwrap_or("0")
-                .to_string();
-            let key = if renamed { "full_name" } else { "name" };
-            json_response(StatusCode::OK, &format!(r#"{{"id":{id},"{key}":"ada"}}"#))
-        }
-    })
-    .await
+    Stub::item(broken).await
 }
 
 async fn send(app: &TestApp, requests: usize) {

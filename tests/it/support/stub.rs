@@ -178,6 +178,28 @@ impl Stub {
         .await
     }
 
+    /// An item `{"id": <last path segment>, "name": "ada"}`, with `full_name` for `name` while `renamed` is set
+    /// (a candidate that turns bad and good again).
+    pub async fn item(renamed: Option<Arc<std::sync::atomic::AtomicBool>>) -> Stub {
+        Self::start(move |seen| {
+            let renamed = renamed
+                .as_ref()
+                .is_some_and(|renamed| renamed.load(Ordering::SeqCst));
+            async move {
+                let id = seen
+                    .uri
+                    .path()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("0")
+                    .to_string();
+                let key = if renamed { "full_name" } else { "name" };
+                json_response(StatusCode::OK, &format!(r#"{{"id":{id},"{key}":"ada"}}"#))
+            }
+        })
+        .await
+    }
+
     /// A stub that always answers 200 with this JSON body.
     pub async fn json(body: &'static str) -> Stub {
         Self::start(move |_| async move { json_response(StatusCode::OK, body) }).await
