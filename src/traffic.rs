@@ -1,17 +1,25 @@
 //! Recorded traffic: the requests `serve --record` writes and `replay` reads, in shadowdiff's JSON lines, HAR 1.2
-//! or GoReplay's format.
+//! or GoReplay's format, read record by record.
 
 pub mod gor;
 pub mod har;
+pub mod hosts;
 pub mod jsonl;
+pub mod reader;
 
 use std::fmt;
+use std::io::BufRead;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderName, HeaderValue, Method, Uri};
+
+/// The most one record may take (a JSON line, a HAR entry's request, a GoReplay record): a larger one is skipped
+/// (or, in a HAR file, ends the reading), so that reading never holds more than this for one record.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// One recorded request, ready to send again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +32,45 @@ pub struct TrafficRequest {
     /// In recorded order, repeats kept.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+    /// The host it was sent to, when the file says (an absolute URL, a Host or `:authority` header).
+    pub authority: Option<Authority>,
 }
+
+impl TrafficRequest {
+    /// Bytes it holds, for the reading queue's bound.
+    pub fn size(&self) -> usize {
+        self.uri.as_str().len()
+            + self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len())
+                .sum::<usize>()
+    }
+}
+
+/// One thing a traffic file holds, in file order.
+#[derive(Debug)]
+pub enum Record {
+    Request(TrafficRequest),
+    /// A record that could not be used.
+    Skipped(Skipped),
+    /// A record deliberately left out (a GoReplay response), not an error.
+    Ignored,
+}
+
+impl Record {
+    fn size(&self) -> usize {
+        match self {
+            Record::Request(request) => request.size(),
+            Record::Skipped(skipped) => skipped.reason.len(),
+            Record::Ignored => 0,
+        }
+    }
+}
+
+/// Where a reader hands each record; `Break` stops the reading.
+pub type Sink<'a> = dyn FnMut(Record) -> ControlFlow<()> + 'a;
 
 /// The formats `replay --format` reads.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -69,7 +115,8 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// What a traffic file held.
+/// What a traffic file held, collected (for tests; `replay` reads record by record).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct Traffic {
     pub requests: Vec<TrafficRequest>,
@@ -90,22 +137,128 @@ pub enum TrafficError {
     Malformed { path: PathBuf, reason: String },
 }
 
-/// Reads a whole traffic file. Malformed records are skipped and listed; only an unreadable file, or one that is
-/// not the format at all, is an error.
-pub fn read(path: &Path, format: TrafficFormat) -> Result<Traffic, TrafficError> {
-    let bytes = std::fs::read(path).map_err(|source| TrafficError::Read {
-        path: path.to_path_buf(),
-        source,
+/// Reads `reader` in `format`, handing each record to `sink` as it is read, until the input ends or `sink`
+/// says stop. Malformed records are handed on as skipped; the error is for input that is not the format at all,
+/// or stops being it (a HAR file cut short), and says where.
+pub fn read_records(
+    reader: impl BufRead,
+    format: TrafficFormat,
+    sink: &mut Sink<'_>,
+) -> Result<(), String> {
+    match format {
+        TrafficFormat::Jsonl => jsonl::read(reader, sink),
+        TrafficFormat::Har => har::read(reader, sink),
+        TrafficFormat::Gor => gor::read(reader, sink),
+    }
+}
+
+/// Every record of `bytes`, collected.
+#[cfg(test)]
+pub fn collect(bytes: &[u8], format: TrafficFormat) -> Result<Traffic, String> {
+    let mut traffic = Traffic::default();
+    read_records(bytes, format, &mut |record| {
+        match record {
+            Record::Request(request) => traffic.requests.push(request),
+            Record::Skipped(skipped) => traffic.skipped.push(skipped),
+            Record::Ignored => traffic.ignored += 1,
+        }
+        ControlFlow::Continue(())
     })?;
-    let parsed = match format {
-        TrafficFormat::Jsonl => Ok(jsonl::parse(&bytes)),
-        TrafficFormat::Har => har::parse(&bytes),
-        TrafficFormat::Gor => Ok(gor::parse(&bytes)),
-    };
-    parsed.map_err(|reason| TrafficError::Malformed {
-        path: path.to_path_buf(),
-        reason,
-    })
+    Ok(traffic)
+}
+
+/// Every record a reader hands on, and how the reading ended (for tests of one format's reader).
+#[cfg(test)]
+pub fn records_of(
+    read: impl FnOnce(&mut Sink<'_>) -> Result<(), String>,
+) -> (Vec<Record>, Result<(), String>) {
+    let mut records = Vec::new();
+    let result = read(&mut |record| {
+        records.push(record);
+        ControlFlow::Continue(())
+    });
+    (records, result)
+}
+
+/// How a bounded line read ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LineRead {
+    /// A line is in the buffer (without its `\n`); `newline` says whether it had one (the last line may not).
+    Line { newline: bool },
+    /// The line was longer than allowed: it was read past, and the buffer is empty.
+    TooLong,
+    /// The input has ended.
+    End,
+}
+
+/// Reads one line into `line`, holding at most `max` bytes of it: a longer line is consumed to its end
+/// without being kept.
+pub(crate) fn read_line(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    line.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            return Ok(match (any, too_long) {
+                (false, _) => LineRead::End,
+                (true, true) => LineRead::TooLong,
+                (true, false) => LineRead::Line { newline: false },
+            });
+        }
+        any = true;
+        let end = memchr::memchr(b'\n', available);
+        let chunk = &available[..end.unwrap_or(available.len())];
+        if !too_long {
+            if line.len() + chunk.len() > max {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        let used = end.map_or(available.len(), |at| at + 1);
+        reader.consume(used);
+        if end.is_some() {
+            return Ok(if too_long {
+                LineRead::TooLong
+            } else {
+                LineRead::Line { newline: true }
+            });
+        }
+    }
+}
+
+/// The host a request was sent to: the absolute URL's, else the `Host` header's, else HTTP/2's `:authority`.
+pub fn recorded_authority<'a>(
+    target: &str,
+    mut headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Option<Authority> {
+    if !target.starts_with('/')
+        && let Ok(uri) = target.parse::<Uri>()
+        && let Some(authority) = uri.authority()
+    {
+        return Some(authority.clone());
+    }
+    let mut pseudo = None;
+    for (name, value) in headers.by_ref() {
+        if name.eq_ignore_ascii_case("host") {
+            if let Ok(authority) = value.trim().parse() {
+                return Some(authority);
+            }
+        } else if name == ":authority" && pseudo.is_none() {
+            pseudo = value.trim().parse().ok();
+        }
+    }
+    pseudo
 }
 
 /// A request target as recorded: origin form (`/path?q`) as it is, an absolute URL reduced to its path and query.
@@ -207,5 +360,20 @@ mod tests {
                 .contains("bad header name")
         );
         assert!(header("x-ok", "line\nbreak").unwrap_err().contains("x-ok"));
+    }
+
+    #[test]
+    fn a_bounded_line_read_keeps_short_lines_and_passes_over_long_ones() {
+        let mut input: &[u8] = b"short\nthis one is too long\n\nlast";
+        let mut line = Vec::new();
+        let mut read = || {
+            let read = read_line(&mut input, &mut line, 8).unwrap();
+            (read, String::from_utf8(line.clone()).unwrap())
+        };
+        assert_eq!(read(), (LineRead::Line { newline: true }, "short".into()));
+        assert_eq!(read(), (LineRead::TooLong, String::new()));
+        assert_eq!(read(), (LineRead::Line { newline: true }, String::new()));
+        assert_eq!(read(), (LineRead::Line { newline: false }, "last".into()));
+        assert_eq!(read(), (LineRead::End, String::new()));
     }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{AppSettings, Application};
 use crate::cli::args::{DemoArgs, DemoServiceArgs, DemoTrafficArgs, TrafficArgs};
 use crate::cli::driver::{self, Pace, Tally};
-use crate::cli::progress::Progress;
+use crate::cli::progress::{Progress, Through};
 use crate::cli::serve::shutdown_signal;
 use crate::cli::{CommandError, Outcome, gate};
 use crate::demo::service::DemoVariant;
@@ -161,12 +161,16 @@ async fn send_traffic(
         });
     }
     let tally = Arc::new(Tally::default());
-    let progress = Progress::start("demo traffic", traffic.requests, tally.clone());
+    let progress = Progress::start(
+        "demo traffic",
+        Through::Requests(traffic.requests),
+        tally.clone(),
+    );
     let requests =
         demo::traffic::requests().take(traffic.requests.map_or(usize::MAX, |n| n as usize));
     driver::drive(
         target,
-        requests,
+        futures_util::stream::iter(requests),
         Pace {
             concurrency: DEMO_CONCURRENCY,
             rate: Some(traffic.rate),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
@@ -76,10 +77,11 @@ pub struct Pace {
 
 /// Sends every request to `target` (the recorded path and query appended to its URL), paced, until the
 /// requests run out or `stop` is cancelled; then waits for the answers in flight. `hold` is awaited before
-/// each request: the caller's way to apply backpressure. Each answer's body is read to its end.
+/// each request: the caller's way to apply backpressure. Each answer's body is read to its end. The requests
+/// are taken one at a time, as they are sent, so a stream read from a file is never collected.
 pub async fn drive<H, F>(
     target: &UpstreamUrl,
-    requests: impl Iterator<Item = TrafficRequest>,
+    requests: impl Stream<Item = TrafficRequest>,
     pace: Pace,
     tally: Arc<Tally>,
     stop: CancellationToken,
@@ -102,7 +104,13 @@ pub async fn drive<H, F>(
     let tasks = TaskTracker::new();
     let started = tokio::time::Instant::now();
     let mut first_time = None;
-    for recorded in requests {
+    let mut requests = std::pin::pin!(requests);
+    loop {
+        let recorded = tokio::select! {
+            recorded = requests.next() => recorded,
+            () = stop.cancelled() => None,
+        };
+        let Some(recorded) = recorded else { break };
         if let (Some(speed), Some(time)) = (pace.speed, recorded.time) {
             let first = *first_time.get_or_insert(time);
             // A request recorded before the first (clocks, merged files) is not held.

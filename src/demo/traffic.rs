@@ -34,6 +34,7 @@ pub fn request(index: u64) -> TrafficRequest {
             ),
         ],
         body: Bytes::new(),
+        authority: None,
     }
 }
 

@@ -118,6 +118,7 @@ fn redacted(recording: Recording, redactor: &Redactor, max_decoded_body: usize) 
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         headers,
         body,
+        authority: None,
     }
 }
 

@@ -5,34 +5,83 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::{Skipped, Traffic, TrafficRequest};
+use std::io::BufRead;
 
-const SEPARATOR: &[u8] = "\n🐵🙈🙉\n".as_bytes();
+use super::{LineRead, MAX_RECORD_BYTES, Record, Sink, Skipped, TrafficRequest};
+use crate::values::ByteSize;
+
+/// The line between records.
+const SEPARATOR: &[u8] = "🐵🙈🙉".as_bytes();
 const MAX_HEADERS: usize = 256;
 
-/// Every request record; responses are counted as ignored, malformed records skipped with their line.
-pub fn parse(bytes: &[u8]) -> Traffic {
-    let mut traffic = Traffic::default();
-    let mut start = 0;
-    let mut line = 1;
-    while start < bytes.len() {
-        let end = find(&bytes[start..], SEPARATOR).map_or(bytes.len(), |at| start + at);
-        let record = &bytes[start..end];
-        if !record.iter().all(u8::is_ascii_whitespace) {
-            match request(record) {
-                Ok(Some(request)) => traffic.requests.push(request),
-                Ok(None) => traffic.ignored += 1,
-                Err(reason) => traffic.skipped.push(Skipped { line, reason }),
+/// Every request record, handed on as it is read; responses are handed on as ignored, malformed or oversized
+/// records as skipped with the line they start on. Only a failing read is an error.
+pub fn read(reader: impl BufRead, sink: &mut Sink<'_>) -> Result<(), String> {
+    read_bounded(reader, sink, MAX_RECORD_BYTES)
+}
+
+/// [`read`], with records larger than `max` skipped.
+fn read_bounded(mut reader: impl BufRead, sink: &mut Sink<'_>, max: usize) -> Result<(), String> {
+    let mut record = Vec::new();
+    let mut line = Vec::new();
+    let mut number = 0;
+    let mut start = 1;
+    let mut oversized = false;
+    loop {
+        number += 1;
+        let room = max.saturating_sub(record.len());
+        let read = super::read_line(&mut reader, &mut line, room)
+            .map_err(|error| format!("cannot read line {number}: {error}"))?;
+        let ended = read == LineRead::End;
+        let separator = matches!(read, LineRead::Line { .. }) && line.as_slice() == SEPARATOR;
+        if !ended && !separator {
+            match read {
+                LineRead::Line { newline } if !oversized => {
+                    record.extend_from_slice(&line);
+                    if newline {
+                        record.push(b'\n');
+                    }
+                }
+                _ => {
+                    oversized = true;
+                    record.clear();
+                }
             }
+            continue;
         }
-        let next = (end + SEPARATOR.len()).min(bytes.len());
-        line += bytes[start..next]
-            .iter()
-            .filter(|byte| **byte == b'\n')
-            .count();
-        start = next;
+        // The separator's line break belongs to it, not to the record before it.
+        if separator && record.last() == Some(&b'\n') {
+            record.pop();
+        }
+        let handed = if oversized {
+            Some(Record::Skipped(Skipped {
+                line: start,
+                reason: format!("a record larger than {}", ByteSize(max as u64)),
+            }))
+        } else if record.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            Some(match request(&record) {
+                Ok(Some(request)) => Record::Request(request),
+                Ok(None) => Record::Ignored,
+                Err(reason) => Record::Skipped(Skipped {
+                    line: start,
+                    reason,
+                }),
+            })
+        };
+        if let Some(handed) = handed
+            && sink(handed).is_break()
+        {
+            return Ok(());
+        }
+        if ended {
+            return Ok(());
+        }
+        record.clear();
+        oversized = false;
+        start = number + 1;
     }
-    traffic
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -73,6 +122,13 @@ fn request(record: &[u8]) -> Result<Option<TrafficRequest>, String> {
     };
     let method = super::method(parsed.method.unwrap_or_default())?;
     let uri = super::origin_form(parsed.path.unwrap_or_default())?;
+    let authority = super::recorded_authority(
+        "/",
+        parsed
+            .headers
+            .iter()
+            .filter_map(|h| Some((h.name, std::str::from_utf8(h.value).ok()?))),
+    );
     let mut headers = Vec::new();
     let mut chunked = false;
     let mut length = None;
@@ -115,6 +171,7 @@ fn request(record: &[u8]) -> Result<Option<TrafficRequest>, String> {
         uri,
         headers,
         body: Bytes::from(body),
+        authority,
     }))
 }
 
@@ -145,6 +202,11 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traffic::{Traffic, TrafficFormat};
+
+    fn parse(bytes: &[u8]) -> Traffic {
+        crate::traffic::collect(bytes, TrafficFormat::Gor).unwrap()
+    }
 
     fn file(records: &[&str]) -> Vec<u8> {
         let mut out = String::new();
@@ -195,5 +257,26 @@ mod tests {
         let lines: Vec<usize> = traffic.skipped.iter().map(|s| s.line).collect();
         assert_eq!(lines, vec![7, 9, 14], "{:?}", traffic.skipped);
         assert!(traffic.skipped[2].reason.contains("truncated"));
+    }
+
+    #[test]
+    fn a_record_larger_than_the_bound_is_skipped_and_the_next_one_read() {
+        let big = format!("1 b 1 0\nPOST /big HTTP/1.1\r\n\r\n{}", "x\n".repeat(600));
+        let bytes = file(&[
+            "1 a 1 0\nGET /before HTTP/1.1\r\n\r\n",
+            &big,
+            "1 c 1 0\nGET /after HTTP/1.1\r\n\r\n",
+        ]);
+        let (records, result) =
+            crate::traffic::records_of(|sink| read_bounded(&bytes[..], sink, 1_000));
+        result.unwrap();
+        assert_eq!(records.len(), 3);
+        assert!(matches!(&records[0], Record::Request(r) if r.uri == "/before"));
+        assert!(
+            matches!(&records[1], Record::Skipped(s) if s.line == 6 && s.reason.contains("larger than")),
+            "{:?}",
+            records[1]
+        );
+        assert!(matches!(&records[2], Record::Request(r) if r.uri == "/after"));
     }
 }

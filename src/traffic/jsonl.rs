@@ -8,7 +8,10 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Skipped, Traffic, TrafficRequest};
+use std::io::BufRead;
+
+use super::{LineRead, MAX_RECORD_BYTES, Record, Sink, Skipped, TrafficRequest};
+use crate::values::ByteSize;
 
 /// A line as written. Reading also takes headers as an object and a plain-text `body`, for hand-written files.
 #[derive(Serialize, Deserialize)]
@@ -65,23 +68,44 @@ pub fn line(request: &TrafficRequest) -> String {
     serde_json::to_string(&line).unwrap_or_default()
 }
 
-/// Every line of a file: blank lines pass, malformed ones are skipped with their line number.
-pub fn parse(bytes: &[u8]) -> Traffic {
-    let mut traffic = Traffic::default();
-    for (index, raw) in bytes.split(|byte| *byte == b'\n').enumerate() {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match request(raw) {
-            Ok(request) => traffic.requests.push(request),
-            Err(reason) => traffic.skipped.push(Skipped {
-                line: index + 1,
-                reason,
+/// Every line of the input, handed on as it is read: blank lines pass, malformed or oversized ones are skipped
+/// with their line number. Only a failing read is an error.
+pub fn read(reader: impl BufRead, sink: &mut Sink<'_>) -> Result<(), String> {
+    read_bounded(reader, sink, MAX_RECORD_BYTES)
+}
+
+/// [`read`], with lines longer than `max` skipped.
+fn read_bounded(mut reader: impl BufRead, sink: &mut Sink<'_>, max: usize) -> Result<(), String> {
+    let mut buffer = Vec::new();
+    let mut number = 0;
+    loop {
+        number += 1;
+        let record = match super::read_line(&mut reader, &mut buffer, max)
+            .map_err(|error| format!("cannot read line {number}: {error}"))?
+        {
+            LineRead::End => return Ok(()),
+            LineRead::TooLong => Record::Skipped(Skipped {
+                line: number,
+                reason: format!("a line longer than {}", ByteSize(max as u64)),
             }),
+            LineRead::Line { .. } => {
+                let raw = buffer.strip_suffix(b"\r").unwrap_or(&buffer);
+                if raw.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match request(raw) {
+                    Ok(request) => Record::Request(request),
+                    Err(reason) => Record::Skipped(Skipped {
+                        line: number,
+                        reason,
+                    }),
+                }
+            }
+        };
+        if sink(record).is_break() {
+            return Ok(());
         }
     }
-    traffic
 }
 
 fn request(raw: &[u8]) -> Result<TrafficRequest, String> {
@@ -91,6 +115,7 @@ fn request(raw: &[u8]) -> Result<TrafficRequest, String> {
         Some(text) => Some(parse_time(text)?),
         None => None,
     };
+    let authority = super::recorded_authority(&line.uri, header_texts(&line.headers));
     let mut headers = Vec::new();
     let mut add = |name: &str, value: &str| -> Result<(), String> {
         if let Some(pair) = super::header(name, value)? {
@@ -135,7 +160,29 @@ fn request(raw: &[u8]) -> Result<TrafficRequest, String> {
         uri: super::origin_form(&line.uri)?,
         headers,
         body,
+        authority,
     })
+}
+
+/// The headers' names and text values, as recorded (repeats kept).
+fn header_texts(headers: &Headers) -> impl Iterator<Item = (&str, &str)> {
+    let (pairs, object) = match headers {
+        Headers::Pairs(pairs) => (Some(pairs), None),
+        Headers::Object(map) => (None, Some(map)),
+    };
+    let pairs = pairs
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| (name.as_str(), value.as_str()));
+    let object = object.into_iter().flatten().flat_map(|(name, value)| {
+        let values: Vec<&str> = match value {
+            serde_json::Value::String(text) => vec![text.as_str()],
+            serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        values.into_iter().map(move |value| (name.as_str(), value))
+    });
+    pairs.chain(object)
 }
 
 /// RFC 3339 (`2026-11-23T10:15:00.123Z`), or milliseconds since the epoch.
@@ -151,6 +198,11 @@ mod tests {
     use http::{HeaderName, HeaderValue, Method};
 
     use super::*;
+    use crate::traffic::{Traffic, TrafficFormat};
+
+    fn parse(bytes: &[u8]) -> Traffic {
+        crate::traffic::collect(bytes, TrafficFormat::Jsonl).unwrap()
+    }
 
     fn sample() -> TrafficRequest {
         TrafficRequest {
@@ -174,6 +226,7 @@ mod tests {
                 ),
             ],
             body: Bytes::from_static(b"{\"item\":\"\xff\"}"),
+            authority: None,
         }
     }
 
@@ -219,5 +272,46 @@ mod tests {
         );
         assert!(traffic.skipped[2].reason.contains("bad method"));
         assert!(traffic.skipped[3].reason.contains("base64"));
+    }
+
+    #[test]
+    fn a_line_longer_than_the_bound_is_skipped_and_the_next_one_read() {
+        let long = format!(
+            r#"{{"method":"GET","uri":"/long","body":"{}"}}"#,
+            "x".repeat(5_000)
+        );
+        let text = format!("{}\n{long}\n{}", line(&sample()), line(&sample()));
+        let (records, result) =
+            crate::traffic::records_of(|sink| read_bounded(text.as_bytes(), sink, 1_000));
+        result.unwrap();
+        assert_eq!(records.len(), 3);
+        assert!(
+            matches!(&records[1], Record::Skipped(s) if s.line == 2 && s.reason.contains("longer than")),
+            "{:?}",
+            records[1]
+        );
+        assert!(matches!(&records[2], Record::Request(_)));
+    }
+
+    #[test]
+    fn the_host_comes_from_an_absolute_uri_or_the_host_header() {
+        let traffic = parse(
+            br#"{"method":"GET","uri":"https://api.example.com/a","headers":[["host","other"]]}
+{"method":"GET","uri":"/b","headers":{"Host":"shop.example.com:8080"}}
+{"method":"GET","uri":"/c"}"#,
+        );
+        let hosts: Vec<Option<String>> = traffic
+            .requests
+            .iter()
+            .map(|r| r.authority.as_ref().map(ToString::to_string))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                Some("api.example.com".to_string()),
+                Some("shop.example.com:8080".to_string()),
+                None
+            ]
+        );
     }
 }

@@ -540,3 +540,114 @@ async fn replay_at_the_recorded_pace_sends_every_request() {
     assert_eq!(ran.code, Some(2));
     assert!(ran.stderr.contains("is not a speed"), "{}", ran.stderr);
 }
+
+fn har_entry(url: &str, response_text: &str) -> Value {
+    serde_json::json!({
+        "startedDateTime": "2026-11-23T10:15:00.123Z",
+        "request": {"method": "GET", "url": url, "headers": [{"name": "accept", "value": "*/*"}]},
+        "response": {"status": 200, "content": {"mimeType": "font/woff2", "text": response_text}}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_har_mostly_for_other_hosts_replays_the_host_asked_for_and_counts_the_rest() {
+    let stubs = users().await;
+    let (dir, database) = temp_database();
+    let input = dir.path().join("browser.har");
+    // A browser session: the API's calls among many large font and CDN downloads, which are read past.
+    let font = "A".repeat(4_096);
+    let mut entries = Vec::new();
+    for n in 0..2_000 {
+        entries.push(har_entry(
+            &format!("https://cdn.example.net/assets/{n}.woff2"),
+            &font,
+        ));
+        if n % 100 == 0 {
+            entries.push(har_entry(
+                &format!("https://shop.example.com/users/{}", n / 100 + 1),
+                "{}",
+            ));
+        }
+    }
+    let har = serde_json::json!({"log": {"version": "1.2", "entries": entries}});
+    std::fs::write(&input, serde_json::to_string_pretty(&har).unwrap()).unwrap();
+
+    let ran = replay(
+        &input,
+        &stubs,
+        &database,
+        &["--run", "one-host", "--host", "SHOP.example.com"],
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stdout.contains("Replayed 20 requests"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stderr
+            .contains("2000 requests to hosts other than SHOP.example.com skipped"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("read (100%)"),
+        "progress is told in bytes of the file: {}",
+        ran.stderr
+    );
+    assert_eq!(stubs[0].hits(), 20);
+    let (_, report) = gate_json(&database, "one-host", &[]).await;
+    assert_eq!(endpoint(&report, "GET /users/{id}")["requests"], 20);
+
+    let ran = replay(
+        &input,
+        &stubs,
+        &database,
+        &["--host", "nowhere.example.org"],
+    )
+    .await;
+    assert_eq!(ran.code, Some(2));
+    assert!(
+        ran.stderr
+            .contains("none of its 2020 requests went to nowhere.example.org"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_har_without_host_replays_the_host_with_the_most_entries_and_says_so() {
+    let stubs = users().await;
+    let (dir, database) = temp_database();
+    let input = dir.path().join("session.har");
+    let mut entries = Vec::new();
+    for id in 1..=30 {
+        entries.push(har_entry(
+            &format!("https://shop.example.com/users/{id}"),
+            "{}",
+        ));
+        if id % 3 == 0 {
+            entries.push(har_entry("https://fonts.example.net/a.woff2", "AAAA"));
+        }
+        if id % 10 == 0 {
+            entries.push(har_entry("https://cdn.example.net/app.js", "x"));
+        }
+    }
+    let har = serde_json::json!({"log": {"version": "1.2", "entries": entries}});
+    std::fs::write(&input, serde_json::to_string(&har).unwrap()).unwrap();
+
+    let ran = replay(&input, &stubs, &database, &["--run", "main-host"]).await;
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.stderr.contains(
+            "replaying the 30 requests to shop.example.com (the host with the most of its 43 requests; \
+             2 other hosts skipped; --host chooses another)"
+        ),
+        "said at start: {}",
+        ran.stderr
+    );
+    assert_eq!(stubs[0].hits(), 30);
+    let (_, report) = gate_json(&database, "main-host", &[]).await;
+    assert_eq!(report["requests"], 30);
+}

@@ -58,6 +58,12 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FACTOR", env = "SHADOWDIFF_REPLAY_SPEED", value_parser = parse_speed)]
     pub speed: Option<f64>,
 
+    /// Replay only requests sent to this host (`api.example.com`, a port only if it must match); requests
+    /// to other hosts are skipped and counted [default: for HAR files, the host with the most entries (a
+    /// browser's HAR holds fonts and CDNs too), said at start; for other formats, every host].
+    #[arg(long, value_name = "HOST", env = "SHADOWDIFF_REPLAY_HOST", value_parser = parse_host)]
+    pub host: Option<http::uri::Authority>,
+
     /// Replay only these methods (`GET,HEAD`) [default: every method recorded].
     #[arg(long, value_name = "LIST", env = "SHADOWDIFF_REPLAY_METHODS")]
     pub methods: Option<MethodList>,
@@ -77,6 +83,16 @@ fn parse_speed(text: &str) -> Result<f64, String> {
     factor
         .filter(|factor| factor.is_finite() && *factor > 0.0)
         .ok_or_else(|| format!("`{text}` is not a speed: write `1x`, `2x`, `50%`"))
+}
+
+fn parse_host(text: &str) -> Result<http::uri::Authority, String> {
+    text.trim()
+        .parse::<http::uri::Authority>()
+        .ok()
+        .filter(|authority| !authority.host().is_empty() && !authority.as_str().contains('@'))
+        .ok_or_else(|| {
+            format!("`{text}` is not a host: write `api.example.com` or `api.example.com:8443`")
+        })
 }
 
 fn parse_regex(text: &str) -> Result<regex::Regex, String> {
@@ -277,6 +293,7 @@ impl ReplayArgs {
                 methods: self.methods.map(|list| list.0).unwrap_or_default(),
             },
             speed: self.speed,
+            host: self.host,
         };
         let settings = self.instance.settings();
         (replay, settings)
