@@ -5,7 +5,9 @@ pub mod verdict;
 
 use serde::Serialize;
 
-use crate::analysis::aggregate::{self, EndpointReport, RegressionReport, TargetLatency};
+use crate::analysis::aggregate::{
+    self, AcceptedReport, EndpointReport, RegressionReport, TargetLatency,
+};
 use crate::analysis::compat::Compat;
 use crate::analysis::rules::EndpointGlob;
 use crate::report::{ReportError, Reports, RunReport};
@@ -138,6 +140,10 @@ pub struct GateEndpoint {
     pub latency_regression: bool,
     /// The places judged regressions that count (all, or only breaking ones), as the report has them.
     pub regressions: Vec<RegressionReport>,
+    /// Places the counts call regressions that accept rules say are intended: reported, not counted (present
+    /// when there are any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accepted: Vec<AcceptedReport>,
     pub noise: Vec<GateNoise>,
     /// Whether it had enough requests to be judged on its own.
     #[serde(skip)]
@@ -258,6 +264,7 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
                 .filter(|r| settings.fail_on == FailOn::Any || r.compat == Compat::Breaking)
                 .cloned()
                 .collect(),
+            accepted: report.accepted.clone(),
             noise: report
                 .noise
                 .iter()

@@ -251,6 +251,17 @@ pub struct RegressionReport {
     pub sample: Option<String>,
 }
 
+/// A place the counts call a regression that an accept rule says is intended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AcceptedReport {
+    /// The place, as it would be reported were it not accepted.
+    #[serde(flatten)]
+    pub place: RegressionReport,
+    /// The rule's note, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 /// A place judged noise.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NoiseReport {
@@ -279,6 +290,10 @@ pub struct EndpointReport {
     pub latency: TargetLatency,
     pub latency_regression: bool,
     pub regressions: Vec<RegressionReport>,
+    /// Intended changes: regressions by the counts that accept rules leave out of the diff rate; present when
+    /// there are any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted: Vec<AcceptedReport>,
     pub noise: Vec<NoiseReport>,
     /// Requests that carried a redacted value (`redacted:...`) instead of a credential; present when not zero.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -303,6 +318,8 @@ pub enum RuleEffect {
     Ignored,
     /// A rule calls this place noise.
     Noise,
+    /// The counts call this place a regression; an accept rule says it is intended.
+    Accepted,
 }
 
 /// One place of an endpoint with its counts and verdict: a row of the field tree.
@@ -323,6 +340,9 @@ pub struct PlaceVerdict {
     pub verdict: Verdict,
     /// Set when a rule decided rather than the counts.
     pub rule: Option<RuleEffect>,
+    /// The deciding rule's note (accept rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub sample: Option<String>,
 }
 
@@ -350,21 +370,24 @@ pub fn places(
             let (path, kind) = key;
             let raw = place.raw_total();
             let delta = raw.abs_diff(place.noise) as f64;
-            let rule = if !rules.counts(path, *kind) {
-                Some(RuleEffect::Ignored)
+            let compat = place.worst();
+            let mut note = None;
+            let (verdict, rule) = if !rules.counts(path, *kind) {
+                (Verdict::Noise, Some(RuleEffect::Ignored))
             } else if matches!(rules.verdict_override(path), Some(RuleAction::Noise)) {
-                Some(RuleEffect::Noise)
+                (Verdict::Noise, Some(RuleEffect::Noise))
             } else {
-                None
-            };
-            let verdict = match rule {
-                Some(_) => Verdict::Noise,
-                None => noise::verdict(raw, place.noise, compared, settings.thresholds),
+                let verdict = noise::verdict(raw, place.noise, compared, settings.thresholds);
+                let accepted = (verdict == Verdict::Regression)
+                    .then(|| rules.accepting(path, *kind, compat))
+                    .flatten();
+                note = accepted.and_then(|rule| rule.spec.note.clone());
+                (verdict, accepted.map(|_| RuleEffect::Accepted))
             };
             PlaceVerdict {
                 path: path.clone(),
                 kind: *kind,
-                compat: place.worst(),
+                compat,
                 raw,
                 noise: place.noise,
                 relative: rate(delta as u64, raw + place.noise),
@@ -372,6 +395,7 @@ pub fn places(
                 rate: fraction(uncancelled.get(key).copied().unwrap_or(0)),
                 verdict,
                 rule,
+                note,
                 sample: counts.samples.get(key).map(|(id, _)| id.to_string()),
             }
         })
@@ -391,7 +415,7 @@ pub fn report(
     let regression_keys = |breaking_only: bool| -> BTreeSet<(&str, DiffKind)> {
         judged
             .iter()
-            .filter(|place| place.verdict == Verdict::Regression)
+            .filter(|place| place.verdict == Verdict::Regression && place.rule.is_none())
             .filter(|place| !breaking_only || place.compat == Some(Compat::Breaking))
             .map(|place| (place.path.as_str(), place.kind))
             .collect()
@@ -399,19 +423,30 @@ pub fn report(
     let failing = failing_requests(&counts.tally, &regression_keys(false));
     let failing_breaking = failing_requests(&counts.tally, &regression_keys(true));
     let mut regressions = Vec::new();
+    let mut accepted = Vec::new();
     let mut noise = Vec::new();
     for place in judged {
         match (place.verdict, place.rule, place.compat) {
             (_, Some(RuleEffect::Ignored), _) => {}
-            (Verdict::Regression, _, Some(compat)) => regressions.push(RegressionReport {
-                path: place.path,
-                kind: place.kind,
-                compat,
-                raw: place.raw,
-                noise: place.noise,
-                rate: place.rate,
-                sample: place.sample,
-            }),
+            (Verdict::Regression, rule, Some(compat)) => {
+                let report = RegressionReport {
+                    path: place.path,
+                    kind: place.kind,
+                    compat,
+                    raw: place.raw,
+                    noise: place.noise,
+                    rate: place.rate,
+                    sample: place.sample,
+                };
+                if rule == Some(RuleEffect::Accepted) {
+                    accepted.push(AcceptedReport {
+                        place: report,
+                        note: place.note,
+                    });
+                } else {
+                    regressions.push(report);
+                }
+            }
             _ => noise.push(NoiseReport {
                 path: place.path,
                 kind: place.kind,
@@ -430,6 +465,9 @@ pub fn report(
             .then_with(|| a.kind.cmp(&b.kind))
     });
     noise.sort_by(|a, b| b.noise.cmp(&a.noise).then_with(|| a.path.cmp(&b.path)));
+    accepted.sort_by(|a, b| {
+        (a.place.path.as_str(), a.place.kind).cmp(&(b.place.path.as_str(), b.place.kind))
+    });
     EndpointReport {
         endpoint: endpoint.to_string(),
         requests: compared,
@@ -444,6 +482,7 @@ pub fn report(
         },
         latency_regression: counts.latency.regression(settings.latency_factor),
         regressions,
+        accepted,
         noise,
         failing,
         failing_breaking,

@@ -203,7 +203,7 @@ impl<'a> Walker<'_, 'a> {
                     return;
                 }
             }
-            Some(RuleAction::Noise) | None => {}
+            Some(RuleAction::Noise | RuleAction::Accept { .. }) | None => {}
         }
         match (a, b) {
             (Node::Object(x), Node::Object(y)) => self.objects(x, y),

@@ -12,6 +12,14 @@
 //! path = "body/items/*/price"
 //! action = "tolerance"
 //! absolute = 0.01                # and/or relative = 0.001
+//!
+//! [[rule]]                       # an intended change: reported apart, not a regression
+//! endpoint = "GET /users/{id}"
+//! path = "body/name"
+//! action = "accept"
+//! kind = "missing"               # optional: only this kind of difference (another is a regression again)
+//! compat = "breaking"            # optional: only this compatibility class
+//! note = "renamed to full_name; clients told in the 2026-11 changelog"
 //! ```
 //!
 //! In patterns, `*` matches one segment (or, inside a segment, any characters) and `**` any number of segments.
@@ -21,6 +29,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::compat::Compat;
 use crate::analysis::diff::DiffKind;
 use crate::analysis::rewrite::{Rewrite, RewriteSpec, Rewrites};
 
@@ -42,6 +51,12 @@ pub enum RuleAction {
     PresenceOnly,
     /// Only the JSON type matters: a value here may change as long as its type does not.
     TypeOnly,
+    /// The candidate's difference here is intended: it is reported as accepted, not as a regression, as long
+    /// as it stays of this kind and class (when given).
+    Accept {
+        kind: Option<DiffKind>,
+        compat: Option<Compat>,
+    },
 }
 
 impl RuleAction {
@@ -57,6 +72,7 @@ impl RuleAction {
             RuleAction::Unordered => ActionKind::Unordered,
             RuleAction::PresenceOnly => ActionKind::PresenceOnly,
             RuleAction::TypeOnly => ActionKind::TypeOnly,
+            RuleAction::Accept { .. } => ActionKind::Accept,
         }
     }
 
@@ -78,6 +94,7 @@ pub enum ActionKind {
     Unordered,
     PresenceOnly,
     TypeOnly,
+    Accept,
 }
 
 impl ActionKind {
@@ -89,6 +106,7 @@ impl ActionKind {
             ActionKind::Unordered => "unordered",
             ActionKind::PresenceOnly => "presence-only",
             ActionKind::TypeOnly => "type-only",
+            ActionKind::Accept => "accept",
         }
     }
 }
@@ -109,7 +127,19 @@ pub struct RuleSpec {
     /// Tolerance rules only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative: Option<f64>,
+    /// Accept rules only: the kind of difference accepted (any when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<DiffKind>,
+    /// Accept rules only: the compatibility class accepted (any when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compat: Option<Compat>,
+    /// Why: shown beside what the rule decides, in the reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
+
+/// The longest note a rule may carry.
+pub const MAX_NOTE_CHARS: usize = 500;
 
 impl RuleSpec {
     /// A rule without tolerance values.
@@ -120,11 +150,45 @@ impl RuleSpec {
             action,
             absolute: None,
             relative: None,
+            kind: None,
+            compat: None,
+            note: None,
+        }
+    }
+
+    /// A rule accepting the candidate's difference of `kind` and `compat` at `path` as intended.
+    pub fn accept(
+        endpoint: Option<String>,
+        path: impl Into<String>,
+        kind: Option<DiffKind>,
+        compat: Option<Compat>,
+        note: Option<String>,
+    ) -> Self {
+        Self {
+            kind,
+            compat,
+            note: note
+                .map(|note| note.trim().to_string())
+                .filter(|note| !note.is_empty()),
+            ..Self::new(endpoint, path, ActionKind::Accept)
         }
     }
 
     fn to_action(&self) -> Result<RuleAction, String> {
         let has_tolerance = self.absolute.is_some() || self.relative.is_some();
+        if self
+            .note
+            .as_ref()
+            .is_some_and(|note| note.chars().count() > MAX_NOTE_CHARS)
+        {
+            return Err(format!("a note is at most {MAX_NOTE_CHARS} characters"));
+        }
+        if self.action != ActionKind::Accept && (self.kind.is_some() || self.compat.is_some()) {
+            return Err(format!(
+                "`kind` and `compat` apply to accept rules, not to {}",
+                self.action.as_str()
+            ));
+        }
         Ok(match self.action {
             ActionKind::Tolerance => {
                 if !has_tolerance {
@@ -153,6 +217,10 @@ impl RuleSpec {
             ActionKind::Unordered => RuleAction::Unordered,
             ActionKind::PresenceOnly => RuleAction::PresenceOnly,
             ActionKind::TypeOnly => RuleAction::TypeOnly,
+            ActionKind::Accept => RuleAction::Accept {
+                kind: self.kind,
+                compat: self.compat,
+            },
         })
     }
 }
@@ -524,10 +592,12 @@ impl EndpointRules<'_> {
         self.rules.is_empty()
     }
 
-    /// The action of the first rule whose pattern matches this exact path.
+    /// The action of the first rule whose pattern matches this exact path, of those that change comparisons
+    /// (accept rules apply to the counts: [`Self::accepting`]).
     pub fn at(&self, generalised_path: &str) -> Option<&RuleAction> {
         self.rules
             .iter()
+            .filter(|rule| !matches!(rule.action(), RuleAction::Accept { .. }))
             .find(|rule| rule.path.matches(generalised_path))
             .map(|rule| rule.action())
     }
@@ -539,6 +609,27 @@ impl EndpointRules<'_> {
             .filter(|rule| matches!(rule.action(), RuleAction::Ignore | RuleAction::Noise))
             .find(|rule| rule.path.covers(generalised_path))
             .map(|rule| rule.action())
+    }
+
+    /// The first accept rule for this exact place, if its difference is still the one accepted: of the kind and
+    /// class the rule names (a field accepted as `missing` that comes back as `type_changed` is not accepted).
+    pub fn accepting(
+        &self,
+        generalised_path: &str,
+        kind: DiffKind,
+        compat: Option<Compat>,
+    ) -> Option<&Rule> {
+        self.rules.iter().copied().find(|rule| match rule.action() {
+            RuleAction::Accept {
+                kind: accepted_kind,
+                compat: accepted_compat,
+            } => {
+                rule.path.matches(generalised_path)
+                    && accepted_kind.is_none_or(|accepted| accepted == kind)
+                    && accepted_compat.is_none_or(|accepted| Some(accepted) == compat)
+            }
+            _ => false,
+        })
     }
 
     pub fn ignores(&self, generalised_path: &str) -> bool {
@@ -569,6 +660,17 @@ impl EndpointRules<'_> {
         }
         true
     }
+}
+
+/// Rules written as a rules file (`[[rule]]` tables) that [`RuleSet::parse`] reads back: what the dashboard
+/// decided, for `--rules` in CI.
+pub fn rules_file(specs: &[RuleSpec]) -> String {
+    #[derive(Serialize)]
+    struct File<'a> {
+        rule: &'a [RuleSpec],
+    }
+    // Plain strings, numbers and enums always serialize.
+    toml::to_string(&File { rule: specs }).unwrap_or_default()
 }
 
 impl fmt::Display for Rule {
@@ -762,5 +864,84 @@ action = "ignore"
             r#"{"endpoint":"GET /a","path":"body/x","action":"tolerance","relative":0.5}"#
         );
         assert_eq!(serde_json::from_str::<RuleSpec>(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn an_accept_rule_holds_only_for_the_kind_and_class_it_names() {
+        let rules = RuleSet::parse(
+            r#"
+[[rule]]
+endpoint = "GET /users/{id}"
+path = "body/name"
+action = "accept"
+kind = "missing"
+compat = "breaking"
+note = "renamed to full_name"
+
+[[rule]]
+path = "body/tags/*"
+action = "accept"
+"#,
+            "r.toml",
+        )
+        .unwrap();
+        let users = rules.for_endpoint("GET /users/{id}");
+        let rule = users
+            .accepting("body/name", DiffKind::Missing, Some(Compat::Breaking))
+            .unwrap();
+        assert_eq!(rule.spec.note.as_deref(), Some("renamed to full_name"));
+        assert!(
+            users
+                .accepting("body/name", DiffKind::TypeChanged, Some(Compat::Breaking))
+                .is_none(),
+            "another kind is a regression again"
+        );
+        assert!(
+            users
+                .accepting("body/name", DiffKind::Missing, Some(Compat::Changed))
+                .is_none(),
+            "another class is a regression again"
+        );
+        assert!(
+            users
+                .accepting("body/name/first", DiffKind::Missing, Some(Compat::Breaking))
+                .is_none(),
+            "accepting a place does not accept what is below it"
+        );
+        assert!(
+            rules
+                .for_endpoint("GET /orders/{id}")
+                .accepting("body/tags/0", DiffKind::ValueChanged, None)
+                .is_some()
+        );
+        assert!(
+            RuleSet::parse(
+                "[[rule]]\npath = \"body/x\"\naction = \"noise\"\nkind = \"missing\"\n",
+                "r.toml"
+            )
+            .unwrap_err()
+            .message
+            .contains("apply to accept rules")
+        );
+        let long = format!(
+            "[[rule]]\npath = \"body/x\"\naction = \"accept\"\nnote = \"{}\"\n",
+            "n".repeat(MAX_NOTE_CHARS + 1)
+        );
+        assert!(RuleSet::parse(&long, "r.toml").is_err());
+    }
+
+    #[test]
+    fn accept_rules_write_out_as_a_rules_file_that_reads_back() {
+        let spec = RuleSpec::accept(
+            Some("GET /users/{id}".into()),
+            "body/name",
+            Some(DiffKind::Missing),
+            Some(Compat::Breaking),
+            Some("  renamed \"name\"  ".into()),
+        );
+        let text = rules_file(std::slice::from_ref(&spec));
+        let read = RuleSet::parse(&text, "downloaded.toml").unwrap();
+        assert_eq!(read.rules()[0].spec, spec);
+        assert_eq!(spec.note.as_deref(), Some("renamed \"name\""));
     }
 }

@@ -239,7 +239,7 @@ pub struct StoreArgs {
 #[command(next_help_heading = "Analysis")]
 pub struct AnalysisArgs {
     /// Rules file (TOML): paths to ignore or treat as noise, numeric tolerances, unordered arrays, presence-only
-    /// and type-only comparisons, per endpoint; see the README.
+    /// and type-only comparisons, changes accepted as intended, per endpoint; see the README.
     #[arg(long, value_name = "FILE", env = "SHADOWDIFF_RULES")]
     pub rules: Option<PathBuf>,
 

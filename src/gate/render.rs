@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{FailOn, Failure, GateEndpoint, GateReport};
-use crate::analysis::aggregate::RegressionReport;
+use crate::analysis::aggregate::{AcceptedReport, RegressionReport};
 use crate::encoding::{Markup, escape};
 use crate::units::{count, kind_label, millis, percent};
 
@@ -110,6 +110,23 @@ fn regression_line(regression: &RegressionReport) -> String {
     )
 }
 
+fn accepted_line(accepted: &AcceptedReport) -> String {
+    format!(
+        "accepted: {}{}",
+        regression_line(&accepted.place),
+        accepted
+            .note
+            .as_deref()
+            .map(|note| format!(" — {}", one_line(note)))
+            .unwrap_or_default()
+    )
+}
+
+/// A note on one line: a newline in it must not look like another line of the report.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn status(endpoint: &GateEndpoint) -> &'static str {
     if endpoint.failed {
         "FAIL"
@@ -157,6 +174,9 @@ fn text(report: &GateReport) -> String {
         );
         for regression in &endpoint.regressions {
             let _ = writeln!(out, "        {}", regression_line(regression));
+        }
+        for accepted in &endpoint.accepted {
+            let _ = writeln!(out, "        {}", accepted_line(accepted));
         }
         if endpoint.latency_regression {
             let judged = if report.settings.latency {
@@ -253,6 +273,15 @@ fn junit(report: &GateReport) -> String {
             })
             .map(describe)
             .collect();
+        let accepted: Vec<String> = endpoint.accepted.iter().map(accepted_line).collect();
+        let system_out = if accepted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n      <system-out>{}</system-out>",
+                xml(&accepted.join("\n"))
+            )
+        };
         if endpoint.failed {
             let mut details = String::new();
             for regression in &endpoint.regressions {
@@ -260,19 +289,21 @@ fn junit(report: &GateReport) -> String {
             }
             let _ = writeln!(
                 out,
-                ">\n      <failure message=\"{}\" type=\"regression\">{}</failure>\n    </testcase>",
+                ">\n      <failure message=\"{}\" type=\"regression\">{}</failure>{system_out}\n    </testcase>",
                 xml(&reasons.join("; ")),
                 xml(&details)
             );
         } else if !endpoint.judged {
             let _ = writeln!(
                 out,
-                ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                ">\n      <skipped message=\"{}\"/>{system_out}\n    </testcase>",
                 xml(&format!(
                     "{} requests, fewer than --min-requests {}",
                     endpoint.requests, report.settings.min_requests
                 ))
             );
+        } else if !system_out.is_empty() {
+            let _ = writeln!(out, ">{system_out}\n    </testcase>");
         } else {
             out.push_str("/>\n");
         }
@@ -368,12 +399,75 @@ fn markdown(report: &GateReport) -> String {
             }
         );
     }
+    let accepted: Vec<(&str, &AcceptedReport)> = report
+        .endpoints
+        .iter()
+        .flat_map(|e| e.accepted.iter().map(|a| (e.endpoint.as_str(), a)))
+        .collect();
+    if !accepted.is_empty() {
+        out.push_str("\n**Accepted as intended** (not counted in the diff rate):\n\n");
+        out.push_str("| Endpoint | Path | Kind | Rate | Note |\n|---|---|---|---:|---|\n");
+        for (endpoint, accepted) in accepted {
+            let place = &accepted.place;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} ({}) | {} | {} |",
+                code(endpoint),
+                code(&place.path),
+                kind_label(place.kind),
+                place.compat.as_str(),
+                percent(place.rate),
+                accepted
+                    .note
+                    .as_deref()
+                    .map(markdown_text)
+                    .unwrap_or_default()
+            );
+        }
+    }
+    out
+}
+
+/// Free text (a rule's note) in a Markdown table cell: on one line, with Markdown and HTML markup escaped, so
+/// that a note cannot add links, images or markup to a pull request comment.
+fn markdown_text(text: &str) -> String {
+    let mut out = String::new();
+    for c in one_line(text).chars() {
+        if matches!(
+            c,
+            '\\' | '`'
+                | '*'
+                | '_'
+                | '['
+                | ']'
+                | '('
+                | ')'
+                | '<'
+                | '>'
+                | '|'
+                | '#'
+                | '!'
+                | '&'
+                | '~'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_in_markdown_cannot_add_markup() {
+        assert_eq!(
+            markdown_text("see [x](http://e) <img>\n| next"),
+            "see \\[x\\]\\(http://e\\) \\<img\\> \\| next"
+        );
+    }
 
     #[test]
     fn code_spans_survive_backticks_and_pipes() {

@@ -8,6 +8,7 @@ use serde::Serialize;
 use sqlx::{QueryBuilder, Row};
 
 use crate::analysis::aggregate::EndpointCounts;
+use crate::analysis::compat::Compat;
 use crate::analysis::diff::DiffKind;
 use crate::analysis::latency;
 use crate::analysis::rules::{ActionKind, Rule, RuleSet, RuleSpec};
@@ -338,10 +339,12 @@ impl Store {
         // Checked like a rules file's, so that a stored rule always parses.
         Rule::new(spec.clone()).map_err(StoreError::Data)?;
         on_pool!(self, pool => {
-            let mut query = QueryBuilder::new("INSERT INTO rules (endpoint, path, action, absolute, relative, created_at) VALUES (");
+            let mut query = QueryBuilder::new("INSERT INTO rules (endpoint, path, action, absolute, relative, kind, compat, note, created_at) VALUES (");
             let mut values = query.separated(", ");
             values.push_bind(spec.endpoint.as_deref()).push_bind(spec.path.as_str()).push_bind(spec.action.as_str());
-            values.push_bind(spec.absolute).push_bind(spec.relative).push_bind(now_ms);
+            values.push_bind(spec.absolute).push_bind(spec.relative);
+            values.push_bind(spec.kind.map(DiffKind::as_str)).push_bind(spec.compat.map(Compat::as_str)).push_bind(spec.note.as_deref());
+            values.push_bind(now_ms);
             query.push(") RETURNING id");
             let row = query.build().fetch_one(pool).await?;
             Ok(row.try_get::<i64, _>("id")?)
@@ -350,13 +353,18 @@ impl Store {
 
     pub async fn rules(&self) -> Result<Vec<StoredRule>, StoreError> {
         on_pool!(self, pool => {
-            let rows = sqlx::query("SELECT id, endpoint, path, action, absolute, relative FROM rules ORDER BY id")
+            let rows = sqlx::query("SELECT id, endpoint, path, action, absolute, relative, kind, compat, note FROM rules ORDER BY id")
                 .fetch_all(pool)
                 .await?;
             let mut rules = Vec::with_capacity(rows.len());
             for row in &rows {
                 let action: String = row.try_get("action")?;
                 let Ok(action) = serde_json::from_value::<ActionKind>(serde_json::Value::String(action)) else { continue };
+                // A kind or class this version does not know is not widened to "any": the rule is left out.
+                let kind: Option<String> = row.try_get("kind")?;
+                let compat: Option<String> = row.try_get("compat")?;
+                let Ok(kind) = kind.map(|text| DiffKind::parse(&text).ok_or(())).transpose() else { continue };
+                let Ok(compat) = compat.map(|text| Compat::parse(&text).ok_or(())).transpose() else { continue };
                 rules.push(StoredRule {
                     id: row.try_get("id")?,
                     spec: RuleSpec {
@@ -365,6 +373,9 @@ impl Store {
                         action,
                         absolute: row.try_get("absolute")?,
                         relative: row.try_get("relative")?,
+                        kind,
+                        compat,
+                        note: row.try_get("note")?,
                     },
                 });
             }

@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -195,6 +195,33 @@ pub(crate) async fn rules(State(state): State<AdminState>) -> Result<Json<Rules>
     }))
 }
 
+/// The stored rules (those made on the dashboard or through the API) as a rules file, so that `gate --rules`
+/// in CI applies the same decisions.
+pub(crate) async fn rules_toml(State(state): State<AdminState>) -> Result<Response, ApiError> {
+    let specs: Vec<RuleSpec> = state
+        .store
+        .rules()
+        .await?
+        .into_iter()
+        .map(|stored| stored.spec)
+        .collect();
+    let text = format!(
+        "# shadowdiff rules made on the dashboard or through the API; use with --rules.\n\n{}",
+        crate::analysis::rules::rules_file(&specs)
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/toml; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"shadowdiff-rules.toml\"",
+            ),
+        ],
+        text,
+    )
+        .into_response())
+}
+
 pub(crate) async fn add_rule(
     State(state): State<AdminState>,
     Json(spec): Json<RuleSpec>,
@@ -299,8 +326,12 @@ fn schemas() -> Value {
     json!({
         "Rule": {"type": "object", "required": ["path", "action"], "properties": {
             "endpoint": string, "path": string,
-            "action": {"type": "string", "enum": ["ignore", "noise", "tolerance", "unordered", "presence-only", "type-only"]},
-            "absolute": {"type": "number"}, "relative": {"type": "number"}
+            "action": {"type": "string", "enum": ["ignore", "noise", "tolerance", "unordered", "presence-only", "type-only", "accept"]},
+            "absolute": {"type": "number"}, "relative": {"type": "number"},
+            "kind": {"type": "string", "description": "accept: the kind of difference accepted (any when absent)"},
+            "compat": {"type": "string", "enum": ["breaking", "additive", "changed"],
+                       "description": "accept: the compatibility class accepted (any when absent)"},
+            "note": {"type": "string", "description": "why; at most 500 characters"}
         }},
         "StartRun": {"type": "object", "required": ["label"], "properties": {"label": string}},
         "StartedRun": {"type": "object", "properties": {

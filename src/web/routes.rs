@@ -39,6 +39,7 @@ pub const ENDPOINT_RULES: &str = "/runs/{run}/endpoints/{endpoint}/rules";
 pub const ENDPOINT_RULE_DELETE: &str = "/runs/{run}/endpoints/{endpoint}/rules/{id}/delete";
 pub const EXCHANGE: &str = "/exchanges/{id}";
 pub const API_TIMELINE: &str = "/api/v1/runs/{run}/endpoints/{endpoint}/timeline";
+pub const RULES_TOML: &str = "/api/v1/rules.toml";
 
 /// Open to anyone who reaches the listener, whatever name they used: the health checks (probes address
 /// the listener by whatever IP it has), which say nothing about the traffic.
@@ -216,10 +217,16 @@ pub const API_ROUTES: &[Route] = &[
         ..route(
             "post",
             "/api/v1/rules",
-            "Add a rule (JSON body: endpoint, path, action, absolute, relative)",
+            "Add a rule (JSON body: endpoint, path, action, absolute, relative; kind, compat and note for accept)",
             || post(api::add_rule),
         )
     },
+    route(
+        "get",
+        RULES_TOML,
+        "The stored rules as a rules file (TOML), for --rules in CI",
+        || get(api::rules_toml),
+    ),
     route(
         "delete",
         "/api/v1/rules/{id}",

@@ -254,3 +254,184 @@ async fn the_report_file_opens_offline_in_a_browser() {
     browser.screenshot("report-file").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_accepted_as_intended_leaves_the_regressions_for_the_gate_and_the_rules_file() {
+    if browser::skipped() {
+        return;
+    }
+    let report = report(|_| {}).await;
+    let app = &report.app;
+    let database = report.database_url.as_str();
+    let add_rule = |rule: Value| async move {
+        let added = crate::support::client()
+            .post(app.admin_url("/api/v1/rules"))
+            .json(&rule)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(added.status(), 201);
+        added.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    };
+    let users_paths = |report: &Value, list: &str| -> Vec<String> {
+        let listed = crate::replay::endpoint(report, USERS)[list]
+            .as_array()
+            .cloned();
+        listed
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Accepting the renamed field's `extra` as a breaking change does not hold for an additive one.
+    let wrong_class = add_rule(serde_json::json!({
+        "endpoint": USERS, "path": "body/full_name", "action": "accept", "kind": "extra", "compat": "breaking"
+    }))
+    .await;
+    let (_, gate) = crate::replay::gate_json(database, "hostile", &[]).await;
+    assert!(users_paths(&gate, "regressions").contains(&"body/full_name".to_string()));
+    assert!(users_paths(&gate, "accepted").is_empty());
+    let deleted = crate::support::client()
+        .delete(app.admin_url(&format!("/api/v1/rules/{wrong_class}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    add_rule(serde_json::json!({
+        "endpoint": USERS, "path": "body/full_name", "action": "accept", "kind": "extra", "compat": "additive"
+    }))
+    .await;
+
+    // From the field tree: accept the missing field, with a note that carries markup.
+    let browser = Browser::start().await;
+    let endpoint_url = app.admin_url("/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D");
+    browser.open(&endpoint_url).await;
+    let missing = "//tr[contains(@class,'place')][td[@title='body/name']]";
+    browser
+        .xpath(&format!(
+            "{missing}//details[contains(@class,'accept')]/summary"
+        ))
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .xpath(&format!("{missing}//input[@name='note']"))
+        .await
+        .send_keys("renamed to <b>full_name</b> | see [changelog](http://x)")
+        .await
+        .unwrap();
+    browser
+        .xpath(&format!("{missing}//button[.='accept as intended']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    let accepted = browser.text("table.accepted").await;
+    assert!(
+        accepted.contains("body/name")
+            && accepted.contains("body/full_name")
+            && accepted.contains("renamed to <b>full_name</b>"),
+        "listed apart, the note as text: {accepted}"
+    );
+    let row = browser.xpath(missing).await.text().await.unwrap();
+    assert!(row.contains("accepted (rule)"), "{row}");
+    assert!(
+        browser
+            .text("table.rules")
+            .await
+            .contains("missing, breaking: renamed")
+    );
+    browser.screenshot("accepted").await;
+    browser.assert_no_dialog().await;
+    browser.close().await;
+
+    // The gate leaves both out of the diff rate and reports them as accepted, in every format.
+    let (_, gate) = crate::replay::gate_json(database, "hostile", &[]).await;
+    let regressions = users_paths(&gate, "regressions");
+    assert!(
+        !regressions.contains(&"body/name".to_string())
+            && !regressions.contains(&"body/full_name".to_string()),
+        "{regressions:?}"
+    );
+    assert_eq!(
+        users_paths(&gate, "accepted"),
+        ["body/full_name", "body/name"]
+    );
+    let formats = |format: &'static str| async move {
+        crate::support::process::run_command(&[
+            "gate",
+            "--database-url",
+            database,
+            "--run",
+            "hostile",
+            "--format",
+            format,
+        ])
+        .await
+        .stdout
+    };
+    let text = formats("text").await;
+    assert!(
+        text.contains("accepted: body/name") && text.contains("renamed to <b>full_name</b>"),
+        "{text}"
+    );
+    let junit = formats("junit").await;
+    assert!(
+        junit.contains("<system-out>accepted: body/full_name")
+            && junit.contains("renamed to &lt;b&gt;full_name&lt;/b&gt;"),
+        "{junit}"
+    );
+    let markdown = formats("markdown").await;
+    assert!(
+        markdown.contains("Accepted as intended")
+            && markdown
+                .contains(r"renamed to \<b\>full\_name\</b\> \| see \[changelog\]\(http://x\)"),
+        "{markdown}"
+    );
+
+    // The rules made on the dashboard download as a rules file that the CI gate applies the same way.
+    let toml = crate::support::client()
+        .get(app.admin_url("/api/v1/rules.toml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        toml.headers()["content-type"],
+        "application/toml; charset=utf-8"
+    );
+    let toml = toml.text().await.unwrap();
+    assert!(toml.contains("action = \"accept\""), "{toml}");
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("rules.toml"), &toml).unwrap();
+    let stored = crate::support::client()
+        .get(app.admin_url("/api/v1/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    for rule in stored["stored"].as_array().unwrap() {
+        crate::support::client()
+            .delete(app.admin_url(&format!("/api/v1/rules/{}", rule["id"])))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (_, without) = crate::replay::gate_json(database, "hostile", &[]).await;
+    assert!(users_paths(&without, "accepted").is_empty());
+    let rules_path = rules.path().join("rules.toml");
+    let (_, with_file) = crate::replay::gate_json(
+        database,
+        "hostile",
+        &["--rules", rules_path.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(
+        users_paths(&with_file, "accepted"),
+        ["body/full_name", "body/name"]
+    );
+    assert_eq!(with_file["diff_rate"], gate["diff_rate"]);
+}

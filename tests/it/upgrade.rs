@@ -150,6 +150,27 @@ async fn a_first_schema_database_upgrades_and_reads_back(db: TestDb) {
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].spec.path, "header/x-request-id");
     assert_eq!(rules[0].spec.endpoint.as_deref(), Some("GET /orders/{id}"));
+    assert_eq!(
+        (
+            rules[0].spec.kind,
+            rules[0].spec.compat,
+            &rules[0].spec.note
+        ),
+        (None, None, &None),
+        "a rule stored before accept rules has no kind, class or note"
+    );
+    // And takes accept rules, with what they hold to, beside it.
+    let accept = shadowdiff::analysis::rules::RuleSpec::accept(
+        Some("GET /users/{id}".into()),
+        "body/name",
+        Some(shadowdiff::analysis::diff::DiffKind::Missing),
+        Some(shadowdiff::analysis::compat::Compat::Breaking),
+        Some("renamed".into()),
+    );
+    store.add_rule(&accept, 1).await.unwrap();
+    let rules = store.rules().await.unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[1].spec, accept);
 
     // The upgraded database takes runs started without a restart: the old run is open until another is
     // started for its upstreams, then closed and kept.

@@ -162,8 +162,9 @@ pub struct GateArgs {
     )]
     pub run: String,
 
-    /// Rules file (TOML) whose ignore, noise, presence-only and type-only rules apply to the verdicts, as in
-    /// `serve --rules`; rules stored from the dashboard apply as well.
+    /// Rules file (TOML) whose ignore, noise, presence-only, type-only and accept rules apply to the verdicts,
+    /// as in `serve --rules` (`/api/v1/rules.toml` downloads the dashboard's); rules stored from the dashboard
+    /// apply as well.
     #[arg(long, value_name = "FILE", env = "SHADOWDIFF_RULES")]
     pub rules: Option<PathBuf>,
 

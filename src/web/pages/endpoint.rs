@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{Controls, endpoint_href, rate_class, render, run_href};
-use crate::analysis::aggregate::{PlaceVerdict, RuleEffect};
+use crate::analysis::aggregate::{AcceptedReport, PlaceVerdict, RuleEffect};
+use crate::analysis::compat::Compat;
+use crate::analysis::diff::DiffKind;
 use crate::analysis::noise::Verdict;
 use crate::analysis::rules::{ActionKind, RuleSpec};
 use crate::clock::now_ms;
@@ -38,6 +40,10 @@ struct FieldRow {
     verdict_label: &'static str,
     samples_href: String,
     can_rule: bool,
+    /// A regression by the counts: it may be accepted as intended.
+    can_accept: bool,
+    kind_name: &'static str,
+    note: Option<String>,
 }
 
 /// Places sorted by path, with a group row for each path segment the first time it appears.
@@ -72,12 +78,16 @@ fn field_rows(run: &str, endpoint: &str, places: &[PlaceVerdict]) -> Vec<FieldRo
                 verdict_label: "",
                 samples_href: String::new(),
                 can_rule: false,
+                can_accept: false,
+                kind_name: "",
+                note: None,
             });
             open.push((*parent).to_string());
         }
         let (verdict, verdict_label) = match (place.rule, place.verdict) {
             (Some(RuleEffect::Ignored), _) => ("ignored", "ignored (rule)"),
             (Some(RuleEffect::Noise), _) => ("noise", "noise (rule)"),
+            (Some(RuleEffect::Accepted), _) => ("accepted", "accepted (rule)"),
             (None, Verdict::Regression) => ("regression", "regression"),
             (None, Verdict::Noise) => ("noise", "noise"),
         };
@@ -102,9 +112,42 @@ fn field_rows(run: &str, endpoint: &str, places: &[PlaceVerdict]) -> Vec<FieldRo
                 place.kind.as_str()
             ),
             can_rule: place.rule.is_none(),
+            can_accept: place.rule.is_none()
+                && place.verdict == Verdict::Regression
+                && place.compat.is_some(),
+            kind_name: place.kind.as_str(),
+            note: place.note.clone(),
         });
     }
     rows
+}
+
+/// An intended change, listed apart from the field tree's regressions.
+struct AcceptedRow {
+    path: String,
+    kind: String,
+    compat: &'static str,
+    rate: String,
+    note: String,
+    sample_href: Option<String>,
+}
+
+fn accepted_rows(run: &str, accepted: &[AcceptedReport]) -> Vec<AcceptedRow> {
+    accepted
+        .iter()
+        .map(|accepted| (&accepted.place, accepted.note.clone()))
+        .map(|(place, note)| AcceptedRow {
+            path: place.path.clone(),
+            kind: view::kind_label(place.kind),
+            compat: place.compat.as_str(),
+            rate: percent(place.rate),
+            note: note.unwrap_or_default(),
+            sample_href: place
+                .sample
+                .as_ref()
+                .map(|id| link(routes::EXCHANGE, &[run, id])),
+        })
+        .collect()
 }
 
 struct EndpointSummary {
@@ -123,6 +166,7 @@ struct EndpointSummary {
 struct EndpointLive {
     summary: EndpointSummary,
     rows: Vec<FieldRow>,
+    accepted: Vec<AcceptedRow>,
     rule_href: String,
 }
 
@@ -151,6 +195,7 @@ async fn endpoint_live_of(
             slow: report.latency_regression,
         },
         rows: field_rows(&info.label, endpoint, &fields.places),
+        accepted: accepted_rows(&info.label, &report.accepted),
         rule_href: link(routes::ENDPOINT_RULES, &[&info.label, endpoint]),
     };
     Ok((live, info.label))
@@ -160,7 +205,26 @@ struct RuleRow {
     action: &'static str,
     path: String,
     endpoint: String,
+    /// What an accept rule holds to, and the note.
+    detail: String,
     delete_href: Option<String>,
+}
+
+/// `missing, breaking: renamed to full_name`.
+fn rule_detail(spec: &RuleSpec) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(kind) = spec.kind {
+        parts.push(kind.as_str().to_string());
+    }
+    if let Some(compat) = spec.compat {
+        parts.push(compat.as_str().to_string());
+    }
+    let held = parts.join(", ");
+    match (&spec.note, held.is_empty()) {
+        (Some(note), true) => note.clone(),
+        (Some(note), false) => format!("{held}: {note}"),
+        (None, _) => held,
+    }
 }
 
 #[derive(Template)]
@@ -175,6 +239,7 @@ struct EndpointPage {
     live: Fragment,
     hide_noise: bool,
     rules: Vec<RuleRow>,
+    rules_toml_href: &'static str,
 }
 
 pub async fn endpoint_page(
@@ -198,6 +263,7 @@ pub async fn endpoint_page(
             action: rule.spec.action.as_str(),
             path: rule.spec.path.clone(),
             endpoint: rule.spec.endpoint.clone().unwrap_or_else(|| "*".into()),
+            detail: rule_detail(&rule.spec),
             delete_href: None,
         })
         .collect();
@@ -209,6 +275,7 @@ pub async fn endpoint_page(
                 action: stored.spec.action.as_str(),
                 path: stored.spec.path.clone(),
                 endpoint: stored.spec.endpoint.clone().unwrap_or_else(|| "*".into()),
+                detail: rule_detail(&stored.spec),
                 delete_href: Some(link(
                     routes::ENDPOINT_RULE_DELETE,
                     &[&label, &endpoint, &stored.id.to_string()],
@@ -235,6 +302,7 @@ pub async fn endpoint_page(
         endpoint,
         run_label: label,
         rules,
+        rules_toml_href: routes::RULES_TOML,
     };
     render(&page)
 }
@@ -253,25 +321,46 @@ pub async fn endpoint_live(
 pub struct RuleForm {
     path: String,
     action: String,
+    /// Accept only: the kind and class of the difference accepted, and why.
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    compat: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
 }
 
-/// Marks a path as noise or ignored for this endpoint, from the field tree: stored as a rule, in force at once.
+/// Marks a path as noise, ignored or accepted as intended (the difference of that kind and class, with a note)
+/// for this endpoint, from the field tree: stored as a rule, in force at once.
 pub async fn add_rule(
     State(state): State<AdminState>,
     Path((run, endpoint)): Path<(String, String)>,
     Form(form): Form<RuleForm>,
 ) -> Result<Redirect, PageError> {
-    let action = match form.action.as_str() {
-        "noise" => ActionKind::Noise,
-        "ignore" => ActionKind::Ignore,
-        other => {
-            return Err(
-                WebError::BadRequest(format!("`{other}` cannot be set from the page")).into(),
-            );
+    let bad = |what: String| PageError::from(WebError::BadRequest(what));
+    let spec = match form.action.as_str() {
+        "noise" => RuleSpec::new(Some(endpoint.clone()), form.path, ActionKind::Noise),
+        "ignore" => RuleSpec::new(Some(endpoint.clone()), form.path, ActionKind::Ignore),
+        "accept" => {
+            let kind = match form.kind.as_deref().filter(|text| !text.is_empty()) {
+                Some(text) => Some(
+                    DiffKind::parse(text)
+                        .ok_or_else(|| bad(format!("`{text}` is not a kind of difference")))?,
+                ),
+                None => None,
+            };
+            let compat = match form.compat.as_deref().filter(|text| !text.is_empty()) {
+                Some(text) => Some(
+                    Compat::parse(text)
+                        .ok_or_else(|| bad(format!("`{text}` is not a compatibility class")))?,
+                ),
+                None => None,
+            };
+            RuleSpec::accept(Some(endpoint.clone()), form.path, kind, compat, form.note)
         }
+        other => return Err(bad(format!("`{other}` cannot be set from the page"))),
     };
     let info = resolve_run(&state, &run).await?;
-    let spec = RuleSpec::new(Some(endpoint.clone()), form.path, action);
     state
         .store
         .add_rule(&spec, now_ms())

@@ -49,6 +49,8 @@ struct EndpointRow {
     p99_candidate: String,
     slow: bool,
     top: Option<String>,
+    /// Intended changes accepted by a rule, shown apart from the regressions.
+    accepted: usize,
 }
 
 /// A learned endpoint template, its generalised segment apart so that the page can mark it.
@@ -146,6 +148,7 @@ fn endpoint_row(run: &str, endpoint: &EndpointReport, range: RangeChoice) -> End
             .regressions
             .first()
             .map(|top| format!("{} ({})", top.path, view::kind_label(top.kind))),
+        accepted: endpoint.accepted.len(),
     }
 }
 
