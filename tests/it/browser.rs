@@ -344,6 +344,42 @@ async fn a_change_accepted_as_intended_leaves_the_regressions_for_the_gate_and_t
             .contains("missing, breaking: renamed")
     );
     browser.screenshot("accepted").await;
+
+    // From an exchange: accept the header the candidate changed, the last regression of the endpoint.
+    browser
+        .xpath(&format!("{missing}//a[.='samples']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.css("table.samples a").await.click().await.unwrap();
+    let header_row = "//table[contains(@class,'differences')]//tr[td/code[.='header/x-note']]";
+    browser
+        .xpath(&format!(
+            "{header_row}//details[contains(@class,'accept')]/summary"
+        ))
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .xpath(&format!("{header_row}//input[@name='note']"))
+        .await
+        .send_keys("the new version says so")
+        .await
+        .unwrap();
+    browser
+        .xpath(&format!("{header_row}//button[.='accept as intended']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    // Back on the endpoint page, the header is listed with the others.
+    let accepted = browser.text("table.accepted").await;
+    assert!(
+        accepted.contains("header/x-note") && accepted.contains("the new version says so"),
+        "{accepted}"
+    );
     browser.assert_no_dialog().await;
     browser.close().await;
 
@@ -357,7 +393,13 @@ async fn a_change_accepted_as_intended_leaves_the_regressions_for_the_gate_and_t
     );
     assert_eq!(
         users_paths(&gate, "accepted"),
-        ["body/full_name", "body/name"]
+        ["body/full_name", "body/name", "header/x-note"]
+    );
+    assert!(regressions.is_empty(), "{regressions:?}");
+    assert_eq!(
+        crate::replay::endpoint(&gate, USERS)["diff_rate"],
+        0.0,
+        "accepted changes are not in the diff rate"
     );
     let formats = |format: &'static str| async move {
         crate::support::process::run_command(&[
@@ -431,7 +473,7 @@ async fn a_change_accepted_as_intended_leaves_the_regressions_for_the_gate_and_t
     .await;
     assert_eq!(
         users_paths(&with_file, "accepted"),
-        ["body/full_name", "body/name"]
+        ["body/full_name", "body/name", "header/x-note"]
     );
     assert_eq!(with_file["diff_rate"], gate["diff_rate"]);
 }

@@ -11,6 +11,7 @@ use crate::store::sample::{SampleDocument, StoredBody, StoredOutcome};
 use crate::web::AdminState;
 use crate::web::error::{PageError, WebError};
 use crate::web::range::RangeChoice;
+use crate::web::routes::{self, link};
 use crate::web::view::{self, DiffLine, Marks, millis, timestamp};
 
 pub(crate) struct HeaderRow {
@@ -118,6 +119,9 @@ pub(crate) struct DifferenceRow {
     pub(crate) primary: String,
     pub(crate) other: String,
     pub(crate) cancelled: bool,
+    /// The place it counts at (indices as `*`) and its kind's stored name, for accepting it as intended.
+    pub(crate) generalised: String,
+    pub(crate) kind_name: &'static str,
 }
 
 #[derive(Template)]
@@ -139,6 +143,8 @@ struct ExchangePage {
     /// Said when only the beginning of the request body was kept.
     request_truncated: Option<&'static str>,
     differences: Vec<DifferenceRow>,
+    /// Where "accept as intended" posts (the endpoint's rules).
+    rule_href: String,
     noise: Vec<DifferenceRow>,
     primary: Panel,
     candidate: Panel,
@@ -188,6 +194,8 @@ pub(crate) fn difference_row(
         primary: difference.primary.clone().unwrap_or_else(|| "–".into()),
         other: difference.other.clone().unwrap_or_else(|| "–".into()),
         cancelled,
+        generalised: difference.generalised.clone(),
+        kind_name: difference.kind.as_str(),
     }
 }
 
@@ -297,6 +305,7 @@ fn exchange_view(document: SampleDocument) -> ExchangePage {
         request_body,
         request_truncated,
         differences,
+        rule_href: link(routes::ENDPOINT_RULES, &[&document.run, &document.endpoint]),
         noise: document
             .noise_differences
             .iter()
