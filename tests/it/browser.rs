@@ -308,26 +308,12 @@ async fn a_change_accepted_as_intended_leaves_the_regressions_for_the_gate_and_t
     let endpoint_url = app.admin_url("/runs/hostile/endpoints/GET%20%2Fusers%2F%7Bid%7D");
     browser.open(&endpoint_url).await;
     let missing = "//tr[contains(@class,'place')][td[@title='body/name']]";
-    browser
-        .xpath(&format!(
-            "{missing}//details[contains(@class,'accept')]/summary"
-        ))
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser
-        .xpath(&format!("{missing}//input[@name='note']"))
-        .await
-        .send_keys("renamed to <b>full_name</b> | see [changelog](http://x)")
-        .await
-        .unwrap();
-    browser
-        .xpath(&format!("{missing}//button[.='accept as intended']"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    accept_as_intended(
+        &browser,
+        missing,
+        "renamed to <b>full_name</b> | see [changelog](http://x)",
+    )
+    .await;
     let accepted = browser.text("table.accepted").await;
     assert!(
         accepted.contains("body/name")
@@ -354,26 +340,7 @@ async fn a_change_accepted_as_intended_leaves_the_regressions_for_the_gate_and_t
         .unwrap();
     browser.css("table.samples a").await.click().await.unwrap();
     let header_row = "//table[contains(@class,'differences')]//tr[td/code[.='header/x-note']]";
-    browser
-        .xpath(&format!(
-            "{header_row}//details[contains(@class,'accept')]/summary"
-        ))
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser
-        .xpath(&format!("{header_row}//input[@name='note']"))
-        .await
-        .send_keys("the new version says so")
-        .await
-        .unwrap();
-    browser
-        .xpath(&format!("{header_row}//button[.='accept as intended']"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    accept_as_intended(&browser, header_row, "the new version says so").await;
     // Back on the endpoint page, the header is listed with the others.
     let accepted = browser.text("table.accepted").await;
     assert!(
@@ -476,4 +443,28 @@ async fn a_change_accepted_as_intended_leaves_the_regressions_for_the_gate_and_t
         ["body/full_name", "body/name", "header/x-note"]
     );
     assert_eq!(with_file["diff_rate"], gate["diff_rate"]);
+}
+
+/// Opens the accept form of the row at `row` (an XPath), writes the note and sends it.
+async fn accept_as_intended(browser: &Browser, row: &str, note: &str) {
+    browser
+        .xpath(&format!(
+            "{row}//details[contains(@class,'accept')]/summary"
+        ))
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .xpath(&format!("{row}//input[@name='note']"))
+        .await
+        .send_keys(note)
+        .await
+        .unwrap();
+    browser
+        .xpath(&format!("{row}//button[.='accept as intended']"))
+        .await
+        .click()
+        .await
+        .unwrap();
 }
