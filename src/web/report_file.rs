@@ -36,6 +36,24 @@ struct PlaceRow {
     rate: String,
 }
 
+/// A change accepted as intended: where, and why.
+struct AcceptedRow {
+    endpoint: String,
+    place: PlaceRow,
+    note: String,
+}
+
+impl PlaceRow {
+    fn of(place: &crate::analysis::aggregate::RegressionReport) -> Self {
+        Self {
+            path: place.path.clone(),
+            kind: place.kind.as_str().replace('_', " "),
+            compat: place.compat.as_str(),
+            rate: percent(place.rate),
+        }
+    }
+}
+
 /// A sample of an endpoint: primary and candidate side by side with the differences marked.
 struct SampleView {
     id: String,
@@ -68,6 +86,7 @@ struct ReportFile {
     generated: String,
     endpoints: Vec<EndpointRow>,
     details: Vec<Detail>,
+    accepted: Vec<AcceptedRow>,
 }
 
 /// The report file of a judged run.
@@ -110,6 +129,17 @@ pub async fn render(reports: &Reports, judged: &GateReport) -> Result<String, Re
             })
             .collect(),
         details,
+        accepted: judged
+            .endpoints
+            .iter()
+            .flat_map(|endpoint| {
+                endpoint.accepted.iter().map(|accepted| AcceptedRow {
+                    endpoint: endpoint.endpoint.clone(),
+                    place: PlaceRow::of(&accepted.place),
+                    note: accepted.note.clone().unwrap_or_default(),
+                })
+            })
+            .collect(),
     };
     page.render()
         .map_err(|error| ReportError::Store(crate::store::StoreError::Data(error.to_string())))
@@ -136,12 +166,7 @@ async fn detail(
             .regressions
             .iter()
             .take(MAX_PLACES)
-            .map(|place| PlaceRow {
-                path: place.path.clone(),
-                kind: place.kind.as_str().replace('_', " "),
-                compat: place.compat.as_str(),
-                rate: percent(place.rate),
-            })
+            .map(PlaceRow::of)
             .collect(),
         chart: chart(&rates),
         sample,

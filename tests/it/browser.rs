@@ -400,6 +400,31 @@ async fn a_change_accepted_as_intended_leaves_the_regressions_for_the_gate_and_t
         "{markdown}"
     );
 
+    // The report file lists them apart, the note escaped like every stored byte.
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("report.html");
+    let ran = crate::support::process::run_command(&[
+        "report",
+        "--database-url",
+        database,
+        "--run",
+        "hostile",
+        "--output",
+        output.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let html = std::fs::read_to_string(&output).unwrap();
+    let accepted_section = &html[html
+        .find("<h2>Accepted changes</h2>")
+        .expect("listed apart")..];
+    assert!(
+        accepted_section.contains("renamed to &#60;b&#62;full_name&#60;/b&#62;")
+            || accepted_section.contains("renamed to &lt;b&gt;full_name&lt;/b&gt;"),
+        "{accepted_section}"
+    );
+    assert!(!html.contains("<b>full_name</b>"));
+
     // The rules made on the dashboard download as a rules file that the CI gate applies the same way.
     let toml = crate::support::client()
         .get(app.admin_url("/api/v1/rules.toml"))
