@@ -11,6 +11,7 @@ pub mod encoding;
 pub mod endpoint;
 pub mod exchange;
 pub mod gate;
+pub mod grpc;
 pub mod identifier;
 pub mod lane;
 pub mod metrics;
