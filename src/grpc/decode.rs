@@ -9,6 +9,9 @@ use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions, Value as Field};
 use serde_json::{Map, Value};
 
+use crate::grpc::frame;
+use crate::grpc::schema::Schemas;
+
 /// Nesting read at most in schema-less messages (a message in a message in ...).
 const MAX_DEPTH: usize = 32;
 
@@ -155,6 +158,45 @@ fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
     Ok(*bytes)
 }
 
+/// Which way messages travel, and so which of a method's types they are.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The caller's messages: the method's input type.
+    Request,
+    /// The server's messages: the method's output type.
+    Response,
+}
+
+/// A body of a call to `path`, as the engine compares it: an array of its messages (the message index first in
+/// every path, `body/0/items/3/price`), each decoded with the method's schema, or keyed by field number when no
+/// schema has the method. A malformed frame or message is an error, for a counted skip.
+pub fn body_json(
+    schemas: &Schemas,
+    path: &str,
+    direction: Direction,
+    body: &[u8],
+    encoding: Option<&str>,
+    max_message: usize,
+) -> Result<Value, String> {
+    let messages = frame::split(body, encoding, max_message).map_err(|error| error.to_string())?;
+    let descriptor = schemas.method(path).map(|method| match direction {
+        Direction::Request => method.input,
+        Direction::Response => method.output,
+    });
+    let decoded = messages
+        .iter()
+        .enumerate()
+        .map(|(index, message)| {
+            match &descriptor {
+                Some(descriptor) => with_schema(descriptor, message),
+                None => without_schema(message),
+            }
+            .map_err(|error| format!("message {index}: {error}"))
+        })
+        .collect::<Result<Vec<Value>, String>>()?;
+    Ok(Value::Array(decoded))
+}
+
 /// A message made from proto3 JSON under `descriptor`, encoded (for tests and the demo's services).
 pub fn encode_json(descriptor: &MessageDescriptor, json: &Value) -> Result<Vec<u8>, String> {
     DynamicMessage::deserialize(descriptor.clone(), json)
@@ -223,6 +265,71 @@ mod tests {
         for bad in [&[0x0a, 9, 1][..], &[0x80], &[0x0b], &[0x00, 1]] {
             assert!(without_schema(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_stream_is_an_array_of_its_messages_decoded_by_the_methods_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let schemas = shop(dir.path());
+        let watch = schemas.method("/shop.v1.Orders/Watch").unwrap();
+        let mut body = Vec::new();
+        for quantity in 1..=3 {
+            let order =
+                encode_json(&watch.output, &json!({"id": "o", "quantity": quantity})).unwrap();
+            body.extend_from_slice(&frame::frame(&order));
+        }
+        let decoded = body_json(
+            &schemas,
+            "/shop.v1.Orders/Watch",
+            Direction::Response,
+            &body,
+            None,
+            1 << 20,
+        )
+        .unwrap();
+        let quantities: Vec<&Value> = decoded
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|order| &order["quantity"])
+            .collect();
+        assert_eq!(quantities, [&json!(1), &json!(2), &json!(3)]);
+        let request = encode_json(&watch.input, &json!({"id": "o-7"})).unwrap();
+        assert_eq!(
+            body_json(
+                &schemas,
+                "/shop.v1.Orders/Watch",
+                Direction::Request,
+                &frame::frame(&request),
+                None,
+                1 << 20
+            )
+            .unwrap(),
+            json!([{"id": "o-7"}])
+        );
+        // A method no schema has is still compared, by field number.
+        assert_eq!(
+            body_json(
+                &schemas,
+                "/other.Svc/Call",
+                Direction::Request,
+                &frame::frame(&request),
+                None,
+                1 << 20
+            )
+            .unwrap(),
+            json!([{"1": "o-7"}])
+        );
+        let error = body_json(
+            &schemas,
+            "/shop.v1.Orders/Watch",
+            Direction::Response,
+            &body[..body.len() - 1],
+            None,
+            1 << 20,
+        )
+        .unwrap_err();
+        assert!(error.contains("message 2 is cut short"), "{error}");
     }
 
     #[test]
