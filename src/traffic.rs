@@ -240,7 +240,7 @@ pub(crate) fn read_line(
 /// The host a request was sent to: the absolute URL's, else the `Host` header's, else HTTP/2's `:authority`.
 pub fn recorded_authority<'a>(
     target: &str,
-    mut headers: impl Iterator<Item = (&'a str, &'a str)>,
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Option<Authority> {
     if !target.starts_with('/')
         && let Ok(uri) = target.parse::<Uri>()
@@ -249,7 +249,7 @@ pub fn recorded_authority<'a>(
         return Some(authority.clone());
     }
     let mut pseudo = None;
-    for (name, value) in headers.by_ref() {
+    for (name, value) in headers {
         if name.eq_ignore_ascii_case("host") {
             if let Ok(authority) = value.trim().parse() {
                 return Some(authority);

@@ -107,6 +107,7 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
         total: reader.total_bytes(),
     };
     let counts = Arc::new(Counts::default());
+    let host_label = host.as_ref().map(ToString::to_string);
     let mut selection = Selection {
         reader,
         host,
@@ -187,7 +188,7 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
     }
     let other_hosts = counts.other_host.load(Ordering::Relaxed);
     let to_host = counts.requests.load(Ordering::Relaxed) - other_hosts;
-    if let (Some(host), true) = (counts.host.get(), other_hosts > 0) {
+    if let (Some(host), true) = (&host_label, other_hosts > 0) {
         eprintln!("{input}: {other_hosts} requests to hosts other than {host} skipped");
     }
     let filtered = counts.filtered.load(Ordering::Relaxed);
@@ -295,14 +296,11 @@ struct Counts {
     /// Usable requests read, to any host.
     requests: AtomicU64,
     skipped: AtomicU64,
-    ignored: AtomicU64,
     other_host: AtomicU64,
     filtered: AtomicU64,
     still_redacted: AtomicU64,
     /// Where the file stopped being its format, if it did.
     broken: std::sync::Mutex<Option<String>>,
-    /// The host requests were kept for, once known.
-    host: std::sync::OnceLock<String>,
 }
 
 /// The file's requests that are sent: read one by one, counted, chosen by host and filters, with the set headers.
@@ -319,9 +317,6 @@ impl Selection {
     /// The next request to send; `None` when the file has no more (or stopped being readable, said once).
     async fn next(&mut self) -> Option<traffic::TrafficRequest> {
         let counts = &self.counts;
-        if let Some(host) = &self.host {
-            let _ = counts.host.set(host.to_string());
-        }
         loop {
             match self.reader.next().await? {
                 Next::Record(Record::Request(mut request)) => {
@@ -346,9 +341,8 @@ impl Selection {
                         eprintln!("warning: {}: {skipped}: record skipped", self.input);
                     }
                 }
-                Next::Record(Record::Ignored) => {
-                    counts.ignored.fetch_add(1, Ordering::Relaxed);
-                }
+                // GoReplay's responses: not requests, and not errors.
+                Next::Record(Record::Ignored) => {}
                 Next::Broken(reason) => {
                     if counts.requests.load(Ordering::Relaxed) > 0 {
                         eprintln!("warning: {}: {reason}", self.input);

@@ -13,6 +13,9 @@ use super::{Record, TrafficError, TrafficFormat};
 
 /// Distinct hosts counted at most; a file naming more is counted on those first seen.
 const MAX_HOSTS: usize = 10_000;
+/// The longest host name counted (DNS allows 253 characters): with `MAX_HOSTS`, the count holds at most
+/// about 2.5 MB of names, whatever the file says.
+const MAX_HOST_LEN: usize = 255;
 
 /// The host most requests of a file went to.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,6 +43,9 @@ pub fn main_host(path: &Path, format: TrafficFormat) -> Result<Option<MainHost>,
             && let Some(authority) = &request.authority
         {
             of += 1;
+            if authority.host().len() > MAX_HOST_LEN {
+                return ControlFlow::Continue(());
+            }
             let host = authority.host().to_ascii_lowercase();
             let seen = counts.len();
             if let Some(count) = counts.get_mut(&host) {

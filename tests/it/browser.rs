@@ -402,18 +402,7 @@ async fn a_change_accepted_as_intended_leaves_the_regressions_for_the_gate_and_t
 
     // The report file lists them apart, the note escaped like every stored byte.
     let dir = tempfile::tempdir().unwrap();
-    let output = dir.path().join("report.html");
-    let ran = crate::support::process::run_command(&[
-        "report",
-        "--database-url",
-        database,
-        "--run",
-        "hostile",
-        "--output",
-        output.to_str().unwrap(),
-    ])
-    .await;
-    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let output = crate::web::report_file(&report, dir.path()).await;
     let html = std::fs::read_to_string(&output).unwrap();
     let accepted_section = &html[html
         .find("<h2>Accepted changes</h2>")
