@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod compat;
 pub mod decode;
 pub mod diff;
+pub mod grpc;
 pub mod headers;
 pub mod json;
 pub mod kind;
@@ -32,6 +33,7 @@ use crate::analysis::rules::{EndpointRules, RuleSet, RulesError};
 use crate::analysis::tree::Node;
 use crate::budget::Charge;
 use crate::exchange::{CapturedBody, Exchange, Outcome, Target, UpstreamError, UpstreamResponse};
+use crate::grpc::schema::{SchemaError, Schemas};
 
 /// Everything that decides how exchanges are compared.
 #[derive(Clone, Debug)]
@@ -43,6 +45,9 @@ pub struct AnalysisConfig {
     /// Time allowed for one text line diff before it falls back to coarser regions.
     pub text_timeout: Duration,
     pub rules: RuleSet,
+    /// The gRPC schemas calls are decoded by (`--grpc-descriptor-set`, `--grpc-proto`); empty decodes messages
+    /// by field number.
+    pub grpc: Schemas,
 }
 
 impl Default for AnalysisConfig {
@@ -53,6 +58,7 @@ impl Default for AnalysisConfig {
             headers: HeaderOptions::default(),
             text_timeout: AnalysisSettings::DEFAULT_TEXT_DIFF_TIMEOUT,
             rules: RuleSet::default(),
+            grpc: Schemas::default(),
         }
     }
 }
@@ -76,6 +82,26 @@ pub struct AnalysisSettings {
     pub workers: Option<usize>,
     /// Analysed exchanges waiting to be stored; when full, new ones are dropped and counted.
     pub queue: usize,
+    /// Where gRPC calls' message types come from.
+    pub grpc: GrpcSchemaSettings,
+}
+
+/// The gRPC schemas to load at start: descriptor sets, and `.proto` files compiled with their import paths.
+#[derive(Clone, Debug, Default)]
+pub struct GrpcSchemaSettings {
+    /// FileDescriptorSets (`protoc --include_imports --descriptor_set_out`, `buf build -o`).
+    pub descriptor_sets: Vec<PathBuf>,
+    /// `.proto` files compiled at start.
+    pub protos: Vec<PathBuf>,
+    /// Where the `.proto` files' imports are found (beside each file when none is given).
+    pub proto_paths: Vec<PathBuf>,
+}
+
+impl GrpcSchemaSettings {
+    /// The schemas, merged; a file that cannot be read or compiled is named in the error.
+    pub fn load(&self) -> Result<Schemas, SchemaError> {
+        Schemas::load(&self.descriptor_sets, &self.protos, &self.proto_paths)
+    }
 }
 
 impl AnalysisSettings {
@@ -99,6 +125,7 @@ impl AnalysisSettings {
             headers: HeaderOptions::new(self.exclude_all_headers, &self.exclude_headers),
             text_timeout: self.text_diff_timeout,
             rules: RuleSet::load_optional(self.rules.as_deref())?,
+            grpc: Schemas::default(),
         })
     }
 }
@@ -114,6 +141,7 @@ impl Default for AnalysisSettings {
             text_diff_timeout: Self::DEFAULT_TEXT_DIFF_TIMEOUT,
             workers: None,
             queue: Self::DEFAULT_QUEUE,
+            grpc: GrpcSchemaSettings::default(),
         }
     }
 }
@@ -172,16 +200,23 @@ pub enum BodySkip {
     JsonTooDeep,
     /// Holding it (kept, decoded or parsed) would have gone over `--memory-budget`.
     MemoryBudget,
+    /// A gRPC body that is not a well-formed sequence of messages of the method's type (a bad or cut-short
+    /// length prefix, a truncated stream, a message that does not decode).
+    GrpcMalformed,
+    /// A gRPC call to a method none of the given schemas has.
+    GrpcUnknownMethod,
 }
 
 impl BodySkip {
-    pub const ALL: [BodySkip; 6] = [
+    pub const ALL: [BodySkip; 8] = [
         BodySkip::TooLarge,
         BodySkip::DecodedTooLarge,
         BodySkip::UnsupportedEncoding,
         BodySkip::CorruptEncoding,
         BodySkip::JsonTooDeep,
         BodySkip::MemoryBudget,
+        BodySkip::GrpcMalformed,
+        BodySkip::GrpcUnknownMethod,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -192,6 +227,8 @@ impl BodySkip {
             BodySkip::CorruptEncoding => "corrupt_encoding",
             BodySkip::JsonTooDeep => "json_too_deep",
             BodySkip::MemoryBudget => "memory_budget",
+            BodySkip::GrpcMalformed => "grpc_malformed",
+            BodySkip::GrpcUnknownMethod => "grpc_unknown_method",
         }
     }
 
@@ -300,6 +337,13 @@ struct SideComparison {
     primary_unreadable: Option<BodySkip>,
 }
 
+/// For a gRPC call, why primary's and the other side's messages could not be decoded, if they could not.
+#[derive(Copy, Clone, Debug)]
+struct GrpcSides {
+    primary: Option<BodySkip>,
+    other: Option<BodySkip>,
+}
+
 /// What comparing two bodies gave.
 enum BodyComparison {
     Compared(Vec<Difference>),
@@ -332,9 +376,18 @@ impl Analyzer {
     /// Compares as [`Analyzer::analyse`] does, taking the memory for decoded bodies, parse trees and text
     /// diffs from `scratch` as it goes; a body that does not fit is not compared (`memory_budget`). What
     /// `scratch` took is given back when the analysis is done.
-    pub fn analyse_within(&self, exchange: Exchange, scratch: &mut Charge) -> Analysis {
+    pub fn analyse_within(&self, mut exchange: Exchange, scratch: &mut Charge) -> Analysis {
         let held = scratch.bytes();
-        let result = self.compare_exchange(&exchange, scratch);
+        let call = if crate::grpc::is_grpc(&exchange.request.headers) && !exchange.over_budget() {
+            Some(grpc::decode_exchange(
+                &mut exchange,
+                &self.config.grpc,
+                self.config.max_decoded_body,
+            ))
+        } else {
+            None
+        };
+        let result = self.compare_exchange(&exchange, scratch, call);
         scratch.shrink_to(held);
         let latency = Target::ALL.map(|target| latency_sample(exchange.outcome(target)));
         Analysis {
@@ -344,10 +397,12 @@ impl Analyzer {
         }
     }
 
+    /// `call` is, for a gRPC call, which sides' messages could not be decoded.
     fn compare_exchange(
         &self,
         exchange: &Exchange,
         scratch: &mut Charge,
+        call: Option<grpc::Undecoded>,
     ) -> Result<Compared, SkipReason> {
         if exchange.over_budget() {
             return Err(SkipReason::MemoryBudget);
@@ -370,8 +425,24 @@ impl Analyzer {
         let rules = self.config.rules.for_endpoint(&exchange.endpoint);
         let primary_decoded = OnceCell::new();
         let mut reference = Reference::new(primary, scratch, &primary_decoded);
-        let mut candidate = self.compare(&mut reference, &exchange.candidate, &rules);
-        let mut noise = self.compare(&mut reference, &exchange.secondary, &rules);
+        let side = |target: Target| {
+            call.map(|undecoded| GrpcSides {
+                primary: undecoded[Target::Primary.index()],
+                other: undecoded[target.index()],
+            })
+        };
+        let mut candidate = self.compare(
+            &mut reference,
+            &exchange.candidate,
+            &rules,
+            side(Target::Candidate),
+        );
+        let mut noise = self.compare(
+            &mut reference,
+            &exchange.secondary,
+            &rules,
+            side(Target::Secondary),
+        );
 
         // Without secondary's answer (or body), what the candidate did cannot be told apart from noise: only
         // the outcome itself (an error, or none) is compared then.
@@ -405,12 +476,14 @@ impl Analyzer {
         })
     }
 
-    /// Differences between primary (the reference) and another outcome.
+    /// Differences between primary (the reference) and another outcome; `grpc` for a gRPC call, whose status
+    /// is its `grpc-status` and whose bodies are its decoded messages.
     fn compare(
         &self,
         reference: &mut Reference<'_>,
         other: &Outcome,
         rules: &EndpointRules<'_>,
+        grpc: Option<GrpcSides>,
     ) -> SideComparison {
         let mut side = SideComparison {
             differences: Vec::new(),
@@ -433,19 +506,48 @@ impl Analyzer {
                 return side;
             }
         };
-        side.differences.extend(headers::diff_status(
-            reference.response.status,
-            other.status,
-            rules,
-        ));
-        side.differences.extend(headers::diff_headers(
+        if grpc.is_some() {
+            // The call's outcome is its gRPC status (a failed call is still HTTP 200); the HTTP status stands
+            // in when an answer carries none (a proxy's 502).
+            let status = |response: &UpstreamResponse| {
+                grpc::status_name(&response.headers)
+                    .unwrap_or_else(|| response.status.as_u16().to_string())
+            };
+            side.differences.extend(headers::diff_status_text(
+                status(reference.response),
+                status(other),
+                rules,
+            ));
+        } else {
+            side.differences.extend(headers::diff_status(
+                reference.response.status,
+                other.status,
+                rules,
+            ));
+        }
+        let mut header_differences = headers::diff_headers(
             &reference.response.headers,
             &other.headers,
             &self.config.headers,
             rules,
-        ));
+        );
+        if grpc.is_some() {
+            header_differences.retain(|difference| difference.path != "header/grpc-status");
+        }
+        side.differences.extend(header_differences);
         if rules.is_empty() || !rules.ignores("body") {
-            match self.compare_bodies(reference, other, rules) {
+            let comparison = match grpc {
+                Some(GrpcSides {
+                    primary: Some(reason),
+                    ..
+                }) => BodyComparison::PrimaryUnreadable(reason),
+                Some(GrpcSides {
+                    other: Some(reason),
+                    ..
+                }) => unreadable("grpc", reason),
+                _ => self.compare_bodies(reference, other, rules),
+            };
+            match comparison {
                 BodyComparison::Compared(found) => side.differences.extend(found),
                 BodyComparison::PrimaryUnreadable(reason) => side.primary_unreadable = Some(reason),
                 BodyComparison::OtherUnreadable(reason, difference) => {

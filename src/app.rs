@@ -18,6 +18,7 @@ use crate::analysis::{Analysis, AnalysisSettings, Analyzer};
 use crate::budget::{MemoryBudget, Stage};
 use crate::endpoint::{EndpointNamer, NamingSettings};
 use crate::exchange::{Exchange, Target};
+use crate::grpc::schema::SchemaError;
 use crate::lane::{Lane, LaneSettings};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
@@ -53,6 +54,8 @@ pub enum StartupError {
     Client(#[from] ClientError),
     #[error("rules file {0}")]
     Rules(#[from] RulesError),
+    #[error("gRPC schema {0}")]
+    Schema(#[from] SchemaError),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -163,7 +166,8 @@ impl Application {
                 "--preserve-host and --shadow-host-suffix need HTTP/1.1 upstreams; drop --upstream-http2".into(),
             ));
         }
-        let analysis = settings.analysis.config()?;
+        let mut analysis = settings.analysis.config()?;
+        analysis.grpc = settings.analysis.grpc.load()?;
         // The rules file's `[[sample]]` rates decide, per endpoint, what the proxy shadows.
         settings.proxy.shadow.endpoint_rates = analysis.rules.sampling().to_vec();
         // And its `[[rewrite]]`s what secondary and candidate are sent.

@@ -106,15 +106,20 @@ impl EndpointNamer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// `METHOD /template` for a request.
+    /// `METHOD /template` for a request; `gRPC pkg.Service/Method` for a gRPC call.
     pub fn name(&self, method: &Method, path: &str, headers: &HeaderMap) -> String {
         let canonical = headers
             .get(CANONICAL_RESOURCE)
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
             .filter(|value| !value.is_empty());
+        let grpc_call = crate::grpc::is_grpc(headers)
+            .then(|| crate::grpc::schema::endpoint_name(path))
+            .flatten();
         let mut state = self.state();
-        let mut name = if let Some(canonical) = canonical {
+        let mut name = if let Some(call) = grpc_call {
+            call
+        } else if let Some(canonical) = canonical {
             format!("{method} {canonical}")
         } else if let Some(pattern) = self.patterns.iter().find(|p| p.matches(method, path)) {
             format!("{method} {}", pattern.template())
@@ -260,6 +265,25 @@ mod tests {
         assert_eq!(
             namer.name(&Method::GET, "/users/7", &headers),
             "GET user-profile"
+        );
+    }
+
+    #[test]
+    fn grpc_calls_are_named_by_service_and_method() {
+        let namer = namer(Vec::new());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        assert_eq!(
+            namer.name(&Method::POST, "/shop.v1.Orders/GetOrder", &headers),
+            "gRPC shop.v1.Orders/GetOrder"
+        );
+        // The same path as plain HTTP is an ordinary endpoint.
+        assert_eq!(
+            name(&namer, Method::POST, "/shop.v1.Orders/GetOrder"),
+            "POST /shop.v1.Orders/GetOrder"
         );
     }
 

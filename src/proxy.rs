@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod request_body;
+pub mod request_tee;
 pub mod server;
 pub mod settings;
 pub mod timing;

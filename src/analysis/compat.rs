@@ -49,7 +49,7 @@ impl Compat {
             DiffKind::ValueChanged => match path {
                 // No response where primary answered (or the other way round).
                 "error" => Compat::Breaking,
-                "status" if status_class(primary) != status_class(other) => Compat::Breaking,
+                "status" if status_breaks(primary, other) => Compat::Breaking,
                 "header/content-type" if primary.map(media_type) != other.map(media_type) => {
                     Compat::Breaking
                 }
@@ -65,9 +65,19 @@ impl fmt::Display for Compat {
     }
 }
 
-/// `2` for `"204"`.
-fn status_class(status: Option<&str>) -> Option<u8> {
-    status.and_then(|s| s.trim().bytes().next())
+/// Whether a status change breaks clients: another HTTP status class (`2` for `"204"`), or any change of a gRPC
+/// call's status code (`OK` to `NOT_FOUND`), whose codes have no classes.
+fn status_breaks(primary: Option<&str>, other: Option<&str>) -> bool {
+    let http_class = |status: Option<&str>| {
+        status
+            .map(str::trim)
+            .filter(|status| status.len() == 3 && status.bytes().all(|b| b.is_ascii_digit()))
+            .map(|status| status.as_bytes()[0])
+    };
+    match (http_class(primary), http_class(other)) {
+        (Some(primary), Some(other)) => primary != other,
+        _ => primary != other,
+    }
 }
 
 #[cfg(test)]

@@ -58,14 +58,30 @@ pub fn diff_status(
     other: StatusCode,
     rules: &EndpointRules<'_>,
 ) -> Option<Difference> {
+    if primary == other {
+        return None;
+    }
+    diff_status_text(
+        primary.as_u16().to_string(),
+        other.as_u16().to_string(),
+        rules,
+    )
+}
+
+/// A status difference between two written statuses: HTTP codes, or a gRPC call's code names.
+pub fn diff_status_text(
+    primary: String,
+    other: String,
+    rules: &EndpointRules<'_>,
+) -> Option<Difference> {
     if primary == other || (!rules.is_empty() && rules.ignores("status")) {
         return None;
     }
     Some(Difference::at(
         "status",
         DiffKind::ValueChanged,
-        Some(primary.as_u16().to_string()),
-        Some(other.as_u16().to_string()),
+        Some(primary),
+        Some(other),
     ))
 }
 

@@ -11,10 +11,10 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use http::HeaderName;
 
-use crate::analysis::AnalysisSettings;
 use crate::analysis::aggregate::VerdictSettings;
 use crate::analysis::noise::Thresholds;
 use crate::analysis::rules::EndpointGlob;
+use crate::analysis::{AnalysisSettings, GrpcSchemaSettings};
 use crate::app::AppSettings;
 use crate::budget::MemoryBudget;
 use crate::endpoint::{EndpointPattern, NamingSettings};
@@ -269,6 +269,36 @@ pub struct AnalysisArgs {
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_TEXT_DIFF_TIMEOUT",
           default_value_t = Span(AnalysisSettings::DEFAULT_TEXT_DIFF_TIMEOUT), value_parser = parse_span)]
     pub text_diff_timeout: Span,
+
+    /// A FileDescriptorSet giving gRPC methods' message types (`protoc --include_imports --descriptor_set_out`,
+    /// `buf build -o`); repeat the flag for several.
+    #[arg(
+        long = "grpc-descriptor-set",
+        value_name = "FILE",
+        env = "SHADOWDIFF_GRPC_DESCRIPTOR_SET",
+        value_delimiter = ','
+    )]
+    pub grpc_descriptor_sets: Vec<PathBuf>,
+
+    /// A `.proto` file compiled at start for gRPC methods' message types (no protoc needed); repeat the flag
+    /// for several.
+    #[arg(
+        long = "grpc-proto",
+        value_name = "FILE",
+        env = "SHADOWDIFF_GRPC_PROTO",
+        value_delimiter = ','
+    )]
+    pub grpc_protos: Vec<PathBuf>,
+
+    /// Where the `--grpc-proto` files' imports are found (default: beside each file); repeat the flag for
+    /// several.
+    #[arg(
+        long = "grpc-proto-path",
+        value_name = "DIR",
+        env = "SHADOWDIFF_GRPC_PROTO_PATH",
+        value_delimiter = ','
+    )]
+    pub grpc_proto_paths: Vec<PathBuf>,
 
     /// Exchanges analysed at once (default: the number of CPU cores).
     #[arg(long, value_name = "N", env = "SHADOWDIFF_ANALYSIS_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
@@ -734,6 +764,11 @@ impl AnalysisArgs {
             text_diff_timeout: self.text_diff_timeout.into(),
             workers: self.analysis_workers.map(|n| n as usize),
             queue: self.analysis_queue as usize,
+            grpc: GrpcSchemaSettings {
+                descriptor_sets: self.grpc_descriptor_sets,
+                protos: self.grpc_protos,
+                proto_paths: self.grpc_proto_paths,
+            },
         }
     }
 }

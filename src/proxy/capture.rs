@@ -256,6 +256,11 @@ impl Body for TeeBody {
         let polled = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &polled {
             Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(state) = this.state.as_mut()
+                {
+                    keep_trailers(&mut state.headers, trailers);
+                }
                 if let Some(data) = frame.data_ref() {
                     this.passed += data.len() as u64;
                     if let Some(state) = this.state.as_mut() {
@@ -298,13 +303,23 @@ impl Drop for TeeBody {
     }
 }
 
-/// Reads a shadow's body, keeping at most `limit` bytes (charged to `charge`). Past the limit it stops reading
-/// (the connection is then closed rather than drained); past the budget it reads the rest without keeping it, up
-/// to [`DRAIN_LIMIT`], so that the connection goes back to its pool.
+/// An answer's trailers are kept with its headers, where they are compared (gRPC's outcome, `grpc-status`, is
+/// in them).
+pub fn keep_trailers(headers: &mut HeaderMap, trailers: &HeaderMap) {
+    for (name, value) in trailers {
+        headers.append(name.clone(), value.clone());
+    }
+}
+
+/// Reads a shadow's body, keeping at most `limit` bytes (charged to `charge`) and adding its trailers to
+/// `headers`. Past the limit it stops reading (the connection is then closed rather than drained); past the
+/// budget it reads the rest without keeping it, up to [`DRAIN_LIMIT`], so that the connection goes back to its
+/// pool.
 pub async fn read_capped(
     mut body: Incoming,
     limit: usize,
     charge: Charge,
+    headers: &mut HeaderMap,
 ) -> Result<(CapturedBody, Charge), UpstreamError> {
     let mut capture = BodyCapture::new(limit, charge, body.size_hint().exact());
     let mut drained = 0;
@@ -318,6 +333,9 @@ pub async fn read_capped(
             Err(_) if capture.has_stopped() => break,
             Err(error) => return Err(classify_body_error(&error)),
         };
+        if let Some(trailers) = frame.trailers_ref() {
+            keep_trailers(headers, trailers);
+        }
         let Some(data) = frame.data_ref() else {
             continue;
         };

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -27,6 +27,7 @@ use crate::endpoint::EndpointNamer;
 use crate::exchange::{
     Exchange, Outcome, RecordedRequest, Target, UpstreamError, UpstreamResponse,
 };
+use crate::grpc;
 use crate::lane::{Handoff, Lane};
 use crate::metrics::Metrics;
 use crate::pipeline::metrics::{DropReason, Queue};
@@ -41,6 +42,7 @@ use crate::proxy::headers::{
 use crate::proxy::metrics::{BodySide, CallerRejection, UnshadowedReason};
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::request_body::{self, RequestBody};
+use crate::proxy::request_tee::{RequestCopy, RequestTee};
 use crate::proxy::timing::head_latency;
 use crate::proxy::upstream::{
     Baseline, UpstreamBody, UpstreamClient, UpstreamSettings, buffered, streamed,
@@ -413,6 +415,11 @@ impl Proxy {
             self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
             return uri_too_long();
         };
+        if self.responder.is_some() && grpc::is_grpc(&parts.headers) {
+            // A gRPC call's messages go to the responder as they come: a bidirectional stream sends its next
+            // message only once it has read an answer.
+            return self.fan_out_streaming(parts, forward, body).await;
+        }
         let mut charge = self.budget.empty(Stage::Request);
         let read = request_body::read_capped(body, self.max_body, &mut charge);
         let Ok(read) = tokio::time::timeout(self.body_timeout, read).await else {
@@ -540,45 +547,15 @@ impl Proxy {
         // The exchange holds the request and three response heads besides the bodies, and each background
         // request a connection's buffers and its own state while it runs: charged before any shadow is sent, so
         // that past the budget the request goes to primary alone.
-        charge.move_to(Stage::InFlight);
-        if !charge
-            .try_grow(EXCHANGE_BYTES + 4 * header_bytes(&parts.headers) + self.background_bytes())
-        {
-            self.metrics
-                .proxy
-                .unshadowed(UnshadowedReason::MemoryBudget);
-            self.metrics.budget.shed(Stage::InFlight);
+        if !self.charge_exchange(&mut charge, &parts.headers) {
             drop(charge);
             return self.primary_only(forward, buffered(body)).await;
         }
         let id = Uuid::now_v7();
         let (report_tx, report_rx) = Handoff::channel(&self.lane);
-        let mut report_rx = Some(report_rx);
-        let plans = Target::ALL.map(|target| {
-            if Some(target) == self.responder
-                && let Some(rx) = report_rx.take()
-            {
-                return Plan::Responder(rx);
-            }
-            if target == Target::Secondary && self.primary_twice && !parts.method.is_safe() {
-                return Plan::AsPrimary;
-            }
-            match self.inflight[target.index()].clone().try_acquire_owned() {
-                Ok(permit) => Plan::Send(permit),
-                Err(_) => {
-                    self.metrics.proxy.shadow_shed(target);
-                    Plan::Shed
-                }
-            }
-        });
+        let plans = self.plans(&parts.method, report_rx);
         let forward = Arc::new(forward);
-        let recorded = RecordedRequest {
-            method: parts.method,
-            uri: parts.uri,
-            version: parts.version,
-            headers: parts.headers,
-            body: body.clone(),
-        };
+        let recorded = recorded_request(parts, body.clone());
         let span = tracing::info_span!("exchange", %id, endpoint = tracing::field::Empty);
         let background = self.clone().complete_exchange(
             id,
@@ -594,7 +571,141 @@ impl Proxy {
             return empty_ok();
         };
         let started = Instant::now();
-        match self.send_buffered(target, &forward, &body, true).await {
+        let response = self.send_buffered(target, &forward, &body, true).await;
+        self.answer(target, &forward, started, response, report_tx)
+    }
+
+    /// Whether the charge can hold an exchange's heads and its background requests besides the bodies; past
+    /// the budget the request goes to primary alone (counted).
+    fn charge_exchange(&self, charge: &mut Charge, headers: &HeaderMap) -> bool {
+        charge.move_to(Stage::InFlight);
+        if charge.try_grow(EXCHANGE_BYTES + 4 * header_bytes(headers) + self.background_bytes()) {
+            return true;
+        }
+        self.metrics
+            .proxy
+            .unshadowed(UnshadowedReason::MemoryBudget);
+        self.metrics.budget.shed(Stage::InFlight);
+        false
+    }
+
+    /// How each upstream takes part: the responder through its tee's report, the others each holding an
+    /// in-flight permit or shed over their bound.
+    fn plans(&self, method: &Method, report: oneshot::Receiver<TeeReport>) -> [Plan; 3] {
+        let mut report = Some(report);
+        Target::ALL.map(|target| {
+            if Some(target) == self.responder
+                && let Some(rx) = report.take()
+            {
+                return Plan::Responder(rx);
+            }
+            if target == Target::Secondary && self.primary_twice && !method.is_safe() {
+                return Plan::AsPrimary;
+            }
+            match self.inflight[target.index()].clone().try_acquire_owned() {
+                Ok(permit) => Plan::Send(permit),
+                Err(_) => {
+                    self.metrics.proxy.shadow_shed(target);
+                    Plan::Shed
+                }
+            }
+        })
+    }
+
+    /// A gRPC call: its request messages stream to the responder as the caller sends them, copied on the way;
+    /// the shadows are sent the copy once the caller's stream has ended (and not at all when it grew past
+    /// `--max-body` or the budget, counted).
+    async fn fan_out_streaming(
+        self: Arc<Self>,
+        parts: http::request::Parts,
+        forward: Forward,
+        body: Incoming,
+    ) -> CallerResponse {
+        let mut charge = self.budget.empty(Stage::InFlight);
+        if !self.charge_exchange(&mut charge, &parts.headers) {
+            drop(charge);
+            return self.primary_only(forward, streamed(body)).await;
+        }
+        let id = Uuid::now_v7();
+        let (report_tx, report_rx) = Handoff::channel(&self.lane);
+        let (copy_tx, copy_rx) = Handoff::channel(&self.lane);
+        let plans = self.plans(&parts.method, report_rx);
+        let forward = Arc::new(forward);
+        let recorded = recorded_request(parts, Bytes::new());
+        let span = tracing::info_span!("exchange", %id, endpoint = tracing::field::Empty);
+        let background = self.clone().complete_streamed_exchange(
+            (id, SystemTime::now()),
+            recorded,
+            forward.clone(),
+            plans,
+            charge,
+            copy_rx,
+        );
+        self.lane.spawn(background.instrument(span));
+
+        let Some(target) = self.responder else {
+            return empty_ok();
+        };
+        let tee = RequestTee::new(
+            body,
+            self.max_body,
+            self.budget.empty(Stage::Request),
+            copy_tx,
+        );
+        let started = Instant::now();
+        // Not sent again on a dead connection: the body is already on its way.
+        let request = self.upstream_request(target, &forward, tee.boxed_unsync());
+        let response = self.send_for_caller(target, request).await;
+        self.answer(target, &forward, started, response, report_tx)
+    }
+
+    /// Waits for the copy of a streamed request body, then completes the exchange with it; without a usable
+    /// copy the shadows are not sent (counted as a request not shadowed) and their permits go back.
+    async fn complete_streamed_exchange(
+        self: Arc<Self>,
+        (id, started_at): (Uuid, SystemTime),
+        mut request: RecordedRequest,
+        forward: Arc<Forward>,
+        plans: [Plan; 3],
+        mut charge: Charge,
+        copy: oneshot::Receiver<RequestCopy>,
+    ) {
+        let copy = match tokio::time::timeout(self.capture_deadline, copy).await {
+            Ok(Ok(copy)) => copy,
+            Ok(Err(_)) | Err(_) => RequestCopy::Unreadable,
+        };
+        let reason = match copy {
+            RequestCopy::Complete(body, held) => {
+                charge.absorb(held);
+                request.body = body;
+                return self
+                    .complete_exchange(id, started_at, request, forward, plans, charge)
+                    .await;
+            }
+            RequestCopy::TooLarge => {
+                self.metrics.proxy.body_too_large(BodySide::Request);
+                UnshadowedReason::BodyTooLarge
+            }
+            RequestCopy::OverBudget => {
+                self.metrics.budget.shed(Stage::Request);
+                UnshadowedReason::MemoryBudget
+            }
+            RequestCopy::Unreadable => UnshadowedReason::BodyUnreadable,
+        };
+        self.metrics.proxy.unshadowed(reason);
+    }
+
+    /// The caller's response from the responder's answer, its body copied on the way through for the exchange
+    /// (whose task hears of it through `report`); a 502 naming the responder when it failed.
+    fn answer(
+        &self,
+        target: Target,
+        forward: &Forward,
+        started: Instant,
+        response: Result<Response<Incoming>, UpstreamError>,
+        report_tx: Handoff<TeeReport>,
+    ) -> CallerResponse {
+        match response {
             Ok(response) => {
                 let elapsed = head_latency(&response).unwrap_or_else(|| started.elapsed());
                 let (head, incoming) = response.into_parts();
@@ -740,9 +851,15 @@ impl Proxy {
         }
         // Every set of clients speaks the same version.
         let client = &self.clients[0][target.index()];
+        let grpc = grpc::is_grpc(&headers);
+        if grpc {
+            // gRPC servers want to hear that the client reads trailers (the call's status is in them); TE went
+            // with the other hop-by-hop headers.
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        }
         // An HTTP/1.1 client sends a GET or HEAD whose length it does not know with no body at all; a caller's
         // chunked body, streamed on, must keep its chunked framing to arrive.
-        if client.version() == Version::HTTP_11
+        if client.version_for(grpc) == Version::HTTP_11
             && matches!(method, Method::GET | Method::HEAD)
             && !body.is_end_stream()
             && body.size_hint().exact().is_none()
@@ -752,7 +869,7 @@ impl Proxy {
         let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri.unwrap_or_default();
-        *request.version_mut() = client.version();
+        *request.version_mut() = client.version_for(grpc);
         *request.headers_mut() = headers;
         request
     }
@@ -908,9 +1025,14 @@ impl Proxy {
             let response = self.send_buffered(target, forward, body, false).await?;
             // As the connection stamped it: the lane may have noticed the answer later than it came.
             head_elapsed = Some(head_latency(&response).unwrap_or_else(|| started.elapsed()));
-            let (head, body) = response.into_parts();
-            let (body, charge) =
-                read_capped(body, self.max_body, self.budget.empty(Stage::InFlight)).await?;
+            let (mut head, body) = response.into_parts();
+            let (body, charge) = read_capped(
+                body,
+                self.max_body,
+                self.budget.empty(Stage::InFlight),
+                &mut head.headers,
+            )
+            .await?;
             held = charge;
             Ok(UpstreamResponse {
                 status: head.status,
@@ -936,6 +1058,17 @@ const EXCHANGE_BYTES: usize = 8 << 10;
 /// state, the request, the client's futures. Measured in the soak benchmark: a thousand requests held by a
 /// black-holed candidate took about this each.
 const BACKGROUND_REQUEST_BYTES: usize = 32 << 10;
+
+/// The caller's request as the exchange keeps it.
+fn recorded_request(parts: http::request::Parts, body: Bytes) -> RecordedRequest {
+    RecordedRequest {
+        method: parts.method,
+        uri: parts.uri,
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    }
+}
 
 /// Whether the request asks to switch protocols (`Connection: upgrade` with an `Upgrade` header).
 fn is_upgrade(headers: &HeaderMap) -> bool {

@@ -196,14 +196,19 @@ impl UpstreamSettings {
 pub struct UpstreamClient {
     pool: Pool,
     version: Version,
+    /// For gRPC calls to an HTTP/1.1 upstream (gRPC needs HTTP/2): its own multiplexed connection, opened with
+    /// the first call.
+    grpc: Option<Box<Http2Client>>,
 }
+
+type Http2Client = Client<HttpsConnector<StampingConnector>, UpstreamBody>;
 
 #[derive(Clone)]
 enum Pool {
     /// HTTP/1.1, plain or over TLS: a connection per request in flight, the pool of our own.
     Http1(Http1Pool),
     /// HTTP/2: hyper-util's client, which multiplexes requests over a shared connection.
-    Http2(Box<Client<HttpsConnector<StampingConnector>, UpstreamBody>>),
+    Http2(Box<Http2Client>),
 }
 
 impl UpstreamClient {
@@ -213,52 +218,34 @@ impl UpstreamClient {
         upstream: &UpstreamUrl,
         tls: rustls::ClientConfig,
     ) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let http = StampingConnector::new(http, !settings.http2);
-
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        // ALPN offers exactly the version spoken, so an https upstream cannot pick another one.
-        let https = if settings.http2 {
-            tls.enable_http2().wrap_connector(http)
-        } else {
-            tls.enable_http1().wrap_connector(http)
-        };
-        if !settings.http2 {
-            let limits = PoolLimits {
-                max_idle: MAX_IDLE_PER_UPSTREAM,
-                // Shorter than the keep-alive timeout of common upstream servers (Node.js: 5 s), so that a
-                // pooled connection is not reused just as the upstream closes it.
-                idle_timeout: settings.idle_timeout,
-                // A connection's read buffer starts at 8 KiB and grows with what it reads, by default up to
-                // about 400 KiB, a size it keeps while it waits (a black-holed upstream, the pool): times a
-                // thousand connections, hundreds of MiB that no budget sees. Large bodies are read in more
-                // pieces instead.
-                max_buf_size: UPSTREAM_READ_BUFFER,
-            };
+        if settings.http2 {
             return Self {
-                pool: Pool::Http1(Http1Pool::new(https, upstream.origin(), limits)),
-                version: Version::HTTP_11,
+                pool: Pool::Http2(Box::new(http2_client(settings, tls))),
+                version: Version::HTTP_2,
+                grpc: None,
             };
         }
-
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
-            .set_host(false)
-            .http2_only(true);
+        let limits = PoolLimits {
+            max_idle: MAX_IDLE_PER_UPSTREAM,
+            // Shorter than the keep-alive timeout of common upstream servers (Node.js: 5 s), so that a pooled
+            // connection is not reused just as the upstream closes it.
+            idle_timeout: settings.idle_timeout,
+            // A connection's read buffer starts at 8 KiB and grows with what it reads, by default up to about
+            // 400 KiB, a size it keeps while it waits (a black-holed upstream, the pool): times a thousand
+            // connections, hundreds of MiB that no budget sees. Large bodies are read in more pieces instead.
+            max_buf_size: UPSTREAM_READ_BUFFER,
+        };
+        let https = tls_connector(settings, tls.clone(), false);
         Self {
-            pool: Pool::Http2(Box::new(builder.build(https))),
-            version: Version::HTTP_2,
+            pool: Pool::Http1(Http1Pool::new(https, upstream.origin(), limits)),
+            version: Version::HTTP_11,
+            grpc: Some(Box::new(http2_client(settings, tls))),
         }
+    }
+
+    /// The HTTP version a request is sent with: HTTP/2 for gRPC calls whatever the upstreams speak.
+    pub fn version_for(&self, grpc: bool) -> Version {
+        if grpc { Version::HTTP_2 } else { self.version }
     }
 
     /// The HTTP version requests to upstreams are sent with.
@@ -271,14 +258,53 @@ impl UpstreamClient {
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match &self.pool {
-            Pool::Http1(pool) => pool.send(request).await,
-            Pool::Http2(client) => client
-                .request(request)
-                .await
-                .map_err(|error| classify_request_error(&error)),
-        }
+        let client = match (&self.pool, &self.grpc) {
+            (Pool::Http1(_), Some(grpc)) if request.version() == Version::HTTP_2 => grpc,
+            (Pool::Http1(pool), _) => return pool.send(request).await,
+            (Pool::Http2(client), _) => client,
+        };
+        client
+            .request(request)
+            .await
+            .map_err(|error| classify_request_error(&error))
     }
+}
+
+/// The connector to an upstream: TCP (latency stamped per connection for HTTP/1.1), TLS for https:// with ALPN
+/// offering exactly the version spoken, so that an https upstream cannot pick another one.
+fn tls_connector(
+    settings: &UpstreamSettings,
+    tls: rustls::ClientConfig,
+    http2: bool,
+) -> HttpsConnector<StampingConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(settings.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let http = StampingConnector::new(http, !http2);
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if http2 {
+        tls.enable_http2().wrap_connector(http)
+    } else {
+        tls.enable_http1().wrap_connector(http)
+    }
+}
+
+/// hyper-util's HTTP/2 client (h2c prior knowledge for http://), which multiplexes requests over a shared
+/// connection.
+fn http2_client(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> Http2Client {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(settings.idle_timeout)
+        .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
+        .set_host(false)
+        .http2_only(true);
+    builder.build(tls_connector(settings, tls, true))
 }
 
 /// The TLS settings for https upstreams: the system's roots (Mozilla's when the system has none) plus `ca_file`.

@@ -13,6 +13,7 @@ mod deploy_files;
 mod edges;
 mod faults;
 mod gate;
+mod grpc;
 mod hygiene;
 mod json_properties;
 mod lifecycle;

@@ -1,0 +1,140 @@
+//! gRPC exchanges made comparable: each body becomes the JSON array of its decoded messages (so the JSON
+//! engine, rules, noise and redaction see fields by name), and a side whose messages cannot be read is a
+//! counted skip.
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue};
+
+use crate::analysis::BodySkip;
+use crate::analysis::decode::media_type;
+use crate::budget::Charge;
+use crate::exchange::{CapturedBody, Exchange, Target};
+use crate::grpc::decode::{Direction, body_json};
+use crate::grpc::schema::Schemas;
+use crate::grpc::status::Status;
+
+/// The content type a decoded body is stored and compared under: gRPC's own name for JSON messages.
+pub const DECODED_TYPE: &str = "application/grpc+json";
+
+/// Why each side's body (by [`Target::index`]) was left undecoded, if it was.
+pub type Undecoded = [Option<BodySkip>; 3];
+
+/// Decodes the request and the three responses of a gRPC call in place, charging what the decoded bodies
+/// add to the exchange's own charge. A request that is not a gRPC call (by its content type), or one in a
+/// codec other than protobuf, is left as it is.
+pub fn decode_exchange(
+    exchange: &mut Exchange,
+    schemas: &Schemas,
+    max_decoded: usize,
+) -> Undecoded {
+    let mut undecoded = [None; 3];
+    if !is_protobuf_call(&exchange.request.headers) {
+        return undecoded;
+    }
+    let path = exchange.request.uri.path().to_string();
+    if !schemas.is_empty() && schemas.method(&path).is_none() {
+        // Schemas were given and none has this method: decoding by field number would compare a call nobody
+        // described, so its bodies are skipped (its status and headers are still compared).
+        return [Some(BodySkip::GrpcUnknownMethod); 3];
+    }
+    let mut charge = std::mem::take(&mut exchange.charge);
+    let request = &mut exchange.request;
+    if let Ok(decoded) = decode_body(
+        schemas,
+        &path,
+        Direction::Request,
+        &request.body,
+        &request.headers,
+        max_decoded,
+        &mut charge,
+    ) {
+        request.body = decoded;
+        request
+            .headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static(DECODED_TYPE));
+    }
+    for target in Target::ALL {
+        let outcome = match target {
+            Target::Primary => &mut exchange.primary,
+            Target::Secondary => &mut exchange.secondary,
+            Target::Candidate => &mut exchange.candidate,
+        };
+        let Ok(response) = &mut outcome.result else {
+            continue;
+        };
+        let CapturedBody::Complete(body) = &response.body else {
+            continue;
+        };
+        if body.is_empty() {
+            // A trailers-only answer (an error status): no messages.
+            continue;
+        }
+        match decode_body(
+            schemas,
+            &path,
+            Direction::Response,
+            body,
+            &response.headers,
+            max_decoded,
+            &mut charge,
+        ) {
+            Ok(decoded) => {
+                response.body = CapturedBody::Complete(decoded);
+                response
+                    .headers
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(DECODED_TYPE));
+            }
+            Err(reason) => undecoded[target.index()] = Some(reason),
+        }
+    }
+    exchange.charge = charge;
+    undecoded
+}
+
+/// One body as the JSON bytes of its messages, what it adds charged to `charge`.
+fn decode_body(
+    schemas: &Schemas,
+    path: &str,
+    direction: Direction,
+    body: &Bytes,
+    headers: &HeaderMap,
+    max_decoded: usize,
+    charge: &mut Charge,
+) -> Result<Bytes, BodySkip> {
+    let encoding = headers
+        .get("grpc-encoding")
+        .and_then(|value| value.to_str().ok());
+    let json =
+        body_json(schemas, path, direction, body, encoding, max_decoded).map_err(|error| {
+            tracing::debug!(%error, ?direction, "gRPC messages could not be decoded");
+            BodySkip::GrpcMalformed
+        })?;
+    let bytes = serde_json::to_vec(&json).map_err(|_| BodySkip::GrpcMalformed)?;
+    if bytes.len() > max_decoded {
+        return Err(BodySkip::DecodedTooLarge);
+    }
+    if bytes.len() > body.len() && !charge.try_grow(bytes.len() - body.len()) {
+        return Err(BodySkip::MemoryBudget);
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// A gRPC call whose messages are protobuf (`application/grpc` or `application/grpc+proto`).
+pub fn is_protobuf_call(headers: &HeaderMap) -> bool {
+    if !crate::grpc::is_grpc(headers) {
+        return false;
+    }
+    let media = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(media_type)
+        .unwrap_or_default();
+    media == "application/grpc" || media == "application/grpc+proto"
+}
+
+/// A response's gRPC status as the exchange's status: the code's name (`OK`, `NOT_FOUND`), from the trailers
+/// (kept with the headers) or a trailers-only answer; `None` when it carries none.
+pub fn status_name(headers: &HeaderMap) -> Option<String> {
+    Status::of(None, headers).map(|status| status.name())
+}

@@ -1,0 +1,599 @@
+//! gRPC through the proxy: tonic servers as primary, secondary and candidate, a tonic client as the caller. Unary,
+//! server-, client- and bidirectional streaming calls get their answers and trailers unchanged; the decoded
+//! messages are compared, so the gate names the candidate's three regressions (a field no longer set, an enum
+//! value the old schema lacks, a stream one message shorter) and none of the timestamp noise, with the schema
+//! from `.proto` files or from a descriptor set; malformed answers and unknown methods are counted skips.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::uri::PathAndQuery;
+use http_body_util::BodyExt;
+use prost::Message as _;
+use shadowdiff::analysis::{BodySkip, GrpcSchemaSettings};
+use shadowdiff::app::AppSettings;
+use shadowdiff::exchange::{CapturedBody, Target};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tonic::codegen::BoxFuture;
+use tonic::codegen::tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::server::{Grpc, NamedService};
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_prost::ProstCodec;
+use tower::service_fn;
+
+use crate::replay::{endpoint, gate_json, regressions};
+use crate::support::stub::Stub;
+use crate::support::{TestApp, patience, temp_database};
+
+const SHOP_PROTO: &str = r#"
+syntax = "proto3";
+package shop.v1;
+
+enum Tier { TIER_UNSPECIFIED = 0; TIER_GOLD = 1; TIER_SILVER = 2; }
+
+message GetOrderRequest { string id = 1; }
+message Customer { string name = 1; }
+message Order {
+  string id = 1;
+  int32 quantity = 2;
+  Tier tier = 3;
+  Customer customer = 4;
+  int64 served_at = 5;
+}
+message Count { int32 n = 1; }
+
+service Orders {
+  rpc GetOrder(GetOrderRequest) returns (Order);
+  rpc Watch(GetOrderRequest) returns (stream Order);
+  rpc Total(stream Count) returns (Order);
+  rpc Chat(stream Count) returns (stream Count);
+}
+"#;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct GetOrderRequest {
+    #[prost(string, tag = "1")]
+    id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Customer {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Order {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(int32, tag = "2")]
+    quantity: i32,
+    #[prost(int32, tag = "3")]
+    tier: i32,
+    #[prost(message, optional, tag = "4")]
+    customer: Option<Customer>,
+    #[prost(int64, tag = "5")]
+    served_at: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Count {
+    #[prost(int32, tag = "1")]
+    n: i32,
+}
+
+const TIER_GOLD: i32 = 1;
+const TIER_SILVER: i32 = 2;
+/// A tier the schema does not have: the candidate's new enum value.
+const TIER_PLATINUM: i32 = 3;
+
+/// One version of the service: the current one (twice, with clocks far apart) or the candidate.
+#[derive(Clone, Copy)]
+struct Shop {
+    /// Where its `served_at` timestamps start: noise between primary and secondary.
+    clock: i64,
+    candidate: bool,
+}
+
+impl Shop {
+    fn order(self, id: &str, quantity: i32) -> Order {
+        Order {
+            id: id.to_string(),
+            quantity,
+            tier: TIER_GOLD,
+            // The candidate no longer sets the customer.
+            customer: (!self.candidate).then(|| Customer { name: "ada".into() }),
+            served_at: self.clock + i64::from(quantity),
+        }
+    }
+
+    async fn get_order(self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
+        let id = request.into_inner().id;
+        if id == "missing" {
+            return Err(Status::not_found("no order `missing`"));
+        }
+        Ok(Response::new(self.order(&id, 2)))
+    }
+
+    /// Three updates of an order; the candidate's stream ends after two.
+    fn watch(self, id: &str) -> Vec<Result<Order, Status>> {
+        let updates = if self.candidate { 2 } else { 3 };
+        (1..=updates)
+            .map(|n| {
+                let mut order = self.order(id, n);
+                order.customer = Some(Customer { name: "ada".into() });
+                Ok(order)
+            })
+            .collect()
+    }
+
+    async fn total(self, request: Request<Streaming<Count>>) -> Result<Response<Order>, Status> {
+        let mut counts = request.into_inner();
+        let mut sum = 0;
+        while let Some(count) = counts.next().await {
+            sum += count?.n;
+        }
+        let mut order = self.order("total", sum);
+        order.customer = Some(Customer { name: "ada".into() });
+        order.tier = if self.candidate {
+            TIER_PLATINUM
+        } else {
+            TIER_SILVER
+        };
+        Ok(Response::new(order))
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Shop {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let shop = *self;
+        Box::pin(async move {
+            let response = match request.uri().path() {
+                "/shop.v1.Orders/GetOrder" => {
+                    Grpc::new(ProstCodec::<Order, GetOrderRequest>::default())
+                        .unary(service_fn(move |call| shop.get_order(call)), request)
+                        .await
+                }
+                "/shop.v1.Orders/Watch" => {
+                    let watch = service_fn(move |call: Request<GetOrderRequest>| async move {
+                        let updates = shop.watch(&call.into_inner().id);
+                        Ok::<_, Status>(Response::new(futures_util::stream::iter(updates)))
+                    });
+                    Grpc::new(ProstCodec::<Order, GetOrderRequest>::default())
+                        .server_streaming(watch, request)
+                        .await
+                }
+                "/shop.v1.Orders/Total" => {
+                    Grpc::new(ProstCodec::<Order, Count>::default())
+                        .client_streaming(service_fn(move |call| shop.total(call)), request)
+                        .await
+                }
+                "/shop.v1.Orders/Chat" => {
+                    // Each message answered as it comes: the caller sends the next only once it has read this.
+                    let chat = service_fn(|call: Request<Streaming<Count>>| async move {
+                        let answers = call
+                            .into_inner()
+                            .map(|count| count.map(|count| Count { n: count.n * 10 }));
+                        Ok::<_, Status>(Response::new(answers))
+                    });
+                    Grpc::new(ProstCodec::<Count, Count>::default())
+                        .streaming(chat, request)
+                        .await
+                }
+                _ => Status::unimplemented("no such method").into_http(),
+            };
+            Ok(response)
+        })
+    }
+}
+
+impl NamedService for Shop {
+    const NAME: &'static str = "shop.v1.Orders";
+}
+
+/// A tonic server for this version of the shop on a free loopback port.
+async fn serve(shop: Shop) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        Server::builder()
+            .add_service(shop)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+/// Primary, secondary (the same version, its clock elsewhere) and the candidate.
+async fn shops() -> [String; 3] {
+    let primary = serve(Shop {
+        clock: 1_000,
+        candidate: false,
+    })
+    .await;
+    let secondary = serve(Shop {
+        clock: 5_000_000,
+        candidate: false,
+    })
+    .await;
+    let candidate = serve(Shop {
+        clock: 9_000_000,
+        candidate: true,
+    })
+    .await;
+    [primary, secondary, candidate].map(|addr| format!("http://{addr}"))
+}
+
+/// A gRPC client of the proxy, over h2c as a mesh's sidecar speaks it.
+struct Caller(tonic::client::Grpc<Channel>);
+
+impl Caller {
+    async fn connect(app: &TestApp) -> Caller {
+        let channel = Channel::from_shared(format!("http://{}", app.proxy))
+            .unwrap()
+            .connect()
+            .await
+            .expect("the proxy accepts h2c");
+        Caller(tonic::client::Grpc::new(channel))
+    }
+
+    async fn get_order(&mut self, id: &str) -> Result<Order, Status> {
+        self.0.ready().await.unwrap();
+        let request = Request::new(GetOrderRequest { id: id.into() });
+        self.0
+            .unary(
+                request,
+                PathAndQuery::from_static("/shop.v1.Orders/GetOrder"),
+                ProstCodec::default(),
+            )
+            .await
+            .map(Response::into_inner)
+    }
+
+    async fn watch(&mut self, id: &str) -> Vec<Order> {
+        self.0.ready().await.unwrap();
+        let request = Request::new(GetOrderRequest { id: id.into() });
+        let mut stream = self
+            .0
+            .server_streaming(
+                request,
+                PathAndQuery::from_static("/shop.v1.Orders/Watch"),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("Watch answers")
+            .into_inner();
+        let mut orders = Vec::new();
+        while let Some(order) = stream.message().await.expect("a whole stream") {
+            orders.push(order);
+        }
+        orders
+    }
+
+    async fn total(&mut self, counts: Vec<i32>) -> Order {
+        self.0.ready().await.unwrap();
+        let counts = futures_util::stream::iter(counts.into_iter().map(|n| Count { n }));
+        self.0
+            .client_streaming(
+                Request::new(counts),
+                PathAndQuery::from_static("/shop.v1.Orders/Total"),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("Total answers")
+            .into_inner()
+    }
+
+    /// A conversation: each message is sent only after the answer to the one before has arrived, which a
+    /// proxy that read the request whole before asking primary would never let happen.
+    async fn chat(&mut self, rounds: i32) -> Vec<i32> {
+        self.0.ready().await.unwrap();
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(Count { n: 1 }).await.unwrap();
+        let mut answers: Streaming<Count> = self
+            .0
+            .streaming(
+                Request::new(ReceiverStream::new(rx)),
+                PathAndQuery::from_static("/shop.v1.Orders/Chat"),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("Chat answers")
+            .into_inner();
+        let mut heard = Vec::new();
+        let mut tx = Some(tx);
+        while let Some(answer) = answers.message().await.expect("a whole stream") {
+            heard.push(answer.n);
+            let next = heard.len() as i32 + 1;
+            match (&tx, next <= rounds) {
+                (Some(sender), true) => sender.send(Count { n: next }).await.unwrap(),
+                _ => tx = None,
+            }
+        }
+        heard
+    }
+}
+
+fn schema_file(dir: &Path) -> PathBuf {
+    let path = dir.join("shop.proto");
+    std::fs::write(&path, SHOP_PROTO).unwrap();
+    path
+}
+
+/// The shop's schema as a FileDescriptorSet file, as `protoc --include_imports --descriptor_set_out` writes it.
+fn descriptor_set_file(dir: &Path) -> PathBuf {
+    let proto = schema_file(dir);
+    let set = protox::compile([&proto], [dir]).unwrap();
+    let path = dir.join("shop.binpb");
+    std::fs::write(&path, set.encode_to_vec()).unwrap();
+    path
+}
+
+/// gRPC calls are POSTs: shadowed only when side effects are allowed (a read-only service, or test doubles).
+fn grpc_settings(settings: &mut AppSettings, schemas: GrpcSchemaSettings) {
+    settings.proxy.shadow.allow_side_effects = true;
+    settings.analysis.grpc = schemas;
+}
+
+/// Thirty of each kind of call through the proxy into a stored run; every caller's answer is primary's.
+async fn shadowed_run(database: &str, run: &str, schemas: GrpcSchemaSettings) {
+    let [primary, secondary, candidate] = shops().await;
+    let app = TestApp::start_stored(
+        &primary,
+        &secondary,
+        &candidate,
+        |settings| {
+            grpc_settings(settings, schemas);
+            settings.writer.run = Some(run.into());
+        },
+        database,
+    )
+    .await;
+    let mut caller = Caller::connect(&app).await;
+    for n in 0..30 {
+        let id = format!("o-{n}");
+        let order = caller.get_order(&id).await.expect("GetOrder answers");
+        assert_eq!(
+            order,
+            Shop {
+                clock: 1_000,
+                candidate: false
+            }
+            .order(&id, 2),
+            "primary's answer"
+        );
+        let updates = caller.watch(&id).await;
+        assert_eq!(
+            updates.iter().map(|o| o.quantity).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let total = caller.total(vec![1, 2, n]).await;
+        assert_eq!((total.quantity, total.tier), (3 + n, TIER_SILVER));
+        assert_eq!(caller.chat(3).await, [10, 20, 30]);
+    }
+    // The trailers reach the caller unchanged: the status and its message.
+    let status = caller.get_order("missing").await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), "no order `missing`");
+    app.stop().await;
+}
+
+/// The gate's regressions by endpoint, for the shop's four methods.
+async fn gated(database: &str, run: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let (code, report) = gate_json(database, run, &[]).await;
+    assert_eq!(code, Some(1), "the candidate regressed: {report:#}");
+    ["GetOrder", "Watch", "Total", "Chat"]
+        .iter()
+        .map(|method| {
+            let name = format!("gRPC shop.v1.Orders/{method}");
+            let found = regressions(endpoint(&report, &name));
+            (name, found)
+        })
+        .collect()
+}
+
+fn the_three_regressions() -> Vec<(String, Vec<(String, String)>)> {
+    let named = |method: &str, found: &[(&str, &str)]| {
+        (
+            format!("gRPC shop.v1.Orders/{method}"),
+            found
+                .iter()
+                .map(|(path, kind)| (path.to_string(), kind.to_string()))
+                .collect(),
+        )
+    };
+    vec![
+        named("GetOrder", &[("body/*/customer", "missing")]),
+        // As for a JSON array: the count, and the message that is no longer sent.
+        named("Watch", &[("body", "array_length"), ("body/*", "missing")]),
+        named("Total", &[("body/*/tier", "type_changed")]),
+        named("Chat", &[]),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_names_the_candidates_three_regressions_and_no_noise_with_proto_files() {
+    let schema_dir = tempfile::tempdir().unwrap();
+    let (_dir, database) = temp_database();
+    let schemas = GrpcSchemaSettings {
+        protos: vec![schema_file(schema_dir.path())],
+        ..GrpcSchemaSettings::default()
+    };
+    shadowed_run(&database, "protos", schemas).await;
+    assert_eq!(gated(&database, "protos").await, the_three_regressions());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_names_the_same_regressions_with_a_descriptor_set() {
+    let schema_dir = tempfile::tempdir().unwrap();
+    let (_dir, database) = temp_database();
+    let schemas = GrpcSchemaSettings {
+        descriptor_sets: vec![descriptor_set_file(schema_dir.path())],
+        ..GrpcSchemaSettings::default()
+    };
+    shadowed_run(&database, "descriptors", schemas).await;
+    assert_eq!(
+        gated(&database, "descriptors").await,
+        the_three_regressions()
+    );
+    let (_, report) = gate_json(&database, "descriptors", &[]).await;
+    let get_order = endpoint(&report, "gRPC shop.v1.Orders/GetOrder");
+    let noise = get_order["noise"].to_string();
+    assert!(
+        noise.contains("servedAt"),
+        "the timestamp is noise, by its JSON name: {get_order:#}"
+    );
+}
+
+/// A frame of `message`, as gRPC writes it.
+fn frame(message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// An HTTP/2 upstream that answers every call with `body` and an OK status in its trailers.
+async fn raw_grpc_upstream(body: Vec<u8>) -> Stub {
+    Stub::start_h2(move |_| {
+        let body = Bytes::from(body.clone());
+        async move {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let frames = futures_util::stream::iter([
+                Ok::<_, Infallible>(http_body::Frame::data(body)),
+                Ok(http_body::Frame::trailers(trailers)),
+            ]);
+            http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_answers_and_unknown_methods_are_counted_skips_not_caller_errors() {
+    let schema_dir = tempfile::tempdir().unwrap();
+    let schemas = GrpcSchemaSettings {
+        protos: vec![schema_file(schema_dir.path())],
+        ..GrpcSchemaSettings::default()
+    };
+    let primary = serve(Shop {
+        clock: 1_000,
+        candidate: false,
+    })
+    .await;
+    let good = Shop {
+        clock: 1_000,
+        candidate: false,
+    }
+    .order("o-1", 2)
+    .encode_to_vec();
+    // Secondary's stream is cut short inside its only message; the candidate's length prefix is wrong.
+    let mut truncated = frame(&good);
+    truncated.truncate(truncated.len() - 3);
+    let mut wrong_prefix = frame(&good);
+    wrong_prefix[4] = wrong_prefix[4].wrapping_add(40);
+    let secondary = raw_grpc_upstream(truncated).await;
+    let candidate = raw_grpc_upstream(wrong_prefix).await;
+    let mut app = TestApp::start_analysed(
+        &format!("http://{primary}"),
+        &secondary.url(),
+        &candidate.url(),
+        |settings| grpc_settings(settings, schemas),
+    )
+    .await;
+    let mut caller = Caller::connect(&app).await;
+    assert_eq!(
+        caller.get_order("o-1").await.expect("primary's answer"),
+        Shop {
+            clock: 1_000,
+            candidate: false
+        }
+        .order("o-1", 2)
+    );
+    let analysis = app.next_analysis().await;
+    let compared = analysis.compared().expect("compared");
+    assert_eq!(
+        compared.body_skipped,
+        [
+            (Target::Secondary, BodySkip::GrpcMalformed),
+            (Target::Candidate, BodySkip::GrpcMalformed)
+        ]
+    );
+    // Primary's messages are kept decoded, as JSON.
+    let Ok(response) = &analysis.exchange.primary.result else {
+        panic!("primary answered")
+    };
+    let CapturedBody::Complete(body) = &response.body else {
+        panic!("primary's body kept")
+    };
+    let decoded: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(decoded[0]["customer"]["name"], "ada");
+
+    // A method no schema has: the caller hears primary's UNIMPLEMENTED; the bodies are skipped, counted.
+    caller.0.ready().await.unwrap();
+    let unknown = caller
+        .0
+        .unary::<_, Order, _>(
+            Request::new(GetOrderRequest { id: "o".into() }),
+            PathAndQuery::from_static("/shop.v1.Orders/Refund"),
+            ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::Unimplemented);
+    let analysis = patience("the unknown call's analysis", app.next_analysis()).await;
+    assert_eq!(analysis.exchange.endpoint, "gRPC shop.v1.Orders/Refund");
+    assert_eq!(
+        analysis.compared().expect("compared").body_skipped,
+        [(Target::Primary, BodySkip::GrpcUnknownMethod)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_schema_is_a_one_line_error_at_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_set = dir.path().join("broken.binpb");
+    std::fs::write(&not_a_set, b"\xff\xff not protobuf").unwrap();
+    let bad_proto = dir.path().join("bad.proto");
+    std::fs::write(&bad_proto, "syntax = \"proto3\"; message { }").unwrap();
+    for (flag, file) in [
+        ("--grpc-descriptor-set", &not_a_set),
+        ("--grpc-proto", &bad_proto),
+        ("--grpc-descriptor-set", &dir.path().join("absent.binpb")),
+    ] {
+        let file = file.to_str().unwrap();
+        let (_database, url) = temp_database();
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+            .env("SHADOWDIFF_DATABASE_URL", url)
+            .args(["serve", "--primary", "http://127.0.0.1:1"])
+            .args(["--candidate", "http://127.0.0.1:3"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args([flag, file])
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {file}: {stderr}");
+        let error = stderr.trim();
+        assert_eq!(error.lines().count(), 1, "one line: {error}");
+        let name = Path::new(file).file_name().unwrap().to_str().unwrap();
+        assert!(error.contains(name), "names the file: {error}");
+    }
+}
