@@ -490,7 +490,10 @@ impl Application {
                     file,
                     rx,
                     self.redactor.clone(),
-                    self.analyzer.config().max_decoded_body,
+                    recorder::BodyFormats {
+                        max_decoded_body: self.analyzer.config().max_decoded_body,
+                        grpc: self.analyzer.config().grpc.clone(),
+                    },
                     self.metrics.clone(),
                     stop_analysis.clone(),
                 ),

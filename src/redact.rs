@@ -4,6 +4,8 @@
 //! reverse them. Names match ignoring case, `_` and `-` (`accessToken` is `access_token`); the built-in lists
 //! are extended by flags, never shortened.
 
+pub mod grpc;
+
 use std::borrow::Cow;
 use std::collections::HashSet;
 

@@ -11,10 +11,14 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::analysis::grpc::is_protobuf_call;
 use crate::exchange::RecordedRequest;
+use crate::grpc::decode::Direction;
+use crate::grpc::schema::Schemas;
 use crate::metrics::Metrics;
 use crate::pipeline::Draining;
 use crate::pipeline::metrics::{DropReason, Queue};
+use crate::redact::grpc::GrpcRedaction;
 use crate::redact::{Redactor, UNDECODABLE};
 use crate::traffic::{TrafficRequest, jsonl};
 
@@ -37,6 +41,15 @@ pub async fn open(path: &Path) -> std::io::Result<BufWriter<tokio::fs::File>> {
     Ok(BufWriter::new(file))
 }
 
+/// How recorded bodies are read to find their secrets.
+#[derive(Clone, Debug, Default)]
+pub struct BodyFormats {
+    /// Largest body searched once its Content-Encoding is undone (`--max-decoded-body`).
+    pub max_decoded_body: usize,
+    /// The schemas gRPC calls' secret fields are found by.
+    pub grpc: Schemas,
+}
+
 /// Writes recordings until `stop` is cancelled and the queue is drained. Lines are flushed whenever the queue
 /// runs empty, so the file is whole between bursts; a failed write is counted and logged, and the next is
 /// tried.
@@ -44,14 +57,14 @@ pub async fn run(
     mut file: BufWriter<tokio::fs::File>,
     rx: mpsc::Receiver<Recording>,
     redactor: Redactor,
-    max_decoded_body: usize,
+    formats: BodyFormats,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     let mut recordings = Draining::new(rx, stop);
     let mut failing = false;
     while let Some(recording) = recordings.next().await {
-        let mut line = jsonl::line(&redacted(recording, &redactor, max_decoded_body));
+        let mut line = jsonl::line(&redacted(recording, &redactor, &formats));
         line.push('\n');
         let mut written = file.write_all(line.as_bytes()).await;
         if written.is_ok() && recordings.is_empty() {
@@ -77,7 +90,8 @@ pub async fn run(
 
 /// The request as it goes into the file: secret headers and JSON fields replaced by their keyed hash. A body
 /// under a Content-Encoding is stored decoded (and the header dropped) when fields must be redacted in it.
-fn redacted(recording: Recording, redactor: &Redactor, max_decoded_body: usize) -> TrafficRequest {
+fn redacted(recording: Recording, redactor: &Redactor, formats: &BodyFormats) -> TrafficRequest {
+    let max_decoded_body = formats.max_decoded_body;
     let RecordedRequest {
         method,
         uri,
@@ -87,7 +101,24 @@ fn redacted(recording: Recording, redactor: &Redactor, max_decoded_body: usize) 
     } = recording.request;
     let mut body = body;
     let mut drop_encoding = false;
-    if !body.is_empty() {
+    if is_protobuf_call(&headers) {
+        // Protobuf names no field on the wire: its secrets are found through the method's schema.
+        let encoding = headers
+            .get("grpc-encoding")
+            .and_then(|value| value.to_str().ok());
+        match redactor.grpc_body(
+            &formats.grpc,
+            uri.path(),
+            Direction::Request,
+            &body,
+            encoding,
+            max_decoded_body,
+        ) {
+            GrpcRedaction::Unchanged => {}
+            GrpcRedaction::Redacted(clean) => body = clean.into(),
+            GrpcRedaction::Unreadable => body = bytes::Bytes::from_static(UNDECODABLE),
+        }
+    } else if !body.is_empty() {
         let encoded = headers.contains_key(CONTENT_ENCODING);
         match crate::analysis::decode::decode(&headers, &body, max_decoded_body) {
             Ok(decoded) => match redactor.body(&headers, &decoded) {
@@ -184,7 +215,10 @@ mod tests {
                 br#"{"user":"ada","password":"hunter2"}"#,
             ),
             &redactor,
-            1 << 20,
+            &BodyFormats {
+                max_decoded_body: 1 << 20,
+                ..BodyFormats::default()
+            },
         );
         let line = jsonl::line(&request);
         assert!(
@@ -210,7 +244,10 @@ mod tests {
                 &gzipped,
             ),
             &redactor,
-            1 << 20,
+            &BodyFormats {
+                max_decoded_body: 1 << 20,
+                ..BodyFormats::default()
+            },
         );
         assert!(request.headers.is_empty(), "{:?}", request.headers);
         assert!(!String::from_utf8_lossy(&request.body).contains("hunter2"));

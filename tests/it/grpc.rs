@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::task::{Context, Poll};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::uri::PathAndQuery;
@@ -28,6 +29,8 @@ use tonic_prost::ProstCodec;
 use tower::service_fn;
 
 use crate::replay::{endpoint, gate_json, regressions};
+use crate::support::db::TestDb;
+use crate::support::process::run_command;
 use crate::support::stub::Stub;
 use crate::support::{TestApp, patience, temp_database};
 
@@ -37,7 +40,7 @@ package shop.v1;
 
 enum Tier { TIER_UNSPECIFIED = 0; TIER_GOLD = 1; TIER_SILVER = 2; }
 
-message GetOrderRequest { string id = 1; }
+message GetOrderRequest { string id = 1; string password = 2; }
 message Customer { string name = 1; }
 message Order {
   string id = 1;
@@ -60,6 +63,9 @@ service Orders {
 struct GetOrderRequest {
     #[prost(string, tag = "1")]
     id: String,
+    /// A secret the caller sends: redacted wherever a call is kept.
+    #[prost(string, tag = "2")]
+    password: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -252,7 +258,10 @@ impl Caller {
 
     async fn get_order(&mut self, id: &str) -> Result<Order, Status> {
         self.0.ready().await.unwrap();
-        let request = Request::new(GetOrderRequest { id: id.into() });
+        let request = Request::new(GetOrderRequest {
+            id: id.into(),
+            password: "hunter2".into(),
+        });
         self.0
             .unary(
                 request,
@@ -265,7 +274,10 @@ impl Caller {
 
     async fn watch(&mut self, id: &str) -> Vec<Order> {
         self.0.ready().await.unwrap();
-        let request = Request::new(GetOrderRequest { id: id.into() });
+        let request = Request::new(GetOrderRequest {
+            id: id.into(),
+            ..GetOrderRequest::default()
+        });
         let mut stream = self
             .0
             .server_streaming(
@@ -349,7 +361,12 @@ fn grpc_settings(settings: &mut AppSettings, schemas: GrpcSchemaSettings) {
 }
 
 /// Thirty of each kind of call through the proxy into a stored run; every caller's answer is primary's.
-async fn shadowed_run(database: &str, run: &str, schemas: GrpcSchemaSettings) {
+async fn shadowed_run(
+    database: &str,
+    run: &str,
+    schemas: GrpcSchemaSettings,
+    change: impl FnOnce(&mut AppSettings),
+) {
     let [primary, secondary, candidate] = shops().await;
     let app = TestApp::start_stored(
         &primary,
@@ -358,6 +375,7 @@ async fn shadowed_run(database: &str, run: &str, schemas: GrpcSchemaSettings) {
         |settings| {
             grpc_settings(settings, schemas);
             settings.writer.run = Some(run.into());
+            change(settings);
         },
         database,
     )
@@ -432,7 +450,7 @@ async fn the_gate_names_the_candidates_three_regressions_and_no_noise_with_proto
         protos: vec![schema_file(schema_dir.path())],
         ..GrpcSchemaSettings::default()
     };
-    shadowed_run(&database, "protos", schemas).await;
+    shadowed_run(&database, "protos", schemas, |_| {}).await;
     assert_eq!(gated(&database, "protos").await, the_three_regressions());
 }
 
@@ -444,7 +462,7 @@ async fn the_gate_names_the_same_regressions_with_a_descriptor_set() {
         descriptor_sets: vec![descriptor_set_file(schema_dir.path())],
         ..GrpcSchemaSettings::default()
     };
-    shadowed_run(&database, "descriptors", schemas).await;
+    shadowed_run(&database, "descriptors", schemas, |_| {}).await;
     assert_eq!(
         gated(&database, "descriptors").await,
         the_three_regressions()
@@ -456,6 +474,74 @@ async fn the_gate_names_the_same_regressions_with_a_descriptor_set() {
         noise.contains("servedAt"),
         "the timestamp is noise, by its JSON name: {get_order:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_grpc_session_replays_into_the_same_verdicts_and_keeps_no_secret() {
+    let schema_dir = tempfile::tempdir().unwrap();
+    let proto = schema_file(schema_dir.path());
+    let schemas = GrpcSchemaSettings {
+        protos: vec![proto.clone()],
+        ..GrpcSchemaSettings::default()
+    };
+    let db = TestDb::sqlite();
+    let record = schema_dir.path().join("calls.jsonl");
+    let record_flag = record.clone();
+    shadowed_run(db.url(), "live", schemas, move |settings| {
+        settings.proxy.record = Some(record_flag);
+    })
+    .await;
+    let stored = db.everything_as_text();
+    assert!(
+        stored.contains(r#"\"password\":\"redacted:"#),
+        "samples keep the decoded request, its secret field hashed"
+    );
+    assert!(
+        !stored.contains("hunter2"),
+        "the store keeps no secret field of a decoded message"
+    );
+
+    // Each call is a line whose body is the call's frames, base64, its secret field hashed in place.
+    let text = std::fs::read_to_string(&record).unwrap();
+    let bodies: Vec<Vec<u8>> = text
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(line["method"], "POST");
+            let body = line["body_base64"].as_str().unwrap_or_default();
+            base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(bodies.len(), 4 * 30 + 1, "every call is recorded");
+    let contains = |body: &[u8], text: &[u8]| body.windows(text.len()).any(|w| w == text);
+    assert!(bodies.iter().all(|body| !contains(body, b"hunter2")));
+    assert!(bodies.iter().any(|body| contains(body, b"redacted:")));
+
+    let [primary, secondary, candidate] = shops().await;
+    let (_replayed_dir, replayed) = temp_database();
+    let ran = run_command(&[
+        "replay",
+        "--input",
+        record.to_str().unwrap(),
+        "--primary",
+        &primary,
+        "--secondary",
+        &secondary,
+        "--candidate",
+        &candidate,
+        "--database-url",
+        &replayed,
+        "--run",
+        "replayed",
+        "--allow-side-effects",
+        "--grpc-proto",
+        proto.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert_eq!(gated(&replayed, "replayed").await, the_three_regressions());
 }
 
 /// A frame of `message`, as gRPC writes it.
@@ -551,7 +637,7 @@ async fn malformed_answers_and_unknown_methods_are_counted_skips_not_caller_erro
     let unknown = caller
         .0
         .unary::<_, Order, _>(
-            Request::new(GetOrderRequest { id: "o".into() }),
+            Request::new(GetOrderRequest::default()),
             PathAndQuery::from_static("/shop.v1.Orders/Refund"),
             ProstCodec::default(),
         )
