@@ -95,6 +95,8 @@ pub struct GrpcSchemaSettings {
     pub protos: Vec<PathBuf>,
     /// Where the `.proto` files' imports are found (beside each file when none is given).
     pub proto_paths: Vec<PathBuf>,
+    /// Ask primary's server reflection for the services no schema has, once each.
+    pub reflection: bool,
 }
 
 impl GrpcSchemaSettings {

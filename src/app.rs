@@ -23,8 +23,10 @@ use crate::lane::{Lane, LaneSettings};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
 use crate::notify::{Notifier, NotifySettings};
+use crate::pipeline::AnalysisStage;
 use crate::pipeline::metrics::{DropReason, Queue};
 use crate::pipeline::recorder::{self, Recording};
+use crate::pipeline::reflection::SchemaReflection;
 use crate::pipeline::{self, AnalysisSink};
 use crate::proxy::callers::CallerListeners;
 use crate::proxy::fanout::UpstreamPools;
@@ -119,6 +121,8 @@ pub struct Application {
     metrics: Arc<Metrics>,
     analyzer: Arc<Analyzer>,
     analysis_workers: usize,
+    /// With `--grpc-reflection`: what asks primary for the schemas of the services calls name.
+    reflection: Option<SchemaReflection>,
     /// The receiving end of the exchange queue, until someone takes it or `run_until` analyses it.
     exchanges: Option<mpsc::Receiver<Exchange>>,
     /// Items waiting in the exchange and analysis queues.
@@ -188,6 +192,15 @@ impl Application {
                 })
                 .collect()
         };
+        let reflection = settings.analysis.grpc.reflection.then(|| {
+            let primary = settings.upstreams.url(Target::Primary);
+            SchemaReflection::new(
+                UpstreamClient::new(&settings.upstreams, primary, tls.clone()),
+                primary.clone(),
+                analyzer.config().grpc.clone(),
+                settings.upstreams.shadow_timeout,
+            )
+        });
         let caller_threads = settings.proxy.caller_thread_count();
         let clients = client_sets(caller_threads);
         let lane = Lane::start(&settings.lane).map_err(StartupError::Lane)?;
@@ -368,6 +381,7 @@ impl Application {
             metrics,
             analyzer,
             analysis_workers: settings.analysis.worker_count(),
+            reflection,
             exchanges: Some(exchanges),
             backlog,
             run_label: label,
@@ -474,11 +488,14 @@ impl Application {
                 pipeline::analyse(
                     rx,
                     stop_analysis.clone(),
-                    self.analyzer.clone(),
-                    self.analysis_workers,
-                    self.budget.clone(),
-                    self.metrics.clone(),
-                    self.analyses_sink.clone(),
+                    AnalysisStage {
+                        analyzer: self.analyzer.clone(),
+                        workers: self.analysis_workers,
+                        budget: self.budget.clone(),
+                        metrics: self.metrics.clone(),
+                        out: self.analyses_sink.clone(),
+                        reflection: self.reflection,
+                    },
                 ),
             )
         });

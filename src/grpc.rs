@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod frame;
+pub mod reflection;
 pub mod schema;
 pub mod status;
 

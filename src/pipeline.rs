@@ -3,6 +3,7 @@
 
 pub mod metrics;
 pub mod recorder;
+pub mod reflection;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::budget::{MemoryBudget, Stage};
 use crate::exchange::Exchange;
 use crate::metrics::Metrics;
 use crate::pipeline::metrics::{DropReason, Queue};
+use crate::pipeline::reflection::SchemaReflection;
 
 /// The sending side of a bounded queue.
 pub struct Sink<T> {
@@ -132,6 +134,18 @@ where
 /// The most exchanges one analysis worker takes at once.
 pub const ANALYSIS_BATCH: usize = 32;
 
+/// What the analysis stage works with.
+pub struct AnalysisStage {
+    pub analyzer: Arc<Analyzer>,
+    /// Blocking workers analysing at once.
+    pub workers: usize,
+    pub budget: Arc<MemoryBudget>,
+    pub metrics: Arc<Metrics>,
+    pub out: AnalysisSink,
+    /// With `--grpc-reflection`: asks primary for the schemas of the services calls name.
+    pub reflection: Option<SchemaReflection>,
+}
+
 /// Analyses exchanges on blocking worker threads, at most `workers` batches at a time (CPU work kept off the
 /// threads that serve callers), and hands each result to `out`. Decoded bodies and parse trees are charged to
 /// `budget` while they are held. A full `out` drops and counts; a panic in the analysis of one exchange is caught,
@@ -144,11 +158,14 @@ pub const ANALYSIS_BATCH: usize = 32;
 pub async fn analyse(
     rx: mpsc::Receiver<Exchange>,
     stop: CancellationToken,
-    analyzer: Arc<Analyzer>,
-    workers: usize,
-    budget: Arc<MemoryBudget>,
-    metrics: Arc<Metrics>,
-    out: AnalysisSink,
+    AnalysisStage {
+        analyzer,
+        workers,
+        budget,
+        metrics,
+        out,
+        mut reflection,
+    }: AnalysisStage,
 ) {
     let workers = workers.max(1);
     let permits = Arc::new(Semaphore::new(workers));
@@ -166,6 +183,9 @@ pub async fn analyse(
         }
         for exchange in &mut batch {
             exchange.charge.move_to(Stage::Analysis);
+            if let Some(reflection) = reflection.as_mut() {
+                reflection.learn_for(exchange).await;
+            }
         }
         let (analyzer, metrics, out) = (analyzer.clone(), metrics.clone(), out.clone());
         let mut scratch = budget.empty(Stage::Analysis);

@@ -300,6 +300,11 @@ pub struct AnalysisArgs {
     )]
     pub grpc_proto_paths: Vec<PathBuf>,
 
+    /// Ask primary's gRPC server reflection (v1, else v1alpha) for the schema of each service the given schemas
+    /// lack, once per service, the first time it is called.
+    #[arg(long, env = "SHADOWDIFF_GRPC_REFLECTION", value_parser = BoolishValueParser::new())]
+    pub grpc_reflection: bool,
+
     /// Exchanges analysed at once (default: the number of CPU cores).
     #[arg(long, value_name = "N", env = "SHADOWDIFF_ANALYSIS_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
     pub analysis_workers: Option<u32>,
@@ -768,6 +773,7 @@ impl AnalysisArgs {
                 descriptor_sets: self.grpc_descriptor_sets,
                 protos: self.grpc_protos,
                 proto_paths: self.grpc_proto_paths,
+                reflection: self.grpc_reflection,
             },
         }
     }

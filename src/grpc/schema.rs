@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, RwLock};
+
+use prost_reflect::prost_types::FileDescriptorProto;
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 /// Schema input that cannot be used: which file, and why, on one line.
@@ -17,10 +20,11 @@ pub enum SchemaError {
     Proto { reason: String },
 }
 
-/// The schemas a process knows, merged.
+/// The schemas a process knows, merged. Clones share one pool, which services learned later (from primary's
+/// reflection) are added to.
 #[derive(Clone, Debug, Default)]
 pub struct Schemas {
-    pool: DescriptorPool,
+    pool: Arc<RwLock<DescriptorPool>>,
 }
 
 /// One method: its name, its message types and whether each side streams.
@@ -98,13 +102,47 @@ impl Schemas {
                     reason: one_line(&error.to_string()),
                 })?;
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool: Arc::new(RwLock::new(pool)),
+        })
+    }
+
+    /// The pool as it is now: descriptors share it, so nothing is copied and the lock is held only to clone it.
+    fn pool(&self) -> DescriptorPool {
+        self.pool
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Adds the files of a service learned at run time (any order; their imports in the pool or among them);
+    /// the pool is left as it was when they do not make a whole schema.
+    pub fn add_files(&self, files: Vec<FileDescriptorProto>) -> Result<(), String> {
+        let mut grown = self.pool();
+        grown
+            .add_file_descriptor_protos(files)
+            .map_err(|error| one_line(&error.to_string()))?;
+        *self
+            .pool
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = grown;
+        Ok(())
+    }
+
+    /// Whether a schema has this file (`shop/v1/orders.proto`).
+    pub fn has_file(&self, name: &str) -> bool {
+        self.pool().get_file_by_name(name).is_some()
+    }
+
+    /// Whether a schema has this service (`pkg.Service`).
+    pub fn has_service(&self, service: &str) -> bool {
+        self.pool().get_service_by_name(service).is_some()
     }
 
     /// The method a request path names (`/pkg.Service/Method`), if a schema has it.
     pub fn method(&self, path: &str) -> Option<Method> {
         let (service, method) = split_path(path)?;
-        let service = self.pool.get_service_by_name(service)?;
+        let service = self.pool().get_service_by_name(service)?;
         let method = service.methods().find(|m| m.name() == method)?;
         Some(Method {
             name: format!("{}/{}", service.full_name(), method.name()),
@@ -117,7 +155,7 @@ impl Schemas {
 
     /// Whether any schema was given.
     pub fn is_empty(&self) -> bool {
-        self.pool.services().next().is_none()
+        self.pool().services().next().is_none()
     }
 }
 

@@ -213,11 +213,23 @@ impl NamedService for Shop {
 
 /// A tonic server for this version of the shop on a free loopback port.
 async fn serve(shop: Shop) -> SocketAddr {
+    serve_with(shop, None).await
+}
+
+/// A tonic server for this version of the shop, serving reflection of `schema` (a FileDescriptorSet) if given.
+async fn serve_with(shop: Shop, schema: Option<&'static [u8]>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let reflection = schema.map(|set| {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(set)
+            .build_v1()
+            .unwrap()
+    });
     tokio::spawn(
         Server::builder()
             .add_service(shop)
+            .add_optional_service(reflection)
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     addr
@@ -225,20 +237,34 @@ async fn serve(shop: Shop) -> SocketAddr {
 
 /// Primary, secondary (the same version, its clock elsewhere) and the candidate.
 async fn shops() -> [String; 3] {
-    let primary = serve(Shop {
-        clock: 1_000,
-        candidate: false,
-    })
+    shops_serving(None).await
+}
+
+/// As [`shops`], each serving reflection of `schema` if given.
+async fn shops_serving(schema: Option<&'static [u8]>) -> [String; 3] {
+    let primary = serve_with(
+        Shop {
+            clock: 1_000,
+            candidate: false,
+        },
+        schema,
+    )
     .await;
-    let secondary = serve(Shop {
-        clock: 5_000_000,
-        candidate: false,
-    })
+    let secondary = serve_with(
+        Shop {
+            clock: 5_000_000,
+            candidate: false,
+        },
+        schema,
+    )
     .await;
-    let candidate = serve(Shop {
-        clock: 9_000_000,
-        candidate: true,
-    })
+    let candidate = serve_with(
+        Shop {
+            clock: 9_000_000,
+            candidate: true,
+        },
+        schema,
+    )
     .await;
     [primary, secondary, candidate].map(|addr| format!("http://{addr}"))
 }
@@ -367,7 +393,16 @@ async fn shadowed_run(
     schemas: GrpcSchemaSettings,
     change: impl FnOnce(&mut AppSettings),
 ) {
-    let [primary, secondary, candidate] = shops().await;
+    shadowed_run_against(shops().await, database, run, schemas, change).await;
+}
+
+async fn shadowed_run_against(
+    [primary, secondary, candidate]: [String; 3],
+    database: &str,
+    run: &str,
+    schemas: GrpcSchemaSettings,
+    change: impl FnOnce(&mut AppSettings),
+) {
     let app = TestApp::start_stored(
         &primary,
         &secondary,
@@ -542,6 +577,20 @@ async fn a_recorded_grpc_session_replays_into_the_same_verdicts_and_keeps_no_sec
     .await;
     assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
     assert_eq!(gated(&replayed, "replayed").await, the_three_regressions());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_names_the_same_regressions_with_the_schema_from_primarys_reflection() {
+    let schema_dir = tempfile::tempdir().unwrap();
+    let set = std::fs::read(descriptor_set_file(schema_dir.path())).unwrap();
+    let shops = shops_serving(Some(Vec::leak(set))).await;
+    let (_dir, database) = temp_database();
+    let schemas = GrpcSchemaSettings {
+        reflection: true,
+        ..GrpcSchemaSettings::default()
+    };
+    shadowed_run_against(shops, &database, "reflected", schemas, |_| {}).await;
+    assert_eq!(gated(&database, "reflected").await, the_three_regressions());
 }
 
 /// A frame of `message`, as gRPC writes it.
