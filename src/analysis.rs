@@ -935,6 +935,83 @@ mod tests {
         }
     }
 
+    /// A gRPC answer: `messages` framed, its status in the trailers (kept with the headers).
+    fn grpc_outcome(messages: &[&[u8]], status: &str, message: &str) -> Outcome {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from_str(status).unwrap());
+        headers.insert("grpc-message", HeaderValue::from_str(message).unwrap());
+        let body: Vec<u8> = messages
+            .iter()
+            .flat_map(|m| crate::grpc::frame::frame(m))
+            .collect();
+        Outcome {
+            elapsed: Duration::from_millis(1),
+            result: Ok(UpstreamResponse {
+                status: StatusCode::OK,
+                headers,
+                body: CapturedBody::Complete(Bytes::from(body)),
+            }),
+        }
+    }
+
+    fn grpc_exchange(primary: Outcome, secondary: Outcome, candidate: Outcome) -> Exchange {
+        let mut exchange = exchange(primary, secondary, candidate);
+        exchange.request.method = Method::POST;
+        exchange.request.uri = Uri::from_static("/shop.v1.Orders/GetOrder");
+        exchange
+            .request
+            .headers
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        exchange
+    }
+
+    #[test]
+    fn a_grpc_calls_status_is_its_grpc_status_and_a_changed_code_breaks() {
+        // Without a schema: field 1 (a string), by number.
+        let order: &[u8] = &[0x0a, 2, b'o', b'1'];
+        let analysis = Analyzer::default().analyse(grpc_exchange(
+            grpc_outcome(&[order], "0", ""),
+            grpc_outcome(&[order], "0", ""),
+            grpc_outcome(&[], "5", "no order o1"),
+        ));
+        let compared = analysis.compared().unwrap();
+        let status = compared
+            .candidate
+            .iter()
+            .find(|d| d.path == "status")
+            .expect("a status difference");
+        assert_eq!(
+            (status.primary.as_deref(), status.other.as_deref()),
+            (Some("OK"), Some("NOT_FOUND"))
+        );
+        assert_eq!(status.compat, Compat::Breaking);
+        assert!(
+            compared
+                .candidate
+                .iter()
+                .all(|d| d.path != "header/grpc-status"),
+            "the code is compared once, as the status: {:?}",
+            compared.candidate
+        );
+        assert!(
+            compared
+                .candidate
+                .iter()
+                .any(|d| d.path == "header/grpc-message")
+        );
+        // The messages, decoded, are what was compared: the candidate sent none.
+        assert!(
+            compared
+                .candidate
+                .iter()
+                .any(|d| d.path == "body" && d.kind == DiffKind::ArrayLength),
+            "{:?}",
+            compared.candidate
+        );
+        assert!(compared.noise.is_empty(), "{:?}", compared.noise);
+    }
+
     #[test]
     fn bodies_that_decode_to_the_same_bytes_are_equal_unparsed() {
         // Nested deeper than the parser goes: had it been parsed, primary's body would be `json_too_deep`.

@@ -63,13 +63,10 @@ pub fn decode_exchange(
         let Ok(response) = &mut outcome.result else {
             continue;
         };
+        // A trailers-only answer (an error status) is an empty array: no messages.
         let CapturedBody::Complete(body) = &response.body else {
             continue;
         };
-        if body.is_empty() {
-            // A trailers-only answer (an error status): no messages.
-            continue;
-        }
         match decode_body(
             schemas,
             &path,

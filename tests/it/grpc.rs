@@ -593,6 +593,34 @@ async fn the_gate_names_the_same_regressions_with_the_schema_from_primarys_refle
     assert_eq!(gated(&database, "reflected").await, the_three_regressions());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_calls_never_wait_for_shadows_that_do_not_answer() {
+    let primary = serve(Shop {
+        clock: 1_000,
+        candidate: false,
+    })
+    .await;
+    let silent = || Stub::start_h2(|_| std::future::pending());
+    let (secondary, candidate) = (silent().await, silent().await);
+    let app = TestApp::start(
+        &format!("http://{primary}"),
+        &secondary.url(),
+        &candidate.url(),
+        |settings| grpc_settings(settings, GrpcSchemaSettings::default()),
+    )
+    .await;
+    let mut caller = Caller::connect(&app).await;
+    for n in 0..5 {
+        let id = format!("o-{n}");
+        assert_eq!(caller.get_order(&id).await.unwrap().id, id);
+        assert_eq!(caller.chat(2).await, [10, 20]);
+        assert_eq!(caller.watch(&id).await.len(), 3);
+    }
+    // Both shadows were sent every call, and are still holding them.
+    secondary.next_request().await;
+    candidate.next_request().await;
+}
+
 /// A frame of `message`, as gRPC writes it.
 fn frame(message: &[u8]) -> Vec<u8> {
     let mut framed = vec![0];
