@@ -595,6 +595,7 @@ impl Application {
                 .public_url
                 .as_ref()
                 .is_some_and(|url| url.scheme_str() == Some("https")),
+            grpc: self.analyzer.config().grpc.clone(),
         });
         let admin_stop = stop_consumer.clone();
         let admin_listener = self.admin_listener;

@@ -91,6 +91,8 @@ pub struct AdminState {
     pub session_ttl: Duration,
     /// Whether the session cookie is `Secure` (the public URL is https).
     pub secure_cookie: bool,
+    /// The gRPC schemas the analysis decodes calls with, for what the endpoint page says of a method.
+    pub grpc: crate::grpc::schema::Schemas,
 }
 
 /// Every admin route, from the route table.

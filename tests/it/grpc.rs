@@ -32,7 +32,7 @@ use crate::replay::{endpoint, gate_json, regressions};
 use crate::support::db::TestDb;
 use crate::support::process::run_command;
 use crate::support::stub::Stub;
-use crate::support::{TestApp, patience, temp_database};
+use crate::support::{TestApp, client, patience, temp_database, wait_for};
 
 const SHOP_PROTO: &str = r#"
 syntax = "proto3";
@@ -441,6 +441,18 @@ async fn shadowed_run_against(
     let status = caller.get_order("missing").await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(status.message(), "no order `missing`");
+    // The endpoint page says how the method streams, from its schema.
+    let page = app.admin_url(&format!(
+        "/runs/{run}/endpoints/gRPC%20shop.v1.Orders%2FWatch"
+    ));
+    wait_for("the Watch endpoint's page", || async {
+        let response = client().get(&page).send().await.unwrap();
+        response.status() == 200
+            && response.text().await.unwrap().contains(
+                "gRPC method, server streaming: shop.v1.GetOrderRequest in, shop.v1.Order out",
+            )
+    })
+    .await;
     app.stop().await;
 }
 

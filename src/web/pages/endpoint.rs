@@ -16,6 +16,7 @@ use crate::analysis::noise::Verdict;
 use crate::analysis::rules::{ActionKind, RuleSpec};
 use crate::clock::now_ms;
 use crate::encoding::percent_encode;
+use crate::grpc::schema::Schemas;
 use crate::web::error::{PageError, WebError};
 use crate::web::fragment::Fragment;
 use crate::web::range::{RangeChoice, ViewQuery};
@@ -234,12 +235,31 @@ struct EndpointPage {
     run_label: String,
     run_href: String,
     endpoint: String,
+    /// For a gRPC method: how it streams, as its schema says.
+    call_kind: Option<String>,
     timeline_href: String,
     live_href: String,
     live: Fragment,
     hide_noise: bool,
     rules: Vec<RuleRow>,
     rules_toml_href: &'static str,
+}
+
+/// What a gRPC endpoint is (`gRPC pkg.Service/Method`): its method's streaming kind, or that no schema has it.
+fn grpc_call_kind(schemas: &Schemas, endpoint: &str) -> Option<String> {
+    let method = endpoint.strip_prefix("gRPC ")?;
+    Some(match schemas.method(&format!("/{method}")) {
+        Some(method) => format!(
+            "gRPC method, {}: {} in, {} out",
+            method.streaming(),
+            method.input.full_name(),
+            method.output.full_name()
+        ),
+        None if schemas.is_empty() => {
+            "gRPC method, no schema given: its messages are compared by field number".to_string()
+        }
+        None => "gRPC method that no schema has: its bodies are not compared".to_string(),
+    })
 }
 
 pub async fn endpoint_page(
@@ -284,7 +304,9 @@ pub async fn endpoint_page(
         }
     }
     let params = [label.as_str(), endpoint.as_str()];
+    let call_kind = grpc_call_kind(&state.grpc, &endpoint);
     let page = EndpointPage {
+        call_kind,
         controls: Controls::new(link(routes::ENDPOINT, &params), &runs, Some(&label), range),
         run_href: run_href(&label, range),
         timeline_href: format!(
