@@ -315,6 +315,8 @@ pub struct Analysis {
     /// Each upstream's latency sample, by [`Target::index`], taken once here for the counts, the store and the
     /// metrics: the time to its response head, a timeout at its full wait, none for other failures.
     latency: [Option<Duration>; 3],
+    /// For a gRPC call, its bodies' frames as they came (the exchange holds them decoded).
+    pub frames: Option<Box<grpc::RawFrames>>,
 }
 
 impl Analysis {
@@ -380,15 +382,17 @@ impl Analyzer {
     /// `scratch` took is given back when the analysis is done.
     pub fn analyse_within(&self, mut exchange: Exchange, scratch: &mut Charge) -> Analysis {
         let held = scratch.bytes();
-        let call = if crate::grpc::is_grpc(&exchange.request.headers) && !exchange.over_budget() {
-            Some(grpc::decode_exchange(
-                &mut exchange,
-                &self.config.grpc,
-                self.config.max_decoded_body,
-            ))
-        } else {
-            None
-        };
+        let (call, frames) =
+            if crate::grpc::is_grpc(&exchange.request.headers) && !exchange.over_budget() {
+                let (undecoded, frames) = grpc::decode_exchange(
+                    &mut exchange,
+                    &self.config.grpc,
+                    self.config.max_decoded_body,
+                );
+                (Some(undecoded), Some(Box::new(frames)))
+            } else {
+                (None, None)
+            };
         let result = self.compare_exchange(&exchange, scratch, call);
         scratch.shrink_to(held);
         let latency = Target::ALL.map(|target| latency_sample(exchange.outcome(target)));
@@ -396,6 +400,7 @@ impl Analyzer {
             exchange,
             result,
             latency,
+            frames,
         }
     }
 

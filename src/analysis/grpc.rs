@@ -20,23 +20,33 @@ pub const DECODED_TYPE: &str = "application/grpc+json";
 /// Why each side's body (by [`Target::index`]) was left undecoded, if it was.
 pub type Undecoded = [Option<BodySkip>; 3];
 
-/// Decodes the request and the three responses of a gRPC call in place, charging what the decoded bodies
-/// add to the exchange's own charge. A request that is not a gRPC call (by its content type), or one in a
+/// A call's bodies as they came, framed, for those that were decoded: the frames stay downloadable from a sample
+/// when redaction has nothing to hide in them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawFrames {
+    pub request: Option<Bytes>,
+    /// By [`Target::index`].
+    pub responses: [Option<Bytes>; 3],
+}
+
+/// Decodes the request and the three responses of a gRPC call in place (the frames handed back), charging the
+/// decoded bodies to the exchange's own charge. A request that is not a gRPC call (by its content type), or one in a
 /// codec other than protobuf, is left as it is.
 pub fn decode_exchange(
     exchange: &mut Exchange,
     schemas: &Schemas,
     max_decoded: usize,
-) -> Undecoded {
+) -> (Undecoded, RawFrames) {
     let mut undecoded = [None; 3];
+    let mut raw = RawFrames::default();
     if !is_protobuf_call(&exchange.request.headers) {
-        return undecoded;
+        return (undecoded, raw);
     }
     let path = exchange.request.uri.path().to_string();
     if !schemas.is_empty() && schemas.method(&path).is_none() {
         // Schemas were given and none has this method: decoding by field number would compare a call nobody
         // described, so its bodies are skipped (its status and headers are still compared).
-        return [Some(BodySkip::GrpcUnknownMethod); 3];
+        return ([Some(BodySkip::GrpcUnknownMethod); 3], raw);
     }
     let mut charge = std::mem::take(&mut exchange.charge);
     let request = &mut exchange.request;
@@ -49,7 +59,7 @@ pub fn decode_exchange(
         max_decoded,
         &mut charge,
     ) {
-        request.body = decoded;
+        raw.request = Some(std::mem::replace(&mut request.body, decoded));
         request
             .headers
             .insert(CONTENT_TYPE, HeaderValue::from_static(DECODED_TYPE));
@@ -77,6 +87,7 @@ pub fn decode_exchange(
             &mut charge,
         ) {
             Ok(decoded) => {
+                raw.responses[target.index()] = Some(body.clone());
                 response.body = CapturedBody::Complete(decoded);
                 response
                     .headers
@@ -86,7 +97,7 @@ pub fn decode_exchange(
         }
     }
     exchange.charge = charge;
-    undecoded
+    (undecoded, raw)
 }
 
 /// One body as the JSON bytes of its messages, what it adds charged to `charge`.
@@ -111,7 +122,8 @@ fn decode_body(
     if bytes.len() > max_decoded {
         return Err(BodySkip::DecodedTooLarge);
     }
-    if bytes.len() > body.len() && !charge.try_grow(bytes.len() - body.len()) {
+    // Kept beside the frames, which stay for the sample.
+    if !charge.try_grow(bytes.len()) {
         return Err(BodySkip::MemoryBudget);
     }
     Ok(Bytes::from(bytes))

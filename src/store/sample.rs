@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::decode;
 use crate::analysis::diff::Difference;
+use crate::analysis::grpc::RawFrames;
 use crate::analysis::rewrite::Rewrites;
 use crate::analysis::{Analysis, Compared};
 use crate::exchange::{CapturedBody, Exchange, Outcome, Target};
@@ -144,6 +145,11 @@ pub struct SampleDocument {
     /// redacted as the request is; empty when every upstream was sent the caller's request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sent: Vec<SentRequest>,
+    /// A gRPC call's bodies as they came, framed and base64, by side (`request`, `primary`, `secondary`,
+    /// `candidate`): only those in whose decoded messages redaction found nothing to hide, and none longer
+    /// than the sample body limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<(String, String)>,
 }
 
 /// The request one upstream was sent, when a rewrite changed it.
@@ -204,8 +210,55 @@ impl SampleDocument {
             noise_differences,
             body_skipped,
             sent: sent_requests(&exchange.request, redactor, rewrites),
+            frames: analysis
+                .frames
+                .as_deref()
+                .map(|frames| kept_frames(exchange, frames, redactor, limits))
+                .unwrap_or_default(),
         }
     }
+}
+
+/// The frames of a gRPC call that may be kept: a body's frames hold everything its decoded messages hold, so
+/// they are kept only when redaction leaves those messages as they are.
+fn kept_frames(
+    exchange: &Exchange,
+    frames: &RawFrames,
+    redactor: &Redactor,
+    limits: SampleLimits,
+) -> Vec<(String, String)> {
+    let mut sides = vec![(
+        "request",
+        &exchange.request.headers,
+        &exchange.request.body,
+        frames.request.as_ref(),
+    )];
+    for target in Target::ALL {
+        if let Ok(response) = &exchange.outcome(target).result
+            && let CapturedBody::Complete(decoded) = &response.body
+        {
+            sides.push((
+                target.as_str(),
+                &response.headers,
+                decoded,
+                frames.responses[target.index()].as_ref(),
+            ));
+        }
+    }
+    sides
+        .into_iter()
+        .filter_map(|(side, headers, decoded, raw)| {
+            let raw = raw.filter(|raw| !raw.is_empty())?;
+            (raw.len() <= limits.body_limit && redactor.body(headers, decoded).is_none()).then(
+                || {
+                    (
+                        side.to_string(),
+                        base64::engine::general_purpose::STANDARD.encode(raw),
+                    )
+                },
+            )
+        })
+        .collect()
 }
 
 type RedactedDifferences = (

@@ -38,6 +38,7 @@ pub const ENDPOINT_SAMPLES: &str = "/runs/{run}/endpoints/{endpoint}/samples";
 pub const ENDPOINT_RULES: &str = "/runs/{run}/endpoints/{endpoint}/rules";
 pub const ENDPOINT_RULE_DELETE: &str = "/runs/{run}/endpoints/{endpoint}/rules/{id}/delete";
 pub const EXCHANGE: &str = "/exchanges/{id}";
+pub const EXCHANGE_FRAMES: &str = "/exchanges/{id}/frames/{side}";
 pub const API_TIMELINE: &str = "/api/v1/runs/{run}/endpoints/{endpoint}/timeline";
 pub const RULES_TOML: &str = "/api/v1/rules.toml";
 
@@ -107,6 +108,12 @@ pub const PAGE_ROUTES: &[Route] = &[
     route("get", EXCHANGE, "One exchange side by side", || {
         get(exchange::exchange_page)
     }),
+    route(
+        "get",
+        EXCHANGE_FRAMES,
+        "A gRPC call's raw frames, one side's, to download",
+        || get(exchange::exchange_frames),
+    ),
 ];
 
 /// Prometheus' scrape; with `--admin-token`, a request without it is answered 401.

@@ -453,6 +453,41 @@ async fn shadowed_run_against(
             )
     })
     .await;
+    // A sample keeps the answers' raw frames, which hold nothing redaction would hide, to download; not the
+    // request's, whose password it hides.
+    let samples = app.admin_url(&format!(
+        "/api/v1/runs/{run}/samples?endpoint=gRPC%20shop.v1.Orders%2FGetOrder"
+    ));
+    wait_for("a GetOrder sample", || async {
+        crate::support::get_json(&samples).await[0]["id"].is_string()
+    })
+    .await;
+    // The oldest listed: a call answered with an order (the newest is the NOT_FOUND one, with no messages).
+    let listed = crate::support::get_json(&samples).await;
+    let id = listed.as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = crate::support::get_text(&app.admin_url(&format!("/exchanges/{id}"))).await;
+    assert!(page.contains("Raw gRPC frames"), "{page}");
+    assert!(page.contains(&format!("/exchanges/{id}/frames/candidate")));
+    assert!(!page.contains(&format!("/exchanges/{id}/frames/request")));
+    let download = client()
+        .get(app.admin_url(&format!("/exchanges/{id}/frames/primary")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.headers()["content-type"], "application/grpc");
+    let frames = download.bytes().await.unwrap();
+    let order = Order::decode(&frames[5..]).expect("primary's answer, as it came");
+    assert_eq!(order.customer.unwrap().name, "ada");
+    let absent = client()
+        .get(app.admin_url(&format!("/exchanges/{id}/frames/request")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(absent.status(), 404);
     app.stop().await;
 }
 

@@ -2,7 +2,10 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 use super::{endpoint_href, render, run_href};
@@ -150,6 +153,14 @@ struct ExchangePage {
     candidate: Panel,
     secondary: Panel,
     diff_lines: Vec<DiffLine>,
+    /// A gRPC call's raw frames that were kept, to download.
+    frames: Vec<FrameLink>,
+}
+
+/// A link to one side's raw gRPC frames.
+struct FrameLink {
+    side: String,
+    href: String,
 }
 
 /// Body marks and header names for one side's differences (`missing` marks primary's side, `extra` the other).
@@ -320,6 +331,42 @@ fn exchange_view(document: SampleDocument) -> ExchangePage {
             &secondary_headers,
         ),
         diff_lines,
+        frames: document
+            .frames
+            .iter()
+            .map(|(side, _)| FrameLink {
+                side: side.clone(),
+                href: link(routes::EXCHANGE_FRAMES, &[&document.id, side]),
+            })
+            .collect(),
         id: document.id,
     }
+}
+
+/// One side's raw gRPC frames (`request`, `primary`, `secondary`, `candidate`), as they came, to download.
+pub async fn exchange_frames(
+    State(state): State<AdminState>,
+    Path((id, side)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    let Some(document) = state.store.exchange(&id).await? else {
+        return Err(WebError::NotFound(format!("exchange {id}")).into());
+    };
+    // The stored id and side name the file: what the request's path says is only matched against them.
+    let kept = document
+        .frames
+        .iter()
+        .find(|(kept, _)| *kept == side)
+        .and_then(|(kept, data)| Some((kept.clone(), STANDARD.decode(data).ok()?)));
+    let Some((side, frames)) = kept else {
+        return Err(WebError::NotFound(format!("raw frames of {side} in exchange {id}")).into());
+    };
+    let disposition = format!("attachment; filename=\"{}-{side}.grpc\"", document.id);
+    Ok((
+        [
+            (CONTENT_TYPE, "application/grpc".to_string()),
+            (CONTENT_DISPOSITION, disposition),
+        ],
+        frames,
+    )
+        .into_response())
 }
