@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Unary gRPC through shadowdiff against going direct to primary.
 #
-#   bench/grpc.sh            about 3 minutes; prints a Markdown table, keeps raw figures
+#   bench/grpc.sh            about 5 minutes (and a release build); prints a Markdown table, keeps raw figures
 #
 # Three tonic upstreams (examples/grpc_bench.rs: shop.v1.Orders/GetOrder, an order of about 300 bytes; the
 # candidate drops the customer), shadowdiff serve in front of them on SQLite with the service's .proto, and load
 # from the same example (one HTTP/2 connection per 8 calls in flight). Every figure is the median of BENCH_REPS
 # rounds, the two configurations alternated within each round. Saturation: BENCH_CONCURRENCY calls in flight
-# as fast as they go. Half load: one offered rate for both, half of shadowdiff's saturated rate.
+# as fast as they go. Half load: one offered rate for all, half of shadowdiff's saturated rate. A third
+# configuration, shadowdiff-unshadowed (--sample-rate 0), is the proxy's own hop with nothing shadowed.
 #
 # Settings (environment): BENCH_REPS (3), BENCH_DURATION (10 s per measured run), BENCH_CONCURRENCY (32),
 # BENCH_OUT (target/bench/grpc).
@@ -61,6 +62,15 @@ SHADOWDIFF_LOG=warn "$BIN" serve \
   --database-url "sqlite://$WORK/shadowdiff.db" 2>>"$WORK/shadowdiff.log" &
 PIDS+=($!)
 wait_port "$PROXY_PORT"
+# The proxy's own hop: the same, nothing shadowed (--sample-rate 0), so nothing compared or stored.
+HOP_PORT=$(free_port)
+SHADOWDIFF_LOG=warn "$BIN" serve \
+  --primary "http://127.0.0.1:$PRIMARY" --secondary "http://127.0.0.1:$SECONDARY" \
+  --candidate "http://127.0.0.1:$CANDIDATE" --allow-side-effects --sample-rate 0 \
+  --listen "127.0.0.1:$HOP_PORT" --admin-listen "127.0.0.1:0" \
+  --database-url "sqlite://$WORK/hop.db" 2>>"$WORK/hop.log" &
+PIDS+=($!)
+wait_port "$HOP_PORT"
 
 printf 'phase\tconfig\trep\trps\tp50_ms\tp99_ms\tp999_ms\terrors\n' >"$RESULTS"
 measure() { # phase config url [rate]
@@ -72,6 +82,7 @@ measure() { # phase config url [rate]
 for rep in $(seq 1 "$REPS"); do
   measure saturation direct "http://127.0.0.1:$PRIMARY"
   measure saturation shadowdiff "http://127.0.0.1:$PROXY_PORT"
+  measure saturation shadowdiff-unshadowed "http://127.0.0.1:$HOP_PORT"
 done
 HALF=$(python3 - "$RESULTS" <<'PY'
 import csv, statistics, sys
@@ -82,6 +93,7 @@ PY
 for rep in $(seq 1 "$REPS"); do
   measure half direct "http://127.0.0.1:$PRIMARY" "$HALF"
   measure half shadowdiff "http://127.0.0.1:$PROXY_PORT" "$HALF"
+  measure half shadowdiff-unshadowed "http://127.0.0.1:$HOP_PORT" "$HALF"
 done
 STORED=$(curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^shadowdiff_exchanges_stored_total/ {s += $NF} END {printf "%.0f", s}')
 
@@ -95,7 +107,7 @@ for phase, title in [("saturation", "Saturation"), ("half", f"Half of shadowdiff
     print("| configuration | calls/s | p50 | p99 | p99.9 | p99 added over direct | errors |")
     print("|---|---|---|---|---|---|---|")
     base = med(phase, "direct", "p99_ms")
-    for config in ["direct", "shadowdiff"]:
+    for config in ["direct", "shadowdiff", "shadowdiff-unshadowed"]:
         p99 = med(phase, config, "p99_ms")
         print(f"| {config} | {med(phase, config, 'rps'):,.0f} | {med(phase, config, 'p50_ms'):.2f} ms | {p99:.2f} ms "
               f"| {med(phase, config, 'p999_ms'):.2f} ms | {p99 - base:.2f} ms | {med(phase, config, 'errors'):.0f} |")
