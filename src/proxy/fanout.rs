@@ -646,17 +646,41 @@ impl Proxy {
         let Some(target) = self.responder else {
             return empty_ok();
         };
+        let (ended_tx, ended) = oneshot::channel();
         let tee = RequestTee::new(
             body,
             self.max_body,
             self.budget.empty(Stage::Request),
             copy_tx,
-        );
+        )
+        .on_end(ended_tx);
         let started = Instant::now();
         // Not sent again on a dead connection: the body is already on its way.
         let request = self.upstream_request(target, &forward, tee.boxed_unsync());
-        let response = self.send_for_caller(target, request).await;
+        let response = self.send_streaming_for_caller(target, request, ended).await;
         self.answer(target, &forward, started, response, report_tx)
+    }
+
+    /// Sends a request whose body streams from the caller: a server may answer only once it has read the whole
+    /// stream (a client-streaming gRPC call), so `--response-timeout` counts from the end of the body.
+    async fn send_streaming_for_caller(
+        &self,
+        target: Target,
+        request: Request<UpstreamBody>,
+        ended: oneshot::Receiver<()>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let clients = of_thread(&self.clients, crate::proxy::callers::current_thread_index());
+        let send = clients[target.index()].send(request);
+        tokio::pin!(send);
+        tokio::select! {
+            result = &mut send => return result,
+            // Ended, or the body was dropped (an error then comes from the send itself).
+            _ = ended => {}
+        }
+        match tokio::time::timeout(self.response_timeout, send).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
+        }
     }
 
     /// Waits for the copy of a streamed request body, then completes the exchange with it; without a usable
@@ -672,7 +696,13 @@ impl Proxy {
     ) {
         let copy = match tokio::time::timeout(self.capture_deadline, copy).await {
             Ok(Ok(copy)) => copy,
-            Ok(Err(_)) | Err(_) => RequestCopy::Unreadable,
+            Ok(Err(_)) => RequestCopy::Unreadable,
+            Err(_) => {
+                self.metrics
+                    .proxy
+                    .unshadowed(UnshadowedReason::StreamTooLong);
+                return;
+            }
         };
         let reason = match copy {
             RequestCopy::Complete(body, held) => {

@@ -28,10 +28,12 @@ pub enum UnshadowedReason {
     MemoryBudget,
     /// It matches a `--no-shadow` pattern (a one-time link, a logout, a token exchange).
     Excluded,
+    /// A streamed request (a gRPC call) that had not ended within `--response-timeout`: its copy was given up.
+    StreamTooLong,
 }
 
 impl UnshadowedReason {
-    pub const ALL: [UnshadowedReason; 8] = [
+    pub const ALL: [UnshadowedReason; 9] = [
         UnshadowedReason::Method,
         UnshadowedReason::SampledOut,
         UnshadowedReason::BodyTooLarge,
@@ -40,6 +42,7 @@ impl UnshadowedReason {
         UnshadowedReason::UriTooLong,
         UnshadowedReason::MemoryBudget,
         UnshadowedReason::Excluded,
+        UnshadowedReason::StreamTooLong,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +55,7 @@ impl UnshadowedReason {
             UnshadowedReason::UriTooLong => "uri_too_long",
             UnshadowedReason::MemoryBudget => "memory_budget",
             UnshadowedReason::Excluded => "no_shadow",
+            UnshadowedReason::StreamTooLong => "stream_too_long",
         }
     }
 }

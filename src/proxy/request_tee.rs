@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::oneshot;
 
 use crate::budget::Charge;
 use crate::exchange::CapturedBody;
@@ -32,6 +33,9 @@ pub enum RequestCopy {
 pub struct RequestTee {
     inner: Incoming,
     copy: Option<(BodyCapture, Handoff<RequestCopy>)>,
+    /// Told (on the caller's thread) when the body has ended or the tee is dropped: the responder's answer is
+    /// waited for without a limit until then.
+    ended: Option<oneshot::Sender<()>>,
 }
 
 impl RequestTee {
@@ -46,6 +50,7 @@ impl RequestTee {
         let mut tee = Self {
             inner,
             copy: Some((capture, report)),
+            ended: None,
         };
         if tee.inner.is_end_stream() {
             tee.finish(false);
@@ -53,6 +58,22 @@ impl RequestTee {
             tee.give_up_if_stopped();
         }
         tee
+    }
+
+    /// Tells `ended` when the body has ended (or was dropped before its end).
+    pub fn on_end(mut self, ended: oneshot::Sender<()>) -> Self {
+        if self.inner.is_end_stream() {
+            let _ = ended.send(());
+        } else {
+            self.ended = Some(ended);
+        }
+        self
+    }
+
+    fn tell_ended(&mut self) {
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send(());
+        }
     }
 
     /// Sends the copy (or why there is none) and stops copying.
@@ -102,12 +123,19 @@ impl Body for RequestTee {
                 }
                 if this.inner.is_end_stream() {
                     this.finish(false);
+                    this.tell_ended();
                 } else {
                     this.give_up_if_stopped();
                 }
             }
-            Some(Err(_)) => this.finish(true),
-            None => this.finish(false),
+            Some(Err(_)) => {
+                this.finish(true);
+                this.tell_ended();
+            }
+            None => {
+                this.finish(false);
+                this.tell_ended();
+            }
         }
         Poll::Ready(polled.map(|frame| frame.map_err(BoxError::from)))
     }

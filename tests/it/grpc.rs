@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -666,6 +667,45 @@ async fn a_callers_calls_never_wait_for_shadows_that_do_not_answer() {
     // Both shadows were sent every call, and are still holding them.
     secondary.next_request().await;
     candidate.next_request().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_longer_than_the_response_timeout_is_answered_and_left_unshadowed() {
+    let [primary, secondary, candidate] = shops().await;
+    let app = TestApp::start(&primary, &secondary, &candidate, |settings| {
+        grpc_settings(settings, GrpcSchemaSettings::default());
+        settings.upstreams.response_timeout = Duration::from_millis(100);
+        settings.upstreams.shadow_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let mut caller = Caller::connect(&app).await;
+    caller.0.ready().await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(Count { n: 4 }).await.unwrap();
+    let call = tokio::spawn(async move {
+        caller
+            .0
+            .client_streaming::<_, Count, Order, _>(
+                Request::new(ReceiverStream::new(rx)),
+                PathAndQuery::from_static("/shop.v1.Orders/Total"),
+                ProstCodec::default(),
+            )
+            .await
+    });
+    // The stream stays open until the proxy has given up copying it for the shadows, past both timeouts.
+    wait_for("the copy of the open stream to be given up", || async {
+        app.scrape()
+            .await
+            .contains(r#"shadowdiff_unshadowed_requests_total{reason="stream_too_long"} 1"#)
+    })
+    .await;
+    tx.send(Count { n: 5 }).await.unwrap();
+    drop(tx);
+    let total = call
+        .await
+        .unwrap()
+        .expect("answered after the stream ended");
+    assert_eq!(total.into_inner().quantity, 9);
 }
 
 /// A frame of `message`, as gRPC writes it.
