@@ -344,7 +344,10 @@ impl EndpointGlob {
         let method = method
             .filter(|m| *m != "*")
             .map(|m| {
-                if m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                if m.eq_ignore_ascii_case("grpc") {
+                    // gRPC methods are endpoints named `gRPC pkg.Service/Method`.
+                    Ok("gRPC".to_string())
+                } else if m.bytes().all(|b| b.is_ascii_alphabetic()) {
                     Ok(m.to_ascii_uppercase())
                 } else {
                     Err(format!("`{m}` is not an HTTP method"))
@@ -748,6 +751,16 @@ mod tests {
         assert!(star.matches("PUT /users/{id}"));
         assert!(EndpointGlob::parse("*").unwrap().matches("GET /"));
         assert!(EndpointGlob::parse("users").is_err());
+    }
+
+    #[test]
+    fn grpc_endpoints_are_matched_by_service_and_method() {
+        let method = EndpointGlob::parse("gRPC shop.v1.Orders/GetOrder").unwrap();
+        assert!(method.matches("gRPC shop.v1.Orders/GetOrder"));
+        assert!(!method.matches("gRPC shop.v1.Orders/Watch"));
+        assert!(!method.matches("POST /shop.v1.Orders/GetOrder"));
+        let service = EndpointGlob::parse("grpc shop.v1.Orders/*").unwrap();
+        assert!(service.matches("gRPC shop.v1.Orders/Watch"));
     }
 
     #[test]

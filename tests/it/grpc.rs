@@ -538,6 +538,34 @@ async fn the_gate_names_the_candidates_three_regressions_and_no_noise_with_proto
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_name_decoded_fields_by_their_json_names() {
+    let schema_dir = tempfile::tempdir().unwrap();
+    let rules = schema_dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        r#"
+[[rule]]
+endpoint = "gRPC shop.v1.Orders/GetOrder"
+path = "body/*/customer"
+action = "ignore"
+"#,
+    )
+    .unwrap();
+    let (_dir, database) = temp_database();
+    let schemas = GrpcSchemaSettings {
+        protos: vec![schema_file(schema_dir.path())],
+        ..GrpcSchemaSettings::default()
+    };
+    shadowed_run(&database, "ruled", schemas, |settings| {
+        settings.analysis.rules = Some(rules);
+    })
+    .await;
+    let mut expected = the_three_regressions();
+    expected[0].1.clear();
+    assert_eq!(gated(&database, "ruled").await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_names_the_same_regressions_with_a_descriptor_set() {
     let schema_dir = tempfile::tempdir().unwrap();
     let (_dir, database) = temp_database();
