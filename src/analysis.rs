@@ -388,6 +388,7 @@ impl Analyzer {
                     &mut exchange,
                     &self.config.grpc,
                     self.config.max_decoded_body,
+                    scratch,
                 );
                 (Some(undecoded), Some(Box::new(frames)))
             } else {
@@ -516,15 +517,18 @@ impl Analyzer {
         if grpc.is_some() {
             // The call's outcome is its gRPC status (a failed call is still HTTP 200); the HTTP status stands
             // in when an answer carries none (a proxy's 502).
-            let status = |response: &UpstreamResponse| {
-                grpc::status_name(&response.headers)
-                    .unwrap_or_else(|| response.status.as_u16().to_string())
+            // A body not kept whole was not read to its trailers: its status is unknown, not HTTP's.
+            let status = |response: &UpstreamResponse| match grpc::status_name(&response.headers) {
+                Some(name) => Some(name),
+                None if matches!(response.body, CapturedBody::Complete(_)) => {
+                    Some(response.status.as_u16().to_string())
+                }
+                None => None,
             };
-            side.differences.extend(headers::diff_status_text(
-                status(reference.response),
-                status(other),
-                rules,
-            ));
+            if let (Some(primary), Some(other)) = (status(reference.response), status(other)) {
+                side.differences
+                    .extend(headers::diff_status_text(primary, other, rules));
+            }
         } else {
             side.differences.extend(headers::diff_status(
                 reference.response.status,

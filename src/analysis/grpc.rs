@@ -1,21 +1,22 @@
 //! gRPC exchanges made comparable: each body becomes the JSON array of its decoded messages (so the JSON
-//! engine, rules, noise and redaction see fields by name), and a side whose messages cannot be read is a
-//! counted skip.
+//! engine, rules, noise and redaction see fields by name; its content type is left as it came, and the JSON is
+//! recognised by its shape), and a side whose messages cannot be read is a counted skip.
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue};
 
 use crate::analysis::BodySkip;
 use crate::analysis::decode::media_type;
 use crate::budget::Charge;
 use crate::exchange::{CapturedBody, Exchange, Target};
-use crate::grpc::decode::{Direction, body_json};
+use crate::grpc::decode::{Direction, messages_json};
+use crate::grpc::frame::{self, FrameError};
 use crate::grpc::schema::Schemas;
 use crate::grpc::status::Status;
 
-/// The content type a decoded body is stored and compared under: gRPC's own name for JSON messages.
-pub const DECODED_TYPE: &str = "application/grpc+json";
+/// Bytes held while messages are decoded, per byte of them on the wire.
+pub const DECODE_FACTOR: usize = 64;
 
 /// Why each side's body (by [`Target::index`]) was left undecoded, if it was.
 pub type Undecoded = [Option<BodySkip>; 3];
@@ -30,12 +31,13 @@ pub struct RawFrames {
 }
 
 /// Decodes the request and the three responses of a gRPC call in place (the frames handed back), charging the
-/// decoded bodies to the exchange's own charge. A request that is not a gRPC call (by its content type), or one in a
+/// decoded bodies to the exchange's own charge and the work of decoding them to `scratch`. A request that is not a gRPC call (by its content type), or one in a
 /// codec other than protobuf, is left as it is.
 pub fn decode_exchange(
     exchange: &mut Exchange,
     schemas: &Schemas,
     max_decoded: usize,
+    scratch: &mut Charge,
 ) -> (Undecoded, RawFrames) {
     let mut undecoded = [None; 3];
     let mut raw = RawFrames::default();
@@ -43,7 +45,7 @@ pub fn decode_exchange(
         return (undecoded, raw);
     }
     let path = exchange.request.uri.path().to_string();
-    if !schemas.is_empty() && schemas.method(&path).is_none() {
+    if schemas.were_given() && schemas.method(&path).is_none() {
         // Schemas were given and none has this method: decoding by field number would compare a call nobody
         // described, so its bodies are skipped (its status and headers are still compared).
         return ([Some(BodySkip::GrpcUnknownMethod); 3], raw);
@@ -57,12 +59,9 @@ pub fn decode_exchange(
         &request.body,
         &request.headers,
         max_decoded,
-        &mut charge,
+        (&mut charge, scratch),
     ) {
         raw.request = Some(std::mem::replace(&mut request.body, decoded));
-        request
-            .headers
-            .insert(CONTENT_TYPE, HeaderValue::from_static(DECODED_TYPE));
     }
     for target in Target::ALL {
         let outcome = match target {
@@ -84,14 +83,11 @@ pub fn decode_exchange(
             body,
             &response.headers,
             max_decoded,
-            &mut charge,
+            (&mut charge, scratch),
         ) {
             Ok(decoded) => {
                 raw.responses[target.index()] = Some(body.clone());
                 response.body = CapturedBody::Complete(decoded);
-                response
-                    .headers
-                    .insert(CONTENT_TYPE, HeaderValue::from_static(DECODED_TYPE));
             }
             Err(reason) => undecoded[target.index()] = Some(reason),
         }
@@ -108,17 +104,33 @@ fn decode_body(
     body: &Bytes,
     headers: &HeaderMap,
     max_decoded: usize,
-    charge: &mut Charge,
+    (charge, scratch): (&mut Charge, &mut Charge),
 ) -> Result<Bytes, BodySkip> {
     let encoding = headers
         .get("grpc-encoding")
         .and_then(|value| value.to_str().ok());
-    let json =
-        body_json(schemas, path, direction, body, encoding, max_decoded).map_err(|error| {
-            tracing::debug!(%error, ?direction, "gRPC messages could not be decoded");
-            BodySkip::GrpcMalformed
-        })?;
-    let bytes = serde_json::to_vec(&json).map_err(|_| BodySkip::GrpcMalformed)?;
+    let malformed = |error: String| {
+        tracing::debug!(%error, ?direction, "gRPC messages could not be decoded");
+        BodySkip::GrpcMalformed
+    };
+    let messages = frame::split(body, encoding, max_decoded).map_err(|error| match error {
+        FrameError::TooLarge { .. } => BodySkip::DecodedTooLarge,
+        other => malformed(other.to_string()),
+    })?;
+    // Decoded messages and their JSON trees hold many times the wire bytes (a packed number, one byte on the
+    // wire, is a tree node of tens of bytes): charged at that worst case while they are built.
+    let held = scratch.bytes();
+    let wire: usize = messages.iter().map(Vec::len).sum();
+    if !scratch.try_grow(wire.saturating_mul(DECODE_FACTOR)) {
+        return Err(BodySkip::MemoryBudget);
+    }
+    let json = messages_json(schemas, path, direction, &messages);
+    drop(messages);
+    let bytes = json
+        .map_err(malformed)
+        .and_then(|json| serde_json::to_vec(&json).map_err(|error| malformed(error.to_string())));
+    scratch.shrink_to(held);
+    let bytes = bytes?;
     if bytes.len() > max_decoded {
         return Err(BodySkip::DecodedTooLarge);
     }

@@ -179,6 +179,16 @@ pub fn body_json(
     max_message: usize,
 ) -> Result<Value, String> {
     let messages = frame::split(body, encoding, max_message).map_err(|error| error.to_string())?;
+    messages_json(schemas, path, direction, &messages)
+}
+
+/// Messages already split from their frames, as [`body_json`] gives them.
+pub fn messages_json(
+    schemas: &Schemas,
+    path: &str,
+    direction: Direction,
+    messages: &[Vec<u8>],
+) -> Result<Value, String> {
     let descriptor = schemas.method(path).map(|method| match direction {
         Direction::Request => method.input,
         Direction::Response => method.output,

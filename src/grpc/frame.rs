@@ -24,20 +24,23 @@ pub enum FrameError {
     UnknownEncoding { index: usize, encoding: String },
     #[error("message {index} is not valid gzip: {reason}")]
     BadGzip { index: usize, reason: String },
-    #[error("message {index} is larger than {max} bytes")]
+    #[error("the messages are larger than {max} bytes together by message {index}")]
     TooLarge { index: usize, max: usize },
 }
 
-/// The messages of a body (request or response), decompressed, in order; at most `max_message` bytes each
-/// (before and after decompression), so that a length prefix or a gzip bomb cannot make it hold more.
+/// The messages of a body (request or response), decompressed, in order; at most `max_total` bytes all
+/// together once decompressed (and each before), so that neither a length prefix nor gzip bombs, one or many,
+/// can make it hold more.
 pub fn split(
     body: &[u8],
     encoding: Option<&str>,
-    max_message: usize,
+    max_total: usize,
 ) -> Result<Vec<Vec<u8>>, FrameError> {
-    let mut messages = Vec::new();
+    let mut messages: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
     let mut rest = body;
     while !rest.is_empty() {
+        let max_message = max_total - total;
         let index = messages.len();
         if rest.len() < 5 {
             return Err(FrameError::ShortPrefix {
@@ -50,7 +53,7 @@ pub fn split(
         if want > max_message {
             return Err(FrameError::TooLarge {
                 index,
-                max: max_message,
+                max: max_total,
             });
         }
         let data = &rest[5..];
@@ -62,11 +65,21 @@ pub fn split(
             });
         }
         let (message, after) = data.split_at(want);
-        messages.push(match flag {
+        let message = match flag {
             0 => message.to_vec(),
-            1 => decompress(index, message, encoding, max_message)?,
+            1 => {
+                decompress(index, message, encoding, max_message).map_err(|error| match error {
+                    FrameError::TooLarge { index, .. } => FrameError::TooLarge {
+                        index,
+                        max: max_total,
+                    },
+                    other => other,
+                })?
+            }
             flag => return Err(FrameError::BadFlag { index, flag }),
-        });
+        };
+        total += message.len();
+        messages.push(message);
         rest = after;
     }
     Ok(messages)
@@ -186,6 +199,24 @@ mod tests {
             split(&flagged, Some("gzip"), 100),
             Err(FrameError::BadGzip { .. })
         ));
+    }
+
+    #[test]
+    fn many_small_bombs_stop_at_the_bound_for_all_of_them() {
+        let zipped = gzip(&vec![0u8; 20 << 10]);
+        let mut body = Vec::new();
+        for _ in 0..100 {
+            body.push(1);
+            body.extend_from_slice(&(zipped.len() as u32).to_be_bytes());
+            body.extend_from_slice(&zipped);
+        }
+        assert_eq!(
+            split(&body, Some("gzip"), 64 << 10),
+            Err(FrameError::TooLarge {
+                index: 3,
+                max: 64 << 10
+            })
+        );
     }
 
     #[test]

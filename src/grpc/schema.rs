@@ -25,6 +25,8 @@ pub enum SchemaError {
 #[derive(Clone, Debug, Default)]
 pub struct Schemas {
     pool: Arc<RwLock<DescriptorPool>>,
+    /// Whether schemas were given at start (descriptor sets, `.proto` files), as opposed to only learned.
+    given: bool,
 }
 
 /// One method: its name, its message types and whether each side streams.
@@ -104,6 +106,7 @@ impl Schemas {
         }
         Ok(Self {
             pool: Arc::new(RwLock::new(pool)),
+            given: !descriptor_sets.is_empty() || !protos.is_empty(),
         })
     }
 
@@ -153,9 +156,11 @@ impl Schemas {
         })
     }
 
-    /// Whether any schema was given.
-    pub fn is_empty(&self) -> bool {
-        self.pool().services().next().is_none()
+    /// Whether schemas were given at start: then a method none of them has is unknown, rather than one to
+    /// compare by field number (services learned from reflection do not count: which were learned depends on
+    /// which were called first).
+    pub fn were_given(&self) -> bool {
+        self.given
     }
 }
 

@@ -92,13 +92,18 @@ pub async fn run(
 /// under a Content-Encoding is stored decoded (and the header dropped) when fields must be redacted in it.
 fn redacted(recording: Recording, redactor: &Redactor, formats: &BodyFormats) -> TrafficRequest {
     let max_decoded_body = formats.max_decoded_body;
+    let Recording {
+        time,
+        request,
+        mut charge,
+    } = recording;
     let RecordedRequest {
         method,
         uri,
         headers,
         body,
         ..
-    } = recording.request;
+    } = request;
     let mut body = body;
     let mut drop_encoding = false;
     if is_protobuf_call(&headers) {
@@ -112,7 +117,7 @@ fn redacted(recording: Recording, redactor: &Redactor, formats: &BodyFormats) ->
             Direction::Request,
             &body,
             encoding,
-            max_decoded_body,
+            (max_decoded_body, &mut charge),
         ) {
             GrpcRedaction::Unchanged => {}
             GrpcRedaction::Redacted(clean) => body = clean.into(),
@@ -141,7 +146,7 @@ fn redacted(recording: Recording, redactor: &Redactor, formats: &BodyFormats) ->
     }
     let headers: Vec<_> = stored_headers(&headers, redactor, drop_encoding);
     TrafficRequest {
-        time: Some(recording.time),
+        time: Some(time),
         method,
         uri: uri
             .path_and_query()

@@ -393,6 +393,7 @@ impl Proxy {
             return self.tunnel(request, &caller).await;
         }
         let (parts, body) = request.into_parts();
+        let grpc_call = grpc::is_grpc(&parts.headers);
         if let Err(reason) = self
             .policy
             .decide_for(&parts.method, parts.uri.path(), &parts.headers)
@@ -403,6 +404,9 @@ impl Proxy {
             else {
                 return uri_too_long();
             };
+            if grpc_call {
+                return self.primary_only_streamed(forward, body).await;
+            }
             return self.primary_only(forward, streamed(body)).await;
         }
         let Some(forward) = Forward::new(
@@ -415,7 +419,7 @@ impl Proxy {
             self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
             return uri_too_long();
         };
-        if self.responder.is_some() && grpc::is_grpc(&parts.headers) {
+        if self.responder.is_some() && grpc_call {
             // A gRPC call's messages go to the responder as they come: a bidirectional stream sends its next
             // message only once it has read an answer.
             return self.fan_out_streaming(parts, forward, body).await;
@@ -471,7 +475,33 @@ impl Proxy {
         }
         let version = forward.version;
         let request = self.sole_upstream_request(Target::Primary, forward, body);
-        match self.send_for_caller(Target::Primary, request).await {
+        let response = self.send_for_caller(Target::Primary, request).await;
+        self.primary_answer(response, version)
+    }
+
+    /// As [`Proxy::primary_only`], for a gRPC call: streamed, `--response-timeout` counted from the end of the
+    /// caller's stream.
+    async fn primary_only_streamed(&self, forward: Forward, body: Incoming) -> CallerResponse {
+        if self.responder.is_none() {
+            return empty_ok();
+        }
+        let version = forward.version;
+        let (ended_tx, ended) = oneshot::channel();
+        let body = RequestTee::passthrough(body).on_end(ended_tx);
+        let request = self.sole_upstream_request(Target::Primary, forward, body.boxed_unsync());
+        let response = self
+            .send_streaming_for_caller(Target::Primary, request, ended)
+            .await;
+        self.primary_answer(response, version)
+    }
+
+    /// Primary's answer to a request sent to it alone, or a 502 naming it.
+    fn primary_answer(
+        &self,
+        response: Result<Response<Incoming>, UpstreamError>,
+        version: Version,
+    ) -> CallerResponse {
+        match response {
             Ok(response) => {
                 let (head, body) = response.into_parts();
                 for_caller(head, version, CallerBody::Direct(body))
@@ -624,12 +654,11 @@ impl Proxy {
         let mut charge = self.budget.empty(Stage::InFlight);
         if !self.charge_exchange(&mut charge, &parts.headers) {
             drop(charge);
-            return self.primary_only(forward, streamed(body)).await;
+            return self.primary_only_streamed(forward, body).await;
         }
         let id = Uuid::now_v7();
         let (report_tx, report_rx) = Handoff::channel(&self.lane);
         let (copy_tx, copy_rx) = Handoff::channel(&self.lane);
-        let plans = self.plans(&parts.method, report_rx);
         let forward = Arc::new(forward);
         let recorded = recorded_request(parts, Bytes::new());
         let span = tracing::info_span!("exchange", %id, endpoint = tracing::field::Empty);
@@ -637,7 +666,7 @@ impl Proxy {
             (id, SystemTime::now()),
             recorded,
             forward.clone(),
-            plans,
+            report_rx,
             charge,
             copy_rx,
         );
@@ -649,9 +678,9 @@ impl Proxy {
         let (ended_tx, ended) = oneshot::channel();
         let tee = RequestTee::new(
             body,
-            self.max_body,
-            self.budget.empty(Stage::Request),
+            (self.max_body, self.budget.empty(Stage::Request)),
             copy_tx,
+            self.capture_deadline,
         )
         .on_end(ended_tx);
         let started = Instant::now();
@@ -684,13 +713,14 @@ impl Proxy {
     }
 
     /// Waits for the copy of a streamed request body, then completes the exchange with it; without a usable
-    /// copy the shadows are not sent (counted as a request not shadowed) and their permits go back.
+    /// copy the shadows are not sent (counted as a request not shadowed). Their in-flight permits are taken
+    /// only once the copy is there: an open stream holds none.
     async fn complete_streamed_exchange(
         self: Arc<Self>,
         (id, started_at): (Uuid, SystemTime),
         mut request: RecordedRequest,
         forward: Arc<Forward>,
-        plans: [Plan; 3],
+        report: oneshot::Receiver<TeeReport>,
         mut charge: Charge,
         copy: oneshot::Receiver<RequestCopy>,
     ) {
@@ -708,6 +738,7 @@ impl Proxy {
             RequestCopy::Complete(body, held) => {
                 charge.absorb(held);
                 request.body = body;
+                let plans = self.plans(&request.method, report);
                 return self
                     .complete_exchange(id, started_at, request, forward, plans, charge)
                     .await;
@@ -863,8 +894,15 @@ impl Proxy {
         body: UpstreamBody,
     ) -> Request<UpstreamBody> {
         let is_copy = target != Target::Primary && Some(target) != self.responder;
-        let suffixed = is_copy && self.shadow_host_suffix;
-        let host = match (caller_host, self.preserve_host) {
+        // Every set of clients speaks the same version.
+        let client = &self.clients[0][target.index()];
+        let grpc = grpc::is_grpc(&headers);
+        let version = client.version_for(grpc);
+        // Over HTTP/2 the host is the :authority, which names the host connected to: a gRPC call keeps it,
+        // whatever `--preserve-host` and `--shadow-host-suffix` say (they are refused with `--upstream-http2`).
+        let http1 = version != Version::HTTP_2;
+        let suffixed = is_copy && self.shadow_host_suffix && http1;
+        let host = match (caller_host, self.preserve_host && http1) {
             (Some(caller_host), true) => caller_host
                 .to_str()
                 .ok()
@@ -879,9 +917,6 @@ impl Proxy {
         if is_copy {
             headers.insert(ROLE_HEADER, HeaderValue::from_static(target.as_str()));
         }
-        // Every set of clients speaks the same version.
-        let client = &self.clients[0][target.index()];
-        let grpc = grpc::is_grpc(&headers);
         if grpc {
             // gRPC servers want to hear that the client reads trailers (the call's status is in them); TE went
             // with the other hop-by-hop headers.
@@ -889,7 +924,7 @@ impl Proxy {
         }
         // An HTTP/1.1 client sends a GET or HEAD whose length it does not know with no body at all; a caller's
         // chunked body, streamed on, must keep its chunked framing to arrive.
-        if client.version_for(grpc) == Version::HTTP_11
+        if version == Version::HTTP_11
             && matches!(method, Method::GET | Method::HEAD)
             && !body.is_end_stream()
             && body.size_hint().exact().is_none()
@@ -899,7 +934,7 @@ impl Proxy {
         let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri.unwrap_or_default();
-        *request.version_mut() = client.version_for(grpc);
+        *request.version_mut() = version;
         *request.headers_mut() = headers;
         request
     }

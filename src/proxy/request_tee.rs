@@ -4,9 +4,11 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
@@ -25,14 +27,17 @@ pub enum RequestCopy {
     TooLarge,
     /// Holding it would have gone over `--memory-budget`.
     OverBudget,
-    /// The caller's body failed mid-way.
+    /// The caller's body failed mid-way, or did not end within the deadline once the upstream stopped reading.
     Unreadable,
 }
 
 /// The caller's body on its way to the answering upstream, every frame passed through as it comes.
 pub struct RequestTee {
-    inner: Incoming,
+    /// Taken by [`Drop`] when the rest of the body is still to be read for the copy.
+    inner: Option<Incoming>,
     copy: Option<(BodyCapture, Handoff<RequestCopy>)>,
+    /// Longest the rest of the body is read for the copy once the upstream has stopped reading it.
+    deadline: Duration,
     /// Told (on the caller's thread) when the body has ended or the tee is dropped: the responder's answer is
     /// waited for without a limit until then.
     ended: Option<oneshot::Sender<()>>,
@@ -40,19 +45,21 @@ pub struct RequestTee {
 
 impl RequestTee {
     /// Copies `inner` up to `limit` bytes, charged to `charge`; the copy goes to `report` when the body ends.
+    /// Should the upstream stop reading it first, the rest is read for the copy for at most `deadline`.
     pub fn new(
         inner: Incoming,
-        limit: usize,
-        charge: Charge,
+        (limit, charge): (usize, Charge),
         report: Handoff<RequestCopy>,
+        deadline: Duration,
     ) -> Self {
         let capture = BodyCapture::new(limit, charge, inner.size_hint().exact());
         let mut tee = Self {
-            inner,
+            inner: Some(inner),
             copy: Some((capture, report)),
+            deadline,
             ended: None,
         };
-        if tee.inner.is_end_stream() {
+        if tee.is_end_stream() {
             tee.finish(false);
         } else {
             tee.give_up_if_stopped();
@@ -60,9 +67,19 @@ impl RequestTee {
         tee
     }
 
+    /// `inner` passed through without a copy, to tell its end ([`RequestTee::on_end`]).
+    pub fn passthrough(inner: Incoming) -> Self {
+        Self {
+            inner: Some(inner),
+            copy: None,
+            deadline: Duration::ZERO,
+            ended: None,
+        }
+    }
+
     /// Tells `ended` when the body has ended (or was dropped before its end).
     pub fn on_end(mut self, ended: oneshot::Sender<()>) -> Self {
-        if self.inner.is_end_stream() {
+        if self.is_end_stream() {
             let _ = ended.send(());
         } else {
             self.ended = Some(ended);
@@ -115,13 +132,17 @@ impl Body for RequestTee {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = ready!(Pin::new(&mut *inner).poll_frame(cx));
+        let ended = inner.is_end_stream();
         match &polled {
             Some(Ok(frame)) => {
                 if let (Some(data), Some((capture, _))) = (frame.data_ref(), this.copy.as_mut()) {
                     capture.push(data);
                 }
-                if this.inner.is_end_stream() {
+                if ended {
                     this.finish(false);
                     this.tell_ended();
                 } else {
@@ -141,19 +162,64 @@ impl Body for RequestTee {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
 impl Drop for RequestTee {
     fn drop(&mut self) {
-        // Dropped before its end, the upstream having answered without waiting for the end of the stream (a
-        // gRPC server answers a unary call once it has its message, and may stop reading): the shadows get what
-        // it read. A call cut short by the caller is given up by the exchange, whose answer is abandoned too.
-        self.finish(false);
+        if self.is_end_stream() {
+            self.finish(false);
+            return;
+        }
+        // Dropped before its end: the upstream answered without reading it all (a gRPC server answers a unary
+        // call once it has its message, or refuses a call before reading it). The shadows are sent what the
+        // caller sent, so the rest is read for the copy, on the caller's thread, as the tee would have.
+        let (Some(inner), Some((capture, report))) = (self.inner.take(), self.copy.take()) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(read_the_rest(inner, capture, report, self.deadline));
+            }
+            Err(_) => report.send(RequestCopy::Unreadable),
+        }
     }
+}
+
+/// Reads what is left of a body into its copy, for at most `deadline`, and sends the copy.
+async fn read_the_rest(
+    mut inner: Incoming,
+    mut capture: BodyCapture,
+    report: Handoff<RequestCopy>,
+    deadline: Duration,
+) {
+    let read = async {
+        while let Some(frame) = inner.frame().await {
+            let frame = frame.map_err(|_| ())?;
+            if let Some(data) = frame.data_ref() {
+                capture.push(data);
+            }
+            if capture.has_stopped() || report.is_closed() {
+                break;
+            }
+        }
+        Ok::<(), ()>(())
+    };
+    let read = tokio::time::timeout(deadline, read).await;
+    let copy = match (read, capture.finish()) {
+        (Ok(Ok(())), (CapturedBody::Complete(bytes), charge)) => {
+            RequestCopy::Complete(bytes, charge)
+        }
+        (Ok(Ok(())), (CapturedBody::TooLarge { .. }, _)) => RequestCopy::TooLarge,
+        (Ok(Ok(())), (CapturedBody::OverBudget, _)) => RequestCopy::OverBudget,
+        _ => RequestCopy::Unreadable,
+    };
+    report.send(copy);
 }

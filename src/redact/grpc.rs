@@ -2,7 +2,10 @@
 //! are secret replaced by their keyed hash, and the message encoded again, so the record still replays.
 
 use prost::Message as _;
-use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value as Field};
+use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value as Field};
+
+use crate::analysis::grpc::DECODE_FACTOR;
+use crate::budget::Charge;
 
 use crate::grpc::decode::Direction;
 use crate::grpc::frame;
@@ -32,7 +35,7 @@ impl Redactor {
         direction: Direction,
         body: &[u8],
         encoding: Option<&str>,
-        max_message: usize,
+        (max_decoded, charge): (usize, &mut Charge),
     ) -> GrpcRedaction {
         if !self.redacts_json_fields() {
             return GrpcRedaction::Unchanged;
@@ -45,11 +48,30 @@ impl Redactor {
             Direction::Request => method.input,
             Direction::Response => method.output,
         };
-        let Ok(messages) = frame::split(body, encoding, max_message) else {
+        let Ok(messages) = frame::split(body, encoding, max_decoded) else {
             return GrpcRedaction::Unreadable;
         };
+        // A decoded message holds many times its wire bytes: charged at the worst case while it is worked on,
+        // and not recorded when the budget cannot hold that.
+        let held = charge.bytes();
+        let wire: usize = messages.iter().map(Vec::len).sum();
+        if !charge.try_grow(wire.saturating_mul(DECODE_FACTOR)) {
+            return GrpcRedaction::Unreadable;
+        }
+        let redaction = self.redact_messages(&descriptor, messages, body.len());
+        charge.shrink_to(held);
+        redaction
+    }
+
+    /// Each message decoded, redacted and encoded again, framed.
+    fn redact_messages(
+        &self,
+        descriptor: &MessageDescriptor,
+        messages: Vec<Vec<u8>>,
+        size: usize,
+    ) -> GrpcRedaction {
         let mut changed = false;
-        let mut framed = Vec::with_capacity(body.len());
+        let mut framed = Vec::with_capacity(size);
         for bytes in messages {
             let Ok(mut message) = DynamicMessage::decode(descriptor.clone(), bytes.as_slice())
             else {
@@ -155,7 +177,7 @@ service Auth { rpc SignIn(Login) returns (Session); }
             Direction::Request,
             &frame::frame(&message),
             None,
-            1 << 20,
+            (1 << 20, &mut Charge::none()),
         ) else {
             panic!("the password is redacted")
         };
@@ -180,7 +202,7 @@ service Auth { rpc SignIn(Login) returns (Session); }
                 Direction::Request,
                 &frame::frame(&plain),
                 None,
-                1 << 20
+                (1 << 20, &mut Charge::none())
             ),
             GrpcRedaction::Unchanged
         );
@@ -191,7 +213,7 @@ service Auth { rpc SignIn(Login) returns (Session); }
                 Direction::Request,
                 &frame::frame(&message)[..8],
                 None,
-                1 << 20
+                (1 << 20, &mut Charge::none())
             ),
             GrpcRedaction::Unreadable
         );

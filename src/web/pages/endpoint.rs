@@ -255,7 +255,7 @@ fn grpc_call_kind(schemas: &Schemas, endpoint: &str) -> Option<String> {
             method.input.full_name(),
             method.output.full_name()
         ),
-        None if schemas.is_empty() => {
+        None if !schemas.were_given() => {
             "gRPC method, no schema given: its messages are compared by field number".to_string()
         }
         None => "gRPC method that no schema has: its bodies are not compared".to_string(),
