@@ -1022,6 +1022,34 @@ mod tests {
     }
 
     #[test]
+    fn decoding_a_grpc_body_is_charged_and_skipped_past_the_budget() {
+        // A packed run of 4 000 varints: 4 KB on the wire, tens of bytes each once decoded.
+        let mut message = vec![0x0a];
+        prost::encoding::encode_varint(4000, &mut message);
+        message.extend(std::iter::repeat_n(1u8, 4000));
+        let call = || {
+            grpc_exchange(
+                grpc_outcome(&[&message], "0", ""),
+                grpc_outcome(&[&message], "0", ""),
+                grpc_outcome(&[&message], "0", ""),
+            )
+        };
+        let budget = crate::budget::MemoryBudget::new(64 << 10);
+        let mut scratch = budget.empty(crate::budget::Stage::Analysis);
+        let analysis = Analyzer::default().analyse_within(call(), &mut scratch);
+        assert_eq!(
+            analysis.compared().unwrap().body_skipped,
+            [(Target::Primary, BodySkip::MemoryBudget)],
+            "64 bytes per wire byte do not fit in 64 KiB"
+        );
+        assert_eq!(budget.used(), 0, "what decoding took is given back");
+        let budget = crate::budget::MemoryBudget::new(4 << 20);
+        let mut scratch = budget.empty(crate::budget::Stage::Analysis);
+        let analysis = Analyzer::default().analyse_within(call(), &mut scratch);
+        assert!(analysis.compared().unwrap().body_skipped.is_empty());
+    }
+
+    #[test]
     fn bodies_that_decode_to_the_same_bytes_are_equal_unparsed() {
         // Nested deeper than the parser goes: had it been parsed, primary's body would be `json_too_deep`.
         let items: Vec<String> = (0..2_000).map(|i| (i * 7919 % 1000).to_string()).collect();

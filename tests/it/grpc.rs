@@ -826,10 +826,14 @@ async fn malformed_answers_and_unknown_methods_are_counted_skips_not_caller_erro
 
     // A method no schema has: the caller hears primary's UNIMPLEMENTED; the bodies are skipped, counted.
     caller.0.ready().await.unwrap();
+    let refund = GetOrderRequest {
+        id: "r-1".into(),
+        ..GetOrderRequest::default()
+    };
     let unknown = caller
         .0
         .unary::<_, Order, _>(
-            Request::new(GetOrderRequest::default()),
+            Request::new(refund.clone()),
             PathAndQuery::from_static("/shop.v1.Orders/Refund"),
             ProstCodec::default(),
         )
@@ -842,6 +846,16 @@ async fn malformed_answers_and_unknown_methods_are_counted_skips_not_caller_erro
         analysis.compared().expect("compared").body_skipped,
         [(Target::Primary, BodySkip::GrpcUnknownMethod)]
     );
+    // Primary refused the call without reading it; the shadows were still sent the whole request.
+    for shadow in [&secondary, &candidate] {
+        assert_eq!(
+            shadow.next_request().await.uri.path(),
+            "/shop.v1.Orders/GetOrder"
+        );
+        let sent = shadow.next_request().await;
+        assert_eq!(sent.uri.path(), "/shop.v1.Orders/Refund");
+        assert_eq!(&sent.body[..], &frame(&refund.encode_to_vec())[..]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
