@@ -471,6 +471,11 @@ async fn shadowed_run_against(
         .to_string();
     let page = crate::support::get_text(&app.admin_url(&format!("/exchanges/{id}"))).await;
     assert!(page.contains("Raw gRPC frames"), "{page}");
+    // The decoded messages side by side, as JSON trees with their fields by name.
+    assert!(
+        page.contains("servedAt") && page.contains("customer"),
+        "{page}"
+    );
     assert!(page.contains(&format!("/exchanges/{id}/frames/candidate")));
     assert!(!page.contains(&format!("/exchanges/{id}/frames/request")));
     let download = client()
