@@ -205,6 +205,15 @@ impl<T: Send + 'static> Handoff<T> {
         self.tx.as_ref().is_none_or(oneshot::Sender::is_closed)
     }
 
+    /// Ready once the receiving task has given up; registers the caller's waker until then (the receiving
+    /// task's side wakes it, never the other way round).
+    pub fn poll_closed(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self.tx.as_mut() {
+            Some(tx) => tx.poll_closed(cx),
+            None => std::task::Poll::Ready(()),
+        }
+    }
+
     pub fn send(mut self, value: T) {
         if let Some(tx) = self.tx.take()
             && !tx.is_closed()

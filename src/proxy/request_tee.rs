@@ -3,7 +3,7 @@
 //! holds the caller back, and one that would grow past `--max-body` or the memory budget is dropped.
 
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -135,7 +135,19 @@ impl Body for RequestTee {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let polled = ready!(Pin::new(&mut *inner).poll_frame(cx));
+        let polled = match Pin::new(&mut *inner).poll_frame(cx) {
+            Poll::Ready(polled) => polled,
+            Poll::Pending => {
+                // An open stream that waits: once the exchange has stopped waiting for the copy, it is let go
+                // now rather than at the next frame, which may be long in coming.
+                if let Some((_, report)) = this.copy.as_mut()
+                    && report.poll_closed(cx).is_ready()
+                {
+                    this.finish(false);
+                }
+                return Poll::Pending;
+            }
+        };
         let ended = inner.is_end_stream();
         match &polled {
             Some(Ok(frame)) => {

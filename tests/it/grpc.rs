@@ -732,6 +732,13 @@ async fn a_client_stream_longer_than_the_response_timeout_is_answered_and_left_u
             .contains(r#"shadowdiff_unshadowed_requests_total{reason="stream_too_long"} 1"#)
     })
     .await;
+    // And the copy is let go while the stream is still open and idle.
+    wait_for("the given-up copy to be let go", || async {
+        app.scrape()
+            .await
+            .contains(r#"shadowdiff_memory_bytes{stage="request"} 0"#)
+    })
+    .await;
     tx.send(Count { n: 5 }).await.unwrap();
     drop(tx);
     let total = call
