@@ -189,8 +189,9 @@ pub struct TeeBody {
 }
 
 impl TeeBody {
-    /// `headers` are the upstream's response headers as received (before hop-by-hop removal), for comparison;
-    /// `elapsed` is the time the head took; the copy's memory is charged to `charge`.
+    /// `headers` are the upstream's response headers as received (before hop-by-hop removal), for comparison,
+    /// with whether the caller reads trailers (HTTP/2); `elapsed` is the time the head took; the copy's memory
+    /// is charged to `charge`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         inner: Incoming,
@@ -198,13 +199,16 @@ impl TeeBody {
         charge: Charge,
         bodiless: bool,
         status: StatusCode,
-        headers: HeaderMap,
+        (headers, trailers_follow): (HeaderMap, bool),
         elapsed: Duration,
         report: Handoff<TeeReport>,
     ) -> Self {
         let announced = inner.size_hint().exact();
         // A body that cannot be there is announced as empty, whatever the headers say.
         let expected = if bodiless { Some(0) } else { announced };
+        // A gRPC answer to an HTTP/2 caller ends with its trailers (its status), after the announced length:
+        // the caller's connection reads on to them, so the body is complete only at its end.
+        let announced = announced.filter(|_| !(trailers_follow && crate::grpc::is_grpc(&headers)));
         Self {
             inner,
             state: Some(TeeState {

@@ -781,7 +781,7 @@ impl Proxy {
                     self.budget.empty(Stage::InFlight),
                     bodiless,
                     head.status,
-                    upstream_headers,
+                    (upstream_headers, forward.version == Version::HTTP_2),
                     elapsed,
                     report_tx,
                 );

@@ -758,22 +758,61 @@ fn frame(message: &[u8]) -> Vec<u8> {
 
 /// An HTTP/2 upstream that answers every call with `body` and an OK status in its trailers.
 async fn raw_grpc_upstream(body: Vec<u8>) -> Stub {
+    raw_grpc_upstream_with(body, false).await
+}
+
+/// As [`raw_grpc_upstream`], announcing the body's length first when `length` says so.
+async fn raw_grpc_upstream_with(body: Vec<u8>, length: bool) -> Stub {
     Stub::start_h2(move |_| {
         let body = Bytes::from(body.clone());
         async move {
             let mut trailers = http::HeaderMap::new();
             trailers.insert("grpc-status", "0".parse().unwrap());
+            let mut answer = http::Response::builder().header("content-type", "application/grpc");
+            if length {
+                answer = answer.header("content-length", body.len());
+            }
             let frames = futures_util::stream::iter([
                 Ok::<_, Infallible>(http_body::Frame::data(body)),
                 Ok(http_body::Frame::trailers(trailers)),
             ]);
-            http::Response::builder()
-                .header("content-type", "application/grpc")
+            answer
                 .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
                 .unwrap()
         }
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_a_length_keeps_the_status_its_trailers_carry() {
+    let order = Shop {
+        clock: 1_000,
+        candidate: false,
+    }
+    .order("o-1", 2);
+    let framed = frame(&order.encode_to_vec());
+    let upstreams = [
+        raw_grpc_upstream_with(framed.clone(), true).await,
+        raw_grpc_upstream_with(framed.clone(), true).await,
+        raw_grpc_upstream_with(framed, true).await,
+    ];
+    let mut app = TestApp::start_analysed(
+        &upstreams[0].url(),
+        &upstreams[1].url(),
+        &upstreams[2].url(),
+        |settings| grpc_settings(settings, GrpcSchemaSettings::default()),
+    )
+    .await;
+    let mut caller = Caller::connect(&app).await;
+    assert_eq!(caller.get_order("o-1").await.unwrap(), order);
+    let analysis = app.next_analysis().await;
+    let Ok(primary) = &analysis.exchange.primary.result else {
+        panic!("primary answered")
+    };
+    assert_eq!(primary.headers["grpc-status"], "0", "{:?}", primary.headers);
+    let compared = analysis.compared().unwrap();
+    assert!(compared.candidate.is_empty(), "{:?}", compared.candidate);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
