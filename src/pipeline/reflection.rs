@@ -26,6 +26,8 @@ const MAX_ANSWER: usize = 16 << 20;
 const MAX_IMPORT_ROUNDS: usize = 4;
 /// gRPC's UNIMPLEMENTED: the server has no such service (or no reflection).
 const UNIMPLEMENTED: u32 = 12;
+/// Asks that failed one after another before reflection is given up: each is waited for by the analysis.
+const MAX_FAILURES_IN_A_ROW: usize = 3;
 
 /// Asks primary for the schemas of the services its calls name, adding them to the analysis's schemas.
 pub struct SchemaReflection {
@@ -35,6 +37,8 @@ pub struct SchemaReflection {
     timeout: Duration,
     /// Services asked about already, answered or not: never asked twice.
     asked: HashSet<String>,
+    /// Asks that failed since the last that did not.
+    failures_in_a_row: usize,
 }
 
 /// Why one reflection call gave no files.
@@ -57,6 +61,7 @@ impl SchemaReflection {
             schemas,
             timeout,
             asked: HashSet::new(),
+            failures_in_a_row: 0,
         }
     }
 
@@ -70,6 +75,7 @@ impl SchemaReflection {
         };
         if self.asked.contains(service)
             || self.asked.len() >= MAX_SERVICES
+            || self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW
             || self.schemas.has_service(service)
         {
             return;
@@ -89,11 +95,23 @@ impl SchemaReflection {
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         };
         match learned {
-            Ok(()) => tracing::info!(%service, "learned a gRPC schema from primary's reflection"),
-            Err(error) => tracing::warn!(
-                %service, %error,
-                "primary's reflection did not give the service's schema; its calls are compared by field number"
-            ),
+            Ok(()) => {
+                self.failures_in_a_row = 0;
+                tracing::info!(%service, "learned a gRPC schema from primary's reflection");
+            }
+            Err(error) => {
+                self.failures_in_a_row += 1;
+                tracing::warn!(
+                    %service, %error,
+                    "primary's reflection did not give the service's schema; its calls are compared by field number"
+                );
+                if self.failures_in_a_row == MAX_FAILURES_IN_A_ROW {
+                    // The analysis waits for each ask: a primary that cannot say is not asked again.
+                    tracing::warn!(
+                        "primary's reflection failed {MAX_FAILURES_IN_A_ROW} times in a row; no more services are asked about until restart"
+                    );
+                }
+            }
         }
     }
 

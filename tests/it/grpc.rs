@@ -785,6 +785,63 @@ async fn raw_grpc_upstream_with(body: Vec<u8>, length: bool) -> Stub {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_whose_reflection_fails_is_asked_three_times_in_a_row_at_most() {
+    // Every call is answered OK with one empty message; the reflection service fails (INTERNAL).
+    let failing = || {
+        Stub::start_h2(|seen| async move {
+            let mut trailers = http::HeaderMap::new();
+            let reflection = seen.uri.path().starts_with("/grpc.reflection.");
+            trailers.insert(
+                "grpc-status",
+                if reflection { "13" } else { "0" }.parse().unwrap(),
+            );
+            let body = if reflection { Vec::new() } else { frame(&[]) };
+            let frames = futures_util::stream::iter([
+                Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(body))),
+                Ok(http_body::Frame::trailers(trailers)),
+            ]);
+            http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+                .unwrap()
+        })
+    };
+    let (primary, secondary, candidate) = (failing().await, failing().await, failing().await);
+    let mut app = TestApp::start_analysed(
+        &primary.url(),
+        &secondary.url(),
+        &candidate.url(),
+        |settings| {
+            grpc_settings(
+                settings,
+                GrpcSchemaSettings {
+                    reflection: true,
+                    ..GrpcSchemaSettings::default()
+                },
+            )
+        },
+    )
+    .await;
+    let mut caller = Caller::connect(&app).await;
+    for n in 0..5 {
+        caller.0.ready().await.unwrap();
+        let path = format!("/svc{n}.Things/Get");
+        caller
+            .0
+            .unary::<_, Count, _>(
+                Request::new(Count { n }),
+                PathAndQuery::try_from(path).unwrap(),
+                ProstCodec::default(),
+            )
+            .await
+            .expect("answered");
+        app.next_analysis().await;
+    }
+    // Five calls, and one ask (failing) about each of the first three services: then no more.
+    assert_eq!(primary.hits(), 5 + 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_with_a_length_keeps_the_status_its_trailers_carry() {
     let order = Shop {
         clock: 1_000,
