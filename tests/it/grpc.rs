@@ -32,7 +32,7 @@ use tower::service_fn;
 use crate::replay::{endpoint, gate_json, regressions};
 use crate::support::db::TestDb;
 use crate::support::process::run_command;
-use crate::support::stub::Stub;
+use crate::support::stub::{Stub, StubBody};
 use crate::support::{TestApp, client, patience, temp_database, wait_for};
 
 const SHOP_PROTO: &str = r#"
@@ -765,23 +765,27 @@ async fn raw_grpc_upstream(body: Vec<u8>) -> Stub {
 async fn raw_grpc_upstream_with(body: Vec<u8>, length: bool) -> Stub {
     Stub::start_h2(move |_| {
         let body = Bytes::from(body.clone());
-        async move {
-            let mut trailers = http::HeaderMap::new();
-            trailers.insert("grpc-status", "0".parse().unwrap());
-            let mut answer = http::Response::builder().header("content-type", "application/grpc");
-            if length {
-                answer = answer.header("content-length", body.len());
-            }
-            let frames = futures_util::stream::iter([
-                Ok::<_, Infallible>(http_body::Frame::data(body)),
-                Ok(http_body::Frame::trailers(trailers)),
-            ]);
-            answer
-                .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
-                .unwrap()
-        }
+        async move { grpc_answer(body, "0", length) }
     })
     .await
+}
+
+/// A gRPC answer as a server writes it: `body` (its length announced when `length` says so), then `status`
+/// in the trailers.
+fn grpc_answer(body: Bytes, status: &str, length: bool) -> http::Response<StubBody> {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", status.parse().unwrap());
+    let mut answer = http::Response::builder().header("content-type", "application/grpc");
+    if length {
+        answer = answer.header("content-length", body.len());
+    }
+    let frames = futures_util::stream::iter([
+        Ok::<_, Infallible>(http_body::Frame::data(body)),
+        Ok(http_body::Frame::trailers(trailers)),
+    ]);
+    answer
+        .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -789,21 +793,11 @@ async fn a_primary_whose_reflection_fails_is_asked_three_times_in_a_row_at_most(
     // Every call is answered OK with one empty message; the reflection service fails (INTERNAL).
     let failing = || {
         Stub::start_h2(|seen| async move {
-            let mut trailers = http::HeaderMap::new();
-            let reflection = seen.uri.path().starts_with("/grpc.reflection.");
-            trailers.insert(
-                "grpc-status",
-                if reflection { "13" } else { "0" }.parse().unwrap(),
-            );
-            let body = if reflection { Vec::new() } else { frame(&[]) };
-            let frames = futures_util::stream::iter([
-                Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(body))),
-                Ok(http_body::Frame::trailers(trailers)),
-            ]);
-            http::Response::builder()
-                .header("content-type", "application/grpc")
-                .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
-                .unwrap()
+            if seen.uri.path().starts_with("/grpc.reflection.") {
+                grpc_answer(Bytes::new(), "13", false)
+            } else {
+                grpc_answer(Bytes::from(frame(&[])), "0", false)
+            }
         })
     };
     let (primary, secondary, candidate) = (failing().await, failing().await, failing().await);
