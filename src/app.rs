@@ -510,6 +510,7 @@ impl Application {
                     recorder::BodyFormats {
                         max_decoded_body: self.analyzer.config().max_decoded_body,
                         grpc: self.analyzer.config().grpc.clone(),
+                        warned_no_schema: false,
                     },
                     self.metrics.clone(),
                     stop_analysis.clone(),

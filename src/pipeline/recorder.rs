@@ -48,6 +48,8 @@ pub struct BodyFormats {
     pub max_decoded_body: usize,
     /// The schemas gRPC calls' secret fields are found by.
     pub grpc: Schemas,
+    /// Whether a gRPC call without a schema was said to be recorded unsearched.
+    pub warned_no_schema: bool,
 }
 
 /// Writes recordings until `stop` is cancelled and the queue is drained. Lines are flushed whenever the queue
@@ -57,14 +59,14 @@ pub async fn run(
     mut file: BufWriter<tokio::fs::File>,
     rx: mpsc::Receiver<Recording>,
     redactor: Redactor,
-    formats: BodyFormats,
+    mut formats: BodyFormats,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     let mut recordings = Draining::new(rx, stop);
     let mut failing = false;
     while let Some(recording) = recordings.next().await {
-        let mut line = jsonl::line(&redacted(recording, &redactor, &formats));
+        let mut line = jsonl::line(&redacted(recording, &redactor, &mut formats));
         line.push('\n');
         let mut written = file.write_all(line.as_bytes()).await;
         if written.is_ok() && recordings.is_empty() {
@@ -90,7 +92,11 @@ pub async fn run(
 
 /// The request as it goes into the file: secret headers and JSON fields replaced by their keyed hash. A body
 /// under a Content-Encoding is stored decoded (and the header dropped) when fields must be redacted in it.
-fn redacted(recording: Recording, redactor: &Redactor, formats: &BodyFormats) -> TrafficRequest {
+fn redacted(
+    recording: Recording,
+    redactor: &Redactor,
+    formats: &mut BodyFormats,
+) -> TrafficRequest {
     let max_decoded_body = formats.max_decoded_body;
     let Recording {
         time,
@@ -120,6 +126,16 @@ fn redacted(recording: Recording, redactor: &Redactor, formats: &BodyFormats) ->
             (max_decoded_body, &mut charge),
         ) {
             GrpcRedaction::Unchanged => {}
+            GrpcRedaction::NoSchema => {
+                if !formats.warned_no_schema {
+                    formats.warned_no_schema = true;
+                    tracing::warn!(
+                        path = uri.path(),
+                        "a gRPC call is recorded as it came: no schema names its fields, so its secret fields \
+                         cannot be found (give --grpc-proto or --grpc-descriptor-set); said once"
+                    );
+                }
+            }
             GrpcRedaction::Redacted(clean) => body = clean.into(),
             GrpcRedaction::Unreadable => body = bytes::Bytes::from_static(UNDECODABLE),
         }
@@ -220,7 +236,7 @@ mod tests {
                 br#"{"user":"ada","password":"hunter2"}"#,
             ),
             &redactor,
-            &BodyFormats {
+            &mut BodyFormats {
                 max_decoded_body: 1 << 20,
                 ..BodyFormats::default()
             },
@@ -249,7 +265,7 @@ mod tests {
                 &gzipped,
             ),
             &redactor,
-            &BodyFormats {
+            &mut BodyFormats {
                 max_decoded_body: 1 << 20,
                 ..BodyFormats::default()
             },

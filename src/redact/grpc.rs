@@ -18,8 +18,10 @@ const MAX_DEPTH: usize = 64;
 /// What redacting a call's body gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum GrpcRedaction {
-    /// Nothing secret in it (or no schema to find secrets by name): kept as it is.
+    /// Nothing secret in it: kept as it is.
     Unchanged,
+    /// No schema has its method, so its fields have numbers, not names: kept as it is, unsearched.
+    NoSchema,
     /// The body framed again, uncompressed, with its secret fields replaced.
     Redacted(Vec<u8>),
     /// Its frames or messages could not be read, so its secrets cannot be found: not to be kept.
@@ -41,8 +43,7 @@ impl Redactor {
             return GrpcRedaction::Unchanged;
         }
         let Some(method) = schemas.method(path) else {
-            // Without a schema the fields have numbers, not names.
-            return GrpcRedaction::Unchanged;
+            return GrpcRedaction::NoSchema;
         };
         let descriptor = match direction {
             Direction::Request => method.input,
