@@ -286,4 +286,12 @@ impl Exchange {
             Target::Candidate => &self.candidate,
         }
     }
+
+    pub fn outcome_mut(&mut self, target: Target) -> &mut Outcome {
+        match target {
+            Target::Primary => &mut self.primary,
+            Target::Secondary => &mut self.secondary,
+            Target::Candidate => &mut self.candidate,
+        }
+    }
 }

@@ -10,13 +10,10 @@ use crate::analysis::BodySkip;
 use crate::analysis::decode::media_type;
 use crate::budget::Charge;
 use crate::exchange::{CapturedBody, Exchange, Target};
-use crate::grpc::decode::{Direction, messages_json};
+use crate::grpc::decode::{Direction, charge_decoding, messages_json};
 use crate::grpc::frame::{self, FrameError};
 use crate::grpc::schema::Schemas;
 use crate::grpc::status::Status;
-
-/// Bytes held while messages are decoded, per byte of them on the wire.
-pub const DECODE_FACTOR: usize = 64;
 
 /// Why each side's body (by [`Target::index`]) was left undecoded, if it was.
 pub type Undecoded = [Option<BodySkip>; 3];
@@ -64,12 +61,7 @@ pub fn decode_exchange(
         raw.request = Some(std::mem::replace(&mut request.body, decoded));
     }
     for target in Target::ALL {
-        let outcome = match target {
-            Target::Primary => &mut exchange.primary,
-            Target::Secondary => &mut exchange.secondary,
-            Target::Candidate => &mut exchange.candidate,
-        };
-        let Ok(response) = &mut outcome.result else {
+        let Ok(response) = &mut exchange.outcome_mut(target).result else {
             continue;
         };
         // A trailers-only answer (an error status) is an empty array: no messages.
@@ -117,13 +109,9 @@ fn decode_body(
         FrameError::TooLarge { .. } => BodySkip::DecodedTooLarge,
         other => malformed(other.to_string()),
     })?;
-    // Decoded messages and their JSON trees hold many times the wire bytes (a packed number, one byte on the
-    // wire, is a tree node of tens of bytes): charged at that worst case while they are built.
-    let held = scratch.bytes();
-    let wire: usize = messages.iter().map(Vec::len).sum();
-    if !scratch.try_grow(wire.saturating_mul(DECODE_FACTOR)) {
+    let Some(held) = charge_decoding(&messages, scratch) else {
         return Err(BodySkip::MemoryBudget);
-    }
+    };
     let json = messages_json(schemas, path, direction, &messages);
     drop(messages);
     let bytes = json

@@ -9,8 +9,23 @@ use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions, Value as Field};
 use serde_json::{Map, Value};
 
+use crate::budget::Charge;
 use crate::grpc::frame;
 use crate::grpc::schema::Schemas;
+
+/// Bytes a decoded message and its JSON tree may hold per byte of it on the wire (a packed number, one byte on
+/// the wire, is a tree node of tens of bytes): the worst case decoding is charged at.
+const DECODE_FACTOR: usize = 64;
+
+/// Charges decoding `messages` to `charge` at that worst case, before it starts; `None` when the budget cannot
+/// hold it. Gives the charge's size before, to shrink back to once decoding is done.
+pub fn charge_decoding(messages: &[Vec<u8>], charge: &mut Charge) -> Option<usize> {
+    let held = charge.bytes();
+    let wire: usize = messages.iter().map(Vec::len).sum();
+    charge
+        .try_grow(wire.saturating_mul(DECODE_FACTOR))
+        .then_some(held)
+}
 
 /// Nesting read at most in schema-less messages (a message in a message in ...).
 const MAX_DEPTH: usize = 32;

@@ -419,10 +419,14 @@ impl Proxy {
             self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
             return uri_too_long();
         };
-        if self.responder.is_some() && grpc_call {
+        if let Some(responder) = self.responder
+            && grpc_call
+        {
             // A gRPC call's messages go to the responder as they come: a bidirectional stream sends its next
             // message only once it has read an answer.
-            return self.fan_out_streaming(parts, forward, body).await;
+            return self
+                .fan_out_streaming(responder, parts, forward, body)
+                .await;
         }
         let mut charge = self.budget.empty(Stage::Request);
         let read = request_body::read_capped(body, self.max_body, &mut charge);
@@ -647,6 +651,7 @@ impl Proxy {
     /// `--max-body` or the budget, counted).
     async fn fan_out_streaming(
         self: Arc<Self>,
+        target: Target,
         parts: http::request::Parts,
         forward: Forward,
         body: Incoming,
@@ -672,9 +677,6 @@ impl Proxy {
         );
         self.lane.spawn(background.instrument(span));
 
-        let Some(target) = self.responder else {
-            return empty_ok();
-        };
         let (ended_tx, ended) = oneshot::channel();
         let tee = RequestTee::new(
             body,
@@ -706,10 +708,7 @@ impl Proxy {
             // Ended, or the body was dropped (an error then comes from the send itself).
             _ = ended => {}
         }
-        match tokio::time::timeout(self.response_timeout, send).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
-        }
+        self.within_response_timeout(send).await
     }
 
     /// Waits for the copy of a streamed request body, then completes the exchange with it; without a usable
@@ -835,9 +834,16 @@ impl Proxy {
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let clients = of_thread(&self.clients, crate::proxy::callers::current_thread_index());
-        match tokio::time::timeout(self.response_timeout, clients[target.index()].send(request))
+        self.within_response_timeout(clients[target.index()].send(request))
             .await
-        {
+    }
+
+    /// The responder's head, or a timeout past `--response-timeout`.
+    async fn within_response_timeout(
+        &self,
+        send: impl Future<Output = Result<Response<Incoming>, UpstreamError>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, send).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
         }

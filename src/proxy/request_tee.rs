@@ -31,6 +31,17 @@ pub enum RequestCopy {
     Unreadable,
 }
 
+impl RequestCopy {
+    /// What a capture kept of a body that was read to its end.
+    fn of(capture: BodyCapture) -> Self {
+        match capture.finish() {
+            (CapturedBody::Complete(bytes), charge) => Self::Complete(bytes, charge),
+            (CapturedBody::TooLarge { .. }, _) => Self::TooLarge,
+            (CapturedBody::OverBudget, _) => Self::OverBudget,
+        }
+    }
+}
+
 /// The caller's body on its way to the answering upstream, every frame passed through as it comes.
 pub struct RequestTee {
     /// Taken by [`Drop`] when the rest of the body is still to be read for the copy.
@@ -102,12 +113,7 @@ impl RequestTee {
             report.send(RequestCopy::Unreadable);
             return;
         }
-        let copy = match capture.finish() {
-            (CapturedBody::Complete(bytes), charge) => RequestCopy::Complete(bytes, charge),
-            (CapturedBody::TooLarge { .. }, _) => RequestCopy::TooLarge,
-            (CapturedBody::OverBudget, _) => RequestCopy::OverBudget,
-        };
-        report.send(copy);
+        report.send(RequestCopy::of(capture));
     }
 
     /// A copy that stopped keeping the body is of no use to the shadows: they are told at once, rather than
@@ -224,13 +230,8 @@ async fn read_the_rest(
         }
         Ok::<(), ()>(())
     };
-    let read = tokio::time::timeout(deadline, read).await;
-    let copy = match (read, capture.finish()) {
-        (Ok(Ok(())), (CapturedBody::Complete(bytes), charge)) => {
-            RequestCopy::Complete(bytes, charge)
-        }
-        (Ok(Ok(())), (CapturedBody::TooLarge { .. }, _)) => RequestCopy::TooLarge,
-        (Ok(Ok(())), (CapturedBody::OverBudget, _)) => RequestCopy::OverBudget,
+    let copy = match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(())) => RequestCopy::of(capture),
         _ => RequestCopy::Unreadable,
     };
     report.send(copy);

@@ -4,10 +4,9 @@
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value as Field};
 
-use crate::analysis::grpc::DECODE_FACTOR;
 use crate::budget::Charge;
 
-use crate::grpc::decode::Direction;
+use crate::grpc::decode::{Direction, charge_decoding};
 use crate::grpc::frame;
 use crate::grpc::schema::Schemas;
 use crate::redact::Redactor;
@@ -52,13 +51,10 @@ impl Redactor {
         let Ok(messages) = frame::split(body, encoding, max_decoded) else {
             return GrpcRedaction::Unreadable;
         };
-        // A decoded message holds many times its wire bytes: charged at the worst case while it is worked on,
-        // and not recorded when the budget cannot hold that.
-        let held = charge.bytes();
-        let wire: usize = messages.iter().map(Vec::len).sum();
-        if !charge.try_grow(wire.saturating_mul(DECODE_FACTOR)) {
+        // Not recorded when the budget cannot hold decoding it.
+        let Some(held) = charge_decoding(&messages, charge) else {
             return GrpcRedaction::Unreadable;
-        }
+        };
         let redaction = self.redact_messages(&descriptor, messages, body.len());
         charge.shrink_to(held);
         redaction
