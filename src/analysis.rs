@@ -45,8 +45,8 @@ pub struct AnalysisConfig {
     /// Time allowed for one text line diff before it falls back to coarser regions.
     pub text_timeout: Duration,
     pub rules: RuleSet,
-    /// The gRPC schemas calls are decoded by (`--grpc-descriptor-set`, `--grpc-proto`); empty decodes messages
-    /// by field number.
+    /// The gRPC schemas calls are decoded by (`--grpc-descriptor-set`, `--grpc-proto`, and what reflection
+    /// learns); a method none has is decoded by field number, or skipped when schemas were given at start.
     pub grpc: Schemas,
 }
 
@@ -516,8 +516,8 @@ impl Analyzer {
         };
         if grpc.is_some() {
             // The call's outcome is its gRPC status (a failed call is still HTTP 200); the HTTP status stands
-            // in when an answer carries none (a proxy's 502).
-            // A body not kept whole was not read to its trailers: its status is unknown, not HTTP's.
+            // in when a whole answer carries none (a proxy's 502). A body not kept whole was not read to its
+            // trailers: its status is unknown, and not compared.
             let status = |response: &UpstreamResponse| match grpc::status_name(&response.headers) {
                 Some(name) => Some(name),
                 None if matches!(response.body, CapturedBody::Complete(_)) => {
