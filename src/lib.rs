@@ -10,6 +10,7 @@ pub mod demo;
 pub mod encoding;
 pub mod endpoint;
 pub mod exchange;
+pub mod features;
 pub mod gate;
 pub mod grpc;
 pub mod identifier;

@@ -160,7 +160,8 @@ impl Redactor {
         !self.json_fields.is_empty() && self.json_fields.contains(&normalise(key))
     }
 
-    fn is_secret_param(&self, name: &str) -> bool {
+    /// Whether a query parameter (its name percent-encoded as it came) holds a secret.
+    pub fn is_secret_query_param(&self, name: &str) -> bool {
         self.query_params
             .contains(&normalise(&percent_decode(name)))
     }
@@ -200,7 +201,7 @@ impl Redactor {
             Some((query, fragment)) => (query, Some(fragment)),
             None => (rest, None),
         };
-        match self.pairs(query, |name| self.is_secret_param(name)) {
+        match self.pairs(query, |name| self.is_secret_query_param(name)) {
             Cow::Borrowed(_) => Cow::Borrowed(uri),
             Cow::Owned(query) => {
                 let mut redacted = format!("{base}?{query}");

@@ -1,19 +1,26 @@
 //! The read side, between the store and its readers (pages, JSON API, gate, replay's summary): a run found by
 //! label, the rules in force merged (file and stored), its counts judged, and minute-by-minute timelines. The
-//! store only returns counts; every rate of a report is worked out here and in `analysis::aggregate`.
+//! store only returns counts; every rate of a report is worked out here and in `analysis::aggregate`. The
+//! failing places grouped into changes (`changes`), with the request features that predict each
+//! (`predictors`).
 
-use std::collections::BTreeSet;
+pub mod change_text;
+pub mod changes;
+pub mod predictors;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::analysis::aggregate::{
-    self, EndpointCounts, EndpointReport, PlaceVerdict, TargetLatency, VerdictSettings,
+    self, EndpointCounts, EndpointReport, PlaceVerdict, Tally, TargetLatency, VerdictSettings,
 };
 use crate::analysis::diff::DiffKind;
 use crate::analysis::latency::Latencies;
 use crate::analysis::rules::RuleSet;
 use crate::exchange::Target;
+use crate::report::changes::{Change, EndpointInput};
 use crate::store::queries::TimeRange;
 use crate::store::{RunInfo, Store, StoreError};
 
@@ -45,11 +52,13 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "aggregate::is_zero")]
     pub redacted_requests: u64,
     pub endpoints: Vec<EndpointReport>,
+    /// The failing places grouped by cause, most failing requests first (predictors only where asked for).
+    pub changes: Vec<Change>,
 }
 
 impl RunReport {
     /// The totals over `endpoints`, which are sorted worst first (by diff rate, then requests, then name).
-    pub fn new(run: RunInfo, mut endpoints: Vec<EndpointReport>) -> Self {
+    pub fn new(run: RunInfo, mut endpoints: Vec<EndpointReport>, changes: Vec<Change>) -> Self {
         endpoints.sort_by(|a, b| {
             b.diff_rate
                 .total_cmp(&a.diff_rate)
@@ -67,6 +76,7 @@ impl RunReport {
             noise_rate: aggregate::rate(noisy, requests),
             redacted_requests,
             endpoints,
+            changes,
         }
     }
 }
@@ -138,15 +148,58 @@ impl Reports {
         Ok(self.judge(run, range).await?)
     }
 
+    /// The run with this label judged over `range`, its changes with their predictors.
+    pub async fn explained(&self, label: &str, range: TimeRange) -> Result<RunReport, ReportError> {
+        let run = self.run(label).await?;
+        let (mut report, counts) = self.judge_counts(run, range).await?;
+        let wanted: BTreeSet<String> = report
+            .changes
+            .iter()
+            .filter(|change| !change.is_latency())
+            .flat_map(|change| change.endpoints.iter().cloned())
+            .collect();
+        if !wanted.is_empty() {
+            let sketches = self.store.feature_sketches(report.run.id, &wanted).await?;
+            let tallies: BTreeMap<String, Tally> = counts
+                .into_iter()
+                .filter(|(endpoint, _)| wanted.contains(endpoint))
+                .map(|(endpoint, counts)| (endpoint, counts.tally))
+                .collect();
+            predictors::fill(&mut report.changes, &tallies, &sketches);
+        }
+        Ok(report)
+    }
+
     /// A run judged over `range`.
     pub async fn judge(&self, run: RunInfo, range: TimeRange) -> Result<RunReport, StoreError> {
+        Ok(self.judge_counts(run, range).await?.0)
+    }
+
+    /// A run judged over `range`, with the counts it was judged from.
+    async fn judge_counts(
+        &self,
+        run: RunInfo,
+        range: TimeRange,
+    ) -> Result<(RunReport, BTreeMap<String, EndpointCounts>), StoreError> {
         let rules = self.rules().await?;
         let counts = self.store.endpoint_counts(run.id, range).await?;
-        let endpoints = counts
+        let endpoints: Vec<EndpointReport> = counts
             .iter()
             .map(|(endpoint, counts)| aggregate::report(endpoint, counts, &self.verdicts, &rules))
             .collect();
-        Ok(RunReport::new(run, endpoints))
+        let inputs: Vec<EndpointInput<'_>> = endpoints
+            .iter()
+            .filter_map(|report| {
+                let counts = counts.get(&report.endpoint)?;
+                Some(EndpointInput {
+                    report,
+                    tally: &counts.tally,
+                    shapes: &counts.shapes,
+                })
+            })
+            .collect();
+        let changes = changes::group(&inputs);
+        Ok((RunReport::new(run, endpoints, changes), counts))
     }
 
     /// One endpoint of a run over `range`: every place judged, and its report.

@@ -10,6 +10,7 @@ pub mod rows;
 pub mod runs;
 pub mod sample;
 pub mod sampler;
+pub mod sketches;
 pub mod write;
 pub mod writer;
 

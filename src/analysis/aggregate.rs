@@ -176,6 +176,9 @@ pub struct EndpointCounts {
     pub latency: Latencies,
     /// An exchange showing each candidate difference, uncancelled where one was seen.
     pub samples: BTreeMap<PathKey, (Uuid, bool)>,
+    /// The shape most of the candidate's changes at a place take (`number → string`, `200 → 404`), where
+    /// one does; read from the store's sketches.
+    pub shapes: BTreeMap<PathKey, String>,
 }
 
 impl EndpointCounts {
@@ -213,8 +216,16 @@ impl EndpointCounts {
                 *mine = *sample;
             }
         }
+        for (key, shape) in &other.shapes {
+            self.shapes
+                .entry(key.clone())
+                .or_insert_with(|| shape.clone());
+        }
     }
 }
+
+/// The place of a latency regression, whose kind is [`DiffKind::Slower`].
+pub const LATENCY_PATH: &str = "latency";
 
 /// How counts become verdicts.
 #[derive(Clone, Debug)]
@@ -465,6 +476,29 @@ pub fn report(
             .then_with(|| a.kind.cmp(&b.kind))
     });
     noise.sort_by(|a, b| b.noise.cmp(&a.noise).then_with(|| a.path.cmp(&b.path)));
+    let mut latency_regression = counts.latency.regression(settings.latency_factor);
+    // A slower candidate is accepted like any place: the rule names the path `latency` and the kind `slower`.
+    if latency_regression
+        && let Some(rule) = rules.for_endpoint(endpoint).accepting(
+            LATENCY_PATH,
+            DiffKind::Slower,
+            Some(Compat::Changed),
+        )
+    {
+        latency_regression = false;
+        accepted.push(AcceptedReport {
+            place: RegressionReport {
+                path: LATENCY_PATH.to_string(),
+                kind: DiffKind::Slower,
+                compat: Compat::Changed,
+                raw: 0,
+                noise: 0,
+                rate: 0.0,
+                sample: None,
+            },
+            note: rule.spec.note.clone(),
+        });
+    }
     accepted.sort_by(|a, b| {
         (a.place.path.as_str(), a.place.kind).cmp(&(b.place.path.as_str(), b.place.kind))
     });
@@ -480,7 +514,7 @@ pub fn report(
             secondary: counts.latency.summary(Target::Secondary),
             candidate: counts.latency.summary(Target::Candidate),
         },
-        latency_regression: counts.latency.regression(settings.latency_factor),
+        latency_regression,
         regressions,
         accepted,
         noise,

@@ -45,7 +45,7 @@ impl Compat {
         match kind {
             DiffKind::Missing | DiffKind::TypeChanged => Compat::Breaking,
             DiffKind::Extra => Compat::Additive,
-            DiffKind::ArrayLength | DiffKind::ArrayOrder => Compat::Changed,
+            DiffKind::ArrayLength | DiffKind::ArrayOrder | DiffKind::Slower => Compat::Changed,
             DiffKind::ValueChanged => match path {
                 // No response where primary answered (or the other way round).
                 "error" => Compat::Breaking,

@@ -674,7 +674,7 @@ pub fn as_patch(changes: &[JsonChange<'_>], prefix: &str) -> Vec<PatchOperation>
                     path,
                     value: change.right?.to_value(),
                 })),
-                DiffKind::ArrayLength => None,
+                DiffKind::ArrayLength | DiffKind::Slower => None,
             }
         })
         .collect()

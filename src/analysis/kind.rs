@@ -20,16 +20,20 @@ pub enum DiffKind {
     ArrayLength,
     /// The same elements in another order.
     ArrayOrder,
+    /// The candidate answers slower (a latency regression): the kind of the place `latency`, which the
+    /// verdicts name and accept rules match; no comparison of bodies emits it.
+    Slower,
 }
 
 impl DiffKind {
-    pub const ALL: [DiffKind; 6] = [
+    pub const ALL: [DiffKind; 7] = [
         DiffKind::ValueChanged,
         DiffKind::TypeChanged,
         DiffKind::Missing,
         DiffKind::Extra,
         DiffKind::ArrayLength,
         DiffKind::ArrayOrder,
+        DiffKind::Slower,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +44,7 @@ impl DiffKind {
             DiffKind::Extra => "extra",
             DiffKind::ArrayLength => "array_length",
             DiffKind::ArrayOrder => "array_order",
+            DiffKind::Slower => "slower",
         }
     }
 

@@ -69,6 +69,38 @@ impl UnstoredReason {
     }
 }
 
+/// Why request features were not counted (the request itself is).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FeaturesDropped {
+    /// Past the per-request caps (query parameters, headers, body fields, path parameters).
+    RequestCap,
+    /// The request's signature was not sketched: its endpoint, or the writer, had as many as it may.
+    SketchesFull,
+    /// Holding them would have gone over `--memory-budget`.
+    MemoryBudget,
+}
+
+impl FeaturesDropped {
+    pub const ALL: [FeaturesDropped; 3] = [
+        FeaturesDropped::RequestCap,
+        FeaturesDropped::SketchesFull,
+        FeaturesDropped::MemoryBudget,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeaturesDropped::RequestCap => "request_cap",
+            FeaturesDropped::SketchesFull => "sketches_full",
+            FeaturesDropped::MemoryBudget => "memory_budget",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
@@ -90,6 +122,7 @@ pub struct StoreMetrics {
     writes: Family<ResultLabel, Counter>,
     dropped: Family<WhatReasonLabels, Counter>,
     rejected: Family<TableLabel, Counter>,
+    features_dropped: Family<ReasonLabel, Counter>,
     pending: Gauge,
     up: Gauge,
     stored: Counter,
@@ -126,6 +159,19 @@ impl StoreMetrics {
             "Rows the database refused for good (left out of their batch, which was written without them)",
             rejected.clone(),
         );
+        let features_dropped: Family<ReasonLabel, Counter> = Family::default();
+        registry.register(
+            "features_dropped",
+            "Request features not counted for predictors (the requests are): request_cap (past the per-request \
+             caps on query parameters, headers, body fields), sketches_full (the signature's features were not \
+             sketched: its endpoint had as many as it may), memory_budget (the requests were counted without them)",
+            features_dropped.clone(),
+        );
+        for reason in FeaturesDropped::ALL {
+            let _ = features_dropped.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
         let up = Gauge::default();
         up.set(1);
         registry.register(
@@ -149,6 +195,7 @@ impl StoreMetrics {
             writes,
             dropped,
             rejected,
+            features_dropped,
             pending,
             up,
             stored,
@@ -175,6 +222,23 @@ impl StoreMetrics {
         self.rejected
             .get_or_create(&TableLabel { table })
             .inc_by(rows);
+    }
+
+    /// Request features not counted, for `reason`.
+    pub fn features_dropped(&self, reason: FeaturesDropped, count: u64) {
+        self.features_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc_by(count);
+    }
+
+    pub fn features_dropped_count(&self, reason: FeaturesDropped) -> u64 {
+        self.features_dropped
+            .get(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .map_or(0, |counter| counter.get())
     }
 
     /// Compared exchanges of a batch the store took.

@@ -7,14 +7,17 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row};
 
+use crate::analysis::PathKey;
 use crate::analysis::aggregate::EndpointCounts;
 use crate::analysis::compat::Compat;
 use crate::analysis::diff::DiffKind;
 use crate::analysis::latency;
 use crate::analysis::rules::{ActionKind, Rule, RuleSet, RuleSpec};
 use crate::endpoint::cluster::TemplateSet;
+use crate::features::topk::TopK;
 use crate::store::rows::{apply_counter, parse_signature, parse_target};
 use crate::store::sample::SampleDocument;
+use crate::store::sketches::{MAX_SHAPES, RunSketch, SHAPES_LIKE, dominant, parse_shapes_item};
 use crate::store::{Pool, RunInfo, Store, StoreError, on_pool};
 
 /// A span of time, in unix minutes, both ends included; `None` ends are open.
@@ -135,6 +138,7 @@ impl Store {
             std::borrow::Cow::Owned(renamed) => renamed,
         };
         let mut endpoints: BTreeMap<String, EndpointCounts> = BTreeMap::new();
+        let mut shapes: BTreeMap<(String, PathKey), TopK<()>> = BTreeMap::new();
         let postgres = self.backend() == crate::store::Backend::Postgres;
         on_pool!(self, pool => {
             // One snapshot for every table: a batch committed between two reads would otherwise count its
@@ -214,9 +218,25 @@ impl Store {
                     counts.samples.entry((row.try_get("path")?, kind)).or_insert((id, true));
                 }
             }
+
+            // Shapes are kept for the whole run: every writer's, merged, then the one most changes take.
+            let mut shape_rows = QueryBuilder::new("SELECT endpoint, item, sketch FROM run_sketches WHERE run_id = ");
+            shape_rows.push_bind(run_id).push(" AND item LIKE ").push_bind(SHAPES_LIKE);
+            for row in shape_rows.build().fetch_all(&mut *tx).await? {
+                let endpoint = name(row.try_get("endpoint")?);
+                let item: String = row.try_get("item")?;
+                let Some(place) = parse_shapes_item(&item) else { continue };
+                let Some(RunSketch::Shapes(found)) = RunSketch::decode(&item, &row.try_get::<String, _>("sketch")?) else { continue };
+                shapes.entry((endpoint, place)).or_default().merge(&found, MAX_SHAPES);
+            }
             tx.commit().await?;
             Ok::<(), StoreError>(())
         })?;
+        for ((endpoint, place), found) in shapes {
+            if let (Some(counts), Some(shape)) = (endpoints.get_mut(&endpoint), dominant(&found)) {
+                counts.shapes.insert(place, shape);
+            }
+        }
         Ok(endpoints)
     }
 

@@ -12,6 +12,7 @@ use crate::analysis::latency::{self, Latencies};
 use crate::endpoint::cluster::LearnedTemplate;
 use crate::exchange::Target;
 use crate::store::rows::{clean_path, clean_text, counter_rows, parse_target, signature_row};
+use crate::store::sketches::{RunSketch, SketchRow};
 use crate::store::{Pool, SampleRow, Store, StoreError, on_pool};
 
 /// Rows per multi-row statement, well under both databases' limits on bound parameters.
@@ -39,6 +40,8 @@ pub struct FlushBatch {
     pub samples: Vec<SampleRow>,
     pub unsampled: Vec<Unsampled>,
     pub templates: Vec<LearnedTemplate>,
+    /// Feature and shape sketches since the last flush, to be merged into this writer's stored ones.
+    pub sketches: Vec<SketchRow>,
 }
 
 impl FlushBatch {
@@ -48,6 +51,7 @@ impl FlushBatch {
             && self.samples.is_empty()
             && self.unsampled.is_empty()
             && self.templates.is_empty()
+            && self.sketches.is_empty()
     }
 
     /// Requests the batch counts (what is lost if it cannot be written).
@@ -281,6 +285,49 @@ impl Store {
                 query.push(
                     " ON CONFLICT (run_id, endpoint, bucket, target, writer) DO UPDATE SET histogram = excluded.histogram",
                 );
+                query
+            });
+
+            // Feature and shape sketches: this writer's stored ones, plus what this batch adds to them.
+            let mut sketches: HashMap<(String, String), RunSketch> = HashMap::new();
+            for row in &batch.sketches {
+                match sketches.entry((clean_text(&row.endpoint).into_owned(), row.item.clone())) {
+                    std::collections::hash_map::Entry::Occupied(mut known) => known.get_mut().merge(&row.sketch),
+                    std::collections::hash_map::Entry::Vacant(new) => { new.insert(row.sketch.clone()); }
+                }
+            }
+            let keys: Vec<(String, String)> = sketches.keys().cloned().collect();
+            for chunk in keys.chunks(ROWS_PER_STATEMENT / 2) {
+                let mut query = QueryBuilder::new("SELECT endpoint, item, sketch FROM run_sketches WHERE run_id = ");
+                query.push_bind(run_id).push(" AND writer = ").push_bind(writer).push(" AND (");
+                for (index, (endpoint, item)) in chunk.iter().enumerate() {
+                    if index > 0 {
+                        query.push(" OR ");
+                    }
+                    query.push("(endpoint = ").push_bind(endpoint.as_str()).push(" AND item = ").push_bind(item.as_str()).push(")");
+                }
+                query.push(")");
+                for row in query.build().fetch_all(&mut *tx).await? {
+                    let endpoint: String = row.try_get("endpoint")?;
+                    let item: String = row.try_get("item")?;
+                    let text: String = row.try_get("sketch")?;
+                    // A stored sketch this version cannot read is replaced by what this batch has.
+                    if let (Some(stored), Some(sketch)) =
+                        (RunSketch::decode(&item, &text), sketches.get_mut(&(endpoint, item.clone())))
+                    {
+                        sketch.merge(&stored);
+                    }
+                }
+            }
+            let encoded: Vec<(&(String, String), String)> =
+                sketches.iter().map(|(key, sketch)| (key, sketch.encode())).collect();
+            each_chunk!(tx, isolate, written, "run_sketches", encoded, |chunk| {
+                let mut query = QueryBuilder::new("INSERT INTO run_sketches (run_id, endpoint, item, writer, sketch) ");
+                query.push_values(chunk, |mut row, ((endpoint, item), text)| {
+                    row.push_bind(run_id).push_bind(endpoint.as_str()).push_bind(item.as_str());
+                    row.push_bind(writer).push_bind(text.as_str());
+                });
+                query.push(" ON CONFLICT (run_id, endpoint, item, writer) DO UPDATE SET sketch = excluded.sketch");
                 query
             });
 

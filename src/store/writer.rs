@@ -25,10 +25,11 @@ use crate::pipeline::Draining;
 use crate::redact::Redactor;
 use crate::runs::RunControl;
 use crate::store::health::StoreHealth;
-use crate::store::metrics::{Unstored, UnstoredReason};
+use crate::store::metrics::{FeaturesDropped, Unstored, UnstoredReason};
 use crate::store::runs::ActiveRun;
 use crate::store::sample::{SampleDocument, SampleLimits, started_at_ms};
 use crate::store::sampler::{SamplePlace, Sampler, Take};
+use crate::store::sketches::PendingSketches;
 use crate::store::write::{FlushBatch, Unsampled, Written};
 use crate::store::{SampleRow, Store, StoreError};
 
@@ -155,6 +156,8 @@ pub struct Writer {
     unsent_bytes: usize,
     next_batch: i64,
     sampler: Sampler,
+    /// Request features by signature and the shapes of changes, since the last batch.
+    sketches: PendingSketches,
     /// The memory held by the pending counts, the unsent batch and the sample quotas.
     charge: Charge,
     /// Where the memory making samples takes is charged from (decoded and parsed bodies, for a moment).
@@ -198,6 +201,7 @@ impl Writer {
             // writer id.
             next_batch: now_ms(),
             sampler,
+            sketches: PendingSketches::default(),
             charge: Charge::none(),
             budget: None,
             retry_at: None,
@@ -253,12 +257,16 @@ impl Writer {
         self.pending.rows
             + self.pending.latency.len() * Target::ALL.len()
             + self.pending.to_sample.len()
+            + self.sketches.rows()
             + self.unsent_rows
     }
 
     /// Holds exactly what the pending state, the unsent batch and the quotas take.
     fn settle_charge(&mut self) {
-        let held = self.pending.bytes + self.unsent_bytes + self.sampler.heap_bytes();
+        let held = self.pending.bytes
+            + self.unsent_bytes
+            + self.sampler.heap_bytes()
+            + self.sketches.bytes();
         if held > self.charge.bytes() {
             self.charge.grow_up_to(held - self.charge.bytes());
         } else {
@@ -325,9 +333,30 @@ impl Writer {
             self.pending.bytes =
                 (self.pending.bytes + latencies.heap_bytes()).saturating_sub(before);
         }
+        self.sketch(&analysis);
         self.maybe_sample(analysis);
         self.settle_charge();
         self.metrics.store.set_pending(self.pending_rows());
+    }
+
+    /// Counts the exchange's request features under its signature, and the shapes of its changes, if the
+    /// budget has room for what that may hold.
+    fn sketch(&mut self, analysis: &Analysis) {
+        if analysis.compared().is_none() {
+            return;
+        }
+        let features = &self.metrics.store;
+        if !self.charge.try_grow(PendingSketches::cost(analysis)) {
+            features.features_dropped(FeaturesDropped::MemoryBudget, 1);
+            return;
+        }
+        let added = self.sketches.add(analysis, &self.redactor);
+        if added.over_cap > 0 {
+            features.features_dropped(FeaturesDropped::RequestCap, u64::from(added.over_cap));
+        }
+        if added.unsketched {
+            features.features_dropped(FeaturesDropped::SketchesFull, 1);
+        }
     }
 
     /// Keeps the exchange to be made into a sample if the sampler takes it for one of its places.
@@ -475,7 +504,12 @@ impl Writer {
         let samples = self.build_samples().await;
         let id = self.next_batch;
         self.next_batch += 1;
-        let rows = self.pending.rows + self.pending.latency.len() * Target::ALL.len();
+        let rows = self.pending.rows
+            + self.pending.latency.len() * Target::ALL.len()
+            + self.sketches.rows();
+        let sketched_before = self.sketches.bytes();
+        let sketches = self.sketches.take();
+        let sketch_bytes = sketched_before - self.sketches.bytes();
         let pending = std::mem::take(&mut self.pending);
         let batch = FlushBatch {
             id,
@@ -492,9 +526,11 @@ impl Writer {
             unsampled: pending.unsampled,
             templates: self.namer.take_fresh_templates(),
             samples,
+            sketches,
         };
         self.unsent_rows = rows + batch.samples.len();
         self.unsent_bytes = pending.bytes
+            + sketch_bytes
             + batch
                 .samples
                 .iter()
@@ -524,6 +560,7 @@ impl Writer {
             && self.pending.latency.is_empty()
             && self.pending.to_sample.is_empty()
             && self.pending.unsampled.is_empty()
+            && self.sketches.is_empty()
         {
             let templates = self.namer.take_fresh_templates();
             if templates.is_empty() {
@@ -652,6 +689,7 @@ impl Writer {
         self.unsent_rows = 0;
         self.unsent_bytes = 0;
         self.sampler.reset();
+        self.sketches.reset();
         self.namer.reset();
         self.settle_charge();
         self.run_missing = true;
@@ -674,6 +712,7 @@ impl Writer {
         }
         self.pending = Pending::default();
         self.sampler.reset();
+        self.sketches.reset();
         self.namer.reset();
         self.settle_charge();
         self.run_missing = false;

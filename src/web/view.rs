@@ -22,7 +22,7 @@ pub type Marks = HashMap<String, &'static str>;
 /// The CSS class that marks a difference of this kind.
 pub fn mark_class(kind: DiffKind) -> &'static str {
     match kind {
-        DiffKind::ValueChanged => "mark-changed",
+        DiffKind::ValueChanged | DiffKind::Slower => "mark-changed",
         DiffKind::TypeChanged => "mark-type",
         DiffKind::Missing => "mark-missing",
         DiffKind::Extra => "mark-extra",

@@ -1,0 +1,470 @@
+//! The whole-run sketches a writer keeps per endpoint and replaces as they grow (readers merge every writer's):
+//! the features of the requests of each signature (`features:<signature hash>`), what tells a change's failing
+//! requests from the passing ones; and the shapes of the candidate's changes at each place
+//! (`shapes:<kind>:<path>`: `number → string`, `200 → 404`), what tells one change from another at the same
+//! place. Gathered between flushes here, bounded in count and charged in bytes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sqlx::{QueryBuilder, Row};
+
+use crate::analysis::diff::{DiffKind, Difference};
+use crate::analysis::{Analysis, Compared, PathKey};
+use crate::encoding::fnv1a;
+use crate::endpoint::cluster::TemplateSet;
+use crate::features::topk::TopK;
+use crate::features::{self, FeatureSketch, RequestParts};
+use crate::redact::Redactor;
+use crate::store::queries::push_list;
+use crate::store::rows::{clean_path, signature_row};
+use crate::store::{Pool, Store, StoreError, on_pool};
+
+/// Shapes kept per place: a place whose changes take more forms than this has no one shape.
+pub const MAX_SHAPES: usize = 8;
+/// Signatures of one endpoint whose requests' features are sketched, per writer and run (the passing
+/// requests' among them); requests of any other signature are counted without their features.
+pub const SIGNATURES_PER_ENDPOINT: usize = 32;
+/// Signatures sketched per writer and run, over every endpoint.
+pub const MAX_SIGNATURES: usize = 20_000;
+/// Places whose shapes wait for the next batch at most.
+const MAX_SHAPE_PLACES: usize = 20_000;
+/// Longest shape value side, in characters.
+const SHAPE_VALUE_CHARS: usize = 64;
+
+/// What one sketch row holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunSketch {
+    Features(FeatureSketch),
+    Shapes(TopK<()>),
+}
+
+impl RunSketch {
+    /// Adds another of the same kind; a sketch of another kind is left aside.
+    pub fn merge(&mut self, other: &RunSketch) {
+        match (self, other) {
+            (RunSketch::Features(mine), RunSketch::Features(theirs)) => mine.merge(theirs),
+            (RunSketch::Shapes(mine), RunSketch::Shapes(theirs)) => mine.merge(theirs, MAX_SHAPES),
+            _ => {}
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        match self {
+            RunSketch::Features(sketch) => sketch.encode(),
+            RunSketch::Shapes(shapes) => serde_json::to_string(shapes).unwrap_or_default(),
+        }
+    }
+
+    /// A stored row back, by its item's kind; `None` for an item or text this version does not read.
+    pub fn decode(item: &str, text: &str) -> Option<RunSketch> {
+        if item.starts_with(FEATURES) {
+            return FeatureSketch::decode(text).map(RunSketch::Features);
+        }
+        if item.starts_with(SHAPES) && text.len() <= 64 << 10 {
+            let mut shapes: TopK<()> = serde_json::from_str(text).ok()?;
+            if shapes.len() > MAX_SHAPES {
+                shapes.keep(MAX_SHAPES);
+            }
+            return Some(RunSketch::Shapes(shapes));
+        }
+        None
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            RunSketch::Features(sketch) => sketch.heap_bytes(),
+            RunSketch::Shapes(shapes) => shapes.heap_bytes(),
+        }
+    }
+}
+
+const FEATURES: &str = "features:";
+const SHAPES: &str = "shapes:";
+/// A `LIKE` pattern for every shapes item.
+pub const SHAPES_LIKE: &str = "shapes:%";
+/// A `LIKE` pattern for every features item.
+pub const FEATURES_LIKE: &str = "features:%";
+
+/// The item of the features of an endpoint's requests with this signature (by its stored hash).
+pub fn features_item(signature_hash: i64) -> String {
+    format!("{FEATURES}{signature_hash}")
+}
+
+/// The signature hash of a features item.
+pub fn parse_features_item(item: &str) -> Option<i64> {
+    item.strip_prefix(FEATURES)?.parse().ok()
+}
+
+/// The item of the shapes at a place.
+pub fn shapes_item(path: &str, kind: DiffKind) -> String {
+    format!("{SHAPES}{}:{}", kind.as_str(), clean_path(path))
+}
+
+/// The place of a shapes item.
+pub fn parse_shapes_item(item: &str) -> Option<PathKey> {
+    let (kind, path) = item.strip_prefix(SHAPES)?.split_once(':')?;
+    Some((path.to_string(), DiffKind::parse(kind)?))
+}
+
+/// One row to merge into this writer's stored sketches.
+#[derive(Clone, Debug)]
+pub struct SketchRow {
+    pub endpoint: String,
+    pub item: String,
+    pub sketch: RunSketch,
+}
+
+/// What adding one exchange did to the features it had.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeaturesAdded {
+    /// Features past the per-request caps.
+    pub over_cap: u32,
+    /// The exchange's signature was not sketched: its endpoint, or the writer, had sketched as many as it may.
+    pub unsketched: bool,
+}
+
+/// Sketches gathered since the last batch, and which signatures this writer sketches in its run.
+#[derive(Debug, Default)]
+pub struct PendingSketches {
+    features: HashMap<(String, Vec<PathKey>), FeatureSketch>,
+    shapes: HashMap<(String, PathKey), TopK<()>>,
+    /// Per endpoint, fingerprints of the signatures sketched (a fixed set once full).
+    sketched: HashMap<String, Vec<u64>>,
+    sketched_count: usize,
+    bytes: usize,
+}
+
+impl PendingSketches {
+    /// Memory held, roughly.
+    pub fn bytes(&self) -> usize {
+        self.bytes + self.sketched_count * 16
+    }
+
+    /// Rows the next batch writes.
+    pub fn rows(&self) -> usize {
+        self.features.len() + self.shapes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty() && self.shapes.is_empty()
+    }
+
+    /// What adding `analysis`'s features would hold at most: each feature a new name and value.
+    pub fn cost(analysis: &Analysis) -> usize {
+        let request = &analysis.exchange.request;
+        256 + request.uri.to_string().len() * 4
+            + request
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len().min(64) + 96)
+                .sum::<usize>()
+    }
+
+    /// Counts a compared exchange's features under its signature, and the shapes of its uncancelled changes.
+    pub fn add(&mut self, analysis: &Analysis, redactor: &Redactor) -> FeaturesAdded {
+        let Some(compared) = analysis.compared() else {
+            return FeaturesAdded::default();
+        };
+        let endpoint = &analysis.exchange.endpoint;
+        let signature = compared.signature();
+        self.add_shapes(endpoint, compared, redactor);
+        let fingerprint = fingerprint(&signature);
+        let sketched = self.sketched.entry(endpoint.clone()).or_default();
+        if !sketched.contains(&fingerprint) {
+            if sketched.len() >= SIGNATURES_PER_ENDPOINT || self.sketched_count >= MAX_SIGNATURES {
+                return FeaturesAdded {
+                    over_cap: 0,
+                    unsketched: true,
+                };
+            }
+            sketched.push(fingerprint);
+            self.sketched_count += 1;
+        }
+        let request = &analysis.exchange.request;
+        let target = request.uri.path_and_query().map_or_else(
+            || request.uri.path().to_string(),
+            |pq| pq.as_str().to_string(),
+        );
+        let parts = RequestParts {
+            method: request.method.as_str(),
+            target: &target,
+            headers: request
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes()))
+                .collect(),
+            body: &request.body,
+        };
+        let found = features::extract(endpoint, &parts, redactor);
+        let sketch = self
+            .features
+            .entry((endpoint.clone(), signature))
+            .or_insert_with(|| {
+                self.bytes += endpoint.len() + 128;
+                FeatureSketch::default()
+            });
+        let before = sketch.heap_bytes();
+        sketch.add(&found);
+        self.bytes = (self.bytes + sketch.heap_bytes()).saturating_sub(before);
+        FeaturesAdded {
+            over_cap: found.dropped,
+            unsketched: false,
+        }
+    }
+
+    /// Counts the shape of each uncancelled change that has one (a type change, a status or a header value).
+    fn add_shapes(&mut self, endpoint: &str, compared: &Compared, redactor: &Redactor) {
+        for difference in &compared.candidate {
+            let Some(shape) = shape(difference, redactor) else {
+                continue;
+            };
+            if compared.is_cancelled(difference) {
+                continue;
+            }
+            let key = (
+                endpoint.to_string(),
+                (difference.generalised.clone(), difference.kind),
+            );
+            if !self.shapes.contains_key(&key) {
+                if self.shapes.len() >= MAX_SHAPE_PLACES {
+                    continue;
+                }
+                self.bytes += endpoint.len() + difference.generalised.len() + 96;
+            }
+            let shapes = self.shapes.entry(key).or_default();
+            let before = shapes.heap_bytes();
+            shapes.add(&shape, MAX_SHAPES);
+            self.bytes = (self.bytes + shapes.heap_bytes()).saturating_sub(before);
+        }
+    }
+
+    /// The rows of the next batch; what was sketched stays known.
+    pub fn take(&mut self) -> Vec<SketchRow> {
+        self.bytes = 0;
+        let features = std::mem::take(&mut self.features).into_iter().map(
+            |((endpoint, signature), sketch)| SketchRow {
+                endpoint,
+                item: features_item(signature_row(&signature).0),
+                sketch: RunSketch::Features(sketch),
+            },
+        );
+        let shapes = std::mem::take(&mut self.shapes).into_iter().map(
+            |((endpoint, (path, kind)), shapes)| SketchRow {
+                endpoint,
+                item: shapes_item(&path, kind),
+                sketch: RunSketch::Shapes(shapes),
+            },
+        );
+        features.chain(shapes).collect()
+    }
+
+    /// Forgets everything, for a new run.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// The shape more than half of a place's changes take, if one does (none for a place whose changes vary).
+pub fn dominant(shapes: &TopK<()>) -> Option<String> {
+    let total: u64 = shapes.counters().iter().map(|c| c.count).sum();
+    let top = shapes
+        .counters()
+        .iter()
+        .max_by(|a, b| a.count.cmp(&b.count).then_with(|| b.item.cmp(&a.item)))?;
+    (top.lower() * 2 > total).then(|| top.item.clone())
+}
+
+/// Feature sketches of a run, by (endpoint, signature hash), every writer's merged.
+pub type FeatureSketches = BTreeMap<(String, i64), FeatureSketch>;
+
+/// Sketches read per request at most: the rest of a run with more is left out of predictors.
+const MAX_SKETCHES_READ: usize = 20_000;
+
+impl Store {
+    /// The feature sketches of `endpoints` in a run (under the names the run's learned templates give),
+    /// every writer's merged.
+    pub async fn feature_sketches(
+        &self,
+        run_id: i64,
+        endpoints: &BTreeSet<String>,
+    ) -> Result<FeatureSketches, StoreError> {
+        let templates = TemplateSet::new(self.templates(run_id).await?);
+        let names: Vec<String> = if templates.is_empty() {
+            endpoints.iter().cloned().collect()
+        } else {
+            self.endpoint_names(run_id, usize::MAX)
+                .await?
+                .into_iter()
+                .filter(|name| endpoints.contains(templates.rename(name).as_ref()))
+                .collect()
+        };
+        let mut sketches = FeatureSketches::new();
+        let mut read = 0;
+        for chunk in names.chunks(ROWS_PER_QUERY) {
+            let rows: Vec<(String, String, String)> = on_pool!(self, pool => {
+                let mut query = QueryBuilder::new("SELECT endpoint, item, sketch FROM run_sketches WHERE run_id = ");
+                query.push_bind(run_id).push(" AND item LIKE ").push_bind(FEATURES_LIKE);
+                query.push(" AND endpoint IN (");
+                push_list(&mut query, chunk);
+                query.push(") ORDER BY endpoint, item, writer");
+                let mut rows = Vec::new();
+                for row in query.build().fetch_all(pool).await? {
+                    rows.push((row.try_get("endpoint")?, row.try_get("item")?, row.try_get("sketch")?));
+                }
+                rows
+            });
+            for (endpoint, item, text) in rows {
+                if read == MAX_SKETCHES_READ {
+                    return Ok(sketches);
+                }
+                read += 1;
+                let (Some(hash), Some(sketch)) =
+                    (parse_features_item(&item), FeatureSketch::decode(&text))
+                else {
+                    continue;
+                };
+                let endpoint = templates.rename(&endpoint).into_owned();
+                match sketches.entry((endpoint, hash)) {
+                    std::collections::btree_map::Entry::Occupied(mut known) => {
+                        known.get_mut().merge(&sketch)
+                    }
+                    std::collections::btree_map::Entry::Vacant(new) => {
+                        new.insert(sketch);
+                    }
+                }
+            }
+        }
+        Ok(sketches)
+    }
+}
+
+/// Endpoint names per query, well under both databases' limits on bound parameters.
+const ROWS_PER_QUERY: usize = 500;
+
+/// A signature's fingerprint, to tell the sketched ones apart without keeping them.
+fn fingerprint(signature: &[PathKey]) -> u64 {
+    let mut text = Vec::new();
+    for (path, kind) in signature {
+        text.extend_from_slice(path.as_bytes());
+        text.push(0);
+        text.extend_from_slice(kind.as_str().as_bytes());
+        text.push(0);
+    }
+    fnv1a(&text)
+}
+
+/// The shape of a change, where it says more than its kind: the JSON types of a type change, the values of a
+/// changed status or header (a secret header's values are not kept: its changes have no shape).
+pub fn shape(difference: &Difference, redactor: &Redactor) -> Option<String> {
+    let path = difference.generalised.as_str();
+    match difference.kind {
+        DiffKind::TypeChanged => Some(format!(
+            "{} → {}",
+            json_type(difference.primary.as_deref()),
+            json_type(difference.other.as_deref())
+        )),
+        DiffKind::ValueChanged if path == "status" => Some(format!(
+            "{} → {}",
+            side(difference.primary.as_deref()),
+            side(difference.other.as_deref())
+        )),
+        DiffKind::ValueChanged => {
+            let name = path.strip_prefix("header/")?;
+            if redactor.is_secret_header(name) {
+                return None;
+            }
+            Some(format!(
+                "{} → {}",
+                side(difference.primary.as_deref()),
+                side(difference.other.as_deref())
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn side(value: Option<&str>) -> String {
+    match value {
+        None => "(none)".to_string(),
+        Some(value) => match value.char_indices().nth(SHAPE_VALUE_CHARS) {
+            Some((at, _)) => format!("{}…", &value[..at]),
+            None => value.to_string(),
+        },
+    }
+}
+
+/// The JSON type of a rendered value (or the kind of body it is not JSON of).
+fn json_type(rendered: Option<&str>) -> &'static str {
+    match rendered
+        .map(str::trim_start)
+        .and_then(|text| text.bytes().next())
+    {
+        None => "nothing",
+        Some(b'"') => "string",
+        Some(b'{') => "object",
+        Some(b'[') => "array",
+        Some(b't' | b'f') => "boolean",
+        Some(b'n') => "null",
+        Some(b'-' | b'0'..=b'9') => "number",
+        Some(_) => "text",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(difference: &Difference) -> Option<String> {
+        super::shape(difference, &Redactor::new(b"k".to_vec(), &[]))
+    }
+
+    #[test]
+    fn shapes_say_how_a_value_changed() {
+        let typed = Difference::at(
+            "body/price",
+            DiffKind::TypeChanged,
+            Some("12.5".into()),
+            Some("\"12.50\"".into()),
+        );
+        assert_eq!(shape(&typed).as_deref(), Some("number → string"));
+        let status = Difference::at(
+            "status",
+            DiffKind::ValueChanged,
+            Some("200".into()),
+            Some("404".into()),
+        );
+        assert_eq!(shape(&status).as_deref(), Some("200 → 404"));
+        let header = Difference::at(
+            "header/cache-control",
+            DiffKind::ValueChanged,
+            Some("no-cache".into()),
+            Some("max-age=60".into()),
+        );
+        assert_eq!(shape(&header).as_deref(), Some("no-cache → max-age=60"));
+        let secret = Difference::at(
+            "header/set-cookie",
+            DiffKind::ValueChanged,
+            Some("a=1".into()),
+            Some("a=2".into()),
+        );
+        assert_eq!(shape(&secret), None);
+        let body = Difference::at(
+            "body/total",
+            DiffKind::ValueChanged,
+            Some("1".into()),
+            Some("2".into()),
+        );
+        assert_eq!(shape(&body), None, "a body value's change has no shape");
+    }
+
+    #[test]
+    fn items_round_trip() {
+        assert_eq!(parse_features_item(&features_item(-42)), Some(-42));
+        assert_eq!(
+            parse_shapes_item(&shapes_item("header/a:b", DiffKind::Missing)),
+            Some(("header/a:b".to_string(), DiffKind::Missing))
+        );
+        assert_eq!(parse_shapes_item("features:1"), None);
+        assert!(RunSketch::decode("other:1", "{}").is_none());
+    }
+}
