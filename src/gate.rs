@@ -1,5 +1,6 @@
 //! The CI gate: a stored run judged against bounds (diff rate, evidence, latency), with every reason it fails.
 
+pub mod changes;
 pub mod render;
 pub mod verdict;
 
@@ -10,6 +11,8 @@ use crate::analysis::aggregate::{
 };
 use crate::analysis::compat::Compat;
 use crate::analysis::rules::EndpointGlob;
+use crate::report::change_text;
+use crate::report::changes::Change;
 use crate::report::{ReportError, Reports, RunReport};
 use crate::store::StoreError;
 use crate::store::queries::TimeRange;
@@ -35,27 +38,27 @@ impl From<ReportError> for GateError {
     }
 }
 
-/// Reads a run's whole report (under the rules in force) and judges it.
+/// Reads a run's whole report (under the rules in force), its changes with their predictors, and judges it.
 pub async fn evaluate(
     reports: &Reports,
     run: &str,
     settings: &GateSettings,
 ) -> Result<GateReport, GateError> {
-    let report = reports.report(run, TimeRange::all()).await?;
+    let report = reports.explained(run, TimeRange::all()).await?;
     Ok(judge(&report, settings))
 }
 
-/// A run's verdict as deployment tools read it, judged as `evaluate` judges it; a run the store does not
-/// have is a verdict with too little data, not an error.
+/// A run's verdict as deployment tools read it, judged as `evaluate` judges it (without predictors, which a
+/// verdict does not carry); a run the store does not have is a verdict with too little data, not an error.
 pub async fn verdict(
     reports: &Reports,
     run: &str,
     settings: &GateSettings,
 ) -> Result<verdict::Verdict, StoreError> {
-    match evaluate(reports, run, settings).await {
-        Ok(report) => Ok(verdict::Verdict::of(&report)),
-        Err(GateError::NoRun(_) | GateError::NoRuns) => Ok(verdict::Verdict::unknown(run)),
-        Err(GateError::Store(error)) => Err(error),
+    match reports.report(run, TimeRange::all()).await {
+        Ok(report) => Ok(verdict::Verdict::of(&judge(&report, settings))),
+        Err(ReportError::NoRun(_) | ReportError::NoRuns) => Ok(verdict::Verdict::unknown(run)),
+        Err(ReportError::Store(error)) => Err(error),
     }
 }
 
@@ -80,6 +83,9 @@ pub struct GateReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<&'static str>,
     pub endpoints: Vec<GateEndpoint>,
+    /// The failing places of the judged endpoints grouped by cause, most failing requests first (with
+    /// `--fail-on breaking`, the changes with a breaking place).
+    pub changes: Vec<Change>,
     /// Why it failed, in the order checked (empty when it passed).
     #[serde(skip)]
     pub failures: Vec<Failure>,
@@ -278,8 +284,15 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
             failed,
         });
     }
+    let judged: Vec<&str> = endpoints.iter().map(|e| e.endpoint.as_str()).collect();
+    let changes = report
+        .changes
+        .iter()
+        .filter_map(|change| selected_change(change, &judged, settings.fail_on))
+        .collect();
     GateReport {
         run: report.run.label.clone(),
+        changes,
         passed: failures.is_empty(),
         enough_data,
         max_diff_rate: settings.max_diff_rate,
@@ -295,6 +308,33 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
         failures,
         settings,
     }
+}
+
+/// The part of a change on the judged endpoints, if it has one and it counts under `fail_on`.
+fn selected_change(change: &Change, judged: &[&str], fail_on: FailOn) -> Option<Change> {
+    if fail_on == FailOn::Breaking && change.compat != Compat::Breaking {
+        return None;
+    }
+    if change
+        .endpoints
+        .iter()
+        .all(|e| judged.contains(&e.as_str()))
+    {
+        return Some(change.clone());
+    }
+    let on_judged = |endpoint: &String| judged.contains(&endpoint.as_str());
+    let mut kept = change.clone();
+    kept.endpoints.retain(on_judged);
+    if kept.endpoints.is_empty() {
+        return None;
+    }
+    kept.rates.retain(|share| on_judged(&share.endpoint));
+    kept.places.retain(|place| on_judged(&place.endpoint));
+    kept.consequences.retain(|place| on_judged(&place.endpoint));
+    kept.requests = kept.rates.iter().map(|share| share.failing).sum();
+    kept.summary = change_text::summary(&kept.places);
+    kept.title = change_text::title(&kept.summary, &kept.endpoints, kept.consequences.len());
+    Some(kept)
 }
 
 fn latency(latency: &TargetLatency) -> GateLatency {

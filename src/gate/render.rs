@@ -3,9 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::{FailOn, Failure, GateEndpoint, GateReport};
+use super::{FailOn, Failure, GateEndpoint, GateReport, changes};
 use crate::analysis::aggregate::{AcceptedReport, RegressionReport};
 use crate::encoding::{Markup, escape};
+use crate::report::change_text::{how, summary};
 use crate::units::{count, kind_label, millis, percent};
 
 /// How the gate prints its verdict.
@@ -160,6 +161,11 @@ fn text(report: &GateReport) -> String {
     if let Some(note) = baseline_note(report) {
         let _ = writeln!(out, "  ! {note}");
     }
+    if !report.changes.is_empty() {
+        let _ = writeln!(out, "changes, most failing requests first:");
+        out.push_str(&changes::text_block(&report.changes));
+        let _ = writeln!(out, "endpoints:");
+    }
     for endpoint in &report.endpoints {
         let _ = writeln!(
             out,
@@ -239,7 +245,16 @@ fn junit(report: &GateReport) -> String {
             percent(report.diff_rate)
         ))
     );
-    let warning = redacted_warning(report);
+    let changed = (!report.changes.is_empty()).then(|| {
+        format!(
+            "changes, most failing requests first:\n{}",
+            changes::text_block(&report.changes)
+        )
+    });
+    let warning = match (redacted_warning(report), changed) {
+        (Some(warning), Some(changed)) => Some(format!("{warning}\n{changed}")),
+        (warning, changed) => warning.or(changed),
+    };
     if warning.is_none() && run_failures.is_empty() {
         out.push_str("/>\n");
     } else {
@@ -349,6 +364,7 @@ fn markdown(report: &GateReport) -> String {
     if !report.failures.is_empty() {
         out.push('\n');
     }
+    markdown_changes(&mut out, report);
     out.push_str(
         "| | Endpoint | Requests | Diff rate | Noise | p99 primary → candidate | Regressions |\n",
     );
@@ -426,6 +442,66 @@ fn markdown(report: &GateReport) -> String {
         }
     }
     out
+}
+
+/// The changes as a numbered list, each with its places, what trails it and its predictors beneath.
+fn markdown_changes(out: &mut String, report: &GateReport) {
+    if report.changes.is_empty() {
+        return;
+    }
+    out.push_str("**Changes**, most failing requests first:\n\n");
+    let group_text = |group: &crate::report::changes::PlaceGroup| {
+        format!("{} {}", code(&group.path), markdown_text(&how(group)))
+    };
+    for (index, change) in report.changes.iter().enumerate() {
+        let named: Vec<String> = change.summary.iter().take(2).map(group_text).collect();
+        let more = change.summary.len().saturating_sub(2);
+        let place = match change.endpoints.as_slice() {
+            [only] => code(only),
+            many => format!("{} endpoints", many.len()),
+        };
+        let requests = if change.is_latency() {
+            String::new()
+        } else {
+            format!(": {} failing requests", count(change.requests))
+        };
+        let _ = writeln!(
+            out,
+            "{}. **{}** {}{} on {place}{requests}",
+            index + 1,
+            change.compat.as_str(),
+            named.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+        );
+        for group in change.summary.iter().skip(2) {
+            let _ = writeln!(
+                out,
+                "   - {} ({})",
+                group_text(group),
+                group.compat.as_str()
+            );
+        }
+        for group in summary(&change.consequences) {
+            let _ = writeln!(
+                out,
+                "   - trailing it: {} ({})",
+                group_text(&group),
+                group.compat.as_str()
+            );
+        }
+        for predictor in &change.predictors {
+            let _ = writeln!(
+                out,
+                "   - predictor: {}",
+                markdown_text(&changes::predictor_line(predictor))
+            );
+        }
+    }
+    out.push('\n');
 }
 
 /// Free text (a rule's note) in a Markdown table cell: on one line, with Markdown and HTML markup escaped, so

@@ -100,6 +100,11 @@ fn uniform(shapes: &BTreeSet<Option<&str>>) -> Option<String> {
 
 /// One place group in words: "`body/price` number → string", "`body/user/*` missing ×20".
 pub fn describe(group: &PlaceGroup) -> String {
+    format!("`{}` {}", group.path, how(group))
+}
+
+/// How a place group changed, and how many places it stands for: "number → string", "missing ×20".
+pub fn how(group: &PlaceGroup) -> String {
     let how = match (group.kind, group.shape.as_deref()) {
         (DiffKind::Slower, Some(shape)) => format!("slower ({shape})"),
         (DiffKind::Slower, None) => "slower".to_string(),
@@ -112,9 +117,9 @@ pub fn describe(group: &PlaceGroup) -> String {
         (DiffKind::ArrayOrder, _) => "order changed".to_string(),
     };
     if group.places > 1 {
-        format!("`{}` {how} ×{}", group.path, group.places)
+        format!("{how} ×{}", group.places)
     } else {
-        format!("`{}` {how}", group.path)
+        how
     }
 }
 

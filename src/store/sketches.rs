@@ -393,20 +393,11 @@ fn side(value: Option<&str>) -> String {
     }
 }
 
-/// The JSON type of a rendered value (or the kind of body it is not JSON of).
-fn json_type(rendered: Option<&str>) -> &'static str {
-    match rendered
-        .map(str::trim_start)
-        .and_then(|text| text.bytes().next())
-    {
-        None => "nothing",
-        Some(b'"') => "string",
-        Some(b'{') => "object",
-        Some(b'[') => "array",
-        Some(b't' | b'f') => "boolean",
-        Some(b'n') => "null",
-        Some(b'-' | b'0'..=b'9') => "number",
-        Some(_) => "text",
+/// The type a type change names first: the JSON type (`number 12.5`), or the kind of body (`json`).
+fn json_type(rendered: Option<&str>) -> String {
+    match rendered.and_then(|text| text.split_whitespace().next()) {
+        None => "nothing".to_string(),
+        Some(word) => side(Some(word)),
     }
 }
 
@@ -423,8 +414,8 @@ mod tests {
         let typed = Difference::at(
             "body/price",
             DiffKind::TypeChanged,
-            Some("12.5".into()),
-            Some("\"12.50\"".into()),
+            Some("number 12.5".into()),
+            Some("string \"12.50\"".into()),
         );
         assert_eq!(shape(&typed).as_deref(), Some("number → string"));
         let status = Difference::at(

@@ -71,6 +71,47 @@ async fn the_demo_fails_the_gate_on_its_regressions_and_none_of_its_noise() {
     let health = endpoint(&report, "GET /health");
     assert!(health["regressions"].as_array().unwrap().is_empty());
 
+    // The four planted changes, and nothing made of noise: the rename, the type change, the wrong total named
+    // by its predictor, the slow search.
+    let changes = report["changes"].as_array().unwrap();
+    let titles: Vec<&str> = changes
+        .iter()
+        .map(|c| c["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes.len(), 4, "{titles:#?}");
+    let titled = |title: &str| {
+        changes
+            .iter()
+            .find(|c| c["title"] == title)
+            .unwrap_or_else(|| panic!("{title} among {titles:#?}"))
+    };
+    let rename = titled("`body/name` missing, `body/full_name` extra on GET /users/{id}");
+    assert_eq!(rename["requests"], 300);
+    let price = titled("`body/price` number → string on GET /products/{id}");
+    assert_eq!(price["compat"], "breaking");
+    let total = titled("`body/total_cents` changed on GET /orders/{id}");
+    assert_eq!(total["requests"], 10);
+    let predictors = total["predictors"].as_array().unwrap();
+    assert_eq!(
+        predictors[0]["feature"], "path /orders/{id} last digit",
+        "{predictors:#?}"
+    );
+    assert_eq!(predictors[0]["value"], "7");
+    assert_eq!(predictors[0]["failing_share"], 1.0);
+    assert!(predictors[0]["passing_share"].as_f64().unwrap() < 0.06);
+    let slow = changes
+        .iter()
+        .find(|c| c["places"][0]["path"] == "latency")
+        .expect("the slow search is a change");
+    assert_eq!(slow["endpoints"], serde_json::json!(["GET /search"]));
+    assert_eq!(slow["places"][0]["kind"], "slower");
+    for change in [rename, price, slow] {
+        assert!(
+            change["predictors"].as_array().unwrap().is_empty(),
+            "{change:#}"
+        );
+    }
+
     let mut noise = Vec::new();
     for endpoint in report["endpoints"].as_array().unwrap() {
         for place in endpoint["noise"].as_array().unwrap() {

@@ -172,10 +172,43 @@ async fn json_junit_and_markdown_carry_the_verdict() {
             "max_diff_rate",
             "requests",
             "diff_rate",
-            "endpoints"
+            "endpoints",
+            "changes"
         ])
     );
     assert_eq!(report["run"], "renamed");
+    let changes = report["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "the rename is one change: {changes:#?}");
+    let change = &changes[0];
+    for key in [
+        "id",
+        "title",
+        "compat",
+        "requests",
+        "endpoints",
+        "places",
+        "consequences",
+        "predictors",
+        "sample",
+    ] {
+        assert!(change.get(key).is_some(), "{key} in {change:#}");
+    }
+    assert_eq!(
+        change["title"],
+        "`body/name` missing, `body/full_name` extra on GET /items/{id}"
+    );
+    assert_eq!(change["compat"], "breaking");
+    assert_eq!(change["requests"], 30);
+    assert_eq!(change["endpoints"], serde_json::json!(["GET /items/{id}"]));
+    for place in change["places"].as_array().unwrap() {
+        for key in ["endpoint", "path", "kind", "compat", "rate"] {
+            assert!(place.get(key).is_some(), "{key} in {place:#}");
+        }
+    }
+    assert!(
+        change["predictors"].as_array().unwrap().is_empty(),
+        "it fails on every request"
+    );
     assert_eq!(report["passed"], false);
     assert_eq!(report["max_diff_rate"], 0.01);
     assert_eq!(report["requests"], 30);
