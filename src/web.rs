@@ -4,6 +4,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod changes;
 pub mod delivery;
 pub mod error;
 pub mod fragment;

@@ -17,13 +17,14 @@
     });
   });
 
-  // Forms that ask before doing something that cannot be undone.
-  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
-    form.addEventListener("submit", function (event) {
+  // Forms that ask before doing something that cannot be undone (also those a refresh swapped in).
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    if (form instanceof HTMLFormElement && form.hasAttribute("data-confirm")) {
       if (!window.confirm(form.getAttribute("data-confirm"))) {
         event.preventDefault();
       }
-    });
+    }
   });
 
   // The "hide noise" switch: a class on the field table's container, remembered across pages.
@@ -58,7 +59,16 @@
           return response.text();
         })
         .then(function (html) {
-          if (html !== null) element.innerHTML = html;
+          if (html === null) return;
+          // A change opened by the reader stays open, and a form being filled in is not swapped away.
+          const active = document.activeElement;
+          if (active && element.contains(active) && active.form) return;
+          const open = Array.from(element.querySelectorAll("details[open][id]")).map(function (d) { return d.id; });
+          element.innerHTML = html;
+          open.forEach(function (id) {
+            const details = document.getElementById(id);
+            if (details) details.open = true;
+          });
         })
         .catch(function () {});
     }, REFRESH_MS);

@@ -5,8 +5,10 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row};
 
+use crate::features::extract::AlreadyRedacted;
+use crate::features::{self, Features, RequestParts};
 use crate::store::queries::{SampleSummary, push_list};
-use crate::store::sample::SampleDocument;
+use crate::store::sample::{SampleDocument, StoredBody};
 use crate::store::{Pool, Store, StoreError, on_pool};
 
 /// Which samples to list.
@@ -18,6 +20,15 @@ pub struct SampleFilter {
     pub kind: Option<String>,
     /// Only samples whose primary or candidate value (at the path, or anywhere shown) contains this text.
     pub value: Option<String>,
+    /// Only samples whose request has this feature (a predictor's): its name, and its value if one is given.
+    pub feature: Option<(String, Option<String>)>,
+}
+
+impl SampleFilter {
+    /// Whether matching takes reading the documents (the database cannot page for it).
+    fn reads_documents(&self) -> bool {
+        self.value.is_some() || self.feature.is_some()
+    }
 }
 
 /// A sample as a list shows it.
@@ -73,7 +84,7 @@ impl Store {
     ) -> Result<Vec<SampleListing>, StoreError> {
         let names = self.names_under(run_id, endpoint).await?;
         // Without a value to match, the database pages; with one, documents are read until the page is full.
-        let read = if filter.value.is_some() {
+        let read = if filter.reads_documents() {
             MAX_SCANNED
         } else {
             (offset + limit).min(MAX_SCANNED)
@@ -114,6 +125,11 @@ impl Store {
                 {
                     continue;
                 }
+                if let Some((name, value)) = &filter.feature
+                    && !request_features(&listing.summary.endpoint, &document).has(name, value.as_deref())
+                {
+                    continue;
+                }
                 if skipped < offset {
                     skipped += 1;
                     continue;
@@ -126,6 +142,26 @@ impl Store {
             Ok(listed)
         })
     }
+}
+
+/// The features of a stored request, as they were counted from it live.
+fn request_features(endpoint: &str, document: &SampleDocument) -> Features {
+    let request = &document.request;
+    let body = match &request.body {
+        StoredBody::Text { text, .. } => text.as_bytes(),
+        _ => &[],
+    };
+    let parts = RequestParts {
+        method: &request.method,
+        target: &request.uri,
+        headers: request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect(),
+        body,
+    };
+    features::extract(endpoint, &parts, &AlreadyRedacted)
 }
 
 fn contains(value: &SampleValue, text: &str) -> bool {

@@ -132,6 +132,9 @@ pub struct SamplesQuery {
     path: Option<String>,
     kind: Option<String>,
     value: Option<String>,
+    /// Only samples whose request has this feature (a predictor's), with `feature_value` if given.
+    feature: Option<String>,
+    feature_value: Option<String>,
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -153,6 +156,10 @@ pub(crate) async fn samples(
         path: query.path,
         kind: query.kind,
         value: query.value.filter(|value| !value.is_empty()),
+        feature: query
+            .feature
+            .filter(|feature| !feature.is_empty())
+            .map(|feature| (feature, query.feature_value)),
     };
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_SAMPLES);
     let offset = query.offset.unwrap_or(0).min(MAX_OFFSET);
@@ -334,6 +341,25 @@ fn schemas() -> Value {
             "note": {"type": "string", "description": "why; at most 500 characters"}
         }},
         "StartRun": {"type": "object", "required": ["label"], "properties": {"label": string}},
+        "AcceptChange": {"type": "object", "properties": {"note": {"type": "string", "description": "why; at most 500 characters"}}},
+        "Changes": {"type": "object", "properties": {
+            "run": string, "requests": {"type": "integer"}, "diff_rate": {"type": "number"},
+            "changes": {"type": "array", "items": {"type": "object", "properties": {
+                "id": string, "title": string, "compat": {"type": "string", "enum": ["breaking", "additive", "changed"]},
+                "requests": {"type": "integer"}, "endpoints": {"type": "array", "items": string},
+                "places": {"type": "array", "items": {"$ref": "#/components/schemas/ChangePlace"}},
+                "consequences": {"type": "array", "items": {"$ref": "#/components/schemas/ChangePlace"}},
+                "predictors": {"type": "array", "items": {"type": "object", "properties": {
+                    "feature": string, "value": {"type": "string", "nullable": true},
+                    "failing_share": {"type": "number"}, "passing_share": {"type": "number"}
+                }}},
+                "sample": {"type": "string", "nullable": true}
+            }}}
+        }},
+        "ChangePlace": {"type": "object", "properties": {
+            "endpoint": string, "path": string, "kind": string,
+            "compat": {"type": "string", "enum": ["breaking", "additive", "changed"]}, "rate": {"type": "number"}
+        }},
         "StartedRun": {"type": "object", "properties": {
             "label": string, "id": {"type": "integer"}, "since_ms": {"type": "integer"}, "started": {"type": "boolean"}
         }},

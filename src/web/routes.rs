@@ -8,7 +8,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::encoding::percent_encode;
 use crate::web::pages::{endpoint, exchange, overview, samples};
-use crate::web::{AdminState, api, assets, auth, delivery, guard, health};
+use crate::web::{AdminState, api, assets, auth, changes, delivery, guard, health};
 
 /// One route: a method on a path pattern (`{name}` is one segment, `{*name}` the rest), and its handler.
 pub struct Route {
@@ -32,6 +32,7 @@ pub const LOGOUT: &str = "/logout";
 pub const RUN: &str = "/runs/{run}";
 pub const RUN_LIVE: &str = "/runs/{run}/live";
 pub const RUN_CLEAR: &str = "/runs/{run}/clear";
+pub const CHANGE_ACCEPT: &str = "/runs/{run}/changes/{id}/accept";
 pub const ENDPOINT: &str = "/runs/{run}/endpoints/{endpoint}";
 pub const ENDPOINT_LIVE: &str = "/runs/{run}/endpoints/{endpoint}/live";
 pub const ENDPOINT_SAMPLES: &str = "/runs/{run}/endpoints/{endpoint}/samples";
@@ -78,6 +79,12 @@ pub const PAGE_ROUTES: &[Route] = &[
     route("post", RUN_CLEAR, "Delete a run", || {
         post(overview::clear_run)
     }),
+    route(
+        "post",
+        CHANGE_ACCEPT,
+        "Accept a change: an accept rule for each of its places",
+        || post(changes::accept_page),
+    ),
     route(
         "get",
         ENDPOINT,
@@ -178,6 +185,27 @@ pub const API_ROUTES: &[Route] = &[
         &["range"],
         || get(api::endpoints),
     ),
+    Route {
+        answer: Some("Changes"),
+        ..api_route(
+            "get",
+            "/api/v1/runs/{run}/changes",
+            "A run's failing places grouped by cause, most failing requests first, each with its places, \
+             consequences and predictors",
+            &["range"],
+            || get(changes::list),
+        )
+    },
+    Route {
+        body: Some("AcceptChange"),
+        ..route(
+            "post",
+            "/api/v1/runs/{run}/changes/{id}/accept",
+            "Accept a change as intended: an accept rule for each of its places and consequences (answers the \
+             rules' ids)",
+            || post(changes::accept_api),
+        )
+    },
     api_route(
         "get",
         "/api/v1/runs/{run}/endpoints/{endpoint}/fields",
@@ -203,8 +231,18 @@ pub const API_ROUTES: &[Route] = &[
         "/api/v1/runs/{run}/samples",
         "Sample exchanges of an endpoint, newest first, for a place (a path, and optionally a kind) or all: \
          the request line, the three statuses and the values at the place; `value` keeps those whose primary or \
-         candidate value contains it; `limit` and `offset` page",
-        &["endpoint", "path", "kind", "value", "limit", "offset"],
+         candidate value contains it; `feature` (with `feature_value`) keeps those whose request has a predictor's \
+         feature; `limit` and `offset` page",
+        &[
+            "endpoint",
+            "path",
+            "kind",
+            "value",
+            "feature",
+            "feature_value",
+            "limit",
+            "offset",
+        ],
         || get(api::samples),
     ),
     route(
@@ -360,6 +398,7 @@ mod tests {
             RUN,
             RUN_LIVE,
             RUN_CLEAR,
+            CHANGE_ACCEPT,
             ENDPOINT,
             ENDPOINT_LIVE,
             ENDPOINT_SAMPLES,

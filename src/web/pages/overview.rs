@@ -1,4 +1,7 @@
-//! The overview: a run's totals, its endpoints worst first, and the templates learned from its traffic.
+//! The overview: a run's changes (most failing first), its totals, its endpoints worst first, and the
+//! templates learned from its traffic.
+
+mod changes;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -77,6 +80,10 @@ struct OverviewLive {
     /// Why this instance cannot write the store, if it cannot.
     store_problem: Option<String>,
     summary: Summary,
+    changes: Vec<changes::ChangeRow>,
+    /// Changes past those listed, which the API has.
+    more_changes: usize,
+    changes_api: String,
     endpoints: Vec<EndpointRow>,
     templates: Vec<TemplateRow>,
 }
@@ -124,6 +131,12 @@ impl OverviewLive {
         Self {
             store_problem,
             summary,
+            changes: changes::rows(&report.run.label, &report.changes, range),
+            more_changes: report.changes.len().saturating_sub(changes::SHOWN),
+            changes_api: format!(
+                "/api/v1/runs/{}/changes",
+                crate::encoding::percent_encode(&report.run.label, &[])
+            ),
             endpoints,
             templates: templates.iter().map(TemplateRow::new).collect(),
         }
@@ -204,7 +217,7 @@ async fn render_overview(
     }
     let report = state
         .reports
-        .report(&run_label(state, run), query.range().time_range())
+        .explained(&run_label(state, run), query.range().time_range())
         .await?;
     let templates = state.store.templates(report.run.id).await?;
     let info = &report.run;
@@ -249,7 +262,7 @@ pub async fn overview_live(
 ) -> Result<Response, PageError> {
     let report = state
         .reports
-        .report(&run_label(&state, &run), query.range().time_range())
+        .explained(&run_label(&state, &run), query.range().time_range())
         .await?;
     let templates = state.store.templates(report.run.id).await?;
     let live = OverviewLive::new(&report, query.range(), &templates, store_problem(&state));

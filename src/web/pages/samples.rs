@@ -26,6 +26,9 @@ pub struct SamplesQuery {
     path: Option<String>,
     kind: Option<String>,
     value: Option<String>,
+    /// A predictor's feature the requests must have, with `feature_value` when the value is what predicts.
+    feature: Option<String>,
+    feature_value: Option<String>,
     offset: Option<usize>,
 }
 
@@ -61,6 +64,10 @@ struct SamplesPage {
     path: String,
     kind: String,
     value: String,
+    /// The predictor filtered on, in words, and the fields that keep it.
+    feature_text: Option<String>,
+    feature: String,
+    feature_value: Option<String>,
     samples: Vec<SampleRow>,
     newer: Option<String>,
     older: Option<String>,
@@ -79,6 +86,11 @@ pub async fn samples_page(
             .clone()
             .filter(|kind| !kind.is_empty() && query.path.is_some()),
         value: query.value.clone().filter(|value| !value.is_empty()),
+        feature: query
+            .feature
+            .clone()
+            .filter(|feature| !feature.is_empty())
+            .map(|feature| (feature, query.feature_value.clone())),
     };
     let offset = query.offset.unwrap_or(0).min(MAX_OFFSET);
     // One more than a page says whether there is an older one.
@@ -100,6 +112,12 @@ pub async fn samples_page(
                 href.push_str(&format!("&{name}={}", percent_encode(value, &[])));
             }
         }
+        if let Some((feature, value)) = &filter.feature {
+            href.push_str(&format!("&feature={}", percent_encode(feature, &[])));
+            if let Some(value) = value {
+                href.push_str(&format!("&feature_value={}", percent_encode(value, &[])));
+            }
+        }
         href
     };
     let page = SamplesPage {
@@ -115,6 +133,16 @@ pub async fn samples_page(
         path: filter.path.clone().unwrap_or_default(),
         kind: filter.kind.clone().unwrap_or_default(),
         value: filter.value.clone().unwrap_or_default(),
+        feature_text: filter.feature.as_ref().map(|(feature, value)| match value {
+            Some(value) => format!("{feature} = {value}"),
+            None => format!("{feature} present"),
+        }),
+        feature: filter
+            .feature
+            .as_ref()
+            .map(|(f, _)| f.clone())
+            .unwrap_or_default(),
+        feature_value: filter.feature.as_ref().and_then(|(_, v)| v.clone()),
         action,
         samples: listed.into_iter().map(row).collect(),
         run_label: info.label,
