@@ -17,7 +17,7 @@ use crate::analysis::aggregate::rate;
 use crate::clock::now_ms;
 use crate::gate::verdict::Verdict;
 use crate::gate::{self, GateSettings};
-use crate::notify::{self, Event, Notifier};
+use crate::notify::{self, ChangeNotice, Event, Notifier};
 use crate::report::{ReportError, Reports, RunReport};
 use crate::runs::RunControl;
 use crate::store::queries::TimeRange;
@@ -46,12 +46,12 @@ const STORE_PATIENCE: Duration = Duration::from_secs(5);
 /// Endpoints with a gauge of their own at most (the ones with most requests), as for the other endpoint
 /// labels.
 pub const MAX_ENDPOINT_GAUGES: usize = 500;
-/// Places whose first regression is claimed per refresh at most: a candidate broken everywhere at once is
-/// told over a few refreshes, not in one burst.
+/// New changes claimed per refresh at most: a candidate broken in many ways at once is told over a few
+/// refreshes, not in one burst.
 const CLAIMS_PER_REFRESH: usize = 20;
 /// The notification event whose state is the run's verdict last told.
 const VERDICT_EVENT: &str = "verdict";
-/// Places remembered as told, so that they are not claimed again; past it the store's claim still keeps each
+/// Changes remembered as told, so that they are not claimed again; past it the store's claim still keeps each
 /// event to one message.
 const MAX_TOLD: usize = 10_000;
 
@@ -164,8 +164,8 @@ pub struct Monitor {
     gauges: Arc<VerdictGauges>,
     notifier: Option<Notifier>,
     settings: MonitorSettings,
-    /// (endpoint, path) of `told_run` already claimed, here or by another replica.
-    told: HashSet<(String, String)>,
+    /// Ids of the changes of `told_run` already claimed, here or by another replica.
+    told: HashSet<String>,
     told_run: i64,
 }
 
@@ -278,30 +278,29 @@ impl Monitor {
             Err(error) => tracing::debug!(%error, "could not read the told verdict"),
         }
         let mut claimed = 0;
-        for place in &verdict.failing {
+        for change in &report.changes {
             if claimed == CLAIMS_PER_REFRESH {
                 break;
             }
-            let key = (place.endpoint.clone(), place.path.clone());
-            if self.told.contains(&key) {
+            if self.told.contains(&change.id) {
                 continue;
             }
             claimed += 1;
-            let event = format!("regression {} {}", place.endpoint, place.path);
+            let event = format!("change {}", change.id);
             match store.claim_event(run_id, &event, now_ms()).await {
                 Ok(first) => {
                     if first {
-                        notifier.tell(Event::Regression {
+                        notifier.tell(Event::Change {
                             run: verdict.run.clone(),
-                            place: place.clone(),
+                            change: ChangeNotice::of(change),
                         });
                     }
                     if self.told.len() < MAX_TOLD {
-                        self.told.insert(key);
+                        self.told.insert(change.id.clone());
                     }
                 }
                 Err(error) => {
-                    tracing::debug!(%error, "could not claim a regression event");
+                    tracing::debug!(%error, "could not claim a change event");
                     return;
                 }
             }

@@ -1,4 +1,4 @@
-//! `--notify-url`: messages to chat or any webhook when a regression first appears, when a run's verdict
+//! `--notify-url`: messages to chat or any webhook when a change first appears, when a run's verdict
 //! flips, and when the process stops; sent from a bounded queue with retries, never on the caller's path.
 
 use std::time::Duration;
@@ -15,9 +15,10 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::gate::verdict::{FailingPlace, Verdict};
-use crate::units::percent;
-use crate::web::routes::{ENDPOINT, RUN, link};
+use crate::analysis::compat::Compat;
+use crate::gate::verdict::Verdict;
+use crate::report::changes::Change;
+use crate::web::routes::{RUN, link};
 
 /// How messages are written.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -42,8 +43,8 @@ pub struct NotifySettings {
 /// What happened.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// A place of an endpoint was judged a regression for the first time in the run.
-    Regression { run: String, place: FailingPlace },
+    /// A change (failing places with one cause) appeared in the run: told once, however many places it has.
+    Change { run: String, change: ChangeNotice },
     /// The run's verdict changed (`before` and `now` are `passed`, `failed` or `waiting`).
     VerdictChanged {
         before: String,
@@ -52,6 +53,34 @@ pub enum Event {
     },
     /// The process is stopping: its run's verdict as it stands.
     Summary { verdict: Verdict },
+}
+
+/// What a message says of a new change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangeNotice {
+    pub id: String,
+    pub title: String,
+    pub compat: Compat,
+    /// Failing requests so far.
+    pub requests: u64,
+    pub endpoints: Vec<String>,
+    /// Its places (and consequences), `endpoint path kind`.
+    pub places: usize,
+    pub sample: Option<String>,
+}
+
+impl ChangeNotice {
+    pub fn of(change: &Change) -> Self {
+        Self {
+            id: change.id.clone(),
+            title: change.title.clone(),
+            compat: change.compat,
+            requests: change.requests,
+            endpoints: change.endpoints.clone(),
+            places: change.places.len() + change.consequences.len(),
+            sample: change.sample.clone(),
+        }
+    }
 }
 
 /// Events waiting to be sent at most; past it new ones are dropped and counted.
@@ -210,21 +239,19 @@ pub fn message(event: &Event, settings: &NotifySettings) -> Value {
             .map(|base| format!("{}{path}", base.to_string().trim_end_matches('/')))
     };
     let (kind, run, link_to, text, fields) = match event {
-        Event::Regression { run, place } => (
-            "regression",
+        Event::Change { run, change } => (
+            "change",
             run.as_str(),
-            dashboard(link(ENDPOINT, &[run, &place.endpoint])),
+            dashboard(format!("{}#change-{}", link(RUN, &[run]), change.id)),
             format!(
-                "New regression in run {}: {} {} ({}, {}) on {} of requests",
-                run,
-                place.endpoint,
-                place.path,
-                place.kind.as_str(),
-                place.compat.as_str(),
-                percent(place.rate)
+                "New change in run {run}: {} ({}; {} failing requests so far)",
+                change.title,
+                change.compat.as_str(),
+                change.requests
             ),
-            json!({"endpoint": place.endpoint, "path": place.path, "kind": place.kind.as_str(),
-                   "compat": place.compat.as_str(), "rate": place.rate, "sample": place.sample}),
+            json!({"id": change.id, "title": change.title, "compat": change.compat.as_str(),
+                   "requests": change.requests, "endpoints": change.endpoints, "places": change.places,
+                   "sample": change.sample}),
         ),
         Event::VerdictChanged {
             before,
@@ -322,8 +349,6 @@ fn slack_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::compat::Compat;
-    use crate::analysis::kind::DiffKind;
 
     #[test]
     fn slack_messages_escape_what_callers_chose_and_link_the_dashboard() {
@@ -332,14 +357,15 @@ mod tests {
             format: NotifyFormat::Slack,
             dashboard: Some("https://shadowdiff.example/".parse().unwrap()),
         };
-        let event = Event::Regression {
+        let event = Event::Change {
             run: "r1".into(),
-            place: FailingPlace {
-                endpoint: "GET /<!channel>".into(),
-                path: "body/a&b".into(),
-                kind: DiffKind::Missing,
+            change: ChangeNotice {
+                id: "ch-0123456789ab".into(),
+                title: "`body/a&b` missing on GET /<!channel>".into(),
                 compat: Compat::Breaking,
-                rate: 0.25,
+                requests: 25,
+                endpoints: vec!["GET /<!channel>".into()],
+                places: 1,
                 sample: None,
             },
         };
@@ -348,9 +374,8 @@ mod tests {
         assert!(shown.contains("GET /&lt;!channel&gt;"), "{shown}");
         assert!(shown.contains("body/a&amp;b"), "{shown}");
         assert!(
-            shown.ends_with(
-                "<https://shadowdiff.example/runs/r1/endpoints/GET%20%2F%3C%21channel%3E|dashboard>"
-            ),
+            shown
+                .ends_with("<https://shadowdiff.example/runs/r1#change-ch-0123456789ab|dashboard>"),
             "{shown}"
         );
     }

@@ -1,16 +1,18 @@
-//! A run's report as one self-contained HTML file (`shadowdiff report`): the verdict, every endpoint, and for
+//! A run's report as one self-contained HTML file (`shadowdiff report`): the verdict, its changes, every endpoint, and for
 //! each endpoint with regressions its places, its diff rate over time (an inline SVG) and one sample side by
 //! side. Styles are inline and a Content-Security-Policy forbids loading anything, so it opens offline and
 //! stored bytes cannot run as script; everything that came from traffic is escaped as on the dashboard.
 
 use askama::Template;
 
+use crate::gate::changes;
 use crate::gate::verdict::Verdict;
 use crate::gate::{GateEndpoint, GateReport};
 use crate::report::{ReportError, Reports};
 use crate::store::queries::TimeRange;
 use crate::units::{count, millis, percent, timestamp};
 use crate::web::pages::exchange::{DifferenceRow, Panel, side_by_side};
+use crate::web::view::{TextPart, code_spans};
 
 /// Endpoints shown in detail at most (worst first); the table lists them all.
 const MAX_DETAILED: usize = 20;
@@ -63,6 +65,13 @@ struct SampleView {
     candidate: Panel,
 }
 
+/// A change: its headline and the lines beneath it, as the gate's text has them.
+struct ChangeView {
+    compat: &'static str,
+    headline: Vec<TextPart>,
+    details: Vec<Vec<TextPart>>,
+}
+
 struct Detail {
     endpoint: String,
     anchor: String,
@@ -87,6 +96,7 @@ struct ReportFile {
     endpoints: Vec<EndpointRow>,
     details: Vec<Detail>,
     accepted: Vec<AcceptedRow>,
+    changes: Vec<ChangeView>,
 }
 
 /// The report file of a judged run.
@@ -129,6 +139,18 @@ pub async fn render(reports: &Reports, judged: &GateReport) -> Result<String, Re
             })
             .collect(),
         details,
+        changes: judged
+            .changes
+            .iter()
+            .map(|change| ChangeView {
+                compat: change.compat.as_str(),
+                headline: code_spans(&changes::headline(change)),
+                details: changes::details(change)
+                    .iter()
+                    .map(|line| code_spans(line))
+                    .collect(),
+            })
+            .collect(),
         accepted: judged
             .endpoints
             .iter()

@@ -19,6 +19,24 @@ pub fn escape(text: &str) -> String {
 /// Marks for a JSON rendering: concrete body path (without the `body` prefix) to a CSS class.
 pub type Marks = HashMap<String, &'static str>;
 
+/// A piece of text, marked when it was between backticks (a path or a value, shown as code).
+pub struct TextPart {
+    pub code: bool,
+    pub text: String,
+}
+
+/// `text with `code` in it` as pieces, for a template to escape each and set the code ones as code.
+pub fn code_spans(text: &str) -> Vec<TextPart> {
+    text.split('`')
+        .enumerate()
+        .filter(|(_, text)| !text.is_empty())
+        .map(|(index, text)| TextPart {
+            code: index % 2 == 1,
+            text: text.to_string(),
+        })
+        .collect()
+}
+
 /// The CSS class that marks a difference of this kind.
 pub fn mark_class(kind: DiffKind) -> &'static str {
     match kind {

@@ -712,14 +712,20 @@ async fn notifications_are_sent_once_across_replicas_in_the_chosen_format() {
             .map(str::to_string)
             .unwrap_or_default()
     };
+    // The rename is one change of two places: one message, whichever replica sent it.
     let regressions: Vec<&Value> = messages
         .iter()
-        .filter(|m| text(m).starts_with("New regression") && text(m).contains("body/name"))
+        .filter(|m| text(m).starts_with("New change"))
         .collect();
     assert_eq!(
         regressions.len(),
         1,
-        "one message for the new regression, whichever replica sent it: {messages:?}"
+        "one message for the new change, whichever replica sent it: {messages:?}"
+    );
+    assert!(
+        text(regressions[0])
+            .contains("`body/name` missing, `body/full_name` extra on GET /items/{id}"),
+        "{messages:?}"
     );
     let flips: Vec<&Value> = messages
         .iter()
@@ -766,9 +772,13 @@ async fn notifications_are_sent_once_across_replicas_in_the_chosen_format() {
         }
     }
     if let Some(event) = regressions[0].get("event") {
-        assert_eq!(event, "regression");
-        assert_eq!(regressions[0]["endpoint"], "GET /items/{id}");
+        assert_eq!(event, "change");
+        assert_eq!(
+            regressions[0]["endpoints"],
+            serde_json::json!(["GET /items/{id}"])
+        );
         assert_eq!(regressions[0]["compat"], "breaking");
+        assert_eq!(regressions[0]["places"], 2);
     }
 }
 

@@ -8,7 +8,7 @@ use crate::report::changes::{Change, ChangePlace, Predictor};
 use crate::web::pages::endpoint_href;
 use crate::web::range::RangeChoice;
 use crate::web::routes::{self, link};
-use crate::web::view::{count, kind_label, percent};
+use crate::web::view::{TextPart, code_spans, count, kind_label, percent};
 
 /// Changes the overview lists at most; the API has them all.
 pub const SHOWN: usize = 50;
@@ -16,7 +16,7 @@ pub const SHOWN: usize = 50;
 pub struct ChangeRow {
     pub id: String,
     /// The title in pieces, the parts between backticks marked as code.
-    pub title: Vec<TitlePart>,
+    pub title: Vec<TextPart>,
     pub compat: &'static str,
     pub requests: String,
     pub rate: String,
@@ -27,11 +27,6 @@ pub struct ChangeRow {
     pub predictors: Vec<PredictorRow>,
     pub samples_href: Option<String>,
     pub accept_action: String,
-}
-
-pub struct TitlePart {
-    pub code: bool,
-    pub text: String,
 }
 
 pub struct EndpointLink {
@@ -76,7 +71,7 @@ fn row(run: &str, change: &Change, range: RangeChoice) -> ChangeRow {
         .or(change.places.first());
     ChangeRow {
         id: change.id.clone(),
-        title: title_parts(&change.title),
+        title: code_spans(&change.title),
         compat: change.compat.as_str(),
         requests: count(change.requests),
         rate: percent(aggregate::rate(change.requests, requests)),
@@ -114,19 +109,6 @@ fn row(run: &str, change: &Change, range: RangeChoice) -> ChangeRow {
             .map(|lead| samples_href(run, lead)),
         accept_action: link(routes::CHANGE_ACCEPT, &[run, &change.id]),
     }
-}
-
-/// `text with `code` in it` as pieces.
-fn title_parts(title: &str) -> Vec<TitlePart> {
-    title
-        .split('`')
-        .enumerate()
-        .filter(|(_, text)| !text.is_empty())
-        .map(|(index, text)| TitlePart {
-            code: index % 2 == 1,
-            text: text.to_string(),
-        })
-        .collect()
 }
 
 fn place_row(run: &str, place: &ChangePlace) -> PlaceRow {
