@@ -42,13 +42,15 @@ async fn a_regression_followed_from_the_overview_to_one_exchange() {
     );
     // The endpoint named by a hostile header is shown as text, not run as markup.
     browser
-        .xpath("//a[.='GET <script>alert(1)</script>']")
+        .xpath("//table[contains(@class,'endpoints')]//a[.='GET <script>alert(1)</script>']")
         .await;
     browser.screenshot("overview").await;
 
     // Endpoint: charts drawn by the vendored library, the field tree with verdicts and classes.
     browser
-        .xpath(&format!("//a[.='{USERS}']"))
+        .xpath(&format!(
+            "//table[contains(@class,'endpoints')]//a[.='{USERS}']"
+        ))
         .await
         .click()
         .await

@@ -115,8 +115,58 @@ async fn a_first_schema_database_upgrades_and_reads_back(db: TestDb) {
     .await;
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     let expected: Value = serde_json::from_str(&fixture("gate.json")).unwrap();
-    let actual: Value = serde_json::from_str(&ran.stdout).unwrap();
+    let mut actual: Value = serde_json::from_str(&ran.stdout).unwrap();
+    // What came after the first version: the changes, worked out from the stored counts alone.
+    let changes = actual
+        .as_object_mut()
+        .and_then(|report| report.remove("changes"))
+        .expect("the upgraded run has changes");
     assert_same_verdict(&expected, &actual, "");
+    let changes = changes.as_array().unwrap();
+    let mut grouped: Vec<(String, String, String)> = Vec::new();
+    for change in changes {
+        assert!(
+            change["predictors"].as_array().unwrap().is_empty(),
+            "no sketch was kept by the first version: {change:#}"
+        );
+        for place in change["places"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(change["consequences"].as_array().unwrap())
+        {
+            grouped.push((
+                place["endpoint"].as_str().unwrap().to_string(),
+                place["path"].as_str().unwrap().to_string(),
+                place["kind"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    grouped.sort();
+    let mut failing: Vec<(String, String, String)> = Vec::new();
+    for endpoint in expected["endpoints"].as_array().unwrap() {
+        if endpoint["latency_regression"] == true {
+            let name = endpoint["endpoint"].as_str().unwrap().to_string();
+            failing.push((name, "latency".into(), "slower".into()));
+        }
+        for regression in endpoint["regressions"].as_array().unwrap() {
+            failing.push((
+                endpoint["endpoint"].as_str().unwrap().to_string(),
+                regression["path"].as_str().unwrap().to_string(),
+                regression["kind"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    failing.sort();
+    assert_eq!(
+        grouped, failing,
+        "every failing place is in exactly one change"
+    );
+    assert_eq!(
+        changes.len(),
+        4,
+        "the rename is one change of two places: {changes:#?}"
+    );
 
     // Every sample the verdict points at opens, whole, under its endpoint.
     let mut opened = 0;
