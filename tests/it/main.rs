@@ -7,6 +7,8 @@ mod bodies;
 mod bounded;
 mod browser;
 mod caller_path;
+mod changes;
+mod changes_shared;
 mod delivery;
 mod demo;
 mod deploy_files;
