@@ -114,7 +114,9 @@ async fn hostile_feature_names_are_counted_as_dropped_not_kept(db: TestDb) {
     send(&app, &requests).await;
     let metrics = app.metrics.clone();
     app.stop().await;
-    let dropped = metrics.store.features_dropped_count(FeaturesDropped::RequestCap);
+    let dropped = metrics
+        .store
+        .features_dropped_count(FeaturesDropped::RequestCap);
     let kept_per_request = shadowdiff::features::extract::MAX_QUERY_PARAMS;
     assert!(
         dropped >= (REQUESTS * (PARAMETERS - kept_per_request)) as u64,

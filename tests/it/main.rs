@@ -6,6 +6,7 @@ mod bad_input;
 mod bodies;
 mod bounded;
 mod browser;
+mod browser_changes;
 mod caller_path;
 mod changes;
 mod changes_shared;
