@@ -4,6 +4,7 @@
 pub mod extract;
 pub mod sketch;
 pub mod topk;
+pub mod totals;
 
 pub use extract::{RequestParts, extract};
 pub use sketch::FeatureSketch;

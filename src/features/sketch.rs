@@ -20,6 +20,12 @@ const MAX_ENCODED: usize = 1 << 20;
 #[serde(transparent)]
 pub struct Values(TopK<()>);
 
+impl Values {
+    pub fn counters(&self) -> &[Counter<()>] {
+        self.0.counters()
+    }
+}
+
 impl Payload for Values {
     fn merge(&mut self, other: &Self) {
         self.0.merge(&other.0, MAX_VALUES);
@@ -95,6 +101,21 @@ impl FeatureSketch {
                 });
             std::iter::once(presence).chain(values)
         })
+    }
+
+    /// The tracked feature names, each with its values.
+    pub fn names(&self) -> &[Counter<Values>] {
+        self.names.counters()
+    }
+
+    /// The most requests an untracked name can have had.
+    pub fn name_floor(&self) -> u64 {
+        self.names.floor(MAX_NAMES)
+    }
+
+    /// The most requests an untracked value of a tracked name can have had since the name was taken in.
+    pub fn value_floor(&self, name: &Counter<Values>) -> u64 {
+        name.payload.0.floor(MAX_VALUES)
     }
 
     /// The most requests that can have had `name` (with `value`, if given).

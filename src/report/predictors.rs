@@ -14,8 +14,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::analysis::PathKey;
 use crate::analysis::aggregate::Tally;
 use crate::features::FeatureSketch;
+use crate::features::totals::FeatureTotals;
 use crate::report::changes::{Change, Predictor};
 use crate::store::rows::signature_row;
 use crate::store::sketches::FeatureSketches;
@@ -30,22 +32,43 @@ pub const MIN_LIFT: f64 = 4.0;
 pub const MIN_CHI_SQUARE: f64 = 10.83;
 /// Predictors reported per change at most, the most discriminating first.
 pub const MAX_PREDICTORS: usize = 3;
-/// Sketches merged per side of one change at most.
-const MAX_MERGED: usize = 4_096;
 
 /// Fills in each change's predictors from the endpoints' counts and the run's feature sketches.
 pub fn fill(changes: &mut [Change], tallies: &BTreeMap<String, Tally>, sketches: &FeatureSketches) {
+    // Each endpoint's signatures with their stored hashes, and the totals of all its sketches: worked out once
+    // for every change that reads them (a change's passing requests are its endpoints' all less its failing).
+    let mut endpoints: BTreeMap<&str, EndpointSketches<'_>> = BTreeMap::new();
+    for (endpoint, tally) in tallies {
+        let mut all = FeatureTotals::default();
+        let mut signatures = Vec::with_capacity(tally.signatures.len());
+        let mut add = |hash: i64| {
+            let sketch = sketches.get(&(endpoint.clone(), hash));
+            if let Some(sketch) = sketch {
+                all.add(sketch);
+            }
+            sketch
+        };
+        add(signature_row(&[]).0);
+        for signature in tally.signatures.keys() {
+            if let Some(sketch) = add(signature_row(signature).0) {
+                signatures.push((signature.as_slice(), sketch));
+            }
+        }
+        endpoints.insert(endpoint, EndpointSketches { all, signatures });
+    }
     for change in changes {
-        change.predictors = predictors(change, tallies, sketches);
+        change.predictors = predictors(change, &endpoints);
     }
 }
 
+/// One endpoint's sketches: every signature's, and their totals.
+struct EndpointSketches<'a> {
+    all: FeatureTotals,
+    signatures: Vec<(&'a [PathKey], &'a FeatureSketch)>,
+}
+
 /// The features that tell `change`'s failing requests from the passing requests of its endpoints.
-pub fn predictors(
-    change: &Change,
-    tallies: &BTreeMap<String, Tally>,
-    sketches: &FeatureSketches,
-) -> Vec<Predictor> {
+fn predictors(change: &Change, endpoints: &BTreeMap<&str, EndpointSketches<'_>>) -> Vec<Predictor> {
     if change.is_latency() {
         return Vec::new();
     }
@@ -57,7 +80,24 @@ pub fn predictors(
     if passing_requests == 0 {
         return Vec::new();
     }
-    let (failing, passing) = split(change, tallies, sketches);
+    let mut failing = FeatureTotals::default();
+    let mut all = FeatureTotals::default();
+    for endpoint in &change.endpoints {
+        let Some(sketched) = endpoints.get(endpoint.as_str()) else {
+            continue;
+        };
+        all.absorb(&sketched.all);
+        let keys = change.keys_on(endpoint);
+        for (signature, sketch) in &sketched.signatures {
+            let fails = signature
+                .iter()
+                .any(|(path, kind)| keys.contains(&(path.as_str(), *kind)));
+            if fails {
+                failing.add(sketch);
+            }
+        }
+    }
+    let passing = all.without(&failing);
     if failing.requests < MIN_SUPPORT || passing.requests == 0 {
         return Vec::new();
     }
@@ -66,9 +106,7 @@ pub fn predictors(
         .filter(|feature| feature.value.is_some() || presence_tells(feature.name))
         .filter_map(|feature| {
             let with = feature.lower.min(failing.requests);
-            let passing_with = passing
-                .upper(feature.name, feature.value)
-                .min(passing.requests);
+            let passing_with = passing.upper(feature.name, feature.value);
             discriminates(with, failing.requests, passing_with, passing.requests).then(|| {
                 Predictor {
                     feature: feature.name.to_string(),
@@ -88,47 +126,6 @@ pub fn predictors(
     });
     found.truncate(MAX_PREDICTORS);
     found
-}
-
-/// The change's failing requests' features and its endpoints' passing requests' features, each merged from
-/// the sketches of the signatures that make them.
-fn split(
-    change: &Change,
-    tallies: &BTreeMap<String, Tally>,
-    sketches: &FeatureSketches,
-) -> (FeatureSketch, FeatureSketch) {
-    let mut failing = FeatureSketch::default();
-    let mut passing = FeatureSketch::default();
-    let (mut merged_failing, mut merged_passing) = (0, 0);
-    let passing_hash = signature_row(&[]).0;
-    for endpoint in &change.endpoints {
-        let Some(tally) = tallies.get(endpoint) else {
-            continue;
-        };
-        let keys = change.keys_on(endpoint);
-        let mut add = |hash: i64, fails: bool| {
-            let Some(sketch) = sketches.get(&(endpoint.clone(), hash)) else {
-                return;
-            };
-            let (side, merged) = if fails {
-                (&mut failing, &mut merged_failing)
-            } else {
-                (&mut passing, &mut merged_passing)
-            };
-            if *merged < MAX_MERGED {
-                side.merge(sketch);
-                *merged += 1;
-            }
-        };
-        add(passing_hash, false);
-        for signature in tally.signatures.keys() {
-            let fails = signature
-                .iter()
-                .any(|(path, kind)| keys.contains(&(path.as_str(), *kind)));
-            add(signature_row(signature).0, fails);
-        }
-    }
-    (failing, passing)
 }
 
 /// Whether a feature's mere presence can say anything: not for the method or a path segment (every request of

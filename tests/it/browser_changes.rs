@@ -17,11 +17,11 @@ async fn a_change_opened_followed_to_its_predictors_samples_and_accepted() {
     let app = instance(&db, "euros", &stubs).await;
     send(&app, &priced(200)).await;
     crate::support::wait_for("the traffic to be stored", || async {
-        let (_, gate) = gate_json(db.url(), "euros", &[]).await;
+        let (_, gate) = gate_json(db.url(), "euros", &["--latency-factor", "1e9"]).await;
         gate["requests"] == 200
     })
     .await;
-    let (code, gate) = gate_json(db.url(), "euros", &[]).await;
+    let (code, gate) = gate_json(db.url(), "euros", &["--latency-factor", "1e9"]).await;
     assert_eq!(
         code,
         Some(1),
@@ -106,7 +106,7 @@ async fn a_change_opened_followed_to_its_predictors_samples_and_accepted() {
     );
     browser.close().await;
 
-    let (code, gate) = gate_json(db.url(), "euros", &[]).await;
+    let (code, gate) = gate_json(db.url(), "euros", &["--latency-factor", "1e9"]).await;
     assert_eq!(code, Some(0), "{gate:#}");
     assert_eq!(gate["passed"], true);
     assert!(gate["changes"].as_array().unwrap().is_empty(), "{gate:#}");
