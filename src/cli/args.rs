@@ -610,7 +610,7 @@ pub struct AdminArgs {
           default_value_t = Span(WebSettings::DEFAULT_SESSION_TTL), value_parser = parse_interval_span)]
     pub admin_session_ttl: Span,
 
-    /// Post a message here when a regression first appears in the run, when the run's verdict flips, and
+    /// Post a message here when a change first appears in the run, when the run's verdict flips, and
     /// when the process stops (a Slack incoming webhook, or any URL with `--notify-format json`); repeat the
     /// flag for several. Links point at `--admin-public-url` when set.
     #[arg(long = "notify-url", value_name = "URL", env = "SHADOWDIFF_NOTIFY_URL", value_delimiter = ',',

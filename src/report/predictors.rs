@@ -72,23 +72,24 @@ fn predictors(change: &Change, endpoints: &BTreeMap<&str, EndpointSketches<'_>>)
     if change.is_latency() {
         return Vec::new();
     }
-    let passing_requests: u64 = change
+    // A change that fails on every compared request of its endpoints has no passing one to tell it from.
+    let passing_compared: u64 = change
         .rates
         .iter()
         .map(|share| share.requests.saturating_sub(share.failing))
         .sum();
-    if passing_requests == 0 {
+    if passing_compared == 0 {
         return Vec::new();
     }
     let mut failing = FeatureTotals::default();
-    let mut all = FeatureTotals::default();
+    let mut sketched: Vec<&FeatureTotals> = Vec::with_capacity(change.endpoints.len());
     for endpoint in &change.endpoints {
-        let Some(sketched) = endpoints.get(endpoint.as_str()) else {
+        let Some(endpoint_sketches) = endpoints.get(endpoint.as_str()) else {
             continue;
         };
-        all.absorb(&sketched.all);
+        sketched.push(&endpoint_sketches.all);
         let keys = change.keys_on(endpoint);
-        for (signature, sketch) in &sketched.signatures {
+        for (signature, sketch) in &endpoint_sketches.signatures {
             let fails = signature
                 .iter()
                 .any(|(path, kind)| keys.contains(&(path.as_str(), *kind)));
@@ -97,22 +98,41 @@ fn predictors(change: &Change, endpoints: &BTreeMap<&str, EndpointSketches<'_>>)
             }
         }
     }
-    let passing = all.without(&failing);
-    if failing.requests < MIN_SUPPORT || passing.requests == 0 {
+    // The passing requests are the endpoints' all less the failing ones, in requests and in bounds.
+    let all_requests: u64 = sketched.iter().map(|all| all.requests).sum();
+    let passing_requests = all_requests.saturating_sub(failing.requests);
+    if failing.requests < MIN_SUPPORT || passing_requests == 0 {
         return Vec::new();
     }
+    let passing_upper = |name: &str, value: Option<&str>| {
+        let (mut presence, mut valued) = (0u64, 0u64);
+        for all in &sketched {
+            let (p, v) = all.upper_sums(name, value);
+            presence += p;
+            valued += v;
+        }
+        let (p, v) = failing.upper_sums(name, value);
+        presence
+            .saturating_sub(p)
+            .min(valued.saturating_sub(v))
+            .min(passing_requests)
+    };
     let mut found: Vec<Predictor> = failing
         .features()
         .filter(|feature| feature.value.is_some() || presence_tells(feature.name))
         .filter_map(|feature| {
             let with = feature.lower.min(failing.requests);
-            let passing_with = passing.upper(feature.name, feature.value);
-            discriminates(with, failing.requests, passing_with, passing.requests).then(|| {
+            // Most features fail the failing-side tests; only the others are looked up on every endpoint.
+            if !could_discriminate(with, failing.requests) {
+                return None;
+            }
+            let passing_with = passing_upper(feature.name, feature.value);
+            discriminates(with, failing.requests, passing_with, passing_requests).then(|| {
                 Predictor {
                     feature: feature.name.to_string(),
                     value: feature.value.map(str::to_string),
                     failing_share: with as f64 / failing.requests as f64,
-                    passing_share: passing_with as f64 / passing.requests as f64,
+                    passing_share: passing_with as f64 / passing_requests as f64,
                 }
             })
         })
@@ -138,9 +158,14 @@ fn presence_tells(name: &str) -> bool {
         || name.ends_with(" magnitude"))
 }
 
+/// The failing side of the tests: enough failing requests have the feature.
+fn could_discriminate(with: u64, failing: u64) -> bool {
+    with >= MIN_SUPPORT && failing > 0 && with as f64 / failing as f64 >= MIN_FAILING_SHARE
+}
+
 /// The three tests of the module's documentation.
 pub fn discriminates(with: u64, failing: u64, passing_with: u64, passing: u64) -> bool {
-    if with < MIN_SUPPORT || failing == 0 || passing == 0 {
+    if !could_discriminate(with, failing) || passing == 0 {
         return false;
     }
     let failing_share = with as f64 / failing as f64;

@@ -89,11 +89,11 @@ pub async fn send(app: &TestApp, requests: &[Request]) {
 /// The changes of run `label`, with their predictors, as every reader gets them.
 pub async fn changes_of(db: &TestDb, label: &str) -> Vec<Change> {
     let store = Store::connect(db.url(), 2).await.unwrap();
-    let reports = Reports::new(
-        store,
-        Arc::new(RuleSet::default()),
-        VerdictSettings::default(),
-    );
+    let verdicts = VerdictSettings {
+        latency_factor: NO_LATENCY_VERDICT,
+        ..VerdictSettings::default()
+    };
+    let reports = Reports::new(store, Arc::new(RuleSet::default()), verdicts);
     reports
         .explained(label, TimeRange::all())
         .await
