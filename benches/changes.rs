@@ -121,6 +121,19 @@ fn request_parts() -> (String, Vec<(String, String)>) {
     (target, headers)
 }
 
+/// A GET of `target` with `headers`, as extraction reads it.
+fn parts_of<'a>(target: &'a str, headers: &'a [(String, String)]) -> RequestParts<'a> {
+    RequestParts {
+        method: "GET",
+        target,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect(),
+        body: b"",
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let data: Vec<(EndpointReport, Tally)> = (0..ENDPOINTS).map(endpoint).collect();
     let shapes = BTreeMap::new();
@@ -149,15 +162,7 @@ fn benches(c: &mut Criterion) {
             let mut sketch = FeatureSketch::default();
             for n in 0..50u64 {
                 let target = target.replace("10047", &(10_000 + n).to_string());
-                let parts = RequestParts {
-                    method: "GET",
-                    target: &target,
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_bytes()))
-                        .collect(),
-                    body: b"",
-                };
+                let parts = parts_of(&target, &headers);
                 sketch.add(&features::extract(&report.endpoint, &parts, &redactor));
             }
             sketches.insert(
@@ -181,15 +186,7 @@ fn benches(c: &mut Criterion) {
         )
     });
 
-    let parts = RequestParts {
-        method: "GET",
-        target: &target,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .collect(),
-        body: b"",
-    };
+    let parts = parts_of(&target, &headers);
     c.bench_function("changes/extract one request's features", |b| {
         b.iter(|| {
             black_box(features::extract(

@@ -152,7 +152,11 @@ impl PendingSketches {
     /// What adding `analysis`'s features would hold at most: each feature a new name and value.
     pub fn cost(analysis: &Analysis) -> usize {
         let request = &analysis.exchange.request;
-        256 + request.uri.to_string().len() * 4
+        256 + request
+            .uri
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len())
+            * 4
             + request
                 .headers
                 .iter()
@@ -181,13 +185,12 @@ impl PendingSketches {
             self.sketched_count += 1;
         }
         let request = &analysis.exchange.request;
-        let target = request.uri.path_and_query().map_or_else(
-            || request.uri.path().to_string(),
-            |pq| pq.as_str().to_string(),
-        );
         let parts = RequestParts {
             method: request.method.as_str(),
-            target: &target,
+            target: request
+                .uri
+                .path_and_query()
+                .map_or_else(|| request.uri.path(), |pq| pq.as_str()),
             headers: request
                 .headers
                 .iter()

@@ -41,12 +41,7 @@ async fn a_change_opened_followed_to_its_predictors_samples_and_accepted() {
     );
     let predictor = format!("{change}//a[contains(@class,'predictor')]");
     assert!(!browser.displayed(&predictor).await, "closed until opened");
-    browser
-        .xpath(&format!("{change}/summary"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    open_change(&browser).await;
     assert!(browser.displayed(&predictor).await);
     let said = browser.text("details.change .predictors li").await;
     assert!(
@@ -76,12 +71,7 @@ async fn a_change_opened_followed_to_its_predictors_samples_and_accepted() {
 
     // Back on the overview, the change is accepted in one action.
     browser.open(&app.admin_url("/runs/euros")).await;
-    browser
-        .xpath(&format!("{change}/summary"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    open_change(&browser).await;
     browser
         .xpath(&format!("{change}//input[@name='note']"))
         .await
@@ -117,4 +107,14 @@ async fn a_change_opened_followed_to_its_predictors_samples_and_accepted() {
         "euros are rounded up from now on"
     );
     app.stop().await;
+}
+
+/// Opens the overview's first change.
+async fn open_change(browser: &Browser) {
+    browser
+        .css("details.change > summary")
+        .await
+        .click()
+        .await
+        .unwrap();
 }
