@@ -11,7 +11,6 @@ use crate::analysis::aggregate::{
 };
 use crate::analysis::compat::Compat;
 use crate::analysis::rules::EndpointGlob;
-use crate::report::change_text;
 use crate::report::changes::Change;
 use crate::report::{ReportError, Reports, RunReport};
 use crate::store::StoreError;
@@ -83,8 +82,9 @@ pub struct GateReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<&'static str>,
     pub endpoints: Vec<GateEndpoint>,
-    /// The failing places of the judged endpoints grouped by cause, most failing requests first (with
-    /// `--fail-on breaking`, the changes with a breaking place).
+    /// The failing places of the judged endpoints grouped by cause, most failing requests first, a latency
+    /// change last (reported, failing the gate only with `--latency`); with `--fail-on breaking`, the changes
+    /// with a breaking place on those endpoints.
     pub changes: Vec<Change>,
     /// Why it failed, in the order checked (empty when it passed).
     #[serde(skip)]
@@ -312,29 +312,8 @@ pub fn judge(report: &RunReport, settings: &GateSettings) -> GateReport {
 
 /// The part of a change on the judged endpoints, if it has one and it counts under `fail_on`.
 fn selected_change(change: &Change, judged: &[&str], fail_on: FailOn) -> Option<Change> {
-    if fail_on == FailOn::Breaking && change.compat != Compat::Breaking {
-        return None;
-    }
-    if change
-        .endpoints
-        .iter()
-        .all(|e| judged.contains(&e.as_str()))
-    {
-        return Some(change.clone());
-    }
-    let on_judged = |endpoint: &String| judged.contains(&endpoint.as_str());
-    let mut kept = change.clone();
-    kept.endpoints.retain(on_judged);
-    if kept.endpoints.is_empty() {
-        return None;
-    }
-    kept.rates.retain(|share| on_judged(&share.endpoint));
-    kept.places.retain(|place| on_judged(&place.endpoint));
-    kept.consequences.retain(|place| on_judged(&place.endpoint));
-    kept.requests = kept.rates.iter().map(|share| share.failing).sum();
-    kept.summary = change_text::summary(&kept.places);
-    kept.title = change_text::title(&kept.summary, &kept.endpoints, kept.consequences.len());
-    Some(kept)
+    let kept = change.restricted_to(judged)?;
+    (fail_on == FailOn::Any || kept.compat == Compat::Breaking).then_some(kept)
 }
 
 fn latency(latency: &TargetLatency) -> GateLatency {

@@ -295,7 +295,7 @@ pub fn message(event: &Event, settings: &NotifySettings) -> Value {
                 shown.push_str(&format!(" <{}|dashboard>", slack_escape(url)));
             }
             json!({
-                "text": cut(&text, SLACK_TEXT),
+                "text": slack_text(&text),
                 "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": shown}}],
             })
         }
@@ -315,14 +315,6 @@ pub fn state(verdict: &Verdict) -> &'static str {
 
 /// Characters of a Slack section's text kept (Slack refuses more than 3 000), leaving room for the link.
 const SLACK_TEXT: usize = 2_800;
-
-/// `text` cut to at most `chars` characters, marked when cut.
-fn cut(text: &str, chars: usize) -> String {
-    match text.char_indices().nth(chars) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_string(),
-    }
-}
 
 /// `text` escaped for Slack and cut to fit a section, never in the middle of an escape.
 fn slack_text(text: &str) -> String {

@@ -159,13 +159,15 @@ impl Reports {
             .flat_map(|change| change.endpoints.iter().cloned())
             .collect();
         if !wanted.is_empty() {
-            let sketches = self.store.feature_sketches(report.run.id, &wanted).await?;
-            let tallies: BTreeMap<String, Tally> = counts
-                .into_iter()
-                .filter(|(endpoint, _)| wanted.contains(endpoint))
-                .map(|(endpoint, counts)| (endpoint, counts.tally))
-                .collect();
-            predictors::fill(&mut report.changes, &tallies, &sketches);
+            // Past the store's cap on sketches read, no predictor is better than one made of part of them.
+            if let Some(sketches) = self.store.feature_sketches(report.run.id, &wanted).await? {
+                let tallies: BTreeMap<String, Tally> = counts
+                    .into_iter()
+                    .filter(|(endpoint, _)| wanted.contains(endpoint))
+                    .map(|(endpoint, counts)| (endpoint, counts.tally))
+                    .collect();
+                predictors::fill(&mut report.changes, &tallies, &sketches);
+            }
         }
         Ok(report)
     }

@@ -69,6 +69,16 @@ const ENTRY_BYTES: usize = 64;
 impl Tally {
     /// Adds one analysed exchange.
     pub fn record(&mut self, analysis: &Analysis) {
+        let signature = analysis
+            .compared()
+            .map(|compared| compared.signature())
+            .unwrap_or_default();
+        self.record_signed(analysis, &signature);
+    }
+
+    /// Adds one analysed exchange whose signature ([`crate::analysis::Compared::signature`]) the caller
+    /// worked out already.
+    pub fn record_signed(&mut self, analysis: &Analysis, signature: &[PathKey]) {
         self.requests += 1;
         if carries_redacted_value(&analysis.exchange.request) {
             self.redacted += 1;
@@ -103,9 +113,13 @@ impl Tally {
         for ((path, kind), compat) in compared.candidate_keys() {
             self.paths.entry((path.to_string(), kind)).or_default().raw[compat as usize] += 1;
         }
-        let signature = compared.signature();
         if !signature.is_empty() {
-            *self.signatures.entry(signature).or_default() += 1;
+            match self.signatures.get_mut(signature) {
+                Some(count) => *count += 1,
+                None => {
+                    self.signatures.insert(signature.to_vec(), 1);
+                }
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
-use crate::encoding::percent_decode;
+use crate::encoding::{REDACTED_MARK, percent_decode};
 use crate::features::Features;
 use crate::redact::Redactor;
 
@@ -37,6 +37,8 @@ pub trait Redaction {
     fn is_secret_header(&self, name: &str) -> bool;
     /// A query parameter's value as stored (`raw` percent-encoded as it came): a secret one redacted.
     fn query_value<'a>(&self, name: &str, raw: &'a str) -> Cow<'a, str>;
+    /// A header's value as stored: a URL's secret query parameters redacted.
+    fn header_value(&self, name: &str, value: &[u8]) -> String;
 }
 
 impl Redaction for Redactor {
@@ -51,20 +53,34 @@ impl Redaction for Redactor {
             Cow::Owned(percent_decode(raw))
         }
     }
+
+    fn header_value(&self, name: &str, value: &[u8]) -> String {
+        Redactor::header_value(self, name, value)
+    }
 }
 
 /// A request stored in a sample, redacted already: its secret query values hold their keyed hash (letters,
 /// digits and a colon, which decoding leaves as they are), which is what the features counted from the live
-/// request hold too; its secret headers, left out of the counted features, are never asked for.
-pub struct AlreadyRedacted;
+/// request hold too. A secret header's stored value is its keyed hash, which the live side left out: a header
+/// holding one is left out here too, whichever list named it secret.
+pub struct AlreadyRedacted<'a> {
+    pub headers: &'a [(String, String)],
+}
 
-impl Redaction for AlreadyRedacted {
+impl Redaction for AlreadyRedacted<'_> {
     fn is_secret_header(&self, name: &str) -> bool {
         crate::redact::SECRET_HEADERS.contains(&name)
+            || self.headers.iter().any(|(stored, value)| {
+                stored.eq_ignore_ascii_case(name) && value.starts_with(REDACTED_MARK)
+            })
     }
 
     fn query_value<'a>(&self, _: &str, raw: &'a str) -> Cow<'a, str> {
         Cow::Owned(percent_decode(raw))
+    }
+
+    fn header_value(&self, _: &str, value: &[u8]) -> String {
+        String::from_utf8_lossy(value).into_owned()
     }
 }
 
@@ -80,7 +96,7 @@ pub fn extract(endpoint: &str, request: &RequestParts<'_>, redaction: &impl Reda
     };
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
-        None => (request.target, None),
+        None => (target, None),
     };
     path_parameters(&mut features, endpoint, path);
     if let Some(query) = query {
@@ -96,8 +112,11 @@ pub fn extract(endpoint: &str, request: &RequestParts<'_>, redaction: &impl Reda
             continue;
         }
         headers += 1;
-        let name = format!("header {}", cut(&name.to_ascii_lowercase()));
-        features.push(name, Some(cut(&String::from_utf8_lossy(value))));
+        let value = redaction.header_value(name, value);
+        features.push(
+            format!("header {}", cut(&name.to_ascii_lowercase())),
+            Some(cut(&value)),
+        );
     }
     body_fields(&mut features, &request.headers, request.body);
     features.dedup();
@@ -304,6 +323,32 @@ mod tests {
     }
 
     #[test]
+    fn a_urls_secret_in_a_header_is_redacted_as_samples_have_it() {
+        let features = features_of(
+            "GET /a",
+            "/a",
+            &[("referer", "https://shop.example/?code=s3cret&x=1")],
+            "",
+        );
+        let stored = redactor().header_value("referer", b"https://shop.example/?code=s3cret&x=1");
+        assert!(
+            has(&features, "header referer", Some(stored.as_str())),
+            "{features:?}"
+        );
+        assert!(!stored.contains("s3cret"));
+        // A stored sample's redacted header is left out, as the live secret one was.
+        let headers = vec![("x-token".to_string(), redactor().token(b"t"))];
+        let request = RequestParts {
+            method: "GET",
+            target: "/a",
+            headers: vec![("x-token", headers[0].1.as_bytes())],
+            body: b"",
+        };
+        let stored = extract("GET /a", &request, &AlreadyRedacted { headers: &headers });
+        assert!(!stored.list.iter().any(|(n, _)| n == "header x-token"));
+    }
+
+    #[test]
     fn reads_a_json_bodys_top_level_fields_only() {
         let features = features_of(
             "POST /carts",
@@ -349,7 +394,7 @@ mod tests {
             headers: Vec::new(),
             body: b"",
         };
-        let stored = extract("GET /a", &request, &AlreadyRedacted);
+        let stored = extract("GET /a", &request, &AlreadyRedacted { headers: &[] });
         assert_eq!(live.list, stored.list);
     }
 }

@@ -62,8 +62,8 @@ pub struct FeatureCount<'a> {
 impl FeatureSketch {
     /// Counts one request's features.
     pub fn add(&mut self, features: &Features) {
-        self.requests += 1;
-        self.dropped += u64::from(features.dropped);
+        self.requests = self.requests.saturating_add(1);
+        self.dropped = self.dropped.saturating_add(u64::from(features.dropped));
         for (name, value) in &features.list {
             let counter = self.names.add(name, MAX_NAMES);
             if let Some(value) = value {
@@ -74,8 +74,8 @@ impl FeatureSketch {
 
     /// Adds another sketch (another flush, another replica, another signature).
     pub fn merge(&mut self, other: &FeatureSketch) {
-        self.requests += other.requests;
-        self.dropped += other.dropped;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.dropped = self.dropped.saturating_add(other.dropped);
         self.names.merge(&other.names, MAX_NAMES);
     }
 
@@ -162,7 +162,7 @@ impl FeatureSketch {
 /// what the name saw before it was last taken into the sketch (its error), when its values were not counted.
 fn value_upper(name: &Counter<Values>, value: Option<&Counter<()>>) -> u64 {
     let counted = value.map_or_else(|| name.payload.0.floor(MAX_VALUES), |value| value.count);
-    counted + name.error
+    counted.saturating_add(name.error)
 }
 
 #[cfg(test)]

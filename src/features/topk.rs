@@ -1,5 +1,6 @@
 //! A heavy-hitter counter of fixed size (Space-Saving, mergeable): the most frequent items with counts that are
-//! never too low and errors that say how much too high they may be.
+//! never too low and errors that say how much too high they may be. Counts read back from storage are not
+//! trusted to be sane: every sum saturates.
 
 use serde::{Deserialize, Serialize};
 
@@ -107,7 +108,7 @@ impl<P: Payload> TopK<P> {
     /// counted one, inheriting its count as error (and starting with an empty payload).
     pub fn add(&mut self, item: &str, capacity: usize) -> &mut Counter<P> {
         if let Some(at) = self.counters.iter().position(|c| c.item == item) {
-            self.counters[at].count += 1;
+            self.counters[at].count = self.counters[at].count.saturating_add(1);
             return &mut self.counters[at];
         }
         if self.counters.len() < capacity {
@@ -131,7 +132,7 @@ impl<P: Payload> TopK<P> {
         least.item.clear();
         least.item.push_str(item);
         least.error = least.count;
-        least.count += 1;
+        least.count = least.count.saturating_add(1);
         least.payload = P::default();
         least
     }
@@ -146,13 +147,13 @@ impl<P: Payload> TopK<P> {
         for counter in &mut self.counters {
             match other.get(&counter.item) {
                 Some(theirs) => {
-                    counter.count += theirs.count;
-                    counter.error += theirs.error;
+                    counter.count = counter.count.saturating_add(theirs.count);
+                    counter.error = counter.error.saturating_add(theirs.error);
                     counter.payload.merge(&theirs.payload);
                 }
                 None => {
-                    counter.count += other_floor;
-                    counter.error += other_floor;
+                    counter.count = counter.count.saturating_add(other_floor);
+                    counter.error = counter.error.saturating_add(other_floor);
                 }
             }
         }
@@ -162,8 +163,8 @@ impl<P: Payload> TopK<P> {
             }
             self.counters.push(Counter {
                 item: theirs.item.clone(),
-                count: theirs.count + mine_floor,
-                error: theirs.error + mine_floor,
+                count: theirs.count.saturating_add(mine_floor),
+                error: theirs.error.saturating_add(mine_floor),
                 payload: theirs.payload.clone(),
             });
         }

@@ -40,20 +40,24 @@ struct ValueTotal {
 impl FeatureTotals {
     /// Adds one sketch's requests and bounds.
     pub fn add(&mut self, sketch: &FeatureSketch) {
-        self.requests += sketch.requests;
+        self.requests = self.requests.saturating_add(sketch.requests);
         let name_floor = sketch.name_floor();
-        self.name_floors += name_floor;
+        self.name_floors = self.name_floors.saturating_add(name_floor);
         for name in sketch.names() {
             let total = entry(&mut self.names, &name.item);
-            total.lower += name.lower();
-            total.counted += name.count;
-            total.floors_where_counted += name_floor;
+            total.lower = total.lower.saturating_add(name.lower());
+            total.counted = total.counted.saturating_add(name.count);
+            total.floors_where_counted = total.floors_where_counted.saturating_add(name_floor);
             let value_floor = sketch.value_floor(name);
-            total.value_floors += value_floor + name.error;
+            total.value_floors = total
+                .value_floors
+                .saturating_add(value_floor.saturating_add(name.error));
             for value in name.payload.counters() {
                 let entry = entry(&mut total.values, &value.item);
-                entry.lower += value.lower();
-                entry.above_floor += value.count.saturating_sub(value_floor);
+                entry.lower = entry.lower.saturating_add(value.lower());
+                entry.above_floor = entry
+                    .above_floor
+                    .saturating_add(value.count.saturating_sub(value_floor));
             }
         }
     }
@@ -105,11 +109,16 @@ impl FeatureTotals {
     }
 
     fn presence_upper(&self, total: &NameTotal) -> u64 {
-        total.counted + self.name_floors - total.floors_where_counted
+        total
+            .counted
+            .saturating_add(self.name_floors.saturating_sub(total.floors_where_counted))
     }
 
     fn value_upper(&self, total: &NameTotal, above_floor: u64) -> u64 {
-        total.value_floors + above_floor + self.name_floors - total.floors_where_counted
+        total
+            .value_floors
+            .saturating_add(above_floor)
+            .saturating_add(self.name_floors.saturating_sub(total.floors_where_counted))
     }
 }
 

@@ -31,7 +31,9 @@ pub const MAX_PAIRED_PLACES: usize = 256;
 /// What a change is made of and how often it fails.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Change {
-    /// Stable across replicas and restarts: a hash of the change's first place shape.
+    /// The same in every replica and reader, and across restarts: a hash of the least of its place shapes (path,
+    /// kind, class and shape). It stays while the change keeps its places and they keep their shape; a place
+    /// that joins or leaves it as the counts grow, or whose changes stop taking one shape, gives it another.
     pub id: String,
     /// One line a person understands.
     pub title: String,
@@ -123,6 +125,40 @@ impl Change {
             .iter()
             .all(|place| place.kind == DiffKind::Slower)
     }
+
+    /// The part of the change on `endpoints`, made again (its class, requests, summary and title), none when
+    /// it has no place there. Its id stays; its predictors go, since they were told from all its endpoints.
+    pub fn restricted_to(&self, endpoints: &[&str]) -> Option<Change> {
+        let on = |endpoint: &String| endpoints.contains(&endpoint.as_str());
+        if self.endpoints.iter().all(on) {
+            return Some(self.clone());
+        }
+        let kept = |places: &[ChangePlace]| -> Vec<ChangePlace> {
+            places
+                .iter()
+                .filter(|place| on(&place.endpoint))
+                .cloned()
+                .collect()
+        };
+        let places = kept(&self.places);
+        if places.is_empty() {
+            return None;
+        }
+        let rates = self
+            .rates
+            .iter()
+            .filter(|share| on(&share.endpoint))
+            .cloned()
+            .collect();
+        let sample = places.iter().find_map(|place| place.sample.clone());
+        Some(made(
+            self.id.clone(),
+            places,
+            kept(&self.consequences),
+            rates,
+            sample,
+        ))
+    }
 }
 
 /// One endpoint as grouping reads it.
@@ -185,7 +221,7 @@ impl Overlaps {
     }
 }
 
-/// Groups every failing place of `endpoints` into changes, most failing requests first.
+/// Groups every failing place of `endpoints` into changes, most failing requests first (latency last).
 pub fn group(endpoints: &[EndpointInput<'_>]) -> Vec<Change> {
     let mut places: Vec<Place> = Vec::new();
     let mut overlaps: Vec<Overlaps> = Vec::with_capacity(endpoints.len());
@@ -260,9 +296,11 @@ pub fn group(endpoints: &[EndpointInput<'_>]) -> Vec<Change> {
         .map(|building| finish(building, &places, &overlaps, &local_of, endpoints))
         .collect();
     changes.extend(latency_change(endpoints));
+    // Changes of answers by failing requests; a latency change, which has none of its own, after them.
     changes.sort_by(|a, b| {
-        b.requests
-            .cmp(&a.requests)
+        a.is_latency()
+            .cmp(&b.is_latency())
+            .then_with(|| b.requests.cmp(&a.requests))
             .then_with(|| b.compat.cmp(&a.compat))
             .then_with(|| a.id.cmp(&b.id))
     });
@@ -493,7 +531,7 @@ fn finish(
     let change_places: Vec<ChangePlace> = members.iter().map(place_of).collect();
     let consequence_places: Vec<ChangePlace> = consequences.iter().map(place_of).collect();
     made(
-        &building.first_key,
+        change_id(&building.first_key),
         change_places,
         consequence_places,
         rates,
@@ -501,9 +539,14 @@ fn finish(
     )
 }
 
-/// A change from its parts: the worst class, the summary, the title and the id.
+/// The id of the change whose least shape key is `key`.
+fn change_id(key: &str) -> String {
+    format!("ch-{:012x}", fnv1a(key.as_bytes()) >> 16)
+}
+
+/// A change from its parts: the worst class, the summary and the title.
 fn made(
-    first_key: &str,
+    id: String,
     places: Vec<ChangePlace>,
     consequences: Vec<ChangePlace>,
     rates: Vec<EndpointShare>,
@@ -519,7 +562,7 @@ fn made(
     let summary = change_text::summary(&places);
     let title = change_text::title(&summary, &endpoints, consequences.len());
     Change {
-        id: format!("ch-{:012x}", fnv1a(first_key.as_bytes()) >> 16),
+        id,
         title,
         compat,
         requests: rates.iter().map(|r| r.failing).sum(),
@@ -568,7 +611,7 @@ fn latency_change(endpoints: &[EndpointInput<'_>]) -> Option<Change> {
         })
         .collect();
     let key = format!("{LATENCY_PATH}\u{1f}{}", DiffKind::Slower.as_str());
-    Some(made(&key, places, Vec::new(), rates, None))
+    Some(made(change_id(&key), places, Vec::new(), rates, None))
 }
 
 #[cfg(test)]

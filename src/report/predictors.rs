@@ -99,7 +99,9 @@ fn predictors(change: &Change, endpoints: &BTreeMap<&str, EndpointSketches<'_>>)
         }
     }
     // The passing requests are the endpoints' all less the failing ones, in requests and in bounds.
-    let all_requests: u64 = sketched.iter().map(|all| all.requests).sum();
+    let all_requests = sketched
+        .iter()
+        .fold(0u64, |sum, all| sum.saturating_add(all.requests));
     let passing_requests = all_requests.saturating_sub(failing.requests);
     if failing.requests < MIN_SUPPORT || passing_requests == 0 {
         return Vec::new();
@@ -108,8 +110,8 @@ fn predictors(change: &Change, endpoints: &BTreeMap<&str, EndpointSketches<'_>>)
         let (mut presence, mut valued) = (0u64, 0u64);
         for all in &sketched {
             let (p, v) = all.upper_sums(name, value);
-            presence += p;
-            valued += v;
+            presence = presence.saturating_add(p);
+            valued = valued.saturating_add(v);
         }
         let (p, v) = failing.upper_sums(name, value);
         presence

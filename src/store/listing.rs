@@ -161,7 +161,10 @@ fn request_features(endpoint: &str, document: &SampleDocument) -> Features {
             .collect(),
         body,
     };
-    features::extract(endpoint, &parts, &AlreadyRedacted)
+    let redaction = AlreadyRedacted {
+        headers: &request.headers,
+    };
+    features::extract(endpoint, &parts, &redaction)
 }
 
 fn contains(value: &SampleValue, text: &str) -> bool {

@@ -17,7 +17,9 @@ use crate::endpoint::cluster::TemplateSet;
 use crate::features::topk::TopK;
 use crate::store::rows::{apply_counter, parse_signature, parse_target};
 use crate::store::sample::SampleDocument;
-use crate::store::sketches::{MAX_SHAPES, RunSketch, SHAPES_LIKE, dominant, parse_shapes_item};
+use crate::store::sketches::{
+    MAX_SHAPE_ROWS, MAX_SHAPES, RunSketch, SHAPES_LIKE, dominant, parse_shapes_item,
+};
 use crate::store::{Pool, RunInfo, Store, StoreError, on_pool};
 
 /// A span of time, in unix minutes, both ends included; `None` ends are open.
@@ -222,6 +224,7 @@ impl Store {
             // Shapes are kept for the whole run: every writer's, merged, then the one most changes take.
             let mut shape_rows = QueryBuilder::new("SELECT endpoint, item, sketch FROM run_sketches WHERE run_id = ");
             shape_rows.push_bind(run_id).push(" AND item LIKE ").push_bind(SHAPES_LIKE);
+            shape_rows.push(" LIMIT ").push_bind(MAX_SHAPE_ROWS as i64);
             for row in shape_rows.build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let item: String = row.try_get("item")?;
@@ -356,18 +359,34 @@ impl Store {
     }
 
     pub async fn add_rule(&self, spec: &RuleSpec, now_ms: i64) -> Result<i64, StoreError> {
+        let ids = self.add_rules(std::slice::from_ref(spec), now_ms).await?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| StoreError::Data("no rule was stored".into()))
+    }
+
+    /// Stores several rules in one transaction: all of them, or none.
+    pub async fn add_rules(&self, specs: &[RuleSpec], now_ms: i64) -> Result<Vec<i64>, StoreError> {
         // Checked like a rules file's, so that a stored rule always parses.
-        Rule::new(spec.clone()).map_err(StoreError::Data)?;
+        for spec in specs {
+            Rule::new(spec.clone()).map_err(StoreError::Data)?;
+        }
         on_pool!(self, pool => {
-            let mut query = QueryBuilder::new("INSERT INTO rules (endpoint, path, action, absolute, relative, kind, compat, note, created_at) VALUES (");
-            let mut values = query.separated(", ");
-            values.push_bind(spec.endpoint.as_deref()).push_bind(spec.path.as_str()).push_bind(spec.action.as_str());
-            values.push_bind(spec.absolute).push_bind(spec.relative);
-            values.push_bind(spec.kind.map(DiffKind::as_str)).push_bind(spec.compat.map(Compat::as_str)).push_bind(spec.note.as_deref());
-            values.push_bind(now_ms);
-            query.push(") RETURNING id");
-            let row = query.build().fetch_one(pool).await?;
-            Ok(row.try_get::<i64, _>("id")?)
+            let mut tx = pool.begin().await?;
+            let mut ids = Vec::with_capacity(specs.len());
+            for spec in specs {
+                let mut query = QueryBuilder::new("INSERT INTO rules (endpoint, path, action, absolute, relative, kind, compat, note, created_at) VALUES (");
+                let mut values = query.separated(", ");
+                values.push_bind(spec.endpoint.as_deref()).push_bind(spec.path.as_str()).push_bind(spec.action.as_str());
+                values.push_bind(spec.absolute).push_bind(spec.relative);
+                values.push_bind(spec.kind.map(DiffKind::as_str)).push_bind(spec.compat.map(Compat::as_str)).push_bind(spec.note.as_deref());
+                values.push_bind(now_ms);
+                query.push(") RETURNING id");
+                let row = query.build().fetch_one(&mut *tx).await?;
+                ids.push(row.try_get::<i64, _>("id")?);
+            }
+            tx.commit().await?;
+            Ok(ids)
         })
     }
 

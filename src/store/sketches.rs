@@ -126,7 +126,10 @@ pub struct FeaturesAdded {
 /// Sketches gathered since the last batch, and which signatures this writer sketches in its run.
 #[derive(Debug, Default)]
 pub struct PendingSketches {
-    features: HashMap<(String, Vec<PathKey>), FeatureSketch>,
+    /// Per endpoint, per signature fingerprint: the signature and its requests' features.
+    features: HashMap<String, HashMap<u64, (Vec<PathKey>, FeatureSketch)>>,
+    /// Feature sketches waiting, over every endpoint.
+    feature_rows: usize,
     shapes: HashMap<(String, PathKey), TopK<()>>,
     /// Per endpoint, fingerprints of the signatures sketched (a fixed set once full).
     sketched: HashMap<String, Vec<u64>>,
@@ -142,7 +145,7 @@ impl PendingSketches {
 
     /// Rows the next batch writes.
     pub fn rows(&self) -> usize {
-        self.features.len() + self.shapes.len()
+        self.feature_rows + self.shapes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -165,15 +168,22 @@ impl PendingSketches {
     }
 
     /// Counts a compared exchange's features under its signature, and the shapes of its uncancelled changes.
-    pub fn add(&mut self, analysis: &Analysis, redactor: &Redactor) -> FeaturesAdded {
+    pub fn add(
+        &mut self,
+        analysis: &Analysis,
+        signature: &[PathKey],
+        redactor: &Redactor,
+    ) -> FeaturesAdded {
         let Some(compared) = analysis.compared() else {
             return FeaturesAdded::default();
         };
         let endpoint = &analysis.exchange.endpoint;
-        let signature = compared.signature();
         self.add_shapes(endpoint, compared, redactor);
-        let fingerprint = fingerprint(&signature);
-        let sketched = self.sketched.entry(endpoint.clone()).or_default();
+        let fingerprint = fingerprint(signature);
+        if !self.sketched.contains_key(endpoint) {
+            self.sketched.insert(endpoint.clone(), Vec::new());
+        }
+        let sketched = self.sketched.get_mut(endpoint).expect("just made");
         if !sketched.contains(&fingerprint) {
             if sketched.len() >= SIGNATURES_PER_ENDPOINT || self.sketched_count >= MAX_SIGNATURES {
                 return FeaturesAdded {
@@ -199,13 +209,20 @@ impl PendingSketches {
             body: &request.body,
         };
         let found = features::extract(endpoint, &parts, redactor);
-        let sketch = self
-            .features
-            .entry((endpoint.clone(), signature))
-            .or_insert_with(|| {
-                self.bytes += endpoint.len() + 128;
-                FeatureSketch::default()
-            });
+        if !self.features.contains_key(endpoint) {
+            self.features.insert(endpoint.clone(), HashMap::new());
+            self.bytes += endpoint.len() + 64;
+        }
+        let by_signature = self.features.get_mut(endpoint).expect("just made");
+        let (_, sketch) = by_signature.entry(fingerprint).or_insert_with(|| {
+            self.feature_rows += 1;
+            self.bytes += 128
+                + signature
+                    .iter()
+                    .map(|(path, _)| path.len() + 32)
+                    .sum::<usize>();
+            (signature.to_vec(), FeatureSketch::default())
+        });
         let before = sketch.heap_bytes();
         sketch.add(&found);
         self.bytes = (self.bytes + sketch.heap_bytes()).saturating_sub(before);
@@ -218,12 +235,12 @@ impl PendingSketches {
     /// Counts the shape of each uncancelled change that has one (a type change, a status or a header value).
     fn add_shapes(&mut self, endpoint: &str, compared: &Compared, redactor: &Redactor) {
         for difference in &compared.candidate {
-            let Some(shape) = shape(difference, redactor) else {
-                continue;
-            };
             if compared.is_cancelled(difference) {
                 continue;
             }
+            let Some(shape) = shape(difference, redactor) else {
+                continue;
+            };
             let key = (
                 endpoint.to_string(),
                 (difference.generalised.clone(), difference.kind),
@@ -244,13 +261,19 @@ impl PendingSketches {
     /// The rows of the next batch; what was sketched stays known.
     pub fn take(&mut self) -> Vec<SketchRow> {
         self.bytes = 0;
-        let features = std::mem::take(&mut self.features).into_iter().map(
-            |((endpoint, signature), sketch)| SketchRow {
-                endpoint,
-                item: features_item(signature_row(&signature).0),
-                sketch: RunSketch::Features(sketch),
-            },
-        );
+        self.feature_rows = 0;
+        let features =
+            std::mem::take(&mut self.features)
+                .into_iter()
+                .flat_map(|(endpoint, by_signature)| {
+                    by_signature
+                        .into_values()
+                        .map(move |(signature, sketch)| SketchRow {
+                            endpoint: endpoint.clone(),
+                            item: features_item(signature_row(&signature).0),
+                            sketch: RunSketch::Features(sketch),
+                        })
+                });
         let shapes = std::mem::take(&mut self.shapes).into_iter().map(
             |((endpoint, (path, kind)), shapes)| SketchRow {
                 endpoint,
@@ -269,28 +292,34 @@ impl PendingSketches {
 
 /// The shape more than half of a place's changes take, if one does (none for a place whose changes vary).
 pub fn dominant(shapes: &TopK<()>) -> Option<String> {
-    let total: u64 = shapes.counters().iter().map(|c| c.count).sum();
+    let total = shapes
+        .counters()
+        .iter()
+        .fold(0u64, |sum, c| sum.saturating_add(c.count));
     let top = shapes
         .counters()
         .iter()
         .max_by(|a, b| a.count.cmp(&b.count).then_with(|| b.item.cmp(&a.item)))?;
-    (top.lower() * 2 > total).then(|| top.item.clone())
+    (top.lower().saturating_mul(2) > total).then(|| top.item.clone())
 }
 
 /// Feature sketches of a run, by (endpoint, signature hash), every writer's merged.
 pub type FeatureSketches = BTreeMap<(String, i64), FeatureSketch>;
 
-/// Sketches read per request at most: the rest of a run with more is left out of predictors.
-const MAX_SKETCHES_READ: usize = 20_000;
+/// Sketch rows read for one report at most. A run with more has no predictors in that report: reading part of
+/// them could leave out passing requests and make a feature look rarer among them than it is.
+pub const MAX_SKETCHES_READ: usize = 20_000;
+/// Shape rows read for one report at most; places past them have no shape.
+pub const MAX_SHAPE_ROWS: usize = 100_000;
 
 impl Store {
     /// The feature sketches of `endpoints` in a run (under the names the run's learned templates give),
-    /// every writer's merged.
+    /// every writer's merged; `None` when there are more than [`MAX_SKETCHES_READ`] rows.
     pub async fn feature_sketches(
         &self,
         run_id: i64,
         endpoints: &BTreeSet<String>,
-    ) -> Result<FeatureSketches, StoreError> {
+    ) -> Result<Option<FeatureSketches>, StoreError> {
         let templates = TemplateSet::new(self.templates(run_id).await?);
         let names: Vec<String> = if templates.is_empty() {
             endpoints.iter().cloned().collect()
@@ -309,7 +338,8 @@ impl Store {
                 query.push_bind(run_id).push(" AND item LIKE ").push_bind(FEATURES_LIKE);
                 query.push(" AND endpoint IN (");
                 push_list(&mut query, chunk);
-                query.push(") ORDER BY endpoint, item, writer");
+                query.push(") ORDER BY endpoint, item, writer LIMIT ");
+                query.push_bind(i64::try_from(MAX_SKETCHES_READ + 1 - read).unwrap_or(i64::MAX));
                 let mut rows = Vec::new();
                 for row in query.build().fetch_all(pool).await? {
                     rows.push((row.try_get("endpoint")?, row.try_get("item")?, row.try_get("sketch")?));
@@ -318,7 +348,12 @@ impl Store {
             });
             for (endpoint, item, text) in rows {
                 if read == MAX_SKETCHES_READ {
-                    return Ok(sketches);
+                    tracing::warn!(
+                        run_id,
+                        rows = MAX_SKETCHES_READ,
+                        "too many feature sketches to read: no predictors in this report"
+                    );
+                    return Ok(None);
                 }
                 read += 1;
                 let (Some(hash), Some(sketch)) =
@@ -337,7 +372,7 @@ impl Store {
                 }
             }
         }
-        Ok(sketches)
+        Ok(Some(sketches))
     }
 }
 
@@ -346,14 +381,19 @@ const ROWS_PER_QUERY: usize = 500;
 
 /// A signature's fingerprint, to tell the sketched ones apart without keeping them.
 fn fingerprint(signature: &[PathKey]) -> u64 {
-    let mut text = Vec::new();
+    // FNV-1a over each path and kind, each followed by a 0 (which neither holds).
+    let mut hash = fnv1a(b"");
+    let mut eat = |bytes: &[u8]| {
+        for byte in bytes.iter().chain([0u8].iter()) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
     for (path, kind) in signature {
-        text.extend_from_slice(path.as_bytes());
-        text.push(0);
-        text.extend_from_slice(kind.as_str().as_bytes());
-        text.push(0);
+        eat(path.as_bytes());
+        eat(kind.as_str().as_bytes());
     }
-    fnv1a(&text)
+    hash
 }
 
 /// The shape of a change, where it says more than its kind: the JSON types of a type change, the values of a

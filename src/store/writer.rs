@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::analysis::Analysis;
 use crate::analysis::aggregate::Tally;
 use crate::analysis::latency::Latencies;
 use crate::analysis::rewrite::Rewrites;
+use crate::analysis::{Analysis, PathKey};
 use crate::budget::{Charge, MemoryBudget, Stage};
 use crate::clock::now_ms;
 use crate::endpoint::EndpointNamer;
@@ -311,7 +311,12 @@ impl Writer {
         let new_entry = !self.pending.counts.contains_key(&key);
         let (tally, bytes) = self.pending.counts.entry(key).or_default();
         let rows_before = tally.rows();
-        tally.record(&analysis);
+        // Worked out once for the counts and the feature sketches.
+        let signature = analysis
+            .compared()
+            .map(|compared| compared.signature())
+            .unwrap_or_default();
+        tally.record_signed(&analysis, &signature);
         if new_entry || tally.rows() != rows_before {
             let now = tally.heap_bytes() + endpoint.len() + 96;
             self.pending.bytes = (self.pending.bytes + now).saturating_sub(*bytes);
@@ -333,7 +338,7 @@ impl Writer {
             self.pending.bytes =
                 (self.pending.bytes + latencies.heap_bytes()).saturating_sub(before);
         }
-        self.sketch(&analysis);
+        self.sketch(&analysis, &signature);
         self.maybe_sample(analysis);
         self.settle_charge();
         self.metrics.store.set_pending(self.pending_rows());
@@ -341,7 +346,7 @@ impl Writer {
 
     /// Counts the exchange's request features under its signature, and the shapes of its changes, if the
     /// budget has room for what that may hold.
-    fn sketch(&mut self, analysis: &Analysis) {
+    fn sketch(&mut self, analysis: &Analysis, signature: &[PathKey]) {
         if analysis.compared().is_none() {
             return;
         }
@@ -350,7 +355,7 @@ impl Writer {
             features.features_dropped(FeaturesDropped::MemoryBudget, 1);
             return;
         }
-        let added = self.sketches.add(analysis, &self.redactor);
+        let added = self.sketches.add(analysis, signature, &self.redactor);
         if added.over_cap > 0 {
             features.features_dropped(FeaturesDropped::RequestCap, u64::from(added.over_cap));
         }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::analysis::rules::{Rule, RuleSpec};
+use crate::analysis::rules::RuleSpec;
 use crate::clock::now_ms;
 use crate::report::changes::Change;
 use crate::store::queries::TimeRange;
@@ -51,13 +51,27 @@ pub struct AcceptChange {
     note: Option<String>,
 }
 
+/// The overview's accept form: the note, and the time range the change was grouped over there.
+#[derive(Default, Deserialize)]
+pub struct AcceptForm {
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    range: Option<String>,
+}
+
+/// Places a change accepted in one action may have at most: past it, accept rules by pattern instead.
+pub const MAX_ACCEPTED_PLACES: usize = 5_000;
+
 pub(crate) async fn accept_api(
     State(state): State<AdminState>,
     Path((run, id)): Path<(String, String)>,
+    Query(query): Query<ViewQuery>,
     body: Option<Json<AcceptChange>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let note = body.and_then(|Json(body)| body.note);
-    let rules = accept(&state, &run, &id, note).await?;
+    let range = query.range().time_range();
+    let rules = accept(&state, &run, &id, note, range).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "change": id, "rules": rules })),
@@ -67,27 +81,30 @@ pub(crate) async fn accept_api(
 pub(crate) async fn accept_page(
     State(state): State<AdminState>,
     Path((run, id)): Path<(String, String)>,
-    Form(form): Form<AcceptChange>,
+    Form(form): Form<AcceptForm>,
 ) -> Result<Redirect, PageError> {
     let label = run_label(&state, &run);
-    accept(&state, &label, &id, form.note).await?;
+    let range = RangeChoice::parse(form.range.as_deref());
+    accept(&state, &label, &id, form.note, range.time_range()).await?;
     Ok(Redirect::to(&format!(
         "{}?range={}",
         link(routes::RUN, &[&label]),
-        RangeChoice::All.as_str()
+        range.as_str()
     )))
 }
 
-/// Stores an accept rule for every place and consequence of the run's change `id` (over the whole run), each
-/// for its endpoint, path, kind and class: the ids of the rules made.
+/// Stores an accept rule for every place and consequence of the run's change `id` (grouped over `range`, as
+/// the reader saw it), each for its endpoint, path, kind and class, in one transaction; a place a stored rule
+/// already accepts so gets no second one. The ids of the rules made.
 async fn accept(
     state: &AdminState,
     run: &str,
     id: &str,
     note: Option<String>,
+    range: TimeRange,
 ) -> Result<Vec<i64>, WebError> {
     let run = state.reports.run(&run_label(state, run)).await?;
-    let report = state.reports.judge(run, TimeRange::all()).await?;
+    let report = state.reports.judge(run, range).await?;
     let change = report
         .changes
         .into_iter()
@@ -110,19 +127,34 @@ async fn accept(
             )
         })
         .collect();
-    // Every rule checked before any is stored, so that a change is accepted whole or not at all.
-    for spec in &specs {
-        Rule::new(spec.clone()).map_err(WebError::BadRequest)?;
+    if specs.len() > MAX_ACCEPTED_PLACES {
+        return Err(WebError::BadRequest(format!(
+            "change {id} has {} places, more than {MAX_ACCEPTED_PLACES} to accept in one action: accept them by a \
+             rule with a pattern instead",
+            specs.len()
+        )));
     }
-    let mut ids = Vec::with_capacity(specs.len());
-    for spec in &specs {
-        ids.push(
-            state
-                .store
-                .add_rule(spec, now_ms())
-                .await
-                .map_err(WebError::from_rule_error)?,
-        );
-    }
-    Ok(ids)
+    let stored: Vec<RuleSpec> = state
+        .store
+        .rules()
+        .await?
+        .into_iter()
+        .map(|rule| rule.spec)
+        .collect();
+    let new: Vec<RuleSpec> = specs
+        .into_iter()
+        .filter(|spec| !stored.iter().any(|known| same_acceptance(known, spec)))
+        .collect();
+    // One transaction: the change is accepted whole or not at all.
+    state
+        .store
+        .add_rules(&new, now_ms())
+        .await
+        .map_err(WebError::from_rule_error)
+}
+
+/// Whether two accept rules accept the same place the same way (their notes aside).
+fn same_acceptance(a: &RuleSpec, b: &RuleSpec) -> bool {
+    (&a.endpoint, &a.path, a.action, a.kind, a.compat)
+        == (&b.endpoint, &b.path, b.action, b.kind, b.compat)
 }

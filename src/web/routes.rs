@@ -198,11 +198,12 @@ pub const API_ROUTES: &[Route] = &[
     },
     Route {
         body: Some("AcceptChange"),
-        ..route(
+        ..api_route(
             "post",
             "/api/v1/runs/{run}/changes/{id}/accept",
-            "Accept a change as intended: an accept rule for each of its places and consequences (answers the \
-             rules' ids)",
+            "Accept a change as intended, as grouped over `range`: an accept rule for each of its places and \
+             consequences, in one transaction (answers the new rules' ids)",
+            &["range"],
             || post(changes::accept_api),
         )
     },

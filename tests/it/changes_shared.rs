@@ -17,7 +17,10 @@ use crate::changes::{
 use crate::support::db::TestDb;
 use crate::support::stub::{Seen, StubBody};
 
-crate::support::on_both_backends!(hostile_feature_names_are_counted_as_dropped_not_kept);
+crate::support::on_both_backends!(
+    hostile_feature_names_are_counted_as_dropped_not_kept,
+    accepting_a_change_through_the_api_accepts_every_place_of_it_once,
+);
 
 /// The middleware and shape changes on twenty resources, and the euro rounding on prices.
 fn mixed(seen: &Seen, candidate: bool) -> Response<StubBody> {
@@ -151,7 +154,11 @@ async fn hostile_feature_names_are_counted_as_dropped_not_kept(db: TestDb) {
         "every request compared and stored"
     );
     let endpoints = BTreeSet::from(["GET /search".to_string()]);
-    let sketches = store.feature_sketches(run.id, &endpoints).await.unwrap();
+    let sketches = store
+        .feature_sketches(run.id, &endpoints)
+        .await
+        .unwrap()
+        .expect("under the cap on sketches read");
     assert_eq!(sketches.len(), 1, "one signature (none failed): one sketch");
     for sketch in sketches.values() {
         assert_eq!(sketch.requests, REQUESTS as u64);
@@ -169,4 +176,67 @@ async fn hostile_feature_names_are_counted_as_dropped_not_kept(db: TestDb) {
             (REQUESTS as u64, REQUESTS as u64)
         );
     }
+}
+
+async fn accepting_a_change_through_the_api_accepts_every_place_of_it_once(db: TestDb) {
+    let stubs = upstreams(mixed).await;
+    let app = instance(&db, "accepted", &stubs).await;
+    send(&app, &twenty_resources()).await;
+    crate::support::wait_for("the traffic to be stored", || async {
+        let listed = crate::web::admin_json(&app, "/api/v1/runs/accepted/changes").await;
+        listed["requests"] == 200
+    })
+    .await;
+    let listed = crate::web::admin_json(&app, "/api/v1/runs/accepted/changes").await;
+    let shape = listed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|change| change["endpoints"].as_array().unwrap().len() == 5)
+        .expect("the shape change")
+        .clone();
+    let accept = format!(
+        "/api/v1/runs/accepted/changes/{}/accept",
+        shape["id"].as_str().unwrap()
+    );
+    let first = post(&app, &accept).await;
+    assert_eq!(first.status(), 201);
+    let made: Value = first.json().await.unwrap();
+    assert_eq!(
+        made["rules"].as_array().unwrap().len(),
+        75,
+        "a rule per place: {made}"
+    );
+    // Accepted, it is no longer a change: accepting it again finds nothing.
+    assert_eq!(post(&app, &accept).await.status(), 404);
+    let unknown = post(&app, "/api/v1/runs/accepted/changes/ch-000000000000/accept").await;
+    assert_eq!(unknown.status(), 404);
+
+    let after = crate::web::admin_json(&app, "/api/v1/runs/accepted/changes").await;
+    let left: Vec<&str> = after["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|change| change["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ["`header/vary` missing on 20 endpoints"]);
+    let rules = crate::web::admin_json(&app, "/api/v1/rules").await;
+    let stored = rules["stored"].as_array().unwrap();
+    assert_eq!(stored.len(), 75);
+    assert!(
+        stored
+            .iter()
+            .all(|rule| rule["note"] == "the new envelope" && rule["action"] == "accept")
+    );
+    app.stop().await;
+}
+
+/// Accepts a change through the API, with a note.
+async fn post(app: &crate::support::TestApp, path: &str) -> reqwest::Response {
+    crate::support::client()
+        .post(app.admin_url(path))
+        .json(&serde_json::json!({"note": "the new envelope"}))
+        .send()
+        .await
+        .unwrap()
 }

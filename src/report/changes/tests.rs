@@ -275,3 +275,27 @@ fn ids_do_not_depend_on_the_order_or_the_counts() {
     assert_eq!(make(1, false), make(3, true));
     assert_eq!(make(1, false).len(), 2);
 }
+
+#[test]
+fn a_change_narrowed_to_some_endpoints_is_made_again_for_them() {
+    let endpoints: Vec<Endpoint> = (0..3)
+        .map(|n| {
+            Endpoint::new(&format!("GET /e{n}"), 10)
+                .failing(&[VARY, ("body/a", DiffKind::Extra)], 10)
+        })
+        .collect();
+    let mut changes = changes_of(&endpoints);
+    assert_eq!(changes.len(), 1);
+    let change = changes.remove(0);
+    let narrowed = change.restricted_to(&["GET /e1"]).expect("it fails there");
+    assert_eq!(narrowed.id, change.id, "the same change");
+    assert_eq!(narrowed.endpoints, ["GET /e1"]);
+    assert_eq!(narrowed.places.len(), 2);
+    assert_eq!(narrowed.requests, 10);
+    assert_eq!(narrowed.compat, Compat::Breaking);
+    assert_eq!(
+        narrowed.title,
+        "`header/vary` missing, `body/a` extra on GET /e1"
+    );
+    assert!(change.restricted_to(&["GET /elsewhere"]).is_none());
+}

@@ -27,6 +27,8 @@ pub struct ChangeRow {
     pub predictors: Vec<PredictorRow>,
     pub samples_href: Option<String>,
     pub accept_action: String,
+    /// The time range the change was grouped over, which accepting it groups over again.
+    pub range: &'static str,
 }
 
 pub struct EndpointLink {
@@ -108,6 +110,7 @@ fn row(run: &str, change: &Change, range: RangeChoice) -> ChangeRow {
             .filter(|lead| !change.is_latency() && lead.sample.is_some())
             .map(|lead| samples_href(run, lead)),
         accept_action: link(routes::CHANGE_ACCEPT, &[run, &change.id]),
+        range: range.as_str(),
     }
 }
 
