@@ -291,9 +291,31 @@ pub fn group(endpoints: &[EndpointInput<'_>]) -> Vec<Change> {
         }
     }
 
+    // What trails a cause goes with the change the cause is in.
+    let owner: HashMap<usize, usize> = built
+        .iter()
+        .enumerate()
+        .flat_map(|(at, building)| building.members.iter().map(move |member| (*member, at)))
+        .collect();
+    let mut trailing: Vec<Vec<usize>> = vec![Vec::new(); built.len()];
+    for (index, place) in places.iter().enumerate() {
+        if let Some(at) = place.cause.and_then(|cause| owner.get(&cause)) {
+            trailing[*at].push(index);
+        }
+    }
     let mut changes: Vec<Change> = built
         .into_iter()
-        .map(|building| finish(building, &places, &overlaps, &local_of, endpoints))
+        .zip(trailing)
+        .map(|(building, consequences)| {
+            finish(
+                building,
+                consequences,
+                &places,
+                &overlaps,
+                &local_of,
+                endpoints,
+            )
+        })
         .collect();
     changes.extend(latency_change(endpoints));
     // Changes of answers by failing requests; a latency change, which has none of its own, after them.
@@ -466,6 +488,7 @@ fn assign(
 /// A change made whole: its places and consequences, rates, class, id, summary and title.
 fn finish(
     building: Building,
+    consequences: Vec<usize>,
     places: &[Place],
     overlaps: &[Overlaps],
     local_of: &HashMap<usize, usize>,
@@ -479,12 +502,6 @@ fn finish(
             places[*m].kind,
         )
     });
-    let consequences: Vec<usize> = places
-        .iter()
-        .enumerate()
-        .filter(|(_, place)| place.cause.is_some_and(|cause| members.contains(&cause)))
-        .map(|(index, _)| index)
-        .collect();
     let mut endpoint_indices: Vec<usize> = members.iter().map(|m| places[*m].endpoint).collect();
     endpoint_indices.dedup();
     let rates: Vec<EndpointShare> = endpoint_indices
