@@ -17,7 +17,12 @@ pub struct Browser {
     pub client: Client,
     driver: Child,
     _profile: tempfile::TempDir,
+    /// One session at a time in this process: two chromedrivers started at once have been seen to exit before
+    /// listening, and two Chromiums on two cores starve everything else.
+    _session: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static SESSION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether browser tests are skipped on purpose (`SHADOWDIFF_SKIP_BROWSER=1`); without that, a missing
 /// chromedriver fails the test with a message saying what to install.
@@ -32,6 +37,8 @@ pub fn skipped() -> bool {
 impl Browser {
     /// Starts chromedriver (`CHROMEDRIVER` or `chromedriver` on the PATH) and a headless Chromium session.
     pub async fn start() -> Browser {
+        // Waited for without patience: another test's session may take a while; it ends when that test does.
+        let session = SESSION.lock().await;
         let program = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_string());
         let mut driver = Command::new(&program)
             .arg("--port=0")
@@ -98,6 +105,7 @@ impl Browser {
             client,
             driver,
             _profile: profile,
+            _session: session,
         }
     }
 
