@@ -69,13 +69,6 @@ impl RunSketch {
         }
         None
     }
-
-    pub fn heap_bytes(&self) -> usize {
-        match self {
-            RunSketch::Features(sketch) => sketch.heap_bytes(),
-            RunSketch::Shapes(shapes) => shapes.heap_bytes(),
-        }
-    }
 }
 
 const FEATURES: &str = "features:";
