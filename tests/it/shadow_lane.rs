@@ -5,12 +5,13 @@ use std::fs;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use hyper::StatusCode;
 use serde_json::Value;
 use shadowdiff::lane::{BLOCKING_THREAD_NAME, LaneSettings, THREAD_NAME};
 use shadowdiff::proxy::callers::THREAD_NAME as CALLER_THREAD_NAME;
 
 use crate::support::process::spawn_serving;
-use crate::support::stub::Stub;
+use crate::support::stub::{Stub, json_response};
 use crate::support::{TestApp, client, get_json, temp_database, wait_for, wait_until};
 
 /// SCHED_BATCH, as /proc reports a thread's policy.
@@ -192,10 +193,17 @@ async fn idle_scheduling_puts_every_shadow_thread_in_the_idle_class() {
 
 #[tokio::test]
 async fn three_equal_upstreams_under_load_show_no_latency_regression() {
-    let body = r#"{"items":[1,2,3]}"#;
-    let primary = Stub::json(body).await;
-    let secondary = Stub::json(body).await;
-    let candidate = Stub::json(body).await;
+    // Each upstream takes 80 ms, as a real service does: a scheduling stall of a loaded test machine (tens of
+    // milliseconds on one side's tail) is then noise against the service time, not a 2x slower p99.
+    let serving = || {
+        Stub::start(|_| async {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            json_response(StatusCode::OK, r#"{"items":[1,2,3]}"#)
+        })
+    };
+    let primary = serving().await;
+    let secondary = serving().await;
+    let candidate = serving().await;
     let (_dir, database) = temp_database();
     let app = TestApp::start_stored(
         &primary.url(),
