@@ -60,6 +60,15 @@ impl RunControl {
         Ok((active, changed))
     }
 
+    /// The run being written was cleared through this process and started again as `id` at `since_ms` (the
+    /// clear's time): the writer drops what it holds from before and writes what follows into it.
+    pub fn restarted(&self, id: i64, since_ms: i64) {
+        self.current.send_modify(|current| {
+            current.id = id;
+            current.since_ms = since_ms;
+        });
+    }
+
     /// Reads which run the store points at and follows it if another replica moved it.
     pub async fn follow(&self) -> Result<(), StoreError> {
         if !self.follows {

@@ -140,7 +140,7 @@ impl StoreMetrics {
         registry.register(
             "store_dropped",
             "Exchanges (their counts) or samples not stored, by reason: buffer_full (database away too long), \
-             memory_budget, run_deleted (the run was deleted while being written), refused (by the database), \
+             memory_budget, run_deleted (begun before its run was cleared or deleted), refused (by the database), \
              shutdown (database away at shutdown), failed, run_closed (begun before its run was closed for another)",
             dropped.clone(),
         );

@@ -20,7 +20,7 @@ use crate::store::sample::SampleDocument;
 use crate::store::sketches::{
     MAX_SHAPE_ROWS, MAX_SHAPES, RunSketch, SHAPES_LIKE, dominant, parse_shapes_item,
 };
-use crate::store::{Pool, RunInfo, Store, StoreError, on_pool};
+use crate::store::{Pool, RunInfo, Store, StoreError, on_pool, upsert_run};
 
 /// A span of time, in unix minutes, both ends included; `None` ends are open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -123,6 +123,34 @@ impl Store {
             let mut query = QueryBuilder::new("DELETE FROM runs WHERE id = ");
             query.push_bind(run_id);
             Ok(query.build().execute(pool).await?.rows_affected() > 0)
+        })
+    }
+
+    /// Deletes a run and starts it again under its label and upstreams at `now_ms`, in one transaction, so
+    /// that no writer finds the label missing in between: the run started again holds the clear's time as
+    /// its start, which is how replicas tell what began before the clear. None when there was no such run.
+    pub async fn clear_run(&self, run_id: i64, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            // The delete comes first, so that SQLite's transaction takes the write lock at once (waiting its
+            // turn) instead of failing to upgrade a read while the writer writes.
+            let mut delete = QueryBuilder::new("DELETE FROM runs WHERE id = ");
+            delete.push_bind(run_id);
+            delete.push(" RETURNING label, primary_url, secondary_url, candidate_url");
+            let Some(row) = delete.build().fetch_optional(&mut *tx).await? else {
+                return Ok(None);
+            };
+            let label: String = row.try_get("label")?;
+            let urls: [String; 3] = [
+                row.try_get("primary_url")?,
+                row.try_get("secondary_url")?,
+                row.try_get("candidate_url")?,
+            ];
+            let mut insert = QueryBuilder::new("");
+            upsert_run(&mut insert, &label, urls.each_ref().map(String::as_str), now_ms, true);
+            let id: i64 = insert.build().fetch_one(&mut *tx).await?.try_get("id")?;
+            tx.commit().await?;
+            Ok(Some(id))
         })
     }
 

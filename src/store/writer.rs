@@ -173,8 +173,11 @@ pub struct Writer {
     runs: Option<Arc<RunControl>>,
     /// The rewrites secondary and candidate were sent, shown in samples.
     rewrites: Arc<Rewrites>,
-    /// Exchanges that began before this (unix ms) belong to the run closed when this one started.
+    /// Exchanges that began before this (unix ms) belong to the run closed when this one started, or to the
+    /// run cleared when it was started again.
     since_ms: i64,
+    /// Why an exchange that began before `since_ms` is not stored: its run was closed, or cleared.
+    since_reason: UnstoredReason,
 }
 
 impl Writer {
@@ -211,6 +214,7 @@ impl Writer {
             ticks: 0,
             runs: None,
             since_ms: 0,
+            since_reason: UnstoredReason::RunClosed,
             rewrites: Arc::new(Rewrites::default()),
         }
     }
@@ -280,7 +284,7 @@ impl Writer {
         if started_at_ms(&analysis.exchange) < self.since_ms {
             self.metrics
                 .store
-                .dropped(Unstored::Exchange, UnstoredReason::RunClosed, 1);
+                .dropped(Unstored::Exchange, self.since_reason, 1);
             return;
         }
         if self.pending_rows() >= self.config.max_pending_rows {
@@ -704,6 +708,9 @@ impl Writer {
     /// the old run's held (quotas, names, templates).
     async fn switch_to(&mut self, active: ActiveRun) {
         if active.label == self.config.run_label {
+            if active.id != self.config.run_id {
+                self.cleared(active);
+            }
             return;
         }
         if let Err(error) = self.flush_now().await {
@@ -724,7 +731,26 @@ impl Writer {
         self.config.run_id = active.id;
         self.config.run_label = active.label;
         self.since_ms = active.since_ms;
+        self.since_reason = UnstoredReason::RunClosed;
         self.load_run_state(true).await;
+    }
+
+    /// The run being written was cleared through this process and started again as `active` before the
+    /// clear was answered: what is held from before is dropped and counted, and what follows is written into
+    /// the run started again. (The switch is taken before any exchange queued after it, so what is held began
+    /// before the clear was answered.)
+    fn cleared(&mut self, active: ActiveRun) {
+        let lost = self.pending.requests() + self.unsent.as_ref().map_or(0, FlushBatch::requests);
+        tracing::info!(run = %self.config.run_label, id = active.id, lost, "the run was cleared; storing what follows in it");
+        self.metrics
+            .store
+            .dropped(Unstored::Exchange, UnstoredReason::RunDeleted, lost);
+        self.forget_run();
+        self.run_missing = false;
+        self.retry_at = None;
+        self.config.run_id = active.id;
+        self.since_ms = active.since_ms;
+        self.since_reason = UnstoredReason::RunDeleted;
     }
 
     /// Asks the store which run these upstreams are judged under now (another replica may have moved it).
@@ -747,6 +773,7 @@ impl Writer {
             Ok(id) => {
                 tracing::info!(run = %self.config.run_label, id, "run started again");
                 self.config.run_id = id;
+                self.since_cleared(id).await;
                 self.run_missing = false;
                 self.retry_at = None;
                 self.backoff = FIRST_BACKOFF;
@@ -758,6 +785,19 @@ impl Writer {
                 self.failed(&error);
                 Err(error)
             }
+        }
+    }
+
+    /// Takes the start of the run started again as the clear's time: what began before belonged to the run
+    /// deleted (another replica learns of a clear here, at its next write, and drops what began before it).
+    async fn since_cleared(&mut self, id: i64) {
+        match self.store.run(&self.config.run_label).await {
+            Ok(Some(run)) if run.id == id => {
+                self.since_ms = self.since_ms.max(run.started_at_ms);
+                self.since_reason = UnstoredReason::RunDeleted;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "could not read when the run was started again"),
         }
     }
 

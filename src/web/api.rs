@@ -257,7 +257,7 @@ pub(crate) async fn delete_run(
     Path(run): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let run = resolve_run(&state, &run).await?;
-    state.store.delete_run(run.id).await?;
+    crate::web::clear::clear_run(&state, &run).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,8 +5,6 @@
 use shadowdiff::analysis::SkipReason;
 use shadowdiff::app::AppSettings;
 use shadowdiff::pipeline::metrics::Analysed;
-use shadowdiff::store::metrics::Unstored;
-use shadowdiff::store::metrics::UnstoredReason;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +34,6 @@ use crate::verdicts::{exchange_of, json_response as json_outcome};
 crate::support::on_both_backends!(
     ten_thousand_requests_over_five_thousand_slugs_are_one_endpoint,
     past_the_cap_new_names_are_other_and_counted,
-    clearing_the_live_run_while_serving_keeps_storing,
     an_idle_live_run_outlives_retention,
     a_body_that_decodes_to_32_mib_is_a_truncated_sample,
     rows_the_database_refuses_are_left_out_not_the_batch,
@@ -63,7 +60,11 @@ fn slug(n: usize) -> String {
 const SENDER_HIGH_WATER: usize = 64;
 
 /// Sends GETs to `paths` through the proxy, `concurrency` at a time; every caller must get 200.
-async fn get_all(app: &TestApp, requests: Vec<(String, Option<String>)>, concurrency: usize) {
+pub(crate) async fn get_all(
+    app: &TestApp,
+    requests: Vec<(String, Option<String>)>,
+    concurrency: usize,
+) {
     let client = client();
     futures_util::stream::iter(requests)
         .map(|(path, resource)| {
@@ -97,7 +98,7 @@ async fn three(body: &'static str) -> [Stub; 3] {
 }
 
 /// An instance storing into `db`, in front of three upstreams that all answer `body` (kept alive with it).
-async fn stored_app(
+pub(crate) async fn stored_app(
     db: &TestDb,
     body: &'static str,
     change: impl FnOnce(&mut AppSettings),
@@ -114,7 +115,7 @@ async fn stored_app(
     (app, stubs)
 }
 
-async fn stored_requests(store: &Store, label: &str) -> Option<u64> {
+pub(crate) async fn stored_requests(store: &Store, label: &str) -> Option<u64> {
     let run = store.run(label).await.ok()??;
     let counts = store.endpoint_counts(run.id, TimeRange::all()).await.ok()?;
     Some(counts.values().map(|c| c.tally.requests).sum())
@@ -216,71 +217,6 @@ async fn past_the_cap_new_names_are_other_and_counted(db: TestDb) {
     assert_eq!(counts.len(), 6, "{:?}", counts.keys().collect::<Vec<_>>());
     assert_eq!(counts["GET {other}"].tally.requests, 19);
     assert_eq!(counts.values().map(|c| c.tally.requests).sum::<u64>(), 24);
-}
-
-async fn clearing_the_live_run_while_serving_keeps_storing(db: TestDb) {
-    let (app, _upstreams) = stored_app(&db, r#"{"n":1}"#, |s| {
-        s.writer.run = Some("live".into());
-        s.writer.flush_interval = Duration::from_millis(50);
-    })
-    .await;
-    let store = db.store().await;
-    let batch = |from: usize| {
-        (from..from + 30)
-            .map(|i| (format!("/users/{i}"), None))
-            .collect()
-    };
-    get_all(&app, batch(0), 4).await;
-    wait_for("the first traffic to be stored", || {
-        let store = store.clone();
-        async move { stored_requests(&store, "live").await == Some(30) }
-    })
-    .await;
-    let old = store.run("live").await.unwrap().unwrap();
-
-    // "Clear run" while traffic flows.
-    let cleared = client()
-        .delete(app.admin_url("/api/v1/runs/latest"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cleared.status(), StatusCode::NO_CONTENT);
-    get_all(&app, batch(100), 4).await;
-    // The writer finds its run gone, starts it again under the same label, and says what it could not keep.
-    let metrics = app.metrics.clone();
-    wait_for("the run to be started again", || {
-        let (store, metrics) = (store.clone(), metrics.clone());
-        async move {
-            let Some(stored) = stored_requests(&store, "live").await else {
-                return false;
-            };
-            stored
-                + metrics
-                    .store
-                    .dropped_reason_count(Unstored::Exchange, UnstoredReason::RunDeleted)
-                == 30
-        }
-    })
-    .await;
-    let restarted = store.run("live").await.unwrap().unwrap();
-    assert_ne!(restarted.id, old.id);
-    assert_eq!(restarted.primary_url, old.primary_url);
-    let lost = metrics
-        .store
-        .dropped_reason_count(Unstored::Exchange, UnstoredReason::RunDeleted);
-
-    // Later traffic is stored whole, samples included (the old run's sample quotas went with it).
-    get_all(&app, batch(200), 4).await;
-    app.stop().await;
-    assert_eq!(stored_requests(&store, "live").await, Some(60 - lost));
-    assert!(
-        !store
-            .samples(restarted.id, "GET /users/{id}", None, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(store.runs().await.unwrap().len(), 1);
 }
 
 async fn an_idle_live_run_outlives_retention(db: TestDb) {

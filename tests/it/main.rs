@@ -10,6 +10,7 @@ mod browser_changes;
 mod caller_path;
 mod changes;
 mod changes_shared;
+mod clear;
 mod delivery;
 mod demo;
 mod deploy_files;

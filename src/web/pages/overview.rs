@@ -274,6 +274,6 @@ pub async fn clear_run(
     Path(run): Path<String>,
 ) -> Result<Redirect, PageError> {
     let run = resolve_run(&state, &run).await?;
-    state.store.delete_run(run.id).await?;
+    crate::web::clear::clear_run(&state, &run).await?;
     Ok(Redirect::to(routes::HOME))
 }
