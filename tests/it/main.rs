@@ -11,6 +11,7 @@ mod caller_path;
 mod changes;
 mod changes_shared;
 mod clear;
+mod crash;
 mod delivery;
 mod demo;
 mod deploy_files;
