@@ -9,11 +9,14 @@ use http::StatusCode;
 use shadowdiff::store::metrics::{Unstored, UnstoredReason};
 use shadowdiff::store::queries::TimeRange;
 
-use crate::bounded::{get_all, stored_app};
+use crate::bounded::{get_all, stored_app, stored_requests};
 use crate::support::db::TestDb;
-use crate::support::{client, wait_for};
+use crate::support::{TestApp, client, wait_for};
 
-crate::support::on_both_backends!(clearing_the_live_run_keeps_what_follows_the_answer);
+crate::support::on_both_backends!(
+    clearing_the_live_run_keeps_what_follows_the_answer,
+    a_replica_learns_of_the_clear_at_its_next_write,
+);
 
 fn paths(prefix: &str, count: usize) -> Vec<(String, Option<String>)> {
     (0..count)
@@ -111,4 +114,76 @@ async fn clearing_the_live_run_keeps_what_follows_the_answer(db: TestDb) {
         30 + begun_before_answer
     );
     assert_eq!(store.runs().await.unwrap().len(), 1);
+}
+
+async fn a_replica_learns_of_the_clear_at_its_next_write(db: TestDb) {
+    let settings = |s: &mut shadowdiff::app::AppSettings| {
+        s.writer.run = Some("shared".into());
+        s.writer.flush_interval = Duration::from_millis(50);
+    };
+    let (a, upstreams) = stored_app(&db, r#"{"n":1}"#, settings).await;
+    let b = TestApp::start_stored(
+        &upstreams[0].url(),
+        &upstreams[1].url(),
+        &upstreams[2].url(),
+        settings,
+        db.url(),
+    )
+    .await;
+    let store = db.store().await;
+    get_all(&a, paths("a", 10), 2).await;
+    get_all(&b, paths("b", 10), 2).await;
+    wait_for("both replicas' traffic to be stored", || {
+        let store = store.clone();
+        async move { stored_requests(&store, "shared").await == Some(20) }
+    })
+    .await;
+    let old = store.run("shared").await.unwrap().unwrap();
+
+    let cleared = client()
+        .delete(a.admin_url("/api/v1/runs/shared"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), StatusCode::NO_CONTENT);
+    let restarted = store.run("shared").await.unwrap().unwrap();
+    assert_ne!(restarted.id, old.id);
+
+    // The other replica learns of the clear when it next writes: what it holds then is dropped and counted
+    // (or, if its heartbeat found the run gone first, written into the run started again).
+    get_all(&b, paths("learning", 1), 1).await;
+    let b_metrics = b.metrics.clone();
+    wait_for("the other replica to learn of the clear", || {
+        let (store, b_metrics) = (store.clone(), b_metrics.clone());
+        async move {
+            let dropped = b_metrics
+                .store
+                .dropped_reason_count(Unstored::Exchange, UnstoredReason::RunDeleted);
+            dropped >= 1 || stored_requests(&store, "shared").await == Some(1)
+        }
+    })
+    .await;
+    get_all(&a, paths("a-after", 30), 2).await;
+    get_all(&b, paths("b-after", 30), 2).await;
+    a.stop().await;
+    b.stop().await;
+
+    assert_eq!(
+        store.runs().await.unwrap().len(),
+        1,
+        "one run, started again once"
+    );
+    let run = store.run("shared").await.unwrap().unwrap();
+    assert_eq!(
+        run.id, restarted.id,
+        "the replica writes into the run the clear started again"
+    );
+    let counts = store
+        .endpoint_counts(run.id, TimeRange::all())
+        .await
+        .unwrap();
+    let requests = |endpoint: &str| counts.get(endpoint).map_or(0, |c| c.tally.requests);
+    assert_eq!(requests("GET /a-after/{id}"), 30, "{:?}", counts.keys());
+    assert_eq!(requests("GET /b-after/{id}"), 30, "{:?}", counts.keys());
+    assert_eq!(requests("GET /a/{id}") + requests("GET /b/{id}"), 0);
 }
