@@ -36,8 +36,10 @@ use crate::proxy::{Proxy, ProxySettings};
 use crate::redact::{RedactionSettings, Redactor};
 use crate::report::Reports;
 use crate::runs::RunControl;
+use crate::seal::{KeyFileError, SealingSettings};
 use crate::store::health::StoreHealth;
 use crate::store::sample::SampleLimits;
+use crate::store::sealed::SampleReading;
 use crate::store::writer::{Writer, WriterConfig, WriterSettings};
 use crate::store::{Store, StoreError, StoreSettings};
 use crate::web::guard::AdminGuard;
@@ -64,6 +66,8 @@ pub enum StartupError {
     Config(String),
     #[error("cannot start the shadow threads: {0}")]
     Lane(io::Error),
+    #[error("{0}")]
+    Keys(#[from] KeyFileError),
 }
 
 /// Everything one running instance is told, one plain struct per component. The command line converts into
@@ -81,6 +85,7 @@ pub struct AppSettings {
     pub store: StoreSettings,
     pub writer: WriterSettings,
     pub redaction: RedactionSettings,
+    pub sealing: SealingSettings,
     pub web: WebSettings,
     pub monitor: MonitorSettings,
     pub notify: NotifySettings,
@@ -100,6 +105,7 @@ impl AppSettings {
             store: StoreSettings::default(),
             writer: WriterSettings::default(),
             redaction: RedactionSettings::default(),
+            sealing: SealingSettings::default(),
             web: WebSettings::default(),
             monitor: MonitorSettings::default(),
             notify: NotifySettings::default(),
@@ -170,6 +176,7 @@ impl Application {
                 "--preserve-host and --shadow-host-suffix need HTTP/1.1 upstreams; drop --upstream-http2".into(),
             ));
         }
+        let keys = settings.sealing.load()?;
         let mut analysis = settings.analysis.config()?;
         analysis.grpc = settings.analysis.grpc.load()?;
         // The rules file's `[[sample]]` rates decide, per endpoint, what the proxy shadows.
@@ -218,6 +225,7 @@ impl Application {
             .redaction_key(settings.redaction.key.as_deref())
             .await?;
         let redactor = Redactor::with(redaction_key, &settings.redaction);
+        let store = store.with_reading(SampleReading::of(&keys, &redactor, &settings.redaction));
         let fallback = default_run_label(&settings.upstreams);
         let urls = settings.upstreams.run_urls();
         let first = crate::runs::first_run(
@@ -245,6 +253,7 @@ impl Application {
                 settings.writer.sample_body_limit,
             ),
             retention: (!settings.writer.retention.is_zero()).then_some(settings.writer.retention),
+            sealer: keys.sealer,
         };
         let metrics = Arc::new(Metrics::new());
         let budget = MemoryBudget::new(settings.memory_budget);
@@ -506,7 +515,7 @@ impl Application {
                 recorder::run(
                     file,
                     rx,
-                    self.redactor.clone(),
+                    (self.redactor.clone(), self.writer_config.sealer.clone()),
                     recorder::BodyFormats {
                         max_decoded_body: self.analyzer.config().max_decoded_body,
                         grpc: self.analyzer.config().grpc.clone(),
