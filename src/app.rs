@@ -36,14 +36,13 @@ use crate::proxy::{Proxy, ProxySettings};
 use crate::redact::{RedactionSettings, Redactor};
 use crate::report::Reports;
 use crate::runs::RunControl;
-use crate::seal::{KeyFileError, SealingSettings};
 use crate::store::health::StoreHealth;
 use crate::store::sample::SampleLimits;
-use crate::store::sealed::SampleReading;
 use crate::store::writer::{Writer, WriterConfig, WriterSettings};
 use crate::store::{Store, StoreError, StoreSettings};
 use crate::web::guard::AdminGuard;
 use crate::web::{self, WebSettings};
+use crate::{seal::KeyFileError, seal::SealingSettings, store::sealed::SampleReading};
 
 /// Why the instance could not start.
 #[derive(Debug, thiserror::Error)]

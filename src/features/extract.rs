@@ -364,6 +364,49 @@ mod tests {
     }
 
     #[test]
+    fn sealed_values_count_as_tokens_and_numbers_keep_their_classes() {
+        let request = RequestParts {
+            method: "GET",
+            target: "/orders/1047?country=DE&token=s3cret",
+            headers: vec![("x-client", b"ios/5.2".as_slice())],
+            body: b"",
+        };
+        let redactor = redactor();
+        let tokens = Tokens {
+            inner: &redactor,
+            redactor: &redactor,
+        };
+        let features = extract("GET /orders/{id}", &request, &tokens);
+        let token = |value: &[u8]| redactor.token(value);
+        assert!(has(&features, "method", Some("GET")));
+        assert!(has(
+            &features,
+            "path /orders/{id}",
+            Some(token(b"1047").as_str())
+        ));
+        assert!(has(&features, "path /orders/{id} last digit", Some("7")));
+        assert!(has(&features, "query country", Some(token(b"DE").as_str())));
+        assert!(has(
+            &features,
+            "query token",
+            Some(token(b"s3cret").as_str())
+        ));
+        assert!(has(
+            &features,
+            "header x-client",
+            Some(token(b"ios/5.2").as_str())
+        ));
+        for plain in ["1047", "DE", "ios/5.2"] {
+            assert!(
+                !features
+                    .list
+                    .iter()
+                    .any(|(_, v)| v.as_deref() == Some(plain))
+            );
+        }
+    }
+
+    #[test]
     fn a_urls_secret_in_a_header_is_redacted_as_samples_have_it() {
         let features = features_of(
             "GET /a",

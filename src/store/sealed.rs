@@ -242,3 +242,112 @@ pub fn stored_text(document: &mut SampleDocument, sealer: Option<&Sealer>) -> Op
     // A document of strings and numbers always serializes.
     serde_json::to_string(document).ok()
 }
+
+#[cfg(test)]
+// X25519 keys are what the issue and most deployments use, though the age crate now deprecates them.
+#[allow(deprecated)]
+mod tests {
+    use super::*;
+
+    fn document() -> SampleDocument {
+        let outcome = |status: u16, body: &str| {
+            serde_json::json!({
+                "elapsed_ms": 1.0, "status": status, "headers": [["x-user", "ada@example.com"]],
+                "body": {"as": "text", "text": body}, "error": null, "error_detail": null,
+            })
+        };
+        serde_json::from_value(serde_json::json!({
+            "id": "e1", "endpoint": "GET /users/{id}", "started_at_ms": 1,
+            "request": {
+                "method": "GET", "uri": "/users/7?email=ada@example.com", "version": "HTTP/1.1",
+                "headers": [["x-user", "ada@example.com"]], "body": {"as": "text", "text": ""},
+            },
+            "primary": outcome(200, r#"{"email":"ada@example.com"}"#),
+            "secondary": outcome(200, r#"{"email":"ada@example.com"}"#),
+            "candidate": outcome(200, r#"{"email":"bob@example.com"}"#),
+            "result": "compared",
+            "candidate_differences": [{
+                "path": "body/email", "generalised": "body/email", "kind": "value_changed",
+                "compat": "changed", "primary": "\"ada@example.com\"", "other": "\"bob@example.com\"",
+                "cancelled": false,
+            }, {
+                "path": "body/gone", "generalised": "body/gone", "kind": "missing",
+                "compat": "breaking", "primary": "\"ada@example.com\"", "other": null,
+                "cancelled": false,
+            }],
+            "noise_differences": [],
+            "body_skipped": [],
+            "frames": [["primary", "AAAAAAA="]],
+        }))
+        .unwrap()
+    }
+
+    fn pair() -> (Sealer, Opener) {
+        let identity = age::x25519::Identity::generate();
+        let recipient: crate::seal::Recipient = Box::new(identity.to_public());
+        (
+            Sealer::new(vec![recipient]),
+            Opener::new(vec![Box::new(identity)]),
+        )
+    }
+
+    #[test]
+    fn a_sealed_document_keeps_places_plain_and_values_sealed() {
+        let (sealer, opener) = pair();
+        let original = document();
+        let mut stored = original.clone();
+        let text = stored_text(&mut stored, Some(&sealer)).unwrap();
+        assert!(!text.contains("example.com"), "{text}");
+        assert!(!text.contains("AAAAAAA="), "frames are sealed too");
+        for plain in [
+            "GET /users/{id}",
+            "body/email",
+            "value_changed",
+            "missing",
+            "x-user",
+        ] {
+            assert!(text.contains(plain), "{plain} stays plain");
+        }
+
+        let mut read: SampleDocument = serde_json::from_str(&text).unwrap();
+        open(&mut read, None);
+        assert_eq!(read.unopened.as_deref(), Some(NO_IDENTITY));
+        assert_eq!(
+            read.candidate_differences[0].difference.other.as_deref(),
+            Some(SEALED)
+        );
+        assert_eq!(
+            read.candidate_differences[1].difference.other, None,
+            "an absent value stays absent"
+        );
+
+        let mut read: SampleDocument = serde_json::from_str(&text).unwrap();
+        open(&mut read, Some(&opener));
+        assert!(read.opened && read.unopened.is_none() && read.sealed.is_none());
+        assert_eq!(
+            SampleDocument {
+                opened: false,
+                ..read
+            },
+            original
+        );
+
+        let (_, stranger) = pair();
+        let mut read: SampleDocument = serde_json::from_str(&text).unwrap();
+        open(&mut read, Some(&stranger));
+        let said = read.unopened.unwrap();
+        assert!(said.contains("cannot be opened"), "{said}");
+    }
+
+    #[test]
+    fn a_sealed_part_that_does_not_fit_its_document_is_not_shown() {
+        let (sealer, opener) = pair();
+        let mut stored = document();
+        let text = stored_text(&mut stored, Some(&sealer)).unwrap();
+        let mut read: SampleDocument = serde_json::from_str(&text).unwrap();
+        read.candidate_differences.pop();
+        open(&mut read, Some(&opener));
+        assert!(read.unopened.unwrap().contains("does not match"));
+        assert!(!read.opened);
+    }
+}
