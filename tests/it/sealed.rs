@@ -213,6 +213,39 @@ async fn strings_planted_in_traffic_are_stored_only_sealed(db: TestDb) {
     );
     reader.stop().await;
     none_planted(&db.everything_as_text(), "the database after reading");
+
+    // `shadowdiff report` likewise: its sample sealed without the identity, in clear with it.
+    let output = keys.dir.path().join("report.html");
+    let report = |identity: Option<&Path>| {
+        let mut args = vec![
+            "report".to_string(),
+            "--database-url".to_string(),
+            db.url().to_string(),
+            "--run".to_string(),
+            RUN.to_string(),
+            "--output".to_string(),
+            output.display().to_string(),
+        ];
+        if let Some(identity) = identity {
+            args.extend([
+                "--sample-identity".to_string(),
+                identity.display().to_string(),
+            ]);
+        }
+        args
+    };
+    for identity in [None, Some(keys.identity.as_path())] {
+        let args = report(identity);
+        let ran = run_command(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        assert_ne!(ran.code, Some(2), "{}", ran.stderr);
+        let html = std::fs::read_to_string(&output).unwrap();
+        if identity.is_some() {
+            assert!(html.contains(IN_BODY) && !html.contains("the samples are encrypted"));
+        } else {
+            assert!(html.contains("the samples are encrypted"), "{html}");
+            none_planted(&html, "the report without the identity");
+        }
+    }
 }
 
 /// A page read with an identity the samples were not sealed to says so; nothing panics.

@@ -11,7 +11,7 @@ use crate::seal::SealingSettings;
 #[command(next_help_heading = "Sealing")]
 pub struct SealingArgs {
     /// A file of age recipients (`age1...` public keys, one a line, as `age-keygen -y` prints them): every
-    /// sample's bodies, header values, differing values and request target, and every `--record` line, are
+    /// sample's bodies, header values, differing values and request target, and every line `serve --record` writes, are
     /// encrypted to them before they are written; counts, paths, kinds and statuses stay plain. This process
     /// cannot read back what it stored without `--sample-identity`.
     #[arg(long, value_name = "FILE", env = "SHADOWDIFF_SAMPLE_RECIPIENT")]
