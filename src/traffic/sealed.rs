@@ -56,3 +56,66 @@ pub fn open(sealed: &str, opener: Option<&Opener>) -> Result<Opened, String> {
         Err(error) => Ok(Opened::Skipped(format!("an encrypted line {error}"))),
     }
 }
+
+#[cfg(test)]
+// X25519 keys, which the age crate deprecates for new keys but deployments use.
+#[allow(deprecated)]
+mod tests {
+    use super::*;
+    use crate::seal::Sealer;
+    use crate::traffic::{Record, jsonl, records_of};
+
+    const PLAIN: &str = r#"{"method":"GET","uri":"/orders/7?email=ada@example.com","headers":[]}"#;
+
+    fn keys() -> (Sealer, Opener) {
+        let identity = age::x25519::Identity::generate();
+        (
+            Sealer::new(vec![Box::new(identity.to_public())]),
+            Opener::new(vec![Box::new(identity)]),
+        )
+    }
+
+    #[test]
+    fn sealed_lines_read_with_their_identity_and_stop_without_it() {
+        let (sealer, opener) = keys();
+        let sealed = line(&sealer.seal(PLAIN.as_bytes()).unwrap());
+        assert!(!sealed.contains("ada@example.com"));
+        let damaged = line("AAAA");
+        let file = format!("{sealed}\n{damaged}\n{PLAIN}\n");
+
+        let (records, result) =
+            records_of(|sink| jsonl::read(file.as_bytes(), sink, Some(&opener)));
+        result.unwrap();
+        assert!(
+            matches!(&records[0], Record::Request(request) if request.uri.query() == Some("email=ada@example.com"))
+        );
+        assert!(
+            matches!(&records[1], Record::Skipped(skipped) if skipped.line == 2 && skipped.reason.contains("damaged")),
+            "a damaged line is skipped"
+        );
+        assert!(
+            matches!(&records[2], Record::Request(_)),
+            "a plain line still reads"
+        );
+
+        let (records, result) = records_of(|sink| jsonl::read(file.as_bytes(), sink, None));
+        let said = result.unwrap_err();
+        assert!(
+            said.contains("line 1") && said.contains("--sample-identity"),
+            "{said}"
+        );
+        assert!(records.is_empty());
+
+        let (_, stranger) = keys();
+        let (_, result) = records_of(|sink| jsonl::read(file.as_bytes(), sink, Some(&stranger)));
+        assert!(result.unwrap_err().contains("is not one it was sealed to"));
+    }
+
+    #[test]
+    fn only_a_line_of_the_one_field_is_a_sealed_one() {
+        assert_eq!(ciphertext(br#"{"sealed":"abc"}"#).as_deref(), Some("abc"));
+        assert_eq!(ciphertext(br#"{"sealed":"abc","method":"GET"}"#), None);
+        assert_eq!(ciphertext(PLAIN.as_bytes()), None);
+        assert_eq!(ciphertext(br#"{"sealed":1}"#), None);
+    }
+}
