@@ -441,3 +441,62 @@ async fn a_sealed_recording_replays_with_the_identity_only() {
     let samples = store.samples(run.id, ENDPOINT, None, 10).await.unwrap();
     assert!(!samples.is_empty(), "the replay stored samples");
 }
+
+crate::support::on_both_backends!(
+    a_sealed_runs_predictor_names_a_hashed_value_the_identity_finds_samples_by
+);
+
+/// Sealed, the request features are counted hashed: a change only for `currency=EUR` is still predicted by the
+/// query value, named by its hash, and with the identity the predictor's samples are found by that hash.
+async fn a_sealed_runs_predictor_names_a_hashed_value_the_identity_finds_samples_by(db: TestDb) {
+    use crate::changes::{NO_LATENCY_VERDICT, changes_of, euro_rounding, priced, send, upstreams};
+    let keys = key_files();
+    let stubs = upstreams(euro_rounding).await;
+    let (recipient, identity) = (keys.recipient.clone(), keys.identity.clone());
+    let app = TestApp::start_stored(
+        &stubs[0].url(),
+        &stubs[1].url(),
+        &stubs[2].url(),
+        move |s| {
+            s.writer.run = Some("priced".to_string());
+            s.writer.flush_interval = std::time::Duration::from_millis(100);
+            s.verdicts.latency_factor = NO_LATENCY_VERDICT;
+            s.sealing = SealingSettings {
+                recipient_file: Some(recipient),
+                identity_file: Some(identity),
+            };
+        },
+        db.url(),
+    )
+    .await;
+    send(&app, &priced(200)).await;
+    let url = app.admin_url("/api/v1/runs/priced/verdict?min_requests=1");
+    wait_for("every request to be stored", || {
+        let url = url.clone();
+        async move { get_json(&url).await["requests"] == 200 }
+    })
+    .await;
+
+    let changes = changes_of(&db, "priced").await;
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    let currency = changes[0]
+        .predictors
+        .iter()
+        .find(|p| p.feature == "query currency")
+        .unwrap_or_else(|| panic!("the currency predicts {changes:#?}"));
+    let token = currency.value.clone().unwrap();
+    assert!(token.starts_with("redacted:") && token != "EUR", "{token}");
+    assert!(currency.failing_share >= 0.95, "{currency:?}");
+
+    let samples = get_json(&app.admin_url(&format!(
+        "/api/v1/runs/priced/samples?endpoint=GET%20%2Fprices%2F%7Bid%7D&feature=query%20currency&feature_value={token}"
+    )))
+    .await;
+    let samples = samples.as_array().unwrap();
+    assert!(!samples.is_empty(), "the predictor's samples are found");
+    for sample in samples {
+        let target = sample["target"].as_str().unwrap();
+        assert!(target.ends_with("currency=EUR"), "{target}");
+    }
+    app.stop().await;
+}
