@@ -27,6 +27,8 @@ type Values = (Option<String>, Option<String>);
 /// header), in an order the plain part's lists keep.
 #[derive(Serialize, Deserialize)]
 struct SealedValues {
+    /// The document's id: a ciphertext moved to another row in the database does not open there.
+    id: String,
     uri: String,
     request_headers: Headers,
     request_body: StoredBody,
@@ -74,6 +76,7 @@ pub fn seal(document: &mut SampleDocument, sealer: &Sealer) -> Result<(), SealFa
     ]
     .map(|outcome| (marked(&mut outcome.headers), body(&mut outcome.body)));
     let values = SealedValues {
+        id: document.id.clone(),
         uri: std::mem::replace(&mut document.request.uri, SEALED.to_string()),
         request_headers: marked(&mut document.request.headers),
         request_body: std::mem::replace(&mut document.request.body, StoredBody::Sealed),
@@ -137,14 +140,17 @@ pub fn open(document: &mut SampleDocument, opener: Option<&Opener>) {
     }
 }
 
-/// Whether the sealed lists line up with the plain ones (a document altered in the database would not).
+/// Whether the sealed part is this document's and its lists line up with the plain ones (a document altered in
+/// the database, or given another's sealed part, would not).
 fn fits(document: &SampleDocument, values: &SealedValues) -> bool {
-    values.candidate_values.len() == document.candidate_differences.len()
+    values.id == document.id
+        && values.candidate_values.len() == document.candidate_differences.len()
         && values.noise_values.len() == document.noise_differences.len()
 }
 
 fn restore(document: &mut SampleDocument, values: SealedValues) {
     let SealedValues {
+        id: _,
         uri,
         request_headers,
         request_body,
@@ -349,5 +355,16 @@ mod tests {
         open(&mut read, Some(&opener));
         assert!(read.unopened.unwrap().contains("does not match"));
         assert!(!read.opened);
+
+        let mut other = document();
+        other.id = "e2".into();
+        other.sealed = serde_json::from_str::<SampleDocument>(&text)
+            .unwrap()
+            .sealed;
+        open(&mut other, Some(&opener));
+        assert!(
+            other.unopened.is_some(),
+            "another sample's sealed part does not open here"
+        );
     }
 }
