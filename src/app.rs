@@ -42,6 +42,7 @@ use crate::store::writer::{Writer, WriterConfig, WriterSettings};
 use crate::store::{Store, StoreError, StoreSettings};
 use crate::web::guard::AdminGuard;
 use crate::web::{self, WebSettings};
+use crate::{seal::KeyFileError, seal::SealingSettings, store::sealed::SampleReading};
 
 /// Why the instance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,8 @@ pub enum StartupError {
     Config(String),
     #[error("cannot start the shadow threads: {0}")]
     Lane(io::Error),
+    #[error("{0}")]
+    Keys(#[from] KeyFileError),
 }
 
 /// Everything one running instance is told, one plain struct per component. The command line converts into
@@ -81,6 +84,7 @@ pub struct AppSettings {
     pub store: StoreSettings,
     pub writer: WriterSettings,
     pub redaction: RedactionSettings,
+    pub sealing: SealingSettings,
     pub web: WebSettings,
     pub monitor: MonitorSettings,
     pub notify: NotifySettings,
@@ -100,6 +104,7 @@ impl AppSettings {
             store: StoreSettings::default(),
             writer: WriterSettings::default(),
             redaction: RedactionSettings::default(),
+            sealing: SealingSettings::default(),
             web: WebSettings::default(),
             monitor: MonitorSettings::default(),
             notify: NotifySettings::default(),
@@ -170,6 +175,7 @@ impl Application {
                 "--preserve-host and --shadow-host-suffix need HTTP/1.1 upstreams; drop --upstream-http2".into(),
             ));
         }
+        let keys = settings.sealing.load()?;
         let mut analysis = settings.analysis.config()?;
         analysis.grpc = settings.analysis.grpc.load()?;
         // The rules file's `[[sample]]` rates decide, per endpoint, what the proxy shadows.
@@ -218,6 +224,7 @@ impl Application {
             .redaction_key(settings.redaction.key.as_deref())
             .await?;
         let redactor = Redactor::with(redaction_key, &settings.redaction);
+        let store = store.with_reading(SampleReading::of(&keys, &redactor, &settings.redaction));
         let fallback = default_run_label(&settings.upstreams);
         let urls = settings.upstreams.run_urls();
         let first = crate::runs::first_run(
@@ -245,6 +252,7 @@ impl Application {
                 settings.writer.sample_body_limit,
             ),
             retention: (!settings.writer.retention.is_zero()).then_some(settings.writer.retention),
+            sealer: keys.sealer,
         };
         let metrics = Arc::new(Metrics::new());
         let budget = MemoryBudget::new(settings.memory_budget);
@@ -506,7 +514,7 @@ impl Application {
                 recorder::run(
                     file,
                     rx,
-                    self.redactor.clone(),
+                    (self.redactor.clone(), self.writer_config.sealer.clone()),
                     recorder::BodyFormats {
                         max_decoded_body: self.analyzer.config().max_decoded_body,
                         grpc: self.analyzer.config().grpc.clone(),

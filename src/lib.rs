@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod redact;
 pub mod report;
 pub mod runs;
+pub mod seal;
 pub mod store;
 pub mod telemetry;
 pub mod traffic;

@@ -10,6 +10,7 @@ pub mod rows;
 pub mod runs;
 pub mod sample;
 pub mod sampler;
+pub mod sealed;
 pub mod sketches;
 pub mod write;
 pub mod writer;
@@ -53,6 +54,9 @@ pub enum StoreError {
     /// The run being written was deleted (from the dashboard, or by retention).
     #[error("store: run {0} no longer exists")]
     RunGone(i64),
+    /// What was asked for needs the values of sealed samples, which this process cannot open.
+    #[error("{0}")]
+    Sealed(String),
 }
 
 impl StoreError {
@@ -64,7 +68,8 @@ impl StoreError {
             StoreError::Migrate(_)
             | StoreError::Url(_)
             | StoreError::Data(_)
-            | StoreError::RunGone(_) => false,
+            | StoreError::RunGone(_)
+            | StoreError::Sealed(_) => false,
         }
     }
 }
@@ -115,6 +120,8 @@ pub(crate) use on_pool;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// How sealed samples are opened when read (`store::sealed`); none: they are shown sealed.
+    reading: sealed::SampleReading,
 }
 
 /// One run as the store knows it.
@@ -208,7 +215,10 @@ impl Store {
         } else {
             return Err(StoreError::Url(url.to_string()));
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            reading: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -6,6 +6,7 @@ pub mod har;
 pub mod hosts;
 pub mod jsonl;
 pub mod reader;
+pub mod sealed;
 
 use std::fmt;
 use std::io::BufRead;
@@ -16,6 +17,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderName, HeaderValue, Method, Uri};
+
+use crate::seal::Opener;
 
 /// The most one record may take (a JSON line, a HAR entry's request, a GoReplay record): a larger one is skipped
 /// (or, in a HAR file, ends the reading), so that reading never holds more than this for one record.
@@ -144,9 +147,10 @@ pub fn read_records(
     reader: impl BufRead,
     format: TrafficFormat,
     sink: &mut Sink<'_>,
+    opener: Option<&Opener>,
 ) -> Result<(), String> {
     match format {
-        TrafficFormat::Jsonl => jsonl::read(reader, sink),
+        TrafficFormat::Jsonl => jsonl::read(reader, sink, opener),
         TrafficFormat::Har => har::read(reader, sink),
         TrafficFormat::Gor => gor::read(reader, sink),
     }
@@ -156,14 +160,19 @@ pub fn read_records(
 #[cfg(test)]
 pub fn collect(bytes: &[u8], format: TrafficFormat) -> Result<Traffic, String> {
     let mut traffic = Traffic::default();
-    read_records(bytes, format, &mut |record| {
-        match record {
-            Record::Request(request) => traffic.requests.push(request),
-            Record::Skipped(skipped) => traffic.skipped.push(skipped),
-            Record::Ignored => traffic.ignored += 1,
-        }
-        ControlFlow::Continue(())
-    })?;
+    read_records(
+        bytes,
+        format,
+        &mut |record| {
+            match record {
+                Record::Request(request) => traffic.requests.push(request),
+                Record::Skipped(skipped) => traffic.skipped.push(skipped),
+                Record::Ignored => traffic.ignored += 1,
+            }
+            ControlFlow::Continue(())
+        },
+        None,
+    )?;
     Ok(traffic)
 }
 

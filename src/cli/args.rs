@@ -3,6 +3,7 @@
 
 pub mod choices;
 pub mod commands;
+pub mod sealing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -232,6 +233,9 @@ pub struct StoreArgs {
     #[arg(long, value_name = "N", env = "SHADOWDIFF_STORE_BUFFER_ROWS", default_value_t = WriterSettings::DEFAULT_BUFFER_ROWS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub store_buffer_rows: u32,
+
+    #[command(flatten)]
+    pub sealing: sealing::SealingArgs,
 }
 
 /// How responses are compared.
@@ -806,6 +810,7 @@ impl StoreArgs {
             headers: self.redact_headers,
             key: self.redaction_key,
         };
+        settings.sealing = self.sealing.settings();
     }
 }
 

@@ -101,7 +101,12 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
         None if format == TrafficFormat::Har => main_host(&replay, format, &input).await?,
         None => None,
     };
-    let reader = TrafficReader::open(&replay.input, format)?;
+    // The identity opens a sealed recording as it is read; the instance checks the keys again as it starts.
+    let keys = settings
+        .sealing
+        .load()
+        .map_err(|error| CommandError::new(error.to_string()))?;
+    let reader = TrafficReader::open(&replay.input, format, keys.opener)?;
     let reading = Reading {
         read: reader.bytes_read(),
         total: reader.total_bytes(),

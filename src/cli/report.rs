@@ -9,12 +9,23 @@ use crate::cli::{CommandError, Outcome};
 use crate::gate;
 use crate::report::Reports;
 use crate::store::Store;
+use crate::store::sealed::SampleReading;
 use crate::web::report_file;
 
 pub async fn run(args: ReportArgs) -> Outcome {
     let file_rules = RuleSet::load_optional(args.rules.as_deref())
         .map_err(|error| CommandError::new(format!("rules file {error}")))?;
-    let store = Store::open(&args.database.settings()).await?;
+    let keys = args
+        .identity
+        .settings()
+        .load()
+        .map_err(|error| CommandError::new(error.to_string()))?;
+    let store = Store::open(&args.database.settings())
+        .await?
+        .with_reading(SampleReading {
+            opener: keys.opener,
+            tokens: None,
+        });
     let reports = Reports::new(store, Arc::new(file_rules), args.verdicts.settings());
     let judged = gate::evaluate(&reports, &args.run, &args.gate.settings()).await?;
     let html = report_file::render(&reports, &judged).await?;

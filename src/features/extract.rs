@@ -39,6 +39,42 @@ pub trait Redaction {
     fn query_value<'a>(&self, name: &str, raw: &'a str) -> Cow<'a, str>;
     /// A header's value as stored: a URL's secret query parameters redacted.
     fn header_value(&self, name: &str, value: &[u8]) -> String;
+    /// A value as counted (a path parameter's, a query parameter's or a header's, after the above): itself,
+    /// unless samples are sealed ([`Tokens`]).
+    fn counted<'a>(&self, value: &'a str) -> Cow<'a, str> {
+        Cow::Borrowed(value)
+    }
+}
+
+/// With sealed samples (`--sample-recipient`), values are counted as their keyed hash (`redacted:<hex>`), so
+/// that the run's sketches hold no value in clear while equal values still count together and a predictor
+/// still names one; a number's classes (last digit, parity, magnitude) are counted as they are. A value that
+/// already is a hash is counted as it is.
+pub struct Tokens<'a, R> {
+    pub inner: &'a R,
+    pub redactor: &'a Redactor,
+}
+
+impl<R: Redaction> Redaction for Tokens<'_, R> {
+    fn is_secret_header(&self, name: &str) -> bool {
+        self.inner.is_secret_header(name)
+    }
+
+    fn query_value<'a>(&self, name: &str, raw: &'a str) -> Cow<'a, str> {
+        self.inner.query_value(name, raw)
+    }
+
+    fn header_value(&self, name: &str, value: &[u8]) -> String {
+        self.inner.header_value(name, value)
+    }
+
+    fn counted<'a>(&self, value: &'a str) -> Cow<'a, str> {
+        if value.starts_with(REDACTED_MARK) {
+            Cow::Borrowed(value)
+        } else {
+            Cow::Owned(self.redactor.token(value.as_bytes()))
+        }
+    }
 }
 
 impl Redaction for Redactor {
@@ -98,7 +134,7 @@ pub fn extract(endpoint: &str, request: &RequestParts<'_>, redaction: &impl Reda
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
-    path_parameters(&mut features, endpoint, path);
+    path_parameters(&mut features, endpoint, path, redaction);
     if let Some(query) = query {
         query_parameters(&mut features, query, redaction);
     }
@@ -115,7 +151,7 @@ pub fn extract(endpoint: &str, request: &RequestParts<'_>, redaction: &impl Reda
         let value = redaction.header_value(name, value);
         features.push(
             format!("header {}", cut(&name.to_ascii_lowercase())),
-            Some(cut(&value)),
+            Some(cut(&redaction.counted(&value))),
         );
     }
     body_fields(&mut features, &request.headers, request.body);
@@ -125,7 +161,12 @@ pub fn extract(endpoint: &str, request: &RequestParts<'_>, redaction: &impl Reda
 
 /// The values of the segments the endpoint's template makes parameters, named by the template up to them
 /// (`path /orders/{id}`).
-fn path_parameters(features: &mut Features, endpoint: &str, path: &str) {
+fn path_parameters(
+    features: &mut Features,
+    endpoint: &str,
+    path: &str,
+    redaction: &impl Redaction,
+) {
     let Some(template) = endpoint
         .split_once(' ')
         .map(|(_, template)| template)
@@ -147,7 +188,7 @@ fn path_parameters(features: &mut Features, endpoint: &str, path: &str) {
         }
         taken += 1;
         let name = format!("path {}", cut(&prefix));
-        with_classes(features, &name, &percent_decode(segment));
+        with_classes(features, &name, &percent_decode(segment), redaction);
     }
 }
 
@@ -162,14 +203,14 @@ fn query_parameters(features: &mut Features, query: &str, redaction: &impl Redac
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = format!("query {}", cut(&percent_decode(raw_name)));
         let value = redaction.query_value(raw_name, raw_value);
-        with_classes(features, &name, &value);
+        with_classes(features, &name, &value, redaction);
     }
 }
 
 /// `name = value`, and for a whole number its last digit, parity and magnitude, so that "ends in 7" is seen
 /// among thousands of distinct ids.
-fn with_classes(features: &mut Features, name: &str, value: &str) {
-    features.push(name.to_string(), Some(cut(value)));
+fn with_classes(features: &mut Features, name: &str, value: &str, redaction: &impl Redaction) {
+    features.push(name.to_string(), Some(cut(&redaction.counted(value))));
     let digits = value.strip_prefix('-').unwrap_or(value);
     if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return;
@@ -320,6 +361,49 @@ mod tests {
                 .iter()
                 .any(|(_, v)| v.as_deref() == Some("s3cret"))
         );
+    }
+
+    #[test]
+    fn sealed_values_count_as_tokens_and_numbers_keep_their_classes() {
+        let request = RequestParts {
+            method: "GET",
+            target: "/orders/1047?country=DE&token=s3cret",
+            headers: vec![("x-client", b"ios/5.2".as_slice())],
+            body: b"",
+        };
+        let redactor = redactor();
+        let tokens = Tokens {
+            inner: &redactor,
+            redactor: &redactor,
+        };
+        let features = extract("GET /orders/{id}", &request, &tokens);
+        let token = |value: &[u8]| redactor.token(value);
+        assert!(has(&features, "method", Some("GET")));
+        assert!(has(
+            &features,
+            "path /orders/{id}",
+            Some(token(b"1047").as_str())
+        ));
+        assert!(has(&features, "path /orders/{id} last digit", Some("7")));
+        assert!(has(&features, "query country", Some(token(b"DE").as_str())));
+        assert!(has(
+            &features,
+            "query token",
+            Some(token(b"s3cret").as_str())
+        ));
+        assert!(has(
+            &features,
+            "header x-client",
+            Some(token(b"ios/5.2").as_str())
+        ));
+        for plain in ["1047", "DE", "ios/5.2"] {
+            assert!(
+                !features
+                    .list
+                    .iter()
+                    .any(|(_, v)| v.as_deref() == Some(plain))
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::pipeline::Draining;
 use crate::pipeline::metrics::{DropReason, Queue};
 use crate::redact::grpc::GrpcRedaction;
 use crate::redact::{Redactor, UNDECODABLE};
+use crate::seal::Sealer;
 use crate::traffic::{TrafficRequest, jsonl};
 
 /// A shadowed request and when it arrived.
@@ -52,13 +53,14 @@ pub struct BodyFormats {
     pub warned_no_schema: bool,
 }
 
-/// Writes recordings until `stop` is cancelled and the queue is drained. Lines are flushed whenever the queue
-/// runs empty, so the file is whole between bursts; a failed write is counted and logged, and the next is
-/// tried.
+/// Writes recordings until `stop` is cancelled and the queue is drained, each line redacted by `redactor` and,
+/// with a `sealer` (`--sample-recipient`), sealed on its own (`traffic::sealed`). Lines are flushed whenever
+/// the queue runs empty, so the file is whole between bursts; a failed write is counted and logged, and the
+/// next is tried.
 pub async fn run(
     mut file: BufWriter<tokio::fs::File>,
     rx: mpsc::Receiver<Recording>,
-    redactor: Redactor,
+    (redactor, sealer): (Redactor, Option<Arc<Sealer>>),
     mut formats: BodyFormats,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -67,6 +69,16 @@ pub async fn run(
     let mut failing = false;
     while let Some(recording) = recordings.next().await {
         let mut line = jsonl::line(&redacted(recording, &redactor, &mut formats));
+        if let Some(sealer) = &sealer {
+            // Never written in clear: a line that cannot be sealed is dropped and counted.
+            let Ok(sealed) = sealer.seal(line.as_bytes()) else {
+                metrics
+                    .queues
+                    .dropped(Queue::Recordings, DropReason::WriteFailed);
+                continue;
+            };
+            line = crate::traffic::sealed::line(&sealed);
+        }
         line.push('\n');
         let mut written = file.write_all(line.as_bytes()).await;
         if written.is_ok() && recordings.is_empty() {

@@ -5,8 +5,9 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row};
 
-use crate::features::extract::AlreadyRedacted;
+use crate::features::extract::{AlreadyRedacted, Tokens};
 use crate::features::{self, Features, RequestParts};
+use crate::redact::Redactor;
 use crate::store::queries::{SampleSummary, push_list};
 use crate::store::sample::{SampleDocument, StoredBody};
 use crate::store::{Pool, Store, StoreError, on_pool};
@@ -42,6 +43,9 @@ pub struct SampleListing {
     pub statuses: Statuses,
     /// The candidate's differences at the place (or, without one, the first few), with both values.
     pub values: Vec<SampleValue>,
+    /// Why its values show as `(encrypted)`: sealed, and this process cannot open it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 /// The status each upstream answered (none: no response).
@@ -116,9 +120,16 @@ impl Store {
                 };
                 let document: String = row.try_get("document")?;
                 // A document that does not read back is left out, not an error for the whole page.
-                let Ok(document) = serde_json::from_str::<SampleDocument>(&document) else {
+                let Ok(mut document) = serde_json::from_str::<SampleDocument>(&document) else {
                     continue;
                 };
+                self.open_sample(&mut document);
+                // A sealed value cannot be matched: the page says so rather than list nothing.
+                if let Some(reason) = &document.unopened
+                    && filter.reads_documents()
+                {
+                    return Err(StoreError::Sealed(format!("cannot filter by value or request feature: {reason}")));
+                }
                 let listing = listing(summary, &document, filter);
                 if let Some(value) = &filter.value
                     && !listing.values.iter().any(|v| contains(v, value))
@@ -126,7 +137,7 @@ impl Store {
                     continue;
                 }
                 if let Some((name, value)) = &filter.feature
-                    && !request_features(&listing.summary.endpoint, &document).has(name, value.as_deref())
+                    && !request_features(&listing.summary.endpoint, &document, self.feature_tokens()).has(name, value.as_deref())
                 {
                     continue;
                 }
@@ -144,8 +155,13 @@ impl Store {
     }
 }
 
-/// The features of a stored request, as they were counted from it live.
-fn request_features(endpoint: &str, document: &SampleDocument) -> Features {
+/// The features of a stored request, as they were counted from it live: a sealed one's values as tokens
+/// (`features::extract::Tokens`), as its run's sketches count them.
+fn request_features(
+    endpoint: &str,
+    document: &SampleDocument,
+    tokens: Option<&Redactor>,
+) -> Features {
     let request = &document.request;
     let body = match &request.body {
         StoredBody::Text { text, .. } => text.as_bytes(),
@@ -164,7 +180,17 @@ fn request_features(endpoint: &str, document: &SampleDocument) -> Features {
     let redaction = AlreadyRedacted {
         headers: &request.headers,
     };
-    features::extract(endpoint, &parts, &redaction)
+    match tokens.filter(|_| document.opened) {
+        Some(redactor) => features::extract(
+            endpoint,
+            &parts,
+            &Tokens {
+                inner: &redaction,
+                redactor,
+            },
+        ),
+        None => features::extract(endpoint, &parts, &redaction),
+    }
 }
 
 fn contains(value: &SampleValue, text: &str) -> bool {
@@ -212,6 +238,7 @@ fn listing(
             candidate: document.candidate.status,
         },
         values,
+        sealed: document.unopened.clone(),
     }
 }
 

@@ -364,7 +364,7 @@ impl Store {
         Ok(names)
     }
 
-    /// One stored exchange, whole, with its run's label.
+    /// One stored exchange, whole, with its run's label; opened, if sealed, with this store's identity.
     pub async fn exchange(&self, id: &str) -> Result<Option<SampleDocument>, StoreError> {
         let found: Option<(String, String)> = on_pool!(self, pool => {
             let mut query = QueryBuilder::new(
@@ -381,6 +381,7 @@ impl Store {
                 let mut document: SampleDocument = serde_json::from_str(&text)
                     .map_err(|error| StoreError::Data(format!("exchange {id}: {error}")))?;
                 document.run = label;
+                self.open_sample(&mut document);
                 Ok(document)
             })
             .transpose()

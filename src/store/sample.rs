@@ -35,6 +35,8 @@ pub enum StoredBody {
     TooLarge { limit: u64 },
     /// Not kept: holding it would have gone over `--memory-budget`.
     OverBudget,
+    /// Kept in the document's sealed part (`--sample-recipient`).
+    Sealed,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -150,6 +152,16 @@ pub struct SampleDocument {
     /// than the sample body limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frames: Vec<(String, String)>,
+    /// With `--sample-recipient`: the values above, sealed (`store::sealed`); where they were, a mark. None
+    /// once opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+    /// Why a sealed document is shown sealed (no identity, or another's); said when read, never stored.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub unopened: Option<String>,
+    /// Whether it was read sealed and opened (its request's feature values then count as tokens).
+    #[serde(skip)]
+    pub opened: bool,
 }
 
 /// The request one upstream was sent, when a rewrite changed it.
@@ -215,6 +227,9 @@ impl SampleDocument {
                 .as_deref()
                 .map(|frames| kept_frames(exchange, frames, redactor, limits))
                 .unwrap_or_default(),
+            sealed: None,
+            unopened: None,
+            opened: false,
         }
     }
 }

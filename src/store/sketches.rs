@@ -12,6 +12,7 @@ use crate::analysis::diff::{DiffKind, Difference};
 use crate::analysis::{Analysis, Compared, PathKey};
 use crate::encoding::fnv1a;
 use crate::endpoint::cluster::TemplateSet;
+use crate::features::extract::Tokens;
 use crate::features::topk::TopK;
 use crate::features::{self, FeatureSketch, RequestParts};
 use crate::redact::Redactor;
@@ -160,18 +161,20 @@ impl PendingSketches {
                 .sum::<usize>()
     }
 
-    /// Counts a compared exchange's features under its signature, and the shapes of its uncancelled changes.
+    /// Counts a compared exchange's features under its signature, and the shapes of its uncancelled changes;
+    /// with `sealed` samples, their values as keyed hashes (nothing in the sketches is then in clear).
     pub fn add(
         &mut self,
         analysis: &Analysis,
         signature: &[PathKey],
         redactor: &Redactor,
+        sealed: bool,
     ) -> FeaturesAdded {
         let Some(compared) = analysis.compared() else {
             return FeaturesAdded::default();
         };
         let endpoint = &analysis.exchange.endpoint;
-        self.add_shapes(endpoint, compared, redactor);
+        self.add_shapes(endpoint, compared, redactor, sealed);
         let fingerprint = fingerprint(signature);
         if !self.sketched.contains_key(endpoint) {
             self.sketched.insert(endpoint.clone(), Vec::new());
@@ -201,7 +204,15 @@ impl PendingSketches {
                 .collect(),
             body: &request.body,
         };
-        let found = features::extract(endpoint, &parts, redactor);
+        let found = if sealed {
+            let tokens = Tokens {
+                inner: redactor,
+                redactor,
+            };
+            features::extract(endpoint, &parts, &tokens)
+        } else {
+            features::extract(endpoint, &parts, redactor)
+        };
         if !self.features.contains_key(endpoint) {
             self.features.insert(endpoint.clone(), HashMap::new());
             self.bytes += endpoint.len() + 64;
@@ -226,12 +237,18 @@ impl PendingSketches {
     }
 
     /// Counts the shape of each uncancelled change that has one (a type change, a status or a header value).
-    fn add_shapes(&mut self, endpoint: &str, compared: &Compared, redactor: &Redactor) {
+    fn add_shapes(
+        &mut self,
+        endpoint: &str,
+        compared: &Compared,
+        redactor: &Redactor,
+        sealed: bool,
+    ) {
         for difference in &compared.candidate {
             if compared.is_cancelled(difference) {
                 continue;
             }
-            let Some(shape) = shape(difference, redactor) else {
+            let Some(shape) = shape(difference, redactor, sealed) else {
                 continue;
             };
             let key = (
@@ -390,8 +407,9 @@ fn fingerprint(signature: &[PathKey]) -> u64 {
 }
 
 /// The shape of a change, where it says more than its kind: the JSON types of a type change, the values of a
-/// changed status or header (a secret header's values are not kept: its changes have no shape).
-pub fn shape(difference: &Difference, redactor: &Redactor) -> Option<String> {
+/// changed status or header (a secret header's values are not kept: its changes have no shape; with `sealed`
+/// samples a header's values are their keyed hashes, which still tell one change from another).
+pub fn shape(difference: &Difference, redactor: &Redactor, sealed: bool) -> Option<String> {
     let path = difference.generalised.as_str();
     match difference.kind {
         DiffKind::TypeChanged => Some(format!(
@@ -408,6 +426,16 @@ pub fn shape(difference: &Difference, redactor: &Redactor) -> Option<String> {
             let name = path.strip_prefix("header/")?;
             if redactor.is_secret_header(name) {
                 return None;
+            }
+            if sealed {
+                let token = |value: Option<&str>| {
+                    value.map_or_else(|| side(None), |value| redactor.token(value.as_bytes()))
+                };
+                return Some(format!(
+                    "{} → {}",
+                    token(difference.primary.as_deref()),
+                    token(difference.other.as_deref())
+                ));
             }
             Some(format!(
                 "{} → {}",
@@ -442,7 +470,7 @@ mod tests {
     use super::*;
 
     fn shape(difference: &Difference) -> Option<String> {
-        super::shape(difference, &Redactor::new(b"k".to_vec(), &[]))
+        super::shape(difference, &Redactor::new(b"k".to_vec(), &[]), false)
     }
 
     #[test]
@@ -482,6 +510,21 @@ mod tests {
             Some("2".into()),
         );
         assert_eq!(shape(&body), None, "a body value's change has no shape");
+        let redactor = Redactor::new(b"k".to_vec(), &[]);
+        let sealed = super::shape(&header, &redactor, true).unwrap();
+        assert_eq!(
+            sealed,
+            format!(
+                "{} → {}",
+                redactor.token(b"no-cache"),
+                redactor.token(b"max-age=60")
+            )
+        );
+        assert_eq!(
+            super::shape(&status, &redactor, true).as_deref(),
+            Some("200 → 404"),
+            "a status is counted plain, sealed or not"
+        );
     }
 
     #[test]

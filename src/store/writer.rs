@@ -24,11 +24,13 @@ use crate::metrics::Metrics;
 use crate::pipeline::Draining;
 use crate::redact::Redactor;
 use crate::runs::RunControl;
+use crate::seal::Sealer;
 use crate::store::health::StoreHealth;
 use crate::store::metrics::{FeaturesDropped, Unstored, UnstoredReason};
 use crate::store::runs::ActiveRun;
 use crate::store::sample::{SampleDocument, SampleLimits, started_at_ms};
 use crate::store::sampler::{SamplePlace, Sampler, Take};
+use crate::store::sealed;
 use crate::store::sketches::PendingSketches;
 use crate::store::write::{FlushBatch, Unsampled, Written};
 use crate::store::{SampleRow, Store, StoreError};
@@ -52,6 +54,9 @@ pub struct WriterConfig {
     pub sample_limits: SampleLimits,
     /// Delete what is older than this, checked every few minutes.
     pub retention: Option<Duration>,
+    /// With `--sample-recipient`: seals each sample's values, and has request features and change shapes
+    /// counted as keyed hashes.
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 /// What is stored, and how: the settings the writer's config is made from once the run is known.
@@ -359,7 +364,10 @@ impl Writer {
             features.features_dropped(FeaturesDropped::MemoryBudget, 1);
             return;
         }
-        let added = self.sketches.add(analysis, signature, &self.redactor);
+        let sealed = self.config.sealer.is_some();
+        let added = self
+            .sketches
+            .add(analysis, signature, &self.redactor, sealed);
         if added.over_cap > 0 {
             features.features_dropped(FeaturesDropped::RequestCap, u64::from(added.over_cap));
         }
@@ -478,27 +486,36 @@ impl Writer {
             return Vec::new();
         };
         let redactor = self.redactor.clone();
-        let rewrites = self.rewrites.clone();
+        let (rewrites, sealer) = (self.rewrites.clone(), self.config.sealer.clone());
         let built = tokio::task::spawn_blocking(move || {
             waiting
                 .into_iter()
-                .map(|ToSample { analysis, places }| {
-                    let document = SampleDocument::build(&analysis, &redactor, limits, &rewrites);
-                    SampleRow {
+                .filter_map(|ToSample { analysis, places }| {
+                    let mut document =
+                        SampleDocument::build(&analysis, &redactor, limits, &rewrites);
+                    Some(SampleRow {
+                        document: sealed::stored_text(&mut document, sealer.as_deref())?,
                         id: document.id.clone(),
                         endpoint: analysis.exchange.endpoint.clone(),
                         created_at_ms: document.started_at_ms,
-                        document: serde_json::to_string(&document).unwrap_or_default(),
                         places: places
                             .into_iter()
                             .map(|((path, kind), _)| (path, kind))
                             .collect(),
-                    }
+                    })
                 })
-                .collect()
+                .collect::<Vec<_>>()
         })
         .await;
         drop(held);
+        if let Ok(rows) = &built
+            && rows.len() < count
+        {
+            let unsealed = (count - rows.len()) as u64;
+            self.metrics
+                .store
+                .dropped(Unstored::Sample, UnstoredReason::Failed, unsealed);
+        }
         built.unwrap_or_else(|_| {
             tracing::error!(count, "making samples failed; they are not stored");
             self.metrics

@@ -56,7 +56,13 @@ pub fn main_host(path: &Path, format: TrafficFormat) -> Result<Option<MainHost>,
         }
         ControlFlow::Continue(())
     };
-    let read = super::read_records(BufReader::with_capacity(256 << 10, file), format, &mut sink);
+    // A sealed recording is JSON lines, whose hosts are never counted: only a HAR file's are.
+    let read = super::read_records(
+        BufReader::with_capacity(256 << 10, file),
+        format,
+        &mut sink,
+        None,
+    );
     if let Err(reason) = read
         && of == 0
     {

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use std::io::BufRead;
 
+use super::sealed::{self, Opened};
 use super::{LineRead, MAX_RECORD_BYTES, Record, Sink, Skipped, TrafficRequest};
+use crate::seal::Opener;
 use crate::values::ByteSize;
 
 /// A line as written. Reading also takes headers as an object and a plain-text `body`, for hand-written files.
@@ -69,18 +71,34 @@ pub fn line(request: &TrafficRequest) -> String {
 }
 
 /// Every line of the input, handed on as it is read: blank lines pass, malformed or oversized ones are skipped
-/// with their line number. Only a failing read is an error.
-pub fn read(reader: impl BufRead, sink: &mut Sink<'_>) -> Result<(), String> {
-    read_bounded(reader, sink, MAX_RECORD_BYTES)
+/// with their line number; sealed ones are opened with `opener`. A failing read, or a sealed line there is no
+/// identity for, is an error.
+pub fn read(
+    reader: impl BufRead,
+    sink: &mut Sink<'_>,
+    opener: Option<&Opener>,
+) -> Result<(), String> {
+    read_bounded(reader, sink, MAX_RECORD_BYTES, opener)
 }
 
-/// [`read`], with lines longer than `max` skipped.
-fn read_bounded(mut reader: impl BufRead, sink: &mut Sink<'_>, max: usize) -> Result<(), String> {
+/// [`read`], with lines longer than `max` skipped (sealed ones, longer by their base64, only when they can be
+/// opened).
+fn read_bounded(
+    mut reader: impl BufRead,
+    sink: &mut Sink<'_>,
+    max: usize,
+    opener: Option<&Opener>,
+) -> Result<(), String> {
+    let longest = if opener.is_some() {
+        max.max(sealed::MAX_SEALED_LINE)
+    } else {
+        max
+    };
     let mut buffer = Vec::new();
     let mut number = 0;
     loop {
         number += 1;
-        let record = match super::read_line(&mut reader, &mut buffer, max)
+        let record = match super::read_line(&mut reader, &mut buffer, longest)
             .map_err(|error| format!("cannot read line {number}: {error}"))?
         {
             LineRead::End => return Ok(()),
@@ -93,7 +111,19 @@ fn read_bounded(mut reader: impl BufRead, sink: &mut Sink<'_>, max: usize) -> Re
                 if raw.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                match request(raw) {
+                let parsed = match sealed::ciphertext(raw) {
+                    Some(ciphertext) => match sealed::open(&ciphertext, opener)
+                        .map_err(|reason| format!("line {number}: {reason}"))?
+                    {
+                        Opened::Line(plain) => request(&plain),
+                        Opened::Skipped(reason) => Err(reason),
+                    },
+                    None if raw.len() > max => {
+                        Err(format!("a line longer than {}", ByteSize(max as u64)))
+                    }
+                    None => request(raw),
+                };
+                match parsed {
                     Ok(request) => Record::Request(request),
                     Err(reason) => Record::Skipped(Skipped {
                         line: number,
@@ -282,7 +312,7 @@ mod tests {
         );
         let text = format!("{}\n{long}\n{}", line(&sample()), line(&sample()));
         let (records, result) =
-            crate::traffic::records_of(|sink| read_bounded(text.as_bytes(), sink, 1_000));
+            crate::traffic::records_of(|sink| read_bounded(text.as_bytes(), sink, 1_000, None));
         result.unwrap();
         assert_eq!(records.len(), 3);
         assert!(

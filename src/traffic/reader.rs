@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::{Record, TrafficError, TrafficFormat};
+use crate::seal::Opener;
 
 /// Records read ahead at most.
 const QUEUE_RECORDS: usize = 256;
@@ -41,8 +42,13 @@ pub struct TrafficReader {
 }
 
 impl TrafficReader {
-    /// Opens `path` and starts reading it in `format`. Must be called inside a tokio runtime.
-    pub fn open(path: &Path, format: TrafficFormat) -> Result<Self, TrafficError> {
+    /// Opens `path` and starts reading it in `format`, sealed lines opened with `opener`. Must be called inside a
+    /// tokio runtime.
+    pub fn open(
+        path: &Path,
+        format: TrafficFormat,
+        opener: Option<Arc<Opener>>,
+    ) -> Result<Self, TrafficError> {
         let unreadable = |source| TrafficError::Read {
             path: path.to_path_buf(),
             source,
@@ -75,7 +81,9 @@ impl TrafficReader {
                         Err(_) => ControlFlow::Break(()),
                     }
                 };
-                if let Err(reason) = super::read_records(reader, format, &mut sink) {
+                if let Err(reason) =
+                    super::read_records(reader, format, &mut sink, opener.as_deref())
+                {
                     let _ = sender.blocking_send(Queued::Broken(reason));
                 }
             })

@@ -36,7 +36,9 @@ impl WebError {
     fn status(&self) -> StatusCode {
         match self {
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
-            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::BadRequest(_) | WebError::Store(StoreError::Sealed(_)) => {
+                StatusCode::BAD_REQUEST
+            }
             WebError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -45,6 +47,7 @@ impl WebError {
     /// Logs what the answer does not say: the store's error, or why a template failed.
     fn log(&self, what: &str) {
         match self {
+            WebError::Store(StoreError::Sealed(_)) => {}
             WebError::Store(error) => tracing::warn!(%error, "{what} failed"),
             WebError::Render(cause) => {
                 tracing::error!(%cause, "{what}: a template failed to render")
@@ -106,6 +109,7 @@ impl IntoResponse for PageError {
         let title = match &self.0 {
             WebError::NotFound(_) => "Not found",
             WebError::BadRequest(_) => "Bad request",
+            WebError::Store(StoreError::Sealed(_)) => "The samples are encrypted",
             WebError::Store(_) => "The store is not answering",
             WebError::Render(_) => "The page could not be drawn",
         };

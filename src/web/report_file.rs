@@ -63,6 +63,8 @@ struct SampleView {
     differences: Vec<DifferenceRow>,
     primary: Panel,
     candidate: Panel,
+    /// Why its values are not shown (sealed, and this process has no identity for them).
+    sealed: Option<String>,
 }
 
 /// A change: its headline and the lines beneath it, as the gate's text has them.
@@ -202,6 +204,7 @@ fn sample_view(document: crate::store::sample::SampleDocument) -> SampleView {
         differences,
         primary,
         candidate,
+        sealed: document.unopened.clone(),
         id: document.id,
     }
 }

@@ -26,6 +26,7 @@ mod modes;
 mod policy;
 mod readme;
 mod replay;
+mod sealed;
 mod shadow_lane;
 mod store;
 mod stored;

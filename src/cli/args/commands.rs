@@ -207,6 +207,9 @@ pub struct ReportArgs {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub identity: super::sealing::IdentityArgs,
 }
 
 /// How long traffic runs: until a duration has passed, a number of requests has been sent, or Ctrl-C.

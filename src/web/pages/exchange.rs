@@ -91,6 +91,7 @@ pub(crate) fn panel(
             None,
             Some("body not kept: holding it would have gone over --memory-budget".to_string()),
         ),
+        Some(StoredBody::Sealed) => (None, None, Some("body encrypted".to_string())),
         None => (None, None, None),
     };
     Panel {
@@ -155,6 +156,8 @@ struct ExchangePage {
     diff_lines: Vec<DiffLine>,
     /// A gRPC call's raw frames that were kept, to download.
     frames: Vec<FrameLink>,
+    /// Why the values are not shown, for a sealed sample this process cannot open (`--sample-identity`).
+    sealed: Option<String>,
 }
 
 /// A link to one side's raw gRPC frames.
@@ -339,6 +342,7 @@ fn exchange_view(document: SampleDocument) -> ExchangePage {
                 href: link(routes::EXCHANGE_FRAMES, &[&document.id, side]),
             })
             .collect(),
+        sealed: document.unopened.clone(),
         id: document.id,
     }
 }

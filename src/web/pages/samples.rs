@@ -71,6 +71,8 @@ struct SamplesPage {
     samples: Vec<SampleRow>,
     newer: Option<String>,
     older: Option<String>,
+    /// Why values show as `(encrypted)`, when a listed sample is sealed and this process cannot open it.
+    sealed: Option<String>,
 }
 
 pub async fn samples_page(
@@ -120,7 +122,9 @@ pub async fn samples_page(
         }
         href
     };
+    let sealed = listed.iter().find_map(|sample| sample.sealed.clone());
     let page = SamplesPage {
+        sealed,
         run_href: run_href(&info.label, RangeChoice::All),
         endpoint_href: endpoint_href(&info.label, &endpoint, RangeChoice::All),
         place: filter.path.as_ref().map(|path| match &filter.kind {

@@ -45,13 +45,14 @@ impl TestDb {
         }
     }
 
-    /// Everything the database holds, as text, to look for what must not be there: the SQLite file and its
-    /// write-ahead log, or a `pg_dump`.
+    /// Everything the database holds, as text, to look for what must not be there: the SQLite file, its
+    /// write-ahead log and shared-memory index, or a `pg_dump`.
     pub fn everything_as_text(&self) -> String {
         match self.sqlite_path() {
             Some(path) => {
                 let mut bytes = std::fs::read(&path).unwrap();
                 bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+                bytes.extend(std::fs::read(path.with_extension("db-shm")).unwrap_or_default());
                 String::from_utf8_lossy(&bytes).into_owned()
             }
             None => pg_dump(self.url()),
