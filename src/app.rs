@@ -13,10 +13,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::aggregate::VerdictSettings;
+use crate::analysis::keys::KeyPositions;
 use crate::analysis::rules::RulesError;
 use crate::analysis::{Analysis, AnalysisSettings, Analyzer};
 use crate::budget::{MemoryBudget, Stage};
-use crate::analysis::keys::KeyPositions;
 use crate::endpoint::{EndpointNamer, NamingSettings};
 use crate::exchange::{Exchange, Target};
 use crate::grpc::schema::SchemaError;

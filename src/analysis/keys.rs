@@ -57,7 +57,9 @@ impl Default for KeySettings {
 }
 
 /// Registers the counter of keys seen at positions that could not be followed (past the caps).
-pub fn register_unfollowed_counter(registry: &mut prometheus_client::registry::Registry) -> Counter {
+pub fn register_unfollowed_counter(
+    registry: &mut prometheus_client::registry::Registry,
+) -> Counter {
     let unfollowed = Counter::default();
     registry.register(
         "key_positions_unfollowed",
@@ -211,9 +213,10 @@ impl KeyPositions {
         }
         let learned = {
             let mut state = self.state();
+            let mut position = String::new();
             for differences in &sides {
                 for difference in differences.iter() {
-                    self.observe(&mut state, endpoint, difference);
+                    self.observe(&mut state, endpoint, difference, &mut position);
                 }
             }
             match state.endpoints.get(endpoint) {
@@ -232,7 +235,14 @@ impl KeyPositions {
 
     /// Counts the keys along one difference's path, shallowest first, so that a position under a key just
     /// learned is counted as the `{key}` one.
-    fn observe(&self, state: &mut State, endpoint: &str, difference: &Difference) {
+    /// `position` is a buffer, so that counting allocates only for a position or an endpoint seen first.
+    fn observe(
+        &self,
+        state: &mut State,
+        endpoint: &str,
+        difference: &Difference,
+        position: &mut String,
+    ) {
         let (path, generalised) = (&difference.path, &difference.generalised);
         if !generalised.starts_with("body/")
             || generalised.starts_with("body/line/")
@@ -240,8 +250,9 @@ impl KeyPositions {
         {
             return;
         }
-        let mut position = String::with_capacity(generalised.len());
-        for (index, (concrete, general)) in path.split('/').zip(generalised.split('/')).enumerate() {
+        position.clear();
+        for (index, (concrete, general)) in path.split('/').zip(generalised.split('/')).enumerate()
+        {
             if index == 0 {
                 position.push_str(general);
                 continue;
@@ -249,30 +260,39 @@ impl KeyPositions {
             // A literal key is the same in both paths; an index is `*`, an identifier `{id}`, a learned key
             // `{key}` in the generalised one.
             let literal = concrete == general && !is_identifier(general);
-            if literal && position.len() <= MAX_POSITION_LEN {
-                let learned = self.count(state, endpoint, &position, general);
-                position.push('/');
-                position.push_str(if learned { KEY } else { general });
-            } else {
-                position.push('/');
-                position.push_str(general);
-            }
+            let learned = match literal {
+                true if position.len() <= MAX_POSITION_LEN => {
+                    self.count(state, endpoint, position, general)
+                }
+                true => {
+                    self.unfollowed.inc();
+                    false
+                }
+                false => false,
+            };
+            position.push('/');
+            position.push_str(if learned { KEY } else { general });
         }
     }
 
     /// Counts one key at a position; whether the position is (now) learned.
     fn count(&self, state: &mut State, endpoint: &str, position: &str, key: &str) -> bool {
-        if let Some(keys) = state.endpoints.get(endpoint)
-            && keys.learned.contains(position)
-        {
-            return true;
-        }
-        if !state.endpoints.contains_key(endpoint) && state.endpoints.len() >= MAX_ENDPOINTS {
-            self.unfollowed.inc();
-            return false;
+        if !state.endpoints.contains_key(endpoint) {
+            if state.endpoints.len() >= MAX_ENDPOINTS {
+                self.unfollowed.inc();
+                return false;
+            }
+            state
+                .endpoints
+                .insert(endpoint.to_string(), EndpointKeys::default());
         }
         let full = state.counting >= MAX_COUNTING;
-        let keys = state.endpoints.entry(endpoint.to_string()).or_default();
+        let Some(keys) = state.endpoints.get_mut(endpoint) else {
+            return false;
+        };
+        if keys.learned.contains(position) {
+            return true;
+        }
         let seen = match keys.counting.get_mut(position) {
             Some(seen) => seen,
             None => {
@@ -303,10 +323,7 @@ impl KeyPositions {
     /// Makes a position learned: its counting ends, and so does the counting of positions under its keys,
     /// which now read `{key}`.
     fn learn(state: &mut State, learned: &KeyPosition) {
-        let keys = state
-            .endpoints
-            .entry(learned.endpoint.clone())
-            .or_default();
+        let keys = state.endpoints.entry(learned.endpoint.clone()).or_default();
         if keys.learned.contains(&learned.position) {
             return;
         }
@@ -392,7 +409,10 @@ mod tests {
         let mut noise = vec![changed("body/users/erin/name")];
         keys.settle("GET /team", [&mut candidate, &mut noise]);
         assert_eq!(candidate[0].generalised, "body/users/{key}/name");
-        assert_eq!(candidate[0].path, "body/users/dave/name", "the concrete path stays");
+        assert_eq!(
+            candidate[0].path, "body/users/dave/name",
+            "the concrete path stays"
+        );
         assert_eq!(noise[0].generalised, "body/users/{key}/name");
         assert_eq!(
             keys.take_fresh(),
@@ -421,8 +441,14 @@ mod tests {
     #[test]
     fn folding_reads_old_places_under_learned_positions() {
         let learned = LearnedKeys::new(["body/users".to_string(), "body/users/{key}/roles".into()]);
-        assert_eq!(learned.fold("body/users/alice/name"), "body/users/{key}/name");
-        assert_eq!(learned.fold("body/users/{id}/name"), "body/users/{key}/name");
+        assert_eq!(
+            learned.fold("body/users/alice/name"),
+            "body/users/{key}/name"
+        );
+        assert_eq!(
+            learned.fold("body/users/{id}/name"),
+            "body/users/{key}/name"
+        );
         assert_eq!(
             learned.fold("body/users/bob/roles/admin"),
             "body/users/{key}/roles/{key}"
@@ -435,8 +461,16 @@ mod tests {
         assert_eq!(learned.fold("header/users"), "header/users");
         let root = LearnedKeys::new(["body".to_string()]);
         assert_eq!(root.fold("body/alice"), "body/{key}");
-        assert_eq!(root.fold("body/line/3"), "body/line/3", "a text line is not a key");
-        assert_eq!(root.fold("body/*/x"), "body/*/x", "an array element is not a key");
+        assert_eq!(
+            root.fold("body/line/3"),
+            "body/line/3",
+            "a text line is not a key"
+        );
+        assert_eq!(
+            root.fold("body/*/x"),
+            "body/*/x",
+            "an array element is not a key"
+        );
     }
 
     #[test]
@@ -459,7 +493,10 @@ mod tests {
         assert!(glob.matches("body/users/{key}/name"));
         assert!(glob.matches("body/users/alice/name"));
         assert!(glob.matches("body/users/{id}/name"));
-        assert!(!glob.matches("body/users/*/name"), "an array element is not a key");
+        assert!(
+            !glob.matches("body/users/*/name"),
+            "an array element is not a key"
+        );
         assert!(!glob.matches("body/users/alice/age"));
     }
 

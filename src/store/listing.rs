@@ -84,7 +84,10 @@ impl Store {
     ) -> Result<Vec<SampleListing>, StoreError> {
         let names = self.names_under(run_id, endpoint).await?;
         let paths = match &filter.path {
-            Some(path) => self.sample_paths_under(run_id, endpoint, &names, path).await?,
+            Some(path) => {
+                self.sample_paths_under(run_id, endpoint, &names, path)
+                    .await?
+            }
             None => Vec::new(),
         };
         // Without a value to match, the database pages; with one, documents are read until the page is full.

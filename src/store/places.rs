@@ -66,7 +66,11 @@ impl PlaceCap {
         let Ok(compared) = &mut analysis.result else {
             return moved;
         };
-        for difference in compared.candidate.iter_mut().chain(compared.noise.iter_mut()) {
+        for difference in compared
+            .candidate
+            .iter_mut()
+            .chain(compared.noise.iter_mut())
+        {
             if difference.generalised == OVERFLOW {
                 continue;
             }

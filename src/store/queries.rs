@@ -305,7 +305,10 @@ impl Store {
     ) -> Result<Vec<SampleSummary>, StoreError> {
         let names = self.names_under(run_id, endpoint).await?;
         let paths = match place {
-            Some((path, _)) => self.sample_paths_under(run_id, endpoint, &names, path).await?,
+            Some((path, _)) => {
+                self.sample_paths_under(run_id, endpoint, &names, path)
+                    .await?
+            }
             None => Vec::new(),
         };
         on_pool!(self, pool => {
@@ -358,24 +361,38 @@ impl Store {
 
     /// One stored exchange, whole, with its run's label.
     pub async fn exchange(&self, id: &str) -> Result<Option<SampleDocument>, StoreError> {
-        let found: Option<(String, String)> = on_pool!(self, pool => {
+        let found: Option<(String, String, i64)> = on_pool!(self, pool => {
             let mut query = QueryBuilder::new(
-                "SELECT s.document, r.label FROM samples s JOIN runs r ON r.id = s.run_id WHERE s.id = ",
+                "SELECT s.document, r.label, s.run_id FROM samples s JOIN runs r ON r.id = s.run_id WHERE s.id = ",
             );
             query.push_bind(id);
             match query.build().fetch_optional(pool).await? {
-                Some(row) => Some((row.try_get::<String, _>("document")?, row.try_get::<String, _>("label")?)),
+                Some(row) => Some((row.try_get::<String, _>("document")?, row.try_get::<String, _>("label")?, row.try_get::<i64, _>("run_id")?)),
                 None => None,
             }
         });
-        found
-            .map(|(text, label)| {
-                let mut document: SampleDocument = serde_json::from_str(&text)
-                    .map_err(|error| StoreError::Data(format!("exchange {id}: {error}")))?;
-                document.run = label;
-                Ok(document)
-            })
-            .transpose()
+        let Some((text, label, run_id)) = found else {
+            return Ok(None);
+        };
+        let mut document: SampleDocument = serde_json::from_str(&text)
+            .map_err(|error| StoreError::Data(format!("exchange {id}: {error}")))?;
+        document.run = label;
+        // A sample taken before a map's position was learned shows its places as they are counted now.
+        let templates = TemplateSet::new(self.templates(run_id).await?);
+        let keys = self.key_folds(run_id, &templates).await?;
+        if let Some(learned) = keys.of(&templates.rename(&document.endpoint)) {
+            let differences = document
+                .candidate_differences
+                .iter_mut()
+                .map(|stored| &mut stored.difference)
+                .chain(document.noise_differences.iter_mut());
+            for difference in differences {
+                if let std::borrow::Cow::Owned(folded) = learned.fold(&difference.generalised) {
+                    difference.generalised = folded;
+                }
+            }
+        }
+        Ok(Some(document))
     }
 
     pub async fn add_rule(&self, spec: &RuleSpec, now_ms: i64) -> Result<i64, StoreError> {

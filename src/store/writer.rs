@@ -303,7 +303,8 @@ impl Writer {
                 .dropped(Unstored::Exchange, UnstoredReason::RunClosed, 1);
             return;
         }
-        self.places.admit_counted(&mut analysis, &self.metrics.store);
+        self.places
+            .admit_counted(&mut analysis, &self.metrics.store);
         if self.pending_rows() >= self.config.max_pending_rows {
             self.metrics
                 .store

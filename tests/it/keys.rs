@@ -44,7 +44,13 @@ fn changed_field(seen: &Seen) -> String {
 /// `/team/{n}`: a map of 10 users keyed by name (`user-{n}-{i}`: not identifier-like), each with a few fields;
 /// the candidate changes one field of the first user.
 fn team(seen: &Seen, candidate: bool) -> http::Response<crate::support::stub::StubBody> {
-    let team = seen.uri.path().rsplit('/').next().unwrap_or("0").to_string();
+    let team = seen
+        .uri
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or("0")
+        .to_string();
     let changed = changed_field(seen);
     let mut users = serde_json::Map::new();
     for index in 0..USERS_PER_TEAM {
@@ -56,7 +62,8 @@ fn team(seen: &Seen, candidate: bool) -> http::Response<crate::support::stub::St
     }
     json_response(
         StatusCode::OK,
-        &json!({"team": team, "users": users, "version": if candidate { 2 } else { 1 }}).to_string(),
+        &json!({"team": team, "users": users, "version": if candidate { 2 } else { 1 }})
+            .to_string(),
     )
 }
 
@@ -149,13 +156,21 @@ async fn ten_thousand_user_keys_make_at_most_three_places(db: TestDb) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["path"].as_str().unwrap().into(), r["kind"].as_str().unwrap().into()))
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().into(),
+                r["kind"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     places.sort();
     assert_eq!(
         places,
         [
-            ("body/users/{key}/name".to_string(), "value_changed".to_string()),
+            (
+                "body/users/{key}/name".to_string(),
+                "value_changed".to_string()
+            ),
             ("body/version".into(), "value_changed".into()),
         ],
         "{endpoint:#}"
@@ -166,7 +181,10 @@ async fn ten_thousand_user_keys_make_at_most_three_places(db: TestDb) {
         .iter()
         .find(|r| r["path"] == "body/users/{key}/name")
         .unwrap();
-    assert_eq!(name["raw"], 1000, "every request counts under the one place: {name}");
+    assert_eq!(
+        name["raw"], 1000,
+        "every request counts under the one place: {name}"
+    );
     assert!(name["sample"].is_string(), "the place has a sample: {name}");
 
     // The samples of the place, by its `{key}` path (those taken before it was learned included).
@@ -188,7 +206,11 @@ async fn ten_thousand_user_keys_make_at_most_three_places(db: TestDb) {
         .iter()
         .find(|e| e.endpoint == ENDPOINT)
         .unwrap();
-    assert!(endpoint.regressions.len() <= 3, "{:?}", endpoint.regressions);
+    assert!(
+        endpoint.regressions.len() <= 3,
+        "{:?}",
+        endpoint.regressions
+    );
     assert!(
         endpoint.noise.is_empty(),
         "secondary agreed: {:?}",
@@ -207,10 +229,28 @@ async fn ten_thousand_user_keys_make_at_most_three_places(db: TestDb) {
     );
     let run = run_id(&store).await;
     let sampled = store
-        .samples(run, ENDPOINT, Some(("body/users/{key}/name", "value_changed")), 100)
+        .samples(
+            run,
+            ENDPOINT,
+            Some(("body/users/{key}/name", "value_changed")),
+            100,
+        )
         .await
         .unwrap();
     assert!(!sampled.is_empty());
+    // Samples taken before the position was learned show the place as it is counted now.
+    let first = sampled.last().unwrap();
+    let document = store.exchange(&first.id).await.unwrap().unwrap();
+    let places: Vec<&str> = document
+        .candidate_differences
+        .iter()
+        .map(|d| d.difference.generalised.as_str())
+        .collect();
+    assert!(places.contains(&"body/users/{key}/name"), "{places:?}");
+    assert!(
+        places.iter().all(|place| !place.contains("user-")),
+        "{places:?}"
+    );
 
     // What is stored is bounded too: the places from before the position was learned (at most the threshold
     // of keys), then the `{key}` place, not one per user.
@@ -304,7 +344,12 @@ async fn a_learned_position_is_adopted_by_another_instance_and_after_a_restart(d
 /// `/wide`: 20 fields, all of which the candidate changes.
 fn wide(candidate: bool) -> http::Response<crate::support::stub::StubBody> {
     let fields: serde_json::Map<String, Value> = (0..20)
-        .map(|n| (format!("field{n}"), json!(if candidate { n + 100 } else { n })))
+        .map(|n| {
+            (
+                format!("field{n}"),
+                json!(if candidate { n + 100 } else { n }),
+            )
+        })
         .collect();
     json_response(StatusCode::OK, &Value::Object(fields).to_string())
 }
@@ -348,7 +393,10 @@ async fn places_past_the_cap_per_endpoint_count_under_other(db: TestDb) {
         .collect();
     assert_eq!(stored.len(), 6, "five places and {{other}}: {stored:?}");
     assert!(stored.contains(&"{other}".to_string()));
-    let report = reports(store).report("keys", TimeRange::all()).await.unwrap();
+    let report = reports(store)
+        .report("keys", TimeRange::all())
+        .await
+        .unwrap();
     let regressions = &report.endpoints[0].regressions;
     assert_eq!(regressions.len(), 6, "{regressions:?}");
     let other = regressions.iter().find(|r| r.path == "{other}").unwrap();
@@ -376,11 +424,18 @@ async fn a_rule_naming_key_applies_before_and_after_the_position_is_learned(db: 
     app.stop().await;
     let store = db.store().await;
     assert_eq!(
-        store.key_positions(run_id(&store).await).await.unwrap().len(),
+        store
+            .key_positions(run_id(&store).await)
+            .await
+            .unwrap()
+            .len(),
         1,
         "the position was learned (from the roles, as the names were ignored)"
     );
-    let report = reports(store).report("keys", TimeRange::all()).await.unwrap();
+    let report = reports(store)
+        .report("keys", TimeRange::all())
+        .await
+        .unwrap();
     let mut paths: Vec<String> = report.endpoints[0]
         .regressions
         .iter()
