@@ -214,9 +214,13 @@ impl KeyPositions {
         let learned = {
             let mut state = self.state();
             let mut position = String::new();
+            // Differences at the same generalised path have the same literal keys on it: counted once.
+            let mut observed: HashSet<&str> = HashSet::new();
             for differences in &sides {
                 for difference in differences.iter() {
-                    self.observe(&mut state, endpoint, difference, &mut position);
+                    if observed.insert(difference.generalised.as_str()) {
+                        self.observe(&mut state, endpoint, difference, &mut position);
+                    }
                 }
             }
             match state.endpoints.get(endpoint) {
