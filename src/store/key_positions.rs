@@ -129,7 +129,7 @@ impl Store {
         Ok(under)
     }
 
-    /// The places the run has stored per endpoint (as stored, unfolded), for a writer's cap at start.
+    /// The places the run has stored per endpoint, as rows hold them.
     pub async fn stored_places(
         &self,
         run_id: i64,
@@ -144,5 +144,67 @@ impl Store {
             }
             Ok(places)
         })
+    }
+
+    /// The places the run has stored per endpoint name as the analysis gives it (no template applied), those
+    /// from before a map's position was learned folded into its `{key}` place: what a writer's cap starts from.
+    pub async fn counted_places(
+        &self,
+        run_id: i64,
+    ) -> Result<Vec<(String, String, DiffKind)>, StoreError> {
+        let folds = KeyFolds::new(self.key_positions(run_id).await?, &TemplateSet::default());
+        let places: BTreeSet<(String, String, DiffKind)> = self
+            .stored_places(run_id)
+            .await?
+            .into_iter()
+            .map(|(endpoint, path, kind)| {
+                let path = folds.fold(&endpoint, &path).into_owned();
+                (endpoint, path, kind)
+            })
+            .collect();
+        Ok(places.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::cluster::LearnedTemplate;
+
+    #[test]
+    fn folds_follow_the_names_templates_give_and_merge_signature_places() {
+        let templates = TemplateSet::new([LearnedTemplate {
+            method: "GET".into(),
+            segments: 2,
+            prefix: "/teams".into(),
+        }]);
+        let folds = KeyFolds::new(
+            vec![KeyPosition {
+                endpoint: "GET /teams/core".into(),
+                position: "body/users".into(),
+            }],
+            &templates,
+        );
+        assert!(folds.of("GET /teams/core").is_none());
+        assert_eq!(
+            folds.fold("GET /teams/{param}", "body/users/alice/name"),
+            "body/users/{key}/name"
+        );
+        let signature = vec![
+            ("body/users/alice/name".to_string(), DiffKind::ValueChanged),
+            ("body/users/bob/name".to_string(), DiffKind::ValueChanged),
+            ("body/version".to_string(), DiffKind::ValueChanged),
+        ];
+        assert_eq!(
+            folds.fold_signature("GET /teams/{param}", signature.clone()),
+            vec![
+                ("body/users/{key}/name".to_string(), DiffKind::ValueChanged),
+                ("body/version".to_string(), DiffKind::ValueChanged),
+            ]
+        );
+        assert_eq!(
+            folds.fold_signature("GET /other", signature.clone()),
+            signature
+        );
     }
 }

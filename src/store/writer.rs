@@ -843,7 +843,7 @@ impl Writer {
             Err(error) => tracing::debug!(%error, "could not read the run's map positions"),
         }
         if with_names {
-            match self.store.stored_places(run_id).await {
+            match self.store.counted_places(run_id).await {
                 Ok(places) => self.places.adopt(places),
                 Err(error) => tracing::debug!(%error, "could not read the run's places"),
             }
