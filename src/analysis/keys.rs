@@ -492,6 +492,58 @@ mod tests {
     }
 
     #[test]
+    fn the_walk_writes_key_under_a_learned_position_and_keeps_few_examples() {
+        use crate::analysis::json::{JsonOptions, diff_keyed};
+        use crate::analysis::rules::EndpointRules;
+        use crate::analysis::tree::Node;
+        let team = |suffix: &str| {
+            let users: serde_json::Map<String, serde_json::Value> = (0..10)
+                .map(|n| {
+                    (
+                        format!("user-{n}"),
+                        serde_json::json!({"name": format!("n{n}{suffix}")}),
+                    )
+                })
+                .collect();
+            serde_json::json!({"users": users, "count": 10})
+        };
+        let (before, after) = (team(""), team("!"));
+        let (left, right) = (Node::from(&before), Node::from(&after));
+        let learned = LearnedKeys::new(["body/users".to_string()]);
+        let found = diff_keyed(
+            &left,
+            &right,
+            JsonOptions::default(),
+            &EndpointRules::default(),
+            &learned,
+            "body",
+        );
+        assert_eq!(found.len(), 3, "three examples of the one place: {found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|c| c.generalised == "body/users/{key}/name")
+        );
+        assert!(
+            found[0].path.starts_with("body/users/user-"),
+            "the concrete path stays"
+        );
+        let unlearned = diff_keyed(
+            &left,
+            &right,
+            JsonOptions::default(),
+            &EndpointRules::default(),
+            &LearnedKeys::default(),
+            "body",
+        );
+        assert_eq!(
+            unlearned.len(),
+            10,
+            "one place per user before it is learned"
+        );
+    }
+
+    #[test]
     fn a_rule_naming_key_matches_any_key_learned_or_not() {
         let glob = crate::analysis::rules::Glob::parse("body/users/{key}/name").unwrap();
         assert!(glob.matches("body/users/{key}/name"));
