@@ -1,6 +1,7 @@
 //! Analysis throughput: MB/s of the three response bodies of an exchange, against parsing the same bytes with
 //! `serde_json::from_slice` alone, for 1 KB, 64 KB and 1 MB bodies. The exchange `analyse` consumes is cloned
-//! in criterion's setup, which is not timed.
+//! in criterion's setup, which is not timed. And what learning maps' keys (`{key}`) costs: counting the keys of
+//! one exchange's differences, and the analysis of a map keyed by user before and after its position is learned.
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
@@ -10,6 +11,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use serde_json::{Value, json};
 use shadowdiff::analysis::Analyzer;
+use shadowdiff::analysis::keys::{KeyPosition, KeyPositions, KeySettings};
 use shadowdiff::analysis::tree;
 use shadowdiff::exchange::{CapturedBody, Exchange, Outcome, RecordedRequest, UpstreamResponse};
 
@@ -50,6 +52,28 @@ fn exchange(size: usize) -> (Exchange, u64) {
     let primary = document(size, 1_000, false);
     let secondary = document(size, 2_000, false);
     let candidate = document(size, 3_000, true);
+    exchange_of(primary, secondary, candidate)
+}
+
+/// Ten users keyed by name (about 1 KB); the candidate changes the first one's name.
+fn team(candidate: bool) -> Bytes {
+    let users: serde_json::Map<String, Value> = (0..10)
+        .map(|index| {
+            let name = if candidate && index == 0 {
+                "CHANGED".to_string()
+            } else {
+                format!("name {index}")
+            };
+            (
+                format!("user-7-{index}"),
+                json!({"name": name, "role": "dev", "team": "core", "since": 2020 + index}),
+            )
+        })
+        .collect();
+    Bytes::from(serde_json::to_vec(&json!({"team": 7, "users": users})).unwrap())
+}
+
+fn exchange_of(primary: Bytes, secondary: Bytes, candidate: Bytes) -> (Exchange, u64) {
     let total = (primary.len() + secondary.len() + candidate.len()) as u64;
     let exchange = Exchange {
         id: uuid::Uuid::now_v7(),
@@ -114,9 +138,61 @@ fn analysis_throughput(c: &mut Criterion) {
     group.finish();
 }
 
+fn map_keys(c: &mut Criterion) {
+    let mut group = c.benchmark_group("keys");
+    // What the hook adds to every exchange with body differences: counting the literal keys on their paths (here
+    // the 1 KB orders exchange's, whose positions see the same few keys and are never learned).
+    let (orders, _) = exchange(1 << 10);
+    let compared = Analyzer::default().analyse(orders.clone());
+    let compared = compared.compared().unwrap();
+    let differences = (compared.candidate.clone(), compared.noise.clone());
+    let keys = KeyPositions::default();
+    group.bench_function("settle/orders_1KB", |b| {
+        b.iter_batched(
+            || differences.clone(),
+            |(mut candidate, mut noise)| {
+                keys.settle("GET /orders", [&mut candidate, &mut noise]);
+                (candidate, noise)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let (map, total) = exchange_of(team(false), team(false), team(true));
+    group.throughput(Throughput::Bytes(total));
+    // Never learned (the threshold is out of reach): each exchange counts its keys.
+    let counting = Analyzer::default().with_keys(std::sync::Arc::new(KeyPositions::new(
+        &KeySettings {
+            threshold: usize::MAX,
+        },
+        Default::default(),
+    )));
+    group.bench_function("analyse/map_counting", |b| {
+        b.iter_batched(
+            || map.clone(),
+            |exchange| counting.analyse(exchange),
+            BatchSize::SmallInput,
+        )
+    });
+    // Learned: the walk writes `{key}` under the position.
+    let learned = std::sync::Arc::new(KeyPositions::default());
+    learned.adopt(vec![KeyPosition {
+        endpoint: "GET /orders".into(),
+        position: "body/users".into(),
+    }]);
+    let folding = Analyzer::default().with_keys(learned);
+    group.bench_function("analyse/map_learned", |b| {
+        b.iter_batched(
+            || map.clone(),
+            |exchange| folding.analyse(exchange),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
-    targets = analysis_throughput
+    targets = analysis_throughput, map_keys
 }
 criterion_main!(benches);

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod grpc;
 pub mod headers;
 pub mod json;
+pub mod keys;
 pub mod kind;
 pub mod latency;
 pub mod noise;
@@ -20,6 +21,7 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -29,6 +31,7 @@ use crate::analysis::decode::ContentKind;
 use crate::analysis::diff::{DiffKind, Difference};
 use crate::analysis::headers::HeaderOptions;
 use crate::analysis::json::JsonOptions;
+use crate::analysis::keys::{KeyPositions, LearnedKeys};
 use crate::analysis::rules::{EndpointRules, RuleSet, RulesError};
 use crate::analysis::tree::Node;
 use crate::budget::Charge;
@@ -84,6 +87,8 @@ pub struct AnalysisSettings {
     pub queue: usize,
     /// Where gRPC calls' message types come from.
     pub grpc: GrpcSchemaSettings,
+    /// When an object's keys are data (`{key}`).
+    pub keys: keys::KeySettings,
 }
 
 /// The gRPC schemas to load at start: descriptor sets, and `.proto` files compiled with their import paths.
@@ -144,6 +149,7 @@ impl Default for AnalysisSettings {
             workers: None,
             queue: Self::DEFAULT_QUEUE,
             grpc: GrpcSchemaSettings::default(),
+            keys: keys::KeySettings::default(),
         }
     }
 }
@@ -361,11 +367,22 @@ enum BodyComparison {
 #[derive(Clone, Debug, Default)]
 pub struct Analyzer {
     config: AnalysisConfig,
+    /// The object positions learned as maps in this run, read and taught by every comparison.
+    keys: Arc<KeyPositions>,
 }
 
 impl Analyzer {
     pub fn new(config: AnalysisConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            keys: Arc::default(),
+        }
+    }
+
+    /// Learns maps' positions into `keys` (shared with the writer, which stores them).
+    pub fn with_keys(mut self, keys: Arc<KeyPositions>) -> Self {
+        self.keys = keys;
+        self
     }
 
     pub fn config(&self) -> &AnalysisConfig {
@@ -431,6 +448,10 @@ impl Analyzer {
             }
         }
         let rules = self.config.rules.for_endpoint(&exchange.endpoint);
+        // Most endpoints learn no map: their walks read an empty set, which allocates nothing.
+        let snapshot = self.keys.learned(&exchange.endpoint);
+        let no_keys = LearnedKeys::default();
+        let learned = snapshot.as_deref().unwrap_or(&no_keys);
         let primary_decoded = OnceCell::new();
         let mut reference = Reference::new(primary, scratch, &primary_decoded);
         let side = |target: Target| {
@@ -442,13 +463,13 @@ impl Analyzer {
         let mut candidate = self.compare(
             &mut reference,
             &exchange.candidate,
-            &rules,
+            (&rules, learned),
             side(Target::Candidate),
         );
         let mut noise = self.compare(
             &mut reference,
             &exchange.secondary,
-            &rules,
+            (&rules, learned),
             side(Target::Secondary),
         );
 
@@ -462,6 +483,10 @@ impl Analyzer {
                 .retain(|d| !d.path.starts_with("body"));
         }
         text::limit_regions(&mut candidate.differences, &mut noise.differences);
+        self.keys.settle(
+            &exchange.endpoint,
+            [&mut candidate.differences, &mut noise.differences],
+        );
 
         let mut body_skipped = Vec::new();
         if let Some(reason) = candidate.primary_unreadable.or(noise.primary_unreadable) {
@@ -490,7 +515,7 @@ impl Analyzer {
         &self,
         reference: &mut Reference<'_>,
         other: &Outcome,
-        rules: &EndpointRules<'_>,
+        (rules, keys): (&EndpointRules<'_>, &LearnedKeys),
         grpc: Option<GrpcSides>,
     ) -> SideComparison {
         let mut side = SideComparison {
@@ -556,7 +581,7 @@ impl Analyzer {
                     other: Some(reason),
                     ..
                 }) => unreadable("grpc", reason),
-                _ => self.compare_bodies(reference, other, rules),
+                _ => self.compare_bodies(reference, other, rules, keys),
             };
             match comparison {
                 BodyComparison::Compared(found) => side.differences.extend(found),
@@ -575,6 +600,7 @@ impl Analyzer {
         reference: &mut Reference<'_>,
         other: &UpstreamResponse,
         rules: &EndpointRules<'_>,
+        keys: &LearnedKeys,
     ) -> BodyComparison {
         let limit = self.config.max_decoded_body;
         let CapturedBody::Complete(primary_raw) = &reference.response.body else {
@@ -639,7 +665,7 @@ impl Analyzer {
                         return unreadable("json", BodySkip::MemoryBudget);
                     }
                     (Ok(primary_json), Ok(other_json)) => {
-                        json::diff(primary_json, &other_json, options, rules, "body")
+                        json::diff_keyed(primary_json, &other_json, options, rules, keys, "body")
                             .iter()
                             .map(json::JsonChange::to_difference)
                             .collect()

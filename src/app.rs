@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::aggregate::VerdictSettings;
+use crate::analysis::keys::KeyPositions;
 use crate::analysis::rules::RulesError;
 use crate::analysis::{Analysis, AnalysisSettings, Analyzer};
 use crate::budget::{MemoryBudget, Stage};
@@ -146,6 +147,10 @@ pub struct Application {
     writer_config: WriterConfig,
     /// Names exchanges; shared by the proxy (which names) and the writer (which stores what it learns).
     namer: Arc<EndpointNamer>,
+    /// The object positions learned as maps: taught by the analysis, stored and adopted by the writer.
+    keys: Arc<KeyPositions>,
+    /// `--max-places-per-endpoint`, for the writer.
+    max_places_per_endpoint: usize,
     /// What all shadow work may hold.
     budget: Arc<MemoryBudget>,
     /// The threads shadow work runs on.
@@ -182,7 +187,7 @@ impl Application {
         settings.proxy.shadow.endpoint_rates = analysis.rules.sampling().to_vec();
         // And its `[[rewrite]]`s what secondary and candidate are sent.
         settings.proxy.shadow.rewrites = analysis.rules.rewrites().clone();
-        let analyzer = Arc::new(Analyzer::new(analysis));
+        let analyzer = Analyzer::new(analysis);
         let tls = tls_config(settings.upstreams.ca_file.as_deref())?;
         // One set of clients (so of pools) per thread that sends: a connection is driven by its own thread.
         let client_sets = |threads: usize| -> Vec<[UpstreamClient; 3]> {
@@ -295,6 +300,11 @@ impl Application {
             settings.naming.clone(),
             metrics.endpoints_overflowed.clone(),
         ));
+        let keys = Arc::new(KeyPositions::new(
+            &settings.analysis.keys,
+            metrics.key_positions_unfollowed.clone(),
+        ));
+        let analyzer = Arc::new(analyzer.with_keys(keys.clone()));
 
         let max_inflight = settings.proxy.shadow.max_inflight;
         let inflight = Target::ALL.map(|_| Arc::new(Semaphore::new(max_inflight)));
@@ -401,6 +411,8 @@ impl Application {
             store_settings: settings.store.clone(),
             writer_config,
             namer,
+            keys,
+            max_places_per_endpoint: settings.writer.max_places_per_endpoint,
             budget,
             lane,
             store_health: Arc::new(StoreHealth::default()),
@@ -533,6 +545,7 @@ impl Application {
                 self.redactor.clone(),
                 self.metrics.clone(),
             );
+            let (keys, max_places) = (self.keys.clone(), self.max_places_per_endpoint);
             let (namer, budget, health, runs) = (
                 self.namer.clone(),
                 self.budget.clone(),
@@ -553,6 +566,7 @@ impl Application {
                 };
                 Writer::new(store, config, redactor, metrics)
                     .with_namer(namer)
+                    .with_keys(keys, max_places)
                     .with_budget(&budget)
                     .with_health(health)
                     .with_runs(runs)

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub budget: BudgetMetrics,
     /// Requests whose new endpoint name was past `--max-endpoints` (the endpoint namer increments it).
     pub endpoints_overflowed: Counter,
+    /// Object keys in differences at positions past the caps on map positions followed (the analysis counts).
+    pub key_positions_unfollowed: Counter,
     pub notify: NotifyMetrics,
     /// The run's verdict as last worked out from the store (none while it could not be).
     pub verdict: Arc<VerdictGauges>,
@@ -99,6 +101,8 @@ impl Metrics {
         let store = StoreMetrics::register(&mut registry);
         let budget = BudgetMetrics::register(&mut registry);
         let endpoints_overflowed = crate::endpoint::register_overflow_counter(&mut registry);
+        let key_positions_unfollowed =
+            crate::analysis::keys::register_unfollowed_counter(&mut registry);
         let notify = NotifyMetrics::register(&mut registry);
         let verdict = Arc::new(VerdictGauges::default());
         registry.register_collector(Box::new(GaugesCollector(verdict.clone())));
@@ -110,6 +114,7 @@ impl Metrics {
             store,
             budget,
             endpoints_overflowed,
+            key_positions_unfollowed,
             notify,
             verdict,
         }

@@ -3,8 +3,10 @@
 //! report and the gate ([`queries`]).
 
 pub mod health;
+pub mod key_positions;
 pub mod listing;
 pub mod metrics;
+pub mod places;
 pub mod queries;
 pub mod rows;
 pub mod runs;

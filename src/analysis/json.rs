@@ -3,7 +3,8 @@
 //! Arrays compare element by element (a tail that grew or shrank is `array_length` plus `extra`/`missing`
 //! elements; the same elements in another order are one `array_order`); with an `unordered` rule they compare
 //! as multisets under the rules of their elements. Generalised paths replace array indices with `*` and
-//! identifier-like object keys (`"123"`, UUIDs) with `{id}`.
+//! identifier-like object keys (`"123"`, UUIDs) with `{id}`, and the keys of objects learned as maps
+//! ([`crate::analysis::keys`]) with `{key}`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -15,6 +16,7 @@ use serde_json::Number;
 
 use crate::analysis::compat::Compat;
 use crate::analysis::diff::{DiffKind, Difference, render_json};
+use crate::analysis::keys::{KEY, LearnedKeys};
 use crate::analysis::rules::{EndpointRules, RuleAction};
 use crate::analysis::tree::{self, Entries, Node};
 use crate::identifier::is_identifier;
@@ -91,9 +93,22 @@ pub fn diff<'a>(
     rules: &EndpointRules<'_>,
     prefix: &str,
 ) -> Vec<JsonChange<'a>> {
+    diff_keyed(left, right, options, rules, &LearnedKeys::default(), prefix)
+}
+
+/// Compares as [`diff`] does, the keys of objects at `keys`' learned positions generalised as `{key}`.
+pub fn diff_keyed<'a>(
+    left: &'a Node<'a>,
+    right: &'a Node<'a>,
+    options: JsonOptions,
+    rules: &EndpointRules<'_>,
+    keys: &LearnedKeys,
+    prefix: &str,
+) -> Vec<JsonChange<'a>> {
     let mut walker = Walker {
         options,
         rules,
+        keys,
         rule_cache: HashMap::new(),
         path: prefix.to_string(),
         generalised: prefix.to_string(),
@@ -110,6 +125,8 @@ pub fn diff<'a>(
 struct Walker<'r, 'a> {
     options: JsonOptions,
     rules: &'r EndpointRules<'r>,
+    /// The endpoint's object positions whose keys are `{key}`.
+    keys: &'r LearnedKeys,
     /// The rule at each generalised path seen, so that patterns are matched once per path, not per node.
     rule_cache: HashMap<String, Option<RuleAction>>,
     path: String,
@@ -242,8 +259,9 @@ impl<'a> Walker<'_, 'a> {
 
     fn objects(&mut self, x: &'a Entries<'a>, y: &'a Entries<'a>) {
         let mut shared = 0;
+        let map = self.is_map();
         for (key, a) in x {
-            let mark = self.push_key(key);
+            let mark = self.push_key(key, map);
             match tree::get(y, key) {
                 Some(b) => {
                     shared += 1;
@@ -259,7 +277,7 @@ impl<'a> Walker<'_, 'a> {
         }
         for (key, b) in y {
             if tree::get(x, key).is_none() {
-                let mark = self.push_key(key);
+                let mark = self.push_key(key, map);
                 self.presence(DiffKind::Extra, None, Some(b));
                 self.pop(mark);
             }
@@ -465,8 +483,9 @@ impl<'a> Walker<'_, 'a> {
             }
             Node::Object(map) => {
                 (5u8, map.len()).hash(hasher);
+                let keyed = self.is_map();
                 for (key, item) in map {
-                    let mark = self.push_key(key);
+                    let mark = self.push_key(key, keyed);
                     key.hash(hasher);
                     self.hash_under_rules(item, hasher);
                     self.pop(mark);
@@ -476,13 +495,21 @@ impl<'a> Walker<'_, 'a> {
         }
     }
 
-    /// Appends an object key (escaped per RFC 6901) to both paths (`{id}` in the generalised one for
-    /// identifier-like keys); returns the lengths to restore.
-    fn push_key(&mut self, key: &str) -> (usize, usize) {
+    /// Whether the object at the current generalised path is a learned map (its keys are `{key}`).
+    fn is_map(&self) -> bool {
+        !self.keys.is_empty() && self.keys.contains(&self.generalised)
+    }
+
+    /// Appends an object key (escaped per RFC 6901) to both paths (`{key}` in the generalised one for any key
+    /// of a learned `map`, `{id}` for identifier-like keys); returns the lengths to restore.
+    fn push_key(&mut self, key: &str, map: bool) -> (usize, usize) {
         let mark = (self.path.len(), self.generalised.len());
         self.path.push('/');
         escape_into(&mut self.path, key);
-        if is_identifier(key) {
+        if map {
+            self.generalised.push('/');
+            self.generalised.push_str(KEY);
+        } else if is_identifier(key) {
             self.generalised.push_str("/{id}");
         } else {
             self.generalised.push('/');

@@ -22,7 +22,8 @@
 //! note = "renamed to full_name; clients told in the 2026-11 changelog"
 //! ```
 //!
-//! In patterns, `*` matches one segment (or, inside a segment, any characters) and `**` any number of segments.
+//! In patterns, `*` matches one segment (or, inside a segment, any characters) and `**` any number of segments;
+//! `{key}` matches any object key (a map's position, learned as `{key}` or not yet).
 
 use std::fmt;
 use std::path::Path;
@@ -289,8 +290,13 @@ impl Glob {
     }
 }
 
-/// `*` inside a segment matches any run of characters (`x-request-*` matches `x-request-id`).
+/// `*` inside a segment matches any run of characters (`x-request-*` matches `x-request-id`). `{key}` matches
+/// any object key, so that a rule naming a map's position applies before the position is learned as `{key}`
+/// (and to an identifier-like key, `{id}`), but not an array element (`*`).
 fn segment_matches(pattern: &str, segment: &str) -> bool {
+    if pattern == crate::analysis::keys::KEY {
+        return segment != "*";
+    }
     if !pattern.contains('*') {
         return pattern == segment;
     }

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use http::HeaderName;
 
 use crate::analysis::aggregate::VerdictSettings;
+use crate::analysis::keys::KeySettings;
 use crate::analysis::noise::Thresholds;
 use crate::analysis::rules::EndpointGlob;
 use crate::analysis::{AnalysisSettings, GrpcSchemaSettings};
@@ -236,6 +237,11 @@ pub struct StoreArgs {
 
     #[command(flatten)]
     pub sealing: sealing::SealingArgs,
+    /// Most places (path and kind) per endpoint in a run; past it, new places are counted together under
+    /// `{other}` (and in `places_overflowed`).
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_MAX_PLACES_PER_ENDPOINT",
+          default_value_t = WriterSettings::DEFAULT_MAX_PLACES_PER_ENDPOINT as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_places_per_endpoint: u32,
 }
 
 /// How responses are compared.
@@ -254,6 +260,13 @@ pub struct AnalysisArgs {
     /// Treat `1` and `1.0` as different (by default JSON numbers of equal value are equal).
     #[arg(long, env = "SHADOWDIFF_STRICT_NUMBER_TYPES", value_parser = BoolishValueParser::new())]
     pub strict_number_types: bool,
+
+    /// An object position (per endpoint) whose differences show more distinct keys than this is a map keyed by
+    /// data (user names, e-mails): its keys become `{key}` in places (`body/users/{key}/name`); numbers, UUIDs
+    /// and long hex keys are `{id}` at once.
+    #[arg(long, value_name = "N", env = "SHADOWDIFF_KEY_THRESHOLD",
+          default_value_t = KeySettings::DEFAULT_THRESHOLD as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub key_threshold: u32,
 
     /// A response header never compared, besides the built-in per-connection ones (Date, Connection,
     /// Content-Length, ...); repeat the flag (or comma-separate) for several.
@@ -779,6 +792,9 @@ impl AnalysisArgs {
                 proto_paths: self.grpc_proto_paths,
                 reflection: self.grpc_reflection,
             },
+            keys: KeySettings {
+                threshold: self.key_threshold as usize,
+            },
         }
     }
 }
@@ -803,6 +819,7 @@ impl StoreArgs {
             flush_interval: self.store_flush_interval.into(),
             batch_rows: self.store_batch_rows as usize,
             buffer_rows: self.store_buffer_rows as usize,
+            max_places_per_endpoint: self.max_places_per_endpoint as usize,
         };
         settings.redaction = RedactionSettings {
             json_fields: self.redact_json_fields,

@@ -87,6 +87,13 @@ impl Store {
         offset: usize,
     ) -> Result<Vec<SampleListing>, StoreError> {
         let names = self.names_under(run_id, endpoint).await?;
+        let paths = match &filter.path {
+            Some(path) => {
+                self.sample_paths_under(run_id, endpoint, &names, path)
+                    .await?
+            }
+            None => Vec::new(),
+        };
         // Without a value to match, the database pages; with one, documents are read until the page is full.
         let read = if filter.reads_documents() {
             MAX_SCANNED
@@ -100,9 +107,12 @@ impl Store {
             query.push_bind(run_id).push(" AND s.endpoint IN (");
             push_list(&mut query, &names);
             query.push(")");
-            if let Some(path) = &filter.path {
+            if filter.path.is_some() {
+                // The place's path, and the per-key paths stored before its map was learned.
                 query.push(" AND s.id IN (SELECT sample_id FROM sample_paths WHERE run_id = ").push_bind(run_id);
-                query.push(" AND path = ").push_bind(path.as_str());
+                query.push(" AND path IN (");
+                push_list(&mut query, &paths);
+                query.push(")");
                 if let Some(kind) = &filter.kind {
                     query.push(" AND kind = ").push_bind(kind.as_str());
                 }

@@ -1,11 +1,13 @@
 //! What the writer counts: batches written, exchanges and samples not stored and why, rows the database
-//! refused, rows waiting, and whether the store can be written.
+//! refused, places past their caps, rows waiting, and whether the store can be written.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::store::places::PlaceOverflow;
 
 /// What the writer could not store.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -102,6 +104,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapLabel {
+    cap: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -123,6 +130,7 @@ pub struct StoreMetrics {
     dropped: Family<WhatReasonLabels, Counter>,
     rejected: Family<TableLabel, Counter>,
     features_dropped: Family<ReasonLabel, Counter>,
+    places_overflowed: Family<CapLabel, Counter>,
     pending: Gauge,
     up: Gauge,
     stored: Counter,
@@ -172,6 +180,16 @@ impl StoreMetrics {
                 reason: reason.as_str(),
             });
         }
+        let places_overflowed: Family<CapLabel, Counter> = Family::default();
+        registry.register(
+            "places_overflowed",
+            "Differences counted under `{other}` because their place (path and kind) was new past a cap: \
+             endpoint_cap (--max-places-per-endpoint), writer_cap (places followed by this writer overall)",
+            places_overflowed.clone(),
+        );
+        for cap in PlaceOverflow::ALL {
+            let _ = places_overflowed.get_or_create(&CapLabel { cap: cap.as_str() });
+        }
         let up = Gauge::default();
         up.set(1);
         registry.register(
@@ -196,6 +214,7 @@ impl StoreMetrics {
             dropped,
             rejected,
             features_dropped,
+            places_overflowed,
             pending,
             up,
             stored,
@@ -238,6 +257,19 @@ impl StoreMetrics {
             .get(&ReasonLabel {
                 reason: reason.as_str(),
             })
+            .map_or(0, |counter| counter.get())
+    }
+
+    /// Differences moved to `{other}` past `cap`.
+    pub fn places_overflowed(&self, cap: PlaceOverflow, count: u64) {
+        self.places_overflowed
+            .get_or_create(&CapLabel { cap: cap.as_str() })
+            .inc_by(count);
+    }
+
+    pub fn places_overflowed_count(&self, cap: PlaceOverflow) -> u64 {
+        self.places_overflowed
+            .get(&CapLabel { cap: cap.as_str() })
             .map_or(0, |counter| counter.get())
     }
 

@@ -167,6 +167,12 @@ impl Store {
             std::borrow::Cow::Borrowed(_) => row_endpoint,
             std::borrow::Cow::Owned(renamed) => renamed,
         };
+        // And places stored before a map's position was learned belong to its `{key}` place.
+        let keys = self.key_folds(run_id, &templates).await?;
+        let fold = |endpoint: &str, path: String| match keys.fold(endpoint, &path) {
+            std::borrow::Cow::Borrowed(_) => path,
+            std::borrow::Cow::Owned(folded) => folded,
+        };
         let mut endpoints: BTreeMap<String, EndpointCounts> = BTreeMap::new();
         let mut shapes: BTreeMap<(String, PathKey), TopK<()>> = BTreeMap::new();
         let postgres = self.backend() == crate::store::Backend::Postgres;
@@ -199,8 +205,9 @@ impl Store {
             for row in places.build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let Some(kind) = DiffKind::parse(&row.try_get::<String, _>("kind")?) else { continue };
+                let path = fold(&endpoint, row.try_get("path")?);
                 let counts = endpoints.entry(endpoint).or_default();
-                let place = counts.tally.paths.entry((row.try_get("path")?, kind)).or_default();
+                let place = counts.tally.paths.entry((path, kind)).or_default();
                 for (slot, column) in ["changed", "additive", "breaking"].into_iter().enumerate() {
                     place.raw[slot] += row.try_get::<i64, _>(column)?.max(0) as u64;
                 }
@@ -215,6 +222,7 @@ impl Store {
             for row in signatures.build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let Some(signature) = parse_signature(&row.try_get::<String, _>("signature")?) else { continue };
+                let signature = keys.fold_signature(&endpoint, signature);
                 let total = row.try_get::<i64, _>("total")?.max(0) as u64;
                 *endpoints.entry(endpoint).or_default().tally.signatures.entry(signature).or_default() += total;
             }
@@ -244,8 +252,9 @@ impl Store {
                 let endpoint = name(row.try_get("endpoint")?);
                 let Some(kind) = DiffKind::parse(&row.try_get::<String, _>("kind")?) else { continue };
                 let Ok(id) = row.try_get::<String, _>("sample")?.parse() else { continue };
+                let path = fold(&endpoint, row.try_get("path")?);
                 if let Some(counts) = endpoints.get_mut(&endpoint) {
-                    counts.samples.entry((row.try_get("path")?, kind)).or_insert((id, true));
+                    counts.samples.entry((path, kind)).or_insert((id, true));
                 }
             }
 
@@ -256,7 +265,8 @@ impl Store {
             for row in shape_rows.build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let item: String = row.try_get("item")?;
-                let Some(place) = parse_shapes_item(&item) else { continue };
+                let Some((path, kind)) = parse_shapes_item(&item) else { continue };
+                let place = (fold(&endpoint, path), kind);
                 let Some(RunSketch::Shapes(found)) = RunSketch::decode(&item, &row.try_get::<String, _>("sketch")?) else { continue };
                 shapes.entry((endpoint, place)).or_default().merge(&found, MAX_SHAPES);
             }
@@ -281,6 +291,8 @@ impl Store {
     ) -> Result<BTreeMap<i64, EndpointCounts>, StoreError> {
         let (from, to) = range.bounds();
         let names = self.names_under(run_id, endpoint).await?;
+        let templates = TemplateSet::new(self.templates(run_id).await?);
+        let keys = self.key_folds(run_id, &templates).await?;
         let mut minutes: BTreeMap<i64, EndpointCounts> = BTreeMap::new();
         on_pool!(self, pool => {
             let mut counters = QueryBuilder::new("SELECT bucket, name, value FROM endpoint_counters WHERE run_id = ");
@@ -293,6 +305,7 @@ impl Store {
             push_scope(&mut signatures, run_id, Some(&names), (from, to));
             for row in signatures.build().fetch_all(pool).await? {
                 let Some(signature) = parse_signature(&row.try_get::<String, _>("signature")?) else { continue };
+                let signature = keys.fold_signature(endpoint, signature);
                 let count = row.try_get::<i64, _>("count")?.max(0) as u64;
                 *minutes.entry(row.try_get("bucket")?).or_default().tally.signatures.entry(signature).or_default() += count;
             }
@@ -319,6 +332,13 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<SampleSummary>, StoreError> {
         let names = self.names_under(run_id, endpoint).await?;
+        let paths = match place {
+            Some((path, _)) => {
+                self.sample_paths_under(run_id, endpoint, &names, path)
+                    .await?
+            }
+            None => Vec::new(),
+        };
         on_pool!(self, pool => {
             let mut query = QueryBuilder::new(
                 "SELECT DISTINCT s.id, s.endpoint, s.created_at FROM samples s JOIN sample_paths p ON p.sample_id = s.id \
@@ -327,8 +347,11 @@ impl Store {
             query.push_bind(run_id).push(" AND s.endpoint IN (");
             push_list(&mut query, &names);
             query.push(")");
-            if let Some((path, kind)) = place {
-                query.push(" AND p.path = ").push_bind(path).push(" AND p.kind = ").push_bind(kind);
+            if let Some((_, kind)) = place {
+                // The place's path, and the per-key paths stored before its map was learned.
+                query.push(" AND p.path IN (");
+                push_list(&mut query, &paths);
+                query.push(") AND p.kind = ").push_bind(kind);
             }
             query.push(" ORDER BY s.created_at DESC, s.id DESC LIMIT ").push_bind(limit);
             let rows = query.build().fetch_all(pool).await?;
@@ -366,25 +389,39 @@ impl Store {
 
     /// One stored exchange, whole, with its run's label; opened, if sealed, with this store's identity.
     pub async fn exchange(&self, id: &str) -> Result<Option<SampleDocument>, StoreError> {
-        let found: Option<(String, String)> = on_pool!(self, pool => {
+        let found: Option<(String, String, i64)> = on_pool!(self, pool => {
             let mut query = QueryBuilder::new(
-                "SELECT s.document, r.label FROM samples s JOIN runs r ON r.id = s.run_id WHERE s.id = ",
+                "SELECT s.document, r.label, s.run_id FROM samples s JOIN runs r ON r.id = s.run_id WHERE s.id = ",
             );
             query.push_bind(id);
             match query.build().fetch_optional(pool).await? {
-                Some(row) => Some((row.try_get::<String, _>("document")?, row.try_get::<String, _>("label")?)),
+                Some(row) => Some((row.try_get::<String, _>("document")?, row.try_get::<String, _>("label")?, row.try_get::<i64, _>("run_id")?)),
                 None => None,
             }
         });
-        found
-            .map(|(text, label)| {
-                let mut document: SampleDocument = serde_json::from_str(&text)
-                    .map_err(|error| StoreError::Data(format!("exchange {id}: {error}")))?;
-                document.run = label;
-                self.open_sample(&mut document);
-                Ok(document)
-            })
-            .transpose()
+        let Some((text, label, run_id)) = found else {
+            return Ok(None);
+        };
+        let mut document: SampleDocument = serde_json::from_str(&text)
+            .map_err(|error| StoreError::Data(format!("exchange {id}: {error}")))?;
+        document.run = label;
+        self.open_sample(&mut document);
+        // A sample taken before a map's position was learned shows its places as they are counted now.
+        let templates = TemplateSet::new(self.templates(run_id).await?);
+        let keys = self.key_folds(run_id, &templates).await?;
+        if let Some(learned) = keys.of(&templates.rename(&document.endpoint)) {
+            let differences = document
+                .candidate_differences
+                .iter_mut()
+                .map(|stored| &mut stored.difference)
+                .chain(document.noise_differences.iter_mut());
+            for difference in differences {
+                if let std::borrow::Cow::Owned(folded) = learned.fold(&difference.generalised) {
+                    difference.generalised = folded;
+                }
+            }
+        }
+        Ok(Some(document))
     }
 
     pub async fn add_rule(&self, spec: &RuleSpec, now_ms: i64) -> Result<i64, StoreError> {

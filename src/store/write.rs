@@ -1,6 +1,6 @@
 //! Writing a batch in one transaction (counts added, latency merged into this writer's sketches, samples in and
-//! out, learned templates), recognised when sent twice; rows the database rejects are dropped one at a time
-//! instead of the batch. Also the run's heartbeat, retention, and what a writer reads back at start.
+//! out, learned templates and key positions), recognised when sent twice; rows the database rejects are dropped
+//! one at a time instead of the batch. Also the run's heartbeat, retention, and what a writer reads back at start.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use sqlx::{Acquire, QueryBuilder, Row};
 
 use crate::analysis::aggregate::Tally;
+use crate::analysis::keys::KeyPosition;
 use crate::analysis::latency::{self, Latencies};
 use crate::endpoint::cluster::LearnedTemplate;
 use crate::exchange::Target;
@@ -40,6 +41,8 @@ pub struct FlushBatch {
     pub samples: Vec<SampleRow>,
     pub unsampled: Vec<Unsampled>,
     pub templates: Vec<LearnedTemplate>,
+    /// Object positions learned as maps (`{key}`) since the last flush.
+    pub key_positions: Vec<KeyPosition>,
     /// Feature and shape sketches since the last flush, to be merged into this writer's stored ones.
     pub sketches: Vec<SketchRow>,
 }
@@ -51,6 +54,7 @@ impl FlushBatch {
             && self.samples.is_empty()
             && self.unsampled.is_empty()
             && self.templates.is_empty()
+            && self.key_positions.is_empty()
             && self.sketches.is_empty()
     }
 
@@ -373,6 +377,16 @@ impl Store {
                 query.push_values(chunk, |mut row, template| {
                     row.push_bind(run_id).push_bind(clean_text(&template.method)).push_bind(i32::try_from(template.segments).unwrap_or(i32::MAX));
                     row.push_bind(clean_text(&template.prefix)).push_bind(now_ms);
+                });
+                query.push(" ON CONFLICT DO NOTHING");
+                query
+            });
+
+            each_chunk!(tx, isolate, written, "key_positions", batch.key_positions, |chunk| {
+                let mut query = QueryBuilder::new("INSERT INTO key_positions (run_id, endpoint, position, learned_at) ");
+                query.push_values(chunk, |mut row, learned| {
+                    row.push_bind(run_id).push_bind(clean_text(&learned.endpoint)).push_bind(clean_path(&learned.position));
+                    row.push_bind(now_ms);
                 });
                 query.push(" ON CONFLICT DO NOTHING");
                 query

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::aggregate::Tally;
+use crate::analysis::keys::KeyPositions;
 use crate::analysis::latency::Latencies;
 use crate::analysis::rewrite::Rewrites;
 use crate::analysis::{Analysis, PathKey};
@@ -27,6 +28,7 @@ use crate::runs::RunControl;
 use crate::seal::Sealer;
 use crate::store::health::StoreHealth;
 use crate::store::metrics::{FeaturesDropped, Unstored, UnstoredReason};
+use crate::store::places::PlaceCap;
 use crate::store::runs::ActiveRun;
 use crate::store::sample::{SampleDocument, SampleLimits, started_at_ms};
 use crate::store::sampler::{SamplePlace, Sampler, Take};
@@ -76,6 +78,8 @@ pub struct WriterSettings {
     pub batch_rows: usize,
     /// Most rows buffered while the database cannot be written.
     pub buffer_rows: usize,
+    /// Distinct places (path and kind) per endpoint in a run; past them, new places count under `{other}`.
+    pub max_places_per_endpoint: usize,
 }
 
 impl WriterSettings {
@@ -85,6 +89,7 @@ impl WriterSettings {
     pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
     pub const DEFAULT_BATCH_ROWS: usize = 5000;
     pub const DEFAULT_BUFFER_ROWS: usize = 200_000;
+    pub const DEFAULT_MAX_PLACES_PER_ENDPOINT: usize = 500;
 }
 
 impl Default for WriterSettings {
@@ -97,6 +102,7 @@ impl Default for WriterSettings {
             flush_interval: Self::DEFAULT_FLUSH_INTERVAL,
             batch_rows: Self::DEFAULT_BATCH_ROWS,
             buffer_rows: Self::DEFAULT_BUFFER_ROWS,
+            max_places_per_endpoint: Self::DEFAULT_MAX_PLACES_PER_ENDPOINT,
         }
     }
 }
@@ -163,6 +169,9 @@ pub struct Writer {
     sampler: Sampler,
     /// Request features by signature and the shapes of changes, since the last batch.
     sketches: PendingSketches,
+    /// Object positions learned as maps (stored here, adopted from the store) and the places per endpoint.
+    keys: Arc<KeyPositions>,
+    places: PlaceCap,
     /// The memory held by the pending counts, the unsent batch and the sample quotas.
     charge: Charge,
     /// Where the memory making samples takes is charged from (decoded and parsed bodies, for a moment).
@@ -210,6 +219,8 @@ impl Writer {
             next_batch: now_ms(),
             sampler,
             sketches: PendingSketches::default(),
+            keys: Arc::default(),
+            places: PlaceCap::new(WriterSettings::DEFAULT_MAX_PLACES_PER_ENDPOINT),
             charge: Charge::none(),
             budget: None,
             retry_at: None,
@@ -240,6 +251,14 @@ impl Writer {
     /// when the run starts again.
     pub fn with_namer(mut self, namer: Arc<EndpointNamer>) -> Self {
         self.namer = namer;
+        self
+    }
+
+    /// Stores the map positions `keys` learns and adopts other replicas'; caps places per endpoint at
+    /// `max_places`.
+    pub fn with_keys(mut self, keys: Arc<KeyPositions>, max_places: usize) -> Self {
+        self.keys = keys;
+        self.places = PlaceCap::new(max_places);
         self
     }
 
@@ -275,6 +294,7 @@ impl Writer {
         let held = self.pending.bytes
             + self.unsent_bytes
             + self.sampler.heap_bytes()
+            + self.places.heap_bytes()
             + self.sketches.bytes();
         if held > self.charge.bytes() {
             self.charge.grow_up_to(held - self.charge.bytes());
@@ -292,6 +312,8 @@ impl Writer {
                 .dropped(Unstored::Exchange, self.since_reason, 1);
             return;
         }
+        self.places
+            .admit_counted(&mut analysis, &self.metrics.store);
         if self.pending_rows() >= self.config.max_pending_rows {
             self.metrics
                 .store
@@ -551,6 +573,7 @@ impl Writer {
                 .collect(),
             unsampled: pending.unsampled,
             templates: self.namer.take_fresh_templates(),
+            key_positions: self.keys.take_fresh(),
             samples,
             sketches,
         };
@@ -589,12 +612,14 @@ impl Writer {
             && self.sketches.is_empty()
         {
             let templates = self.namer.take_fresh_templates();
-            if templates.is_empty() {
+            let key_positions = self.keys.take_fresh();
+            if templates.is_empty() && key_positions.is_empty() {
                 return Ok(());
             }
             let batch = FlushBatch {
                 id: self.next_batch,
                 templates,
+                key_positions,
                 ..FlushBatch::default()
             };
             self.next_batch += 1;
@@ -717,6 +742,8 @@ impl Writer {
         self.sampler.reset();
         self.sketches.reset();
         self.namer.reset();
+        self.keys.reset();
+        self.places.reset();
         self.settle_charge();
         self.run_missing = true;
     }
@@ -743,6 +770,8 @@ impl Writer {
         self.sampler.reset();
         self.sketches.reset();
         self.namer.reset();
+        self.keys.reset();
+        self.places.reset();
         self.settle_charge();
         self.run_missing = false;
         self.config.run_id = active.id;
@@ -866,7 +895,15 @@ impl Writer {
             Ok(templates) => self.namer.adopt(templates, Vec::new()),
             Err(error) => tracing::debug!(%error, "could not read the run's templates"),
         }
+        match self.store.key_positions(run_id).await {
+            Ok(positions) => self.keys.adopt(positions),
+            Err(error) => tracing::debug!(%error, "could not read the run's map positions"),
+        }
         if with_names {
+            match self.store.counted_places(run_id).await {
+                Ok(places) => self.places.adopt(places),
+                Err(error) => tracing::debug!(%error, "could not read the run's places"),
+            }
             match self.store.endpoint_names(run_id, usize::MAX).await {
                 Ok(names) => self.namer.adopt(Vec::new(), names),
                 Err(error) => tracing::debug!(%error, "could not read the run's endpoints"),

@@ -21,6 +21,7 @@ mod gate;
 mod grpc;
 mod hygiene;
 mod json_properties;
+mod keys;
 mod lifecycle;
 mod modes;
 mod policy;

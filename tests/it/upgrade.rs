@@ -101,6 +101,8 @@ async fn a_first_schema_database_upgrades_and_reads_back(db: TestDb) {
     let runs = store.runs().await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].label, "fixture-v1");
+    // Maps' positions came later: the old run has none, and its places read back as they were stored.
+    assert!(store.key_positions(runs[0].id).await.unwrap().is_empty());
 
     // The verdict the first version gave for this run, word for word (latency within the histogram's error).
     let ran = run_command(&[
