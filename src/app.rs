@@ -33,6 +33,7 @@ use crate::proxy::fanout::UpstreamPools;
 use crate::proxy::server::ListenerLimits;
 use crate::proxy::upstream::{ClientError, UpstreamClient, UpstreamSettings, tls_config};
 use crate::proxy::{Proxy, ProxySettings};
+use crate::redact::values::ValuePatterns;
 use crate::redact::{RedactionSettings, Redactor};
 use crate::report::Reports;
 use crate::runs::RunControl;
@@ -217,7 +218,13 @@ impl Application {
         let redaction_key = store
             .redaction_key(settings.redaction.key.as_deref())
             .await?;
-        let redactor = Redactor::with(redaction_key, &settings.redaction);
+        let value_patterns = ValuePatterns::new(
+            &settings.redaction.values,
+            analyzer.config().rules.value_patterns(),
+        )
+        .map_err(StartupError::Config)?;
+        let redactor =
+            Redactor::with(redaction_key, &settings.redaction).with_values(value_patterns);
         let fallback = default_run_label(&settings.upstreams);
         let urls = settings.upstreams.run_urls();
         let first = crate::runs::first_run(
@@ -245,6 +252,7 @@ impl Application {
                 settings.writer.sample_body_limit,
             ),
             retention: (!settings.writer.retention.is_zero()).then_some(settings.writer.retention),
+            sample_retention: settings.writer.sample_retention,
         };
         let metrics = Arc::new(Metrics::new());
         let budget = MemoryBudget::new(settings.memory_budget);

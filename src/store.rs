@@ -6,6 +6,7 @@ pub mod health;
 pub mod listing;
 pub mod metrics;
 pub mod queries;
+pub mod retention;
 pub mod rows;
 pub mod runs;
 pub mod sample;

@@ -39,6 +39,8 @@ pub trait Redaction {
     fn query_value<'a>(&self, name: &str, raw: &'a str) -> Cow<'a, str>;
     /// A header's value as stored: a URL's secret query parameters redacted.
     fn header_value(&self, name: &str, value: &[u8]) -> String;
+    /// Any other text as stored (a path segment's value, a body field's name): its personal data redacted.
+    fn text<'a>(&self, text: &'a str) -> Cow<'a, str>;
 }
 
 impl Redaction for Redactor {
@@ -50,12 +52,16 @@ impl Redaction for Redactor {
         if self.is_secret_query_param(name) {
             Cow::Owned(self.token(raw.as_bytes()))
         } else {
-            Cow::Owned(percent_decode(raw))
+            Cow::Owned(self.text_values(&percent_decode(raw)).into_owned())
         }
     }
 
     fn header_value(&self, name: &str, value: &[u8]) -> String {
         Redactor::header_value(self, name, value)
+    }
+
+    fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.text_values(text)
     }
 }
 
@@ -82,6 +88,10 @@ impl Redaction for AlreadyRedacted<'_> {
     fn header_value(&self, _: &str, value: &[u8]) -> String {
         String::from_utf8_lossy(value).into_owned()
     }
+
+    fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        Cow::Borrowed(text)
+    }
 }
 
 /// The features of one request to `endpoint` (its name, `GET /orders/{id}`: the template says which path
@@ -98,7 +108,7 @@ pub fn extract(endpoint: &str, request: &RequestParts<'_>, redaction: &impl Reda
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
-    path_parameters(&mut features, endpoint, path);
+    path_parameters(&mut features, endpoint, path, redaction);
     if let Some(query) = query {
         query_parameters(&mut features, query, redaction);
     }
@@ -118,14 +128,19 @@ pub fn extract(endpoint: &str, request: &RequestParts<'_>, redaction: &impl Reda
             Some(cut(&value)),
         );
     }
-    body_fields(&mut features, &request.headers, request.body);
+    body_fields(&mut features, &request.headers, request.body, redaction);
     features.dedup();
     features
 }
 
 /// The values of the segments the endpoint's template makes parameters, named by the template up to them
 /// (`path /orders/{id}`).
-fn path_parameters(features: &mut Features, endpoint: &str, path: &str) {
+fn path_parameters(
+    features: &mut Features,
+    endpoint: &str,
+    path: &str,
+    redaction: &impl Redaction,
+) {
     let Some(template) = endpoint
         .split_once(' ')
         .map(|(_, template)| template)
@@ -147,7 +162,7 @@ fn path_parameters(features: &mut Features, endpoint: &str, path: &str) {
         }
         taken += 1;
         let name = format!("path {}", cut(&prefix));
-        with_classes(features, &name, &percent_decode(segment));
+        with_classes(features, &name, &redaction.text(&percent_decode(segment)));
     }
 }
 
@@ -190,7 +205,12 @@ fn with_classes(features: &mut Features, name: &str, value: &str) {
 }
 
 /// The top-level field names of a JSON object body, as presence features.
-fn body_fields(features: &mut Features, headers: &[(&str, &[u8])], body: &[u8]) {
+fn body_fields(
+    features: &mut Features,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+    redaction: &impl Redaction,
+) {
     if body.is_empty() || body.len() > MAX_BODY_BYTES {
         return;
     }
@@ -215,7 +235,7 @@ fn body_fields(features: &mut Features, headers: &[(&str, &[u8])], body: &[u8]) 
     };
     features.dropped += fields.dropped;
     for name in fields.names {
-        features.push(format!("body field {}", cut(&name)), None);
+        features.push(format!("body field {}", cut(&redaction.text(&name))), None);
     }
 }
 

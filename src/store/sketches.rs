@@ -409,10 +409,13 @@ pub fn shape(difference: &Difference, redactor: &Redactor) -> Option<String> {
             if redactor.is_secret_header(name) {
                 return None;
             }
+            // A header's value can hold personal data: searched before it is cut.
+            let value =
+                |value: Option<&str>| value.map(|text| redactor.text_values(text).into_owned());
             Some(format!(
                 "{} → {}",
-                side(difference.primary.as_deref()),
-                side(difference.other.as_deref())
+                side(value(difference.primary.as_deref()).as_deref()),
+                side(value(difference.other.as_deref()).as_deref())
             ))
         }
         _ => None,

@@ -436,6 +436,7 @@ fn writer(store: &Store, run_id: i64, metrics: Arc<Metrics>) -> Writer {
             samples_per_path: 5,
             sample_limits: SampleLimits::default(),
             retention: None,
+            sample_retention: None,
         },
         Redactor::new(b"test".to_vec(), &[]),
         metrics,

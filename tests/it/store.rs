@@ -45,6 +45,7 @@ fn writer_config(run_id: i64, writer_id: &str) -> WriterConfig {
         samples_per_path: 5,
         sample_limits: SampleLimits::new(1 << 20, SampleLimits::DEFAULT_BODY_LIMIT),
         retention: None,
+        sample_retention: None,
     }
 }
 
