@@ -204,17 +204,31 @@ impl Redactor {
         self.text_values(&text).into_owned()
     }
 
-    /// A URI (or any text with a `?query`) with the values of its secret query parameters redacted.
+    /// A URI (or any text with a `?query`) with the values of its secret query parameters redacted, and the
+    /// personal data in its path segments and query values.
     pub fn uri<'a>(&self, uri: &'a str) -> Cow<'a, str> {
-        let Some((base, rest)) = uri.split_once('?') else {
-            return self.path_values(uri);
+        self.uri_with(uri, true)
+    }
+
+    /// [`Self::uri`], personal data searched for in its parts only when `values` says so (text that merely
+    /// holds a `?` is searched as text instead, never encoded as a URL's parts are).
+    fn uri_with<'a>(&self, uri: &'a str, values: bool) -> Cow<'a, str> {
+        let path = |path: &'a str| {
+            if values {
+                self.path_values(path)
+            } else {
+                Cow::Borrowed(path)
+            }
         };
-        let base = self.path_values(base);
+        let Some((base, rest)) = uri.split_once('?') else {
+            return path(uri);
+        };
+        let base = path(base);
         let (query, fragment) = match rest.split_once('#') {
             Some((query, fragment)) => (query, Some(fragment)),
             None => (rest, None),
         };
-        let query = self.pairs(query, |name| self.is_secret_query_param(name));
+        let query = self.pairs(query, |name| self.is_secret_query_param(name), values);
         if matches!((&base, &query), (Cow::Borrowed(_), Cow::Borrowed(_))) {
             return Cow::Borrowed(uri);
         }
@@ -226,8 +240,14 @@ impl Redactor {
         Cow::Owned(redacted)
     }
 
-    /// `name=value&...` with the values of the pairs `secret` picks redacted (by the keyed hash of the value).
-    fn pairs<'a>(&self, encoded: &'a str, secret: impl Fn(&str) -> bool) -> Cow<'a, str> {
+    /// `name=value&...` with the values of the pairs `secret` picks redacted (by the keyed hash of the value),
+    /// and, when `values` says so, the personal data in the others.
+    fn pairs<'a>(
+        &self,
+        encoded: &'a str,
+        secret: impl Fn(&str) -> bool,
+        values: bool,
+    ) -> Cow<'a, str> {
         let mut changed = false;
         let pairs: Vec<String> = encoded
             .split('&')
@@ -237,14 +257,14 @@ impl Redactor {
                     format!("{name}={}", self.token(value.as_bytes()))
                 }
                 // Personal data in an ordinary value is searched for decoded, and encoded again.
-                Some((name, value)) => match self.encoded_values(value, b":") {
+                Some((name, value)) if values => match self.encoded_values(value, b":") {
                     Cow::Owned(clean) => {
                         changed = true;
                         format!("{name}={clean}")
                     }
                     Cow::Borrowed(_) => pair.to_string(),
                 },
-                None => pair.to_string(),
+                _ => pair.to_string(),
             })
             .collect();
         if changed {
@@ -257,9 +277,11 @@ impl Redactor {
     /// A form-encoded body with its secret fields redacted; `None` when nothing needed changing.
     pub fn form_body(&self, body: &[u8]) -> Option<Vec<u8>> {
         let text = String::from_utf8_lossy(body);
-        match self.pairs(text.trim_end_matches(['\r', '\n']), |name| {
-            self.is_secret_field(&percent_decode(name))
-        }) {
+        match self.pairs(
+            text.trim_end_matches(['\r', '\n']),
+            |name| self.is_secret_field(&percent_decode(name)),
+            true,
+        ) {
             Cow::Owned(redacted) => Some(redacted.into_bytes()),
             Cow::Borrowed(_) => None,
         }
@@ -307,7 +329,7 @@ impl Redactor {
             Value::Array(items) => items.iter_mut().for_each(|item| self.json_fields(item)),
             // A URL in a string (a redirect target, a next-page link) can carry a token in its query.
             Value::String(text) if text.contains('?') => {
-                if let Cow::Owned(redacted) = self.uri(text) {
+                if let Cow::Owned(redacted) = self.uri_with(text, false) {
                     *text = redacted;
                 }
             }

@@ -226,7 +226,7 @@ pub struct StoreArgs {
     )]
     pub redact_values: Vec<ValueSet>,
 
-    /// Delete counts and samples older than this (checked every few minutes); `0s` keeps everything.
+    /// Delete counts and samples older than this (checked at start and every few minutes); `0s` keeps everything.
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_RETENTION",
           default_value_t = Span(WriterSettings::DEFAULT_RETENTION), value_parser = parse_span)]
     pub retention: Span,

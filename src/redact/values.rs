@@ -18,8 +18,9 @@ use crate::redact::Redactor;
 /// Most bytes the compiled patterns (built-in and named together) may take: a pattern that blows up is refused
 /// at start, never compiled without bound.
 pub const MAX_COMPILED_SIZE: usize = 4 << 20;
-/// Most bytes of lazy DFA states the search keeps; past it the engine falls back, still in linear time.
-const MAX_DFA_SIZE: usize = 8 << 20;
+/// Most bytes of lazy DFA states the search keeps per thread; past it the engine falls back, still in linear
+/// time.
+const MAX_DFA_SIZE: usize = 2 << 20;
 
 /// The built-in kinds of personal data, chosen with `--redact-values` (`pii` is all of them).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -307,6 +308,10 @@ impl ValuePatterns {
     }
 }
 
+/// What a path segment keeps unencoded when it is encoded again: `/` never occurs in a segment, and names it
+/// as a path's for [`Redactor::encoded_values`].
+const PATH_KEEPS: &[u8] = b"/:@!$'()*,;=";
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -344,7 +349,8 @@ impl Redactor {
                     *text = clean;
                 }
             }
-            Value::Number(number) if number.is_u64() => {
+            // Only a number long enough to be a card number is searched.
+            Value::Number(number) if number.as_u64().is_some_and(|n| n >= 1_000_000_000_000) => {
                 let text = number.to_string();
                 if let Cow::Owned(clean) = self.text_values(&text) {
                     *value = Value::String(clean);
@@ -376,7 +382,12 @@ impl Redactor {
         if self.values.is_empty() {
             return Cow::Borrowed(encoded);
         }
-        let decoded = percent_decode(encoded);
+        // A `+` is a space in a query value, itself in a path segment (`ada+shop@example.com`).
+        let decoded = if keep.contains(&b'/') {
+            percent_decode(&encoded.replace('+', "%2B"))
+        } else {
+            percent_decode(encoded)
+        };
         match self.text_values(&decoded) {
             Cow::Owned(clean) => Cow::Owned(percent_encode(&clean, keep)),
             Cow::Borrowed(_) => Cow::Borrowed(encoded),
@@ -400,7 +411,7 @@ impl Redactor {
         let segments: Vec<Cow<'_, str>> = rest
             .split('/')
             .map(|segment| {
-                let clean = self.encoded_values(segment, b":@!$'()*,;=");
+                let clean = self.encoded_values(segment, PATH_KEEPS);
                 changed |= matches!(clean, Cow::Owned(_));
                 clean
             })
@@ -490,6 +501,15 @@ mod tests {
         assert_eq!(value["list"][1], 7);
         assert_eq!(value["n"], r.token(b"4111111111111111"));
         assert!(!value.to_string().contains("ada@"));
+        // Text that holds a `?` is searched as text, not taken apart as a URL.
+        let body = r
+            .json_body(br#"{"q":"mail ada@example.com, a/b?c d"}"#)
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["q"], format!("mail {token}, a/b?c d"));
+        // Form fields are searched decoded.
+        let form = r.form_body(b"to=ada%40example.com&n=1").unwrap();
+        assert_eq!(String::from_utf8(form).unwrap(), format!("to={token}&n=1"));
     }
 
     #[test]
@@ -524,6 +544,11 @@ mod tests {
             format!("/users/{token}/orders")
         );
         assert_eq!(r.path_values("http://10.0.0.1/a"), "http://10.0.0.1/a");
+        let plus = r.token(b"ada+shop@example.com");
+        assert_eq!(
+            r.path_values("/u/ada+shop@example.com"),
+            format!("/u/{plus}")
+        );
         assert_eq!(
             r.encoded_values("ada%40example.com", b""),
             token.replace(':', "%3A")
