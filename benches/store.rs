@@ -97,6 +97,7 @@ async fn ingest(store: &Store, seconds: u64) -> (f64, u64) {
             samples_per_path: 5,
             sample_limits: SampleLimits::new(1 << 20, SampleLimits::DEFAULT_BODY_LIMIT),
             retention: None,
+            sample_retention: None,
         },
         Redactor::new(b"bench".to_vec(), &[]),
         Arc::new(Metrics::new()),
