@@ -98,6 +98,7 @@ async fn ingest(store: &Store, seconds: u64) -> (f64, u64) {
             sample_limits: SampleLimits::new(1 << 20, SampleLimits::DEFAULT_BODY_LIMIT),
             retention: None,
             sealer: None,
+            sample_retention: None,
         },
         Redactor::new(b"bench".to_vec(), &[]),
         Arc::new(Metrics::new()),

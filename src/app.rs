@@ -34,6 +34,7 @@ use crate::proxy::fanout::UpstreamPools;
 use crate::proxy::server::ListenerLimits;
 use crate::proxy::upstream::{ClientError, UpstreamClient, UpstreamSettings, tls_config};
 use crate::proxy::{Proxy, ProxySettings};
+use crate::redact::values::ValuePatterns;
 use crate::redact::{RedactionSettings, Redactor};
 use crate::report::Reports;
 use crate::runs::RunControl;
@@ -228,7 +229,13 @@ impl Application {
         let redaction_key = store
             .redaction_key(settings.redaction.key.as_deref())
             .await?;
-        let redactor = Redactor::with(redaction_key, &settings.redaction);
+        let value_patterns = ValuePatterns::new(
+            &settings.redaction.values,
+            analyzer.config().rules.value_patterns(),
+        )
+        .map_err(StartupError::Config)?;
+        let redactor =
+            Redactor::with(redaction_key, &settings.redaction).with_values(value_patterns);
         let store = store.with_reading(SampleReading::of(&keys, &redactor, &settings.redaction));
         let fallback = default_run_label(&settings.upstreams);
         let urls = settings.upstreams.run_urls();
@@ -258,6 +265,7 @@ impl Application {
             ),
             retention: (!settings.writer.retention.is_zero()).then_some(settings.writer.retention),
             sealer: keys.sealer,
+            sample_retention: settings.writer.sample_retention,
         };
         let metrics = Arc::new(Metrics::new());
         let budget = MemoryBudget::new(settings.memory_budget);

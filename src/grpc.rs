@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod frame;
 pub mod reflection;
+pub mod renamed;
 pub mod schema;
 pub mod status;
 

@@ -5,6 +5,7 @@
 //! are extended by flags, never shortened.
 
 pub mod grpc;
+pub mod values;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -56,7 +57,7 @@ const GENERIC_NAMES: [&str; 4] = ["key", "sig", "code", "session"];
 const URL_HEADERS: [&str; 3] = ["location", "content-location", "referer"];
 
 /// A name as it is matched: lowercase, without `_` and `-`.
-fn normalise(name: &str) -> String {
+pub(crate) fn normalise(name: &str) -> String {
     name.chars()
         .filter(|c| *c != '_' && *c != '-')
         .flat_map(char::to_lowercase)
@@ -79,6 +80,8 @@ pub struct Redactor {
     headers: HashSet<String>,
     json_fields: HashSet<String>,
     query_params: HashSet<String>,
+    /// Personal data searched for by value (`--redact-values`, `[[redact_value]]`).
+    values: values::ValuePatterns,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -100,6 +103,8 @@ pub struct RedactionSettings {
     pub headers: Vec<String>,
     /// Key of the redaction hash; `None`: a random key made once and kept in the database.
     pub key: Option<String>,
+    /// Kinds of personal data searched for by value (`--redact-values`); none by default.
+    pub values: Vec<values::ValueKind>,
 }
 
 impl Redactor {
@@ -134,7 +139,14 @@ impl Redactor {
             headers: names(&SECRET_HEADERS, &settings.headers),
             json_fields: names(&body_fields, &settings.json_fields),
             query_params: names(&SECRET_QUERY_PARAMS, &settings.query_params),
+            values: values::ValuePatterns::default(),
         }
+    }
+
+    /// The same redaction, personal data also searched for by value with `patterns`.
+    pub fn with_values(mut self, patterns: values::ValuePatterns) -> Self {
+        self.values = patterns;
+        self
     }
 
     /// `redacted:` and the first 12 hex digits of HMAC-SHA256(key, value).
@@ -156,7 +168,7 @@ impl Redactor {
         self.headers.contains(&normalise(name))
     }
 
-    fn is_secret_field(&self, key: &str) -> bool {
+    pub(crate) fn is_secret_field(&self, key: &str) -> bool {
         !self.json_fields.is_empty() && self.json_fields.contains(&normalise(key))
     }
 
@@ -189,33 +201,53 @@ impl Redactor {
         if URL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
             return self.uri(&text).into_owned();
         }
-        text.into_owned()
+        self.text_values(&text).into_owned()
     }
 
-    /// A URI (or any text with a `?query`) with the values of its secret query parameters redacted.
+    /// A URI (or any text with a `?query`) with the values of its secret query parameters redacted, and the
+    /// personal data in its path segments and query values.
     pub fn uri<'a>(&self, uri: &'a str) -> Cow<'a, str> {
-        let Some((base, rest)) = uri.split_once('?') else {
-            return Cow::Borrowed(uri);
+        self.uri_with(uri, true)
+    }
+
+    /// [`Self::uri`], personal data searched for in its parts only when `values` says so (text that merely
+    /// holds a `?` is searched as text instead, never encoded as a URL's parts are).
+    fn uri_with<'a>(&self, uri: &'a str, values: bool) -> Cow<'a, str> {
+        let path = |path: &'a str| {
+            if values {
+                self.path_values(path)
+            } else {
+                Cow::Borrowed(path)
+            }
         };
+        let Some((base, rest)) = uri.split_once('?') else {
+            return path(uri);
+        };
+        let base = path(base);
         let (query, fragment) = match rest.split_once('#') {
             Some((query, fragment)) => (query, Some(fragment)),
             None => (rest, None),
         };
-        match self.pairs(query, |name| self.is_secret_query_param(name)) {
-            Cow::Borrowed(_) => Cow::Borrowed(uri),
-            Cow::Owned(query) => {
-                let mut redacted = format!("{base}?{query}");
-                if let Some(fragment) = fragment {
-                    redacted.push('#');
-                    redacted.push_str(fragment);
-                }
-                Cow::Owned(redacted)
-            }
+        let query = self.pairs(query, |name| self.is_secret_query_param(name), values);
+        if matches!((&base, &query), (Cow::Borrowed(_), Cow::Borrowed(_))) {
+            return Cow::Borrowed(uri);
         }
+        let mut redacted = format!("{base}?{query}");
+        if let Some(fragment) = fragment {
+            redacted.push('#');
+            redacted.push_str(fragment);
+        }
+        Cow::Owned(redacted)
     }
 
-    /// `name=value&...` with the values of the pairs `secret` picks redacted (by the keyed hash of the value).
-    fn pairs<'a>(&self, encoded: &'a str, secret: impl Fn(&str) -> bool) -> Cow<'a, str> {
+    /// `name=value&...` with the values of the pairs `secret` picks redacted (by the keyed hash of the value),
+    /// and, when `values` says so, the personal data in the others.
+    fn pairs<'a>(
+        &self,
+        encoded: &'a str,
+        secret: impl Fn(&str) -> bool,
+        values: bool,
+    ) -> Cow<'a, str> {
         let mut changed = false;
         let pairs: Vec<String> = encoded
             .split('&')
@@ -224,6 +256,14 @@ impl Redactor {
                     changed = true;
                     format!("{name}={}", self.token(value.as_bytes()))
                 }
+                // Personal data in an ordinary value is searched for decoded, and encoded again.
+                Some((name, value)) if values => match self.encoded_values(value, b":") {
+                    Cow::Owned(clean) => {
+                        changed = true;
+                        format!("{name}={clean}")
+                    }
+                    Cow::Borrowed(_) => pair.to_string(),
+                },
                 _ => pair.to_string(),
             })
             .collect();
@@ -237,9 +277,11 @@ impl Redactor {
     /// A form-encoded body with its secret fields redacted; `None` when nothing needed changing.
     pub fn form_body(&self, body: &[u8]) -> Option<Vec<u8>> {
         let text = String::from_utf8_lossy(body);
-        match self.pairs(text.trim_end_matches(['\r', '\n']), |name| {
-            self.is_secret_field(&percent_decode(name))
-        }) {
+        match self.pairs(
+            text.trim_end_matches(['\r', '\n']),
+            |name| self.is_secret_field(&percent_decode(name)),
+            true,
+        ) {
             Cow::Owned(redacted) => Some(redacted.into_bytes()),
             Cow::Borrowed(_) => None,
         }
@@ -263,9 +305,14 @@ impl Redactor {
         }
     }
 
-    /// Replaces the value of every secret field, at any depth. String values hash by their content, others by
-    /// their JSON text.
+    /// Replaces the value of every secret field, at any depth (string values hash by their content, others by
+    /// their JSON text), then the personal data found by value.
     pub fn json(&self, value: &mut Value) {
+        self.json_fields(value);
+        self.json_values(value);
+    }
+
+    fn json_fields(&self, value: &mut Value) {
         if self.json_fields.is_empty() {
             return;
         }
@@ -275,14 +322,14 @@ impl Redactor {
                     if self.is_secret_field(key) {
                         *item = Value::String(self.json_token(item));
                     } else {
-                        self.json(item);
+                        self.json_fields(item);
                     }
                 }
             }
-            Value::Array(items) => items.iter_mut().for_each(|item| self.json(item)),
+            Value::Array(items) => items.iter_mut().for_each(|item| self.json_fields(item)),
             // A URL in a string (a redirect target, a next-page link) can carry a token in its query.
             Value::String(text) if text.contains('?') => {
-                if let Cow::Owned(redacted) = self.uri(text) {
+                if let Cow::Owned(redacted) = self.uri_with(text, false) {
                     *text = redacted;
                 }
             }
@@ -292,10 +339,13 @@ impl Redactor {
 
     /// Whether `"field"` appears in the body for any secret field, ignoring ASCII case.
     /// What part of a body (cut short for storage) is stored as: the marker when the part names a secret field,
-    /// since a part cannot be parsed to redact its values; `None` when it can be stored as it is.
+    /// since a part cannot be parsed to redact its values; else the part with its personal data replaced; `None`
+    /// when it can be stored as it is.
     pub fn partial_body(&self, part: &[u8]) -> Option<Vec<u8>> {
-        (!self.json_fields.is_empty() && self.names_secret_field(part))
-            .then(|| UNPARSEABLE_WITH_SECRET.to_vec())
+        if !self.json_fields.is_empty() && self.names_secret_field(part) {
+            return Some(UNPARSEABLE_WITH_SECRET.to_vec());
+        }
+        self.bytes_values(part)
     }
 
     fn names_secret_field(&self, body: &[u8]) -> bool {
@@ -315,17 +365,16 @@ impl Redactor {
         }
     }
 
-    /// A JSON body with its secret fields redacted; a body that is not JSON is returned unchanged, unless it
-    /// names a secret field (JSON too deep to parse, or cut short): then it is replaced whole, since its secrets
-    /// cannot be found one by one. The result is `None` when nothing needed changing.
+    /// A JSON body with its secret fields and personal data redacted; a body that is not JSON has its personal
+    /// data replaced as text, unless it names a secret field (JSON too deep to parse, or cut short): then it is
+    /// replaced whole, since its secrets cannot be found one by one. The result is `None` when nothing needed
+    /// changing.
     pub fn json_body(&self, body: &[u8]) -> Option<Vec<u8>> {
-        if self.json_fields.is_empty() {
+        if self.json_fields.is_empty() && !self.redacts_values() {
             return None;
         }
         let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
-            return self
-                .names_secret_field(body)
-                .then(|| UNPARSEABLE_WITH_SECRET.to_vec());
+            return self.partial_body(body);
         };
         let before = value.clone();
         self.json(&mut value);
@@ -356,7 +405,7 @@ impl Redactor {
 
     /// A rendered JSON value (possibly cut short, possibly after a type name) that may hold secret fields.
     fn rendered_value(&self, rendered: &mut String) {
-        if self.json_fields.is_empty() {
+        if self.json_fields.is_empty() && !self.redacts_values() {
             return;
         }
         let (prefix, json) = match rendered.split_once(' ') {
@@ -385,6 +434,8 @@ impl Redactor {
             .any(|field| lower.contains(&format!("\"{field}\"")))
         {
             *rendered = self.token(rendered.as_bytes());
+        } else if let Cow::Owned(clean) = self.text_values(rendered) {
+            *rendered = clean;
         }
     }
 }
@@ -476,6 +527,7 @@ mod tests {
                 query_params: vec!["otp".into()],
                 headers: vec!["X-Tenant-Secret".into()],
                 key: None,
+                values: Vec::new(),
             },
         );
         assert!(!r.uri("/a?otp=123456").contains("123456"));

@@ -8,6 +8,7 @@ pub mod listing;
 pub mod metrics;
 pub mod places;
 pub mod queries;
+pub mod retention;
 pub mod rows;
 pub mod runs;
 pub mod sample;

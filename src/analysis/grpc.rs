@@ -25,6 +25,9 @@ pub struct RawFrames {
     pub request: Option<Bytes>,
     /// By [`Target::index`].
     pub responses: [Option<Bytes>; 3],
+    /// The fields of the method's messages whose JSON name (what the decoded bodies carry) is not their proto
+    /// name: redaction looks for secret fields by both.
+    pub renamed: std::sync::Arc<[crate::grpc::renamed::Renamed]>,
 }
 
 /// Decodes the request and the three responses of a gRPC call in place (the frames handed back), charging the
@@ -46,6 +49,9 @@ pub fn decode_exchange(
         // Schemas were given and none has this method: decoding by field number would compare a call nobody
         // described, so its bodies are skipped (its status and headers are still compared).
         return ([Some(BodySkip::GrpcUnknownMethod); 3], raw);
+    }
+    if let Some(method) = schemas.method(&path) {
+        raw.renamed = schemas.renamed_fields(&method);
     }
     let mut charge = std::mem::take(&mut exchange.charge);
     let request = &mut exchange.request;

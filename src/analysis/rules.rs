@@ -34,6 +34,9 @@ use crate::analysis::compat::Compat;
 use crate::analysis::diff::DiffKind;
 use crate::analysis::rewrite::{Rewrite, RewriteSpec, Rewrites};
 
+mod value_patterns;
+pub use value_patterns::ValuePatternSpec;
+
 /// What a rule does at the paths it matches.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RuleAction {
@@ -453,6 +456,8 @@ pub struct RuleSet {
     sampling: Vec<SampleRate>,
     /// What secondary or candidate is sent instead of the caller's request (`[[rewrite]]`).
     rewrites: Rewrites,
+    /// Named patterns whose matches are stored only redacted (`[[redact_value]]`), checked.
+    value_patterns: Vec<ValuePatternSpec>,
 }
 
 /// A `[[sample]]` table: the share of an endpoint's requests that are shadowed (0 keeps them to primary).
@@ -478,6 +483,8 @@ struct RulesFile {
     sample: Vec<toml::Spanned<SampleSpec>>,
     #[serde(default)]
     rewrite: Vec<toml::Spanned<RewriteSpec>>,
+    #[serde(default)]
+    redact_value: Vec<toml::Spanned<ValuePatternSpec>>,
 }
 
 impl RuleSet {
@@ -486,6 +493,7 @@ impl RuleSet {
             rules,
             sampling: Vec::new(),
             rewrites: Rewrites::default(),
+            value_patterns: Vec::new(),
         }
     }
 
@@ -558,11 +566,24 @@ impl RuleSet {
                 Rewrite::new(spanned.into_inner()).map_err(|message| error_at(offset, message))?,
             );
         }
+        let mut value_patterns = Vec::with_capacity(parsed.redact_value.len());
+        for spanned in parsed.redact_value {
+            let offset = spanned.span().start;
+            let spec = spanned.into_inner();
+            spec.check().map_err(|message| error_at(offset, message))?;
+            value_patterns.push(spec);
+        }
         Ok(Self {
             rules,
             sampling,
             rewrites: Rewrites::new(rewrites),
+            value_patterns,
         })
+    }
+
+    /// The named patterns whose matches are redacted by value.
+    pub fn value_patterns(&self) -> &[ValuePatternSpec] {
+        &self.value_patterns
     }
 
     /// The per-target request rewrites.

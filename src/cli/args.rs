@@ -26,6 +26,7 @@ use crate::notify::{NotifyFormat, NotifySettings};
 use crate::proxy::upstream::{Baseline, UpstreamSettings};
 use crate::proxy::{ProxySettings, ResponseMode, ShadowSettings};
 use crate::redact::RedactionSettings;
+use crate::redact::values::ValueSet;
 use crate::store::StoreSettings;
 use crate::store::writer::WriterSettings;
 use crate::telemetry::{LogFormat, TelemetrySettings};
@@ -215,10 +216,27 @@ pub struct StoreArgs {
     )]
     pub redaction_key: Option<String>,
 
-    /// Delete counts and samples older than this (checked every few minutes); `0s` keeps everything.
+    /// Personal data searched for by value in everything stored or recorded (bodies, headers, URLs,
+    /// differences, request features) and replaced where it is found by `redacted:<keyed hash>`: `pii` for all
+    /// the kinds, or some of them, comma-separated. The rules file's `[[redact_value]]` tables add named
+    /// patterns. Comparisons still see the real values.
+    #[arg(
+        long = "redact-values",
+        value_name = "KINDS",
+        env = "SHADOWDIFF_REDACT_VALUES",
+        value_delimiter = ','
+    )]
+    pub redact_values: Vec<ValueSet>,
+
+    /// Delete counts and samples older than this (checked at start and every few minutes); `0s` keeps everything.
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_RETENTION",
           default_value_t = Span(WriterSettings::DEFAULT_RETENTION), value_parser = parse_span)]
     pub retention: Span,
+
+    /// Delete samples (bodies, headers and differences of sample exchanges) older than this, while the counts
+    /// stay until `--retention`. Default: samples go with the counts.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_SAMPLE_RETENTION", value_parser = parse_interval_span)]
+    pub sample_retention: Option<Span>,
 
     /// How often buffered counts are written (more than zero).
     #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_STORE_FLUSH_INTERVAL",
@@ -816,6 +834,7 @@ impl StoreArgs {
             samples_per_path: self.samples_per_path,
             sample_body_limit: self.sample_body_limit.as_usize(),
             retention: self.retention.into(),
+            sample_retention: self.sample_retention.map(Into::into),
             flush_interval: self.store_flush_interval.into(),
             batch_rows: self.store_batch_rows as usize,
             buffer_rows: self.store_buffer_rows as usize,
@@ -826,6 +845,7 @@ impl StoreArgs {
             query_params: self.redact_query_params,
             headers: self.redact_headers,
             key: self.redaction_key,
+            values: ValueSet::kinds(&self.redact_values),
         };
         settings.sealing = self.sealing.settings();
     }

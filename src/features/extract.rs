@@ -39,6 +39,8 @@ pub trait Redaction {
     fn query_value<'a>(&self, name: &str, raw: &'a str) -> Cow<'a, str>;
     /// A header's value as stored: a URL's secret query parameters redacted.
     fn header_value(&self, name: &str, value: &[u8]) -> String;
+    /// Any other text as stored (a path segment's value, a body field's name): its personal data redacted.
+    fn text<'a>(&self, text: &'a str) -> Cow<'a, str>;
     /// A value as counted (a path parameter's, a query parameter's or a header's, after the above): itself,
     /// unless samples are sealed ([`Tokens`]).
     fn counted<'a>(&self, value: &'a str) -> Cow<'a, str> {
@@ -68,6 +70,10 @@ impl<R: Redaction> Redaction for Tokens<'_, R> {
         self.inner.header_value(name, value)
     }
 
+    fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.inner.text(text)
+    }
+
     fn counted<'a>(&self, value: &'a str) -> Cow<'a, str> {
         if value.starts_with(REDACTED_MARK) {
             Cow::Borrowed(value)
@@ -86,12 +92,16 @@ impl Redaction for Redactor {
         if self.is_secret_query_param(name) {
             Cow::Owned(self.token(raw.as_bytes()))
         } else {
-            Cow::Owned(percent_decode(raw))
+            Cow::Owned(self.text_values(&percent_decode(raw)).into_owned())
         }
     }
 
     fn header_value(&self, name: &str, value: &[u8]) -> String {
         Redactor::header_value(self, name, value)
+    }
+
+    fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.text_values(text)
     }
 }
 
@@ -117,6 +127,10 @@ impl Redaction for AlreadyRedacted<'_> {
 
     fn header_value(&self, _: &str, value: &[u8]) -> String {
         String::from_utf8_lossy(value).into_owned()
+    }
+
+    fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        Cow::Borrowed(text)
     }
 }
 
@@ -154,7 +168,7 @@ pub fn extract(endpoint: &str, request: &RequestParts<'_>, redaction: &impl Reda
             Some(cut(&redaction.counted(&value))),
         );
     }
-    body_fields(&mut features, &request.headers, request.body);
+    body_fields(&mut features, &request.headers, request.body, redaction);
     features.dedup();
     features
 }
@@ -188,7 +202,12 @@ fn path_parameters(
         }
         taken += 1;
         let name = format!("path {}", cut(&prefix));
-        with_classes(features, &name, &percent_decode(segment), redaction);
+        with_classes(
+            features,
+            &name,
+            &redaction.text(&percent_decode(segment)),
+            redaction,
+        );
     }
 }
 
@@ -231,7 +250,12 @@ fn with_classes(features: &mut Features, name: &str, value: &str, redaction: &im
 }
 
 /// The top-level field names of a JSON object body, as presence features.
-fn body_fields(features: &mut Features, headers: &[(&str, &[u8])], body: &[u8]) {
+fn body_fields(
+    features: &mut Features,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+    redaction: &impl Redaction,
+) {
     if body.is_empty() || body.len() > MAX_BODY_BYTES {
         return;
     }
@@ -256,7 +280,7 @@ fn body_fields(features: &mut Features, headers: &[(&str, &[u8])], body: &[u8]) 
     };
     features.dropped += fields.dropped;
     for name in fields.names {
-        features.push(format!("body field {}", cut(&name)), None);
+        features.push(format!("body field {}", cut(&redaction.text(&name))), None);
     }
 }
 

@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+use crate::grpc::renamed::{Renamed, renamed_fields};
 
 use prost_reflect::prost_types::FileDescriptorProto;
 use prost_reflect::{DescriptorPool, MessageDescriptor};
@@ -27,6 +30,8 @@ pub struct Schemas {
     pool: Arc<RwLock<DescriptorPool>>,
     /// Whether schemas were given at start (descriptor sets, `.proto` files), as opposed to only learned.
     given: bool,
+    /// Each method's renamed fields, found once (a method's types never change once in the pool).
+    renamed: Arc<RwLock<HashMap<String, Arc<[Renamed]>>>>,
 }
 
 /// One method: its name, its message types and whether each side streams.
@@ -107,6 +112,7 @@ impl Schemas {
         Ok(Self {
             pool: Arc::new(RwLock::new(pool)),
             given: !descriptor_sets.is_empty() || !protos.is_empty(),
+            renamed: Arc::default(),
         })
     }
 
@@ -154,6 +160,24 @@ impl Schemas {
             client_streaming: method.is_client_streaming(),
             server_streaming: method.is_server_streaming(),
         })
+    }
+
+    /// The fields of `method`'s messages whose JSON name is not their proto name (see [`renamed_fields`]).
+    pub fn renamed_fields(&self, method: &Method) -> Arc<[Renamed]> {
+        if let Some(found) = self
+            .renamed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&method.name)
+        {
+            return found.clone();
+        }
+        let found: Arc<[Renamed]> = renamed_fields(method).into();
+        self.renamed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(method.name.clone(), found.clone());
+        found
     }
 
     /// Whether schemas were given at start: then a method none of them has is unknown, rather than one to

@@ -8,8 +8,9 @@ use crate::budget::Charge;
 
 use crate::grpc::decode::{Direction, charge_decoding};
 use crate::grpc::frame;
+use crate::grpc::renamed::Renamed;
 use crate::grpc::schema::Schemas;
-use crate::redact::Redactor;
+use crate::redact::{Redactor, normalise};
 
 /// Messages nested deeper than this are not searched (the decoder itself stops far below protobuf's limit).
 const MAX_DEPTH: usize = 64;
@@ -28,6 +29,23 @@ pub enum GrpcRedaction {
 }
 
 impl Redactor {
+    /// For a gRPC call's decoded bodies, whose fields carry their JSON names: this redaction with the JSON names
+    /// of fields whose proto name is secret (`password` with `json_name = "k"`) secret too; `None` when there
+    /// are none.
+    pub fn with_renamed(&self, renamed: &[Renamed]) -> Option<Redactor> {
+        let secret: Vec<String> = renamed
+            .iter()
+            .filter(|(json, proto)| !self.is_secret_field(json) && self.is_secret_field(proto))
+            .map(|(json, _)| normalise(json))
+            .collect();
+        if secret.is_empty() {
+            return None;
+        }
+        let mut redactor = self.clone();
+        redactor.json_fields.extend(secret);
+        Some(redactor)
+    }
+
     /// The body of a call to `path` with its secret fields redacted, message by message.
     pub fn grpc_body(
         &self,
@@ -38,7 +56,7 @@ impl Redactor {
         encoding: Option<&str>,
         (max_decoded, charge): (usize, &mut Charge),
     ) -> GrpcRedaction {
-        if !self.redacts_json_fields() {
+        if !self.redacts_json_fields() && !self.redacts_values() {
             return GrpcRedaction::Unchanged;
         }
         let Some(method) = schemas.method(path) else {
@@ -113,17 +131,26 @@ impl Redactor {
             }
             match message.get_field_mut(&field) {
                 Field::Message(inner) => changed |= self.protobuf_message(inner, depth + 1),
+                Field::String(text) => changed |= self.protobuf_text(text),
                 Field::List(items) => {
                     for item in items.iter_mut() {
-                        if let Field::Message(inner) = item {
-                            changed |= self.protobuf_message(inner, depth + 1);
+                        match item {
+                            Field::Message(inner) => {
+                                changed |= self.protobuf_message(inner, depth + 1)
+                            }
+                            Field::String(text) => changed |= self.protobuf_text(text),
+                            _ => {}
                         }
                     }
                 }
                 Field::Map(entries) => {
                     for value in entries.values_mut() {
-                        if let Field::Message(inner) = value {
-                            changed |= self.protobuf_message(inner, depth + 1);
+                        match value {
+                            Field::Message(inner) => {
+                                changed |= self.protobuf_message(inner, depth + 1)
+                            }
+                            Field::String(text) => changed |= self.protobuf_text(text),
+                            _ => {}
                         }
                     }
                 }
@@ -131,6 +158,17 @@ impl Redactor {
             }
         }
         changed
+    }
+
+    /// A string field with its personal data replaced; whether it changed.
+    fn protobuf_text(&self, text: &mut String) -> bool {
+        match self.text_values(text) {
+            std::borrow::Cow::Owned(clean) => {
+                *text = clean;
+                true
+            }
+            std::borrow::Cow::Borrowed(_) => false,
+        }
     }
 }
 

@@ -189,6 +189,12 @@ impl SampleDocument {
         rewrites: &Rewrites,
     ) -> Self {
         let exchange = &analysis.exchange;
+        // A gRPC call's decoded bodies name fields by their JSON names: secret proto names count too.
+        let renamed = analysis
+            .frames
+            .as_deref()
+            .and_then(|frames| redactor.with_renamed(&frames.renamed));
+        let redactor = renamed.as_ref().unwrap_or(redactor);
         let (candidate_differences, noise_differences, body_skipped) = match &analysis.result {
             Ok(compared) => redacted_differences(compared, redactor),
             Err(_) => (Vec::new(), Vec::new(), Vec::new()),
@@ -349,6 +355,10 @@ fn stored_outcome(outcome: &Outcome, redactor: &Redactor, limits: SampleLimits) 
     }
 }
 
+/// Bytes past the sample body limit searched for personal data in a body cut short: longer than the values
+/// found (a JWT is the longest), so none is kept in part.
+const VALUE_MARGIN: usize = 4 << 10;
+
 /// A body made readable: encoding undone (when possible), text kept as text (with secret JSON fields
 /// redacted), anything else base64; at most `limits.body_limit` bytes of it, marked truncated when cut.
 fn stored_body(
@@ -372,19 +382,18 @@ fn stored_body(
     } else {
         decoded.into_owned()
     };
+    if !complete {
+        // A beginning cannot be parsed to redact field by field: it is kept only when it names no secret field,
+        // its personal data replaced, searched a little past the cut so that a value across it is found whole.
+        // (A body decoded whole was redacted before it was cut.)
+        bytes.truncate(limits.body_limit.saturating_add(VALUE_MARGIN));
+        if let Some(clean) = redactor.partial_body(&bytes) {
+            bytes = clean;
+        }
+    }
     if bytes.len() > limits.body_limit {
         bytes.truncate(limits.body_limit);
         truncated = true;
-    }
-    if !complete {
-        // A beginning cannot be parsed to redact field by field: it is kept only when it names no secret field.
-        // (A body decoded whole was redacted before it was cut.)
-        if let Some(marker) = redactor.partial_body(&bytes) {
-            return StoredBody::Text {
-                text: String::from_utf8_lossy(&marker).into_owned(),
-                truncated: true,
-            };
-        }
     }
     match String::from_utf8(bytes) {
         Ok(text) if !text.contains('\0') => StoredBody::Text { text, truncated },

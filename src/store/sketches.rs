@@ -437,10 +437,13 @@ pub fn shape(difference: &Difference, redactor: &Redactor, sealed: bool) -> Opti
                     token(difference.other.as_deref())
                 ));
             }
+            // A header's value can hold personal data: searched before it is cut.
+            let value =
+                |value: Option<&str>| value.map(|text| redactor.text_values(text).into_owned());
             Some(format!(
                 "{} → {}",
-                side(difference.primary.as_deref()),
-                side(difference.other.as_deref())
+                side(value(difference.primary.as_deref()).as_deref()),
+                side(value(difference.other.as_deref()).as_deref())
             ))
         }
         _ => None,

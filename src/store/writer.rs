@@ -29,6 +29,7 @@ use crate::seal::Sealer;
 use crate::store::health::StoreHealth;
 use crate::store::metrics::{FeaturesDropped, Unstored, UnstoredReason};
 use crate::store::places::PlaceCap;
+use crate::store::retention::Retention;
 use crate::store::runs::ActiveRun;
 use crate::store::sample::{SampleDocument, SampleLimits, started_at_ms};
 use crate::store::sampler::{SamplePlace, Sampler, Take};
@@ -59,6 +60,8 @@ pub struct WriterConfig {
     /// With `--sample-recipient`: seals each sample's values, and has request features and change shapes
     /// counted as keyed hashes.
     pub sealer: Option<Arc<Sealer>>,
+    /// Delete samples older than this, checked with `retention` (`--sample-retention`).
+    pub sample_retention: Option<Duration>,
 }
 
 /// What is stored, and how: the settings the writer's config is made from once the run is known.
@@ -72,6 +75,8 @@ pub struct WriterSettings {
     pub sample_body_limit: usize,
     /// Delete counts and samples older than this; zero keeps everything.
     pub retention: Duration,
+    /// Delete samples older than this, the counts kept; `None`: samples go with the counts.
+    pub sample_retention: Option<Duration>,
     /// How often buffered counts are written (more than zero).
     pub flush_interval: Duration,
     /// Write as soon as this many rows are buffered.
@@ -86,6 +91,7 @@ impl WriterSettings {
     pub const DEFAULT_SAMPLES_PER_PATH: usize = 5;
     pub const DEFAULT_SAMPLE_BODY_LIMIT: usize = 64 << 10;
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+    pub const DEFAULT_SAMPLE_RETENTION: Option<Duration> = None;
     pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
     pub const DEFAULT_BATCH_ROWS: usize = 5000;
     pub const DEFAULT_BUFFER_ROWS: usize = 200_000;
@@ -99,6 +105,7 @@ impl Default for WriterSettings {
             samples_per_path: Self::DEFAULT_SAMPLES_PER_PATH,
             sample_body_limit: Self::DEFAULT_SAMPLE_BODY_LIMIT,
             retention: Self::DEFAULT_RETENTION,
+            sample_retention: Self::DEFAULT_SAMPLE_RETENTION,
             flush_interval: Self::DEFAULT_FLUSH_INTERVAL,
             batch_rows: Self::DEFAULT_BATCH_ROWS,
             buffer_rows: Self::DEFAULT_BUFFER_ROWS,
@@ -181,7 +188,9 @@ pub struct Writer {
     backoff: Duration,
     /// The run was deleted and could not be started again yet.
     run_missing: bool,
-    last_retention: Instant,
+    /// When retention last ran; `None`: not yet, so it runs at the first tick (a process restarted more often
+    /// than [`RETENTION_EVERY`] still applies it).
+    last_retention: Option<Instant>,
     ticks: u64,
     /// Which run to write, when runs can be switched without a restart.
     runs: Option<Arc<RunControl>>,
@@ -226,7 +235,7 @@ impl Writer {
             retry_at: None,
             backoff: FIRST_BACKOFF,
             run_missing: false,
-            last_retention: Instant::now(),
+            last_retention: None,
             ticks: 0,
             runs: None,
             since_ms: 0,
@@ -912,15 +921,19 @@ impl Writer {
     }
 
     async fn apply_retention(&mut self) {
-        let Some(retention) = self.config.retention else {
-            return;
+        let retention = Retention {
+            counts: self.config.retention,
+            samples: self.config.sample_retention,
         };
-        if self.last_retention.elapsed() < RETENTION_EVERY {
+        if !retention.deletes()
+            || self
+                .last_retention
+                .is_some_and(|at| at.elapsed() < RETENTION_EVERY)
+        {
             return;
         }
-        self.last_retention = Instant::now();
-        let cutoff = now_ms() - retention.as_millis() as i64;
-        match self.store.delete_older_than(cutoff).await {
+        self.last_retention = Some(Instant::now());
+        match retention.apply(&self.store, now_ms()).await {
             Ok(deleted) if deleted > 0 => tracing::info!(deleted, "retention removed old rows"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "retention could not delete old rows"),

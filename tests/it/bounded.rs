@@ -373,6 +373,7 @@ fn writer(store: &Store, run_id: i64, metrics: Arc<Metrics>) -> Writer {
             sample_limits: SampleLimits::default(),
             retention: None,
             sealer: None,
+            sample_retention: None,
         },
         Redactor::new(b"test".to_vec(), &[]),
         metrics,

@@ -749,7 +749,7 @@ async fn a_client_stream_longer_than_the_response_timeout_is_answered_and_left_u
 }
 
 /// A frame of `message`, as gRPC writes it.
-fn frame(message: &[u8]) -> Vec<u8> {
+pub fn frame(message: &[u8]) -> Vec<u8> {
     let mut framed = vec![0];
     framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
     framed.extend_from_slice(message);
@@ -772,7 +772,7 @@ async fn raw_grpc_upstream_with(body: Vec<u8>, length: bool) -> Stub {
 
 /// A gRPC answer as a server writes it: `body` (its length announced when `length` says so), then `status`
 /// in the trailers.
-fn grpc_answer(body: Bytes, status: &str, length: bool) -> http::Response<StubBody> {
+pub fn grpc_answer(body: Bytes, status: &str, length: bool) -> http::Response<StubBody> {
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", status.parse().unwrap());
     let mut answer = http::Response::builder().header("content-type", "application/grpc");

@@ -46,6 +46,7 @@ fn writer_config(run_id: i64, writer_id: &str) -> WriterConfig {
         sample_limits: SampleLimits::new(1 << 20, SampleLimits::DEFAULT_BODY_LIMIT),
         retention: None,
         sealer: None,
+        sample_retention: None,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::gate::render::GateFormat;
 use crate::lane::ShadowScheduling;
 use crate::notify::NotifyFormat;
 use crate::proxy::ResponseMode;
+use crate::redact::values::{ValueKind, ValueSet};
 use crate::telemetry::LogFormat;
 use crate::traffic::TrafficFormat;
 
@@ -73,3 +74,31 @@ choices!(ShadowScheduling {
     Batch => "batch": "Batch class at --shadow-nice: callers first, shadow work keeps a share of a busy CPU",
     Idle => "idle": "Idle class: shadow work only on CPU no other thread wants; at saturation nearly all of it is shed",
 });
+
+impl ValueEnum for ValueSet {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            ValueSet::Pii,
+            ValueSet::Kind(ValueKind::Email),
+            ValueSet::Kind(ValueKind::Card),
+            ValueSet::Kind(ValueKind::Iban),
+            ValueSet::Kind(ValueKind::Jwt),
+            ValueSet::Kind(ValueKind::Bearer),
+            ValueSet::Kind(ValueKind::Ip),
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            ValueSet::Pii => PossibleValue::new("pii").help("All of the kinds below"),
+            ValueSet::Kind(kind) => PossibleValue::new(kind.as_str()).help(match kind {
+                ValueKind::Email => "E-mail addresses",
+                ValueKind::Card => "Card numbers (13 to 19 digits, Luhn-checked)",
+                ValueKind::Iban => "IBANs (mod-97-checked)",
+                ValueKind::Jwt => "JSON Web Tokens",
+                ValueKind::Bearer => "Bearer tokens (`Bearer <token>`)",
+                ValueKind::Ip => "IPv4 and IPv6 addresses",
+            }),
+        })
+    }
+}
