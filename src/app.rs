@@ -1,7 +1,6 @@
 //! One running instance: binds both listeners, wires the proxy, the analysis stage and the admin routes, and
 //! runs until told to stop.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +9,6 @@ use std::time::Duration;
 use tokio::io::BufWriter;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
 
 use crate::analysis::aggregate::VerdictSettings;
 use crate::analysis::keys::KeyPositions;
@@ -22,10 +20,9 @@ use crate::exchange::{Exchange, Target};
 use crate::grpc::schema::SchemaError;
 use crate::lane::{Lane, LaneSettings};
 use crate::metrics::Metrics;
-use crate::monitor::{Monitor, MonitorSettings};
-use crate::notify::{Notifier, NotifySettings};
-use crate::pipeline::AnalysisStage;
-use crate::pipeline::metrics::{DropReason, Queue};
+use crate::monitor::MonitorSettings;
+use crate::notify::NotifySettings;
+use crate::pipeline::metrics::Queue;
 use crate::pipeline::recorder::{self, Recording};
 use crate::pipeline::reflection::SchemaReflection;
 use crate::pipeline::{self, AnalysisSink};
@@ -40,11 +37,12 @@ use crate::report::Reports;
 use crate::runs::RunControl;
 use crate::store::health::StoreHealth;
 use crate::store::sample::SampleLimits;
-use crate::store::writer::{Writer, WriterConfig, WriterSettings};
+use crate::store::writer::{WriterConfig, WriterSettings};
 use crate::store::{Store, StoreError, StoreSettings};
-use crate::web::guard::AdminGuard;
-use crate::web::{self, WebSettings};
+use crate::web::WebSettings;
 use crate::{seal::KeyFileError, seal::SealingSettings, store::sealed::SampleReading};
+
+mod run;
 
 /// Why the instance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -500,202 +498,6 @@ impl Application {
     /// Takes the analysis queue, to consume analysed exchanges elsewhere; `run_until` then stores nothing.
     pub fn take_analyses(&mut self) -> Option<mpsc::Receiver<Analysis>> {
         self.analyses.take()
-    }
-
-    /// Serves until `shutdown` resolves; then lets in-flight caller requests finish (up to `--shutdown-grace`),
-    /// waits for background requests (up to `--shadow-timeout`), and drains each stage in turn.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        let proxy_addr = self.proxy_addr();
-        let reports = self.reports();
-        let stop_analysis = CancellationToken::new();
-        let stop_consumer = CancellationToken::new();
-        // Every stage after the proxy runs on the lane, below the callers' priority.
-        let analysis = self.exchanges.map(|rx| {
-            self.lane.spawn_stage(
-                0,
-                pipeline::analyse(
-                    rx,
-                    stop_analysis.clone(),
-                    AnalysisStage {
-                        analyzer: self.analyzer.clone(),
-                        workers: self.analysis_workers,
-                        budget: self.budget.clone(),
-                        metrics: self.metrics.clone(),
-                        out: self.analyses_sink.clone(),
-                        reflection: self.reflection,
-                    },
-                ),
-            )
-        });
-        drop(self.analyses_sink);
-        let recorder = self.recordings.map(|(file, rx)| {
-            self.lane.spawn_stage(
-                1,
-                recorder::run(
-                    file,
-                    rx,
-                    (self.redactor.clone(), self.writer_config.sealer.clone()),
-                    recorder::BodyFormats {
-                        max_decoded_body: self.analyzer.config().max_decoded_body,
-                        grpc: self.analyzer.config().grpc.clone(),
-                        warned_no_schema: false,
-                    },
-                    self.metrics.clone(),
-                    stop_analysis.clone(),
-                ),
-            )
-        });
-        let consumer = self.analyses.map(|rx| {
-            let shared = self.store.clone();
-            let url = self.store_settings.database_url.clone();
-            let (config, redactor, metrics) = (
-                self.writer_config.clone(),
-                self.redactor.clone(),
-                self.metrics.clone(),
-            );
-            let (keys, max_places) = (self.keys.clone(), self.max_places_per_endpoint);
-            let (namer, budget, health, runs) = (
-                self.namer.clone(),
-                self.budget.clone(),
-                self.store_health.clone(),
-                self.runs.clone(),
-            );
-            let rewrites = self.analyzer.config().rules.rewrites().clone();
-            let stop = stop_consumer.clone();
-            self.lane.spawn_stage(self.lane.threads() - 1, async move {
-                // Connections of its own, opened from a lane thread: SQLite's connection threads inherit its
-                // priority, and PostgreSQL's are driven by it.
-                let store = match Store::connect(&url, WRITER_CONNECTIONS).await {
-                    Ok(store) => store,
-                    Err(error) => {
-                        tracing::warn!(%error, "the writer could not open connections of its own; sharing the dashboard's");
-                        shared
-                    }
-                };
-                Writer::new(store, config, redactor, metrics)
-                    .with_namer(namer)
-                    .with_keys(keys, max_places)
-                    .with_budget(&budget)
-                    .with_health(health)
-                    .with_runs(runs)
-                    .with_rewrites(rewrites)
-                    .run(rx, stop)
-                    .await
-            })
-        });
-
-        let notifier = self.notify.map(|(settings, tls)| {
-            let (notifier, sender) = Notifier::start(settings, tls, self.metrics.notify.clone());
-            (notifier, self.lane.spawn_stage(0, sender))
-        });
-        let stop_monitor = CancellationToken::new();
-        let monitor = self.lane.spawn_stage(
-            0,
-            Monitor::new(
-                reports.clone(),
-                self.runs.clone(),
-                self.metrics.verdict.clone(),
-                notifier.as_ref().map(|(notifier, _)| notifier.clone()),
-                self.monitor.clone(),
-            )
-            .run(stop_monitor.clone()),
-        );
-
-        let draining = CancellationToken::new();
-        let admin_router = web::router(web::AdminState {
-            metrics: self.metrics.clone(),
-            draining: draining.clone(),
-            store: self.store.clone(),
-            reports,
-            token: self.web.token.as_deref().map(Arc::from),
-            proxy_addr: Some(proxy_addr),
-            store_health: Some(self.store_health.clone()),
-            samples_per_path: self.writer_config.samples_per_path,
-            runs: Some(self.runs.clone()),
-            guard: Arc::new(AdminGuard::new(
-                self.admin_listener
-                    .local_addr()
-                    .expect("a bound listener has a local address"),
-                &self.web.allowed_hosts,
-                self.web.public_url.as_ref(),
-                self.web.token.is_some(),
-            )),
-            session_ttl: self.web.session_ttl,
-            secure_cookie: self
-                .web
-                .public_url
-                .as_ref()
-                .is_some_and(|url| url.scheme_str() == Some("https")),
-            grpc: self.analyzer.config().grpc.clone(),
-        });
-        let admin_stop = stop_consumer.clone();
-        let admin_listener = self.admin_listener;
-        let admin = tokio::spawn(async move {
-            let served = axum::serve(
-                admin_listener,
-                admin_router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(admin_stop.cancelled_owned())
-            .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "admin listener failed");
-            }
-        });
-
-        let shutdown = async move {
-            shutdown.await;
-            draining.cancel();
-        };
-        let served = crate::proxy::callers::serve(
-            self.proxy_listeners,
-            self.proxy.clone(),
-            shutdown,
-            self.listener_limits,
-        )
-        .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "could not start the caller threads; stopping");
-        }
-
-        let tasks = self.proxy.tasks();
-        tasks.close();
-        if tokio::time::timeout(self.shadow_timeout, tasks.wait())
-            .await
-            .is_err()
-        {
-            let lost = tasks.len();
-            tracing::warn!(
-                still_running = lost,
-                "background requests still running at shutdown; their exchanges are lost"
-            );
-            for _ in 0..lost {
-                self.metrics
-                    .queues
-                    .dropped(Queue::Exchanges, DropReason::Shutdown);
-            }
-        }
-        stop_analysis.cancel();
-        if let Some(analysis) = analysis {
-            let _ = analysis.await;
-        }
-        if let Some(recorder) = recorder {
-            let _ = recorder.await;
-        }
-        stop_consumer.cancel();
-        if let Some(consumer) = consumer {
-            let _ = consumer.await;
-        }
-        // After the writer's last batch, so that the summary counts everything.
-        stop_monitor.cancel();
-        let _ = monitor.await;
-        if let Some((notifier, sender)) = notifier {
-            drop(notifier);
-            if tokio::time::timeout(NOTIFY_GRACE, sender).await.is_err() {
-                tracing::warn!("notifications still unsent at shutdown were dropped");
-            }
-        }
-        let _ = admin.await;
-        tracing::info!("shadowdiff stopped");
     }
 }
 
