@@ -5,6 +5,12 @@
 //! out and counted. Everything it holds is charged to the memory budget: past it, or past its buffer,
 //! exchanges are dropped and counted.
 
+mod run_life;
+mod sampling;
+mod settings;
+
+pub use settings::{WriterConfig, WriterSettings};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,116 +31,25 @@ use crate::metrics::Metrics;
 use crate::pipeline::Draining;
 use crate::redact::Redactor;
 use crate::runs::RunControl;
-use crate::seal::Sealer;
 use crate::store::health::StoreHealth;
 use crate::store::metrics::{FeaturesDropped, Unstored, UnstoredReason};
 use crate::store::places::PlaceCap;
-use crate::store::retention::Retention;
-use crate::store::runs::ActiveRun;
-use crate::store::sample::{SampleDocument, SampleLimits, started_at_ms};
-use crate::store::sampler::{SamplePlace, Sampler, Take};
-use crate::store::sealed;
+use crate::store::sample::started_at_ms;
+use crate::store::sampler::Sampler;
 use crate::store::sketches::PendingSketches;
 use crate::store::write::{FlushBatch, Unsampled, Written};
-use crate::store::{SampleRow, Store, StoreError};
+use crate::store::{Store, StoreError};
 
-/// How the writer batches, what it keeps while the database is away, and which run it writes.
-#[derive(Clone, Debug)]
-pub struct WriterConfig {
-    pub run_id: i64,
-    /// The run's label and upstreams, to start it again if it is deleted while being written.
-    pub run_label: String,
-    pub run_urls: [String; 3],
-    /// Tells this process's rows apart from other replicas' (latency sketches, batch ids).
-    pub writer_id: String,
-    pub flush_interval: Duration,
-    /// Flush as soon as this many rows are waiting.
-    pub batch_rows: usize,
-    /// Most rows kept waiting while the database cannot be written; exchanges past it are dropped.
-    pub max_pending_rows: usize,
-    /// Samples kept per (endpoint, place), in this process: the first half and a reservoir of later ones.
-    pub samples_per_path: usize,
-    pub sample_limits: SampleLimits,
-    /// Delete what is older than this, checked every few minutes.
-    pub retention: Option<Duration>,
-    /// With `--sample-recipient`: seals each sample's values, and has request features and change shapes
-    /// counted as keyed hashes.
-    pub sealer: Option<Arc<Sealer>>,
-    /// Delete samples older than this, checked with `retention` (`--sample-retention`).
-    pub sample_retention: Option<Duration>,
-}
+use run_life::next_switch;
+use sampling::{MAX_SAMPLED_PLACES, SAMPLE_BUILD_AT, ToSample};
 
-/// What is stored, and how: the settings the writer's config is made from once the run is known.
-#[derive(Clone, Debug)]
-pub struct WriterSettings {
-    /// Label of the run; comparisons with the same label add up. `None`: the candidate's host and the time.
-    pub run: Option<String>,
-    /// Sample exchanges kept per endpoint and place.
-    pub samples_per_path: usize,
-    /// Most bytes of each body a sample keeps.
-    pub sample_body_limit: usize,
-    /// Delete counts and samples older than this; zero keeps everything.
-    pub retention: Duration,
-    /// Delete samples older than this, the counts kept; `None`: samples go with the counts.
-    pub sample_retention: Option<Duration>,
-    /// How often buffered counts are written (more than zero).
-    pub flush_interval: Duration,
-    /// Write as soon as this many rows are buffered.
-    pub batch_rows: usize,
-    /// Most rows buffered while the database cannot be written.
-    pub buffer_rows: usize,
-    /// Distinct places (path and kind) per endpoint in a run; past them, new places count under `{other}`.
-    pub max_places_per_endpoint: usize,
-}
-
-impl WriterSettings {
-    pub const DEFAULT_SAMPLES_PER_PATH: usize = 5;
-    pub const DEFAULT_SAMPLE_BODY_LIMIT: usize = 64 << 10;
-    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-    pub const DEFAULT_SAMPLE_RETENTION: Option<Duration> = None;
-    pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-    pub const DEFAULT_BATCH_ROWS: usize = 5000;
-    pub const DEFAULT_BUFFER_ROWS: usize = 200_000;
-    pub const DEFAULT_MAX_PLACES_PER_ENDPOINT: usize = 500;
-}
-
-impl Default for WriterSettings {
-    fn default() -> Self {
-        Self {
-            run: None,
-            samples_per_path: Self::DEFAULT_SAMPLES_PER_PATH,
-            sample_body_limit: Self::DEFAULT_SAMPLE_BODY_LIMIT,
-            retention: Self::DEFAULT_RETENTION,
-            sample_retention: Self::DEFAULT_SAMPLE_RETENTION,
-            flush_interval: Self::DEFAULT_FLUSH_INTERVAL,
-            batch_rows: Self::DEFAULT_BATCH_ROWS,
-            buffer_rows: Self::DEFAULT_BUFFER_ROWS,
-            max_places_per_endpoint: Self::DEFAULT_MAX_PLACES_PER_ENDPOINT,
-        }
-    }
-}
-
-/// Most exchanges waiting to be made into samples; past it, new samples are not taken (their exchanges still
-/// count).
-const MAX_TO_SAMPLE: usize = 256;
-/// Samples are made (off the async threads) as soon as this many wait, not only at the flush.
-const SAMPLE_BUILD_AT: usize = 64;
-/// Places followed for samples.
-const MAX_SAMPLED_PLACES: usize = 20_000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// A database restart takes seconds: retrying every few seconds notices its return soon, at no real cost.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-const RETENTION_EVERY: Duration = Duration::from_secs(300);
 /// Flush ticks between heartbeats (and between reads of the templates other replicas learned).
 const HEARTBEAT_TICKS: u64 = 10;
 /// What an exchange's share of the pending maps costs at least, besides its places.
 const EXCHANGE_BYTES: usize = 512;
-
-/// An exchange kept to be made into a sample, with the places it was taken for.
-struct ToSample {
-    analysis: Analysis,
-    places: Vec<(SamplePlace, Take)>,
-}
 
 /// What waits for the next batch.
 #[derive(Default)]
@@ -189,7 +104,7 @@ pub struct Writer {
     /// The run was deleted and could not be started again yet.
     run_missing: bool,
     /// When retention last ran; `None`: not yet, so it runs at the first tick (a process restarted more often
-    /// than [`RETENTION_EVERY`] still applies it).
+    /// than [`run_life::RETENTION_EVERY`] still applies it).
     last_retention: Option<Instant>,
     ticks: u64,
     /// Which run to write, when runs can be switched without a restart.
@@ -407,155 +322,6 @@ impl Writer {
         }
     }
 
-    /// Keeps the exchange to be made into a sample if the sampler takes it for one of its places.
-    fn maybe_sample(&mut self, analysis: Analysis) {
-        let Some(compared) = analysis.compared() else {
-            return;
-        };
-        let endpoint = analysis.exchange.endpoint.clone();
-        let mut places: Vec<SamplePlace> = compared
-            .candidate_keys()
-            .keys()
-            .chain(compared.noise_keys().iter())
-            .map(|(path, kind)| (path.to_string(), kind.as_str().to_string()))
-            .collect();
-        places.sort();
-        places.dedup();
-        if places.is_empty() {
-            // An exchange without differences: a few per endpoint, to show what "the same" looks like.
-            places.push((String::new(), String::new()));
-        }
-        let id = analysis.exchange.id.to_string();
-        let taken = self.sampler.decide(&endpoint, &places, &id);
-        if taken.is_empty() {
-            return;
-        }
-        if self.pending.to_sample.len() >= MAX_TO_SAMPLE {
-            for (place, take) in &taken {
-                self.sampler.release(&endpoint, place, take, &id);
-            }
-            self.metrics
-                .store
-                .dropped(Unstored::Sample, UnstoredReason::BufferFull, 1);
-            return;
-        }
-        for (place, take) in &taken {
-            if let Take::Reservoir {
-                replaces: Some(old),
-            } = take
-            {
-                self.unsample(&endpoint, place, old);
-            }
-        }
-        self.pending.to_sample.push(ToSample {
-            analysis,
-            places: taken,
-        });
-    }
-
-    /// A sample the reservoir let go for a place: taken out of what waits, or deleted from the store.
-    fn unsample(&mut self, endpoint: &str, place: &SamplePlace, id: &str) {
-        if let Some(at) = self
-            .pending
-            .to_sample
-            .iter()
-            .position(|waiting| waiting.analysis.exchange.id.to_string() == id)
-        {
-            let waiting = &mut self.pending.to_sample[at];
-            waiting.places.retain(|(p, _)| p != place);
-            if waiting.places.is_empty() {
-                self.pending.to_sample.swap_remove(at);
-            }
-            return;
-        }
-        if let Some(sample) = self
-            .unsent
-            .as_mut()
-            .and_then(|batch| batch.samples.iter_mut().find(|sample| sample.id == id))
-        {
-            sample.places.retain(|p| p != place);
-            return;
-        }
-        self.pending.unsampled.push(Unsampled {
-            endpoint: endpoint.to_string(),
-            path: place.0.clone(),
-            kind: place.1.clone(),
-            sample_id: id.to_string(),
-        });
-    }
-
-    /// Makes the exchanges waiting for it into sample rows, on a blocking thread (decoding, redacting and
-    /// encoding bodies is CPU work).
-    async fn build_samples(&mut self) -> Vec<SampleRow> {
-        let waiting = std::mem::take(&mut self.pending.to_sample);
-        if waiting.is_empty() {
-            return Vec::new();
-        }
-        let count = waiting.len();
-        let limits = self.config.sample_limits;
-        // Making a sample decodes one body at a time (and parses it, to redact it): a few times the decoding
-        // cap, for as long as the samples take to make.
-        let scratch = 4 * limits.max_decoded;
-        let held = match &self.budget {
-            Some(budget) => budget.charge(Stage::Writer, scratch),
-            None => Some(Charge::none()),
-        };
-        let Some(held) = held else {
-            for ToSample { analysis, places } in &waiting {
-                let id = analysis.exchange.id.to_string();
-                for (place, take) in places {
-                    self.sampler
-                        .release(&analysis.exchange.endpoint, place, take, &id);
-                }
-            }
-            self.metrics.store.dropped(
-                Unstored::Sample,
-                UnstoredReason::MemoryBudget,
-                count as u64,
-            );
-            self.metrics.budget.shed(Stage::Writer);
-            return Vec::new();
-        };
-        let redactor = self.redactor.clone();
-        let (rewrites, sealer) = (self.rewrites.clone(), self.config.sealer.clone());
-        let built = tokio::task::spawn_blocking(move || {
-            waiting
-                .into_iter()
-                .filter_map(|ToSample { analysis, places }| {
-                    let mut document =
-                        SampleDocument::build(&analysis, &redactor, limits, &rewrites);
-                    Some(SampleRow {
-                        document: sealed::stored_text(&mut document, sealer.as_deref())?,
-                        id: document.id.clone(),
-                        endpoint: analysis.exchange.endpoint.clone(),
-                        created_at_ms: document.started_at_ms,
-                        places: places
-                            .into_iter()
-                            .map(|((path, kind), _)| (path, kind))
-                            .collect(),
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        drop(held);
-        if let Ok(rows) = &built
-            && rows.len() < count
-        {
-            let unsealed = (count - rows.len()) as u64;
-            self.metrics
-                .store
-                .dropped(Unstored::Sample, UnstoredReason::Failed, unsealed);
-        }
-        built.unwrap_or_else(|_| {
-            tracing::error!(count, "making samples failed; they are not stored");
-            self.metrics
-                .store
-                .dropped(Unstored::Sample, UnstoredReason::Failed, count as u64);
-            Vec::new()
-        })
-    }
-
     /// Turns what waits into a batch with a new id.
     async fn freeze(&mut self) -> FlushBatch {
         let samples = self.build_samples().await;
@@ -742,204 +508,6 @@ impl Writer {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    /// Lets go of everything held for the run: counts, latency, samples, quotas, names and templates.
-    fn forget_run(&mut self) {
-        self.pending = Pending::default();
-        self.unsent = None;
-        self.unsent_rows = 0;
-        self.unsent_bytes = 0;
-        self.sampler.reset();
-        self.sketches.reset();
-        self.namer.reset();
-        self.keys.reset();
-        self.places.reset();
-        self.settle_charge();
-        self.run_missing = true;
-    }
-
-    /// Writes what waits into the run being closed, then writes into `active` from now on, with nothing of
-    /// the old run's held (quotas, names, templates).
-    async fn switch_to(&mut self, active: ActiveRun) {
-        if active.label == self.config.run_label {
-            if active.id != self.config.run_id {
-                self.cleared(active);
-            }
-            return;
-        }
-        if let Err(error) = self.flush_now().await {
-            // A batch the database did not take stays tagged with the closed run and is sent again; only what
-            // had not been made into a batch yet is lost.
-            let lost = self.pending.requests();
-            tracing::warn!(%error, lost, run = %self.config.run_label, "the store did not take the closed run's last counts; they are sent again");
-            self.metrics
-                .store
-                .dropped(Unstored::Exchange, UnstoredReason::RunClosed, lost);
-        }
-        self.pending = Pending::default();
-        self.sampler.reset();
-        self.sketches.reset();
-        self.namer.reset();
-        self.keys.reset();
-        self.places.reset();
-        self.settle_charge();
-        self.run_missing = false;
-        self.config.run_id = active.id;
-        self.config.run_label = active.label;
-        self.since_ms = active.since_ms;
-        self.since_reason = UnstoredReason::RunClosed;
-        self.load_run_state(true).await;
-    }
-
-    /// The run being written was cleared through this process and started again as `active` before the
-    /// clear was answered: what is held from before is dropped and counted, and what follows is written into
-    /// the run started again. (The switch is taken before any exchange queued after it, so what is held began
-    /// before the clear was answered.)
-    fn cleared(&mut self, active: ActiveRun) {
-        let lost = self.pending.requests() + self.unsent.as_ref().map_or(0, FlushBatch::requests);
-        tracing::info!(run = %self.config.run_label, id = active.id, lost, "the run was cleared; storing what follows in it");
-        self.metrics
-            .store
-            .dropped(Unstored::Exchange, UnstoredReason::RunDeleted, lost);
-        self.forget_run();
-        self.run_missing = false;
-        self.retry_at = None;
-        self.config.run_id = active.id;
-        self.since_ms = active.since_ms;
-        self.since_reason = UnstoredReason::RunDeleted;
-    }
-
-    /// Asks the store which run these upstreams are judged under now (another replica may have moved it).
-    async fn follow_runs(&mut self) {
-        if let Some(runs) = &self.runs
-            && let Err(error) = runs.follow().await
-        {
-            tracing::debug!(%error, "could not read the active run");
-        }
-    }
-
-    /// Creates the run again under its label (and upstreams) and writes into it from now on.
-    async fn start_run_again(&mut self) -> Result<(), StoreError> {
-        let urls = self.config.run_urls.each_ref().map(String::as_str);
-        match self
-            .store
-            .ensure_run(&self.config.run_label, urls, now_ms())
-            .await
-        {
-            Ok(id) => {
-                tracing::info!(run = %self.config.run_label, id, "run started again");
-                self.config.run_id = id;
-                self.since_cleared(id).await;
-                self.run_missing = false;
-                self.retry_at = None;
-                self.backoff = FIRST_BACKOFF;
-                self.health.set_up();
-                self.metrics.store.set_up(true);
-                Ok(())
-            }
-            Err(error) => {
-                self.failed(&error);
-                Err(error)
-            }
-        }
-    }
-
-    /// Takes the start of the run started again as the clear's time: what began before belonged to the run
-    /// deleted (another replica learns of a clear here, at its next write, and drops what began before it).
-    async fn since_cleared(&mut self, id: i64) {
-        match self.store.run(&self.config.run_label).await {
-            Ok(Some(run)) if run.id == id => {
-                self.since_ms = self.since_ms.max(run.started_at_ms);
-                self.since_reason = UnstoredReason::RunDeleted;
-            }
-            Ok(_) => {}
-            Err(error) => tracing::debug!(%error, "could not read when the run was started again"),
-        }
-    }
-
-    /// Tells the store this writer is alive (so that retention spares its run even without traffic), and takes
-    /// the templates other replicas learned.
-    async fn heartbeat(&mut self) {
-        if self.run_missing || self.retry_at.is_some_and(|at| Instant::now() < at) {
-            return;
-        }
-        match self.store.heartbeat(self.config.run_id, now_ms()).await {
-            Ok(()) => {
-                // The store takes writes again (a batch it refused was dropped, or it is back): the next flush
-                // need not wait, and what waits is written then.
-                if self.unsent.is_none() {
-                    self.retry_at = None;
-                    self.backoff = FIRST_BACKOFF;
-                    self.health.set_up();
-                    self.metrics.store.set_up(true);
-                }
-            }
-            Err(StoreError::RunGone(old)) => {
-                tracing::warn!(
-                    run = %self.config.run_label,
-                    old_id = old,
-                    "the run being written was deleted (from the dashboard or by retention); starting it again \
-                     under the same label"
-                );
-                let lost = self.pending.requests();
-                self.metrics
-                    .store
-                    .dropped(Unstored::Exchange, UnstoredReason::RunDeleted, lost);
-                self.forget_run();
-                let _ = self.start_run_again().await;
-                return;
-            }
-            Err(error) => {
-                tracing::debug!(%error, "heartbeat failed");
-                self.failed(&error);
-                return;
-            }
-        }
-        self.load_run_state(false).await;
-    }
-
-    /// Takes the templates (and, at start, the endpoint names) the run already has in the store.
-    async fn load_run_state(&mut self, with_names: bool) {
-        let run_id = self.config.run_id;
-        match self.store.templates(run_id).await {
-            Ok(templates) => self.namer.adopt(templates, Vec::new()),
-            Err(error) => tracing::debug!(%error, "could not read the run's templates"),
-        }
-        match self.store.key_positions(run_id).await {
-            Ok(positions) => self.keys.adopt(positions),
-            Err(error) => tracing::debug!(%error, "could not read the run's map positions"),
-        }
-        if with_names {
-            match self.store.counted_places(run_id).await {
-                Ok(places) => self.places.adopt(places),
-                Err(error) => tracing::debug!(%error, "could not read the run's places"),
-            }
-            match self.store.endpoint_names(run_id, usize::MAX).await {
-                Ok(names) => self.namer.adopt(Vec::new(), names),
-                Err(error) => tracing::debug!(%error, "could not read the run's endpoints"),
-            }
-        }
-    }
-
-    async fn apply_retention(&mut self) {
-        let retention = Retention {
-            counts: self.config.retention,
-            samples: self.config.sample_retention,
-        };
-        if !retention.deletes()
-            || self
-                .last_retention
-                .is_some_and(|at| at.elapsed() < RETENTION_EVERY)
-        {
-            return;
-        }
-        self.last_retention = Some(Instant::now());
-        match retention.apply(&self.store, now_ms()).await {
-            Ok(deleted) if deleted > 0 => tracing::info!(deleted, "retention removed old rows"),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "retention could not delete old rows"),
-        }
-    }
-
     /// Writes until `stop` is cancelled, then writes what is left (trying a few times) and returns.
     pub async fn run(mut self, rx: mpsc::Receiver<Analysis>, stop: CancellationToken) {
         self.load_run_state(true).await;
@@ -992,20 +560,6 @@ impl Writer {
                         .dropped(Unstored::Exchange, UnstoredReason::Shutdown, lost);
                 }
             }
-        }
-    }
-}
-
-/// The next run switched to, or never when runs are not switched (or the switch's sender is gone).
-async fn next_switch(switches: &mut Option<tokio::sync::watch::Receiver<ActiveRun>>) -> ActiveRun {
-    let Some(receiver) = switches else {
-        return std::future::pending().await;
-    };
-    match receiver.changed().await {
-        Ok(()) => receiver.borrow_and_update().clone(),
-        Err(_) => {
-            *switches = None;
-            std::future::pending().await
         }
     }
 }
