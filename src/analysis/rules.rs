@@ -231,6 +231,7 @@ impl RuleSpec {
     }
 }
 
+/// A parsed rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     pub spec: RuleSpec,
