@@ -1,4 +1,4 @@
-//! The analysis settings: what decides how exchanges are compared, and the flags it is read from.
+//! The analysis settings (the rules file, limits, workers, gRPC schemas to load) and the `AnalysisConfig` made of them.
 
 use std::path::PathBuf;
 use std::time::Duration;
