@@ -12,7 +12,6 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
-use serde_json::Number;
 
 use crate::analysis::compat::Compat;
 use crate::analysis::diff::{DiffKind, Difference, render_json};
@@ -20,6 +19,10 @@ use crate::analysis::keys::{KEY, LearnedKeys};
 use crate::analysis::rules::{EndpointRules, RuleAction};
 use crate::analysis::tree::{self, Entries, Node};
 use crate::identifier::is_identifier;
+
+mod equality;
+pub use equality::numbers_equal;
+use equality::{canonical_hash, hash_into, values_equal};
 
 /// How JSON values are compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -552,39 +555,6 @@ fn kind_slot(kind: DiffKind) -> usize {
     kind as usize
 }
 
-/// Equality as the walk sees it without rules (numbers by [`numbers_equal`], arrays in order), stopping at the
-/// first difference.
-fn values_equal(a: &Node<'_>, b: &Node<'_>, strict: bool) -> bool {
-    match (a, b) {
-        (Node::Number(x), Node::Number(y)) => numbers_equal(x, y, strict),
-        (Node::String(x), Node::String(y)) => x == y,
-        (Node::Bool(x), Node::Bool(y)) => x == y,
-        (Node::Null, Node::Null) => true,
-        (Node::Array(x), Node::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b, strict))
-        }
-        (Node::Object(x), Node::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y.iter())
-                    .all(|((ka, a), (kb, b))| ka == kb && values_equal(a, b, strict))
-        }
-        _ => false,
-    }
-}
-
-/// An integer value of a number, exactly: integers as they are, floats with no fractional part.
-fn exact_integer(number: &Number) -> Option<i128> {
-    if let Some(i) = number.as_i64() {
-        return Some(i128::from(i));
-    }
-    if let Some(u) = number.as_u64() {
-        return Some(i128::from(u));
-    }
-    let f = number.as_f64()?;
-    (f.fract() == 0.0 && f.abs() < 1.0e38).then_some(f as i128)
-}
-
 /// Memory a parse of `bytes` into a [`tree`] holds at most: a slot per value, plus the text of strings and keys
 /// with escapes (the others point into `bytes`), which is unescaped into the parser's scratch buffer (up to
 /// twice the longest such string, as it grows) and copied from there. The separators bound the number of
@@ -606,79 +576,6 @@ pub fn tree_bytes(bytes: &[u8]) -> usize {
         })
         .sum();
     3 * bytes.len() + (separators + 1) * PER_VALUE
-}
-
-/// Numbers of equal value are equal; with `strict`, `1` and `1.0` are not. Integers compare exactly (no
-/// rounding through `f64` for large values).
-pub fn numbers_equal(x: &Number, y: &Number, strict: bool) -> bool {
-    if strict {
-        return x == y;
-    }
-    match (exact_integer(x), exact_integer(y)) {
-        (Some(a), Some(b)) => a == b,
-        (Some(_), None) | (None, Some(_)) => false,
-        (None, None) => match (x.as_f64(), y.as_f64()) {
-            (Some(a), Some(b)) => a == b,
-            _ => x == y,
-        },
-    }
-}
-
-/// A hash under which values that compare equal hash equal (objects key-ordered, numbers by value unless
-/// strict). Equal hashes are trusted to mean equal values: a 64-bit collision is not a practical risk here.
-fn canonical_hash(value: &Node<'_>, strict: bool) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    hash_into(value, strict, &mut hasher);
-    hasher.finish()
-}
-
-fn hash_into(value: &Node<'_>, strict: bool, hasher: &mut DefaultHasher) {
-    match value {
-        Node::Null => 0u8.hash(hasher),
-        Node::Bool(b) => (1u8, b).hash(hasher),
-        Node::Number(n) => {
-            2u8.hash(hasher);
-            hash_number(n, strict, hasher);
-        }
-        Node::String(s) => (3u8, s).hash(hasher),
-        Node::Array(items) => {
-            (4u8, items.len()).hash(hasher);
-            for item in items {
-                hash_into(item, strict, hasher);
-            }
-        }
-        Node::Object(map) => {
-            (5u8, map.len()).hash(hasher);
-            for (key, item) in map {
-                key.hash(hasher);
-                hash_into(item, strict, hasher);
-            }
-        }
-    }
-}
-
-/// Numbers hash by value: integers (and, unless strict, integral floats) exactly; other floats by their bits,
-/// with -0.0 as 0.0.
-fn hash_number(number: &Number, strict: bool, hasher: &mut DefaultHasher) {
-    let float_bits = |f: f64| {
-        if f == 0.0 {
-            0.0f64.to_bits()
-        } else {
-            f.to_bits()
-        }
-    };
-    if strict {
-        match (number.as_i64(), number.as_u64(), number.as_f64()) {
-            (Some(i), _, _) => ('i', i128::from(i)).hash(hasher),
-            (None, Some(u), _) => ('i', i128::from(u)).hash(hasher),
-            (_, _, f) => ('f', float_bits(f.unwrap_or(0.0))).hash(hasher),
-        }
-        return;
-    }
-    match exact_integer(number) {
-        Some(integer) => ('i', integer).hash(hasher),
-        None => ('f', float_bits(number.as_f64().unwrap_or(0.0))).hash(hasher),
-    }
 }
 
 /// The changes as an RFC 6902 patch that turns primary's document into the other side's (paths without the
@@ -708,221 +605,4 @@ pub fn as_patch(changes: &[JsonChange<'_>], prefix: &str) -> Vec<PatchOperation>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::analysis::rules::{RuleSet, RuleSpec};
-    use serde_json::{Value, json};
-
-    /// The tree of a value, as the walk sees it.
-    fn tree(value: &Value) -> Node<'_> {
-        Node::from(value)
-    }
-
-    fn changes(a: &Value, b: &Value) -> Vec<(String, String, DiffKind)> {
-        diff(
-            &tree(a),
-            &tree(b),
-            JsonOptions::default(),
-            &EndpointRules::default(),
-            "body",
-        )
-        .into_iter()
-        .map(|c| (c.path, c.generalised, c.kind))
-        .collect()
-    }
-
-    fn kinds_at(a: &Value, b: &Value) -> Vec<(String, DiffKind)> {
-        changes(a, b)
-            .into_iter()
-            .map(|(path, _, kind)| (path, kind))
-            .collect()
-    }
-
-    #[test]
-    fn typed_differences_at_pointer_paths() {
-        let a = json!({"user": {"name": "ada", "age": 36, "tags": ["x"], "id": 1}, "gone": true});
-        let b = json!({"user": {"name": "bob", "age": "36", "tags": ["x"], "id": 1}, "new": null});
-        let mut found = kinds_at(&a, &b);
-        found.sort();
-        assert_eq!(
-            found,
-            vec![
-                ("body/gone".to_string(), DiffKind::Missing),
-                ("body/new".to_string(), DiffKind::Extra),
-                ("body/user/age".to_string(), DiffKind::TypeChanged),
-                ("body/user/name".to_string(), DiffKind::ValueChanged),
-            ]
-        );
-    }
-
-    #[test]
-    fn array_indices_are_generalised_and_lengths_reported() {
-        let a = json!({"items": [{"price": 1}, {"price": 2}, {"price": 3}]});
-        let b = json!({"items": [{"price": 1}, {"price": 5}]});
-        let found = changes(&a, &b);
-        assert!(found.contains(&(
-            "body/items/1/price".into(),
-            "body/items/*/price".into(),
-            DiffKind::ValueChanged
-        )));
-        assert!(found.contains(&(
-            "body/items".into(),
-            "body/items".into(),
-            DiffKind::ArrayLength
-        )));
-        assert!(found.contains(&(
-            "body/items/2".into(),
-            "body/items/*".into(),
-            DiffKind::Missing
-        )));
-        assert_eq!(found.len(), 3);
-    }
-
-    #[test]
-    fn a_reordering_is_one_array_order_difference() {
-        let a = json!({"tags": ["a", "b", "c"]});
-        let b = json!({"tags": ["c", "a", "b"]});
-        assert_eq!(
-            kinds_at(&a, &b),
-            vec![("body/tags".to_string(), DiffKind::ArrayOrder)]
-        );
-        // Same length but another element: element-wise, not an order change.
-        let c = json!({"tags": ["c", "a", "z"]});
-        assert!(
-            kinds_at(&a, &c)
-                .iter()
-                .all(|(_, kind)| *kind == DiffKind::ValueChanged)
-        );
-    }
-
-    #[test]
-    fn integers_and_floats_of_equal_value_are_equal_unless_strict() {
-        let a = json!({"n": 1, "big": 9007199254740993u64});
-        let b = json!({"n": 1.0, "big": 9007199254740992u64});
-        assert_eq!(
-            kinds_at(&a, &b),
-            vec![("body/big".to_string(), DiffKind::ValueChanged)]
-        );
-        let (a_tree, b_tree) = (tree(&a), tree(&b));
-        let strict = diff(
-            &a_tree,
-            &b_tree,
-            JsonOptions {
-                strict_numbers: true,
-                examples_per_path: None,
-            },
-            &EndpointRules::default(),
-            "body",
-        );
-        assert_eq!(strict.len(), 2);
-    }
-
-    #[test]
-    fn keys_are_escaped_per_rfc_6901() {
-        let a = json!({"a/b": 1, "m~n": 2});
-        let b = json!({"a/b": 2, "m~n": 3});
-        let mut found = kinds_at(&a, &b);
-        found.sort();
-        assert_eq!(found[0].0, "body/a~1b");
-        assert_eq!(found[1].0, "body/m~0n");
-    }
-
-    #[test]
-    fn rules_apply_during_the_walk() {
-        let rules = RuleSet::new(
-            [
-                r#"{"path":"body/updated","action":"ignore"}"#,
-                r#"{"path":"body/prices/*","action":"tolerance","absolute":0.01}"#,
-                r#"{"path":"body/tags","action":"unordered"}"#,
-                r#"{"path":"body/session","action":"presence-only"}"#,
-                r#"{"path":"body/score","action":"type-only"}"#,
-            ]
-            .iter()
-            .map(|text| {
-                crate::analysis::rules::Rule::new(serde_json::from_str::<RuleSpec>(text).unwrap())
-                    .unwrap()
-            })
-            .collect(),
-        );
-        let rules = rules.for_endpoint("GET /x");
-        let a = json!({"updated": 1, "prices": [1.0, 2.0], "tags": ["a", "b", "b"], "session": "s1", "score": 1});
-        let b = json!({"updated": 2, "prices": [1.005, 2.5], "tags": ["b", "a", "c"], "session": "s2", "score": 2});
-        let mut found: Vec<(String, DiffKind)> =
-            diff(&tree(&a), &tree(&b), JsonOptions::default(), &rules, "body")
-                .into_iter()
-                .map(|c| (c.path, c.kind))
-                .collect();
-        found.sort();
-        assert_eq!(
-            found,
-            vec![
-                ("body/prices/1".to_string(), DiffKind::ValueChanged),
-                // The element left over on each side of the unordered array, paired and compared.
-                ("body/tags/2".to_string(), DiffKind::ValueChanged),
-            ]
-        );
-        let missing_session =
-            json!({"updated": 1, "prices": [1.0, 2.0], "tags": ["a", "b", "b"], "score": "x"});
-        let found: Vec<(String, DiffKind)> = diff(
-            &tree(&a),
-            &tree(&missing_session),
-            JsonOptions::default(),
-            &rules,
-            "body",
-        )
-        .into_iter()
-        .map(|c| (c.path, c.kind))
-        .collect();
-        assert!(found.contains(&("body/session".to_string(), DiffKind::Missing)));
-        assert!(found.contains(&("body/score".to_string(), DiffKind::TypeChanged)));
-    }
-
-    #[test]
-    fn differences_render_with_compatibility_classes() {
-        let a = json!({"id": 7, "items": [1, 2]});
-        let b = json!({"id": "7", "items": [1, 2, 3]});
-        let (a_tree, b_tree) = (tree(&a), tree(&b));
-        let found = diff(
-            &a_tree,
-            &b_tree,
-            JsonOptions::default(),
-            &EndpointRules::default(),
-            "body",
-        );
-        let rendered: Vec<Difference> = found.iter().map(JsonChange::to_difference).collect();
-        let id = rendered.iter().find(|d| d.path == "body/id").unwrap();
-        assert_eq!(id.compat, Compat::Breaking);
-        assert_eq!(id.primary.as_deref(), Some("number 7"));
-        assert_eq!(id.other.as_deref(), Some("string \"7\""));
-        let length = rendered
-            .iter()
-            .find(|d| d.kind == DiffKind::ArrayLength)
-            .unwrap();
-        assert_eq!(
-            (length.primary.as_deref(), length.other.as_deref()),
-            (Some("2"), Some("3"))
-        );
-        let extra = rendered.iter().find(|d| d.kind == DiffKind::Extra).unwrap();
-        assert_eq!(extra.compat, Compat::Additive);
-    }
-
-    #[test]
-    fn the_patch_turns_primary_into_the_other_side() {
-        let a = json!({"a": [1, 2, 3, 4], "b": {"c": 1}, "d": "x"});
-        let b = json!({"a": [1, 9], "b": {"c": [1]}, "e": {"f": 2}});
-        let (a_tree, b_tree) = (tree(&a), tree(&b));
-        let found = diff(
-            &a_tree,
-            &b_tree,
-            JsonOptions {
-                strict_numbers: true,
-                examples_per_path: None,
-            },
-            &EndpointRules::default(),
-            "body",
-        );
-        let mut patched = a.clone();
-        json_patch::patch(&mut patched, &as_patch(&found, "body")).unwrap();
-        assert_eq!(patched, b);
-    }
-}
+mod tests;
