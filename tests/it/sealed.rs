@@ -16,7 +16,7 @@ use shadowdiff::seal::SealingSettings;
 use crate::support::db::TestDb;
 use crate::support::process::run_command;
 use crate::support::stub::{Stub, StubBody, full};
-use crate::support::{TestApp, client, get_json, get_text, temp_database, wait_for};
+use crate::support::{TestApp, client, get_json, get_text, temp_database, wait_for, wait_until};
 
 /// Planted by the candidate in its body, by the candidate in a header, and by the caller in the request.
 const IN_BODY: &str = "planted-body-5e1f0c9a";
@@ -113,10 +113,11 @@ async fn send(app: &TestApp, count: usize) {
     }
 }
 
-/// The id of a stored sample of the endpoint, once there is one.
+/// The id of a stored sample of the candidate's changed e-mail, once there is one: a sample taken for that
+/// place holds all three answers (one of an exchange whose candidate was shed on a loaded machine would not).
 async fn a_sample(app: &TestApp) -> String {
     let url = app.admin_url(&format!(
-        "/api/v1/runs/{RUN}/samples?endpoint=GET%20%2Faccounts%2F%7Bid%7D"
+        "/api/v1/runs/{RUN}/samples?endpoint=GET%20%2Faccounts%2F%7Bid%7D&path=body%2Faccount%2Femail"
     ));
     wait_for("a sample to be stored", || {
         let url = url.clone();
@@ -153,6 +154,8 @@ async fn strings_planted_in_traffic_are_stored_only_sealed(db: TestDb) {
     })
     .await;
     send(&app, 20).await;
+    // Every exchange handed to the writer first, so that the sample read next stays in the reservoir.
+    wait_until("shadow work to finish", || (app.backlog)() == 0).await;
     let id = a_sample(&app).await;
 
     // Without the identity: sealed, said so, the places still shown.
@@ -194,6 +197,8 @@ async fn strings_planted_in_traffic_are_stored_only_sealed(db: TestDb) {
         };
     })
     .await;
+    // Read from the stopped writer's final samples: one taken earlier may have left the reservoir since.
+    let id = a_sample(&reader).await;
     let page = get_text(&reader.admin_url(&format!("/exchanges/{id}"))).await;
     assert!(!page.contains("the samples are encrypted"), "{page}");
     for planted in PLANTED {
