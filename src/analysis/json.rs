@@ -347,18 +347,13 @@ impl<'a> Walker<'_, 'a> {
             let hash = self.element_hash(index, value);
             let candidates = unmatched_right.get(&hash).cloned().unwrap_or_default();
             // Equal hashes are confirmed by comparing: a tolerance makes unequal numbers hash alike.
-            let matched = candidates.iter().rev().copied().find(|&other| {
-                let mark = self.push_index(index);
-                let equal = self.probe_equal(value, &y[other]);
-                self.pop(mark);
-                equal
-            });
+            let matched = candidates
+                .iter()
+                .rev()
+                .copied()
+                .find(|&other| self.element_equal(index, value, &y[other]));
             match matched {
-                Some(other) => {
-                    if let Some(list) = unmatched_right.get_mut(&hash) {
-                        list.retain(|&i| i != other);
-                    }
-                }
+                Some(other) => take_matched(&mut unmatched_right, hash, other),
                 None => missing.push(index),
             }
         }
@@ -424,23 +419,25 @@ impl<'a> Walker<'_, 'a> {
             let matched = if self.rules.is_empty() {
                 candidates.last().copied()
             } else {
-                candidates.iter().copied().find(|&other| {
-                    let mark = self.push_index(index);
-                    let equal = self.probe_equal(value, &y[other]);
-                    self.pop(mark);
-                    equal
-                })
+                candidates
+                    .iter()
+                    .copied()
+                    .find(|&other| self.element_equal(index, value, &y[other]))
             };
             match matched {
-                Some(other) => {
-                    if let Some(list) = unmatched.get_mut(&hash) {
-                        list.retain(|&i| i != other);
-                    }
-                }
+                Some(other) => take_matched(&mut unmatched, hash, other),
                 None => return false,
             }
         }
         true
+    }
+
+    /// Whether element `index` of the left array equals `other`, probed under the rules at the element's path.
+    fn element_equal(&mut self, index: usize, value: &'a Node<'a>, other: &'a Node<'a>) -> bool {
+        let mark = self.push_index(index);
+        let equal = self.probe_equal(value, other);
+        self.pop(mark);
+        equal
     }
 
     /// The hash of an array element under the rules at its path.
@@ -602,6 +599,13 @@ pub fn as_patch(changes: &[JsonChange<'_>], prefix: &str) -> Vec<PatchOperation>
             }
         })
         .collect()
+}
+
+/// Takes a right-hand element that found its counterpart out of those still waiting for one.
+fn take_matched(unmatched: &mut HashMap<u64, Vec<usize>>, hash: u64, matched: usize) {
+    if let Some(list) = unmatched.get_mut(&hash) {
+        list.retain(|&index| index != matched);
+    }
 }
 
 #[cfg(test)]

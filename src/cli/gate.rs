@@ -16,10 +16,14 @@ pub const EXIT_FAILED: u8 = 1;
 pub async fn run(args: GateArgs) -> Outcome {
     let file_rules = RuleSet::load_optional(args.rules.as_deref())
         .map_err(|error| CommandError::new(format!("rules file {error}")))?;
-    let store = Store::open(&args.database.settings()).await?;
-    let reports = Reports::new(store, Arc::new(file_rules), args.verdicts.settings());
-    let report = gate::evaluate(&reports, &args.run, &args.gate.settings()).await?;
-    print!("{}", render::render(&report, args.gate.format));
+    let store = Store::open(&args.judging.database.settings()).await?;
+    let reports = Reports::new(
+        store,
+        Arc::new(file_rules),
+        args.judging.verdicts.settings(),
+    );
+    let report = gate::evaluate(&reports, &args.run, &args.judging.gate.settings()).await?;
+    print!("{}", render::render(&report, args.judging.gate.format));
     Ok(exit_code(&report))
 }
 

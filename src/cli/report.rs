@@ -20,14 +20,18 @@ pub async fn run(args: ReportArgs) -> Outcome {
         .settings()
         .load()
         .map_err(|error| CommandError::new(error.to_string()))?;
-    let store = Store::open(&args.database.settings())
+    let store = Store::open(&args.judging.database.settings())
         .await?
         .with_reading(SampleReading {
             opener: keys.opener,
             tokens: None,
         });
-    let reports = Reports::new(store, Arc::new(file_rules), args.verdicts.settings());
-    let judged = gate::evaluate(&reports, &args.run, &args.gate.settings()).await?;
+    let reports = Reports::new(
+        store,
+        Arc::new(file_rules),
+        args.judging.verdicts.settings(),
+    );
+    let judged = gate::evaluate(&reports, &args.run, &args.judging.gate.settings()).await?;
     let html = report_file::render(&reports, &judged).await?;
     std::fs::write(&args.output, html).map_err(|error| {
         CommandError::new(format!("cannot write {}: {error}", args.output.display()))

@@ -22,6 +22,20 @@ fn changes(a: &Value, b: &Value) -> Vec<(String, String, DiffKind)> {
     .collect()
 }
 
+/// The changes with numbers compared strictly (`1` and `1.0` differ) and every example kept.
+fn strict_diff<'a>(a: &'a Node<'a>, b: &'a Node<'a>) -> Vec<JsonChange<'a>> {
+    diff(
+        a,
+        b,
+        JsonOptions {
+            strict_numbers: true,
+            examples_per_path: None,
+        },
+        &EndpointRules::default(),
+        "body",
+    )
+}
+
 fn kinds_at(a: &Value, b: &Value) -> Vec<(String, DiffKind)> {
     changes(a, b)
         .into_iter()
@@ -95,16 +109,7 @@ fn integers_and_floats_of_equal_value_are_equal_unless_strict() {
         vec![("body/big".to_string(), DiffKind::ValueChanged)]
     );
     let (a_tree, b_tree) = (tree(&a), tree(&b));
-    let strict = diff(
-        &a_tree,
-        &b_tree,
-        JsonOptions {
-            strict_numbers: true,
-            examples_per_path: None,
-        },
-        &EndpointRules::default(),
-        "body",
-    );
+    let strict = strict_diff(&a_tree, &b_tree);
     assert_eq!(strict.len(), 2);
 }
 
@@ -202,16 +207,7 @@ fn the_patch_turns_primary_into_the_other_side() {
     let a = json!({"a": [1, 2, 3, 4], "b": {"c": 1}, "d": "x"});
     let b = json!({"a": [1, 9], "b": {"c": [1]}, "e": {"f": 2}});
     let (a_tree, b_tree) = (tree(&a), tree(&b));
-    let found = diff(
-        &a_tree,
-        &b_tree,
-        JsonOptions {
-            strict_numbers: true,
-            examples_per_path: None,
-        },
-        &EndpointRules::default(),
-        "body",
-    );
+    let found = strict_diff(&a_tree, &b_tree);
     let mut patched = a.clone();
     json_patch::patch(&mut patched, &as_patch(&found, "body")).unwrap();
     assert_eq!(patched, b);

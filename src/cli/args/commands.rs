@@ -150,6 +150,20 @@ pub struct GateOptions {
     pub format: GateFormat,
 }
 
+/// What `gate` and `report` both judge a stored run by: the bounds, the verdicts' settings and the store.
+/// Each keeps its own `--run` and `--rules`, whose help says what that subcommand does with them.
+#[derive(Args, Debug, Clone)]
+pub struct JudgingArgs {
+    #[command(flatten)]
+    pub gate: GateOptions,
+
+    #[command(flatten)]
+    pub verdicts: VerdictArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
 /// Everything `gate` needs.
 #[derive(Args, Debug, Clone)]
 pub struct GateArgs {
@@ -169,13 +183,7 @@ pub struct GateArgs {
     pub rules: Option<PathBuf>,
 
     #[command(flatten)]
-    pub gate: GateOptions,
-
-    #[command(flatten)]
-    pub verdicts: VerdictArgs,
-
-    #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub judging: JudgingArgs,
 }
 
 /// Everything `report` needs.
@@ -200,13 +208,7 @@ pub struct ReportArgs {
     pub rules: Option<PathBuf>,
 
     #[command(flatten)]
-    pub gate: GateOptions,
-
-    #[command(flatten)]
-    pub verdicts: VerdictArgs,
-
-    #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub judging: JudgingArgs,
 
     #[command(flatten)]
     pub identity: super::sealing::IdentityArgs,
