@@ -213,7 +213,8 @@ impl Application {
         });
         let caller_threads = settings.proxy.caller_thread_count();
         let clients = client_sets(caller_threads);
-        let lane = Lane::start(&settings.lane).map_err(StartupError::Lane)?;
+        let lane = Lane::start(&settings.lane, crate::values::one_per_core(None))
+            .map_err(StartupError::Lane)?;
         let shadow_clients = client_sets(lane.threads());
         let addr = settings.proxy.listen;
         let proxy_listeners =

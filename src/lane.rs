@@ -46,7 +46,7 @@ impl ShadowScheduling {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LaneSettings {
     /// Threads that send shadow requests and assemble exchanges, each with its own event loop; `None` for one
-    /// per core.
+    /// per core (the count of cores handed to [`Lane::start`]).
     pub threads: Option<usize>,
     /// The nice value of every shadow thread (0, as the callers' threads, to 19, the lowest priority).
     pub nice: i32,
@@ -57,9 +57,10 @@ pub struct LaneSettings {
 impl LaneSettings {
     pub const DEFAULT_NICE: i32 = 5;
 
-    /// Lane threads to start.
-    pub fn thread_count(&self) -> usize {
-        crate::values::one_per_core(self.threads).max(1)
+    /// Lane threads to start: as configured, or `one_per_core`. The count of cores is resolved where the app is
+    /// built, so that the lane reads no other room.
+    pub fn thread_count(&self, one_per_core: usize) -> usize {
+        self.threads.unwrap_or(one_per_core).max(1)
     }
 }
 
@@ -109,8 +110,9 @@ pub const BLOCKING_THREAD_NAME: &str = "shadow-work";
 impl Lane {
     /// Starts the lane's threads. The intake of each is unbounded in type, but every job on it belongs to an
     /// exchange that was admitted under `--max-shadow-inflight` and `--memory-budget`, which bound them.
-    pub fn start(settings: &LaneSettings) -> io::Result<Arc<Self>> {
-        let count = settings.thread_count();
+    /// `one_per_core` is the thread count when `settings` configure none.
+    pub fn start(settings: &LaneSettings, one_per_core: usize) -> io::Result<Arc<Self>> {
+        let count = settings.thread_count(one_per_core);
         let nice = settings.nice.clamp(0, 19);
         let scheduling = settings.scheduling;
         let mut intakes = Vec::with_capacity(count);
@@ -265,11 +267,14 @@ mod tests {
 
     #[test]
     fn jobs_and_tasks_run_on_lane_threads() {
-        let lane = Lane::start(&LaneSettings {
-            threads: Some(2),
-            nice: 5,
-            scheduling: ShadowScheduling::Batch,
-        })
+        let lane = Lane::start(
+            &LaneSettings {
+                threads: Some(2),
+                nice: 5,
+                scheduling: ShadowScheduling::Batch,
+            },
+            2,
+        )
         .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..4 {
@@ -287,11 +292,14 @@ mod tests {
 
     #[test]
     fn a_handoff_delivers_and_a_dropped_one_closes() {
-        let lane = Lane::start(&LaneSettings {
-            threads: Some(1),
-            nice: 0,
-            scheduling: ShadowScheduling::Batch,
-        })
+        let lane = Lane::start(
+            &LaneSettings {
+                threads: Some(1),
+                nice: 0,
+                scheduling: ShadowScheduling::Batch,
+            },
+            2,
+        )
         .unwrap();
         let runtime = Builder::new_current_thread().build().unwrap();
         let (sent, received) = Handoff::channel(&lane);

@@ -18,6 +18,7 @@ pub mod lane;
 pub mod metrics;
 pub mod monitor;
 pub mod notify;
+pub mod paths;
 pub mod pipeline;
 pub mod proxy;
 pub mod redact;

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 
 use crate::analysis::compat::Compat;
 use crate::gate::verdict::Verdict;
+use crate::paths::{RUN, link};
 use crate::report::changes::Change;
-use crate::web::routes::{RUN, link};
 
 /// How messages are written.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]

@@ -2,7 +2,11 @@
 //! the one before; the writer follows locally at once, and replicas started without `--run` at their next
 //! flush.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::store::runs::{ActiveRun, Start};
@@ -78,6 +82,27 @@ impl RunControl {
             self.adopt(active, false);
         }
         Ok(())
+    }
+
+    /// Reads the store's active-run pointer every `interval` (the writer's flush interval, so that a replica
+    /// takes a run started elsewhere at about its next flush) until `stop` is cancelled. The writer is only
+    /// told of switches, so the reading is done here.
+    pub async fn follow_every(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
+        if !self.follows {
+            return;
+        }
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(error) = self.follow().await {
+                        tracing::debug!(%error, "could not read the active run");
+                    }
+                }
+            }
+        }
     }
 
     /// Follows `active` unless it is the run being written (by label: a run deleted and started again under

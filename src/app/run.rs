@@ -70,15 +70,23 @@ impl Application {
                 self.metrics.clone(),
             );
             let (keys, max_places) = (self.keys.clone(), self.max_places_per_endpoint);
-            let (namer, budget, health, runs) = (
+            let (namer, budget, health, switches) = (
                 self.namer.clone(),
                 self.budget.clone(),
                 self.store_health.clone(),
-                self.runs.clone(),
+                self.runs.subscribe(),
             );
             let rewrites = self.analyzer.config().rules.rewrites().clone();
+            // The store's active-run pointer is read beside the writer, at its flush interval, rather than by it:
+            // the writer is only told of switches.
+            let follower = self.lane.spawn_stage(
+                0,
+                self.runs
+                    .clone()
+                    .follow_every(config.flush_interval, stop_consumer.clone()),
+            );
             let stop = stop_consumer.clone();
-            self.lane.spawn_stage(self.lane.threads() - 1, async move {
+            let writer = self.lane.spawn_stage(self.lane.threads() - 1, async move {
                 // Connections of its own, opened from a lane thread: SQLite's connection threads inherit its
                 // priority, and PostgreSQL's are driven by it.
                 let store = match Store::connect(&url, WRITER_CONNECTIONS).await {
@@ -93,11 +101,12 @@ impl Application {
                     .with_keys(keys, max_places)
                     .with_budget(&budget)
                     .with_health(health)
-                    .with_runs(runs)
+                    .with_runs(switches)
                     .with_rewrites(rewrites)
                     .run(rx, stop)
                     .await
-            })
+            });
+            (writer, follower)
         });
 
         let notifier = self.notify.map(|(settings, tls)| {
@@ -198,8 +207,9 @@ impl Application {
             let _ = recorder.await;
         }
         stop_consumer.cancel();
-        if let Some(consumer) = consumer {
-            let _ = consumer.await;
+        if let Some((writer, follower)) = consumer {
+            let _ = writer.await;
+            let _ = follower.await;
         }
         // After the writer's last batch, so that the summary counts everything.
         stop_monitor.cancel();

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::aggregate::Tally;
@@ -30,10 +30,10 @@ use crate::exchange::Target;
 use crate::metrics::Metrics;
 use crate::pipeline::Draining;
 use crate::redact::Redactor;
-use crate::runs::RunControl;
 use crate::store::health::StoreHealth;
 use crate::store::metrics::{FeaturesDropped, Unstored, UnstoredReason};
 use crate::store::places::PlaceCap;
+use crate::store::runs::ActiveRun;
 use crate::store::sample::started_at_ms;
 use crate::store::sampler::Sampler;
 use crate::store::sketches::PendingSketches;
@@ -108,7 +108,7 @@ pub struct Writer {
     last_retention: Option<Instant>,
     ticks: u64,
     /// Which run to write, when runs can be switched without a restart.
-    runs: Option<Arc<RunControl>>,
+    runs: Option<watch::Receiver<ActiveRun>>,
     /// The rewrites secondary and candidate were sent, shown in samples.
     rewrites: Arc<Rewrites>,
     /// Exchanges that began before this (unix ms) belong to the run closed when this one started, or to the
@@ -165,9 +165,10 @@ impl Writer {
         self
     }
 
-    /// Follows the process's run as it is switched (here, or by another replica through the store).
-    pub fn with_runs(mut self, runs: Arc<RunControl>) -> Self {
-        self.runs = Some(runs);
+    /// Follows the process's run as it is switched (here, or by another replica through the store): told of
+    /// every switch through `switches`, it never reads the store's active-run pointer itself.
+    pub fn with_runs(mut self, switches: watch::Receiver<ActiveRun>) -> Self {
+        self.runs = Some(switches);
         self
     }
 
@@ -514,7 +515,7 @@ impl Writer {
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut analyses = Draining::new(rx, stop);
-        let mut switches = self.runs.as_ref().map(|runs| runs.subscribe());
+        let mut switches = self.runs.take();
         // A switch made before this writer started listening is taken now.
         if let Some(current) = switches.as_mut().map(|s| s.borrow_and_update().clone()) {
             self.switch_to(current).await;
@@ -536,7 +537,6 @@ impl Writer {
                 },
                 _ = tick.tick() => {
                     self.flush().await;
-                    self.follow_runs().await;
                     self.ticks += 1;
                     if self.ticks.is_multiple_of(HEARTBEAT_TICKS) {
                         self.heartbeat().await;

@@ -15,8 +15,9 @@ use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::paths;
+use crate::web::AdminState;
 use crate::web::error::{PageError, html};
-use crate::web::{AdminState, routes};
 
 const COOKIE: &str = "shadowdiff_session";
 
@@ -124,7 +125,7 @@ pub async fn require_page_token(
         return next.run(request).await;
     }
     let next_page = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let location = format!("{}?next={}", routes::LOGIN, urlencode(next_page));
+    let location = format!("{}?next={}", paths::LOGIN, urlencode(next_page));
     Redirect::to(&location).into_response()
 }
 
@@ -226,9 +227,9 @@ pub async fn login(
 /// token is set).
 pub async fn logout(State(state): State<AdminState>) -> Response {
     let target = if state.token.is_some() {
-        routes::LOGIN
+        paths::LOGIN
     } else {
-        routes::HOME
+        paths::HOME
     };
     let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
     redirect_setting_cookie(target, &cookie)

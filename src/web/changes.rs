@@ -11,11 +11,11 @@ use serde_json::json;
 
 use crate::analysis::rules::RuleSpec;
 use crate::clock::now_ms;
+use crate::paths::{self, link};
 use crate::report::changes::Change;
 use crate::store::queries::TimeRange;
 use crate::web::error::{ApiError, PageError, WebError};
 use crate::web::range::{RangeChoice, ViewQuery};
-use crate::web::routes::{self, link};
 use crate::web::{AdminState, run_label};
 
 /// `GET /api/v1/runs/{run}/changes`.
@@ -88,7 +88,7 @@ pub(crate) async fn accept_page(
     accept(&state, &label, &id, form.note, range.time_range()).await?;
     Ok(Redirect::to(&format!(
         "{}?range={}",
-        link(routes::RUN, &[&label]),
+        link(paths::RUN, &[&label]),
         range.as_str()
     )))
 }

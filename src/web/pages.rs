@@ -11,21 +11,21 @@ use askama::Template;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 
+use crate::paths::{self, link};
 use crate::store::RunInfo;
 use crate::web::error::{PageError, WebError, html};
 use crate::web::range::RangeChoice;
-use crate::web::routes::{self, link};
 
 /// A run's overview over `range`.
 fn run_href(label: &str, range: RangeChoice) -> String {
-    format!("{}?range={}", link(routes::RUN, &[label]), range.as_str())
+    format!("{}?range={}", link(paths::RUN, &[label]), range.as_str())
 }
 
 /// An endpoint's page over `range`.
 fn endpoint_href(label: &str, endpoint: &str, range: RangeChoice) -> String {
     format!(
         "{}?range={}",
-        link(routes::ENDPOINT, &[label, endpoint]),
+        link(paths::ENDPOINT, &[label, endpoint]),
         range.as_str()
     )
 }

@@ -1,12 +1,14 @@
 //! The admin listener's URL space, written once: every route with its method, handler and who may call it.
 //! The router, the auth rules (public and protected sub-routers), the OpenAPI document and the links pages
-//! carry are all made from these tables.
+//! carry are all made from these tables; the paths pages link to are in `crate::paths`.
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, delete, get, post};
 
-use crate::encoding::percent_encode;
+// The paths live apart from the route table, which imports the handlers, so that the handlers and
+// notifications can name them without a circle; they are re-exported for the table's readers.
+pub use crate::paths::*;
 use crate::web::pages::{endpoint, exchange, overview, samples};
 use crate::web::{AdminState, api, assets, auth, changes, delivery, guard, health};
 
@@ -24,24 +26,6 @@ pub struct Route {
     pub answer: Option<&'static str>,
     handler: fn() -> MethodRouter<AdminState>,
 }
-
-// The paths pages link to.
-pub const HOME: &str = "/";
-pub const LOGIN: &str = "/login";
-pub const LOGOUT: &str = "/logout";
-pub const RUN: &str = "/runs/{run}";
-pub const RUN_LIVE: &str = "/runs/{run}/live";
-pub const RUN_CLEAR: &str = "/runs/{run}/clear";
-pub const CHANGE_ACCEPT: &str = "/runs/{run}/changes/{id}/accept";
-pub const ENDPOINT: &str = "/runs/{run}/endpoints/{endpoint}";
-pub const ENDPOINT_LIVE: &str = "/runs/{run}/endpoints/{endpoint}/live";
-pub const ENDPOINT_SAMPLES: &str = "/runs/{run}/endpoints/{endpoint}/samples";
-pub const ENDPOINT_RULES: &str = "/runs/{run}/endpoints/{endpoint}/rules";
-pub const ENDPOINT_RULE_DELETE: &str = "/runs/{run}/endpoints/{endpoint}/rules/{id}/delete";
-pub const EXCHANGE: &str = "/exchanges/{id}";
-pub const EXCHANGE_FRAMES: &str = "/exchanges/{id}/frames/{side}";
-pub const API_TIMELINE: &str = "/api/v1/runs/{run}/endpoints/{endpoint}/timeline";
-pub const RULES_TOML: &str = "/api/v1/rules.toml";
 
 /// Open to anyone who reaches the listener, whatever name they used: the health checks (probes address
 /// the listener by whatever IP it has), which say nothing about the traffic.
@@ -359,22 +343,6 @@ pub fn router(state: AdminState) -> Router {
         .merge(guarded)
         .layer(axum::middleware::from_fn(auth::security_headers))
         .with_state(state)
-}
-
-/// The path of `pattern` with its `{name}` segments filled, in order, with `values` (percent-encoded).
-pub fn link(pattern: &str, values: &[&str]) -> String {
-    let mut values = values.iter();
-    pattern
-        .split('/')
-        .map(|segment| {
-            if segment.starts_with('{') && segment.ends_with('}') {
-                percent_encode(values.next().copied().unwrap_or_default(), &[])
-            } else {
-                segment.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 #[cfg(test)]

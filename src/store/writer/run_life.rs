@@ -81,15 +81,6 @@ impl Writer {
         self.since_reason = UnstoredReason::RunDeleted;
     }
 
-    /// Asks the store which run these upstreams are judged under now (another replica may have moved it).
-    pub(super) async fn follow_runs(&mut self) {
-        if let Some(runs) = &self.runs
-            && let Err(error) = runs.follow().await
-        {
-            tracing::debug!(%error, "could not read the active run");
-        }
-    }
-
     /// Creates the run again under its label (and upstreams) and writes into it from now on.
     pub(super) async fn start_run_again(&mut self) -> Result<(), StoreError> {
         let urls = self.config.run_urls.each_ref().map(String::as_str);

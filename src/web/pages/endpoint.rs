@@ -17,10 +17,10 @@ use crate::analysis::rules::{ActionKind, RuleSpec};
 use crate::clock::now_ms;
 use crate::encoding::percent_encode;
 use crate::grpc::schema::Schemas;
+use crate::paths::{self, link};
 use crate::web::error::{PageError, WebError};
 use crate::web::fragment::Fragment;
 use crate::web::range::{RangeChoice, ViewQuery};
-use crate::web::routes::{self, link};
 use crate::web::view::{self, count, millis, percent};
 use crate::web::{AdminState, resolve_run};
 
@@ -108,7 +108,7 @@ fn field_rows(run: &str, endpoint: &str, places: &[PlaceVerdict]) -> Vec<FieldRo
             verdict_label,
             samples_href: format!(
                 "{}?path={}&kind={}",
-                link(routes::ENDPOINT_SAMPLES, &[run, endpoint]),
+                link(paths::ENDPOINT_SAMPLES, &[run, endpoint]),
                 percent_encode(&place.path, &[]),
                 place.kind.as_str()
             ),
@@ -146,7 +146,7 @@ fn accepted_rows(run: &str, accepted: &[AcceptedReport]) -> Vec<AcceptedRow> {
             sample_href: place
                 .sample
                 .as_ref()
-                .map(|id| link(routes::EXCHANGE, &[run, id])),
+                .map(|id| link(paths::EXCHANGE, &[run, id])),
         })
         .collect()
 }
@@ -197,7 +197,7 @@ async fn endpoint_live_of(
         },
         rows: field_rows(&info.label, endpoint, &fields.places),
         accepted: accepted_rows(&info.label, &report.accepted),
-        rule_href: link(routes::ENDPOINT_RULES, &[&info.label, endpoint]),
+        rule_href: link(paths::ENDPOINT_RULES, &[&info.label, endpoint]),
     };
     Ok((live, info.label))
 }
@@ -297,7 +297,7 @@ pub async fn endpoint_page(
                 endpoint: stored.spec.endpoint.clone().unwrap_or_else(|| "*".into()),
                 detail: rule_detail(&stored.spec),
                 delete_href: Some(link(
-                    routes::ENDPOINT_RULE_DELETE,
+                    paths::ENDPOINT_RULE_DELETE,
                     &[&label, &endpoint, &stored.id.to_string()],
                 )),
             });
@@ -307,16 +307,16 @@ pub async fn endpoint_page(
     let call_kind = grpc_call_kind(&state.grpc, &endpoint);
     let page = EndpointPage {
         call_kind,
-        controls: Controls::new(link(routes::ENDPOINT, &params), &runs, Some(&label), range),
+        controls: Controls::new(link(paths::ENDPOINT, &params), &runs, Some(&label), range),
         run_href: run_href(&label, range),
         timeline_href: format!(
             "{}?range={}",
-            link(routes::API_TIMELINE, &params),
+            link(paths::API_TIMELINE, &params),
             range.as_str()
         ),
         live_href: format!(
             "{}?range={}",
-            link(routes::ENDPOINT_LIVE, &params),
+            link(paths::ENDPOINT_LIVE, &params),
             range.as_str()
         ),
         live: Fragment::render(&live)?,
@@ -324,7 +324,7 @@ pub async fn endpoint_page(
         endpoint,
         run_label: label,
         rules,
-        rules_toml_href: routes::RULES_TOML,
+        rules_toml_href: paths::RULES_TOML,
     };
     render(&page)
 }

@@ -10,11 +10,11 @@ use serde_json::Value;
 
 use super::{endpoint_href, render, run_href};
 use crate::analysis::diff::DiffKind;
+use crate::paths::{self, link};
 use crate::store::sample::{SampleDocument, StoredBody, StoredOutcome};
 use crate::web::AdminState;
 use crate::web::error::{PageError, WebError};
 use crate::web::range::RangeChoice;
-use crate::web::routes::{self, link};
 use crate::web::view::{self, DiffLine, Marks, millis, timestamp};
 
 pub(crate) struct HeaderRow {
@@ -319,7 +319,7 @@ fn exchange_view(document: SampleDocument) -> ExchangePage {
         request_body,
         request_truncated,
         differences,
-        rule_href: link(routes::ENDPOINT_RULES, &[&document.run, &document.endpoint]),
+        rule_href: link(paths::ENDPOINT_RULES, &[&document.run, &document.endpoint]),
         noise: document
             .noise_differences
             .iter()
@@ -339,7 +339,7 @@ fn exchange_view(document: SampleDocument) -> ExchangePage {
             .iter()
             .map(|(side, _)| FrameLink {
                 side: side.clone(),
-                href: link(routes::EXCHANGE_FRAMES, &[&document.id, side]),
+                href: link(paths::EXCHANGE_FRAMES, &[&document.id, side]),
             })
             .collect(),
         sealed: document.unopened.clone(),

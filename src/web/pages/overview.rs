@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::{Controls, endpoint_href, rate_class, render, run_href};
 use crate::analysis::aggregate::EndpointReport;
 use crate::endpoint::cluster::LearnedTemplate;
+use crate::paths::{self, link};
 use crate::report::RunReport;
 use crate::web::error::PageError;
 use crate::web::fragment::Fragment;
 use crate::web::range::{RangeChoice, ViewQuery};
-use crate::web::routes::{self, link};
 use crate::web::view::{self, count, millis, percent, timestamp};
 use crate::web::{AdminState, resolve_run, run_label};
 
@@ -206,7 +206,7 @@ async fn render_overview(
     let proxy_addr = state.proxy_addr.map(|addr| addr.to_string());
     if runs.is_empty() {
         let page = OverviewPage {
-            controls: Controls::new(routes::HOME.to_string(), &runs, None, range),
+            controls: Controls::new(paths::HOME.to_string(), &runs, None, range),
             run: None,
             live: Fragment::none(),
             live_href: String::new(),
@@ -223,7 +223,7 @@ async fn render_overview(
     let info = &report.run;
     let page = OverviewPage {
         controls: Controls::new(
-            link(routes::RUN, &[&info.label]),
+            link(paths::RUN, &[&info.label]),
             &runs,
             Some(&info.label),
             range,
@@ -235,11 +235,11 @@ async fn render_overview(
             candidate_url: info.candidate_url.clone(),
             started: timestamp(info.started_at_ms),
             last_seen: timestamp(info.last_seen_at_ms),
-            clear_href: link(routes::RUN_CLEAR, &[&info.label]),
+            clear_href: link(paths::RUN_CLEAR, &[&info.label]),
         }),
         live_href: format!(
             "{}?range={}",
-            link(routes::RUN_LIVE, &[&info.label]),
+            link(paths::RUN_LIVE, &[&info.label]),
             range.as_str()
         ),
         live: Fragment::render(&OverviewLive::new(
@@ -275,5 +275,5 @@ pub async fn clear_run(
 ) -> Result<Redirect, PageError> {
     let run = resolve_run(&state, &run).await?;
     crate::web::clear::clear_run(&state, &run).await?;
-    Ok(Redirect::to(routes::HOME))
+    Ok(Redirect::to(paths::HOME))
 }

@@ -9,10 +9,10 @@ use serde::Deserialize;
 
 use super::{endpoint_href, render, run_href};
 use crate::encoding::percent_encode;
+use crate::paths::{self, link};
 use crate::store::listing::{SampleFilter, SampleListing};
 use crate::web::error::PageError;
 use crate::web::range::RangeChoice;
-use crate::web::routes::{self, link};
 use crate::web::view::{Split, split_difference, timestamp};
 use crate::web::{AdminState, resolve_run};
 
@@ -102,7 +102,7 @@ pub async fn samples_page(
         .await?;
     let has_older = listed.len() > PAGE;
     listed.truncate(PAGE);
-    let action = link(routes::ENDPOINT_SAMPLES, &[&info.label, &endpoint]);
+    let action = link(paths::ENDPOINT_SAMPLES, &[&info.label, &endpoint]);
     let page_href = |offset: usize| {
         let mut href = format!("{action}?offset={offset}");
         for (name, value) in [
@@ -158,7 +158,7 @@ pub async fn samples_page(
 fn row(sample: SampleListing) -> SampleRow {
     let status = |status: Option<u16>| status.map_or("—".to_string(), |s| s.to_string());
     SampleRow {
-        href: link(routes::EXCHANGE, &[&sample.summary.id]),
+        href: link(paths::EXCHANGE, &[&sample.summary.id]),
         time: timestamp(sample.summary.created_at_ms),
         method: sample.method,
         target: sample.target,

@@ -4,10 +4,10 @@
 
 use crate::analysis::aggregate;
 use crate::encoding::percent_encode;
+use crate::paths::{self, link};
 use crate::report::changes::{Change, ChangePlace, Predictor};
 use crate::web::pages::endpoint_href;
 use crate::web::range::RangeChoice;
-use crate::web::routes::{self, link};
 use crate::web::view::{TextPart, code_spans, count, kind_label, percent};
 
 /// Changes the overview lists at most; the API has them all.
@@ -109,7 +109,7 @@ fn row(run: &str, change: &Change, range: RangeChoice) -> ChangeRow {
         samples_href: lead
             .filter(|lead| !change.is_latency() && lead.sample.is_some())
             .map(|lead| samples_href(run, lead)),
-        accept_action: link(routes::CHANGE_ACCEPT, &[run, &change.id]),
+        accept_action: link(paths::CHANGE_ACCEPT, &[run, &change.id]),
         range: range.as_str(),
     }
 }
@@ -130,7 +130,7 @@ fn place_row(run: &str, place: &ChangePlace) -> PlaceRow {
 fn samples_href(run: &str, place: &ChangePlace) -> String {
     format!(
         "{}?path={}&kind={}",
-        link(routes::ENDPOINT_SAMPLES, &[run, &place.endpoint]),
+        link(paths::ENDPOINT_SAMPLES, &[run, &place.endpoint]),
         percent_encode(&place.path, &[]),
         place.kind.as_str()
     )
