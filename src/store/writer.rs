@@ -441,10 +441,7 @@ impl Writer {
                     "the run being written was deleted (from the dashboard or by retention); starting it again \
                      under the same label"
                 );
-                self.metrics
-                    .store
-                    .dropped(Unstored::Exchange, UnstoredReason::RunDeleted, lost);
-                self.forget_run();
+                self.drop_for_deleted_run(lost);
                 self.start_run_again().await
             }
             Err(error) if error.is_retryable() => {

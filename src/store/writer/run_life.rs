@@ -15,6 +15,15 @@ use super::{FIRST_BACKOFF, Pending, Writer};
 pub(super) const RETENTION_EVERY: Duration = Duration::from_secs(300);
 
 impl Writer {
+    /// The run was deleted (or cleared) while `lost` exchanges were held for it: counts them as
+    /// `run_deleted` and lets go of everything held for it.
+    pub(super) fn drop_for_deleted_run(&mut self, lost: u64) {
+        self.metrics
+            .store
+            .dropped(Unstored::Exchange, UnstoredReason::RunDeleted, lost);
+        self.forget_run();
+    }
+
     /// Lets go of everything held for the run: counts, latency, samples, quotas, names and templates.
     pub(super) fn forget_run(&mut self) {
         self.pending = Pending::default();
@@ -70,10 +79,7 @@ impl Writer {
     pub(super) fn cleared(&mut self, active: ActiveRun) {
         let lost = self.pending.requests() + self.unsent.as_ref().map_or(0, FlushBatch::requests);
         tracing::info!(run = %self.config.run_label, id = active.id, lost, "the run was cleared; storing what follows in it");
-        self.metrics
-            .store
-            .dropped(Unstored::Exchange, UnstoredReason::RunDeleted, lost);
-        self.forget_run();
+        self.drop_for_deleted_run(lost);
         self.run_missing = false;
         self.retry_at = None;
         self.config.run_id = active.id;
@@ -144,11 +150,7 @@ impl Writer {
                     "the run being written was deleted (from the dashboard or by retention); starting it again \
                      under the same label"
                 );
-                let lost = self.pending.requests();
-                self.metrics
-                    .store
-                    .dropped(Unstored::Exchange, UnstoredReason::RunDeleted, lost);
-                self.forget_run();
+                self.drop_for_deleted_run(self.pending.requests());
                 let _ = self.start_run_again().await;
                 return;
             }
