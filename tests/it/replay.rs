@@ -18,7 +18,7 @@ async fn users() -> [Stub; 3] {
     ]
 }
 
-async fn replay(input: &Path, stubs: &[Stub; 3], database: &str, extra: &[&str]) -> Ran {
+pub async fn replay(input: &Path, stubs: &[Stub; 3], database: &str, extra: &[&str]) -> Ran {
     let (primary, secondary, candidate) = (stubs[0].url(), stubs[1].url(), stubs[2].url());
     let input = input.display().to_string();
     let mut args = vec![

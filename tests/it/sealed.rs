@@ -392,37 +392,12 @@ async fn a_sealed_recording_replays_with_the_identity_only() {
     assert_eq!(recorded.lines().count(), 6);
     none_planted(&recorded, "the record file");
 
-    let (primary, secondary, candidate) = (stubs[0].url(), stubs[1].url(), stubs[2].url());
-    let input = record.display().to_string();
     let identity = keys.identity.display().to_string();
     let (_replayed_dir, replayed) = temp_database();
-    let replay = |extra: Vec<&'static str>, identity: Option<String>| {
-        let mut args: Vec<String> = [
-            "replay",
-            "--input",
-            &input,
-            "--primary",
-            &primary,
-            "--secondary",
-            &secondary,
-            "--candidate",
-            &candidate,
-            "--database-url",
-            &replayed,
-            "--run",
-            "replayed",
-        ]
-        .map(str::to_string)
-        .to_vec();
-        args.extend(extra.into_iter().map(str::to_string));
-        if let Some(identity) = identity {
-            args.extend(["--sample-identity".to_string(), identity]);
-        }
-        args
-    };
+    let replay =
+        |extra: &'static [&'static str]| crate::replay::replay(&record, &stubs, &replayed, extra);
 
-    let without = replay(Vec::new(), None);
-    let ran = run_command(&without.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let ran = replay(&["--run", "replayed"]).await;
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(
         ran.stderr.contains("line 1") && ran.stderr.contains("--sample-identity"),
@@ -431,8 +406,13 @@ async fn a_sealed_recording_replays_with_the_identity_only() {
     );
 
     let hits = stubs[0].hits();
-    let with = replay(Vec::new(), Some(identity));
-    let ran = run_command(&with.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let ran = crate::replay::replay(
+        &record,
+        &stubs,
+        &replayed,
+        &["--run", "replayed", "--sample-identity", &identity],
+    )
+    .await;
     assert_ne!(ran.code, Some(2), "{}", ran.stderr);
     assert_eq!(
         stubs[0].hits(),
