@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::stub::{Stub, full};
-use crate::support::{TestApp, client, patience};
+use crate::support::{TestApp, client, patience, wait_until};
 
 /// Writes raw bytes to the proxy and reads its whole answer. Reading runs alongside writing, so that an
 /// answer sent before the request is complete (431) is read before the connection closes.
@@ -164,6 +164,14 @@ async fn a_one_megabyte_header_is_431_and_counted() {
         "HTTP/1.1 431 Request Header Fields Too Large"
     );
     still_serving(&app).await;
+    // The rejection is counted when the rejected connection's task ends, which may be after the 431 was read.
+    wait_until("the rejection to be counted", || {
+        app.metrics
+            .proxy
+            .callers_rejected_count(CallerRejection::HeaderTooLarge)
+            >= 1
+    })
+    .await;
     assert_eq!(
         app.metrics
             .proxy
