@@ -206,6 +206,17 @@ mod tests {
         namer.name(&method, path, &HeaderMap::new())
     }
 
+    /// Names each request (without headers) in turn and checks the name.
+    fn assert_names(namer: &EndpointNamer, expected: &[(Method, &str, &str)]) {
+        for (method, path, endpoint) in expected {
+            assert_eq!(
+                name(namer, method.clone(), path),
+                *endpoint,
+                "{method} {path}"
+            );
+        }
+    }
+
     #[test]
     fn user_templates_win_over_automatic_names() {
         let namer = namer(vec![
@@ -213,27 +224,21 @@ mod tests {
             "GET /search/{term}".parse().unwrap(),
             "/static/*".parse().unwrap(),
         ]);
-        assert_eq!(
-            name(&namer, Method::GET, "/users/alice/orders"),
-            "GET /users/{id}/orders"
-        );
-        assert_eq!(
-            name(&namer, Method::GET, "/search/red-shoes"),
-            "GET /search/{term}"
-        );
-        // The method-specific template does not apply to POST.
-        assert_eq!(
-            name(&namer, Method::POST, "/search/red-shoes"),
-            "POST /search/red-shoes"
-        );
-        assert_eq!(
-            name(&namer, Method::GET, "/static/css/site.css"),
-            "GET /static/*"
-        );
-        // Not matching: one segment too many.
-        assert_eq!(
-            name(&namer, Method::GET, "/users/alice/orders/9"),
-            "GET /users/alice/orders/{id}"
+        assert_names(
+            &namer,
+            &[
+                (Method::GET, "/users/alice/orders", "GET /users/{id}/orders"),
+                (Method::GET, "/search/red-shoes", "GET /search/{term}"),
+                // The method-specific template does not apply to POST.
+                (Method::POST, "/search/red-shoes", "POST /search/red-shoes"),
+                (Method::GET, "/static/css/site.css", "GET /static/*"),
+                // Not matching: one segment too many.
+                (
+                    Method::GET,
+                    "/users/alice/orders/9",
+                    "GET /users/alice/orders/{id}",
+                ),
+            ],
         );
     }
 
@@ -247,13 +252,12 @@ mod tests {
                 &format!("/users/user-{}/stars", "x".repeat(n + 1)),
             );
         }
-        assert_eq!(
-            name(&namer, Method::GET, "/users/bob/stars"),
-            "GET /users/{param}/stars"
-        );
-        assert_eq!(
-            name(&namer, Method::GET, "/users/bob/orders"),
-            "GET /users/{user}/orders"
+        assert_names(
+            &namer,
+            &[
+                (Method::GET, "/users/bob/stars", "GET /users/{param}/stars"),
+                (Method::GET, "/users/bob/orders", "GET /users/{user}/orders"),
+            ],
         );
     }
 

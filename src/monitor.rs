@@ -101,7 +101,9 @@ impl Collector for GaugesCollector {
             return Ok(());
         };
         let run = [("run", snapshot.run.as_str())];
-        let flag = |value: bool| if value { 1.0 } else { 0.0 };
+        fn flag(value: bool) -> f64 {
+            if value { 1.0 } else { 0.0 }
+        }
         for (name, help, value) in [
             (
                 "verdict_passed",
@@ -127,31 +129,29 @@ impl Collector for GaugesCollector {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             ConstGauge::new(value).encode(metric.encode_family(&run)?)?;
         }
-        let mut metric = encoder.encode_descriptor(
-            "endpoint_diff_rate",
-            "Diff rate per endpoint of the run (the 500 with most requests)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (endpoint, diff_rate, _) in &snapshot.endpoints {
-            let labels = [
-                ("run", snapshot.run.as_str()),
-                ("endpoint", endpoint.as_str()),
-            ];
-            ConstGauge::new(*diff_rate).encode(metric.encode_family(&labels)?)?;
-        }
-        let mut metric = encoder.encode_descriptor(
-            "endpoint_latency_regression",
-            "1 when the endpoint's candidate is slower than primary beyond the noise",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (endpoint, _, slower) in &snapshot.endpoints {
-            let labels = [
-                ("run", snapshot.run.as_str()),
-                ("endpoint", endpoint.as_str()),
-            ];
-            ConstGauge::new(flag(*slower)).encode(metric.encode_family(&labels)?)?;
+        // One gauge a listed endpoint for each of these, from its diff rate and whether it is slower.
+        let per_endpoint = [
+            (
+                "endpoint_diff_rate",
+                "Diff rate per endpoint of the run (the 500 with most requests)",
+                (|diff_rate, _| diff_rate) as fn(f64, bool) -> f64,
+            ),
+            (
+                "endpoint_latency_regression",
+                "1 when the endpoint's candidate is slower than primary beyond the noise",
+                |_, slower| flag(slower),
+            ),
+        ];
+        for (name, help, value) in per_endpoint {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (endpoint, diff_rate, slower) in &snapshot.endpoints {
+                let labels = [
+                    ("run", snapshot.run.as_str()),
+                    ("endpoint", endpoint.as_str()),
+                ];
+                ConstGauge::new(value(*diff_rate, *slower))
+                    .encode(metric.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

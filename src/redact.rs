@@ -602,41 +602,48 @@ mod tests {
         assert!(header.primary.as_deref().unwrap().starts_with("redacted:"));
         assert_ne!(header.primary, header.other);
 
-        let mut field = Difference::at(
-            "body/user/password",
-            DiffKind::ValueChanged,
-            Some("\"hunter2\"".into()),
-            Some("\"x\"".into()),
-        );
-        r.difference(&mut field);
-        assert!(!format!("{field:?}").contains("hunter2"));
-
-        let mut parent = Difference::at(
-            "body/user",
-            DiffKind::Missing,
-            Some(r#"{"password":"hunter2","name":"ada"}"#.into()),
-            None,
-        );
-        r.difference(&mut parent);
-        assert!(!format!("{parent:?}").contains("hunter2"));
-        assert!(parent.primary.as_deref().unwrap().contains("ada"));
-
-        let mut typed = Difference::at(
-            "body/user",
-            DiffKind::TypeChanged,
-            Some(r#"object {"password":"hunter2"}"#.into()),
-            Some("null null".into()),
-        );
-        r.difference(&mut typed);
-        assert!(!format!("{typed:?}").contains("hunter2"));
-
-        let mut cut = Difference::at(
-            "body/list",
-            DiffKind::Missing,
-            Some(r#"[{"password":"hunter2","x":"…"#.into()),
-            None,
-        );
-        r.difference(&mut cut);
-        assert!(!format!("{cut:?}").contains("hunter2"));
+        // The secret field itself, an object holding it (whose other fields stay), a typed rendering of one,
+        // and a rendering cut short inside it.
+        for (path, kind, primary, other, kept) in [
+            (
+                "body/user/password",
+                DiffKind::ValueChanged,
+                "\"hunter2\"",
+                Some("\"x\""),
+                None,
+            ),
+            (
+                "body/user",
+                DiffKind::Missing,
+                r#"{"password":"hunter2","name":"ada"}"#,
+                None,
+                Some("ada"),
+            ),
+            (
+                "body/user",
+                DiffKind::TypeChanged,
+                r#"object {"password":"hunter2"}"#,
+                Some("null null"),
+                None,
+            ),
+            (
+                "body/list",
+                DiffKind::Missing,
+                r#"[{"password":"hunter2","x":"…"#,
+                None,
+                None,
+            ),
+        ] {
+            let mut difference =
+                Difference::at(path, kind, Some(primary.into()), other.map(Into::into));
+            r.difference(&mut difference);
+            assert!(!format!("{difference:?}").contains("hunter2"), "{primary}");
+            if let Some(kept) = kept {
+                assert!(
+                    difference.primary.as_deref().unwrap().contains(kept),
+                    "{primary}"
+                );
+            }
+        }
     }
 }

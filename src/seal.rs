@@ -177,27 +177,35 @@ fn key_lines(path: &Path, role: &str) -> Result<Vec<(usize, String)>, KeyFileErr
     Ok(lines)
 }
 
+/// Each key line of the file read by `parse` (given its line number and text). `parse` refuses a line with
+/// what follows `the {role} file {path}` in the error, so that each message names the file the same way.
+fn keys_in<K>(
+    path: &Path,
+    role: &str,
+    parse: impl Fn(usize, &str) -> Result<K, String>,
+) -> Result<Vec<K>, KeyFileError> {
+    key_lines(path, role)?
+        .into_iter()
+        .map(|(number, line)| {
+            parse(number, &line)
+                .map_err(|why| KeyFileError(format!("the {role} file {}{why}", path.display())))
+        })
+        .collect()
+}
+
 impl Sealer {
     /// The recipients in `path` (`--sample-recipient`).
     pub fn from_file(path: &Path) -> Result<Self, KeyFileError> {
-        let recipients = key_lines(path, "sample recipient")?
-            .into_iter()
-            .map(|(number, line)| {
-                if line.starts_with("AGE-SECRET-KEY-") {
-                    return Err(KeyFileError(format!(
-                        "the sample recipient file {} holds a private key on line {number}: give its public \
-                         recipient (`age-keygen -y`), and the private key only to --sample-identity",
-                        path.display()
-                    )));
-                }
-                recipient(&line).ok_or_else(|| {
-                    KeyFileError(format!(
-                        "the sample recipient file {}: line {number} is not an age recipient (age1...)",
-                        path.display()
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let recipients = keys_in(path, "sample recipient", |number, line| {
+            if line.starts_with("AGE-SECRET-KEY-") {
+                return Err(format!(
+                    " holds a private key on line {number}: give its public recipient (`age-keygen -y`), \
+                     and the private key only to --sample-identity"
+                ));
+            }
+            recipient(line)
+                .ok_or_else(|| format!(": line {number} is not an age recipient (age1...)"))
+        })?;
         let sealer = Self {
             recipients,
             file: path.to_path_buf(),
@@ -245,26 +253,18 @@ impl Sealer {
 impl Opener {
     /// The identities in `path` (`--sample-identity`).
     pub fn from_file(path: &Path) -> Result<Self, KeyFileError> {
-        let identities = key_lines(path, "sample identity")?
-            .into_iter()
-            .map(|(number, line)| {
-                if line.starts_with("age1") {
-                    return Err(KeyFileError(format!(
-                        "the sample identity file {}: line {number} is a recipient (a public key); the identity \
-                         is the AGE-SECRET-KEY-1... line age-keygen wrote",
-                        path.display()
-                    )));
-                }
-                // The line is a secret: the message never quotes it.
-                identity(&line).ok_or_else(|| {
-                    KeyFileError(format!(
-                        "the sample identity file {}: line {number} is not an age identity \
-                         (AGE-SECRET-KEY-1...)",
-                        path.display()
-                    ))
-                })
+        let identities = keys_in(path, "sample identity", |number, line| {
+            if line.starts_with("age1") {
+                return Err(format!(
+                    ": line {number} is a recipient (a public key); the identity is the AGE-SECRET-KEY-1... \
+                     line age-keygen wrote"
+                ));
+            }
+            // The line is a secret: the message never quotes it.
+            identity(line).ok_or_else(|| {
+                format!(": line {number} is not an age identity (AGE-SECRET-KEY-1...)")
             })
-            .collect::<Result<_, _>>()?;
+        })?;
         Ok(Self {
             identities,
             file: path.to_path_buf(),

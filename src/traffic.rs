@@ -328,22 +328,14 @@ mod tests {
 
     #[test]
     fn the_format_follows_the_extension() {
-        assert_eq!(
-            TrafficFormat::from_path(Path::new("a/b.HAR")),
-            TrafficFormat::Har
-        );
-        assert_eq!(
-            TrafficFormat::from_path(Path::new("x.gor")),
-            TrafficFormat::Gor
-        );
-        assert_eq!(
-            TrafficFormat::from_path(Path::new("x.jsonl")),
-            TrafficFormat::Jsonl
-        );
-        assert_eq!(
-            TrafficFormat::from_path(Path::new("traffic")),
-            TrafficFormat::Jsonl
-        );
+        for (path, format) in [
+            ("a/b.HAR", TrafficFormat::Har),
+            ("x.gor", TrafficFormat::Gor),
+            ("x.jsonl", TrafficFormat::Jsonl),
+            ("traffic", TrafficFormat::Jsonl),
+        ] {
+            assert_eq!(TrafficFormat::from_path(Path::new(path)), format, "{path}");
+        }
     }
 
     #[test]

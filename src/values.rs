@@ -478,8 +478,36 @@ pub fn one_per_core(configured: Option<usize>) -> usize {
     configured.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
+/// Checks the unit tests of every parser share.
+#[cfg(test)]
+pub(crate) mod parse_checks {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    /// Each text is refused.
+    pub(crate) fn assert_rejected<T: FromStr>(texts: &[&str]) {
+        for text in texts {
+            assert!(text.parse::<T>().is_err(), "{text}");
+        }
+    }
+
+    /// Each text is refused with an error that names the reason given beside it.
+    pub(crate) fn assert_rejected_for<T: FromStr>(cases: &[(&str, &str)])
+    where
+        T::Err: Display,
+    {
+        for (text, reason) in cases {
+            match text.parse::<T>() {
+                Ok(_) => panic!("{text}: accepted"),
+                Err(error) => assert!(error.to_string().contains(reason), "{text}: {error}"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::parse_checks::{assert_rejected, assert_rejected_for};
     use super::*;
 
     #[test]
@@ -506,9 +534,7 @@ mod tests {
         let one: TrustedProxies = "192.0.2.7".parse().unwrap();
         assert!(one.contains("192.0.2.7".parse().unwrap()));
         assert!(!one.contains("192.0.2.8".parse().unwrap()));
-        assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
-        assert!("".parse::<TrustedProxies>().is_err());
-        assert!("example.com".parse::<TrustedProxies>().is_err());
+        assert_rejected::<TrustedProxies>(&["10.0.0.0/33", "", "example.com"]);
     }
 
     #[test]
@@ -582,17 +608,14 @@ mod tests {
 
     #[test]
     fn upstream_url_rejects_what_it_cannot_forward_to() {
-        for (text, reason) in [
+        assert_rejected_for::<UpstreamUrl>(&[
             ("localhost:8080", "scheme"),
             ("ftp://example.com", "unsupported scheme"),
             ("http://", "URL"),
             ("http://example.com/?q=1", "query"),
             ("http://user:pw@example.com", "credentials"),
             ("not a url", "URL"),
-        ] {
-            let error = text.parse::<UpstreamUrl>().unwrap_err();
-            assert!(error.contains(reason), "{text}: {error}");
-        }
+        ]);
     }
 
     #[test]
@@ -601,8 +624,7 @@ mod tests {
         assert_eq!("512kib".parse::<ByteSize>().unwrap(), ByteSize(512 << 10));
         assert_eq!("64kB".parse::<ByteSize>().unwrap(), ByteSize(64_000));
         assert_eq!("1024".parse::<ByteSize>().unwrap(), ByteSize(1024));
-        assert!("8 parsecs".parse::<ByteSize>().is_err());
-        assert!("99999999999999GiB".parse::<ByteSize>().is_err());
+        assert_rejected::<ByteSize>(&["8 parsecs", "99999999999999GiB"]);
         assert_eq!(ByteSize(8 << 20).to_string(), "8MiB");
         assert_eq!(ByteSize(1000).to_string(), "1000B");
     }
@@ -611,17 +633,14 @@ mod tests {
     fn fractions_accept_decimals_and_percentages() {
         assert_eq!("0.25".parse::<Fraction>().unwrap(), Fraction(0.25));
         assert_eq!("5%".parse::<Fraction>().unwrap(), Fraction(0.05));
-        assert!("1.5".parse::<Fraction>().is_err());
-        assert!("-1".parse::<Fraction>().is_err());
-        assert!("half".parse::<Fraction>().is_err());
+        assert_rejected::<Fraction>(&["1.5", "-1", "half"]);
     }
 
     #[test]
     fn method_lists_are_case_insensitive_and_deduplicated() {
         let list: MethodList = "get, POST,get".parse().unwrap();
         assert_eq!(list.0, vec![Method::GET, Method::POST]);
-        assert!(",".parse::<MethodList>().is_err());
-        assert!("GE T".parse::<MethodList>().is_err());
+        assert_rejected::<MethodList>(&[",", "GE T"]);
     }
 
     #[test]

@@ -157,15 +157,7 @@ fn sorted_values(joined: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in pairs {
-            headers.append(*name, HeaderValue::from_static(value));
-        }
-        headers
-    }
+    use crate::analysis::decode::tests::headers as map;
 
     fn paths(found: &[Difference]) -> Vec<(String, DiffKind)> {
         let mut out: Vec<_> = found.iter().map(|d| (d.path.clone(), d.kind)).collect();

@@ -449,7 +449,8 @@ impl ShadowArgs {
     }
 }
 
-/// `serve` parsed from these flags after three loopback upstreams, as the command line would (for unit tests).
+/// `serve` parsed from these flags after the upstreams (primary and secondary on loopback, the candidate behind
+/// a path prefix), as the command line would (for unit tests).
 #[cfg(test)]
 pub(crate) fn serve_from(extra: &[&str]) -> Result<ServeArgs, String> {
     let mut args = vec![
@@ -460,7 +461,7 @@ pub(crate) fn serve_from(extra: &[&str]) -> Result<ServeArgs, String> {
         "--secondary",
         "http://127.0.0.1:2",
         "--candidate",
-        "http://127.0.0.1:3",
+        "https://candidate.internal/v2",
     ];
     args.extend_from_slice(extra);
     match Cli::try_parse_from(args) {

@@ -36,38 +36,14 @@ pub async fn run(settings: AppSettings) -> Outcome {
 /// the future is first polled.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => Some(signal),
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                None
-            }
-        };
+    let mut terminate = unix_signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM");
     #[cfg(unix)]
-    let mut interrupt =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
-            Ok(signal) => Some(signal),
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGINT");
-                None
-            }
-        };
+    let mut interrupt = unix_signal(tokio::signal::unix::SignalKind::interrupt(), "SIGINT");
     async move {
         #[cfg(unix)]
         {
-            let terminated = async {
-                match terminate.as_mut() {
-                    Some(signal) => signal.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let interrupted = async {
-                match interrupt.as_mut() {
-                    Some(signal) => signal.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let terminated = delivered(terminate.as_mut());
+            let interrupted = delivered(interrupt.as_mut());
             tokio::select! {
                 _ = terminated => tracing::info!("SIGTERM received; shutting down"),
                 _ = interrupted => tracing::info!("SIGINT received; shutting down"),
@@ -78,5 +54,31 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("Ctrl-C received; shutting down");
         }
+    }
+}
+
+/// A stream of this signal's deliveries, or none (with a warning) when it cannot be listened for.
+#[cfg(unix)]
+fn unix_signal(
+    kind: tokio::signal::unix::SignalKind,
+    name: &str,
+) -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(kind) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for {name}");
+            None
+        }
+    }
+}
+
+/// Resolves on the signal's next delivery; never when it is not listened for.
+#[cfg(unix)]
+async fn delivered(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

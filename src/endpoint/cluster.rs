@@ -257,14 +257,23 @@ impl Clusterer {
 mod tests {
     use super::*;
 
-    fn learn_from(
-        clusterer: &mut Clusterer,
-        method: &str,
-        paths: impl IntoIterator<Item = String>,
-    ) {
-        for path in paths {
-            clusterer.template(method, &path);
+    /// Asks for the template of `count` GET paths, `path(0)` on, which teaches the clusterer.
+    fn learn_from(clusterer: &mut Clusterer, count: usize, path: impl Fn(usize) -> String) {
+        for n in 0..count {
+            clusterer.template("GET", &path(n));
         }
+    }
+
+    /// Asks for each GET path's template in turn (asking teaches too, so the order counts) and checks it.
+    fn assert_templates(clusterer: &mut Clusterer, expected: &[(&str, &str)]) {
+        for (path, template) in expected {
+            assert_eq!(clusterer.template("GET", path), *template, "GET {path}");
+        }
+    }
+
+    /// Teaches the clusterer `count` GET paths, `{slug}` in `pattern` replaced by a distinct word each time.
+    fn learn_slugs(clusterer: &mut Clusterer, count: usize, pattern: &str) {
+        learn_from(clusterer, count, |n| pattern.replace("{slug}", &words(n)));
     }
 
     #[test]
@@ -278,13 +287,12 @@ mod tests {
         }
         assert!(clusterer.templates().is_empty());
         // The 51st distinct slug makes the position a parameter, for it and for every later one.
-        assert_eq!(
-            clusterer.template("GET", "/articles/another-post"),
-            "/articles/{param}"
-        );
-        assert_eq!(
-            clusterer.template("GET", "/articles/my-post-number-a"),
-            "/articles/{param}"
+        assert_templates(
+            &mut clusterer,
+            &[
+                ("/articles/another-post", "/articles/{param}"),
+                ("/articles/my-post-number-a", "/articles/{param}"),
+            ],
         );
         assert_eq!(clusterer.templates().len(), 1);
         assert_eq!(clusterer.templates()[0].display(), "GET /articles/{param}");
@@ -310,18 +318,13 @@ mod tests {
     #[test]
     fn usernames_in_the_middle_keep_what_follows() {
         let mut clusterer = Clusterer::new(50, 1000);
-        learn_from(
+        learn_slugs(&mut clusterer, 200, "/users/{slug}/repos");
+        assert_templates(
             &mut clusterer,
-            "GET",
-            (0..200).map(|n| format!("/users/{}/repos", words(n))),
-        );
-        assert_eq!(
-            clusterer.template("GET", "/users/alice/repos"),
-            "/users/{param}/repos"
-        );
-        assert_eq!(
-            clusterer.template("GET", "/users/alice/stars"),
-            "/users/{param}/stars"
+            &[
+                ("/users/alice/repos", "/users/{param}/repos"),
+                ("/users/alice/stars", "/users/{param}/stars"),
+            ],
         );
         assert_eq!(clusterer.templates()[0].display(), "GET /users/{param}/*");
         assert_eq!(clusterer.templates()[0].position(), 1);
@@ -332,69 +335,56 @@ mod tests {
     #[test]
     fn dates_and_file_names_generalise_but_identifiers_are_ids_at_once() {
         let mut clusterer = Clusterer::new(50, 1000);
-        assert_eq!(clusterer.template("GET", "/orders/123"), "/orders/{id}");
-        assert_eq!(
-            clusterer.template("GET", "/files/42.json"),
-            "/files/{id}.json"
-        );
-        learn_from(
+        assert_templates(
             &mut clusterer,
-            "GET",
-            (0..60).map(|day| format!("/reports/2026-{:02}-{:02}", 1 + day / 28, 1 + day % 28)),
+            &[
+                ("/orders/123", "/orders/{id}"),
+                ("/files/42.json", "/files/{id}.json"),
+            ],
         );
+        learn_from(&mut clusterer, 60, |day| {
+            format!("/reports/2026-{:02}-{:02}", 1 + day / 28, 1 + day % 28)
+        });
         assert_eq!(
             clusterer.template("GET", "/reports/2027-01-01"),
             "/reports/{param}"
         );
-        learn_from(
+        learn_slugs(&mut clusterer, 60, "/files/report-{slug}.pdf");
+        assert_templates(
             &mut clusterer,
-            "GET",
-            (0..60).map(|n| format!("/files/report-{}.pdf", words(n))),
-        );
-        assert_eq!(
-            clusterer.template("GET", "/files/summary.docx"),
-            "/files/{param}"
-        );
-        // Identifiers never counted as literals: `/files/{id}.json` is still its own name.
-        assert_eq!(
-            clusterer.template("GET", "/files/43.json"),
-            "/files/{id}.json"
+            &[
+                ("/files/summary.docx", "/files/{param}"),
+                // Identifiers never counted as literals: `/files/{id}.json` is still its own name.
+                ("/files/43.json", "/files/{id}.json"),
+            ],
         );
     }
 
     #[test]
     fn methods_segment_counts_and_prefixes_are_counted_apart() {
         let mut clusterer = Clusterer::new(10, 1000);
-        learn_from(
-            &mut clusterer,
-            "GET",
-            (0..11).map(|n| format!("/tags/{}", words(n))),
-        );
+        learn_slugs(&mut clusterer, 11, "/tags/{slug}");
         assert_eq!(clusterer.template("GET", "/tags/new"), "/tags/{param}");
         // Another method, another segment count, another prefix: not learned.
         assert_eq!(clusterer.template("POST", "/tags/new"), "/tags/new");
-        assert_eq!(
-            clusterer.template("GET", "/tags/new/edit"),
-            "/tags/new/edit"
-        );
-        assert_eq!(clusterer.template("GET", "/labels/new"), "/labels/new");
-        // Mixed: a low-cardinality version segment stays, the name after it generalises.
-        learn_from(
+        assert_templates(
             &mut clusterer,
-            "GET",
-            (0..40).map(|n| format!("/api/v{}/teams/{}", n % 2 + 1, words(n))),
+            &[
+                ("/tags/new/edit", "/tags/new/edit"),
+                ("/labels/new", "/labels/new"),
+            ],
         );
-        assert_eq!(
-            clusterer.template("GET", "/api/v1/teams/red"),
-            "/api/v1/teams/{param}"
-        );
-        assert_eq!(
-            clusterer.template("GET", "/api/v2/teams/red"),
-            "/api/v2/teams/{param}"
-        );
-        assert_eq!(
-            clusterer.template("GET", "/api/v3/teams/red"),
-            "/api/v3/teams/red"
+        // Mixed: a low-cardinality version segment stays, the name after it generalises.
+        learn_from(&mut clusterer, 40, |n| {
+            format!("/api/v{}/teams/{}", n % 2 + 1, words(n))
+        });
+        assert_templates(
+            &mut clusterer,
+            &[
+                ("/api/v1/teams/red", "/api/v1/teams/{param}"),
+                ("/api/v2/teams/red", "/api/v2/teams/{param}"),
+                ("/api/v3/teams/red", "/api/v3/teams/red"),
+            ],
         );
         // Case matters: `Alice` and `alice` are two values.
         let mut cased = Clusterer::new(1, 1000);
@@ -405,11 +395,7 @@ mod tests {
     #[test]
     fn counting_is_bounded() {
         let mut clusterer = Clusterer::new(50, 10);
-        learn_from(
-            &mut clusterer,
-            "GET",
-            (0..1000).map(|n| format!("/{}/x/y/z", words(n))),
-        );
+        learn_slugs(&mut clusterer, 1000, "/{slug}/x/y/z");
         assert!(clusterer.counting() <= 10);
     }
 
@@ -448,18 +434,16 @@ mod tests {
                 prefix: "/users/{param}".into(),
             },
         ]);
-        assert_eq!(
-            set.rename("GET /users/alice/repos"),
-            "GET /users/{param}/{param}"
-        );
-        assert_eq!(set.rename("GET /users/{id}/repos"), "GET /users/{id}/repos");
-        assert_eq!(
-            set.rename("POST /users/alice/repos"),
-            "POST /users/alice/repos"
-        );
-        assert_eq!(set.rename("GET /users/alice"), "GET /users/alice");
-        assert_eq!(set.rename("GET user-profile"), "GET user-profile");
-        assert_eq!(set.rename("GET {other}"), "GET {other}");
+        for (name, renamed) in [
+            ("GET /users/alice/repos", "GET /users/{param}/{param}"),
+            ("GET /users/{id}/repos", "GET /users/{id}/repos"),
+            ("POST /users/alice/repos", "POST /users/alice/repos"),
+            ("GET /users/alice", "GET /users/alice"),
+            ("GET user-profile", "GET user-profile"),
+            ("GET {other}", "GET {other}"),
+        ] {
+            assert_eq!(set.rename(name), renamed);
+        }
         assert!(matches!(set.rename("GET /orders/a/b"), Cow::Borrowed(_)));
     }
 

@@ -167,95 +167,81 @@ fn split_extension(segment: &str) -> (&str, &str) {
 mod tests {
     use super::*;
 
+    /// Each path's automatic template.
+    fn assert_templated(expected: &[(&str, &str)]) {
+        for (path, template) in expected {
+            assert_eq!(templated_path(path), *template, "{path}");
+        }
+    }
+
     #[test]
     fn numeric_segments_collapse() {
-        assert_eq!(templated_path("/users/123"), "/users/{id}");
-        assert_eq!(
-            templated_path("/users/123/orders/0"),
-            "/users/{id}/orders/{id}"
-        );
-        assert_eq!(templated_path("/v2/users"), "/v2/users");
+        assert_templated(&[
+            ("/users/123", "/users/{id}"),
+            ("/users/123/orders/0", "/users/{id}/orders/{id}"),
+            ("/v2/users", "/v2/users"),
+        ]);
     }
 
     #[test]
     fn uuid_segments_collapse_with_or_without_dashes() {
-        assert_eq!(
-            templated_path("/orders/3f2b8c1e-9d4a-4e6b-8f0a-1c2d3e4f5a6b"),
-            "/orders/{id}"
-        );
-        assert_eq!(
-            templated_path("/orders/3F2B8C1E9D4A4E6B8F0A1C2D3E4F5A6B/items"),
-            "/orders/{id}/items"
-        );
-        // 36 characters with dashes, but words: not a UUID.
-        assert_eq!(
-            templated_path("/a/what-is-the-uuid-format-anyway-v4"),
-            "/a/what-is-the-uuid-format-anyway-v4"
-        );
+        assert_templated(&[
+            (
+                "/orders/3f2b8c1e-9d4a-4e6b-8f0a-1c2d3e4f5a6b",
+                "/orders/{id}",
+            ),
+            (
+                "/orders/3F2B8C1E9D4A4E6B8F0A1C2D3E4F5A6B/items",
+                "/orders/{id}/items",
+            ),
+            // 36 characters with dashes, but words: not a UUID.
+            (
+                "/a/what-is-the-uuid-format-anyway-v4",
+                "/a/what-is-the-uuid-format-anyway-v4",
+            ),
+        ]);
     }
 
     #[test]
     fn long_hex_segments_collapse_but_hex_words_do_not() {
-        assert_eq!(
-            templated_path("/objects/507f1f77bcf86cd799439011"),
-            "/objects/{id}"
-        );
-        assert_eq!(
-            templated_path("/commits/da39a3ee5e6b4b0d3255bfef95601890afd80709"),
-            "/commits/{id}"
-        );
-        assert_eq!(templated_path("/cafe/beef/deadbeef"), "/cafe/beef/deadbeef");
-        assert_eq!(templated_path("/abcdefabcdefabcdef"), "/abcdefabcdefabcdef");
+        assert_templated(&[
+            ("/objects/507f1f77bcf86cd799439011", "/objects/{id}"),
+            (
+                "/commits/da39a3ee5e6b4b0d3255bfef95601890afd80709",
+                "/commits/{id}",
+            ),
+            ("/cafe/beef/deadbeef", "/cafe/beef/deadbeef"),
+            ("/abcdefabcdefabcdef", "/abcdefabcdefabcdef"),
+        ]);
     }
 
     #[test]
     fn mixed_segments_collapse_only_when_they_look_like_tokens() {
-        assert_eq!(
-            templated_path("/items/01ARZ3NDEKTSV4RRFFQ69G5FAV"),
-            "/items/{id}"
-        );
-        assert_eq!(templated_path("/s/aZ3_kq9-LmX2pQ7rT8vW1y"), "/s/{id}");
-        assert_eq!(
-            templated_path("/docs/getting-started-with-v2-and-v3"),
-            "/docs/getting-started-with-v2-and-v3"
-        );
-        assert_eq!(templated_path("/api/v1/user42"), "/api/v1/user42");
-        assert_eq!(templated_path("/files/123.json"), "/files/{id}.json");
-        assert_eq!(templated_path("/files/report.pdf"), "/files/report.pdf");
+        assert_templated(&[
+            ("/items/01ARZ3NDEKTSV4RRFFQ69G5FAV", "/items/{id}"),
+            ("/s/aZ3_kq9-LmX2pQ7rT8vW1y", "/s/{id}"),
+            (
+                "/docs/getting-started-with-v2-and-v3",
+                "/docs/getting-started-with-v2-and-v3",
+            ),
+            ("/api/v1/user42", "/api/v1/user42"),
+            ("/files/123.json", "/files/{id}.json"),
+            ("/files/report.pdf", "/files/report.pdf"),
+        ]);
     }
 
     #[test]
     fn root_empty_and_trailing_slash_paths() {
-        assert_eq!(templated_path(""), "/");
-        assert_eq!(templated_path("/"), "/");
-        assert_eq!(templated_path("/users/7/"), "/users/{id}/");
+        assert_templated(&[("", "/"), ("/", "/"), ("/users/7/", "/users/{id}/")]);
     }
 
     #[test]
     fn bad_templates_are_rejected_with_the_reason() {
-        assert!(
-            "users/{id}"
-                .parse::<EndpointPattern>()
-                .unwrap_err()
-                .contains("must start with /")
-        );
-        assert!(
-            "/a/*/b"
-                .parse::<EndpointPattern>()
-                .unwrap_err()
-                .contains("must come last")
-        );
-        assert!(
-            "/a/x{id}"
-                .parse::<EndpointPattern>()
-                .unwrap_err()
-                .contains("placeholder")
-        );
-        assert!(
-            "G@T /a"
-                .parse::<EndpointPattern>()
-                .unwrap_err()
-                .contains("not an HTTP method")
-        );
+        crate::values::parse_checks::assert_rejected_for::<EndpointPattern>(&[
+            ("users/{id}", "must start with /"),
+            ("/a/*/b", "must come last"),
+            ("/a/x{id}", "placeholder"),
+            ("G@T /a", "not an HTTP method"),
+        ]);
     }
 }

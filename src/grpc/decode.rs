@@ -236,13 +236,18 @@ mod tests {
     use super::*;
     use crate::grpc::schema::tests::shop;
 
-    #[test]
-    fn defaults_are_present_so_a_value_set_to_zero_is_changed_not_missing() {
+    /// The shop's `Order`, what `GetOrder` answers with.
+    fn order_message() -> MessageDescriptor {
         let dir = tempfile::tempdir().unwrap();
-        let order = shop(dir.path())
+        shop(dir.path())
             .method("/shop.v1.Orders/GetOrder")
             .unwrap()
-            .output;
+            .output
+    }
+
+    #[test]
+    fn defaults_are_present_so_a_value_set_to_zero_is_changed_not_missing() {
+        let order = order_message();
         let bytes = encode_json(
             &order,
             &json!({"id": "o-1", "quantity": 0, "tier": "TIER_GOLD", "items": [{"sku": "a", "priceCents": "250"}]}),
@@ -258,11 +263,7 @@ mod tests {
 
     #[test]
     fn fields_the_schema_lacks_appear_by_number_at_every_level() {
-        let dir = tempfile::tempdir().unwrap();
-        let order = shop(dir.path())
-            .method("/shop.v1.Orders/GetOrder")
-            .unwrap()
-            .output;
+        let order = order_message();
         let mut bytes = encode_json(&order, &json!({"id": "o-1"})).unwrap();
         // Field 9 (a string) on the order, and field 7 (a varint) inside an item (field 4).
         bytes.extend_from_slice(&[0x4a, 2, b'h', b'i']);
@@ -303,15 +304,11 @@ mod tests {
                 encode_json(&watch.output, &json!({"id": "o", "quantity": quantity})).unwrap();
             body.extend_from_slice(&frame::frame(&order));
         }
-        let decoded = body_json(
-            &schemas,
-            "/shop.v1.Orders/Watch",
-            Direction::Response,
-            &body,
-            None,
-            1 << 20,
-        )
-        .unwrap();
+        // Every body here is decoded whole (up to 1 MiB), uncompressed.
+        let decode = |method: &str, direction, body: &[u8]| {
+            body_json(&schemas, method, direction, body, None, 1 << 20)
+        };
+        let decoded = decode("/shop.v1.Orders/Watch", Direction::Response, &body).unwrap();
         let quantities: Vec<&Value> = decoded
             .as_array()
             .unwrap()
@@ -319,39 +316,20 @@ mod tests {
             .map(|order| &order["quantity"])
             .collect();
         assert_eq!(quantities, [&json!(1), &json!(2), &json!(3)]);
-        let request = encode_json(&watch.input, &json!({"id": "o-7"})).unwrap();
+        let request = frame::frame(&encode_json(&watch.input, &json!({"id": "o-7"})).unwrap());
         assert_eq!(
-            body_json(
-                &schemas,
-                "/shop.v1.Orders/Watch",
-                Direction::Request,
-                &frame::frame(&request),
-                None,
-                1 << 20
-            )
-            .unwrap(),
+            decode("/shop.v1.Orders/Watch", Direction::Request, &request).unwrap(),
             json!([{"id": "o-7"}])
         );
         // A method no schema has is still compared, by field number.
         assert_eq!(
-            body_json(
-                &schemas,
-                "/other.Svc/Call",
-                Direction::Request,
-                &frame::frame(&request),
-                None,
-                1 << 20
-            )
-            .unwrap(),
+            decode("/other.Svc/Call", Direction::Request, &request).unwrap(),
             json!([{"1": "o-7"}])
         );
-        let error = body_json(
-            &schemas,
+        let error = decode(
             "/shop.v1.Orders/Watch",
             Direction::Response,
             &body[..body.len() - 1],
-            None,
-            1 << 20,
         )
         .unwrap_err();
         assert!(error.contains("message 2 is cut short"), "{error}");

@@ -129,23 +129,31 @@ pub fn frame(message: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use super::*;
+    use crate::analysis::decode::tests::gzip;
 
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(data).unwrap();
-        encoder.finish().unwrap()
+    /// `message` gzipped and framed with the compressed flag set.
+    fn gzip_frame(message: &[u8]) -> Vec<u8> {
+        let mut framed = frame(&gzip(message));
+        framed[0] = 1;
+        framed
+    }
+
+    /// Split with a 64 KiB bound on what gzip gives, `body` stops as too large at message `index`.
+    fn assert_too_large_at(body: &[u8], index: usize) {
+        assert_eq!(
+            split(body, Some("gzip"), 64 << 10),
+            Err(FrameError::TooLarge {
+                index,
+                max: 64 << 10
+            })
+        );
     }
 
     #[test]
     fn messages_are_split_and_gzip_ones_decompressed() {
         let mut body = frame(b"first");
-        let zipped = gzip(b"second, compressed");
-        body.push(1);
-        body.extend_from_slice(&(zipped.len() as u32).to_be_bytes());
-        body.extend_from_slice(&zipped);
+        body.extend_from_slice(&gzip_frame(b"second, compressed"));
         body.extend_from_slice(&frame(b""));
         let messages = split(&body, Some("gzip"), 1 << 20).unwrap();
         assert_eq!(
@@ -203,34 +211,12 @@ mod tests {
 
     #[test]
     fn many_small_bombs_stop_at_the_bound_for_all_of_them() {
-        let zipped = gzip(&vec![0u8; 20 << 10]);
-        let mut body = Vec::new();
-        for _ in 0..100 {
-            body.push(1);
-            body.extend_from_slice(&(zipped.len() as u32).to_be_bytes());
-            body.extend_from_slice(&zipped);
-        }
-        assert_eq!(
-            split(&body, Some("gzip"), 64 << 10),
-            Err(FrameError::TooLarge {
-                index: 3,
-                max: 64 << 10
-            })
-        );
+        let body = gzip_frame(&vec![0u8; 20 << 10]).repeat(100);
+        assert_too_large_at(&body, 3);
     }
 
     #[test]
     fn a_gzip_bomb_stops_at_the_bound() {
-        let zipped = gzip(&vec![0u8; 1 << 20]);
-        let mut body = vec![1];
-        body.extend_from_slice(&(zipped.len() as u32).to_be_bytes());
-        body.extend_from_slice(&zipped);
-        assert_eq!(
-            split(&body, Some("gzip"), 64 << 10),
-            Err(FrameError::TooLarge {
-                index: 0,
-                max: 64 << 10
-            })
-        );
+        assert_too_large_at(&gzip_frame(&vec![0u8; 1 << 20]), 0);
     }
 }

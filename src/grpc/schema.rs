@@ -233,11 +233,16 @@ service Orders {
 }
 "#;
 
+    /// `source` written to `dir/file_name` and compiled as the one `.proto` file.
+    pub(crate) fn compile_proto(dir: &Path, file_name: &str, source: &str) -> Schemas {
+        let proto = dir.join(file_name);
+        std::fs::write(&proto, source).unwrap();
+        Schemas::load(&[], &[proto], &[]).unwrap()
+    }
+
     /// The shop schema, compiled from a `.proto` file in `dir`.
     pub(crate) fn shop(dir: &Path) -> Schemas {
-        let proto = dir.join("shop.proto");
-        std::fs::write(&proto, SHOP).unwrap();
-        Schemas::load(&[], &[proto], &[]).unwrap()
+        compile_proto(dir, "shop.proto", SHOP)
     }
 
     #[test]

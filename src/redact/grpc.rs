@@ -129,35 +129,25 @@ impl Redactor {
                 }
                 continue;
             }
-            match message.get_field_mut(&field) {
-                Field::Message(inner) => changed |= self.protobuf_message(inner, depth + 1),
-                Field::String(text) => changed |= self.protobuf_text(text),
-                Field::List(items) => {
-                    for item in items.iter_mut() {
-                        match item {
-                            Field::Message(inner) => {
-                                changed |= self.protobuf_message(inner, depth + 1)
-                            }
-                            Field::String(text) => changed |= self.protobuf_text(text),
-                            _ => {}
-                        }
-                    }
-                }
-                Field::Map(entries) => {
-                    for value in entries.values_mut() {
-                        match value {
-                            Field::Message(inner) => {
-                                changed |= self.protobuf_message(inner, depth + 1)
-                            }
-                            Field::String(text) => changed |= self.protobuf_text(text),
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
+            changed |= self.protobuf_value(message.get_field_mut(&field), depth);
         }
         changed
+    }
+
+    /// A value of a field that is not secret itself, with the personal data in it replaced: text searched,
+    /// messages walked, lists and maps element by element. Whether anything changed.
+    fn protobuf_value(&self, value: &mut Field, depth: usize) -> bool {
+        match value {
+            Field::Message(inner) => self.protobuf_message(inner, depth + 1),
+            Field::String(text) => self.protobuf_text(text),
+            Field::List(items) => items.iter_mut().fold(false, |changed, item| {
+                self.protobuf_value(item, depth) | changed
+            }),
+            Field::Map(entries) => entries.values_mut().fold(false, |changed, entry| {
+                self.protobuf_value(entry, depth) | changed
+            }),
+            _ => false,
+        }
     }
 
     /// A string field with its personal data replaced; whether it changed.
@@ -189,9 +179,7 @@ service Auth { rpc SignIn(Login) returns (Session); }
 "#;
 
     fn schemas(dir: &std::path::Path) -> Schemas {
-        let path = dir.join("auth.proto");
-        std::fs::write(&path, PROTO).unwrap();
-        Schemas::load(&[], &[path], &[]).unwrap()
+        crate::grpc::schema::tests::compile_proto(dir, "auth.proto", PROTO)
     }
 
     #[test]

@@ -441,51 +441,40 @@ mod tests {
     fn each_kind_is_found_checked_and_replaced_where_it_sits() {
         let r = pii();
         let t = |value: &str| r.token(value.as_bytes());
-        assert_eq!(
-            found("mail ada@example.co.uk now"),
-            format!("mail {} now", t("ada@example.co.uk"))
-        );
-        assert_eq!(
-            found("card 4111 1111 1111 1111."),
-            format!("card {}.", t("4111 1111 1111 1111"))
-        );
-        assert_eq!(found("4111111111111111"), t("4111111111111111"));
-        // Not a card: the Luhn sum fails; a millisecond timestamp starts with 1.
-        assert_eq!(found("4111111111111112"), "4111111111111112");
-        assert_eq!(found("1733580000000"), "1733580000000");
-        // A card followed by more digits is cut back to the card.
-        assert_eq!(
-            found("4111 1111 1111 1111 123"),
-            format!("{} 123", t("4111 1111 1111 1111"))
-        );
-        assert_eq!(
-            found("GB82 WEST 1234 5698 7654 32"),
-            t("GB82 WEST 1234 5698 7654 32")
-        );
-        assert_eq!(
-            found("BE68 5390 0754 7034 ABCD"),
-            format!("{} ABCD", t("BE68 5390 0754 7034"))
-        );
-        assert_eq!(
-            found("GB82 WEST 1234 5698 7654 33"),
-            "GB82 WEST 1234 5698 7654 33"
-        );
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln";
-        assert_eq!(found(&format!("token={jwt}")), format!("token={}", t(jwt)));
-        assert_eq!(found("eyJnotjson.eyJx.y"), "eyJnotjson.eyJx.y");
-        assert_eq!(
-            found("Authorization: Bearer abc.def-123456"),
-            format!("Authorization: Bearer {}", t("abc.def-123456"))
-        );
-        assert_eq!(
-            found("from 10.1.2.3, 999.1.1.1"),
-            format!("from {}, 999.1.1.1", t("10.1.2.3"))
-        );
-        assert_eq!(
-            found("via 2001:db8::1 at 12:30:45"),
-            format!("via {} at 12:30:45", t("2001:db8::1"))
-        );
-        assert_eq!(found("nothing here"), "nothing here");
+        let jwt_query = format!("token={jwt}");
+        // Each text, and the value in it that is replaced by its token (none: the text stays as it is).
+        for (text, secret) in [
+            ("mail ada@example.co.uk now", Some("ada@example.co.uk")),
+            ("card 4111 1111 1111 1111.", Some("4111 1111 1111 1111")),
+            ("4111111111111111", Some("4111111111111111")),
+            // Not a card: the Luhn sum fails; a millisecond timestamp starts with 1.
+            ("4111111111111112", None),
+            ("1733580000000", None),
+            // A card followed by more digits is cut back to the card.
+            ("4111 1111 1111 1111 123", Some("4111 1111 1111 1111")),
+            (
+                "GB82 WEST 1234 5698 7654 32",
+                Some("GB82 WEST 1234 5698 7654 32"),
+            ),
+            ("BE68 5390 0754 7034 ABCD", Some("BE68 5390 0754 7034")),
+            ("GB82 WEST 1234 5698 7654 33", None),
+            (&jwt_query, Some(jwt)),
+            ("eyJnotjson.eyJx.y", None),
+            (
+                "Authorization: Bearer abc.def-123456",
+                Some("abc.def-123456"),
+            ),
+            ("from 10.1.2.3, 999.1.1.1", Some("10.1.2.3")),
+            ("via 2001:db8::1 at 12:30:45", Some("2001:db8::1")),
+            ("nothing here", None),
+        ] {
+            let expected = match secret {
+                Some(secret) => text.replacen(secret, &t(secret), 1),
+                None => text.to_string(),
+            };
+            assert_eq!(found(text), expected, "{text}");
+        }
     }
 
     #[test]

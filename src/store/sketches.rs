@@ -476,43 +476,55 @@ mod tests {
         super::shape(difference, &Redactor::new(b"k".to_vec(), &[]), false)
     }
 
+    /// A difference at `path` between two present values.
+    fn changed(path: &str, kind: DiffKind, primary: &str, other: &str) -> Difference {
+        Difference::at(path, kind, Some(primary.into()), Some(other.into()))
+    }
+
     #[test]
     fn shapes_say_how_a_value_changed() {
-        let typed = Difference::at(
-            "body/price",
-            DiffKind::TypeChanged,
-            Some("number 12.5".into()),
-            Some("string \"12.50\"".into()),
-        );
-        assert_eq!(shape(&typed).as_deref(), Some("number → string"));
-        let status = Difference::at(
-            "status",
-            DiffKind::ValueChanged,
-            Some("200".into()),
-            Some("404".into()),
-        );
-        assert_eq!(shape(&status).as_deref(), Some("200 → 404"));
-        let header = Difference::at(
+        // Each change and its shape; a secret header's and a body value's change have none.
+        for (path, kind, primary, other, expected) in [
+            (
+                "body/price",
+                DiffKind::TypeChanged,
+                "number 12.5",
+                "string \"12.50\"",
+                Some("number → string"),
+            ),
+            (
+                "status",
+                DiffKind::ValueChanged,
+                "200",
+                "404",
+                Some("200 → 404"),
+            ),
+            (
+                "header/cache-control",
+                DiffKind::ValueChanged,
+                "no-cache",
+                "max-age=60",
+                Some("no-cache → max-age=60"),
+            ),
+            (
+                "header/set-cookie",
+                DiffKind::ValueChanged,
+                "a=1",
+                "a=2",
+                None,
+            ),
+            ("body/total", DiffKind::ValueChanged, "1", "2", None),
+        ] {
+            let difference = changed(path, kind, primary, other);
+            assert_eq!(shape(&difference).as_deref(), expected, "{path}");
+        }
+        let header = changed(
             "header/cache-control",
             DiffKind::ValueChanged,
-            Some("no-cache".into()),
-            Some("max-age=60".into()),
+            "no-cache",
+            "max-age=60",
         );
-        assert_eq!(shape(&header).as_deref(), Some("no-cache → max-age=60"));
-        let secret = Difference::at(
-            "header/set-cookie",
-            DiffKind::ValueChanged,
-            Some("a=1".into()),
-            Some("a=2".into()),
-        );
-        assert_eq!(shape(&secret), None);
-        let body = Difference::at(
-            "body/total",
-            DiffKind::ValueChanged,
-            Some("1".into()),
-            Some("2".into()),
-        );
-        assert_eq!(shape(&body), None, "a body value's change has no shape");
+        let status = changed("status", DiffKind::ValueChanged, "200", "404");
         let redactor = Redactor::new(b"k".to_vec(), &[]);
         let sealed = super::shape(&header, &redactor, true).unwrap();
         assert_eq!(

@@ -10,20 +10,7 @@ fn the_command_line_definition_is_consistent() {
 
 #[test]
 fn serve_defaults_are_the_documented_ones() {
-    let cli = Cli::try_parse_from([
-        "shadowdiff",
-        "serve",
-        "--primary",
-        "http://127.0.0.1:1",
-        "--secondary",
-        "http://127.0.0.1:2",
-        "--candidate",
-        "https://candidate.internal/v2",
-    ])
-    .unwrap();
-    let Command::Serve(args) = cli.command else {
-        panic!("parsed as serve")
-    };
+    let args = serve_from(&[]).unwrap();
     assert_eq!(args.proxy.listen.to_string(), "0.0.0.0:8880");
     assert_eq!(args.admin.admin_listen.to_string(), "127.0.0.1:8888");
     assert_eq!(args.instance.shadow.max_body, ByteSize(8 << 20));
