@@ -22,12 +22,13 @@ use crate::lane::{Lane, LaneSettings};
 use crate::metrics::Metrics;
 use crate::monitor::MonitorSettings;
 use crate::notify::NotifySettings;
-use crate::pipeline::metrics::Queue;
+use crate::pipeline::metrics::{Queue, QueueMetrics};
 use crate::pipeline::recorder::{self, Recording};
 use crate::pipeline::reflection::SchemaReflection;
 use crate::pipeline::{self, AnalysisSink};
 use crate::proxy::callers::CallerListeners;
 use crate::proxy::fanout::UpstreamPools;
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::server::ListenerLimits;
 use crate::proxy::upstream::{ClientError, UpstreamClient, UpstreamSettings, tls_config};
 use crate::proxy::{Proxy, ProxySettings};
@@ -267,7 +268,7 @@ impl Application {
             sample_retention: settings.writer.sample_retention,
         };
         let metrics = Arc::new(Metrics::new());
-        let budget = MemoryBudget::new(settings.memory_budget);
+        let budget = MemoryBudget::counted(settings.memory_budget, metrics.budget.clone());
         let held = budget.clone();
         metrics.register_scrape_gauge(
             "memory_bytes",
@@ -334,10 +335,13 @@ impl Application {
         let (exchange_sink, exchanges) = pipeline::channel(
             Queue::Exchanges,
             settings.proxy.exchange_queue,
-            metrics.clone(),
+            metrics.queues.clone(),
         );
-        let (analyses_sink, analyses) =
-            pipeline::channel(Queue::Analyses, settings.analysis.queue, metrics.clone());
+        let (analyses_sink, analyses) = pipeline::channel(
+            Queue::Analyses,
+            settings.analysis.queue,
+            metrics.queues.clone(),
+        );
         let exchange_depth = exchange_sink.depth_reader();
         let analysis_depth = analyses_sink.depth_reader();
         let backlog: Backlog = {
@@ -370,7 +374,7 @@ impl Application {
             exchange_sink,
             namer.clone(),
             budget.clone(),
-            metrics.clone(),
+            metrics.proxy.clone(),
         );
         let recordings = match &settings.proxy.record {
             Some(path) => {
@@ -383,7 +387,7 @@ impl Application {
                 let (sink, rx) = pipeline::channel(
                     Queue::Recordings,
                     settings.proxy.exchange_queue,
-                    metrics.clone(),
+                    metrics.queues.clone(),
                 );
                 proxy = proxy.with_recorder(sink);
                 tracing::info!(file = %path.display(), "recording shadowed requests");
@@ -447,8 +451,19 @@ impl Application {
             .expect("a bound listener has a local address")
     }
 
+    /// Every metric of this instance (tests read them).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// What the caller's path counts: requests, and those not shadowed and why.
+    pub fn proxy_metrics(&self) -> ProxyMetrics {
+        self.metrics.proxy.clone()
+    }
+
+    /// Items handed on and dropped between the stages.
+    pub fn queue_metrics(&self) -> QueueMetrics {
+        self.metrics.queues.clone()
     }
 
     /// Takes the exchange queue, to consume raw exchanges elsewhere; `run_until` then analyses nothing.
