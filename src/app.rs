@@ -270,23 +270,20 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let budget = MemoryBudget::counted(settings.memory_budget, metrics.budget.clone());
         let held = budget.clone();
-        metrics.register_scrape_gauge(
+        metrics.register_scrape_gauge_per(
             "memory_bytes",
             "Bytes held by shadow work against --memory-budget, per stage",
             "stage",
-            Box::new(move || {
-                Stage::ALL
-                    .iter()
-                    .map(|stage| (stage.as_str(), held.held(*stage) as i64))
-                    .collect()
-            }),
+            Stage::ALL,
+            Stage::as_str,
+            move |stage| held.held(stage) as i64,
         );
         let limit = budget.limit() as i64;
         metrics.register_scrape_gauge(
             "memory_budget_bytes",
             "--memory-budget: what shadow work may hold",
             "",
-            Box::new(move || vec![("", limit)]),
+            move || vec![("", limit)],
         );
         if crate::telemetry::heap_stats().is_some() {
             metrics.register_scrape_gauge(
@@ -294,14 +291,14 @@ impl Application {
                 "The process's heap as its allocator counts it: allocated (in use), active (in pages handed \
                  out), resident",
                 "kind",
-                Box::new(|| {
+                || {
                     let heap = crate::telemetry::heap_stats().unwrap_or_default();
                     vec![
                         ("allocated", heap.allocated as i64),
                         ("active", heap.active as i64),
                         ("resident", heap.resident as i64),
                     ]
-                }),
+                },
             );
         }
         let namer = Arc::new(EndpointNamer::new(
@@ -317,19 +314,13 @@ impl Application {
         let max_inflight = settings.proxy.shadow.max_inflight;
         let inflight = Target::ALL.map(|_| Arc::new(Semaphore::new(max_inflight)));
         let permits = inflight.clone();
-        metrics.register_scrape_gauge(
+        metrics.register_scrape_gauge_per(
             "shadow_inflight",
             "Background (shadow) requests in flight per upstream",
             "target",
-            Box::new(move || {
-                Target::ALL
-                    .iter()
-                    .map(|target| {
-                        let in_use = max_inflight - permits[target.index()].available_permits();
-                        (target.as_str(), in_use as i64)
-                    })
-                    .collect()
-            }),
+            Target::ALL,
+            Target::as_str,
+            move |target| (max_inflight - permits[target.index()].available_permits()) as i64,
         );
 
         let (exchange_sink, exchanges) = pipeline::channel(
@@ -354,12 +345,12 @@ impl Application {
             "queue_depth",
             "Items waiting in each queue between stages",
             "queue",
-            Box::new(move || {
+            move || {
                 vec![
                     (Queue::Exchanges.as_str(), exchange_depth() as i64),
                     (Queue::Analyses.as_str(), analysis_depth() as i64),
                 ]
-            }),
+            },
         );
 
         let mut proxy = Proxy::new(

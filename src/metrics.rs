@@ -206,7 +206,7 @@ impl Metrics {
         name: &'static str,
         help: &'static str,
         label: &'static str,
-        read: GaugeReader,
+        read: impl Fn() -> Vec<(&'static str, i64)> + Send + Sync + 'static,
     ) {
         let mut registry = self
             .registry
@@ -216,8 +216,26 @@ impl Metrics {
             name,
             help,
             label,
-            read,
+            read: Box::new(read),
         }));
+    }
+
+    /// Adds a gauge read at each scrape for each of `values` (a stage, an upstream), labelled with its name.
+    pub fn register_scrape_gauge_per<T: Copy + Send + Sync + 'static, const N: usize>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: [T; N],
+        value_name: fn(T) -> &'static str,
+        read: impl Fn(T) -> i64 + Send + Sync + 'static,
+    ) {
+        self.register_scrape_gauge(name, help, label, move || {
+            values
+                .iter()
+                .map(|value| (value_name(*value), read(*value)))
+                .collect()
+        });
     }
 
     /// What `/metrics` renders.
