@@ -369,6 +369,15 @@ mod tests {
     }
 
     #[test]
+    fn work_shed_is_counted_by_the_stage_that_shed_it() {
+        let metrics = BudgetMetrics::default();
+        let budget = MemoryBudget::counted(10, metrics.clone());
+        budget.shed(Stage::Writer);
+        assert_eq!(metrics.shed_count(Stage::Writer), 1);
+        assert_eq!(metrics.shed_count(Stage::Request), 0);
+    }
+
+    #[test]
     fn a_charge_without_budget_always_grows() {
         let mut charge = Charge::none();
         assert!(charge.try_grow(usize::MAX / 2));
