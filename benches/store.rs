@@ -101,7 +101,7 @@ async fn ingest(store: &Store, seconds: u64) -> (f64, u64) {
             sample_retention: None,
         },
         Redactor::new(b"bench".to_vec(), &[]),
-        Arc::new(Metrics::new()),
+        Metrics::new().store,
     );
     let pool = analyses(5_000);
     let started = Instant::now();

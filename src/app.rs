@@ -22,12 +22,13 @@ use crate::lane::{Lane, LaneSettings};
 use crate::metrics::Metrics;
 use crate::monitor::MonitorSettings;
 use crate::notify::NotifySettings;
-use crate::pipeline::metrics::Queue;
+use crate::pipeline::metrics::{Queue, QueueMetrics};
 use crate::pipeline::recorder::{self, Recording};
 use crate::pipeline::reflection::SchemaReflection;
 use crate::pipeline::{self, AnalysisSink};
 use crate::proxy::callers::CallerListeners;
 use crate::proxy::fanout::UpstreamPools;
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::server::ListenerLimits;
 use crate::proxy::upstream::{ClientError, UpstreamClient, UpstreamSettings, tls_config};
 use crate::proxy::{Proxy, ProxySettings};
@@ -267,25 +268,22 @@ impl Application {
             sample_retention: settings.writer.sample_retention,
         };
         let metrics = Arc::new(Metrics::new());
-        let budget = MemoryBudget::new(settings.memory_budget);
+        let budget = MemoryBudget::counted(settings.memory_budget, metrics.budget.clone());
         let held = budget.clone();
-        metrics.register_scrape_gauge(
+        metrics.register_scrape_gauge_per(
             "memory_bytes",
             "Bytes held by shadow work against --memory-budget, per stage",
             "stage",
-            Box::new(move || {
-                Stage::ALL
-                    .iter()
-                    .map(|stage| (stage.as_str(), held.held(*stage) as i64))
-                    .collect()
-            }),
+            Stage::ALL,
+            Stage::as_str,
+            move |stage| held.held(stage) as i64,
         );
         let limit = budget.limit() as i64;
         metrics.register_scrape_gauge(
             "memory_budget_bytes",
             "--memory-budget: what shadow work may hold",
             "",
-            Box::new(move || vec![("", limit)]),
+            move || vec![("", limit)],
         );
         if crate::telemetry::heap_stats().is_some() {
             metrics.register_scrape_gauge(
@@ -293,14 +291,14 @@ impl Application {
                 "The process's heap as its allocator counts it: allocated (in use), active (in pages handed \
                  out), resident",
                 "kind",
-                Box::new(|| {
+                || {
                     let heap = crate::telemetry::heap_stats().unwrap_or_default();
                     vec![
                         ("allocated", heap.allocated as i64),
                         ("active", heap.active as i64),
                         ("resident", heap.resident as i64),
                     ]
-                }),
+                },
             );
         }
         let namer = Arc::new(EndpointNamer::new(
@@ -316,28 +314,25 @@ impl Application {
         let max_inflight = settings.proxy.shadow.max_inflight;
         let inflight = Target::ALL.map(|_| Arc::new(Semaphore::new(max_inflight)));
         let permits = inflight.clone();
-        metrics.register_scrape_gauge(
+        metrics.register_scrape_gauge_per(
             "shadow_inflight",
             "Background (shadow) requests in flight per upstream",
             "target",
-            Box::new(move || {
-                Target::ALL
-                    .iter()
-                    .map(|target| {
-                        let in_use = max_inflight - permits[target.index()].available_permits();
-                        (target.as_str(), in_use as i64)
-                    })
-                    .collect()
-            }),
+            Target::ALL,
+            Target::as_str,
+            move |target| (max_inflight - permits[target.index()].available_permits()) as i64,
         );
 
         let (exchange_sink, exchanges) = pipeline::channel(
             Queue::Exchanges,
             settings.proxy.exchange_queue,
-            metrics.clone(),
+            metrics.queues.clone(),
         );
-        let (analyses_sink, analyses) =
-            pipeline::channel(Queue::Analyses, settings.analysis.queue, metrics.clone());
+        let (analyses_sink, analyses) = pipeline::channel(
+            Queue::Analyses,
+            settings.analysis.queue,
+            metrics.queues.clone(),
+        );
         let exchange_depth = exchange_sink.depth_reader();
         let analysis_depth = analyses_sink.depth_reader();
         let backlog: Backlog = {
@@ -350,12 +345,12 @@ impl Application {
             "queue_depth",
             "Items waiting in each queue between stages",
             "queue",
-            Box::new(move || {
+            move || {
                 vec![
                     (Queue::Exchanges.as_str(), exchange_depth() as i64),
                     (Queue::Analyses.as_str(), analysis_depth() as i64),
                 ]
-            }),
+            },
         );
 
         let mut proxy = Proxy::new(
@@ -370,7 +365,7 @@ impl Application {
             exchange_sink,
             namer.clone(),
             budget.clone(),
-            metrics.clone(),
+            metrics.proxy.clone(),
         );
         let recordings = match &settings.proxy.record {
             Some(path) => {
@@ -383,7 +378,7 @@ impl Application {
                 let (sink, rx) = pipeline::channel(
                     Queue::Recordings,
                     settings.proxy.exchange_queue,
-                    metrics.clone(),
+                    metrics.queues.clone(),
                 );
                 proxy = proxy.with_recorder(sink);
                 tracing::info!(file = %path.display(), "recording shadowed requests");
@@ -447,8 +442,19 @@ impl Application {
             .expect("a bound listener has a local address")
     }
 
+    /// Every metric of this instance (tests read them).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// What the caller's path counts: requests, and those not shadowed and why.
+    pub fn proxy_metrics(&self) -> ProxyMetrics {
+        self.metrics.proxy.clone()
+    }
+
+    /// Items handed on and dropped between the stages.
+    pub fn queue_metrics(&self) -> QueueMetrics {
+        self.metrics.queues.clone()
     }
 
     /// Takes the exchange queue, to consume raw exchanges elsewhere; `run_until` then analyses nothing.

@@ -5,10 +5,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+
+use crate::metrics::counters_for;
 
 /// Where charged memory is held, for `/metrics`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -53,37 +53,23 @@ impl Stage {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StageLabel {
-    stage: &'static str,
-}
-
-/// Shadow work shed for the budget, by the stage that refused it.
+/// Shadow work shed for the budget, by the stage that refused it. The budget keeps it, so that whichever stage
+/// charges the budget counts what it sheds there.
+#[derive(Clone, Default)]
 pub struct BudgetMetrics {
     shed: [Counter; Stage::ALL.len()],
 }
 
 impl BudgetMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let family = Family::<StageLabel, Counter>::default();
-        registry.register(
+        let shed = counters_for(
+            registry,
             "memory_shed",
             "Shadow work shed because it would have gone over --memory-budget, by the stage that refused it",
-            family.clone(),
+            "stage",
+            Stage::ALL.map(Stage::as_str),
         );
-        let shed = Stage::ALL.map(|stage| {
-            family
-                .get_or_create(&StageLabel {
-                    stage: stage.as_str(),
-                })
-                .clone()
-        });
         Self { shed }
-    }
-
-    /// Shadow work one stage shed for the memory budget.
-    pub fn shed(&self, stage: Stage) {
-        self.shed[stage as usize].inc();
     }
 
     pub fn shed_count(&self, stage: Stage) -> u64 {
@@ -96,6 +82,8 @@ pub struct MemoryBudget {
     limit: usize,
     used: AtomicUsize,
     stages: [AtomicUsize; Stage::ALL.len()],
+    /// Where the work shed for this budget is counted.
+    metrics: BudgetMetrics,
 }
 
 impl fmt::Debug for MemoryBudget {
@@ -111,12 +99,24 @@ impl MemoryBudget {
     /// What shadow work may hold by default (`--memory-budget`).
     pub const DEFAULT_LIMIT: usize = 128 << 20;
 
+    /// A budget whose shed work is counted nowhere (for tools and tests).
     pub fn new(limit: usize) -> Arc<Self> {
+        Self::counted(limit, BudgetMetrics::default())
+    }
+
+    /// A budget whose shed work is counted in `metrics`.
+    pub fn counted(limit: usize, metrics: BudgetMetrics) -> Arc<Self> {
         Arc::new(Self {
             limit,
             used: AtomicUsize::new(0),
             stages: Default::default(),
+            metrics,
         })
+    }
+
+    /// Counts shadow work `stage` shed because it did not fit.
+    pub fn shed(&self, stage: Stage) {
+        self.metrics.shed[stage as usize].inc();
     }
 
     /// A budget that never refuses (for tools and tests that measure nothing).
@@ -366,6 +366,15 @@ mod tests {
         drop(copy);
         assert_eq!(budget.used(), 0);
         assert!(Stage::ALL.iter().all(|stage| budget.held(*stage) == 0));
+    }
+
+    #[test]
+    fn work_shed_is_counted_by_the_stage_that_shed_it() {
+        let metrics = BudgetMetrics::default();
+        let budget = MemoryBudget::counted(10, metrics.clone());
+        budget.shed(Stage::Writer);
+        assert_eq!(metrics.shed_count(Stage::Writer), 1);
+        assert_eq!(metrics.shed_count(Stage::Request), 0);
     }
 
     #[test]

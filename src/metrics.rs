@@ -1,15 +1,17 @@
-//! The one registry of an instance: each stage's metrics, defined beside the stage that records them, are
+//! The one registry of an instance: each stage's metric set, defined beside the stage that records it, is
 //! registered here when the app is built, with scrape-time gauges the wiring adds; rendered as Prometheus text
-//! on `/metrics`.
+//! on `/metrics`. Stages are handed only their own set, never this registry.
 
 use std::fmt;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::budget::BudgetMetrics;
 use crate::monitor::{GaugesCollector, VerdictGauges};
@@ -57,10 +59,88 @@ impl Collector for ScrapeGauge {
     }
 }
 
-/// Every metric of one running instance, by the stage that records it.
+/// Registers `metric` under `name` and gives it back, to be kept by the set that records it.
+pub fn registered<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// Registers a counter family whose series in `labels` are shown from the start, at zero, so that a rate over
+/// the first count sees them; other series appear as they are first counted.
+pub fn family_from_zero<S>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    labels: impl IntoIterator<Item = S>,
+) -> Family<S, Counter>
+where
+    S: EncodeLabelSet + Clone + Hash + Eq + fmt::Debug + Send + Sync + 'static,
+{
+    let family = registered(registry, name, help, Family::<S, Counter>::default());
+    for label in labels {
+        let _ = family.get_or_create(&label);
+    }
+    family
+}
+
+/// Registers a counter family with one label and resolves the counter of each of its `values`, in their order:
+/// counting is then an atomic increment, never a lookup (which takes the family's lock, shared by every thread
+/// that counts). Every series is shown from the start, at zero.
+pub fn counters_for<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: [&'static str; N],
+) -> [Counter; N] {
+    let family = registered(
+        registry,
+        name,
+        help,
+        Family::<[(&str, &str); 1], Counter>::default(),
+    );
+    values.map(|value| family.get_or_create(&[(label, value)]).clone())
+}
+
+/// The registry, shared by the app (which adds scrape-time gauges as it builds parts) and `/metrics`.
+type SharedRegistry = Arc<Mutex<Registry>>;
+
+/// What `/metrics` is given: the means to render every metric, and nothing to count with.
+#[derive(Clone)]
+pub struct Exposition {
+    registry: SharedRegistry,
+}
+
+impl fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exposition").finish_non_exhaustive()
+    }
+}
+
+impl Exposition {
+    /// The Prometheus text exposition (OpenMetrics flavour) of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::with_capacity(4096);
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+}
+
+/// Every metric of one running instance, by the stage that records it. Only the app holds it: it hands each
+/// stage its own set (a clone: the sets are handles to shared counters) and `/metrics` an [`Exposition`].
 pub struct Metrics {
     /// Behind a lock so that parts built after the metrics (queues, pools) can add scrape-time gauges.
-    registry: Mutex<Registry>,
+    registry: SharedRegistry,
     pub proxy: ProxyMetrics,
     pub queues: QueueMetrics,
     pub analysis: AnalysisMetrics,
@@ -107,7 +187,7 @@ impl Metrics {
         let verdict = Arc::new(VerdictGauges::default());
         registry.register_collector(Box::new(GaugesCollector(verdict.clone())));
         Self {
-            registry: Mutex::new(registry),
+            registry: Arc::new(Mutex::new(registry)),
             proxy,
             queues,
             analysis,
@@ -126,7 +206,7 @@ impl Metrics {
         name: &'static str,
         help: &'static str,
         label: &'static str,
-        read: GaugeReader,
+        read: impl Fn() -> Vec<(&'static str, i64)> + Send + Sync + 'static,
     ) {
         let mut registry = self
             .registry
@@ -136,25 +216,40 @@ impl Metrics {
             name,
             help,
             label,
-            read,
+            read: Box::new(read),
         }));
+    }
+
+    /// Adds a gauge read at each scrape for each of `values` (a stage, an upstream), labelled with its name.
+    pub fn register_scrape_gauge_per<T: Copy + Send + Sync + 'static, const N: usize>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: [T; N],
+        value_name: fn(T) -> &'static str,
+        read: impl Fn(T) -> i64 + Send + Sync + 'static,
+    ) {
+        self.register_scrape_gauge(name, help, label, move || {
+            values
+                .iter()
+                .map(|value| (value_name(*value), read(*value)))
+                .collect()
+        });
+    }
+
+    /// What `/metrics` renders.
+    pub fn exposition(&self) -> Exposition {
+        Exposition {
+            registry: self.registry.clone(),
+        }
     }
 
     /// The Prometheus text exposition (OpenMetrics flavour) of every metric.
     pub fn render(&self) -> String {
-        let mut text = String::with_capacity(4096);
-        let registry = self
-            .registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-        text
+        self.exposition().render()
     }
 }
-
-/// Shared handle to the metrics of one instance.
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {

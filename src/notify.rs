@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::analysis::compat::Compat;
 use crate::gate::verdict::Verdict;
+use crate::metrics::registered;
 use crate::paths::{RUN, link};
 use crate::report::changes::Change;
 
@@ -104,13 +105,13 @@ pub struct NotifyMetrics {
 
 impl NotifyMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
-        registry.register(
+        let outcomes = registered(
+            registry,
             "notifications",
             "Messages to --notify-url receivers, by outcome: sent, failed (after retries) or dropped (queue full)",
-            metrics.outcomes.clone(),
+            Family::default(),
         );
-        metrics
+        Self { outcomes }
     }
 
     fn count(&self, outcome: &'static str) {

@@ -15,15 +15,14 @@ use tokio_util::sync::CancellationToken;
 use crate::analysis::{Analysis, Analyzer};
 use crate::budget::{MemoryBudget, Stage};
 use crate::exchange::Exchange;
-use crate::metrics::Metrics;
-use crate::pipeline::metrics::{DropReason, Queue};
+use crate::pipeline::metrics::{AnalysisMetrics, DropReason, Queue, QueueMetrics};
 use crate::pipeline::reflection::SchemaReflection;
 
 /// The sending side of a bounded queue.
 pub struct Sink<T> {
     tx: mpsc::Sender<T>,
     queue: Queue,
-    metrics: Arc<Metrics>,
+    metrics: QueueMetrics,
 }
 
 impl<T> Clone for Sink<T> {
@@ -45,7 +44,7 @@ pub type AnalysisSink = Sink<Analysis>;
 pub fn channel<T>(
     queue: Queue,
     capacity: usize,
-    metrics: Arc<Metrics>,
+    metrics: QueueMetrics,
 ) -> (Sink<T>, mpsc::Receiver<T>) {
     let (tx, rx) = mpsc::channel(capacity);
     (Sink { tx, queue, metrics }, rx)
@@ -55,17 +54,18 @@ impl<T: Send + 'static> Sink<T> {
     /// Hands an item on without waiting: queued, or dropped and counted.
     pub fn offer(&self, item: T) {
         match self.tx.try_send(item) {
-            Ok(()) => self.metrics.queues.queued(self.queue),
+            Ok(()) => self.metrics.queued(self.queue),
             Err(TrySendError::Full(_)) => {
-                self.metrics
-                    .queues
-                    .dropped(self.queue, DropReason::QueueFull);
+                self.dropped(DropReason::QueueFull);
                 tracing::debug!(queue = self.queue.as_str(), "queue full; item dropped");
             }
-            Err(TrySendError::Closed(_)) => {
-                self.metrics.queues.dropped(self.queue, DropReason::Closed)
-            }
+            Err(TrySendError::Closed(_)) => self.dropped(DropReason::Closed),
         }
+    }
+
+    /// Counts an item of this queue dropped for `reason`, here or before it could be offered.
+    pub fn dropped(&self, reason: DropReason) {
+        self.metrics.dropped(self.queue, reason);
     }
 
     /// Reads the number of items waiting, without keeping the queue open.
@@ -140,7 +140,7 @@ pub struct AnalysisStage {
     /// Blocking workers analysing at once.
     pub workers: usize,
     pub budget: Arc<MemoryBudget>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: AnalysisMetrics,
     pub out: AnalysisSink,
     /// With `--grpc-reflection`: asks primary for the schemas of the services calls name.
     pub reflection: Option<SchemaReflection>,
@@ -197,12 +197,12 @@ pub async fn analyse(
                 }));
                 match analysed {
                     Ok(mut analysis) => {
-                        metrics.analysis.analysed(&analysis);
+                        metrics.analysed(&analysis);
                         analysis.exchange.charge.move_to(Stage::AnalysisQueue);
                         out.offer(analysis);
                     }
                     Err(_) => {
-                        metrics.analysis.failed();
+                        metrics.failed();
                         tracing::error!(%id, "analysis of an exchange failed; it is skipped");
                     }
                 }

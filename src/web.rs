@@ -24,7 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::Exposition;
 use crate::report::Reports;
 use crate::store::health::StoreHealth;
 use crate::store::{RunInfo, Store};
@@ -68,8 +68,8 @@ impl Default for WebSettings {
 /// What the admin handlers share.
 #[derive(Clone)]
 pub struct AdminState {
-    /// Counters of this instance, for `/metrics`.
-    pub metrics: Arc<Metrics>,
+    /// Renders this instance's metrics, for `/metrics`.
+    pub metrics: Exposition,
     /// Cancelled once shutdown has begun: the instance finishes what it has but wants no new traffic.
     pub draining: CancellationToken,
     /// Where samples, exchanges and rules are read from, and rules and deletions written.

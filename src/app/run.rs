@@ -36,7 +36,7 @@ impl Application {
                         analyzer: self.analyzer.clone(),
                         workers: self.analysis_workers,
                         budget: self.budget.clone(),
-                        metrics: self.metrics.clone(),
+                        metrics: self.metrics.analysis.clone(),
                         out: self.analyses_sink.clone(),
                         reflection: self.reflection,
                     },
@@ -56,7 +56,7 @@ impl Application {
                         grpc: self.analyzer.config().grpc.clone(),
                         warned_no_schema: false,
                     },
-                    self.metrics.clone(),
+                    self.metrics.queues.clone(),
                     stop_analysis.clone(),
                 ),
             )
@@ -67,7 +67,7 @@ impl Application {
             let (config, redactor, metrics) = (
                 self.writer_config.clone(),
                 self.redactor.clone(),
-                self.metrics.clone(),
+                self.metrics.store.clone(),
             );
             let (keys, max_places) = (self.keys.clone(), self.max_places_per_endpoint);
             let (namer, budget, health, switches) = (
@@ -128,7 +128,7 @@ impl Application {
 
         let draining = CancellationToken::new();
         let admin_router = web::router(web::AdminState {
-            metrics: self.metrics.clone(),
+            metrics: self.metrics.exposition(),
             draining: draining.clone(),
             store: self.store.clone(),
             reports,

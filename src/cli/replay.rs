@@ -134,7 +134,7 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
     let app = Application::build(settings).await?;
     let run_id = app.run_id();
     let label = app.run_label().to_string();
-    let metrics = app.metrics();
+    let (proxy_metrics, queue_metrics) = (app.proxy_metrics(), app.queue_metrics());
     let backlog = app.backlog();
     let reports = app.reports();
     let Ok(proxy) = format!("http://{}", app.proxy_addr()).parse::<UpstreamUrl>() else {
@@ -214,11 +214,11 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
     );
     let unshadowed: Vec<String> = UnshadowedReason::ALL
         .iter()
-        .filter(|reason| metrics.proxy.unshadowed_count(**reason) > 0)
+        .filter(|reason| proxy_metrics.unshadowed_count(**reason) > 0)
         .map(|reason| {
             format!(
                 "{} {}",
-                metrics.proxy.unshadowed_count(*reason),
+                proxy_metrics.unshadowed_count(*reason),
                 reason.as_str()
             )
         })
@@ -236,12 +236,8 @@ pub async fn run(replay: ReplaySettings, mut settings: AppSettings) -> Outcome {
              upstreams likely refused them; set real ones with --header 'Authorization: ...'"
         );
     }
-    let dropped = metrics
-        .queues
-        .dropped_count(Queue::Exchanges, DropReason::QueueFull)
-        + metrics
-            .queues
-            .dropped_count(Queue::Analyses, DropReason::QueueFull);
+    let dropped = queue_metrics.dropped_count(Queue::Exchanges, DropReason::QueueFull)
+        + queue_metrics.dropped_count(Queue::Analyses, DropReason::QueueFull);
     if dropped > 0 {
         println!(
             "{dropped} exchanges dropped for want of queue room: lower --concurrency or --rate"

@@ -2,7 +2,7 @@
 //! analysed exchange (its result, differences, bodies not compared, endpoint and latency, recorded once).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,6 +12,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::analysis::{Analysis, SkipReason};
 use crate::exchange::Target;
+use crate::metrics::{family_from_zero, registered};
 
 /// The bounded queues between the stages: proxy to analysis, analysis to storage.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -105,7 +106,8 @@ struct QueueReasonLabels {
     reason: &'static str,
 }
 
-/// Items handed on and dropped, per queue.
+/// Items handed on and dropped, per queue. A clone counts into the same series.
+#[derive(Clone)]
 pub struct QueueMetrics {
     queued: Family<QueueLabel, Counter>,
     dropped: Family<QueueReasonLabels, Counter>,
@@ -113,27 +115,23 @@ pub struct QueueMetrics {
 
 impl QueueMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let queued = Family::default();
-        registry.register(
+        let queued = registered(
+            registry,
             "queued",
             "Items handed to the next stage: exchanges to analysis, analyses to storage",
-            queued.clone(),
+            Family::default(),
         );
-        let dropped: Family<QueueReasonLabels, Counter> = Family::default();
-        registry.register(
+        let dropped = family_from_zero(
+            registry,
             "dropped",
             "Items dropped because the next stage's queue was full (or closed), by queue and reason",
-            dropped.clone(),
-        );
-        // Every series from the start, at zero, so that a rate over the first drop sees it.
-        for queue in Queue::ALL {
-            for reason in DropReason::ALL {
-                let _ = dropped.get_or_create(&QueueReasonLabels {
+            Queue::ALL.into_iter().flat_map(|queue| {
+                DropReason::ALL.map(|reason| QueueReasonLabels {
                     queue: queue.as_str(),
                     reason: reason.as_str(),
-                });
-            }
-        }
+                })
+            }),
+        );
         Self { queued, dropped }
     }
 
@@ -206,7 +204,8 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-/// The analysis stage's counters.
+/// The analysis stage's counters. A clone counts into the same series (and shares the endpoints labelled).
+#[derive(Clone)]
 pub struct AnalysisMetrics {
     analysed: Family<ResultLabel, Counter>,
     differences: Family<SideLabel, Counter>,
@@ -214,41 +213,41 @@ pub struct AnalysisMetrics {
     failures: Counter,
     endpoint_requests: Family<EndpointLabel, Counter>,
     /// Endpoints given a label of their own; past [`MAX_ENDPOINT_LABELS`] they share `other`.
-    endpoint_labels: Mutex<HashSet<String>>,
+    endpoint_labels: Arc<Mutex<HashSet<String>>>,
     latency: Family<TargetLabel, Histogram, fn() -> Histogram>,
 }
 
 impl AnalysisMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let analysed = Family::default();
-        registry.register(
+        let analysed = registered(
+            registry,
             "exchanges_analysed",
             "Exchanges analysed: compared, or skipped with the reason",
-            analysed.clone(),
+            Family::default(),
         );
-        let differences = Family::default();
-        registry.register(
+        let differences = registered(
+            registry,
             "differences",
             "Differences found: primary vs candidate (candidate) and primary vs secondary (noise)",
-            differences.clone(),
+            Family::default(),
         );
-        let bodies_not_compared = Family::default();
-        registry.register(
+        let bodies_not_compared = registered(
+            registry,
             "bodies_not_compared",
             "Response bodies not compared (status and headers were), by upstream and reason",
-            bodies_not_compared.clone(),
+            Family::default(),
         );
-        let failures = Counter::default();
-        registry.register(
+        let failures = registered(
+            registry,
             "analysis_failures",
             "Exchanges whose analysis failed unexpectedly (a bug: see the log)",
-            failures.clone(),
+            Counter::default(),
         );
-        let endpoint_requests = Family::default();
-        registry.register(
+        let endpoint_requests = registered(
+            registry,
             "endpoint_requests",
             "Analysed exchanges per endpoint (at most 500 endpoints by name; the rest as `other`)",
-            endpoint_requests.clone(),
+            Family::default(),
         );
         let latency = Family::<TargetLabel, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
@@ -265,7 +264,7 @@ impl AnalysisMetrics {
             bodies_not_compared,
             failures,
             endpoint_requests,
-            endpoint_labels: Mutex::new(HashSet::new()),
+            endpoint_labels: Arc::default(),
             latency,
         }
     }

@@ -15,9 +15,8 @@ use crate::analysis::grpc::is_protobuf_call;
 use crate::exchange::RecordedRequest;
 use crate::grpc::decode::Direction;
 use crate::grpc::schema::Schemas;
-use crate::metrics::Metrics;
 use crate::pipeline::Draining;
-use crate::pipeline::metrics::{DropReason, Queue};
+use crate::pipeline::metrics::{DropReason, Queue, QueueMetrics};
 use crate::redact::grpc::GrpcRedaction;
 use crate::redact::{Redactor, UNDECODABLE};
 use crate::seal::Sealer;
@@ -62,7 +61,7 @@ pub async fn run(
     rx: mpsc::Receiver<Recording>,
     (redactor, sealer): (Redactor, Option<Arc<Sealer>>),
     mut formats: BodyFormats,
-    metrics: Arc<Metrics>,
+    metrics: QueueMetrics,
     stop: CancellationToken,
 ) {
     let mut recordings = Draining::new(rx, stop);
@@ -72,9 +71,7 @@ pub async fn run(
         if let Some(sealer) = &sealer {
             // Never written in clear: a line that cannot be sealed is dropped and counted.
             let Ok(sealed) = sealer.seal(line.as_bytes()) else {
-                metrics
-                    .queues
-                    .dropped(Queue::Recordings, DropReason::WriteFailed);
+                metrics.dropped(Queue::Recordings, DropReason::WriteFailed);
                 continue;
             };
             line = crate::traffic::sealed::line(&sealed);
@@ -87,9 +84,7 @@ pub async fn run(
         match written {
             Ok(()) => failing = false,
             Err(error) => {
-                metrics
-                    .queues
-                    .dropped(Queue::Recordings, DropReason::WriteFailed);
+                metrics.dropped(Queue::Recordings, DropReason::WriteFailed);
                 if !failing {
                     tracing::error!(%error, "cannot write to the record file; recordings are dropped until it works again");
                 }

@@ -20,11 +20,11 @@ use crate::budget::MemoryBudget;
 use crate::endpoint::EndpointNamer;
 use crate::exchange::Target;
 use crate::lane::Lane;
-use crate::metrics::Metrics;
 use crate::pipeline::recorder::Recording;
 use crate::pipeline::{ExchangeSink, Sink};
 use crate::proxy::ProxySettings;
 use crate::proxy::headers::host_value;
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::policy::ShadowPolicy;
 use crate::proxy::upstream::{Baseline, UpstreamClient, UpstreamSettings};
 use crate::values::{TrustedProxies, UpstreamUrl};
@@ -71,7 +71,8 @@ pub struct Proxy {
     sink: ExchangeSink,
     /// Where shadowed requests are recorded (`--record`), if anywhere.
     recorder: Option<Sink<Recording>>,
-    metrics: Arc<Metrics>,
+    /// The caller's path's own counters (work shed for the budget is counted by the budget).
+    metrics: ProxyMetrics,
     /// Where every background task runs: threads at a lower priority than the callers'.
     lane: Arc<Lane>,
 }
@@ -108,7 +109,7 @@ impl Proxy {
         sink: ExchangeSink,
         namer: Arc<EndpointNamer>,
         budget: Arc<MemoryBudget>,
-        metrics: Arc<Metrics>,
+        metrics: ProxyMetrics,
     ) -> Self {
         let response_timeout = upstreams.response_timeout;
         let shadow_timeout = upstreams.shadow_timeout;
@@ -148,7 +149,7 @@ impl Proxy {
         self
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
     }
 

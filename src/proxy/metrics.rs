@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::exchange::{ErrorKind, Target, UpstreamError};
+use crate::metrics::{counters_for, registered};
 
 /// Why a caller's request was not shadowed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -126,29 +127,15 @@ impl BodySide {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TargetLabel {
-    target: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetKindLabels {
     target: &'static str,
     kind: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SideLabel {
-    side: &'static str,
-}
-
 /// The caller's path's counters. Every label set is resolved when they are registered, so that counting is an
 /// atomic increment: a family's lookup takes its lock, which the lane's threads (counting secondary's and
-/// candidate's errors) would share with the callers'.
+/// candidate's errors) would share with the callers'. A clone counts into the same series.
+#[derive(Clone)]
 pub struct ProxyMetrics {
     requests: Counter,
     unshadowed: [Counter; UnshadowedReason::ALL.len()],
@@ -162,57 +149,39 @@ pub struct ProxyMetrics {
 
 impl ProxyMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let requests = Counter::default();
-        registry.register(
+        let requests = registered(
+            registry,
             "requests",
             "Caller requests received by the proxy",
-            requests.clone(),
+            Counter::default(),
         );
-        let unshadowed_family = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        let unshadowed = counters_for(
+            registry,
             "unshadowed_requests",
             "Caller requests sent to primary only, by reason",
-            unshadowed_family.clone(),
+            "reason",
+            UnshadowedReason::ALL.map(UnshadowedReason::as_str),
         );
-        let unshadowed = UnshadowedReason::ALL.map(|reason| {
-            unshadowed_family
-                .get_or_create(&ReasonLabel {
-                    reason: reason.as_str(),
-                })
-                .clone()
-        });
-        let callers_rejected_family = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        let callers_rejected = counters_for(
+            registry,
             "callers_rejected",
             "Caller connections or requests turned away: malformed, header_too_large, header_timeout, \
              body_timeout (answered 408), too_many_connections (closed at once)",
-            callers_rejected_family.clone(),
+            "reason",
+            CallerRejection::ALL.map(CallerRejection::as_str),
         );
-        let callers_rejected = CallerRejection::ALL.map(|reason| {
-            callers_rejected_family
-                .get_or_create(&ReasonLabel {
-                    reason: reason.as_str(),
-                })
-                .clone()
-        });
-        let shed_family = Family::<TargetLabel, Counter>::default();
-        registry.register(
+        let shed = counters_for(
+            registry,
             "shadow_shed",
             "Shadow requests not sent because the upstream had --max-shadow-inflight in flight",
-            shed_family.clone(),
+            "target",
+            Target::ALL.map(Target::as_str),
         );
-        let shed = Target::ALL.map(|target| {
-            shed_family
-                .get_or_create(&TargetLabel {
-                    target: target.as_str(),
-                })
-                .clone()
-        });
-        let errors_family = Family::<TargetKindLabels, Counter>::default();
-        registry.register(
+        let errors_family = registered(
+            registry,
             "upstream_errors",
             "Upstream requests without a usable response, by upstream and kind",
-            errors_family.clone(),
+            Family::<TargetKindLabels, Counter>::default(),
         );
         let upstream_errors = Target::ALL.map(|target| {
             ErrorKind::ALL.map(|kind| {
@@ -224,25 +193,19 @@ impl ProxyMetrics {
                     .clone()
             })
         });
-        let too_large_family = Family::<SideLabel, Counter>::default();
-        registry.register(
+        let bodies_too_large = counters_for(
+            registry,
             "bodies_too_large",
             "Bodies larger than --max-body, forwarded but not kept (side: request or an upstream)",
-            too_large_family.clone(),
+            "side",
+            BodySide::ALL.map(BodySide::as_str),
         );
-        let bodies_too_large = BodySide::ALL.map(|side| {
-            too_large_family
-                .get_or_create(&SideLabel {
-                    side: side.as_str(),
-                })
-                .clone()
-        });
-        let forwarded_dropped = Counter::default();
-        registry.register(
+        let forwarded_dropped = registered(
+            registry,
             "forwarded_headers_dropped",
             "Caller requests whose X-Forwarded-* or Forwarded headers were replaced, the caller not being in \
              --trusted-proxies",
-            forwarded_dropped.clone(),
+            Counter::default(),
         );
         Self {
             requests,

@@ -72,7 +72,7 @@ pub async fn serve(
                 // Past the cap a connection is closed at once: a flood of idle callers cannot take every file
                 // descriptor and every buffer from the ones being served.
                 let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    proxy.metrics().proxy.caller_rejected(CallerRejection::TooManyConnections);
+                    proxy.metrics().caller_rejected(CallerRejection::TooManyConnections);
                     drop(stream);
                     continue;
                 };
@@ -96,7 +96,7 @@ pub async fn serve(
                         served = connection => if let Err(error) = served {
                             match rejection(&*error) {
                                 Some(reason) => {
-                                    proxy.metrics().proxy.caller_rejected(reason);
+                                    proxy.metrics().caller_rejected(reason);
                                     tracing::debug!(%caller, reason = reason.as_str(), error = %error, "caller request rejected");
                                 }
                                 None => tracing::debug!(%caller, error = %error, "caller connection ended with an error"),

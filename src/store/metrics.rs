@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::metrics::{family_from_zero, registered};
 use crate::store::places::PlaceOverflow;
 
 /// What the writer could not store.
@@ -124,7 +125,8 @@ struct TableLabel {
     table: &'static str,
 }
 
-/// The writer's counters and gauges.
+/// The writer's counters and gauges. A clone counts into the same series.
+#[derive(Clone)]
 pub struct StoreMetrics {
     writes: Family<ResultLabel, Counter>,
     dropped: Family<WhatReasonLabels, Counter>,
@@ -138,76 +140,69 @@ pub struct StoreMetrics {
 
 impl StoreMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let writes = Family::default();
-        registry.register(
+        let writes = registered(
+            registry,
             "store_writes",
             "Batches written to the store (result: ok, or error when the database could not be written)",
-            writes.clone(),
+            Family::default(),
         );
-        let dropped: Family<WhatReasonLabels, Counter> = Family::default();
-        registry.register(
+        let dropped = family_from_zero(
+            registry,
             "store_dropped",
             "Exchanges (their counts) or samples not stored, by reason: buffer_full (database away too long), \
              memory_budget, run_deleted (begun before its run was cleared or deleted), refused (by the database), \
              shutdown (database away at shutdown), failed, run_closed (begun before its run was closed for another)",
-            dropped.clone(),
+            [Unstored::Exchange, Unstored::Sample]
+                .into_iter()
+                .flat_map(|what| {
+                    UnstoredReason::ALL.map(|reason| WhatReasonLabels {
+                        what: what.as_str(),
+                        reason: reason.as_str(),
+                    })
+                }),
         );
-        // Every series from the start, at zero, so that a rate over the first drop sees it.
-        for what in [Unstored::Exchange, Unstored::Sample] {
-            for reason in UnstoredReason::ALL {
-                let _ = dropped.get_or_create(&WhatReasonLabels {
-                    what: what.as_str(),
-                    reason: reason.as_str(),
-                });
-            }
-        }
-        let rejected = Family::default();
-        registry.register(
+        let rejected = registered(
+            registry,
             "store_rejected_rows",
             "Rows the database refused for good (left out of their batch, which was written without them)",
-            rejected.clone(),
+            Family::default(),
         );
-        let features_dropped: Family<ReasonLabel, Counter> = Family::default();
-        registry.register(
+        let features_dropped = family_from_zero(
+            registry,
             "features_dropped",
             "Request features not counted for predictors (the requests are): request_cap (past the per-request \
              caps on query parameters, headers, body fields), sketches_full (the signature's features were not \
              sketched: its endpoint had as many as it may), memory_budget (the requests were counted without them)",
-            features_dropped.clone(),
-        );
-        for reason in FeaturesDropped::ALL {
-            let _ = features_dropped.get_or_create(&ReasonLabel {
+            FeaturesDropped::ALL.map(|reason| ReasonLabel {
                 reason: reason.as_str(),
-            });
-        }
-        let places_overflowed: Family<CapLabel, Counter> = Family::default();
-        registry.register(
+            }),
+        );
+        let places_overflowed = family_from_zero(
+            registry,
             "places_overflowed",
             "Differences counted under `{other}` because their place (path and kind) was new past a cap: \
              endpoint_cap (--max-places-per-endpoint), writer_cap (places followed by this writer overall)",
-            places_overflowed.clone(),
+            PlaceOverflow::ALL.map(|cap| CapLabel { cap: cap.as_str() }),
         );
-        for cap in PlaceOverflow::ALL {
-            let _ = places_overflowed.get_or_create(&CapLabel { cap: cap.as_str() });
-        }
         let up = Gauge::default();
         up.set(1);
-        registry.register(
+        let up = registered(
+            registry,
             "store_up",
             "1 when the last write (or heartbeat) to the store succeeded, 0 while the store cannot be written",
-            up.clone(),
+            up,
         );
-        let pending = Gauge::default();
-        registry.register(
+        let pending = registered(
+            registry,
             "store_pending_rows",
             "Rows waiting to be written to the store",
-            pending.clone(),
+            Gauge::default(),
         );
-        let stored = Counter::default();
-        registry.register(
+        let stored = registered(
+            registry,
             "exchanges_stored",
             "Compared exchanges whose counts were written to the store",
-            stored.clone(),
+            Counter::default(),
         );
         Self {
             writes,

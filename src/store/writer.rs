@@ -27,11 +27,10 @@ use crate::budget::{Charge, MemoryBudget, Stage};
 use crate::clock::now_ms;
 use crate::endpoint::EndpointNamer;
 use crate::exchange::Target;
-use crate::metrics::Metrics;
 use crate::pipeline::Draining;
 use crate::redact::Redactor;
 use crate::store::health::StoreHealth;
-use crate::store::metrics::{FeaturesDropped, Unstored, UnstoredReason};
+use crate::store::metrics::{FeaturesDropped, StoreMetrics, Unstored, UnstoredReason};
 use crate::store::places::PlaceCap;
 use crate::store::runs::ActiveRun;
 use crate::store::sample::started_at_ms;
@@ -77,7 +76,8 @@ pub struct Writer {
     store: Store,
     config: WriterConfig,
     redactor: Redactor,
-    metrics: Arc<Metrics>,
+    /// The writer's own counters (work shed for the budget is counted by the budget).
+    metrics: StoreMetrics,
     namer: Arc<EndpointNamer>,
     health: Arc<StoreHealth>,
     pending: Pending,
@@ -123,7 +123,7 @@ impl Writer {
         store: Store,
         config: WriterConfig,
         redactor: Redactor,
-        metrics: Arc<Metrics>,
+        metrics: StoreMetrics,
     ) -> Self {
         let sampler = Sampler::new(config.samples_per_path, MAX_SAMPLED_PLACES);
         Self {
@@ -194,6 +194,13 @@ impl Writer {
         self
     }
 
+    /// Counts work the writer shed for the memory budget (only a writer given a budget is ever refused).
+    fn shed(&self) {
+        if let Some(budget) = &self.budget {
+            budget.shed(Stage::Writer);
+        }
+    }
+
     /// Reports the store's state here.
     pub fn with_health(mut self, health: Arc<StoreHealth>) -> Self {
         self.health = health;
@@ -233,15 +240,12 @@ impl Writer {
         analysis.exchange.charge.move_to(Stage::Writer);
         if started_at_ms(&analysis.exchange) < self.since_ms {
             self.metrics
-                .store
                 .dropped(Unstored::Exchange, self.since_reason, 1);
             return;
         }
-        self.places
-            .admit_counted(&mut analysis, &self.metrics.store);
+        self.places.admit_counted(&mut analysis, &self.metrics);
         if self.pending_rows() >= self.config.max_pending_rows {
             self.metrics
-                .store
                 .dropped(Unstored::Exchange, UnstoredReason::BufferFull, 1);
             return;
         }
@@ -256,9 +260,8 @@ impl Writer {
         });
         if !self.charge.try_grow(EXCHANGE_BYTES + places_bytes) {
             self.metrics
-                .store
                 .dropped(Unstored::Exchange, UnstoredReason::MemoryBudget, 1);
-            self.metrics.budget.shed(Stage::Writer);
+            self.shed();
             return;
         }
         let endpoint = analysis.exchange.endpoint.clone();
@@ -297,7 +300,7 @@ impl Writer {
         self.sketch(&analysis, &signature);
         self.maybe_sample(analysis);
         self.settle_charge();
-        self.metrics.store.set_pending(self.pending_rows());
+        self.metrics.set_pending(self.pending_rows());
     }
 
     /// Counts the exchange's request features under its signature, and the shapes of its changes, if the
@@ -306,7 +309,7 @@ impl Writer {
         if analysis.compared().is_none() {
             return;
         }
-        let features = &self.metrics.store;
+        let features = &self.metrics;
         if !self.charge.try_grow(PendingSketches::cost(analysis)) {
             features.features_dropped(FeaturesDropped::MemoryBudget, 1);
             return;
@@ -427,7 +430,7 @@ impl Writer {
         match result {
             Ok(written) => {
                 if !written.already {
-                    self.metrics.store.stored(batch.compared());
+                    self.metrics.stored(batch.compared());
                 }
                 self.written(written);
                 Ok(())
@@ -459,7 +462,6 @@ impl Writer {
                 let lost = batch.requests();
                 tracing::error!(%error, lost, "the store refused a batch outright; its counts are lost");
                 self.metrics
-                    .store
                     .dropped(Unstored::Exchange, UnstoredReason::Refused, lost);
                 self.failed(&error);
                 self.unsent_rows = 0;
@@ -484,24 +486,22 @@ impl Writer {
                 cause = %rejected.cause,
                 "rows the store refused were left out"
             );
-            self.metrics
-                .store
-                .rejected(rejected.table, rejected.rows as u64);
+            self.metrics.rejected(rejected.table, rejected.rows as u64);
         }
         self.health.set_up();
-        self.metrics.store.set_up(true);
+        self.metrics.set_up(true);
         self.backoff = FIRST_BACKOFF;
         self.unsent_rows = 0;
         self.unsent_bytes = 0;
         self.settle_charge();
-        self.metrics.store.write(true);
-        self.metrics.store.set_pending(self.pending_rows());
+        self.metrics.write(true);
+        self.metrics.set_pending(self.pending_rows());
     }
 
     fn failed(&mut self, error: &StoreError) {
         self.health.set_down(&error.to_string(), now_ms());
-        self.metrics.store.set_up(false);
-        self.metrics.store.write(false);
+        self.metrics.set_up(false);
+        self.metrics.write(false);
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
@@ -553,7 +553,6 @@ impl Writer {
                         + self.unsent.as_ref().map_or(0, FlushBatch::requests);
                     tracing::error!(%error, lost, "store unreachable at shutdown; buffered counts lost");
                     self.metrics
-                        .store
                         .dropped(Unstored::Exchange, UnstoredReason::Shutdown, lost);
                 }
             }

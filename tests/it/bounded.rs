@@ -376,7 +376,7 @@ fn writer(store: &Store, run_id: i64, metrics: Arc<Metrics>) -> Writer {
             sample_retention: None,
         },
         Redactor::new(b"test".to_vec(), &[]),
-        metrics,
+        metrics.store.clone(),
     )
 }
 

@@ -56,7 +56,7 @@ fn writer(store: &Store, run_id: i64) -> Writer {
         store.clone(),
         writer_config(run_id, &uuid::Uuid::now_v7().to_string()),
         Redactor::new(b"test".to_vec(), &[]),
-        Arc::new(Metrics::new()),
+        Metrics::new().store,
     )
 }
 
@@ -311,7 +311,7 @@ async fn secrets_never_reach_the_database(db: TestDb) {
         store.clone(),
         writer_config(run_id, "w"),
         redactor.clone(),
-        Arc::new(Metrics::new()),
+        Metrics::new().store,
     );
     for i in 0..10 {
         let body = |password: &str| json!({"user": {"id": i, "password": password, "name": "ada"}});

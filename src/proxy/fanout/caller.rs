@@ -103,7 +103,7 @@ impl Proxy {
         request: Request<Incoming>,
         caller: Arc<CallerPeer>,
     ) -> CallerResponse {
-        self.metrics.proxy.request_received();
+        self.metrics.request_received();
         if request.method() == Method::CONNECT {
             return plain_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -123,7 +123,7 @@ impl Proxy {
             .policy
             .decide_for(&parts.method, parts.uri.path(), &parts.headers)
         {
-            self.metrics.proxy.unshadowed(reason);
+            self.metrics.unshadowed(reason);
             let Some(forward) =
                 Forward::for_primary(parts, &caller, &self.upstreams, &self.metrics)
             else {
@@ -141,7 +141,7 @@ impl Proxy {
             &self.rewrites,
             &self.metrics,
         ) else {
-            self.metrics.proxy.unshadowed(UnshadowedReason::UriTooLong);
+            self.metrics.unshadowed(UnshadowedReason::UriTooLong);
             return uri_too_long();
         };
         if let Some(responder) = self.responder
@@ -157,9 +157,7 @@ impl Proxy {
         let read = request_body::read_capped(body, self.max_body, &mut charge);
         let Ok(read) = tokio::time::timeout(self.body_timeout, read).await else {
             // A caller trickling its body would hold a connection and its charge for as long as it liked.
-            self.metrics
-                .proxy
-                .caller_rejected(CallerRejection::BodyTimeout);
+            self.metrics.caller_rejected(CallerRejection::BodyTimeout);
             return plain_response(
                 StatusCode::REQUEST_TIMEOUT,
                 "shadowdiff: the request body did not arrive in time\n",
@@ -168,23 +166,17 @@ impl Proxy {
         let body = match read {
             RequestBody::Buffered(bytes) => bytes,
             RequestBody::TooLarge(stream) => {
-                self.metrics
-                    .proxy
-                    .unshadowed(UnshadowedReason::BodyTooLarge);
-                self.metrics.proxy.body_too_large(BodySide::Request);
+                self.metrics.unshadowed(UnshadowedReason::BodyTooLarge);
+                self.metrics.body_too_large(BodySide::Request);
                 return self.primary_only(forward, stream).await;
             }
             RequestBody::OverBudget(stream) => {
-                self.metrics
-                    .proxy
-                    .unshadowed(UnshadowedReason::MemoryBudget);
-                self.metrics.budget.shed(Stage::Request);
+                self.metrics.unshadowed(UnshadowedReason::MemoryBudget);
+                self.budget.shed(Stage::Request);
                 return self.primary_only(forward, stream).await;
             }
             RequestBody::Unreadable(error) => {
-                self.metrics
-                    .proxy
-                    .unshadowed(UnshadowedReason::BodyUnreadable);
+                self.metrics.unshadowed(UnshadowedReason::BodyUnreadable);
                 tracing::debug!(%error, "could not read the caller's request body");
                 return plain_response(
                     StatusCode::BAD_REQUEST,
@@ -237,7 +229,7 @@ impl Proxy {
             }
             Err(error) => {
                 // Fanned-out requests count their failures with their exchange; this one has none.
-                self.metrics.proxy.upstream_error(Target::Primary, &error);
+                self.metrics.upstream_error(Target::Primary, &error);
                 bad_gateway(Target::Primary, &error)
             }
         }
@@ -246,7 +238,7 @@ impl Proxy {
     /// A protocol upgrade (WebSocket) is tunnelled to primary alone: a connection cannot be compared, and
     /// three upgraded connections would each expect their own client.
     async fn tunnel(&self, mut request: Request<Incoming>, caller: &CallerPeer) -> CallerResponse {
-        self.metrics.proxy.unshadowed(UnshadowedReason::Upgrade);
+        self.metrics.unshadowed(UnshadowedReason::Upgrade);
         if self.responder.is_none() {
             return empty_ok();
         }
@@ -272,7 +264,7 @@ impl Proxy {
         {
             Ok(response) => response,
             Err(error) => {
-                self.metrics.proxy.upstream_error(Target::Primary, &error);
+                self.metrics.upstream_error(Target::Primary, &error);
                 return bad_gateway(Target::Primary, &error);
             }
         };

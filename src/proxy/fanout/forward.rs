@@ -11,8 +11,8 @@ use super::{Proxy, of_thread};
 use crate::analysis::rewrite::{RewriteId, Rewrites};
 use crate::exchange::{Target, UpstreamError};
 use crate::grpc;
-use crate::metrics::Metrics;
 use crate::proxy::headers::{ROLE_HEADER, add_forwarded, host_value, is_forwarded, strip_with};
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::upstream::{UpstreamBody, buffered};
 use crate::values::UpstreamUrl;
 
@@ -38,7 +38,7 @@ impl Forward {
         caller: &CallerPeer,
         upstreams: &[UpstreamUrl; 3],
         rewrites: &Rewrites,
-        metrics: &Metrics,
+        metrics: &ProxyMetrics,
     ) -> Option<Self> {
         let mut rewritten = [None; 3];
         let mut uri_for = |target: Target| {
@@ -72,7 +72,7 @@ impl Forward {
         mut parts: http::request::Parts,
         caller: &CallerPeer,
         upstreams: &[UpstreamUrl; 3],
-        metrics: &Metrics,
+        metrics: &ProxyMetrics,
     ) -> Option<Self> {
         let primary = upstreams[Target::Primary.index()].join_uri(&parts.uri)?;
         let headers = std::mem::take(&mut parts.headers);
@@ -90,7 +90,7 @@ impl Forward {
         mut headers: HeaderMap,
         uris: [Option<Uri>; 3],
         caller: &CallerPeer,
-        metrics: &Metrics,
+        metrics: &ProxyMetrics,
     ) -> Self {
         // The authority of an absolute-form request (or HTTP/2's :authority) names the host; Host otherwise.
         let caller_host = parts
@@ -109,7 +109,7 @@ impl Forward {
             name == HOST || name == ROLE_HEADER || name == EXPECT
         });
         if dropped_forwarded {
-            metrics.proxy.forwarded_dropped();
+            metrics.forwarded_dropped();
         }
         add_forwarded(&mut headers, &caller.forwarded_for, caller_host.as_ref());
         Self {

@@ -14,7 +14,7 @@ use crate::budget::{Charge, Stage, header_bytes};
 use crate::exchange::{
     Exchange, Outcome, RecordedRequest, Target, UpstreamError, UpstreamResponse,
 };
-use crate::pipeline::metrics::{DropReason, Queue};
+use crate::pipeline::metrics::DropReason;
 use crate::pipeline::recorder::Recording;
 use crate::proxy::capture::{TeeReport, read_capped};
 use crate::proxy::metrics::{BodySide, UnshadowedReason};
@@ -42,10 +42,8 @@ impl Proxy {
         if charge.try_grow(EXCHANGE_BYTES + 4 * header_bytes(headers) + self.background_bytes()) {
             return true;
         }
-        self.metrics
-            .proxy
-            .unshadowed(UnshadowedReason::MemoryBudget);
-        self.metrics.budget.shed(Stage::InFlight);
+        self.metrics.unshadowed(UnshadowedReason::MemoryBudget);
+        self.budget.shed(Stage::InFlight);
         false
     }
 
@@ -65,7 +63,7 @@ impl Proxy {
             match self.inflight[target.index()].clone().try_acquire_owned() {
                 Ok(permit) => Plan::Send(permit),
                 Err(_) => {
-                    self.metrics.proxy.shadow_shed(target);
+                    self.metrics.shadow_shed(target);
                     Plan::Shed
                 }
             }
@@ -88,9 +86,7 @@ impl Proxy {
             Ok(Ok(copy)) => copy,
             Ok(Err(_)) => RequestCopy::Unreadable,
             Err(_) => {
-                self.metrics
-                    .proxy
-                    .unshadowed(UnshadowedReason::StreamTooLong);
+                self.metrics.unshadowed(UnshadowedReason::StreamTooLong);
                 return;
             }
         };
@@ -104,16 +100,16 @@ impl Proxy {
                     .await;
             }
             RequestCopy::TooLarge => {
-                self.metrics.proxy.body_too_large(BodySide::Request);
+                self.metrics.body_too_large(BodySide::Request);
                 UnshadowedReason::BodyTooLarge
             }
             RequestCopy::OverBudget => {
-                self.metrics.budget.shed(Stage::Request);
+                self.budget.shed(Stage::Request);
                 UnshadowedReason::MemoryBudget
             }
             RequestCopy::Unreadable => UnshadowedReason::BodyUnreadable,
         };
-        self.metrics.proxy.unshadowed(reason);
+        self.metrics.unshadowed(reason);
     }
 
     /// What the background requests of one exchange hold while they run, besides their bodies.
@@ -145,10 +141,8 @@ impl Proxy {
                     })
                 }
                 None => {
-                    self.metrics
-                        .queues
-                        .dropped(Queue::Recordings, DropReason::MemoryBudget);
-                    self.metrics.budget.shed(Stage::Recording);
+                    recorder.dropped(DropReason::MemoryBudget);
+                    self.budget.shed(Stage::Recording);
                 }
             }
         }
@@ -181,12 +175,11 @@ impl Proxy {
             (Target::Candidate, &candidate),
         ] {
             match &outcome.result {
-                Ok(response) if response.body.is_too_large() => self
-                    .metrics
-                    .proxy
-                    .body_too_large(BodySide::Response(target)),
+                Ok(response) if response.body.is_too_large() => {
+                    self.metrics.body_too_large(BodySide::Response(target))
+                }
                 Err(error) if error.is_upstream_fault() => {
-                    self.metrics.proxy.upstream_error(target, error);
+                    self.metrics.upstream_error(target, error);
                     tracing::debug!(%target, %error, "upstream gave no usable response");
                 }
                 _ => {}
@@ -216,7 +209,7 @@ impl Proxy {
         charge.move_to(Stage::ExchangeQueue);
         exchange.charge = charge;
         if exchange.over_budget() {
-            self.metrics.budget.shed(Stage::InFlight);
+            self.budget.shed(Stage::InFlight);
         }
         self.sink.offer(exchange);
     }

@@ -19,24 +19,29 @@ impl Writer {
     /// `run_deleted` and lets go of everything held for it.
     pub(super) fn drop_for_deleted_run(&mut self, lost: u64) {
         self.metrics
-            .store
             .dropped(Unstored::Exchange, UnstoredReason::RunDeleted, lost);
         self.forget_run();
     }
 
     /// Lets go of everything held for the run: counts, latency, samples, quotas, names and templates.
     pub(super) fn forget_run(&mut self) {
-        self.pending = Pending::default();
         self.unsent = None;
         self.unsent_rows = 0;
         self.unsent_bytes = 0;
+        self.let_go_of_run();
+        self.run_missing = true;
+    }
+
+    /// Lets go of what waits for the next batch and of the run's quotas, names and templates (not of a batch
+    /// the database has yet to take).
+    fn let_go_of_run(&mut self) {
+        self.pending = Pending::default();
         self.sampler.reset();
         self.sketches.reset();
         self.namer.reset();
         self.keys.reset();
         self.places.reset();
         self.settle_charge();
-        self.run_missing = true;
     }
 
     /// Writes what waits into the run being closed, then writes into `active` from now on, with nothing of
@@ -54,16 +59,9 @@ impl Writer {
             let lost = self.pending.requests();
             tracing::warn!(%error, lost, run = %self.config.run_label, "the store did not take the closed run's last counts; they are sent again");
             self.metrics
-                .store
                 .dropped(Unstored::Exchange, UnstoredReason::RunClosed, lost);
         }
-        self.pending = Pending::default();
-        self.sampler.reset();
-        self.sketches.reset();
-        self.namer.reset();
-        self.keys.reset();
-        self.places.reset();
-        self.settle_charge();
+        self.let_go_of_run();
         self.run_missing = false;
         self.config.run_id = active.id;
         self.config.run_label = active.label;
@@ -103,7 +101,7 @@ impl Writer {
                 self.retry_at = None;
                 self.backoff = FIRST_BACKOFF;
                 self.health.set_up();
-                self.metrics.store.set_up(true);
+                self.metrics.set_up(true);
                 Ok(())
             }
             Err(error) => {
@@ -140,7 +138,7 @@ impl Writer {
                     self.retry_at = None;
                     self.backoff = FIRST_BACKOFF;
                     self.health.set_up();
-                    self.metrics.store.set_up(true);
+                    self.metrics.set_up(true);
                 }
             }
             Err(StoreError::RunGone(old)) => {

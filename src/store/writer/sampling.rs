@@ -55,7 +55,6 @@ impl Writer {
                 self.sampler.release(&endpoint, place, take, &id);
             }
             self.metrics
-                .store
                 .dropped(Unstored::Sample, UnstoredReason::BufferFull, 1);
             return;
         }
@@ -128,12 +127,9 @@ impl Writer {
                         .release(&analysis.exchange.endpoint, place, take, &id);
                 }
             }
-            self.metrics.store.dropped(
-                Unstored::Sample,
-                UnstoredReason::MemoryBudget,
-                count as u64,
-            );
-            self.metrics.budget.shed(Stage::Writer);
+            self.metrics
+                .dropped(Unstored::Sample, UnstoredReason::MemoryBudget, count as u64);
+            self.shed();
             return Vec::new();
         };
         let redactor = self.redactor.clone();
@@ -164,13 +160,11 @@ impl Writer {
         {
             let unsealed = (count - rows.len()) as u64;
             self.metrics
-                .store
                 .dropped(Unstored::Sample, UnstoredReason::Failed, unsealed);
         }
         built.unwrap_or_else(|_| {
             tracing::error!(count, "making samples failed; they are not stored");
             self.metrics
-                .store
                 .dropped(Unstored::Sample, UnstoredReason::Failed, count as u64);
             Vec::new()
         })
