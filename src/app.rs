@@ -24,11 +24,11 @@ use crate::monitor::MonitorSettings;
 use crate::notify::NotifySettings;
 use crate::pipeline::metrics::{Queue, QueueMetrics};
 use crate::pipeline::recorder::{self, Recording};
-use crate::pipeline::reflection::SchemaReflection;
-use crate::pipeline::{self, AnalysisSink};
+use crate::pipeline::{self, AnalysisSink, LearnSchemas};
 use crate::proxy::callers::CallerListeners;
 use crate::proxy::fanout::UpstreamPools;
 use crate::proxy::metrics::ProxyMetrics;
+use crate::proxy::reflection::SchemaReflection;
 use crate::proxy::server::ListenerLimits;
 use crate::proxy::upstream::{ClientError, UpstreamClient, UpstreamSettings, tls_config};
 use crate::proxy::{Proxy, ProxySettings};
@@ -128,7 +128,7 @@ pub struct Application {
     analyzer: Arc<Analyzer>,
     analysis_workers: usize,
     /// With `--grpc-reflection`: what asks primary for the schemas of the services calls name.
-    reflection: Option<SchemaReflection>,
+    reflection: Option<Box<dyn LearnSchemas>>,
     /// The receiving end of the exchange queue, until someone takes it or `run_until` analyses it.
     exchanges: Option<mpsc::Receiver<Exchange>>,
     /// Items waiting in the exchange and analysis queues.
@@ -205,12 +205,12 @@ impl Application {
         };
         let reflection = settings.analysis.grpc.reflection.then(|| {
             let primary = settings.upstreams.url(Target::Primary);
-            SchemaReflection::new(
+            Box::new(SchemaReflection::new(
                 UpstreamClient::new(&settings.upstreams, primary, tls.clone()),
                 primary.clone(),
                 analyzer.config().grpc.clone(),
                 settings.upstreams.shadow_timeout,
-            )
+            )) as Box<dyn LearnSchemas>
         });
         let caller_threads = settings.proxy.caller_thread_count();
         let clients = client_sets(caller_threads);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::counters_for;
+use crate::instruments::counters_for;
 
 /// Where charged memory is held, for `/metrics`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

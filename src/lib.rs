@@ -14,6 +14,7 @@ pub mod features;
 pub mod gate;
 pub mod grpc;
 pub mod identifier;
+pub mod instruments;
 pub mod lane;
 pub mod metrics;
 pub mod monitor;

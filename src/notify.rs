@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::analysis::compat::Compat;
 use crate::gate::verdict::Verdict;
-use crate::metrics::registered;
+use crate::instruments::registered;
 use crate::paths::{RUN, link};
 use crate::report::changes::Change;
 

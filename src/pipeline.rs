@@ -3,9 +3,10 @@
 
 pub mod metrics;
 pub mod recorder;
-pub mod reflection;
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::error::TrySendError;
@@ -16,7 +17,6 @@ use crate::analysis::{Analysis, Analyzer};
 use crate::budget::{MemoryBudget, Stage};
 use crate::exchange::Exchange;
 use crate::pipeline::metrics::{AnalysisMetrics, DropReason, Queue, QueueMetrics};
-use crate::pipeline::reflection::SchemaReflection;
 
 /// The sending side of a bounded queue.
 pub struct Sink<T> {
@@ -143,7 +143,18 @@ pub struct AnalysisStage {
     pub metrics: AnalysisMetrics,
     pub out: AnalysisSink,
     /// With `--grpc-reflection`: asks primary for the schemas of the services calls name.
-    pub reflection: Option<SchemaReflection>,
+    pub reflection: Option<Box<dyn LearnSchemas>>,
+}
+
+/// What the analysis stage waits for before an exchange is compared, so that the analysis can decode it (with
+/// `--grpc-reflection`: the schema of a service no schema has, asked of primary). The app hands it in, so that
+/// the pipeline does not reach up to the upstream clients.
+pub trait LearnSchemas: Send {
+    /// Learns what `exchange` needs, if anything.
+    fn learn_for<'a>(
+        &'a mut self,
+        exchange: &'a Exchange,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
 /// Analyses exchanges on blocking worker threads, at most `workers` batches at a time (CPU work kept off the

@@ -7,6 +7,7 @@ pub mod headers;
 pub mod metrics;
 pub mod policy;
 pub mod pool;
+pub mod reflection;
 pub mod request_body;
 pub mod request_tee;
 pub mod server;

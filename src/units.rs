@@ -1,7 +1,5 @@
 //! How numbers are written for people, on pages and in the gate's output: percentages, durations, counts.
 
-use crate::analysis::diff::DiffKind;
-
 /// `12.3%` (one decimal; `0%` for nothing, `<0.1%` for a little).
 pub fn percent(fraction: f64) -> String {
     let value = fraction * 100.0;
@@ -48,9 +46,4 @@ pub fn count(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-/// Readable name of a kind: `value changed`.
-pub fn kind_label(kind: DiffKind) -> String {
-    kind.as_str().replace('_', " ")
 }

@@ -67,3 +67,8 @@ impl fmt::Display for DiffKind {
         f.write_str(self.as_str())
     }
 }
+
+/// Readable name of a kind, for pages and the gate's output: `value changed`.
+pub fn kind_label(kind: DiffKind) -> String {
+    kind.as_str().replace('_', " ")
+}

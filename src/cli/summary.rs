@@ -2,8 +2,9 @@
 
 use std::fmt::Write as _;
 
+use crate::analysis::kind::kind_label;
 use crate::report::RunReport;
-use crate::units::{count, kind_label, millis, percent};
+use crate::units::{count, millis, percent};
 
 /// One line of totals, then one row per endpoint (most failing first).
 pub fn table(report: &RunReport) -> String {

@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 
 use super::{FailOn, Failure, GateEndpoint, GateReport, changes};
 use crate::analysis::aggregate::{AcceptedReport, RegressionReport};
+use crate::analysis::kind::kind_label;
 use crate::encoding::{Markup, escape};
 use crate::report::change_text::{how, summary};
-use crate::units::{count, kind_label, millis, percent};
+use crate::units::{count, millis, percent};
 
 /// How the gate prints its verdict.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

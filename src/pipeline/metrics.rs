@@ -12,7 +12,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::analysis::{Analysis, SkipReason};
 use crate::exchange::Target;
-use crate::metrics::{family_from_zero, registered};
+use crate::instruments::{family_from_zero, registered};
 
 /// The bounded queues between the stages: proxy to analysis, analysis to storage.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

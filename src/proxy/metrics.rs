@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::exchange::{ErrorKind, Target, UpstreamError};
-use crate::metrics::{counters_for, registered};
+use crate::instruments::{counters_for, registered};
 
 /// Why a caller's request was not shadowed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

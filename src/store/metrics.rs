@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::{family_from_zero, registered};
+use crate::instruments::{family_from_zero, registered};
 use crate::store::places::PlaceOverflow;
 
 /// What the writer could not store.

@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::analysis::diff::DiffKind;
+pub use crate::analysis::kind::kind_label;
 use crate::encoding::Markup;
-pub use crate::units::{count, kind_label, millis, percent, timestamp};
+pub use crate::units::{count, millis, percent, timestamp};
 
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn escape(text: &str) -> String {

@@ -3,6 +3,8 @@
 //! until the process restarts.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +17,7 @@ use crate::exchange::Exchange;
 use crate::grpc::reflection::{self, ask_for_files, ask_for_symbol, missing_imports};
 use crate::grpc::schema::{Schemas, split_path};
 use crate::grpc::status::Status;
+use crate::pipeline::LearnSchemas;
 use crate::proxy::upstream::{UpstreamClient, buffered};
 use crate::values::UpstreamUrl;
 
@@ -186,5 +189,14 @@ impl SchemaReflection {
             _ => {}
         }
         reflection::files(&bytes, MAX_ANSWER).map_err(failed)
+    }
+}
+
+impl LearnSchemas for SchemaReflection {
+    fn learn_for<'a>(
+        &'a mut self,
+        exchange: &'a Exchange,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(SchemaReflection::learn_for(self, exchange))
     }
 }
