@@ -2,6 +2,7 @@
 
 mod admin_security;
 mod analysed;
+mod architecture;
 mod bad_input;
 mod bodies;
 mod bounded;
