@@ -1,5 +1,4 @@
-//! What the read side hands on from the store as it is stored: runs, templates, exchanges, stored rules, sample
-//! listings, and whether the store answers.
+//! What the read side hands on as stored: runs, templates, exchanges, stored rules, samples, the store's ping.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,4 @@
-//! One route of the admin listener's table: its method and path, what the OpenAPI document says of it, and
-//! its handler.
+//! One route of the admin listener's table: method, path, what the OpenAPI document says of it, handler.
 
 use axum::routing::MethodRouter;
 

@@ -9,6 +9,7 @@ use serde_json::Value;
 // The paths live apart from the route table, which imports the handlers, so that the handlers and
 // notifications can name them without a circle; they are re-exported for the table's readers.
 pub use crate::paths::*;
+use crate::web::auth::WithoutToken;
 use crate::web::pages::{endpoint, exchange, overview, samples};
 use crate::web::route::{Route, route};
 use crate::web::{AdminState, api, assets, auth, changes, delivery, guard, health, openapi};
@@ -154,10 +155,16 @@ fn routes(table: &[Route]) -> Router<AdminState> {
 pub fn router(state: AdminState) -> Router {
     let pages = routes(PAGE_ROUTES)
         .fallback(crate::web::pages::not_found)
-        .layer(from_fn_with_state(state.clone(), auth::require_page_token));
+        .layer(from_fn_with_state(
+            (state.clone(), WithoutToken::Login),
+            auth::require_token,
+        ));
     let api = routes(API_ROUTES)
         .merge(routes(METRICS_ROUTES))
-        .layer(from_fn_with_state(state.clone(), auth::require_api_token));
+        .layer(from_fn_with_state(
+            (state.clone(), WithoutToken::Unauthorized),
+            auth::require_token,
+        ));
     let guarded = routes(PUBLIC_ROUTES)
         .merge(routes(WEBHOOK_ROUTES))
         .merge(pages)
