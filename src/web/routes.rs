@@ -14,6 +14,8 @@ use crate::web::pages::{endpoint, exchange, overview, samples};
 use crate::web::route::{Route, route};
 use crate::web::{AdminState, api, assets, auth, changes, delivery, guard, health, openapi};
 
+// The tables are kept one route to a line where it fits (`rustfmt::skip`), so that they read as tables.
+
 /// Open to anyone who reaches the listener, whatever name they used: the health checks (probes address
 /// the listener by whatever IP it has), which say nothing about the traffic.
 #[rustfmt::skip]
@@ -122,8 +124,8 @@ pub const WEBHOOK_ROUTES: &[Route] = &[
         .body("FlaggerPayload"),
 ];
 
-/// The OpenAPI document of the API's routes and the webhooks. Not the handler itself: a handler's future
-/// type would be part of the table it is in.
+/// The OpenAPI document of the API's routes and the webhooks. Apart from its handler: an async fn that reads
+/// the table it is named in would make the table's type depend on itself.
 pub fn openapi_document() -> Value {
     openapi::document(API_ROUTES.iter().chain(WEBHOOK_ROUTES))
 }
