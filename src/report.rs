@@ -2,11 +2,12 @@
 //! label, the rules in force merged (file and stored), its counts judged, and minute-by-minute timelines. The
 //! store only returns counts; every rate of a report is worked out here and in `analysis::aggregate`. The
 //! failing places grouped into changes (`changes`), with the request features that predict each
-//! (`predictors`).
+//! (`predictors`); what is read as stored (runs, samples, exchanges, stored rules) passed on (`stored`).
 
 pub mod change_text;
 pub mod changes;
 pub mod predictors;
+pub mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

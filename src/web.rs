@@ -5,15 +5,17 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod changes;
-pub mod clear;
 pub mod delivery;
+pub mod edits;
 pub mod error;
 pub mod fragment;
 pub mod guard;
 pub mod health;
+pub mod openapi;
 pub mod pages;
 pub mod range;
 pub mod report_file;
+pub mod route;
 pub mod routes;
 pub mod view;
 
@@ -26,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Exposition;
 use crate::report::Reports;
+use crate::store::RunInfo;
 use crate::store::health::StoreHealth;
-use crate::store::{RunInfo, Store};
+use crate::web::edits::Edits;
 use crate::web::error::WebError;
 use crate::web::guard::AdminGuard;
 
@@ -72,10 +75,11 @@ pub struct AdminState {
     pub metrics: Exposition,
     /// Cancelled once shutdown has begun: the instance finishes what it has but wants no new traffic.
     pub draining: CancellationToken,
-    /// Where samples, exchanges and rules are read from, and rules and deletions written.
-    pub store: Store,
-    /// Runs judged under the rules in force (the rules file's and the stored ones).
+    /// Everything the pages and the API read: runs judged under the rules in force (the rules file's and the
+    /// stored ones), and what is read as stored (runs, samples, exchanges, rules).
     pub reports: Reports,
+    /// The only writes the pages and the API make: stored rules added and removed, runs cleared.
+    pub edits: Edits,
     /// `--admin-token`: when set, everything but health checks and assets needs it.
     pub token: Option<Arc<str>>,
     /// The proxy's address, for the hint on an empty report.

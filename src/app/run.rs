@@ -130,8 +130,8 @@ impl Application {
         let admin_router = web::router(web::AdminState {
             metrics: self.metrics.exposition(),
             draining: draining.clone(),
-            store: self.store.clone(),
             reports,
+            edits: web::edits::Edits::new(self.store.clone()),
             token: self.web.token.as_deref().map(Arc::from),
             proxy_addr: Some(proxy_addr),
             store_health: Some(self.store_health.clone()),

@@ -98,35 +98,37 @@ fn admitted(state: &AdminState, request: &Request) -> bool {
         .is_none_or(|token| authorised(request.headers(), token))
 }
 
-/// For the JSON API and `/metrics`: without the token, 401 (scripts and scrapers cannot log in).
-pub async fn require_api_token(
-    State(state): State<AdminState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if admitted(&state, &request) {
-        return next.run(request).await;
-    }
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        axum::Json(serde_json::json!({"error": "admin token required"})),
-    )
-        .into_response()
+/// What a request without the token is answered, by the routes [`require_token`] guards.
+#[derive(Clone, Copy, Debug)]
+pub enum WithoutToken {
+    /// 401, for the JSON API and `/metrics`: scripts and scrapers cannot log in.
+    Unauthorized,
+    /// To the login form, which comes back to the page asked for.
+    Login,
 }
 
-/// For the pages: without the token, to the login form, which comes back here.
-pub async fn require_page_token(
-    State(state): State<AdminState>,
+/// Lets a request through when no token is set or it carries it; answers it as `without` says otherwise.
+pub async fn require_token(
+    State((state, without)): State<(AdminState, WithoutToken)>,
     request: Request,
     next: Next,
 ) -> Response {
     if admitted(&state, &request) {
         return next.run(request).await;
     }
-    let next_page = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let location = format!("{}?next={}", paths::LOGIN, urlencode(next_page));
-    Redirect::to(&location).into_response()
+    match without {
+        WithoutToken::Unauthorized => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(serde_json::json!({"error": "admin token required"})),
+        )
+            .into_response(),
+        WithoutToken::Login => {
+            let next_page = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let location = format!("{}?next={}", paths::LOGIN, urlencode(next_page));
+            Redirect::to(&location).into_response()
+        }
+    }
 }
 
 fn urlencode(text: &str) -> String {

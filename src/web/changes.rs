@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::analysis::rules::RuleSpec;
-use crate::clock::now_ms;
 use crate::paths::{self, link};
 use crate::report::changes::Change;
 use crate::store::queries::TimeRange;
@@ -134,23 +133,13 @@ async fn accept(
             specs.len()
         )));
     }
-    let stored: Vec<RuleSpec> = state
-        .store
-        .rules()
-        .await?
-        .into_iter()
-        .map(|rule| rule.spec)
-        .collect();
+    let stored = state.reports.stored_specs().await?;
     let new: Vec<RuleSpec> = specs
         .into_iter()
         .filter(|spec| !stored.iter().any(|known| same_acceptance(known, spec)))
         .collect();
     // One transaction: the change is accepted whole or not at all.
-    state
-        .store
-        .add_rules(&new, now_ms())
-        .await
-        .map_err(WebError::from_rule_error)
+    state.edits.add_rules(&new).await
 }
 
 /// Whether two accept rules accept the same place the same way (their notes aside).

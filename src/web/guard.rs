@@ -252,71 +252,52 @@ mod tests {
     #[test]
     fn browsers_saying_cross_site_are_refused_and_plain_clients_are_not() {
         let guard = guard(false);
-        let headers = |pairs: &[(&'static str, &str)]| {
+        // Whether a request with these headers is refused as cross-site.
+        let cross_site = |guard: &AdminGuard, pairs: &[(&'static str, &str)]| {
             let mut map = HeaderMap::new();
             for (name, value) in pairs {
                 map.insert(*name, value.parse().unwrap());
             }
-            map
+            guard.cross_site(&map).is_some()
         };
-        assert!(guard.cross_site(&headers(&[])).is_none());
+        assert!(!cross_site(&guard, &[]));
+        assert!(!cross_site(&guard, &[("sec-fetch-site", "same-origin")]));
         assert!(
-            guard
-                .cross_site(&headers(&[("sec-fetch-site", "same-origin")]))
-                .is_none()
-        );
-        assert!(
-            guard
-                .cross_site(&headers(&[
-                    ("sec-fetch-site", "same-origin"),
-                    ("origin", "null")
-                ]))
-                .is_none(),
+            !cross_site(
+                &guard,
+                &[("sec-fetch-site", "same-origin"), ("origin", "null")]
+            ),
             "the dashboard's own forms send no referrer, so their Origin is null"
         );
+        assert!(cross_site(&guard, &[("sec-fetch-site", "cross-site")]));
+        assert!(cross_site(&guard, &[("sec-fetch-site", "same-site")]));
+        assert!(!cross_site(
+            &guard,
+            &[("origin", "https://shadowdiff.example")]
+        ));
         assert!(
-            guard
-                .cross_site(&headers(&[("sec-fetch-site", "cross-site")]))
-                .is_some()
-        );
-        assert!(
-            guard
-                .cross_site(&headers(&[("sec-fetch-site", "same-site")]))
-                .is_some()
-        );
-        assert!(
-            guard
-                .cross_site(&headers(&[("origin", "https://shadowdiff.example")]))
-                .is_none()
-        );
-        assert!(
-            guard
-                .cross_site(&headers(&[("origin", "http://127.0.0.1:8888")]))
-                .is_some(),
+            cross_site(&guard, &[("origin", "http://127.0.0.1:8888")]),
             "with a public URL, only its origin is the admin's own"
         );
         let local = AdminGuard::new("127.0.0.1:8888".parse().unwrap(), &[], None, false);
-        assert!(
-            local
-                .cross_site(&headers(&[
-                    ("origin", "http://127.0.0.1:8888"),
-                    ("host", "127.0.0.1:8888")
-                ]))
-                .is_none()
-        );
-        assert!(
-            local
-                .cross_site(&headers(&[
-                    ("origin", "http://127.0.0.1:9000"),
-                    ("host", "127.0.0.1:8888")
-                ]))
-                .is_some()
-        );
-        assert!(
-            local
-                .cross_site(&headers(&[("origin", "null"), ("host", "127.0.0.1:8888")]))
-                .is_some()
-        );
+        assert!(!cross_site(
+            &local,
+            &[
+                ("origin", "http://127.0.0.1:8888"),
+                ("host", "127.0.0.1:8888")
+            ]
+        ));
+        assert!(cross_site(
+            &local,
+            &[
+                ("origin", "http://127.0.0.1:9000"),
+                ("host", "127.0.0.1:8888")
+            ]
+        ));
+        assert!(cross_site(
+            &local,
+            &[("origin", "null"), ("host", "127.0.0.1:8888")]
+        ));
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static st
 /// Readiness of the store: 503 while the database does not answer, or while this instance's writer cannot
 /// write it.
 pub async fn readyz_store(State(state): State<AdminState>) -> (StatusCode, String) {
-    let reachable = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
+    let reachable = tokio::time::timeout(Duration::from_secs(2), state.reports.ping()).await;
     if !matches!(reachable, Ok(Ok(()))) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -180,7 +180,7 @@ async fn detail(
         .await?;
     let rates: Vec<f64> = timeline.iter().map(|point| point.diff_rate).collect();
     let sample = match endpoint.regressions.iter().find_map(|r| r.sample.clone()) {
-        Some(id) => reports.store().exchange(&id).await?.map(sample_view),
+        Some(id) => reports.exchange(&id).await?.map(sample_view),
         None => None,
     };
     Ok(Detail {

@@ -293,9 +293,9 @@ async fn the_json_api_has_the_documented_shapes_and_every_route_in_openapi() {
     let openapi = get("/api/v1/openapi.json".into()).await;
     let paths = openapi["paths"].as_object().unwrap();
     let api_and_webhooks = || {
-        shadowdiff::web::api::API_ROUTES
+        shadowdiff::web::routes::API_ROUTES
             .iter()
-            .chain(shadowdiff::web::api::WEBHOOK_ROUTES)
+            .chain(shadowdiff::web::routes::WEBHOOK_ROUTES)
     };
     for route in api_and_webhooks() {
         let documented = paths.get(route.path).and_then(|p| p.get(route.method));
@@ -335,7 +335,7 @@ async fn the_json_api_has_the_documented_shapes_and_every_route_in_openapi() {
     }
 
     // Every documented read answers (no 404 or 405 for a route that exists).
-    for route in shadowdiff::web::api::API_ROUTES
+    for route in shadowdiff::web::routes::API_ROUTES
         .iter()
         .filter(|r| r.method == "get")
     {

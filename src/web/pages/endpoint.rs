@@ -14,7 +14,6 @@ use crate::analysis::compat::Compat;
 use crate::analysis::diff::DiffKind;
 use crate::analysis::noise::Verdict;
 use crate::analysis::rules::{ActionKind, RuleSpec};
-use crate::clock::now_ms;
 use crate::encoding::percent_encode;
 use crate::grpc::schema::Schemas;
 use crate::paths::{self, link};
@@ -272,7 +271,7 @@ pub async fn endpoint_page(
         return Ok(Redirect::to(&endpoint_href(selected, &endpoint, range)).into_response());
     }
     let (live, label) = endpoint_live_of(&state, &run, &endpoint, &query).await?;
-    let runs = state.store.runs().await?;
+    let runs = state.reports.runs().await?;
     let mut rules: Vec<RuleRow> = state
         .reports
         .file_rules()
@@ -287,7 +286,7 @@ pub async fn endpoint_page(
             delete_href: None,
         })
         .collect();
-    for stored in state.store.rules().await? {
+    for stored in state.reports.stored_rules().await? {
         let applies = crate::analysis::rules::Rule::new(stored.spec.clone())
             .is_ok_and(|rule| rule.applies_to_endpoint(&endpoint));
         if applies {
@@ -383,11 +382,7 @@ pub async fn add_rule(
         other => return Err(bad(format!("`{other}` cannot be set from the page"))),
     };
     let info = resolve_run(&state, &run).await?;
-    state
-        .store
-        .add_rule(&spec, now_ms())
-        .await
-        .map_err(WebError::from_rule_error)?;
+    state.edits.add_rule(&spec).await?;
     Ok(Redirect::to(&endpoint_href(
         &info.label,
         &endpoint,
@@ -399,7 +394,7 @@ pub async fn delete_rule(
     State(state): State<AdminState>,
     Path((run, endpoint, id)): Path<(String, String, i64)>,
 ) -> Result<Redirect, PageError> {
-    state.store.delete_rule(id).await?;
+    state.edits.delete_rule(id).await?;
     Ok(Redirect::to(&endpoint_href(
         &run,
         &endpoint,

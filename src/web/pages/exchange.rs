@@ -217,7 +217,7 @@ pub async fn exchange_page(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let Some(document) = state.store.exchange(&id).await? else {
+    let Some(document) = state.reports.exchange(&id).await? else {
         return Err(WebError::NotFound(format!("exchange {id}")).into());
     };
     render(&exchange_view(document))
@@ -352,7 +352,7 @@ pub async fn exchange_frames(
     State(state): State<AdminState>,
     Path((id, side)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    let Some(document) = state.store.exchange(&id).await? else {
+    let Some(document) = state.reports.exchange(&id).await? else {
         return Err(WebError::NotFound(format!("exchange {id}")).into());
     };
     // The stored id and side name the file: what the request's path says is only matched against them.

@@ -201,7 +201,7 @@ async fn render_overview(
     run: &str,
     query: &ViewQuery,
 ) -> Result<Response, PageError> {
-    let runs = state.store.runs().await?;
+    let runs = state.reports.runs().await?;
     let range = query.range();
     let proxy_addr = state.proxy_addr.map(|addr| addr.to_string());
     if runs.is_empty() {
@@ -219,7 +219,7 @@ async fn render_overview(
         .reports
         .explained(&run_label(state, run), query.range().time_range())
         .await?;
-    let templates = state.store.templates(report.run.id).await?;
+    let templates = state.reports.templates(report.run.id).await?;
     let info = &report.run;
     let page = OverviewPage {
         controls: Controls::new(
@@ -264,7 +264,7 @@ pub async fn overview_live(
         .reports
         .explained(&run_label(&state, &run), query.range().time_range())
         .await?;
-    let templates = state.store.templates(report.run.id).await?;
+    let templates = state.reports.templates(report.run.id).await?;
     let live = OverviewLive::new(&report, query.range(), &templates, store_problem(&state));
     Ok(Fragment::render(&live)?.respond(&headers))
 }
@@ -274,6 +274,6 @@ pub async fn clear_run(
     Path(run): Path<String>,
 ) -> Result<Redirect, PageError> {
     let run = resolve_run(&state, &run).await?;
-    crate::web::clear::clear_run(&state, &run).await?;
+    state.edits.clear_run(state.runs.as_deref(), &run).await?;
     Ok(Redirect::to(paths::HOME))
 }

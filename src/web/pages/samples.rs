@@ -97,8 +97,8 @@ pub async fn samples_page(
     let offset = query.offset.unwrap_or(0).min(MAX_OFFSET);
     // One more than a page says whether there is an older one.
     let mut listed = state
-        .store
-        .sample_listing(info.id, &endpoint, &filter, PAGE + 1, offset)
+        .reports
+        .samples(&info, &endpoint, &filter, PAGE + 1, offset)
         .await?;
     let has_older = listed.len() > PAGE;
     listed.truncate(PAGE);
