@@ -40,6 +40,26 @@ pub struct TrafficRequest {
 }
 
 impl TrafficRequest {
+    /// A request from its method and target as a record writes them (the target in origin form or as an
+    /// absolute URL); a bad method is reported before a bad target.
+    pub fn recorded(
+        time: Option<SystemTime>,
+        method: &str,
+        target: &str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+        authority: Option<Authority>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            time,
+            method: self::method(method)?,
+            uri: origin_form(target)?,
+            headers,
+            body,
+            authority,
+        })
+    }
+
     /// Bytes it holds, for the reading queue's bound.
     pub fn size(&self) -> usize {
         self.uri.as_str().len()

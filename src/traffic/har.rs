@@ -435,14 +435,14 @@ fn entry(started: Option<&RawValue>, request: &RawValue) -> Result<TrafficReques
         ),
         None => None,
     };
-    Ok(TrafficRequest {
+    TrafficRequest::recorded(
         time,
-        method: super::method(&request.method)?,
-        uri: super::origin_form(&request.url)?,
+        &request.method,
+        &request.url,
         headers,
         body,
         authority,
-    })
+    )
 }
 
 /// Browsers write local times with an offset (`2026-11-23T10:15:00.123+01:00`), which humantime does not

@@ -184,14 +184,7 @@ fn request(raw: &[u8]) -> Result<TrafficRequest, String> {
         (None, Some(text)) => Bytes::from(text.clone()),
         (None, None) => Bytes::new(),
     };
-    Ok(TrafficRequest {
-        time,
-        method: super::method(&line.method)?,
-        uri: super::origin_form(&line.uri)?,
-        headers,
-        body,
-        authority,
-    })
+    TrafficRequest::recorded(time, &line.method, &line.uri, headers, body, authority)
 }
 
 /// The headers' names and text values, as recorded (repeats kept).
