@@ -68,9 +68,12 @@ fn read_bounded(reader: impl BufRead, sink: &mut Sink<'_>, max: usize) -> Result
         stopped: false,
         oversized_entry: None,
     };
-    let result = ArchiveSeed(&mut walk)
-        .deserialize(&mut deserializer)
-        .and_then(|()| deserializer.end());
+    let result = LevelSeed {
+        walk: &mut walk,
+        level: Level::Archive,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|()| deserializer.end());
     if walk.stopped {
         return Ok(());
     }
@@ -157,40 +160,32 @@ struct Walk<'s, 'a> {
     oversized_entry: Option<(usize, usize)>,
 }
 
-/// The archive: `{"log": {...}}`, other keys passed over.
-struct ArchiveSeed<'w, 's, 'a>(&'w mut Walk<'s, 'a>);
-
-impl<'de> DeserializeSeed<'de> for ArchiveSeed<'_, '_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
+/// An object on the way down to the entries (`{"log": {"entries": [...]}}`): the key that leads on is
+/// followed, other keys (pages, creator) passed over.
+struct LevelSeed<'w, 's, 'a> {
+    walk: &'w mut Walk<'s, 'a>,
+    level: Level,
 }
 
-impl<'de> Visitor<'de> for ArchiveSeed<'_, '_, '_> {
-    type Value = ();
+#[derive(Clone, Copy)]
+enum Level {
+    /// The archive, holding `log`.
+    Archive,
+    /// The log, holding `entries`.
+    Log,
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a HAR archive (an object with `log`)")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = next_key(&self.0.tracking, &mut map)? {
-            if key == "log" {
-                map.next_value_seed(LogSeed(&mut *self.0))?;
-            } else {
-                pass_over(&self.0.tracking, &mut map)?;
-            }
+impl Level {
+    /// The key that leads on, and what the object is called when it is not one.
+    fn key_and_name(self) -> (&'static str, &'static str) {
+        match self {
+            Level::Archive => ("log", "a HAR archive (an object with `log`)"),
+            Level::Log => ("entries", "a HAR log (an object with `entries`)"),
         }
-        Ok(())
     }
 }
 
-/// The log: its `entries`, other keys (pages, creator) passed over.
-struct LogSeed<'w, 's, 'a>(&'w mut Walk<'s, 'a>);
-
-impl<'de> DeserializeSeed<'de> for LogSeed<'_, '_, '_> {
+impl<'de> DeserializeSeed<'de> for LevelSeed<'_, '_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -198,20 +193,30 @@ impl<'de> DeserializeSeed<'de> for LogSeed<'_, '_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for LogSeed<'_, '_, '_> {
+impl<'de> Visitor<'de> for LevelSeed<'_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a HAR log (an object with `entries`)")
+        f.write_str(self.level.key_and_name().1)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = next_key(&self.0.tracking, &mut map)? {
-            if key == "entries" {
-                self.0.found_entries = true;
-                map.next_value_seed(EntriesSeed(&mut *self.0))?;
-            } else {
-                pass_over(&self.0.tracking, &mut map)?;
+        let walk = self.walk;
+        let (leads_on, _) = self.level.key_and_name();
+        while let Some(key) = next_key(&walk.tracking, &mut map)? {
+            if key != leads_on {
+                pass_over(&walk.tracking, &mut map)?;
+                continue;
+            }
+            match self.level {
+                Level::Archive => map.next_value_seed(LevelSeed {
+                    walk: &mut *walk,
+                    level: Level::Log,
+                })?,
+                Level::Log => {
+                    walk.found_entries = true;
+                    map.next_value_seed(EntriesSeed(&mut *walk))?;
+                }
             }
         }
         Ok(())
