@@ -184,25 +184,23 @@ impl Store {
             if postgres {
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
             }
-            let mut counters = QueryBuilder::new(
+            let mut counters = scoped(
                 "SELECT endpoint, name, CAST(SUM(value) AS BIGINT) AS total FROM endpoint_counters WHERE run_id = ",
+                run_id, None, (from, to),
             );
-            push_scope(&mut counters, run_id, None, (from, to));
-            counters.push(" GROUP BY endpoint, name");
-            for row in counters.build().fetch_all(&mut *tx).await? {
+            for row in counters.push(" GROUP BY endpoint, name").build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let counter: String = row.try_get("name")?;
                 apply_counter(&mut endpoints.entry(endpoint).or_default().tally, &counter, row.try_get("total")?);
             }
 
-            let mut places = QueryBuilder::new(
+            let mut places = scoped(
                 "SELECT endpoint, path, kind, CAST(SUM(raw_changed) AS BIGINT) AS changed, \
                  CAST(SUM(raw_additive) AS BIGINT) AS additive, CAST(SUM(raw_breaking) AS BIGINT) AS breaking, \
                  CAST(SUM(noise) AS BIGINT) AS noise FROM path_counts WHERE run_id = ",
+                run_id, None, (from, to),
             );
-            push_scope(&mut places, run_id, None, (from, to));
-            places.push(" GROUP BY endpoint, path, kind");
-            for row in places.build().fetch_all(&mut *tx).await? {
+            for row in places.push(" GROUP BY endpoint, path, kind").build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let Some(kind) = DiffKind::parse(&row.try_get::<String, _>("kind")?) else { continue };
                 let path = fold(&endpoint, row.try_get("path")?);
@@ -214,12 +212,11 @@ impl Store {
                 place.noise += row.try_get::<i64, _>("noise")?.max(0) as u64;
             }
 
-            let mut signatures = QueryBuilder::new(
+            let mut signatures = scoped(
                 "SELECT endpoint, signature, CAST(SUM(count) AS BIGINT) AS total FROM signature_counts WHERE run_id = ",
+                run_id, None, (from, to),
             );
-            push_scope(&mut signatures, run_id, None, (from, to));
-            signatures.push(" GROUP BY endpoint, signature_hash, signature");
-            for row in signatures.build().fetch_all(&mut *tx).await? {
+            for row in signatures.push(" GROUP BY endpoint, signature_hash, signature").build().fetch_all(&mut *tx).await? {
                 let endpoint = name(row.try_get("endpoint")?);
                 let Some(signature) = parse_signature(&row.try_get::<String, _>("signature")?) else { continue };
                 let signature = keys.fold_signature(&endpoint, signature);
@@ -295,22 +292,19 @@ impl Store {
         let keys = self.key_folds(run_id, &templates).await?;
         let mut minutes: BTreeMap<i64, EndpointCounts> = BTreeMap::new();
         on_pool!(self, pool => {
-            let mut counters = QueryBuilder::new("SELECT bucket, name, value FROM endpoint_counters WHERE run_id = ");
-            push_scope(&mut counters, run_id, Some(&names), (from, to));
+            let mut counters = scoped("SELECT bucket, name, value FROM endpoint_counters WHERE run_id = ", run_id, Some(&names), (from, to));
             for row in counters.build().fetch_all(pool).await? {
                 let name: String = row.try_get("name")?;
                 apply_counter(&mut minutes.entry(row.try_get("bucket")?).or_default().tally, &name, row.try_get("value")?);
             }
-            let mut signatures = QueryBuilder::new("SELECT bucket, signature, count FROM signature_counts WHERE run_id = ");
-            push_scope(&mut signatures, run_id, Some(&names), (from, to));
+            let mut signatures = scoped("SELECT bucket, signature, count FROM signature_counts WHERE run_id = ", run_id, Some(&names), (from, to));
             for row in signatures.build().fetch_all(pool).await? {
                 let Some(signature) = parse_signature(&row.try_get::<String, _>("signature")?) else { continue };
                 let signature = keys.fold_signature(endpoint, signature);
                 let count = row.try_get::<i64, _>("count")?.max(0) as u64;
                 *minutes.entry(row.try_get("bucket")?).or_default().tally.signatures.entry(signature).or_default() += count;
             }
-            let mut histograms = QueryBuilder::new("SELECT bucket, target, histogram FROM latency_histograms WHERE run_id = ");
-            push_scope(&mut histograms, run_id, Some(&names), (from, to));
+            let mut histograms = scoped("SELECT bucket, target, histogram FROM latency_histograms WHERE run_id = ", run_id, Some(&names), (from, to));
             for row in histograms.build().fetch_all(pool).await? {
                 let Some(target) = parse_target(&row.try_get::<String, _>("target")?) else { continue };
                 let bytes: Vec<u8> = row.try_get("histogram")?;
@@ -507,22 +501,23 @@ impl Store {
     }
 }
 
-/// `?, ?, ...` binding each of `items`.
-/// The rest of a `WHERE run_id = ` clause over a count table: the run, the endpoint names (all when `None`)
-/// and the buckets from `from` to `to`, both included.
-fn push_scope<DB: sqlx::Database>(
-    query: &mut QueryBuilder<DB>,
+/// `select` (ending in `WHERE run_id = `) over a count table, scoped: the run, the endpoint names (all when
+/// `None`) and the buckets from `from` to `to`, both included.
+fn scoped<DB: sqlx::Database>(
+    select: &str,
     run_id: i64,
     names: Option<&[String]>,
     (from, to): (i64, i64),
-) where
+) -> QueryBuilder<DB>
+where
     i64: for<'a> sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
+    let mut query = QueryBuilder::new(select);
     query.push_bind(run_id);
     if let Some(names) = names {
         query.push(" AND endpoint IN (");
-        push_list(query, names);
+        push_list(&mut query, names);
         query.push(")");
     }
     query
@@ -530,8 +525,10 @@ fn push_scope<DB: sqlx::Database>(
         .push_bind(from)
         .push(" AND bucket <= ")
         .push_bind(to);
+    query
 }
 
+/// `?, ?, ...` binding each of `items`.
 pub(crate) fn push_list<DB: sqlx::Database>(query: &mut QueryBuilder<DB>, items: &[String])
 where
     for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
