@@ -12,6 +12,7 @@ pub mod endpoint;
 pub mod exchange;
 pub mod features;
 pub mod gate;
+pub mod graphql;
 pub mod grpc;
 pub mod identifier;
 pub mod instruments;

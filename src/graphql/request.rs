@@ -1,0 +1,255 @@
+//! A GraphQL request as it comes over HTTP: a POST's JSON body (one operation or a batch) or a GET's query
+//! string, each operation classified, and an automatic persisted query's hash kept.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::graphql::operation::{Classified, OperationKind, classify};
+
+/// Operations in one batch read at most; a longer batch is not taken for GraphQL (it is an ordinary request).
+pub const MAX_BATCH: usize = 64;
+
+/// One operation of a request: what its text selects, or only its persisted hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AskedOperation {
+    /// What the query text selects; `None` when the request sent only a persisted query's hash.
+    pub classified: Option<Classified>,
+    /// `extensions.persistedQuery.sha256Hash`, when sent.
+    pub persisted_hash: Option<String>,
+}
+
+/// A request read as GraphQL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphqlRequest {
+    pub operations: Vec<AskedOperation>,
+    /// Sent as a JSON array, even of one.
+    pub batch: bool,
+}
+
+impl GraphqlRequest {
+    /// Whether every operation is a query whose text is here: what may be sent to the shadows without writing
+    /// anything (a batch only when all of it is queries).
+    pub fn only_queries(&self) -> bool {
+        self.operations.iter().all(|asked| {
+            matches!(&asked.classified, Some(Classified::Operation(operation)) if operation.kind == OperationKind::Query)
+        })
+    }
+}
+
+/// The fields a GraphQL-over-HTTP request may carry; any other field means it is not one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireOperation<'a> {
+    #[serde(default, borrow)]
+    query: Option<Cow<'a, str>>,
+    #[serde(default, borrow, rename = "operationName")]
+    operation_name: Option<Cow<'a, str>>,
+    /// Read past: what an operation is does not depend on its variables.
+    #[serde(default, rename = "variables")]
+    _variables: Option<IgnoredAny>,
+    #[serde(default, borrow)]
+    extensions: Option<Extensions<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Extensions<'a> {
+    #[serde(default, borrow, rename = "persistedQuery")]
+    persisted_query: Option<PersistedQuery<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PersistedQuery<'a> {
+    #[serde(borrow, rename = "sha256Hash")]
+    sha256_hash: Cow<'a, str>,
+}
+
+impl WireOperation<'_> {
+    /// `None` when it carries neither a query nor a persisted hash.
+    fn asked(self) -> Option<AskedOperation> {
+        let persisted_hash = self
+            .extensions
+            .and_then(|extensions| extensions.persisted_query)
+            .map(|persisted| persisted.sha256_hash.into_owned());
+        let classified = self
+            .query
+            .map(|query| classify(&query, self.operation_name.as_deref()));
+        if classified.is_none() && persisted_hash.is_none() {
+            return None;
+        }
+        Some(AskedOperation {
+            classified,
+            persisted_hash,
+        })
+    }
+}
+
+/// Reads a POST's JSON body as GraphQL: an object of the GraphQL-over-HTTP fields, or an array of at most
+/// [`MAX_BATCH`] of them. `None` when the body is not shaped so (an ordinary request).
+pub fn from_json_body(body: &[u8]) -> Option<GraphqlRequest> {
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace())?;
+    let (wire, batch) = match first {
+        b'{' => (
+            vec![serde_json::from_slice::<WireOperation>(body).ok()?],
+            false,
+        ),
+        b'[' => {
+            let batch: Vec<WireOperation> = serde_json::from_slice(body).ok()?;
+            if batch.is_empty() || batch.len() > MAX_BATCH {
+                return None;
+            }
+            (batch, true)
+        }
+        _ => return None,
+    };
+    let operations = wire
+        .into_iter()
+        .map(WireOperation::asked)
+        .collect::<Option<Vec<_>>>()?;
+    Some(GraphqlRequest { operations, batch })
+}
+
+/// Reads a GET's query string (`query`, `operationName`, `extensions`) as GraphQL; `None` without a `query` or
+/// a persisted hash.
+pub fn from_query_string(query_string: &str) -> Option<GraphqlRequest> {
+    let mut query = None;
+    let mut operation_name = None;
+    let mut extensions = None;
+    for pair in query_string.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match crate::encoding::percent_decode(name).as_str() {
+            "query" => &mut query,
+            "operationName" => &mut operation_name,
+            "extensions" => &mut extensions,
+            _ => continue,
+        };
+        // A repeated parameter is ambiguous: not taken for GraphQL.
+        if slot
+            .replace(crate::encoding::percent_decode(value))
+            .is_some()
+        {
+            return None;
+        }
+    }
+    let persisted_hash = match extensions {
+        Some(text) => serde_json::from_str::<Extensions>(&text)
+            .ok()?
+            .persisted_query
+            .map(|persisted| persisted.sha256_hash.into_owned()),
+        None => None,
+    };
+    let classified = query.map(|query| classify(&query, operation_name.as_deref()));
+    if classified.is_none() && persisted_hash.is_none() {
+        return None;
+    }
+    Some(GraphqlRequest {
+        operations: vec![AskedOperation {
+            classified,
+            persisted_hash,
+        }],
+        batch: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graphql::operation::Operation;
+
+    fn kinds(request: &GraphqlRequest) -> Vec<Option<OperationKind>> {
+        request
+            .operations
+            .iter()
+            .map(|asked| match &asked.classified {
+                Some(Classified::Operation(Operation { kind, .. })) => Some(*kind),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_post_body_of_one_operation_or_a_batch_is_read() {
+        let one = from_json_body(
+            br#"{"query":"query Q { a }","operationName":"Q","variables":{"x":[1]}}"#,
+        )
+        .unwrap();
+        assert!(!one.batch);
+        assert_eq!(kinds(&one), [Some(OperationKind::Query)]);
+        assert!(one.only_queries());
+
+        let batch = from_json_body(br#" [{"query":"{ a }"},{"query":"mutation { b }"}]"#).unwrap();
+        assert!(batch.batch);
+        assert_eq!(
+            kinds(&batch),
+            [Some(OperationKind::Query), Some(OperationKind::Mutation)]
+        );
+        assert!(
+            !batch.only_queries(),
+            "a batch with a mutation is not only queries"
+        );
+    }
+
+    #[test]
+    fn a_persisted_query_keeps_its_hash_and_is_not_a_known_query_without_its_text() {
+        let hash_only = from_json_body(
+            br#"{"extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            hash_only.operations[0].persisted_hash.as_deref(),
+            Some("abc")
+        );
+        assert_eq!(hash_only.operations[0].classified, None);
+        assert!(!hash_only.only_queries());
+
+        let with_text = from_json_body(
+            br#"{"query":"{ a }","extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"},"tracing":true}}"#,
+        )
+        .unwrap();
+        assert!(with_text.only_queries());
+    }
+
+    #[test]
+    fn bodies_of_another_shape_are_ordinary_requests() {
+        for body in [
+            &br#"{"query":"{ a }","user":"x"}"#[..],
+            br#"{"name":"x"}"#,
+            br#"{}"#,
+            br#"[]"#,
+            br#"{"query":42}"#,
+            b"query { a }",
+            b"",
+            br#"{"query":"{ a }""#,
+        ] {
+            assert_eq!(
+                from_json_body(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let too_many = format!("[{}]", [r#"{"query":"{ a }"}"#; MAX_BATCH + 1].join(","));
+        assert_eq!(from_json_body(too_many.as_bytes()), None);
+    }
+
+    #[test]
+    fn a_get_query_string_is_read() {
+        let get =
+            from_query_string("query=query%20Q%20%7B%20a%20%7D&operationName=Q&variables=%7B%7D")
+                .unwrap();
+        assert_eq!(kinds(&get), [Some(OperationKind::Query)]);
+        let mutation = from_query_string("query=mutation+%7B+b+%7D").unwrap();
+        assert_eq!(kinds(&mutation), [Some(OperationKind::Mutation)]);
+        let persisted = from_query_string(
+            "extensions=%7B%22persistedQuery%22%3A%7B%22version%22%3A1%2C%22sha256Hash%22%3A%22abc%22%7D%7D",
+        )
+        .unwrap();
+        assert_eq!(
+            persisted.operations[0].persisted_hash.as_deref(),
+            Some("abc")
+        );
+        assert_eq!(from_query_string("page=2"), None);
+        assert_eq!(from_query_string("query=%7B+a+%7D&query=%7B+b+%7D"), None);
+    }
+}
