@@ -117,7 +117,7 @@ impl EndpointNamer {
             .then(|| crate::grpc::schema::endpoint_name(path))
             .flatten();
         let mut state = self.state();
-        let mut name = if let Some(call) = grpc_call {
+        let name = if let Some(call) = grpc_call {
             call
         } else if let Some(canonical) = canonical {
             format!("{method} {canonical}")
@@ -129,6 +129,22 @@ impl EndpointNamer {
                 state.clusterer.template(method.as_str(), path)
             )
         };
+        self.admit(state, name, method)
+    }
+
+    /// A name worked out elsewhere (a GraphQL operation's), held to the same length and the same cap on
+    /// endpoints as every other name.
+    pub fn name_as(&self, method: &Method, name: String) -> String {
+        self.admit(self.state(), name, method)
+    }
+
+    /// `name` cut to length, known from now on, or `METHOD other` past `--max-endpoints`.
+    fn admit(
+        &self,
+        mut state: std::sync::MutexGuard<'_, NamerState>,
+        mut name: String,
+        method: &Method,
+    ) -> String {
         cut(&mut name);
         if state.known.contains(&name) {
             return name;

@@ -4,8 +4,91 @@
 pub mod operation;
 pub mod request;
 
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, Method};
+
 use crate::graphql::operation::{Classified, Operation};
-use crate::graphql::request::GraphqlRequest;
+use crate::graphql::request::{GraphqlRequest, from_json_body, from_query_string};
+
+/// Whether requests are read as GraphQL (`--graphql`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GraphqlMode {
+    /// On `--graphql-path`, and wherever a POST's JSON body or a GET's `query` parameter holds a document.
+    #[default]
+    Auto,
+    /// Never: every request is shadowed by its method, as any other.
+    Off,
+}
+
+/// How GraphQL requests are recognised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphqlSettings {
+    pub mode: GraphqlMode,
+    /// Paths whose requests are GraphQL (`--graphql-path`).
+    pub paths: Vec<String>,
+}
+
+impl GraphqlSettings {
+    pub const DEFAULT_PATH: &str = "/graphql";
+
+    /// Whether a POST's body is read before deciding whether it is shadowed, since it may be a GraphQL query.
+    pub fn may_be_graphql_post(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        self.mode == GraphqlMode::Auto
+            && method == Method::POST
+            && (self.is_graphql_path(path) || is_json(headers))
+    }
+
+    fn is_graphql_path(&self, path: &str) -> bool {
+        self.paths.iter().any(|graphql| graphql == path)
+    }
+
+    /// Reads a request as GraphQL: a POST's JSON body, a GET's query string. Off `--graphql-path`, a request
+    /// none of whose operations is a document or a persisted hash is an ordinary request.
+    pub fn read(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<GraphqlRequest> {
+        if self.mode == GraphqlMode::Off {
+            return None;
+        }
+        let on_path = self.is_graphql_path(path);
+        let request = if method == Method::POST && (on_path || is_json(headers)) {
+            from_json_body(body)?
+        } else if method == Method::GET {
+            from_query_string(query?)?
+        } else {
+            return None;
+        };
+        let recognised = request.operations.iter().any(|asked| {
+            asked.persisted_hash.is_some()
+                || matches!(asked.classified, Some(Classified::Operation(_)))
+        });
+        (on_path || recognised).then_some(request)
+    }
+}
+
+impl Default for GraphqlSettings {
+    fn default() -> Self {
+        Self {
+            mode: GraphqlMode::Auto,
+            paths: vec![Self::DEFAULT_PATH.to_string()],
+        }
+    }
+}
+
+/// `application/json`, or a `+json` type such as `application/graphql-response+json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
+}
 
 /// Root fields named at most in an endpoint name; more are said as `+…`.
 pub const MAX_NAMED_FIELDS: usize = 6;

@@ -19,6 +19,7 @@ use crate::analysis::rules::EndpointGlob;
 use crate::app::AppSettings;
 use crate::budget::MemoryBudget;
 use crate::endpoint::{EndpointPattern, NamingSettings};
+use crate::graphql::{GraphqlMode, GraphqlSettings};
 use crate::lane::{LaneSettings, ShadowScheduling};
 use crate::monitor::MonitorSettings;
 use crate::notify::NotifySettings;
@@ -331,6 +332,24 @@ pub struct ShadowArgs {
           value_delimiter = ',', value_parser = EndpointGlob::parse_template)]
     pub no_shadow: Vec<EndpointGlob>,
 
+    /// How GraphQL operations are recognised. A recognised query is shadowed whatever its method, a mutation or
+    /// subscription (or a batch holding one) only with --allow-side-effects, an operation sent by its persisted
+    /// hash alone not at all; `--no-shadow` still wins. A POST that may be one is read (within --max-body) before
+    /// it is sent, as a shadowed request is.
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "SHADOWDIFF_GRAPHQL",
+        default_value = "auto"
+    )]
+    pub graphql: GraphqlMode,
+
+    /// A path whose requests are GraphQL operations (whatever their content type); repeat the flag (or
+    /// comma-separate) for several.
+    #[arg(long = "graphql-path", value_name = "PATH", env = "SHADOWDIFF_GRAPHQL_PATH",
+          value_delimiter = ',', default_value = GraphqlSettings::DEFAULT_PATH)]
+    pub graphql_paths: Vec<String>,
+
     /// Memory all shadow work may hold (request and response bodies in flight, queued exchanges, analysis,
     /// the store's buffer); past it, new shadow work is shed (the caller is still answered) and counted.
     #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MEMORY_BUDGET", default_value_t = ByteSize(MemoryBudget::DEFAULT_LIMIT as u64))]
@@ -433,6 +452,10 @@ impl ShadowArgs {
             // From the rules file, read when the app is built.
             endpoint_rates: Vec::new(),
             rewrites: Default::default(),
+            graphql: GraphqlSettings {
+                mode: self.graphql,
+                paths: self.graphql_paths,
+            },
         };
         settings.proxy.exchange_queue = self.exchange_queue as usize;
         settings.lane = LaneSettings {

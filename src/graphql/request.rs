@@ -28,13 +28,30 @@ pub struct GraphqlRequest {
     pub batch: bool,
 }
 
+/// What a GraphQL request may be sent to the shadows as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shadowing {
+    /// Every operation is a query whose text is here: sent three times, it writes nothing.
+    Queries,
+    /// A mutation or a subscription is among them.
+    SideEffects,
+    /// An operation was sent by its persisted hash alone, or its text selects nothing: what it does is not known.
+    Unknown,
+}
+
 impl GraphqlRequest {
-    /// Whether every operation is a query whose text is here: what may be sent to the shadows without writing
-    /// anything (a batch only when all of it is queries).
-    pub fn only_queries(&self) -> bool {
-        self.operations.iter().all(|asked| {
-            matches!(&asked.classified, Some(Classified::Operation(operation)) if operation.kind == OperationKind::Query)
-        })
+    /// What it may be sent to the shadows as (a batch as queries only when all of it is).
+    pub fn shadowing(&self) -> Shadowing {
+        let mut shadowing = Shadowing::Queries;
+        for asked in &self.operations {
+            match &asked.classified {
+                Some(Classified::Operation(operation))
+                    if operation.kind == OperationKind::Query => {}
+                Some(Classified::Operation(_)) => return Shadowing::SideEffects,
+                _ => shadowing = Shadowing::Unknown,
+            }
+        }
+        shadowing
     }
 }
 
@@ -176,7 +193,7 @@ mod tests {
         .unwrap();
         assert!(!one.batch);
         assert_eq!(kinds(&one), [Some(OperationKind::Query)]);
-        assert!(one.only_queries());
+        assert_eq!(one.shadowing(), Shadowing::Queries);
 
         let batch = from_json_body(br#" [{"query":"{ a }"},{"query":"mutation { b }"}]"#).unwrap();
         assert!(batch.batch);
@@ -184,9 +201,10 @@ mod tests {
             kinds(&batch),
             [Some(OperationKind::Query), Some(OperationKind::Mutation)]
         );
-        assert!(
-            !batch.only_queries(),
-            "a batch with a mutation is not only queries"
+        assert_eq!(
+            batch.shadowing(),
+            Shadowing::SideEffects,
+            "a batch with a mutation"
         );
     }
 
@@ -201,13 +219,13 @@ mod tests {
             Some("abc")
         );
         assert_eq!(hash_only.operations[0].classified, None);
-        assert!(!hash_only.only_queries());
+        assert_eq!(hash_only.shadowing(), Shadowing::Unknown);
 
         let with_text = from_json_body(
             br#"{"query":"{ a }","extensions":{"persistedQuery":{"version":1,"sha256Hash":"abc"},"tracing":true}}"#,
         )
         .unwrap();
-        assert!(with_text.only_queries());
+        assert_eq!(with_text.shadowing(), Shadowing::Queries);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::analysis::rewrite::Rewrites;
 use crate::budget::MemoryBudget;
 use crate::endpoint::EndpointNamer;
 use crate::exchange::Target;
+use crate::graphql::GraphqlSettings;
 use crate::lane::Lane;
 use crate::pipeline::recorder::Recording;
 use crate::pipeline::{ExchangeSink, Sink};
@@ -66,6 +67,8 @@ pub struct Proxy {
     inflight: [Arc<Semaphore>; 3],
     /// Names exchanges by endpoint (and learns templates as it does).
     namer: Arc<EndpointNamer>,
+    /// Which requests are GraphQL operations, shadowed by what they do and named after it.
+    graphql: GraphqlSettings,
     /// What shadow work may hold (`--memory-budget`): request and captured bodies are charged to it.
     budget: Arc<MemoryBudget>,
     sink: ExchangeSink,
@@ -135,6 +138,7 @@ impl Proxy {
             body_timeout: settings.body_timeout,
             inflight,
             namer,
+            graphql: settings.shadow.graphql.clone(),
             budget,
             sink,
             recorder: None,

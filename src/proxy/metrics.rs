@@ -31,10 +31,15 @@ pub enum UnshadowedReason {
     Excluded,
     /// A streamed request (a gRPC call) that had not ended within `--response-timeout`: its copy was given up.
     StreamTooLong,
+    /// A GraphQL mutation or subscription, or a batch holding one (and `--allow-side-effects` is off).
+    GraphqlSideEffect,
+    /// A GraphQL operation sent by its persisted hash alone, or whose text is not a document: what it does is
+    /// not known here.
+    GraphqlUnknown,
 }
 
 impl UnshadowedReason {
-    pub const ALL: [UnshadowedReason; 9] = [
+    pub const ALL: [UnshadowedReason; 11] = [
         UnshadowedReason::Method,
         UnshadowedReason::SampledOut,
         UnshadowedReason::BodyTooLarge,
@@ -44,6 +49,8 @@ impl UnshadowedReason {
         UnshadowedReason::MemoryBudget,
         UnshadowedReason::Excluded,
         UnshadowedReason::StreamTooLong,
+        UnshadowedReason::GraphqlSideEffect,
+        UnshadowedReason::GraphqlUnknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +64,8 @@ impl UnshadowedReason {
             UnshadowedReason::MemoryBudget => "memory_budget",
             UnshadowedReason::Excluded => "no_shadow",
             UnshadowedReason::StreamTooLong => "stream_too_long",
+            UnshadowedReason::GraphqlSideEffect => "graphql_side_effect",
+            UnshadowedReason::GraphqlUnknown => "graphql_unknown",
         }
     }
 }

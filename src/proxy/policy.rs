@@ -52,8 +52,25 @@ impl ShadowPolicy {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<(), UnshadowedReason> {
+        self.decide_with(method, path, headers, false)
+    }
+
+    /// Whether every method is shadowed (`--allow-side-effects`).
+    pub fn allows_side_effects(&self) -> bool {
+        matches!(self.methods, MethodPolicy::All)
+    }
+
+    /// As [`ShadowPolicy::decide_for`]; `read_only` for a request known to change nothing whatever its method
+    /// (a GraphQL query sent as a POST), for which `--no-shadow` and sampling still apply but not the method policy.
+    pub fn decide_with(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        read_only: bool,
+    ) -> Result<(), UnshadowedReason> {
         if self.never.is_empty() && self.endpoint_rates.is_empty() {
-            return self.decide(method, headers);
+            return self.decide_at(method, headers, self.sample_rate, read_only);
         }
         let request = format!("{method} {path}");
         if self.never.iter().any(|pattern| pattern.matches(&request)) {
@@ -64,12 +81,12 @@ impl ShadowPolicy {
             .iter()
             .find(|rate| rate.endpoint.matches(&request))
             .map_or(self.sample_rate, |rate| rate.rate);
-        self.decide_at(method, headers, rate)
+        self.decide_at(method, headers, rate, read_only)
     }
 
     /// `Ok` when the request is shadowed, otherwise why not.
     pub fn decide(&self, method: &Method, headers: &HeaderMap) -> Result<(), UnshadowedReason> {
-        self.decide_at(method, headers, self.sample_rate)
+        self.decide_at(method, headers, self.sample_rate, false)
     }
 
     fn decide_at(
@@ -77,8 +94,10 @@ impl ShadowPolicy {
         method: &Method,
         headers: &HeaderMap,
         sample_rate: f64,
+        read_only: bool,
     ) -> Result<(), UnshadowedReason> {
         if let MethodPolicy::Only(list) = &self.methods
+            && !read_only
             && !list.contains(method)
         {
             return Err(UnshadowedReason::Method);

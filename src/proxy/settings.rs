@@ -9,6 +9,7 @@ use http::{HeaderName, Method};
 use crate::analysis::rewrite::Rewrites;
 use crate::analysis::rules::{EndpointGlob, SampleRate};
 use crate::exchange::Target;
+use crate::graphql::GraphqlSettings;
 use crate::values::{MethodList, TrustedProxies};
 
 /// Which upstream's response the caller receives.
@@ -126,6 +127,8 @@ pub struct ShadowSettings {
     pub endpoint_rates: Vec<SampleRate>,
     /// What secondary or candidate is sent instead of the caller's request (the rules file's `[[rewrite]]`).
     pub rewrites: Rewrites,
+    /// Which requests are GraphQL operations, shadowed by what they do rather than by their method.
+    pub graphql: GraphqlSettings,
 }
 
 impl ShadowSettings {
@@ -153,6 +156,7 @@ impl Default for ShadowSettings {
             never: Vec::new(),
             endpoint_rates: Vec::new(),
             rewrites: Rewrites::default(),
+            graphql: GraphqlSettings::default(),
         }
     }
 }

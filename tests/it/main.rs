@@ -19,6 +19,7 @@ mod deploy_files;
 mod edges;
 mod faults;
 mod gate;
+mod graphql;
 mod grpc;
 mod grpc_names;
 mod hygiene;

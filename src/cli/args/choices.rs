@@ -6,6 +6,7 @@ use clap::builder::PossibleValue;
 use crate::demo::service::DemoVariant;
 use crate::gate::FailOn;
 use crate::gate::render::GateFormat;
+use crate::graphql::GraphqlMode;
 use crate::lane::ShadowScheduling;
 use crate::notify::NotifyFormat;
 use crate::proxy::ResponseMode;
@@ -102,3 +103,8 @@ impl ValueEnum for ValueSet {
         })
     }
 }
+
+choices!(GraphqlMode {
+    Auto => "auto": "GraphQL on --graphql-path, and wherever a POST's JSON body or a GET's `query` holds a document: queries shadowed whatever the method, mutations and subscriptions only with --allow-side-effects",
+    Off => "off": "Every request shadowed by its method, as any other",
+});

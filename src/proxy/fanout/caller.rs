@@ -22,6 +22,7 @@ use super::forward::Forward;
 use super::{Proxy, of_thread};
 use crate::budget::{Charge, Stage};
 use crate::exchange::{RecordedRequest, Target, UpstreamError};
+use crate::graphql::request::{GraphqlRequest, Shadowing};
 use crate::grpc;
 use crate::lane::Handoff;
 use crate::proxy::capture::{TeeBody, TeeReport};
@@ -119,9 +120,18 @@ impl Proxy {
         }
         let (parts, body) = request.into_parts();
         let grpc_call = grpc::is_grpc(&parts.headers);
-        if let Err(reason) = self
+        let decision = self
             .policy
-            .decide_for(&parts.method, parts.uri.path(), &parts.headers)
+            .decide_for(&parts.method, parts.uri.path(), &parts.headers);
+        // A POST may be a GraphQL query, which changes nothing whatever its method: its body decides.
+        let graphql_post = decision == Err(UnshadowedReason::Method)
+            && !grpc_call
+            && self
+                .graphql
+                .may_be_graphql_post(&parts.method, parts.uri.path(), &parts.headers);
+        let decision = decision.and_then(|()| self.graphql_get_decision(&parts));
+        if let Err(reason) = decision
+            && !graphql_post
         {
             self.metrics.unshadowed(reason);
             let Some(forward) =
@@ -184,7 +194,51 @@ impl Proxy {
                 );
             }
         };
+        if graphql_post {
+            let read = self.graphql.read(
+                &parts.method,
+                parts.uri.path(),
+                parts.uri.query(),
+                &parts.headers,
+                &body,
+            );
+            let decision = match read.as_ref().map(GraphqlRequest::shadowing) {
+                Some(Shadowing::Queries) => {
+                    self.policy
+                        .decide_with(&parts.method, parts.uri.path(), &parts.headers, true)
+                }
+                Some(Shadowing::SideEffects) => Err(UnshadowedReason::GraphqlSideEffect),
+                Some(Shadowing::Unknown) => Err(UnshadowedReason::GraphqlUnknown),
+                // Not GraphQL: an ordinary POST, which the method policy left to primary.
+                None => Err(UnshadowedReason::Method),
+            };
+            if let Err(reason) = decision {
+                self.metrics.unshadowed(reason);
+                drop(charge);
+                return self.primary_only(forward, buffered(body)).await;
+            }
+        }
         self.fan_out(parts, forward, body, charge).await
+    }
+
+    /// A GET the method policy shadows may still be a GraphQL mutation (`?query=mutation ...`), which must not
+    /// happen three times unless `--allow-side-effects`.
+    fn graphql_get_decision(&self, parts: &http::request::Parts) -> Result<(), UnshadowedReason> {
+        if parts.method != Method::GET || self.policy.allows_side_effects() {
+            return Ok(());
+        }
+        let read = self.graphql.read(
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+            &[],
+        );
+        match read.as_ref().map(GraphqlRequest::shadowing) {
+            None | Some(Shadowing::Queries) => Ok(()),
+            Some(Shadowing::SideEffects) => Err(UnshadowedReason::GraphqlSideEffect),
+            Some(Shadowing::Unknown) => Err(UnshadowedReason::GraphqlUnknown),
+        }
     }
 
     /// A request that is not shadowed goes to primary alone, streamed both ways. In `--response-mode empty`

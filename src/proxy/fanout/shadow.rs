@@ -185,9 +185,21 @@ impl Proxy {
                 _ => {}
             }
         }
-        let endpoint = self
-            .namer
-            .name(&request.method, request.uri.path(), &request.headers);
+        let graphql = self.graphql.read(
+            &request.method,
+            request.uri.path(),
+            request.uri.query(),
+            &request.headers,
+            &request.body,
+        );
+        let endpoint = match graphql {
+            Some(operations) => self
+                .namer
+                .name_as(&request.method, crate::graphql::endpoint_name(&operations)),
+            None => self
+                .namer
+                .name(&request.method, request.uri.path(), &request.headers),
+        };
         tracing::Span::current().record("endpoint", endpoint.as_str());
         let mut exchange = Exchange {
             id,
