@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::graphql::operation::{Classified, OperationKind, classify};
+use crate::graphql::operation::{Classified, MAX_TOKENS, OperationKind, classify, classify_within};
 
 /// Operations in one batch read at most; a longer batch is not taken for GraphQL (it is an ordinary request).
 pub const MAX_BATCH: usize = 64;
@@ -83,15 +83,19 @@ struct PersistedQuery<'a> {
 }
 
 impl WireOperation<'_> {
-    /// `None` when it carries neither a query nor a persisted hash.
-    fn asked(self) -> Option<AskedOperation> {
+    /// `None` when it carries neither a query nor a persisted hash; its text read within what is left of the
+    /// request's `tokens`.
+    fn asked(self, tokens: &mut usize) -> Option<AskedOperation> {
         let persisted_hash = self
             .extensions
             .and_then(|extensions| extensions.persisted_query)
             .map(|persisted| persisted.sha256_hash.into_owned());
-        let classified = self
-            .query
-            .map(|query| classify(&query, self.operation_name.as_deref()));
+        let classified = self.query.map(|query| {
+            let (classified, read) =
+                classify_within(&query, self.operation_name.as_deref(), *tokens);
+            *tokens = tokens.saturating_sub(read);
+            classified
+        });
         if classified.is_none() && persisted_hash.is_none() {
             return None;
         }
@@ -120,9 +124,11 @@ pub fn from_json_body(body: &[u8]) -> Option<GraphqlRequest> {
         }
         _ => return None,
     };
+    // One budget of tokens for the whole request, so that a batch costs no more to read than one operation may.
+    let mut tokens = MAX_TOKENS;
     let operations = wire
         .into_iter()
-        .map(WireOperation::asked)
+        .map(|operation| operation.asked(&mut tokens))
         .collect::<Option<Vec<_>>>()?;
     Some(GraphqlRequest { operations, batch })
 }
@@ -269,5 +275,22 @@ mod tests {
         );
         assert_eq!(from_query_string("page=2"), None);
         assert_eq!(from_query_string("query=%7B+a+%7D&query=%7B+b+%7D"), None);
+    }
+
+    #[test]
+    fn a_batch_shares_one_budget_of_tokens() {
+        let fields = "a ".repeat(1_000);
+        let operation = format!(r#"{{"query":"{{ {fields} }}"}}"#);
+        let batch = format!("[{}]", [operation.as_str(); 20].join(","));
+        let read = from_json_body(batch.as_bytes()).unwrap();
+        // About 2 000 tokens each: the first seven fit in the request's budget, the rest are not read.
+        let classified: Vec<bool> = read
+            .operations
+            .iter()
+            .map(|asked| matches!(asked.classified, Some(Classified::Operation(_))))
+            .collect();
+        assert!(classified[..7].iter().all(|ok| *ok), "{classified:?}");
+        assert!(classified[8..].iter().all(|ok| !ok), "{classified:?}");
+        assert_eq!(read.shadowing(), Shadowing::Unknown);
     }
 }
