@@ -86,8 +86,16 @@ fn is_json(headers: &HeaderMap) -> bool {
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
-        .map(|essence| essence.trim().to_ascii_lowercase())
-        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
+        .map(str::trim)
+        .is_some_and(|essence| {
+            // Compared in place: this runs on the caller's thread for every POST the method policy keeps back.
+            essence.eq_ignore_ascii_case("application/json")
+                || essence
+                    .len()
+                    .checked_sub(5)
+                    .and_then(|start| essence.get(start..))
+                    .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
+        })
 }
 
 /// Root fields named at most in an endpoint name; more are said as `+…`.
@@ -214,5 +222,23 @@ mod tests {
             name_of(&batch),
             "GraphQL batch query A, query A, query A, query A, …"
         );
+    }
+
+    #[test]
+    fn json_content_types_are_told_apart_without_case() {
+        for (content_type, json) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("application/graphql-response+JSON", true),
+            ("+json", true),
+            ("json", false),
+            ("text/plain", false),
+            ("application/jsonl", false),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, content_type.parse().unwrap());
+            assert_eq!(is_json(&headers), json, "{content_type}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
     }
 }

@@ -141,7 +141,13 @@ pub fn from_query_string(query_string: &str) -> Option<GraphqlRequest> {
     let mut extensions = None;
     for pair in query_string.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let slot = match crate::encoding::percent_decode(name).as_str() {
+        // Decoded only when encoded: this runs on the caller's thread for every GET with a query string.
+        let name = if name.contains(['%', '+']) {
+            Cow::Owned(crate::encoding::percent_decode(name))
+        } else {
+            Cow::Borrowed(name)
+        };
+        let slot = match name.as_ref() {
             "query" => &mut query,
             "operationName" => &mut operation_name,
             "extensions" => &mut extensions,
