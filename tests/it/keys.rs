@@ -270,6 +270,23 @@ async fn ten_thousand_user_keys_make_at_most_three_places(db: TestDb) {
     );
 }
 
+/// Sends a new team at a time (numbered from `first_team`), the candidate changing `field`, until `app` has
+/// stored that change at the `{key}` place.
+async fn until_key_place_stored(app: &TestApp, store: &Store, first_team: usize, field: &str) {
+    let mut team = first_team;
+    let place = format!("body/users/{{key}}/{field}");
+    let query = format!("?field={field}");
+    wait_for(&format!("the instance to store {place}"), || {
+        team += 1;
+        let (place, query) = (&place, &query);
+        async move {
+            send_teams(app, [team], query).await;
+            stored_paths(store).await.contains(place)
+        }
+    })
+    .await;
+}
+
 async fn a_learned_position_is_adopted_by_another_instance_and_after_a_restart(db: TestDb) {
     let stubs = team_stubs().await;
     // `learner` learns from a few teams; `follower` and `restarted` could not learn from what they see.
@@ -289,34 +306,12 @@ async fn a_learned_position_is_adopted_by_another_instance_and_after_a_restart(d
     );
 
     // The instance that was already running adopts it at its heartbeat: its own places are `{key}` ones.
-    let mut team = 1000;
-    wait_for("the running instance to store a {key} place", || {
-        team += 1;
-        let (follower, store) = (&follower, &store);
-        async move {
-            send_teams(follower, [team], "?field=role").await;
-            stored_paths(store)
-                .await
-                .contains(&"body/users/{key}/role".to_string())
-        }
-    })
-    .await;
+    until_key_place_stored(&follower, &store, 1000, "role").await;
     follower.stop().await;
 
     // An instance started afterwards reads it from the store.
     let restarted = instance(&db, &stubs, |s| s.analysis.keys.threshold = 1_000_000).await;
-    let mut team = 2000;
-    wait_for("the restarted instance to store a {key} place", || {
-        team += 1;
-        let (restarted, store) = (&restarted, &store);
-        async move {
-            send_teams(restarted, [team], "?field=team").await;
-            stored_paths(store)
-                .await
-                .contains(&"body/users/{key}/team".to_string())
-        }
-    })
-    .await;
+    until_key_place_stored(&restarted, &store, 2000, "team").await;
     restarted.stop().await;
     assert_eq!(
         store.key_positions(run).await.unwrap(),
