@@ -14,6 +14,16 @@ pub fn percent(fraction: f64) -> String {
     }
 }
 
+/// Primary's and candidate's p99 side by side (`3.2 ms → 9.8 ms`), `slower` appended when the candidate's is
+/// judged a latency regression.
+pub fn p99_pair(primary_ms: f64, candidate_ms: f64, between: &str, slower: Option<&str>) -> String {
+    let mut pair = format!("{}{between}{}", millis(primary_ms), millis(candidate_ms));
+    if let Some(slower) = slower {
+        pair.push_str(slower);
+    }
+    pair
+}
+
 /// `3.2 ms`, `450 µs`, `1.25 s`.
 pub fn millis(ms: f64) -> String {
     if ms <= 0.0 {

@@ -14,7 +14,7 @@ use crate::store::Store;
 pub const EXIT_FAILED: u8 = 1;
 
 pub async fn run(args: GateArgs) -> Outcome {
-    let file_rules = RuleSet::load_optional(args.rules.as_deref())
+    let file_rules = RuleSet::load_optional(args.judging.rules.as_deref())
         .map_err(|error| CommandError::new(format!("rules file {error}")))?;
     let store = Store::open(&args.judging.database.settings()).await?;
     let reports = Reports::new(
@@ -22,7 +22,7 @@ pub async fn run(args: GateArgs) -> Outcome {
         Arc::new(file_rules),
         args.judging.verdicts.settings(),
     );
-    let report = gate::evaluate(&reports, &args.run, &args.judging.gate.settings()).await?;
+    let report = gate::evaluate(&reports, &args.judging.run, &args.judging.gate.settings()).await?;
     print!("{}", render::render(&report, args.judging.gate.format));
     Ok(exit_code(&report))
 }

@@ -13,7 +13,7 @@ use crate::store::sealed::SampleReading;
 use crate::web::report_file;
 
 pub async fn run(args: ReportArgs) -> Outcome {
-    let file_rules = RuleSet::load_optional(args.rules.as_deref())
+    let file_rules = RuleSet::load_optional(args.judging.rules.as_deref())
         .map_err(|error| CommandError::new(format!("rules file {error}")))?;
     let keys = args
         .identity
@@ -31,7 +31,7 @@ pub async fn run(args: ReportArgs) -> Outcome {
         Arc::new(file_rules),
         args.judging.verdicts.settings(),
     );
-    let judged = gate::evaluate(&reports, &args.run, &args.judging.gate.settings()).await?;
+    let judged = gate::evaluate(&reports, &args.judging.run, &args.judging.gate.settings()).await?;
     let html = report_file::render(&reports, &judged).await?;
     std::fs::write(&args.output, html).map_err(|error| {
         CommandError::new(format!("cannot write {}: {error}", args.output.display()))

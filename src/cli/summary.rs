@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::analysis::kind::kind_label;
 use crate::report::RunReport;
-use crate::units::{count, millis, percent};
+use crate::units::{count, p99_pair, percent};
 
 /// One line of totals, then one row per endpoint (most failing first).
 pub fn table(report: &RunReport) -> String {
@@ -29,14 +29,12 @@ pub fn table(report: &RunReport) -> String {
         "TOP REGRESSION".to_string(),
     ]];
     for endpoint in &report.endpoints {
-        let mut p99 = format!(
-            "{} / {}",
-            millis(endpoint.latency.primary.p99_ms),
-            millis(endpoint.latency.candidate.p99_ms)
+        let p99 = p99_pair(
+            endpoint.latency.primary.p99_ms,
+            endpoint.latency.candidate.p99_ms,
+            " / ",
+            endpoint.latency_regression.then_some(" (slower)"),
         );
-        if endpoint.latency_regression {
-            p99.push_str(" (slower)");
-        }
         let top = endpoint.regressions.first().map_or_else(
             || "-".to_string(),
             |r| format!("{} {} ({})", r.path, kind_label(r.kind), r.compat.as_str()),

@@ -8,7 +8,7 @@ use crate::analysis::aggregate::{AcceptedReport, RegressionReport};
 use crate::analysis::kind::kind_label;
 use crate::encoding::{Markup, escape};
 use crate::report::change_text::{how, summary};
-use crate::units::{count, millis, percent};
+use crate::units::{count, millis, p99_pair, percent};
 
 /// How the gate prints its verdict.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -394,14 +394,12 @@ fn markdown(report: &GateReport) -> String {
                 )
             })
             .collect();
-        let mut p99 = format!(
-            "{} → {}",
-            millis(endpoint.latency.primary.p99_ms),
-            millis(endpoint.latency.candidate.p99_ms)
+        let p99 = p99_pair(
+            endpoint.latency.primary.p99_ms,
+            endpoint.latency.candidate.p99_ms,
+            " → ",
+            endpoint.latency_regression.then_some(" **slower**"),
         );
-        if endpoint.latency_regression {
-            p99.push_str(" **slower**");
-        }
         let _ = writeln!(
             out,
             "| {icon} | {} | {} | {} | {} | {p99} | {} |",

@@ -150,23 +150,10 @@ pub struct GateOptions {
     pub format: GateFormat,
 }
 
-/// What `gate` and `report` both judge a stored run by: the bounds, the verdicts' settings and the store.
-/// Each keeps its own `--run` and `--rules`, whose help says what that subcommand does with them.
+/// What `gate` and `report` both judge a stored run by: the run, the rules, the bounds, the verdicts' settings
+/// and the store.
 #[derive(Args, Debug, Clone)]
 pub struct JudgingArgs {
-    #[command(flatten)]
-    pub gate: GateOptions,
-
-    #[command(flatten)]
-    pub verdicts: VerdictArgs,
-
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-}
-
-/// Everything `gate` needs.
-#[derive(Args, Debug, Clone)]
-pub struct GateArgs {
     /// The run to judge: its label, or `latest`.
     #[arg(
         long,
@@ -183,29 +170,29 @@ pub struct GateArgs {
     pub rules: Option<PathBuf>,
 
     #[command(flatten)]
+    pub gate: GateOptions,
+
+    #[command(flatten)]
+    pub verdicts: VerdictArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Everything `gate` needs.
+#[derive(Args, Debug, Clone)]
+pub struct GateArgs {
+    #[command(flatten)]
     pub judging: JudgingArgs,
 }
 
 /// Everything `report` needs.
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
-    /// The run to write: its label, or `latest`.
-    #[arg(
-        long,
-        value_name = "LABEL",
-        env = "SHADOWDIFF_RUN",
-        default_value = "latest"
-    )]
-    pub run: String,
-
     /// Where the HTML file goes (one self-contained file: styles and charts inline, nothing loaded from the
     /// network), to attach to a build.
     #[arg(long, value_name = "FILE", env = "SHADOWDIFF_REPORT_OUTPUT")]
     pub output: PathBuf,
-
-    /// Rules file (TOML) whose rules apply to the verdicts, as in `serve --rules`; stored rules apply too.
-    #[arg(long, value_name = "FILE", env = "SHADOWDIFF_RULES")]
-    pub rules: Option<PathBuf>,
 
     #[command(flatten)]
     pub judging: JudgingArgs,
