@@ -16,6 +16,7 @@ pub mod noise;
 pub mod rewrite;
 pub mod rules;
 mod settings;
+pub mod structured;
 pub mod text;
 pub mod tree;
 
@@ -88,10 +89,15 @@ pub enum BodySkip {
     GrpcMalformed,
     /// A gRPC call to a method none of the given schemas has.
     GrpcUnknownMethod,
+    /// An XML document declaring a DTD: its entities are never expanded (a billion laughs, an external entity),
+    /// so it is not read at all.
+    XmlDoctype,
+    /// XML nested deeper than the reader goes (128 elements).
+    XmlTooDeep,
 }
 
 impl BodySkip {
-    pub const ALL: [BodySkip; 8] = [
+    pub const ALL: [BodySkip; 10] = [
         BodySkip::TooLarge,
         BodySkip::DecodedTooLarge,
         BodySkip::UnsupportedEncoding,
@@ -100,6 +106,8 @@ impl BodySkip {
         BodySkip::MemoryBudget,
         BodySkip::GrpcMalformed,
         BodySkip::GrpcUnknownMethod,
+        BodySkip::XmlDoctype,
+        BodySkip::XmlTooDeep,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +120,8 @@ impl BodySkip {
             BodySkip::MemoryBudget => "memory_budget",
             BodySkip::GrpcMalformed => "grpc_malformed",
             BodySkip::GrpcUnknownMethod => "grpc_unknown_method",
+            BodySkip::XmlDoctype => "xml_doctype",
+            BodySkip::XmlTooDeep => "xml_too_deep",
         }
     }
 

@@ -5,7 +5,9 @@
 //! are extended by flags, never shortened.
 
 pub mod grpc;
+mod rows;
 pub mod values;
+mod xml;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -290,18 +292,21 @@ impl Redactor {
     /// A whole decoded body as stored or recorded: form fields or JSON fields redacted by its content type;
     /// `None` when nothing needed changing.
     pub fn body(&self, headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
-        let form = headers
+        let media_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| {
-                value
-                    .to_ascii_lowercase()
-                    .starts_with("application/x-www-form-urlencoded")
-            });
-        if form {
-            self.form_body(body)
-        } else {
-            self.json_body(body)
+            .map(crate::analysis::decode::media_type)
+            .unwrap_or_default();
+        match media_type.as_str() {
+            "application/x-www-form-urlencoded" => self.form_body(body),
+            "application/xml" | "text/xml" => self.xml_body(body),
+            xml if xml.ends_with("+xml") => self.xml_body(body),
+            "text/csv" => self.csv_body(body),
+            "application/x-ndjson"
+            | "application/jsonl"
+            | "application/json-seq"
+            | "application/x-jsonlines" => self.ndjson_body(body),
+            _ => self.json_body(body),
         }
     }
 

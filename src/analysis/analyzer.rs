@@ -9,6 +9,7 @@ use crate::analysis::decode::ContentKind;
 use crate::analysis::diff::{DiffKind, Difference};
 use crate::analysis::keys::{KeyPositions, LearnedKeys};
 use crate::analysis::rules::EndpointRules;
+use crate::analysis::structured::{self, Side, StructureFailure};
 use crate::analysis::tree::Node;
 use crate::analysis::{
     Analysis, AnalysisConfig, BodySkip, Compared, SkipReason, decode, grpc, headers, json, text,
@@ -359,6 +360,51 @@ impl Analyzer {
                     }
                     (Err(JsonFailure::Invalid), Err(JsonFailure::Invalid)) => {
                         diff_text(reference, &other_bytes, false, limit, timeout)
+                    }
+                }
+            }
+            (kind @ (ContentKind::Xml | ContentKind::Csv | ContentKind::Ndjson), other_kind)
+                if kind == other_kind =>
+            {
+                let Ok((primary_bytes, _)) = reference.decoded(limit) else {
+                    return BodyComparison::PrimaryUnreadable(BodySkip::TooLarge);
+                };
+                let format = kind.as_str();
+                match structured::parse_pair(kind, primary_bytes, &other_bytes, reference.scratch) {
+                    Ok((primary_tree, other_tree)) => json::diff_keyed(
+                        &primary_tree,
+                        &other_tree,
+                        self.config.json,
+                        rules,
+                        keys,
+                        "body",
+                    )
+                    .iter()
+                    .map(json::JsonChange::to_difference)
+                    .collect(),
+                    Err((Side::Primary, StructureFailure::Skipped(reason))) => {
+                        return BodyComparison::PrimaryUnreadable(reason);
+                    }
+                    Err((Side::Other, StructureFailure::Skipped(reason))) => {
+                        return unreadable(format, reason);
+                    }
+                    Err((side, StructureFailure::Invalid)) => {
+                        // Read alone, the other side tells whether only one of them is invalid.
+                        let (primary_valid, other_valid) = match side {
+                            Side::Primary => (
+                                false,
+                                structured::parse_one(kind, &other_bytes, reference.scratch),
+                            ),
+                            Side::Other => (true, false),
+                        };
+                        let invalid = format!("invalid {format}");
+                        match (primary_valid, other_valid) {
+                            (true, _) => vec![body_kind_change(format, &invalid)],
+                            (false, true) => vec![body_kind_change(&invalid, format)],
+                            (false, false) => {
+                                diff_text(reference, &other_bytes, false, limit, timeout)
+                            }
+                        }
                     }
                 }
             }

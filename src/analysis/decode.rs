@@ -14,6 +14,12 @@ use crate::analysis::BodySkip;
 pub enum ContentKind {
     Empty,
     Json,
+    /// `application/xml`, `text/xml` and `*+xml` (SOAP's included): compared as a tree of elements.
+    Xml,
+    /// `text/csv`: compared as rows of named columns.
+    Csv,
+    /// `application/x-ndjson`, `application/jsonl`, `application/json-seq`: compared as an array of values.
+    Ndjson,
     Html,
     Text,
     Binary,
@@ -24,6 +30,9 @@ impl ContentKind {
         match self {
             ContentKind::Empty => "empty",
             ContentKind::Json => "json",
+            ContentKind::Xml => "xml",
+            ContentKind::Csv => "csv",
+            ContentKind::Ndjson => "ndjson",
             ContentKind::Html => "html",
             ContentKind::Text => "text",
             ContentKind::Binary => "binary",
@@ -250,6 +259,21 @@ pub fn content_kind(headers: &HeaderMap, body: &[u8]) -> ContentKind {
     }
     if media_type == "text/html" || media_type == "application/xhtml+xml" {
         return ContentKind::Html;
+    }
+    if media_type == "application/xml" || media_type == "text/xml" || media_type.ends_with("+xml") {
+        return ContentKind::Xml;
+    }
+    if media_type == "text/csv" {
+        return ContentKind::Csv;
+    }
+    if matches!(
+        media_type.as_str(),
+        "application/x-ndjson"
+            | "application/jsonl"
+            | "application/json-seq"
+            | "application/x-jsonlines"
+    ) {
+        return ContentKind::Ndjson;
     }
     if media_type.starts_with("image/")
         || media_type.starts_with("audio/")

@@ -42,6 +42,21 @@ pub fn parse(bytes: &[u8]) -> Result<Node<'_>, serde_json::Error> {
 }
 
 impl<'a> Node<'a> {
+    /// An object of these entries, sorted by key, the last of duplicate keys winning (as a parse does): for
+    /// trees read from formats other than JSON.
+    pub fn object(mut entries: Vec<(Cow<'a, str>, Node<'a>)>) -> Self {
+        // A stable sort keeps duplicates in document order, so the last of each run is the one kept.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut unique: Vec<(Cow<'a, str>, Node<'a>)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match unique.last_mut() {
+                Some(last) if last.0 == entry.0 => *last = entry,
+                _ => unique.push(entry),
+            }
+        }
+        Node::Object(unique.into_boxed_slice())
+    }
+
     /// The number as `f64`, when this is a number.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
