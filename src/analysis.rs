@@ -6,6 +6,7 @@ mod analyzer;
 pub mod compat;
 pub mod decode;
 pub mod diff;
+pub mod graphql_answer;
 pub mod grpc;
 pub mod headers;
 pub mod json;

@@ -105,6 +105,14 @@ pub const MAX_NAMED_OPERATIONS: usize = 4;
 /// The longest name or field kept in an endpoint name, in bytes (GraphQL names are ASCII).
 pub const MAX_NAME_BYTES: usize = 64;
 
+/// What every GraphQL endpoint's name starts with, so that the analysis knows an answer to an operation.
+pub const ENDPOINT_PREFIX: &str = "GraphQL ";
+
+/// Whether an endpoint is one of GraphQL operations (named by [`endpoint_name`]).
+pub fn is_graphql_endpoint(endpoint: &str) -> bool {
+    endpoint.starts_with(ENDPOINT_PREFIX)
+}
+
 /// The endpoint a GraphQL request belongs to: `GraphQL query Name`, else the operation's sorted root fields
 /// (`GraphQL query allPosts+_allPostsMeta`); a batch names its operations (`GraphQL batch query A, query B`).
 /// Bounded whatever the document holds.
@@ -118,13 +126,13 @@ pub fn endpoint_name(request: &GraphqlRequest) -> String {
             None => "persisted".to_string(),
         });
     if !request.batch {
-        return format!("GraphQL {}", names.next().unwrap_or_default());
+        return format!("{ENDPOINT_PREFIX}{}", names.next().unwrap_or_default());
     }
     let mut labels: Vec<String> = names.by_ref().take(MAX_NAMED_OPERATIONS).collect();
     if names.next().is_some() {
         labels.push("…".to_string());
     }
-    format!("GraphQL batch {}", labels.join(", "))
+    format!("{ENDPOINT_PREFIX}batch {}", labels.join(", "))
 }
 
 /// `query Name`, or `query a+b` from its root fields.

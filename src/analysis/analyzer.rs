@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::analysis::decode::ContentKind;
 use crate::analysis::diff::{DiffKind, Difference};
+use crate::analysis::graphql_answer;
 use crate::analysis::keys::{KeyPositions, LearnedKeys};
 use crate::analysis::rules::EndpointRules;
 use crate::analysis::structured::{self, Side, StructureFailure};
@@ -17,6 +18,7 @@ use crate::analysis::{
 };
 use crate::budget::Charge;
 use crate::exchange::{CapturedBody, Exchange, Outcome, Target, UpstreamError, UpstreamResponse};
+use crate::graphql;
 
 /// One side's comparison with primary.
 struct SideComparison {
@@ -155,6 +157,11 @@ impl Analyzer {
             side(Target::Secondary),
         );
 
+        if graphql::is_graphql_endpoint(&exchange.endpoint) {
+            for differences in [&mut candidate.differences, &mut noise.differences] {
+                differences.retain(graphql_answer::is_compared);
+            }
+        }
         // Without secondary's answer (or body), what the candidate did cannot be told apart from noise: only
         // the outcome itself (an error, or none) is compared then.
         if noise.failed {

@@ -20,6 +20,18 @@ pub enum Compat {
     Breaking,
 }
 
+/// Places of a body that say how a request ended, besides its status: a GraphQL (or JSON:API) answer's error
+/// list and a SOAP Fault. One appearing or disappearing is breaking, like a change of status class, and the
+/// grouping of places into changes takes it for the status: what differs under it is its consequence.
+pub const OUTCOME_PLACES: [&str; 2] = ["body/errors", "body/Envelope/Body/Fault"];
+
+/// Whether a difference of `kind` at `path` is a change of outcome: the status, or an outcome place appearing
+/// or disappearing.
+pub fn is_outcome(path: &str, kind: DiffKind) -> bool {
+    path == "status"
+        || (matches!(kind, DiffKind::Missing | DiffKind::Extra) && OUTCOME_PLACES.contains(&path))
+}
+
 impl Compat {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -44,6 +56,7 @@ impl Compat {
     ) -> Compat {
         match kind {
             DiffKind::Missing | DiffKind::TypeChanged => Compat::Breaking,
+            DiffKind::Extra if OUTCOME_PLACES.contains(&path) => Compat::Breaking,
             DiffKind::Extra => Compat::Additive,
             DiffKind::ArrayLength | DiffKind::ArrayOrder | DiffKind::Slower => Compat::Changed,
             DiffKind::ValueChanged => match path {
@@ -143,6 +156,28 @@ mod tests {
             ),
             Compat::Breaking
         );
+    }
+
+    #[test]
+    fn an_error_list_or_a_soap_fault_appearing_breaks_clients_as_a_status_change_does() {
+        for path in OUTCOME_PLACES {
+            assert_eq!(
+                Compat::classify(DiffKind::Extra, path, None, Some("[]")),
+                Compat::Breaking
+            );
+            assert_eq!(
+                Compat::classify(DiffKind::Missing, path, Some("[]"), None),
+                Compat::Breaking
+            );
+            assert!(is_outcome(path, DiffKind::Extra));
+            assert!(!is_outcome(path, DiffKind::ArrayLength));
+        }
+        assert!(is_outcome("status", DiffKind::ValueChanged));
+        assert_eq!(
+            Compat::classify(DiffKind::Extra, "body/data/errors", None, Some("[]")),
+            Compat::Additive
+        );
+        assert!(!is_outcome("body/data/errors", DiffKind::Extra));
     }
 
     #[test]

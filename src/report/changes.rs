@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::PathKey;
 use crate::analysis::aggregate::{self, EndpointReport, LATENCY_PATH, Tally};
-use crate::analysis::compat::Compat;
+use crate::analysis::compat::{self, Compat};
 use crate::analysis::diff::DiffKind;
 use crate::encoding::fnv1a;
 use crate::report::change_text;
@@ -432,10 +432,11 @@ fn collect(index: usize, input: &EndpointInput<'_>, places: &mut Vec<Place>) -> 
     }
 }
 
-/// Marks the places of one endpoint that fail only where its status, or then its body's type, changed too.
+/// Marks the places of one endpoint that fail only where its outcome (its status, an error list or a SOAP
+/// Fault appearing), or then its body's type, changed too.
 fn find_consequences(overlap: &Overlaps, places: &mut [Place]) {
     let local_place = |local: usize| &overlap.places[local];
-    let is_status = |place: &Place| place.path == "status";
+    let is_status = |place: &Place| compat::is_outcome(&place.path, place.kind);
     let is_body_type = |place: &Place| {
         (place.path == "body" && place.kind == DiffKind::TypeChanged)
             || (place.path == "header/content-type" && place.kind == DiffKind::ValueChanged)

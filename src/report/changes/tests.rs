@@ -224,6 +224,39 @@ fn what_trails_a_status_change_is_listed_under_it() {
 }
 
 #[test]
+fn what_trails_an_error_list_appearing_is_listed_under_it_as_under_a_status() {
+    let endpoints = vec![
+        Endpoint::new("GraphQL query Post", 1_000)
+            .failing(&[VARY], 980)
+            .failing(
+                &[
+                    VARY,
+                    ("body/errors", DiffKind::Extra),
+                    ("body/data/post", DiffKind::TypeChanged),
+                    ("body/data/post/title", DiffKind::Missing),
+                ],
+                20,
+            ),
+    ];
+    let changes = changes_of(&endpoints);
+    let errors = changes
+        .iter()
+        .find(|c| c.places[0].path == "body/errors")
+        .unwrap();
+    assert_eq!(errors.places.len(), 1, "{changes:#?}");
+    let trailing: BTreeSet<&str> = errors
+        .consequences
+        .iter()
+        .map(|p| p.path.as_str())
+        .collect();
+    assert_eq!(
+        trailing,
+        BTreeSet::from(["body/data/post", "body/data/post/title"])
+    );
+    assert_eq!(errors.compat, Compat::Breaking);
+}
+
+#[test]
 fn the_same_place_changed_another_way_is_another_change() {
     let endpoints = vec![
         Endpoint::new("GET /a", 10)
