@@ -182,6 +182,20 @@ fn places_failing_on_other_requests_are_other_changes() {
     assert_eq!(changes[1].requests, 10);
 }
 
+/// The change whose first place is `path`, and the paths of its consequences.
+fn led_by<'c>(changes: &'c [Change], path: &str) -> (&'c Change, BTreeSet<&'c str>) {
+    let change = changes
+        .iter()
+        .find(|c| c.places[0].path == path)
+        .unwrap_or_else(|| panic!("no change led by {path}: {changes:#?}"));
+    let trailing = change
+        .consequences
+        .iter()
+        .map(|p| p.path.as_str())
+        .collect();
+    (change, trailing)
+}
+
 #[test]
 fn what_trails_a_status_change_is_listed_under_it() {
     let endpoints = vec![
@@ -201,16 +215,8 @@ fn what_trails_a_status_change_is_listed_under_it() {
     ];
     let changes = changes_of(&endpoints);
     assert_eq!(changes.len(), 2, "{changes:#?}");
-    let status = changes
-        .iter()
-        .find(|c| c.places[0].path == "status")
-        .unwrap();
+    let (status, trailing) = led_by(&changes, "status");
     assert_eq!(status.places.len(), 1);
-    let trailing: BTreeSet<&str> = status
-        .consequences
-        .iter()
-        .map(|p| p.path.as_str())
-        .collect();
     assert_eq!(
         trailing,
         BTreeSet::from(["body/error", "body/items", "header/content-type"])
@@ -239,16 +245,8 @@ fn what_trails_an_error_list_appearing_is_listed_under_it_as_under_a_status() {
             ),
     ];
     let changes = changes_of(&endpoints);
-    let errors = changes
-        .iter()
-        .find(|c| c.places[0].path == "body/errors")
-        .unwrap();
+    let (errors, trailing) = led_by(&changes, "body/errors");
     assert_eq!(errors.places.len(), 1, "{changes:#?}");
-    let trailing: BTreeSet<&str> = errors
-        .consequences
-        .iter()
-        .map(|p| p.path.as_str())
-        .collect();
     assert_eq!(
         trailing,
         BTreeSet::from(["body/data/post", "body/data/post/title"])
