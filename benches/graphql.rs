@@ -7,6 +7,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use shadowdiff::graphql::GraphqlSettings;
+use shadowdiff::graphql::persisted::PersistedQueries;
 
 const QUERY: &str = "query ProductPage($id: ID!, $first: Int = 10) { product(id: $id) { id name price { amount currency } \
     ...Reviews } recommendations(productId: $id, first: $first) { edges { node { id name } } } } \
@@ -19,6 +20,7 @@ fn body() -> String {
 
 fn reading(c: &mut Criterion) {
     let settings = GraphqlSettings::default();
+    let persisted = PersistedQueries::default();
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     let one = body();
@@ -34,6 +36,7 @@ fn reading(c: &mut Criterion) {
                     None,
                     &headers,
                     black_box(text.as_bytes()),
+                    &persisted,
                 )
             })
         });

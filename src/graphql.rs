@@ -2,12 +2,14 @@
 //! fields, read within limits) and the endpoint name that says it.
 
 pub mod operation;
+pub mod persisted;
 pub mod request;
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method};
 
 use crate::graphql::operation::{Classified, Operation};
+use crate::graphql::persisted::PersistedQueries;
 use crate::graphql::request::{GraphqlRequest, from_json_body, from_query_string};
 
 /// Whether requests are read as GraphQL (`--graphql`).
@@ -44,6 +46,8 @@ impl GraphqlSettings {
 
     /// Reads a request as GraphQL: a POST's JSON body, a GET's query string. Off `--graphql-path`, a request
     /// none of whose operations is a document or a persisted hash is an ordinary request.
+    /// Texts sent with their persisted hashes are learned into `persisted`, and hashes sent alone read through
+    /// it.
     pub fn read(
         &self,
         method: &Method,
@@ -51,15 +55,16 @@ impl GraphqlSettings {
         query: Option<&str>,
         headers: &HeaderMap,
         body: &[u8],
+        persisted: &PersistedQueries,
     ) -> Option<GraphqlRequest> {
         if self.mode == GraphqlMode::Off {
             return None;
         }
         let on_path = self.is_graphql_path(path);
         let request = if method == Method::POST && (on_path || is_json(headers)) {
-            from_json_body(body)?
+            from_json_body(body, Some(persisted))?
         } else if method == Method::GET {
-            from_query_string(query?)?
+            from_query_string(query?, Some(persisted))?
         } else {
             return None;
         };
@@ -171,7 +176,7 @@ mod tests {
     use crate::graphql::request::{from_json_body, from_query_string};
 
     fn name_of(body: &str) -> String {
-        endpoint_name(&from_json_body(body.as_bytes()).expect("read as GraphQL"))
+        endpoint_name(&from_json_body(body.as_bytes(), None).expect("read as GraphQL"))
     }
 
     #[test]
@@ -193,7 +198,7 @@ mod tests {
             "GraphQL mutation createPost"
         );
         assert_eq!(
-            endpoint_name(&from_query_string("query=%7B+me+%7D").unwrap()),
+            endpoint_name(&from_query_string("query=%7B+me+%7D", None).unwrap()),
             "GraphQL query me"
         );
     }

@@ -20,6 +20,7 @@ use crate::budget::MemoryBudget;
 use crate::endpoint::EndpointNamer;
 use crate::exchange::Target;
 use crate::graphql::GraphqlSettings;
+use crate::graphql::persisted::PersistedQueries;
 use crate::lane::Lane;
 use crate::pipeline::recorder::Recording;
 use crate::pipeline::{ExchangeSink, Sink};
@@ -69,6 +70,8 @@ pub struct Proxy {
     namer: Arc<EndpointNamer>,
     /// Which requests are GraphQL operations, shadowed by what they do and named after it.
     graphql: GraphqlSettings,
+    /// The texts of the GraphQL persisted queries seen, by hash.
+    persisted: PersistedQueries,
     /// What shadow work may hold (`--memory-budget`): request and captured bodies are charged to it.
     budget: Arc<MemoryBudget>,
     sink: ExchangeSink,
@@ -139,6 +142,7 @@ impl Proxy {
             inflight,
             namer,
             graphql: settings.shadow.graphql.clone(),
+            persisted: PersistedQueries::default(),
             budget,
             sink,
             recorder: None,

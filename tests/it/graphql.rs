@@ -161,3 +161,93 @@ async fn graphql_off_no_shadow_and_allow_side_effects_keep_their_meaning() {
     )
     .await;
 }
+
+/// `{"extensions":{"persistedQuery":...}}` for `text`, with the text too or by its hash alone.
+fn persisted(text: &str, with_text: bool) -> String {
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    let extensions = format!(r#"{{"persistedQuery":{{"version":1,"sha256Hash":"{hash}"}}}}"#);
+    if with_text {
+        format!(
+            r#"{{"query":{},"extensions":{extensions}}}"#,
+            serde_json::json!(text)
+        )
+    } else {
+        format!(r#"{{"extensions":{extensions}}}"#)
+    }
+}
+
+#[tokio::test]
+async fn a_persisted_query_is_shadowed_with_its_text_once_its_hash_has_been_seen_with_it() {
+    let upstreams = Upstreams::json(r#"{"data":{"ok":true}}"#).await;
+    let mut app = start(&upstreams, |_| {}).await;
+    let text = "query Feed { feed { id } }";
+    let by_hash = persisted(text, false);
+
+    // A hash never seen with its text: what it does is not known.
+    post(&app, "/graphql", &by_hash).await;
+    assert_eq!(
+        upstreams.primary.next_request().await.body,
+        by_hash.as_bytes()
+    );
+    assert_eq!(
+        app.metrics
+            .proxy
+            .unshadowed_count(UnshadowedReason::GraphqlUnknown),
+        1
+    );
+
+    let with_text = persisted(text, true);
+    post(&app, "/graphql", &with_text).await;
+    next_shadowed(&mut app, &upstreams, &with_text, "GraphQL query Feed").await;
+
+    // Known now: primary gets the caller's request, the shadows the text beside the hash, as after a miss.
+    post(&app, "/graphql", &by_hash).await;
+    let exchange = app.next_exchange().await;
+    assert_eq!(exchange.endpoint, "GraphQL query Feed");
+    assert_eq!(exchange.request.body, by_hash.as_bytes());
+    for stub in [&upstreams.secondary, &upstreams.candidate] {
+        let seen: serde_json::Value =
+            serde_json::from_slice(&stub.next_request().await.body).unwrap();
+        assert_eq!(seen["query"], text);
+        assert_eq!(
+            seen["extensions"],
+            serde_json::from_str::<serde_json::Value>(&by_hash).unwrap()["extensions"]
+        );
+    }
+
+    // A text whose hash is not its own teaches nothing: a mutation cannot pass for a known query.
+    let forged = persisted("mutation Drop { drop }", true)
+        .replace("mutation Drop { drop }", "query Feed { feed { id } }");
+    let forged_hash_only = persisted("mutation Drop { drop }", false);
+    post(&app, "/graphql", &forged).await;
+    next_shadowed(&mut app, &upstreams, &forged, "GraphQL query Feed").await;
+    post(&app, "/graphql", &forged_hash_only).await;
+    assert_eq!(
+        app.metrics
+            .proxy
+            .unshadowed_count(UnshadowedReason::GraphqlUnknown),
+        2
+    );
+
+    // By GET, the shadows are sent the text as `query`.
+    let extensions =
+        serde_json::from_str::<serde_json::Value>(&by_hash).unwrap()["extensions"].to_string();
+    let path = format!(
+        "/graphql?extensions={}",
+        shadowdiff::encoding::percent_encode(&extensions, b"")
+    );
+    get(&app, &path).await;
+    assert_eq!(app.next_exchange().await.endpoint, "GraphQL query Feed");
+    for stub in [&upstreams.secondary, &upstreams.candidate] {
+        let seen = stub.next_request().await;
+        let query = seen.uri.query().unwrap_or_default().to_string();
+        assert!(
+            query.ends_with(&format!(
+                "&query={}",
+                shadowdiff::encoding::percent_encode(text, b"")
+            )),
+            "{query}"
+        );
+    }
+}

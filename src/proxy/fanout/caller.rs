@@ -123,13 +123,18 @@ impl Proxy {
         let decision = self
             .policy
             .decide_for(&parts.method, parts.uri.path(), &parts.headers);
-        // A POST may be a GraphQL query, which changes nothing whatever its method: its body decides.
-        let graphql_post = decision == Err(UnshadowedReason::Method)
+        // A POST may be a GraphQL query, which changes nothing whatever its method: its body decides. One the
+        // policy shadows anyway is read too, for the persisted queries it teaches or asks by hash.
+        let graphql_post = matches!(decision, Ok(()) | Err(UnshadowedReason::Method))
             && !grpc_call
             && self
                 .graphql
                 .may_be_graphql_post(&parts.method, parts.uri.path(), &parts.headers);
-        let decision = decision.and_then(|()| self.graphql_get_decision(&parts));
+        let mut shadow_query = None;
+        let decision = decision.and_then(|()| {
+            shadow_query = self.graphql_get_decision(&parts)?;
+            Ok(())
+        });
         if let Err(reason) = decision
             && !graphql_post
         {
@@ -144,7 +149,7 @@ impl Proxy {
             }
             return self.primary_only(forward, streamed(body)).await;
         }
-        let Some(forward) = Forward::new(
+        let Some(mut forward) = Forward::new(
             &parts,
             &caller,
             &self.upstreams,
@@ -154,6 +159,12 @@ impl Proxy {
             self.metrics.unshadowed(UnshadowedReason::UriTooLong);
             return uri_too_long();
         };
+        if let Some(query) = shadow_query
+            && !forward.ask_shadows_with_query(parts.uri.path(), &query, &self.upstreams)
+        {
+            self.metrics.unshadowed(UnshadowedReason::UriTooLong);
+            return self.primary_only(forward, streamed(body)).await;
+        }
         if let Some(responder) = self.responder
             && grpc_call
         {
@@ -201,17 +212,25 @@ impl Proxy {
                 parts.uri.query(),
                 &parts.headers,
                 &body,
+                &self.persisted,
             );
             let decision = match read.as_ref().map(GraphqlRequest::shadowing) {
                 Some(Shadowing::Queries) => {
                     self.policy
                         .decide_with(&parts.method, parts.uri.path(), &parts.headers, true)
                 }
+                // Not GraphQL (an ordinary POST), or not only queries: as the method policy says.
+                _ if self.policy.allows_side_effects() => decision,
                 Some(Shadowing::SideEffects) => Err(UnshadowedReason::GraphqlSideEffect),
                 Some(Shadowing::Unknown) => Err(UnshadowedReason::GraphqlUnknown),
-                // Not GraphQL: an ordinary POST, which the method policy left to primary.
-                None => Err(UnshadowedReason::Method),
+                None => decision,
             };
+            let decision = decision.and_then(|()| match read {
+                Some(read) if read.recovered_any() => {
+                    self.with_persisted_texts(&mut forward, &read, &body, &mut charge)
+                }
+                _ => Ok(()),
+            });
             if let Err(reason) = decision {
                 self.metrics.unshadowed(reason);
                 drop(charge);
@@ -222,23 +241,55 @@ impl Proxy {
     }
 
     /// A GET the method policy shadows may still be a GraphQL mutation (`?query=mutation ...`), which must not
-    /// happen three times unless `--allow-side-effects`.
-    fn graphql_get_decision(&self, parts: &http::request::Parts) -> Result<(), UnshadowedReason> {
-        if parts.method != Method::GET || self.policy.allows_side_effects() {
-            return Ok(());
+    /// happen three times unless `--allow-side-effects`. A query sent by its persisted hash alone and known is
+    /// sent to the shadows with its text: the query string they are sent.
+    fn graphql_get_decision(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Option<String>, UnshadowedReason> {
+        if parts.method != Method::GET {
+            return Ok(None);
         }
-        let read = self.graphql.read(
+        let Some(read) = self.graphql.read(
             &parts.method,
             parts.uri.path(),
             parts.uri.query(),
             &parts.headers,
             &[],
-        );
-        match read.as_ref().map(GraphqlRequest::shadowing) {
-            None | Some(Shadowing::Queries) => Ok(()),
-            Some(Shadowing::SideEffects) => Err(UnshadowedReason::GraphqlSideEffect),
-            Some(Shadowing::Unknown) => Err(UnshadowedReason::GraphqlUnknown),
+            &self.persisted,
+        ) else {
+            return Ok(None);
+        };
+        match read.shadowing() {
+            _ if self.policy.allows_side_effects() => {}
+            Shadowing::Queries => {}
+            Shadowing::SideEffects => return Err(UnshadowedReason::GraphqlSideEffect),
+            Shadowing::Unknown => return Err(UnshadowedReason::GraphqlUnknown),
         }
+        Ok(parts
+            .uri
+            .query()
+            .and_then(|query| read.query_string_with_text(query)))
+    }
+
+    /// The shadows are sent the operations known only by their persisted hash with their texts, so that a
+    /// candidate's cold cache is no difference; the new body is charged like the caller's.
+    fn with_persisted_texts(
+        &self,
+        forward: &mut Forward,
+        read: &GraphqlRequest,
+        body: &[u8],
+        charge: &mut Charge,
+    ) -> Result<(), UnshadowedReason> {
+        let Some(shadow_body) = read.body_with_texts(body) else {
+            return Err(UnshadowedReason::GraphqlUnknown);
+        };
+        if !charge.try_grow(shadow_body.len()) {
+            self.budget.shed(Stage::Request);
+            return Err(UnshadowedReason::MemoryBudget);
+        }
+        forward.shadow_body = Some(Bytes::from(shadow_body));
+        Ok(())
     }
 
     /// A request that is not shadowed goes to primary alone, streamed both ways. In `--response-mode empty`

@@ -1,7 +1,7 @@
 //! The request each upstream is sent, on either path: header hygiene, URIs, Host and role header, buffered sends.
 
 use bytes::Bytes;
-use http::header::{EXPECT, HOST, TE, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -28,6 +28,9 @@ pub(super) struct Forward {
     caller_host: Option<HeaderValue>,
     /// The rewrite (the rules file's `[[rewrite]]`) each upstream is sent, if any.
     rewritten: [Option<RewriteId>; 3],
+    /// What secondary and candidate are sent instead of the caller's body (a GraphQL operation sent by its
+    /// persisted hash alone, given its text).
+    pub(super) shadow_body: Option<Bytes>,
 }
 
 impl Forward {
@@ -64,6 +67,37 @@ impl Forward {
         let mut forward = Self::with(parts, parts.headers.clone(), uris, caller, metrics);
         forward.rewritten = rewritten;
         Some(forward)
+    }
+
+    /// Secondary and candidate are sent `path?query` instead of the caller's URI, unless a rewrite addresses
+    /// them; `false` when that is too long to be a URI.
+    pub(super) fn ask_shadows_with_query(
+        &mut self,
+        path: &str,
+        query: &str,
+        upstreams: &[UpstreamUrl; 3],
+    ) -> bool {
+        let Ok(uri) = format!("{path}?{query}").parse::<Uri>() else {
+            return false;
+        };
+        for target in [Target::Secondary, Target::Candidate] {
+            if self.rewritten[target.index()].is_some() {
+                continue;
+            }
+            match upstreams[target.index()].join_uri(&uri) {
+                Some(joined) => self.uris[target.index()] = Some(joined),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The body `target` is sent: the caller's, or the shadows' own.
+    pub(super) fn body_for<'b>(&'b self, target: Target, caller_body: &'b Bytes) -> &'b Bytes {
+        match (&self.shadow_body, target) {
+            (Some(body), Target::Secondary | Target::Candidate) => body,
+            _ => caller_body,
+        }
     }
 
     /// For primary alone, taking the caller's headers rather than copying them: the caller's path of a request
@@ -119,6 +153,7 @@ impl Forward {
             headers,
             caller_host,
             rewritten: [None; 3],
+            shadow_body: None,
         }
     }
 
@@ -176,6 +211,11 @@ impl Proxy {
         let mut headers = forward.headers.clone();
         if let Some(id) = forward.rewritten[target.index()] {
             self.rewrites.headers(id, &mut headers);
+        }
+        if let Some(shadow_body) = &forward.shadow_body
+            && matches!(target, Target::Secondary | Target::Candidate)
+        {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(shadow_body.len()));
         }
         self.address(
             target,

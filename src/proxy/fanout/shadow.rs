@@ -150,8 +150,18 @@ impl Proxy {
         let secondary_as_primary = matches!(secondary, Plan::AsPrimary);
         let (primary, secondary, candidate) = tokio::join!(
             self.outcome(Target::Primary, primary, &forward, &request.body),
-            self.outcome(Target::Secondary, secondary, &forward, &request.body),
-            self.outcome(Target::Candidate, candidate, &forward, &request.body),
+            self.outcome(
+                Target::Secondary,
+                secondary,
+                &forward,
+                forward.body_for(Target::Secondary, &request.body)
+            ),
+            self.outcome(
+                Target::Candidate,
+                candidate,
+                &forward,
+                forward.body_for(Target::Candidate, &request.body)
+            ),
         );
         let [
             (primary, held_primary),
@@ -191,6 +201,7 @@ impl Proxy {
             request.uri.query(),
             &request.headers,
             &request.body,
+            &self.persisted,
         );
         let endpoint = match graphql {
             Some(operations) => self
