@@ -8,8 +8,8 @@ use std::time::Duration;
 use http::{Response, StatusCode};
 use shadowdiff::analysis::aggregate::VerdictSettings;
 use shadowdiff::analysis::rules::RuleSet;
-use shadowdiff::report::Reports;
 use shadowdiff::report::changes::{Change, Predictor};
+use shadowdiff::report::{Reports, RunReport};
 use shadowdiff::store::Store;
 use shadowdiff::store::queries::TimeRange;
 
@@ -88,17 +88,18 @@ pub async fn send(app: &TestApp, requests: &[Request]) {
 
 /// The changes of run `label`, with their predictors, as every reader gets them.
 pub async fn changes_of(db: &TestDb, label: &str) -> Vec<Change> {
+    report_of(db, label).await.changes
+}
+
+/// Run `label`'s report with its changes and their predictors.
+pub async fn report_of(db: &TestDb, label: &str) -> RunReport {
     let store = Store::connect(db.url(), 2).await.unwrap();
     let verdicts = VerdictSettings {
         latency_factor: NO_LATENCY_VERDICT,
         ..VerdictSettings::default()
     };
     let reports = Reports::new(store, Arc::new(RuleSet::default()), verdicts);
-    reports
-        .explained(label, TimeRange::all())
-        .await
-        .unwrap()
-        .changes
+    reports.explained(label, TimeRange::all()).await.unwrap()
 }
 
 /// `requests` through an instance in front of `answer`'s versions, then the run's changes.

@@ -12,8 +12,8 @@ async fn start(upstreams: &Upstreams, change: impl FnOnce(&mut AppSettings)) -> 
     TestApp::start_for(upstreams, change).await
 }
 
-/// Sends `body` as a JSON POST and checks the caller got primary's answer.
-async fn post(app: &TestApp, path: &str, body: &str) {
+/// Sends `body` as a JSON POST, checks it was answered 200 and gives back the answer's body.
+pub async fn post_json(app: &TestApp, path: &str, body: &str) -> String {
     let response = client()
         .post(app.url(path))
         .header("content-type", "application/json")
@@ -22,7 +22,12 @@ async fn post(app: &TestApp, path: &str, body: &str) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{body}");
-    assert_eq!(response.text().await.unwrap(), r#"{"data":{"ok":true}}"#);
+    response.text().await.unwrap()
+}
+
+/// Sends `body` as a JSON POST and checks the caller got primary's answer.
+async fn post(app: &TestApp, path: &str, body: &str) {
+    assert_eq!(post_json(app, path, body).await, r#"{"data":{"ok":true}}"#);
 }
 
 async fn get(app: &TestApp, path: &str) {

@@ -20,6 +20,7 @@ mod edges;
 mod faults;
 mod gate;
 mod graphql;
+mod graphql_server;
 mod grpc;
 mod grpc_names;
 mod hygiene;
