@@ -4,6 +4,9 @@
 pub mod operation;
 pub mod persisted;
 pub mod request;
+pub mod schema;
+
+use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method};
@@ -28,10 +31,14 @@ pub struct GraphqlSettings {
     pub mode: GraphqlMode,
     /// Paths whose requests are GraphQL (`--graphql-path`).
     pub paths: Vec<String>,
+    /// With `--graphql-introspect`: how often the schemas are read by introspection (at start, then every
+    /// `--graphql-introspect-interval`), on the first GraphQL path.
+    pub introspect_every: Option<Duration>,
 }
 
 impl GraphqlSettings {
     pub const DEFAULT_PATH: &str = "/graphql";
+    pub const DEFAULT_INTROSPECT_INTERVAL: Duration = Duration::from_secs(300);
 
     /// Whether a POST's body is read before deciding whether it is shadowed, since it may be a GraphQL query.
     pub fn may_be_graphql_post(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
@@ -81,6 +88,7 @@ impl Default for GraphqlSettings {
         Self {
             mode: GraphqlMode::Auto,
             paths: vec![Self::DEFAULT_PATH.to_string()],
+            introspect_every: None,
         }
     }
 }
@@ -112,6 +120,9 @@ pub const MAX_NAME_BYTES: usize = 64;
 
 /// What every GraphQL endpoint's name starts with, so that the analysis knows an answer to an operation.
 pub const ENDPOINT_PREFIX: &str = "GraphQL ";
+
+/// The endpoint the schemas read by introspection are compared under.
+pub const SCHEMA_ENDPOINT: &str = "GraphQL schema";
 
 /// Whether an endpoint is one of GraphQL operations (named by [`endpoint_name`]).
 pub fn is_graphql_endpoint(endpoint: &str) -> bool {

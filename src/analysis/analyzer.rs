@@ -158,8 +158,14 @@ impl Analyzer {
         );
 
         if graphql::is_graphql_endpoint(&exchange.endpoint) {
+            let schema = exchange.endpoint == graphql::SCHEMA_ENDPOINT;
             for differences in [&mut candidate.differences, &mut noise.differences] {
                 differences.retain(graphql_answer::is_compared);
+                for difference in differences.iter_mut().filter(|_| schema) {
+                    if let Some(compat) = graphql_answer::schema_compat(difference) {
+                        difference.compat = compat;
+                    }
+                }
             }
         }
         // Without secondary's answer (or body), what the candidate did cannot be told apart from noise: only

@@ -1,8 +1,9 @@
 //! A GraphQL answer compared as its clients read it: `data` as JSON, each error by its message, path and
 //! `extensions.code`, where it was found in the document (`locations`) and what else a server adds to an error's
-//! extensions (traces, timings) set aside.
+//! extensions (traces, timings) set aside; and a schema's differences classed by what they do to clients.
 
-use crate::analysis::diff::Difference;
+use crate::analysis::compat::Compat;
+use crate::analysis::diff::{DiffKind, Difference};
 
 /// Whether a difference in the answer to a GraphQL operation is one its clients see. Batches answer an array
 /// of answers, so an error list is `body/errors` or `body/<n>/errors`.
@@ -26,6 +27,46 @@ pub fn is_compared(difference: &Difference) -> bool {
             .flatten()
             .any(|value| value.contains("\"code\"")),
         _ => true,
+    }
+}
+
+/// The class of a difference between two schemas (as `graphql::schema::comparable` writes them), where it is
+/// not the kind's own: a field's type changed breaks clients unless it only became non-null; an argument's or
+/// input field's unless it only became nullable; one added breaks them when it is required; a kind changed
+/// breaks them. `None`: the kind's own class (a removal breaking, an addition additive).
+pub fn schema_compat(difference: &Difference) -> Option<Compat> {
+    let parts: Vec<&str> = difference.path.split('/').collect();
+    let unquoted = |value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|value| value.trim_matches('"').to_string())
+    };
+    // body/types/<T>/...
+    let below = parts.get(3..).unwrap_or_default();
+    match (difference.kind, below) {
+        (DiffKind::ValueChanged, ["kind"]) => Some(Compat::Breaking),
+        (DiffKind::ValueChanged, ["fields", _, "type"]) => {
+            let (was, now) = (unquoted(&difference.primary)?, unquoted(&difference.other)?);
+            Some(if now == format!("{was}!") {
+                Compat::Changed
+            } else {
+                Compat::Breaking
+            })
+        }
+        (DiffKind::ValueChanged, ["fields", _, "args", _, "type"] | ["inputFields", _, "type"]) => {
+            let (was, now) = (unquoted(&difference.primary)?, unquoted(&difference.other)?);
+            Some(if was == format!("{now}!") {
+                Compat::Changed
+            } else {
+                Compat::Breaking
+            })
+        }
+        (DiffKind::Extra, ["fields", _, "args", _] | ["inputFields", _]) => {
+            let added = difference.other.as_deref().unwrap_or_default();
+            let required = added.contains("!\"") && !added.contains("\"default\"");
+            required.then_some(Compat::Breaking)
+        }
+        _ => None,
     }
 }
 
@@ -74,6 +115,48 @@ mod tests {
         ] {
             assert!(!is_compared(&at(ignored)), "{ignored}");
         }
+    }
+
+    #[test]
+    fn schema_changes_are_classed_by_what_they_do_to_clients() {
+        let changed = |path: &str, was: &str, now: &str| {
+            schema_compat(&Difference::at(
+                path,
+                DiffKind::ValueChanged,
+                Some(format!("\"{was}\"")),
+                Some(format!("\"{now}\"")),
+            ))
+        };
+        let field = "body/types/Post/fields/title/type";
+        assert_eq!(changed(field, "String", "String!"), Some(Compat::Changed));
+        assert_eq!(changed(field, "String!", "String"), Some(Compat::Breaking));
+        assert_eq!(changed(field, "String", "Int"), Some(Compat::Breaking));
+        let argument = "body/types/Query/fields/post/args/id/type";
+        assert_eq!(changed(argument, "ID", "ID!"), Some(Compat::Breaking));
+        assert_eq!(changed(argument, "ID!", "ID"), Some(Compat::Changed));
+        assert_eq!(
+            changed("body/types/Post/kind", "OBJECT", "INTERFACE"),
+            Some(Compat::Breaking)
+        );
+        let added = |value: &str| {
+            schema_compat(&Difference::at(
+                "body/types/Query/fields/post/args/first",
+                DiffKind::Extra,
+                None,
+                Some(value.to_string()),
+            ))
+        };
+        assert_eq!(added(r#"{"type":"Int!"}"#), Some(Compat::Breaking));
+        assert_eq!(added(r#"{"default":"10","type":"Int!"}"#), None);
+        assert_eq!(added(r#"{"type":"Int"}"#), None);
+        let removed = Difference::at(
+            "body/types/Post/fields/legacyId",
+            DiffKind::Missing,
+            Some("{}".into()),
+            None,
+        );
+        assert_eq!(schema_compat(&removed), None);
+        assert_eq!(removed.compat, Compat::Breaking);
     }
 
     #[test]

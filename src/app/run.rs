@@ -126,6 +126,15 @@ impl Application {
             .run(stop_monitor.clone()),
         );
 
+        // With --graphql-introspect; otherwise it returns at once.
+        let stop_introspection = CancellationToken::new();
+        let introspection = self.lane.spawn_stage(
+            0,
+            self.proxy
+                .clone()
+                .introspect_graphql(stop_introspection.clone()),
+        );
+
         let draining = CancellationToken::new();
         let admin_router = web::router(web::AdminState {
             metrics: self.metrics.exposition(),
@@ -182,6 +191,9 @@ impl Application {
             tracing::error!(%error, "could not start the caller threads; stopping");
         }
 
+        // Its round under way ends within --shadow-timeout, and hands its exchange on like the proxy's.
+        stop_introspection.cancel();
+        let _ = introspection.await;
         let tasks = self.proxy.tasks();
         tasks.close();
         if tokio::time::timeout(self.shadow_timeout, tasks.wait())

@@ -350,6 +350,18 @@ pub struct ShadowArgs {
           value_delimiter = ',', default_value = GraphqlSettings::DEFAULT_PATH)]
     pub graphql_paths: Vec<String>,
 
+    /// Read primary's, secondary's and candidate's GraphQL schemas by introspection (on the first
+    /// --graphql-path) at start and every --graphql-introspect-interval, and compare them under the endpoint
+    /// `GraphQL schema`: a type, field or enum value removed, a type changed or an argument made required is
+    /// breaking, an addition additive. A server that refuses introspection is said once and skipped.
+    #[arg(long, env = "SHADOWDIFF_GRAPHQL_INTROSPECT", value_parser = BoolishValueParser::new())]
+    pub graphql_introspect: bool,
+
+    /// How often the schemas are read again with --graphql-introspect.
+    #[arg(long, value_name = "DURATION", env = "SHADOWDIFF_GRAPHQL_INTROSPECT_INTERVAL",
+          default_value_t = Span(GraphqlSettings::DEFAULT_INTROSPECT_INTERVAL), value_parser = parse_interval_span)]
+    pub graphql_introspect_interval: Span,
+
     /// Memory all shadow work may hold (request and response bodies in flight, queued exchanges, analysis,
     /// the store's buffer); past it, new shadow work is shed (the caller is still answered) and counted.
     #[arg(long, value_name = "SIZE", env = "SHADOWDIFF_MEMORY_BUDGET", default_value_t = ByteSize(MemoryBudget::DEFAULT_LIMIT as u64))]
@@ -455,6 +467,9 @@ impl ShadowArgs {
             graphql: GraphqlSettings {
                 mode: self.graphql,
                 paths: self.graphql_paths,
+                introspect_every: self
+                    .graphql_introspect
+                    .then_some(self.graphql_introspect_interval.0),
             },
         };
         settings.proxy.exchange_queue = self.exchange_queue as usize;

@@ -7,6 +7,7 @@
 
 mod caller;
 mod forward;
+mod introspection;
 mod shadow;
 
 use std::sync::Arc;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{Response, StatusCode};
 use shadowdiff::analysis::aggregate::VerdictSettings;
 use shadowdiff::analysis::rules::RuleSet;
+use shadowdiff::app::AppSettings;
 use shadowdiff::report::changes::{Change, Predictor};
 use shadowdiff::report::{Reports, RunReport};
 use shadowdiff::store::Store;
@@ -58,6 +59,16 @@ pub const NO_LATENCY_VERDICT: f64 = 1e9;
 
 /// An instance writing run `label` into `db`, in front of `stubs`.
 pub async fn instance(db: &TestDb, label: &str, stubs: &[Stub; 3]) -> TestApp {
+    instance_with(db, label, stubs, |_| {}).await
+}
+
+/// As [`instance`], its settings changed by `change` too.
+pub async fn instance_with(
+    db: &TestDb,
+    label: &str,
+    stubs: &[Stub; 3],
+    change: impl FnOnce(&mut AppSettings) + Send + 'static,
+) -> TestApp {
     let label = label.to_string();
     TestApp::start_stored(
         &stubs[0].url(),
@@ -67,6 +78,7 @@ pub async fn instance(db: &TestDb, label: &str, stubs: &[Stub; 3]) -> TestApp {
             s.writer.run = Some(label);
             s.writer.flush_interval = Duration::from_millis(100);
             s.verdicts.latency_factor = NO_LATENCY_VERDICT;
+            change(s);
         },
         db.url(),
     )

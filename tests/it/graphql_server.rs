@@ -1,7 +1,8 @@
 //! A GraphQL service rewritten, behind real GraphQL servers (async-graphql): queries reach every version and
 //! mutations only primary (checked on each server's posts), endpoints are named by operation, persisted queries
 //! work against servers that keep them, and an error list in the candidate's answers is a breaking change with
-//! the data it nulled under it; on both backends.
+//! the data it nulled under it; the field the rewrite removed from the schema is a breaking difference of the
+//! endpoint `GraphQL schema`; on both backends.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +18,7 @@ use shadowdiff::analysis::compat::Compat;
 use shadowdiff::analysis::diff::DiffKind;
 use shadowdiff::proxy::metrics::UnshadowedReason;
 
-use crate::changes::{instance, report_of};
+use crate::changes::{instance_with, report_of};
 use crate::graphql::post_json;
 use crate::support::db::TestDb;
 use crate::support::stub::{Stub, full};
@@ -164,7 +165,11 @@ async fn a_graphql_rewrite_is_judged_by_operation(db: TestDb) {
         serve(QueryV1, MutationV1, state[1].clone()).await,
         serve(QueryV2, MutationV2, state[2].clone()).await,
     ];
-    let app = instance(&db, "graphql", &stubs).await;
+    // The schemas are read at start; the next round would be an hour later.
+    let app = instance_with(&db, "graphql", &stubs, |s| {
+        s.proxy.shadow.graphql.introspect_every = Some(std::time::Duration::from_secs(3600))
+    })
+    .await;
 
     for id in 1..=20 {
         let body = serde_json::json!({"query": POST_QUERY, "variables": {"id": id.to_string()}});
@@ -255,4 +260,21 @@ async fn a_graphql_rewrite_is_judged_by_operation(db: TestDb) {
         "{errors:#?}"
     );
     assert_eq!(errors.places.len(), 1, "{errors:#?}");
+
+    // The schemas, read by introspection: the field the rewrite removed, and nothing else.
+    let schema = endpoint("GraphQL schema");
+    assert_eq!(schema.requests, 1);
+    let removed: Vec<(&str, DiffKind, Compat)> = schema
+        .regressions
+        .iter()
+        .map(|r| (r.path.as_str(), r.kind, r.compat))
+        .collect();
+    assert_eq!(
+        removed,
+        [(
+            "body/types/Post/fields/legacyId",
+            DiffKind::Missing,
+            Compat::Breaking
+        )]
+    );
 }
