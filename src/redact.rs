@@ -15,6 +15,8 @@ use std::collections::HashSet;
 use hmac::{KeyInit, Mac};
 use http::HeaderMap;
 use serde_json::Value;
+
+use crate::analysis::decode::ContentKind;
 use sha2::Sha256;
 
 use crate::analysis::diff::{Difference, MAX_VALUE_LEN};
@@ -297,15 +299,13 @@ impl Redactor {
             .and_then(|value| value.to_str().ok())
             .map(crate::analysis::decode::media_type)
             .unwrap_or_default();
-        match media_type.as_str() {
-            "application/x-www-form-urlencoded" => self.form_body(body),
-            "application/xml" | "text/xml" => self.xml_body(body),
-            xml if xml.ends_with("+xml") => self.xml_body(body),
-            "text/csv" => self.csv_body(body),
-            "application/x-ndjson"
-            | "application/jsonl"
-            | "application/json-seq"
-            | "application/x-jsonlines" => self.ndjson_body(body),
+        if media_type == "application/x-www-form-urlencoded" {
+            return self.form_body(body);
+        }
+        match crate::analysis::decode::structured_kind(&media_type) {
+            Some(ContentKind::Xml) => self.xml_body(body),
+            Some(ContentKind::Csv) => self.csv_body(body),
+            Some(ContentKind::Ndjson) => self.ndjson_body(body),
             _ => self.json_body(body),
         }
     }

@@ -260,20 +260,8 @@ pub fn content_kind(headers: &HeaderMap, body: &[u8]) -> ContentKind {
     if media_type == "text/html" || media_type == "application/xhtml+xml" {
         return ContentKind::Html;
     }
-    if media_type == "application/xml" || media_type == "text/xml" || media_type.ends_with("+xml") {
-        return ContentKind::Xml;
-    }
-    if media_type == "text/csv" {
-        return ContentKind::Csv;
-    }
-    if matches!(
-        media_type.as_str(),
-        "application/x-ndjson"
-            | "application/jsonl"
-            | "application/json-seq"
-            | "application/x-jsonlines"
-    ) {
-        return ContentKind::Ndjson;
+    if let Some(kind) = structured_kind(&media_type) {
+        return kind;
     }
     if media_type.starts_with("image/")
         || media_type.starts_with("audio/")
@@ -282,6 +270,21 @@ pub fn content_kind(headers: &HeaderMap, body: &[u8]) -> ContentKind {
         return ContentKind::Binary;
     }
     sniff(body, &media_type)
+}
+
+/// The structured kind other than JSON a media type (as [`media_type`] gives it) names: XML (SOAP's and other
+/// `+xml` types included), CSV, or NDJSON (JSON Lines and JSON text sequences too).
+pub fn structured_kind(media_type: &str) -> Option<ContentKind> {
+    match media_type {
+        "application/xml" | "text/xml" => Some(ContentKind::Xml),
+        xml if xml.ends_with("+xml") && xml != "application/xhtml+xml" => Some(ContentKind::Xml),
+        "text/csv" => Some(ContentKind::Csv),
+        "application/x-ndjson"
+        | "application/jsonl"
+        | "application/json-seq"
+        | "application/x-jsonlines" => Some(ContentKind::Ndjson),
+        _ => None,
+    }
 }
 
 /// Undeclared, generic or textual types: JSON if it looks like JSON, text if it is UTF-8, binary otherwise.

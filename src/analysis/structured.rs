@@ -56,3 +56,17 @@ pub fn parse_one(kind: ContentKind, bytes: &[u8], scratch: &mut Charge) -> bool 
         _ => false,
     }
 }
+
+/// A stored body of a structured kind as the tree it is compared as, for showing it (its bytes are already
+/// bounded by the sample's cap); `None` when it is not of such a kind or does not read as one.
+pub fn as_value(media_type: &str, body: &str) -> Option<serde_json::Value> {
+    let kind = crate::analysis::decode::structured_kind(media_type)?;
+    let mut scratch = Charge::none();
+    let tree = match kind {
+        ContentKind::Xml => xml::parse_one(body.as_bytes(), &mut scratch),
+        ContentKind::Csv => rows::csv(body.as_bytes(), &mut scratch),
+        ContentKind::Ndjson => rows::ndjson(body.as_bytes(), &mut scratch),
+        _ => return None,
+    };
+    tree.ok().map(|tree| tree.to_value())
+}

@@ -9,7 +9,9 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
 use super::{endpoint_href, render, run_href};
+use crate::analysis::decode::media_type;
 use crate::analysis::diff::DiffKind;
+use crate::analysis::structured;
 use crate::paths::{self, link};
 use crate::store::sample::{SampleDocument, StoredBody, StoredOutcome};
 use crate::web::AdminState;
@@ -70,7 +72,15 @@ pub(crate) fn panel(
         }) => (None, Some(text.clone()), Some(TRUNCATED.to_string())),
         Some(StoredBody::Text { text, .. }) => match serde_json::from_str::<Value>(text) {
             Ok(value) => (Some(view::json_html(&value, marks)), None, None),
-            Err(_) => (None, Some(text.clone()), None),
+            // XML, CSV and NDJSON shown as the trees they are compared as, their differences marked.
+            Err(_) => match structured::as_value(&media_type_of(&outcome.headers), text) {
+                Some(value) => (
+                    Some(view::json_html(&value, marks)),
+                    None,
+                    Some("shown as the tree it is compared as".to_string()),
+                ),
+                None => (None, Some(text.clone()), None),
+            },
         },
         Some(StoredBody::Base64 { data, truncated }) => (
             None,
@@ -114,6 +124,15 @@ pub(crate) fn panel(
         text,
         note,
     }
+}
+
+/// The media type a stored side's headers declare (`text/csv` for `text/csv; charset=utf-8`).
+fn media_type_of(headers: &[(String, String)]) -> String {
+    headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| media_type(value))
+        .unwrap_or_default()
 }
 
 pub(crate) struct DifferenceRow {
