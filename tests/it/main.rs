@@ -31,6 +31,7 @@ mod policy;
 mod readme;
 mod redaction;
 mod replay;
+mod rows;
 mod sample_retention;
 mod sealed;
 mod shadow_lane;
