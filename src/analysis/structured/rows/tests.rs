@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::analysis::diff::DiffKind;
 use crate::analysis::json::{JsonOptions, diff};
-use crate::analysis::rules::EndpointRules;
+use crate::analysis::rules::{EndpointRules, Rule, RuleSet, RuleSpec};
 use crate::budget::{MemoryBudget, Stage};
 
 fn csv_value(text: &str) -> Value {
@@ -199,6 +199,37 @@ fn a_changed_cell_and_a_missing_row_have_row_and_column_paths() {
         paths(&[
             ("body/0/cost", DiffKind::Missing),
             ("body/0/price", DiffKind::Extra),
+        ])
+    );
+}
+
+#[test]
+fn a_row_dropped_from_the_middle_is_one_missing_row_when_the_rows_are_unordered() {
+    let primary = csv("id,price\n1,3\n2,4\n3,5\n".as_bytes(), &mut Charge::none()).unwrap();
+    let candidate = csv("id,price\n1,3\n3,5\n".as_bytes(), &mut Charge::none()).unwrap();
+    let found = |rules: &EndpointRules<'_>| -> Vec<(String, DiffKind)> {
+        diff(&primary, &candidate, JsonOptions::default(), rules, "body")
+            .into_iter()
+            .map(|change| (change.path, change.kind))
+            .collect()
+    };
+    // In order, the rows after the gap are compared with their successors.
+    assert_eq!(
+        found(&EndpointRules::default()),
+        paths(&[
+            ("body/1/id", DiffKind::ValueChanged),
+            ("body/1/price", DiffKind::ValueChanged),
+            ("body", DiffKind::ArrayLength),
+            ("body/2", DiffKind::Missing),
+        ])
+    );
+    let spec = serde_json::from_str::<RuleSpec>(r#"{"path":"body","action":"unordered"}"#).unwrap();
+    let rules = RuleSet::new(vec![Rule::new(spec).unwrap()]);
+    assert_eq!(
+        found(&rules.for_endpoint("GET /prices.csv")),
+        paths(&[
+            ("body", DiffKind::ArrayLength),
+            ("body/1", DiffKind::Missing)
         ])
     );
 }
