@@ -14,7 +14,8 @@ const PRICES_CHANGED: &str = "sku,name,price\r\nA1,pen,1.20\r\nB2,\"ink, blue\",
 const EVENTS: &str = "{\"id\":1,\"kind\":\"open\"}\n{\"id\":2,\"kind\":\"read\"}\n\
 {\"id\":3,\"kind\":\"write\",\"bytes\":10}\n{\"id\":4,\"kind\":\"close\"}\n";
 /// The third line's `bytes` changed and the fourth line gone.
-const EVENTS_CHANGED: &str = "{\"id\":1,\"kind\":\"open\"}\n{\"id\":2,\"kind\":\"read\"}\n{\"id\":3,\"kind\":\"write\",\"bytes\":12}\n";
+const EVENTS_CHANGED: &str = "{\"id\":1,\"kind\":\"open\"}\n{\"id\":2,\"kind\":\"read\"}\n\
+{\"id\":3,\"kind\":\"write\",\"bytes\":12}\n";
 
 /// An upstream answering every request with `body` as `content_type`.
 async fn answering(content_type: &'static str, body: &'static [u8]) -> Stub {
@@ -210,7 +211,9 @@ fn costly_bodies() -> Vec<(&'static str, String)> {
                 ",,,,,,,,,\n".repeat(500)
             ),
         ),
-        ("csv", wide),
+        ("csv", wide.clone()),
+        // One wide row, then narrow ones: each is read in proportion to its own cells.
+        ("csv", wide + &"1\n".repeat(5000)),
         ("csv", format!("a\n\"{}\"\n", "\n".repeat(5000))),
         ("csv", "1\n".repeat(5000)),
         ("ndjson", "[1,2,{\"a\":[]}]\n".repeat(2000)),

@@ -25,8 +25,9 @@ pub(crate) const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 /// What separates the records of a JSON text sequence (RFC 7464).
 pub(crate) const RECORD_SEPARATOR: u8 = 0x1E;
 
-/// Memory the CSV reader holds besides the records (its input buffer, its state), charged once.
-const READER_BYTES: usize = 16 << 10;
+/// Memory the CSV reader holds besides the records (its input buffer), and a row's order of columns, charged
+/// once.
+const READER_BYTES: usize = 24 << 10;
 
 /// The longest name a cell beyond the header gets (its column number, perhaps with a `_2` suffix).
 const EXTRA_NAME_BYTES: usize = 16;
@@ -67,19 +68,20 @@ pub fn csv<'a>(bytes: &'a [u8], scratch: &mut Charge) -> Result<Node<'a>, Struct
     let copied_key = columns.longest_copied_name().max(EXTRA_NAME_BYTES);
     charge(scratch, bound.cells.saturating_mul(copied_key))?;
     let mut rows = Vec::new();
+    let mut order = Vec::new();
     while read_record(&mut reader, &mut record)? {
         borrow_fields(text, &record, &mut cells);
-        let width = cells.len();
-        columns.widen_to(width);
-        let entries: Box<[_]> = columns
-            .sorted
+        columns.widen_to(cells.len());
+        columns.order(cells.len(), &mut order);
+        let entries: Box<[_]> = order
             .iter()
-            .filter(|&&column| column < width)
             .map(|&column| {
                 let cell = std::mem::take(&mut cells[column]);
                 (columns.names[column].clone(), Node::String(cell))
             })
             .collect();
+        // The names are unique and taken in their sorted order, as an object's entries must be.
+        debug_assert!(entries.windows(2).all(|pair| pair[0].0 < pair[1].0));
         rows.push(Node::Object(entries));
     }
     Ok(Node::Array(rows.into_boxed_slice()))
@@ -170,8 +172,9 @@ fn borrow_fields<'a>(text: &'a str, record: &StringRecord, fields: &mut Vec<Cow<
     }
 }
 
-/// The field `field` as it stands in `text` at `at` (quoted or not), and where the field after it starts; `None`
-/// when it does not stand there as it reads. What is borrowed always equals the field, whatever the text is.
+/// The field `field` as it stands in `text` at `at` (quoted or not), and where the field after it starts;
+/// `None` when it does not stand there as it reads. What is borrowed always equals the field, whatever the
+/// text is.
 fn verbatim<'a>(text: &'a str, at: usize, field: &str) -> Option<(&'a str, usize)> {
     let quoted = text.as_bytes().get(at) == Some(&b'"');
     let start = at + usize::from(quoted);
@@ -223,7 +226,11 @@ impl<'a> Columns<'a> {
             given.insert(name.clone());
             columns.names.push(name);
         }
-        columns.sort();
+        let names = &columns.names;
+        columns.sorted = (0..names.len()).collect();
+        columns
+            .sorted
+            .sort_unstable_by(|&a, &b| names[a].cmp(&names[b]));
         columns
     }
 
@@ -241,20 +248,27 @@ impl<'a> Columns<'a> {
 
     /// Names the columns up to `width`: cells beyond the header by their column number.
     fn widen_to(&mut self, width: usize) {
-        if width <= self.names.len() {
-            return;
-        }
         for index in self.names.len()..width {
             let name = self.free_name((index + 1).to_string());
+            let at = self
+                .sorted
+                .partition_point(|&column| self.names[column].as_ref() < name.as_str());
+            self.sorted.insert(at, index);
             self.names.push(Cow::Owned(name));
         }
-        self.sort();
     }
 
-    fn sort(&mut self) {
-        let names = &self.names;
-        self.sorted = (0..names.len()).collect();
-        self.sorted.sort_by(|&a, &b| names[a].cmp(&names[b]));
+    /// The first `width` columns in their names' order, into `order`: picked from the order of all columns
+    /// when the row has most of them, else sorted for this row, so that the work stays in proportion to the
+    /// row's cells however wide an earlier row was.
+    fn order(&self, width: usize, order: &mut Vec<usize>) {
+        order.clear();
+        if width.saturating_mul(2) >= self.names.len() {
+            order.extend(self.sorted.iter().copied().filter(|&column| column < width));
+        } else {
+            order.extend(0..width);
+            order.sort_unstable_by(|&a, &b| self.names[a].cmp(&self.names[b]));
+        }
     }
 
     /// The longest name that is not borrowed from the body, which every row having its column copies.
