@@ -216,6 +216,15 @@ fn costly_bodies() -> Vec<(&'static str, String)> {
         ("csv", wide + &"1\n".repeat(5000)),
         ("csv", format!("a\n\"{}\"\n", "\n".repeat(5000))),
         ("csv", "1\n".repeat(5000)),
+        // One name repeated across the widest header: every column renamed.
+        (
+            "csv",
+            format!(
+                "{}\n{}\n",
+                vec!["a"; 1024].join(","),
+                vec!["1"; 1024].join(",")
+            ),
+        ),
         ("ndjson", "[1,2,{\"a\":[]}]\n".repeat(2000)),
         ("ndjson", "\"a\\u00e9\"\n".repeat(2000)),
         ("ndjson", "{}\r\n".repeat(3000)),

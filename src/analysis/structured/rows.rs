@@ -6,7 +6,7 @@
 //! borrowed from the body wherever it stands there as it reads; memory is charged before anything is built.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use csv::StringRecord;
 
@@ -34,7 +34,7 @@ const EXTRA_NAME_BYTES: usize = 16;
 
 /// What a column's bookkeeping holds besides its name's text: its name, its place in the sorted order, and its
 /// entries in the sets that keep names unique.
-const COLUMN_BYTES: usize = 2 * tree::BYTES_PER_VALUE;
+const COLUMN_BYTES: usize = 3 * tree::BYTES_PER_VALUE;
 
 /// A CSV body as an array of objects keyed by the header row's names.
 ///
@@ -56,12 +56,13 @@ pub fn csv<'a>(bytes: &'a [u8], scratch: &mut Charge) -> Result<Node<'a>, Struct
         return Ok(Node::Array(Box::default()));
     }
     borrow_fields(text, &record, &mut cells);
-    // The columns' names are held twice (given, and reserved against repeats) besides their slots.
+    // The columns' names are held three times (given, reserved against repeats, and where the search for a
+    // free name stopped) besides their slots.
     let header_text: usize = cells.iter().map(|name| name.len()).sum();
     let column_slots = bound.cells.min(MAX_COLUMNS).saturating_mul(COLUMN_BYTES);
     charge(
         scratch,
-        header_text.saturating_mul(2).saturating_add(column_slots),
+        header_text.saturating_mul(3).saturating_add(column_slots),
     )?;
     let mut columns = Columns::new(std::mem::take(&mut cells));
     // Names that are not in the body (made unique, escaped in it) are copied into every row that has them.
@@ -199,6 +200,8 @@ struct Columns<'a> {
     sorted: Vec<usize>,
     /// Every name given so far, and every name the header has.
     taken: HashSet<String>,
+    /// The suffix each name wanted more than once was last given.
+    suffixes: HashMap<String, usize>,
 }
 
 impl<'a> Columns<'a> {
@@ -212,6 +215,7 @@ impl<'a> Columns<'a> {
             names: Vec::with_capacity(header.len()),
             sorted: Vec::new(),
             taken,
+            suffixes: HashMap::new(),
         };
         // The header's own names were reserved above: only the first of each keeps it.
         let mut given: HashSet<Cow<'a, str>> = HashSet::with_capacity(header.len());
@@ -234,15 +238,22 @@ impl<'a> Columns<'a> {
         columns
     }
 
-    /// `wanted`, or when it is taken the first of `wanted_2`, `wanted_3`, ... that is not.
+    /// `wanted`, or when it is taken the first of `wanted_2`, `wanted_3`, ... that is not. The search for a
+    /// name goes on from the suffix the last search for it ended at, so that a header of one name repeated
+    /// costs in proportion to its length.
     fn free_name(&mut self, wanted: String) -> String {
-        let mut name = wanted.clone();
-        let mut suffix = 1;
+        let mut suffix = self.suffixes.get(&wanted).copied().unwrap_or(1);
+        let mut name = if suffix == 1 {
+            wanted.clone()
+        } else {
+            format!("{wanted}_{suffix}")
+        };
         while self.taken.contains(&name) {
             suffix += 1;
             name = format!("{wanted}_{suffix}");
         }
         self.taken.insert(name.clone());
+        self.suffixes.insert(wanted, suffix);
         name
     }
 

@@ -94,6 +94,21 @@ fn empty_and_repeated_header_names_are_made_unique_predictably() {
     );
     // A column number the header already uses as a name is made unique the same way.
     assert_eq!(csv_value("2,\nx,y\n"), json!([{"2": "x", "2_2": "y"}]));
+    let repeated = format!(
+        "{}\n{}\n",
+        vec!["a"; MAX_COLUMNS].join(","),
+        vec!["1"; MAX_COLUMNS].join(",")
+    );
+    let names: Vec<String> = csv_value(&repeated)[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut expected: Vec<String> = (2..=MAX_COLUMNS).map(|n| format!("a_{n}")).collect();
+    expected.push("a".into());
+    expected.sort();
+    assert_eq!(names, expected);
 }
 
 #[test]
