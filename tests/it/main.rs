@@ -32,6 +32,7 @@ mod policy;
 mod readme;
 mod redaction;
 mod replay;
+mod rows;
 mod sample_retention;
 mod sealed;
 mod shadow_lane;
