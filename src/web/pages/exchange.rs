@@ -393,3 +393,46 @@ pub async fn exchange_frames(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(content_type: &str, body: &str) -> StoredOutcome {
+        StoredOutcome {
+            elapsed_ms: 1.0,
+            status: Some(200),
+            headers: vec![("Content-Type".to_string(), content_type.to_string())],
+            body: Some(StoredBody::Text {
+                text: body.to_string(),
+                truncated: false,
+            }),
+            error: None,
+            error_detail: None,
+        }
+    }
+
+    #[test]
+    fn a_csv_body_is_shown_as_its_rows_with_the_differing_cell_marked() {
+        let marks = Marks::from([("/1/price".to_string(), "changed")]);
+        let shown = panel(
+            "candidate",
+            &outcome("text/csv; charset=utf-8", "sku,price\nA1,1.20\nB2,3.75\n"),
+            &marks,
+            &[],
+        );
+        let html = shown.json_html.expect("shown as a tree");
+        assert!(html.contains(r#"data-path="/1/price""#), "{html}");
+        assert!(html.contains("&quot;B2&quot;"), "{html}");
+        assert_eq!(shown.text, None);
+    }
+
+    #[test]
+    fn a_body_of_no_structured_kind_or_that_does_not_read_stays_text() {
+        for (content_type, body) in [("text/plain", "a,b\n1,2\n"), ("application/x-ndjson", "{")] {
+            let shown = panel("primary", &outcome(content_type, body), &Marks::new(), &[]);
+            assert_eq!(shown.json_html, None, "{content_type}");
+            assert_eq!(shown.text.as_deref(), Some(body));
+        }
+    }
+}
