@@ -246,6 +246,19 @@ pub struct Exchange {
     pub charge: Charge,
 }
 
+/// A new exchange's id: a UUIDv7 of the time in milliseconds and 74 random bits drawn from the thread's own
+/// generator, seeded once. `Uuid::now_v7` asks the kernel for its random bits on every call (a `getrandom`
+/// system call per request on the caller's path); ids need to be unique across replicas and ordered by their
+/// millisecond, not unpredictable.
+pub fn new_id() -> Uuid {
+    let millis = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    let mut random = [0u8; 10];
+    fastrand::fill(&mut random);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
 impl Exchange {
     /// Copies the request's and the responses' heads out of the connections they were read from (see
     /// [`detached`]), so that the exchange holds only its own bytes while it waits for analysis.
@@ -292,6 +305,41 @@ impl Exchange {
             Target::Primary => &mut self.primary,
             Target::Secondary => &mut self.secondary,
             Target::Candidate => &mut self.candidate,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn new_ids_are_version_7_of_the_current_millisecond_and_distinct_across_threads() {
+        let before = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let drawn: Vec<Vec<Uuid>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| (0..10_000).map(|_| new_id()).collect::<Vec<_>>()))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let after = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let all: HashSet<Uuid> = drawn.iter().flatten().copied().collect();
+        assert_eq!(all.len(), 40_000);
+        for id in &all {
+            assert_eq!(id.get_version_num(), 7);
+            let (seconds, nanos) = id.get_timestamp().unwrap().to_unix();
+            let millis = seconds * 1000 + u64::from(nanos) / 1_000_000;
+            assert!(
+                (before..=after).contains(&millis),
+                "{millis} in {before}..={after}"
+            );
         }
     }
 }

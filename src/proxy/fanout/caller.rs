@@ -16,12 +16,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use super::forward::Forward;
 use super::{Proxy, of_thread};
 use crate::budget::{Charge, Stage};
-use crate::exchange::{RecordedRequest, Target, UpstreamError};
+use crate::exchange::{RecordedRequest, Target, UpstreamError, new_id};
 use crate::graphql::request::{GraphqlRequest, Shadowing};
 use crate::grpc;
 use crate::lane::Handoff;
@@ -407,7 +406,7 @@ impl Proxy {
             drop(charge);
             return self.primary_only(forward, buffered(body)).await;
         }
-        let id = Uuid::now_v7();
+        let id = new_id();
         let (report_tx, report_rx) = Handoff::channel(&self.lane);
         let plans = self.plans(&parts.method, report_rx);
         let forward = Arc::new(forward);
@@ -446,7 +445,7 @@ impl Proxy {
             drop(charge);
             return self.primary_only_streamed(forward, body).await;
         }
-        let id = Uuid::now_v7();
+        let id = new_id();
         let (report_tx, report_rx) = Handoff::channel(&self.lane);
         let (copy_tx, copy_rx) = Handoff::channel(&self.lane);
         let forward = Arc::new(forward);

@@ -10,12 +10,12 @@ use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::{Proxy, of_thread};
 use crate::budget::Stage;
 use crate::exchange::{
     CapturedBody, Exchange, Outcome, RecordedRequest, Target, UpstreamError, UpstreamResponse,
+    new_id,
 };
 use crate::graphql::SCHEMA_ENDPOINT;
 use crate::graphql::schema::{INTROSPECTION_REQUEST, SchemaError, comparable};
@@ -97,7 +97,7 @@ impl Proxy {
             return;
         };
         self.sink.offer(Exchange {
-            id: Uuid::now_v7(),
+            id: new_id(),
             started_at,
             endpoint: SCHEMA_ENDPOINT.to_string(),
             request,
