@@ -140,7 +140,18 @@ impl<'a> Builder<'_, 'a> {
         let namespace = element.namespace;
         let mut child = element.first_child;
 
-        let mut entries = Vec::with_capacity((end_attribute - first_attribute) as usize + 2);
+        let mut children = Vec::new();
+        while child != NONE {
+            let element = &self.document.elements[child as usize];
+            let (place, local, next) = (element.place, element.local, element.next_sibling);
+            children.push((place, local, self.element(child)?));
+            child = next;
+        }
+        // Children of one name are gathered in document order (the sort is stable).
+        children.sort_by_key(|(place, ..)| *place);
+
+        let attribute_count = (end_attribute - first_attribute) as usize;
+        let mut entries = Vec::with_capacity(attribute_count + 2 + children.len());
         for at in first_attribute..end_attribute {
             let key = attribute_key(
                 self.places,
@@ -157,28 +168,27 @@ impl<'a> Builder<'_, 'a> {
         if let Some(text) = text {
             entries.push((Cow::Borrowed(TEXT_KEY), Node::String(text)));
         }
-
-        let mut children = Vec::new();
-        while child != NONE {
-            let element = &self.document.elements[child as usize];
-            let (place, local, next) = (element.place, element.local, element.next_sibling);
-            children.push((place, local, self.element(child)?));
-            child = next;
-        }
-        // Children of one name are gathered in document order (the sort is stable).
-        children.sort_by_key(|(place, ..)| *place);
-        let mut children = children.into_iter().peekable();
-        while let Some((place, local, node)) = children.next() {
+        let runs: Vec<usize> = children
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(<[_]>::len)
+            .collect();
+        let mut children = children.into_iter();
+        for run in runs {
+            let Some((place, local, node)) = children.next() else {
+                break;
+            };
             if self.places.places[place as usize].repeated {
-                let mut items = vec![node];
-                while let Some((_, _, node)) = children.next_if(|(next, ..)| *next == place) {
-                    items.push(node);
-                }
+                let mut items = Vec::with_capacity(run);
+                items.push(node);
+                items.extend(children.by_ref().take(run - 1).map(|(_, _, node)| node));
                 entries.push((Cow::Borrowed(local), Node::Array(items.into_boxed_slice())));
             } else {
+                // Only a repeated place holds more than one child of a parent.
                 entries.push((Cow::Borrowed(local), node));
             }
         }
+        // The children's buffer is let go before the object's entries are sorted into their own.
+        drop(children);
         Ok(Node::object(entries))
     }
 }

@@ -178,7 +178,7 @@ impl<'a> Places<'a> {
 /// and for each `<` and `=` (an upper bound on elements and attributes) its light element, its node, its
 /// place and the spare capacity of the vectors that hold them.
 pub fn tree_bytes(bytes: &[u8]) -> usize {
-    const PER_MARK: usize = 8 * BYTES_PER_VALUE;
+    const PER_MARK: usize = 10 * BYTES_PER_VALUE;
     // Counted in chunks into a byte-sized counter, which the compiler turns into vector compares.
     let marks: usize = bytes
         .chunks(255)
