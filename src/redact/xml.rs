@@ -52,7 +52,11 @@ impl Redactor {
         let mut stored = Vec::with_capacity(body.len());
         let mut copied = 0;
         for (range, replacement) in replacements {
-            stored.extend_from_slice(&body[copied..range.start]);
+            // Ranges come apart and in order from a well-formed document; anything else is not stored.
+            let Some(kept) = body.get(copied..range.start) else {
+                return Some(UNPARSEABLE_WITH_SECRET.to_vec());
+            };
+            stored.extend_from_slice(kept);
             stored.extend_from_slice(replacement.as_bytes());
             copied = range.end;
         }
@@ -69,10 +73,12 @@ impl Redactor {
         let mut secret: Option<SecretElement> = None;
         let mut secrets_found = false;
         let mut doctype = None;
+        let mut root_seen = false;
         loop {
             match reader.read_event().ok()? {
                 Event::Start(start) => {
                     depth += 1;
+                    root_seen = true;
                     if let Some(secret) = &mut secret {
                         secret.has_children = true;
                         continue;
@@ -130,7 +136,13 @@ impl Redactor {
                         self.xml_text(text, &comment, &mut replacements)?;
                     }
                 }
-                Event::DocType(declaration) => doctype = Some(span(text, &declaration)?),
+                Event::DocType(declaration) => {
+                    // One DTD, before the root: anywhere else the document is not well-formed.
+                    if doctype.is_some() || depth > 0 || root_seen {
+                        return None;
+                    }
+                    doctype = Some(span(text, &declaration)?);
+                }
                 Event::Decl(_) | Event::PI(_) => {}
                 Event::Eof => break,
             }
@@ -382,6 +394,28 @@ mod tests {
             redacted.starts_with("<!DOCTYPE redacted><a><password>redacted:"),
             "{redacted}"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_body_is_redacted_without_panicking(
+            pieces in proptest::collection::vec(proptest::sample::select(vec![
+                "<a>", "</a>", "<password>", "</password>", "<p:token xmlns:p='urn:p'>", "</p:token>",
+                "<b secret='s'/>", "<c x=\"ada@example.com\">", "</c>", "hunter2", " ", "&amp;", "&x;",
+                "<![CDATA[t]]>", "<!-- ada@example.com -->", "<!DOCTYPE a [<!ENTITY x 'y'>]>", "<", ">",
+                "\"", "=", "?token=t&", "\u{feff}",
+            ]), 0..30),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            // Compiled once: the search's patterns take far longer to build than a case takes to run.
+            static REDACTOR: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(|| {
+                redactor().with_values(ValuePatterns::new(&ValueKind::ALL, &[]).unwrap())
+            });
+            let r = &*REDACTOR;
+            let body = pieces.concat();
+            let _ = r.xml_body(body.as_bytes());
+            let _ = r.xml_body(&bytes);
+        }
     }
 
     #[test]
