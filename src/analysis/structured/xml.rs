@@ -115,6 +115,7 @@ fn build<'a>(
         document: &mut document,
         places,
         scratch,
+        children: Vec::new(),
     };
     let root = builder.element(0)?;
     Ok(Node::object(vec![(Cow::Borrowed(root_name), root)]))
@@ -124,6 +125,9 @@ struct Builder<'d, 'a> {
     document: &'d mut Document<'a>,
     places: &'d Places<'a>,
     scratch: &'d mut Charge,
+    /// Children's nodes (with their place and name) gathered for the elements being built, shared by the whole
+    /// build so that an element's children cost no allocation of their own.
+    children: Vec<(u32, &'a str, Node<'a>)>,
 }
 
 impl<'a> Builder<'_, 'a> {
@@ -140,18 +144,23 @@ impl<'a> Builder<'_, 'a> {
         let namespace = element.namespace;
         let mut child = element.first_child;
 
-        let mut children = Vec::new();
+        let base = self.children.len();
         while child != NONE {
             let element = &self.document.elements[child as usize];
             let (place, local, next) = (element.place, element.local, element.next_sibling);
-            children.push((place, local, self.element(child)?));
+            let node = self.element(child)?;
+            self.children.push((place, local, node));
             child = next;
         }
         // Children of one name are gathered in document order (the sort is stable).
-        children.sort_by_key(|(place, ..)| *place);
+        self.children[base..].sort_by_key(|(place, ..)| *place);
 
+        // Sized exactly, so that the boxed entries keep the allocation: one per attribute and name of child.
+        let names = self.children[base..].chunk_by(|a, b| a.0 == b.0).count();
         let attribute_count = (end_attribute - first_attribute) as usize;
-        let mut entries = Vec::with_capacity(attribute_count + 2 + children.len());
+        let mut entries = Vec::with_capacity(
+            attribute_count + usize::from(qualified) + usize::from(text.is_some()) + names,
+        );
         for at in first_attribute..end_attribute {
             let key = attribute_key(
                 self.places,
@@ -168,29 +177,37 @@ impl<'a> Builder<'_, 'a> {
         if let Some(text) = text {
             entries.push((Cow::Borrowed(TEXT_KEY), Node::String(text)));
         }
-        let runs: Vec<usize> = children
-            .chunk_by(|a, b| a.0 == b.0)
-            .map(<[_]>::len)
-            .collect();
-        let mut children = children.into_iter();
-        for run in runs {
-            let Some((place, local, node)) = children.next() else {
-                break;
-            };
+        let mut children = self.children.drain(base..);
+        while let Some((place, local, node)) = children.next() {
             if self.places.places[place as usize].repeated {
-                let mut items = Vec::with_capacity(run);
+                let run = children
+                    .as_slice()
+                    .iter()
+                    .take_while(|(next, ..)| *next == place)
+                    .count();
+                let mut items = Vec::with_capacity(run + 1);
                 items.push(node);
-                items.extend(children.by_ref().take(run - 1).map(|(_, _, node)| node));
+                items.extend(children.by_ref().take(run).map(|(_, _, node)| node));
                 entries.push((Cow::Borrowed(local), Node::Array(items.into_boxed_slice())));
             } else {
                 // Only a repeated place holds more than one child of a parent.
                 entries.push((Cow::Borrowed(local), node));
             }
         }
-        // The children's buffer is let go before the object's entries are sorted into their own.
         drop(children);
-        Ok(Node::object(entries))
+        Ok(object(entries))
     }
+}
+
+/// An object of entries whose keys are unique but for documents that are not namespace-well-formed (two
+/// prefixes for one namespace naming one attribute twice): sorted here, and built without the copy
+/// [`Node::object`] makes to drop duplicates unless there are some.
+fn object<'a>(mut entries: Vec<(Cow<'a, str>, Node<'a>)>) -> Node<'a> {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    if entries.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+        return Node::object(entries);
+    }
+    Node::Object(entries.into_boxed_slice())
 }
 
 /// `@name`, or `@{namespace}name` where the attribute's namespace is not the same throughout its place (whose

@@ -55,16 +55,25 @@ pub(super) struct Attribute<'a> {
 }
 
 /// Where in a document an element or attribute sits: its parent's place and its local name.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct PlaceKey<'a> {
     parent: u32,
     attribute: bool,
     local: &'a str,
 }
 
+/// Hashed in two writes, not four: the parent and the kind in one word (fixed-size, so the name needs no
+/// length after it).
+impl std::hash::Hash for PlaceKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64((u64::from(self.parent) << 1) | u64::from(self.attribute));
+        state.write(self.local.as_bytes());
+    }
+}
+
 /// What the documents of a pair hold at one place.
 #[derive(Clone)]
-pub(super) struct Place {
+pub(super) struct Place<'a> {
     /// A parent holds more than one element here, in either document.
     pub repeated: bool,
     /// An element here has attributes or children, in either document.
@@ -73,9 +82,13 @@ pub(super) struct Place {
     namespaces: [Seen; 2],
     /// The last element (per document) that had a child here: another child of the same one is a repeat.
     last_parent: [u32; 2],
+    /// The local name here, and the child element's place found last from here: a run of repeated children
+    /// finds its place without hashing.
+    local: &'a str,
+    last_child: u32,
 }
 
-impl Place {
+impl Place<'_> {
     /// Whether names here carry their namespace: it differs between the documents, or within one.
     pub fn qualified(&self) -> bool {
         match self.namespaces {
@@ -107,10 +120,12 @@ impl Seen {
 #[derive(Default)]
 pub(super) struct Places<'a> {
     index: HashMap<PlaceKey<'a>, u32>,
-    pub places: Vec<Place>,
+    pub places: Vec<Place<'a>>,
     /// Namespace names, the first empty (no namespace); borrowed from the declaring document when possible.
     namespaces: Vec<Cow<'a, str>>,
     namespace_ids: HashMap<Cow<'a, str>, u32>,
+    /// The namespace last resolved: most elements are in their parent's, compared before any hashing.
+    last_namespace: u32,
 }
 
 impl<'a> Places<'a> {
@@ -126,6 +141,15 @@ impl<'a> Places<'a> {
     }
 
     fn place(&mut self, parent: u32, attribute: bool, local: &'a str) -> u32 {
+        let cached = match (attribute, self.places.get(parent as usize)) {
+            (false, Some(parent)) => parent.last_child,
+            _ => NONE,
+        };
+        if let Some(place) = self.places.get(cached as usize)
+            && place.local == local
+        {
+            return cached;
+        }
         let key = PlaceKey {
             parent,
             attribute,
@@ -133,15 +157,21 @@ impl<'a> Places<'a> {
         };
         let next = self.places.len() as u32;
         let places = &mut self.places;
-        *self.index.entry(key).or_insert_with(|| {
+        let found = *self.index.entry(key).or_insert_with(|| {
             places.push(Place {
                 repeated: false,
                 has_structure: false,
                 namespaces: [Seen::Nothing; 2],
                 last_parent: [NONE; 2],
+                local,
+                last_child: NONE,
             });
             next
-        })
+        });
+        if !attribute && let Some(parent) = self.places.get_mut(parent as usize) {
+            parent.last_child = found;
+        }
+        found
     }
 
     /// Numbers a namespace name declared in a document (kept borrowed from it).
@@ -159,13 +189,18 @@ impl<'a> Places<'a> {
             ResolveResult::Unbound => Ok(NO_NAMESPACE),
             ResolveResult::Bound(namespace) => {
                 let name = namespace.into_inner();
+                if self.namespaces[self.last_namespace as usize] == name {
+                    return Ok(self.last_namespace);
+                }
                 if let Some(&id) = self.namespace_ids.get(name) {
+                    self.last_namespace = id;
                     return Ok(id);
                 }
                 // Only the built-in `xml` namespace is bound without being declared in the document.
                 let id = self.namespaces.len() as u32;
                 self.namespaces.push(Cow::Owned(name.to_string()));
                 self.namespace_ids.insert(Cow::Owned(name.to_string()), id);
+                self.last_namespace = id;
                 Ok(id)
             }
             ResolveResult::Unknown(_) => Err(StructureFailure::Invalid),
@@ -370,31 +405,50 @@ impl<'a> Reading<'a, '_> {
         let (resolved, local) = resolver.resolve_element(QName(&tag[..name_length]));
         let local = local.into_inner();
 
-        // Declarations first: an attribute may use a prefix declared after it in the same tag.
-        let mut has_attributes = false;
-        let mut attributes = Attributes::new(tag, name_length);
-        attributes.with_checks(true);
-        for attribute in attributes {
-            let attribute = attribute.map_err(|_| StructureFailure::Invalid)?;
-            if attribute.key.as_namespace_binding().is_some() {
-                if let Cow::Borrowed(name) = attribute.value {
-                    self.places.declare(name);
-                }
-            } else {
-                has_attributes = true;
-            }
-        }
-        let namespace = self.places.namespace_id(resolved)?;
-
         let parent_place = match parent {
             NONE => NONE,
             index => self.document.elements[index as usize].place,
         };
-        let place_id = self.places.place(parent_place, false, local);
+        let local_place = self.places.place(parent_place, false, local);
         let index =
             u32::try_from(self.document.elements.len()).map_err(|_| StructureFailure::Invalid)?;
         let which = self.which;
-        let place = &mut self.places.places[place_id as usize];
+
+        // The resolver already holds this tag's declarations (an attribute may use a prefix declared after it);
+        // declaring them here only lets their names be borrowed from the body.
+        let first_attribute = self.document.attributes.len() as u32;
+        if tag.len() > name_length {
+            let mut attributes = Attributes::new(tag, name_length);
+            attributes.with_checks(true);
+            for attribute in attributes {
+                let attribute = attribute.map_err(|_| StructureFailure::Invalid)?;
+                if attribute.key.as_namespace_binding().is_some() {
+                    if let Cow::Borrowed(name) = attribute.value {
+                        self.places.declare(name);
+                    }
+                    continue;
+                }
+                let (resolved, attribute_local) = resolver.resolve_attribute(attribute.key);
+                let attribute_namespace = self.places.namespace_id(resolved)?;
+                let value = attribute
+                    .normalized_value(XmlVersion::Implicit1_0)
+                    .map_err(|_| StructureFailure::Invalid)?;
+                let attribute_local = attribute_local.into_inner();
+                let attribute_place = self.places.place(local_place, true, attribute_local);
+                self.places.places[attribute_place as usize].namespaces[which]
+                    .add(attribute_namespace);
+                self.document.attributes.push(Attribute {
+                    place: attribute_place,
+                    namespace: attribute_namespace,
+                    local: attribute_local,
+                    value,
+                });
+            }
+        }
+        let has_attributes = self.document.attributes.len() as u32 > first_attribute;
+        let namespace = self.places.namespace_id(resolved)?;
+
+        let place = &mut self.places.places[local_place as usize];
         place.namespaces[which].add(namespace);
         if parent != NONE {
             if place.last_parent[which] == parent {
@@ -407,35 +461,8 @@ impl<'a> Reading<'a, '_> {
             self.places.places[parent_place as usize].has_structure = true;
         }
 
-        let first_attribute = self.document.attributes.len() as u32;
-        if has_attributes {
-            let mut attributes = Attributes::new(tag, name_length);
-            attributes.with_checks(false);
-            for attribute in attributes {
-                let attribute = attribute.map_err(|_| StructureFailure::Invalid)?;
-                if attribute.key.as_namespace_binding().is_some() {
-                    continue;
-                }
-                let (resolved, attribute_local) = resolver.resolve_attribute(attribute.key);
-                let attribute_namespace = self.places.namespace_id(resolved)?;
-                let value = attribute
-                    .normalized_value(XmlVersion::Implicit1_0)
-                    .map_err(|_| StructureFailure::Invalid)?;
-                let attribute_place =
-                    self.places
-                        .place(place_id, true, attribute_local.into_inner());
-                self.places.places[attribute_place as usize].namespaces[which]
-                    .add(attribute_namespace);
-                self.document.attributes.push(Attribute {
-                    place: attribute_place,
-                    namespace: attribute_namespace,
-                    local: attribute_local.into_inner(),
-                    value,
-                });
-            }
-        }
         self.document.elements.push(Element {
-            place: place_id,
+            place: local_place,
             namespace,
             local,
             text: None,
