@@ -94,6 +94,26 @@ async fn a_changed_element_is_a_value_change_at_its_path() {
     assert_eq!(compared.noise, []);
 }
 
+#[tokio::test]
+async fn an_answer_that_is_not_well_formed_is_a_type_change_at_body() {
+    let primary = xml_stub(ORDER).await;
+    let secondary = xml_stub(ORDER).await;
+    let candidate = xml_stub("<order><total>44.48</order>").await;
+    let mut app =
+        TestApp::start_analysed(&primary.url(), &secondary.url(), &candidate.url(), |_| {}).await;
+    assert_eq!(call(&app).await, ORDER);
+    let analysis = app.next_analysis().await;
+    let compared = analysis.compared().expect("compared");
+    assert_eq!(compared.candidate.len(), 1, "{:?}", compared.candidate);
+    let difference = &compared.candidate[0];
+    assert_eq!(
+        (difference.path.as_str(), difference.kind),
+        ("body", DiffKind::TypeChanged)
+    );
+    assert_eq!(difference.primary.as_deref(), Some("xml"));
+    assert_eq!(difference.other.as_deref(), Some("invalid xml"));
+}
+
 /// A billion laughs: ten entities each ten times the one before, nine deep, about 3 GB if ever expanded.
 fn billion_laughs(side: &str) -> &'static str {
     let mut dtd = String::from("<!ENTITY lol \"lol\">\n");
