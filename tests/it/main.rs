@@ -42,6 +42,7 @@ mod support;
 mod upgrade;
 mod verdicts;
 mod web;
+mod xml;
 
 /// Counts what each thread allocates, for tests that bound memory ([`support::heap::peak_of`]).
 #[global_allocator]
