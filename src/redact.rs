@@ -347,7 +347,10 @@ impl Redactor {
     /// since a part cannot be parsed to redact its values; else the part with its personal data replaced; `None`
     /// when it can be stored as it is.
     pub fn partial_body(&self, part: &[u8]) -> Option<Vec<u8>> {
-        if !self.json_fields.is_empty() && self.names_secret_field(part) {
+        // A part of an XML body names its secrets as elements or attributes, not as quoted keys.
+        if !self.json_fields.is_empty()
+            && (self.names_secret_field(part) || self.names_secret_xml_name(part))
+        {
             return Some(UNPARSEABLE_WITH_SECRET.to_vec());
         }
         self.bytes_values(part)

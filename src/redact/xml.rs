@@ -218,7 +218,7 @@ impl Redactor {
 
     /// Whether a body names a secret field where XML names elements (`<password`, `<p:password`, `</password`)
     /// or attributes (`password=`), for a body that cannot be read.
-    fn names_secret_xml_name(&self, body: &[u8]) -> bool {
+    pub(super) fn names_secret_xml_name(&self, body: &[u8]) -> bool {
         if !self.redacts_json_fields() {
             return false;
         }
@@ -294,6 +294,21 @@ mod tests {
             crate::analysis::structured::xml::parse_one(xml.as_bytes(), &mut scratch).is_ok(),
             "{xml}"
         );
+    }
+
+    #[test]
+    fn a_part_of_a_body_cut_short_naming_a_secret_element_is_not_kept() {
+        let part = b"<order><customer>Ada</customer><ns:password>hunter2</ns:passw";
+        assert_eq!(
+            redactor().partial_body(part).as_deref(),
+            Some(UNPARSEABLE_WITH_SECRET)
+        );
+        let attribute = b"<login user=\"ada\" password=\"hunter2";
+        assert_eq!(
+            redactor().partial_body(attribute).as_deref(),
+            Some(UNPARSEABLE_WITH_SECRET)
+        );
+        assert_eq!(redactor().partial_body(b"<order><total>3</to"), None);
     }
 
     #[test]
