@@ -137,7 +137,7 @@ start_shadowdiff shadowdiff-shadowing 1
 # (/proc/PID/stat, in clock ticks: 10 ms each, a 1 % error over a run's second of CPU).
 TICK_NS=$((1000000000 / $(getconf CLK_TCK)))
 cpu_ns() {
-  awk -v tick="$TICK_NS" '{ sub(/^.*\) /, ""); printf "%d\n", ($12 + $13) * tick }' /proc/"$1"/stat
+  awk -v tick="$TICK_NS" '{ sub(/^.*\) /, ""); printf "%.0f\n", ($12 + $13) * tick }' /proc/"$1"/stat
 }
 
 # paced CONNECTIONS URL SECONDS: wrk at the paced rate; prints the requests it completed.
