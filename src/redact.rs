@@ -214,6 +214,23 @@ impl Redactor {
         self.uri_with(uri, true)
     }
 
+    /// A text value as JSON strings are redacted (the secret query parameters of a URL in it, then the personal
+    /// data in it), for the text and cells of XML and CSV bodies; `None` when nothing was.
+    pub(crate) fn text_value(&self, text: &str) -> Option<String> {
+        let urls = if !self.json_fields.is_empty() && text.contains('?') {
+            self.uri_with(text, false)
+        } else {
+            Cow::Borrowed(text)
+        };
+        if let Cow::Owned(clean) = self.text_values(&urls) {
+            return Some(clean);
+        }
+        match urls {
+            Cow::Owned(clean) => Some(clean),
+            Cow::Borrowed(_) => None,
+        }
+    }
+
     /// [`Self::uri`], personal data searched for in its parts only when `values` says so (text that merely
     /// holds a `?` is searched as text instead, never encoded as a URL's parts are).
     fn uri_with<'a>(&self, uri: &'a str, values: bool) -> Cow<'a, str> {

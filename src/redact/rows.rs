@@ -1,7 +1,5 @@
 //! CSV and NDJSON bodies as stored: the columns and fields named like secret fields redacted.
 
-use std::borrow::Cow;
-
 use csv::{ByteRecord, ReaderBuilder, Terminator, WriterBuilder};
 use serde_json::Value;
 
@@ -73,16 +71,10 @@ impl Redactor {
     /// An ordinary cell with the personal data in it replaced, and, as in a JSON string, the secret query
     /// parameters of a URL in it; `None` when there were none.
     fn cell_values(&self, cell: &[u8]) -> Option<Vec<u8>> {
-        let url = match std::str::from_utf8(cell) {
-            Ok(text) if !self.json_fields.is_empty() && text.contains('?') => {
-                match self.uri_with(text, false) {
-                    Cow::Owned(clean) => Some(clean.into_bytes()),
-                    Cow::Borrowed(_) => None,
-                }
-            }
-            _ => None,
-        };
-        self.bytes_values(url.as_deref().unwrap_or(cell)).or(url)
+        match std::str::from_utf8(cell) {
+            Ok(text) => self.text_value(text).map(String::into_bytes),
+            Err(_) => self.bytes_values(cell),
+        }
     }
 
     /// An NDJSON body (or a JSON text sequence) with each value's secret fields and personal data redacted, as

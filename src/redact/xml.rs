@@ -154,7 +154,7 @@ impl Redactor {
             let content = text.get(declaration.clone())?;
             if secrets_found && content.contains("<!ENTITY") {
                 replacements.push((declaration, REDACTED_DOCTYPE.to_string()));
-            } else if let Some(clean) = self.xml_value(content) {
+            } else if let Some(clean) = self.text_value(content) {
                 replacements.push((declaration, clean));
             }
         }
@@ -186,7 +186,7 @@ impl Redactor {
                     .unwrap_or(Cow::Borrowed(raw));
                 replacements.push((range, self.token(value.as_bytes())));
                 found = true;
-            } else if let Some(clean) = self.xml_value(raw) {
+            } else if let Some(clean) = self.text_value(raw) {
                 replacements.push((range, clean));
             }
         }
@@ -195,25 +195,10 @@ impl Redactor {
 
     /// Redacts a piece of text (as it is in the body) that is no secret field's.
     fn xml_text(&self, text: &str, piece: &str, replacements: &mut Replacements) -> Option<()> {
-        if let Some(clean) = self.xml_value(piece) {
+        if let Some(clean) = self.text_value(piece) {
             replacements.push((span(text, piece)?, clean));
         }
         Some(())
-    }
-
-    /// A value with the secret query parameters of a URL in it and its personal data replaced, as JSON strings
-    /// are; `None` when nothing was. The tokens it writes need no escaping anywhere in a document.
-    fn xml_value(&self, value: &str) -> Option<String> {
-        let urls = if self.redacts_json_fields() && value.contains('?') {
-            self.uri_with(value, false)
-        } else {
-            Cow::Borrowed(value)
-        };
-        match (self.bytes_values(urls.as_bytes()), urls) {
-            (Some(clean), _) => Some(String::from_utf8_lossy(&clean).into_owned()),
-            (None, Cow::Owned(clean)) => Some(clean),
-            (None, Cow::Borrowed(_)) => None,
-        }
     }
 
     /// Whether a body names a secret field where XML names elements (`<password`, `<p:password`, `</password`)
