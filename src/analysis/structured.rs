@@ -33,40 +33,56 @@ pub fn parse_pair<'a>(
     other: &'a [u8],
     scratch: &mut Charge,
 ) -> Result<(Node<'a>, Node<'a>), (Side, StructureFailure)> {
-    let each = |read: fn(&'a [u8], &mut Charge) -> Result<Node<'a>, StructureFailure>,
-                scratch: &mut Charge| {
-        let primary = read(primary, scratch).map_err(|failure| (Side::Primary, failure))?;
-        let other = read(other, scratch).map_err(|failure| (Side::Other, failure))?;
-        Ok((primary, other))
-    };
+    if kind == ContentKind::Xml {
+        return xml::parse_pair(primary, other, scratch);
+    }
+    let primary = read_one(kind, primary, scratch).map_err(|failure| (Side::Primary, failure))?;
+    let other = read_one(kind, other, scratch).map_err(|failure| (Side::Other, failure))?;
+    Ok((primary, other))
+}
+
+/// One body of a structured kind as a tree (an XML document's arrays where its own names repeat).
+fn read_one<'a>(
+    kind: ContentKind,
+    bytes: &'a [u8],
+    scratch: &mut Charge,
+) -> Result<Node<'a>, StructureFailure> {
     match kind {
-        ContentKind::Xml => xml::parse_pair(primary, other, scratch),
-        ContentKind::Csv => each(rows::csv, scratch),
-        ContentKind::Ndjson => each(rows::ndjson, scratch),
-        _ => Err((Side::Primary, StructureFailure::Invalid)),
+        ContentKind::Xml => xml::parse_one(bytes, scratch),
+        ContentKind::Csv => rows::csv(bytes, scratch),
+        ContentKind::Ndjson => rows::ndjson(bytes, scratch),
+        _ => Err(StructureFailure::Invalid),
     }
 }
 
 /// Whether one body alone reads as its kind: told apart from the other side when a pair fails on primary.
 pub fn parse_one(kind: ContentKind, bytes: &[u8], scratch: &mut Charge) -> bool {
-    match kind {
-        ContentKind::Xml => xml::parse_one(bytes, scratch).is_ok(),
-        ContentKind::Csv => rows::csv(bytes, scratch).is_ok(),
-        ContentKind::Ndjson => rows::ndjson(bytes, scratch).is_ok(),
-        _ => false,
-    }
+    read_one(kind, bytes, scratch).is_ok()
 }
 
 /// A stored body of a structured kind as the tree it is compared as, for showing it (its bytes are already
 /// bounded by the sample's cap); `None` when it is not of such a kind or does not read as one.
 pub fn as_value(media_type: &str, body: &str) -> Option<serde_json::Value> {
     let kind = crate::analysis::decode::structured_kind(media_type)?;
-    let mut scratch = Charge::none();
-    let tree = match kind {
-        ContentKind::Xml => xml::parse_one(body.as_bytes(), &mut scratch),
-        ContentKind::Csv => rows::csv(body.as_bytes(), &mut scratch),
-        ContentKind::Ndjson => rows::ndjson(body.as_bytes(), &mut scratch),
-        _ => return None,
-    };
-    tree.ok().map(|tree| tree.to_value())
+    read_one(kind, body.as_bytes(), &mut Charge::none())
+        .ok()
+        .map(|tree| tree.to_value())
+}
+
+/// The (path, kind) of each difference the JSON walk finds from one tree to the other, without rules.
+#[cfg(test)]
+pub(crate) fn walked(
+    primary: &Node<'_>,
+    other: &Node<'_>,
+) -> Vec<(String, crate::analysis::diff::DiffKind)> {
+    crate::analysis::json::diff(
+        primary,
+        other,
+        crate::analysis::json::JsonOptions::default(),
+        &crate::analysis::rules::EndpointRules::default(),
+        "body",
+    )
+    .into_iter()
+    .map(|change| (change.path, change.kind))
+    .collect()
 }

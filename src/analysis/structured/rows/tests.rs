@@ -31,16 +31,7 @@ fn differences(
 ) -> Vec<(String, DiffKind)> {
     let primary = read(primary.as_bytes(), &mut Charge::none()).unwrap();
     let other = read(other.as_bytes(), &mut Charge::none()).unwrap();
-    diff(
-        &primary,
-        &other,
-        JsonOptions::default(),
-        &EndpointRules::default(),
-        "body",
-    )
-    .into_iter()
-    .map(|change| (change.path, change.kind))
-    .collect()
+    crate::analysis::structured::walked(&primary, &other)
 }
 
 fn paths(found: &[(&str, DiffKind)]) -> Vec<(String, DiffKind)> {

@@ -4,8 +4,6 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::analysis::diff::DiffKind;
-use crate::analysis::json::{JsonOptions, diff};
-use crate::analysis::rules::EndpointRules;
 use crate::budget::MemoryBudget;
 
 /// One document's tree as compact JSON.
@@ -26,16 +24,7 @@ fn pair(primary: &str, other: &str) -> (String, String) {
 fn changes(primary: &str, other: &str) -> Vec<(String, DiffKind)> {
     let (a, b) =
         parse_pair(primary.as_bytes(), other.as_bytes(), &mut Charge::none()).expect("both read");
-    diff(
-        &a,
-        &b,
-        JsonOptions::default(),
-        &EndpointRules::default(),
-        "body",
-    )
-    .into_iter()
-    .map(|change| (change.path, change.kind))
-    .collect()
+    crate::analysis::structured::walked(&a, &b)
 }
 
 fn failure(xml: &str) -> StructureFailure {
