@@ -161,7 +161,10 @@ impl Analyzer {
             let schema = exchange.endpoint == graphql::SCHEMA_ENDPOINT;
             for differences in [&mut candidate.differences, &mut noise.differences] {
                 differences.retain(graphql_answer::is_compared);
-                for difference in differences.iter_mut().filter(|_| schema) {
+                if !schema {
+                    continue;
+                }
+                for difference in differences.iter_mut() {
                     if let Some(compat) = graphql_answer::schema_compat(difference) {
                         difference.compat = compat;
                     }

@@ -35,13 +35,15 @@ impl PersistedQueries {
         let Some(key) = parse_hash(hash) else {
             return;
         };
-        if query.len() > MAX_QUERY_BYTES || Sha256::digest(query.as_bytes())[..] != key[..] {
+        if query.len() > MAX_QUERY_BYTES || self.holds(&key) {
+            // Known already (a text is kept only under its own hash), as when the lane reads a request the
+            // caller's path has read: no hash to compute again.
             return;
         }
-        let mut texts = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if Sha256::digest(query.as_bytes())[..] != key[..] {
+            return;
+        }
+        let mut texts = self.lock();
         if texts.by_hash.contains_key(&key) {
             return;
         }
@@ -58,23 +60,25 @@ impl PersistedQueries {
         texts.by_hash.insert(key, Arc::from(query));
     }
 
+    fn holds(&self, key: &[u8; 32]) -> bool {
+        self.lock().by_hash.contains_key(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Texts> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The text seen with this hash, if it is still kept.
     pub fn text(&self, hash: &str) -> Option<Arc<str>> {
         let key = parse_hash(hash)?;
-        let texts = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        texts.by_hash.get(&key).cloned()
+        self.lock().by_hash.get(&key).cloned()
     }
 
     /// Texts kept now.
     pub fn len(&self) -> usize {
-        let texts = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        texts.by_hash.len()
+        self.lock().by_hash.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -94,10 +94,14 @@ impl Forward {
 
     /// The body `target` is sent: the caller's, or the shadows' own.
     pub(super) fn body_for<'b>(&'b self, target: Target, caller_body: &'b Bytes) -> &'b Bytes {
-        match (&self.shadow_body, target) {
-            (Some(body), Target::Secondary | Target::Candidate) => body,
-            _ => caller_body,
-        }
+        self.own_body(target).unwrap_or(caller_body)
+    }
+
+    /// The body of its own `target` is sent instead of the caller's, if any.
+    fn own_body(&self, target: Target) -> Option<&Bytes> {
+        self.shadow_body
+            .as_ref()
+            .filter(|_| matches!(target, Target::Secondary | Target::Candidate))
     }
 
     /// For primary alone, taking the caller's headers rather than copying them: the caller's path of a request
@@ -212,10 +216,8 @@ impl Proxy {
         if let Some(id) = forward.rewritten[target.index()] {
             self.rewrites.headers(id, &mut headers);
         }
-        if let Some(shadow_body) = &forward.shadow_body
-            && matches!(target, Target::Secondary | Target::Candidate)
-        {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(shadow_body.len()));
+        if let Some(own_body) = forward.own_body(target) {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(own_body.len()));
         }
         self.address(
             target,

@@ -75,13 +75,11 @@ impl Proxy {
             Ok(outcomes) => outcomes,
             Err(_) => return,
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let request = RecordedRequest {
             method: Method::POST,
             uri: uri.clone(),
             version: Version::HTTP_11,
-            headers,
+            headers: json_headers(),
             body: Bytes::from_static(INTROSPECTION_REQUEST.as_bytes()),
         };
         let bodies: usize = [&primary, &secondary, &candidate]
